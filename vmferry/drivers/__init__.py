@@ -1,0 +1,1 @@
+"""Side effects: libvirt, external tools and processes. Nothing above this layer shells out."""
