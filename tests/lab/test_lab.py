@@ -1,0 +1,146 @@
+"""The lab against the real thing: namespaces, two libvirtds, a TCG guest, then nothing left.
+
+Runs as root. Order matters inside this module: the last test takes the lab down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.lab import client, guests, lifecycle
+from vmferry.lab import topology as topo
+from vmferry.lab.console import ConsoleTail, Heartbeat, MemCheck, max_heartbeat_gap_ms, work_stats
+from vmferry.lab.processes import is_same_process
+from vmferry.lab.state import LabState, load_state
+from vmferry.service import hosts as hosts_service
+
+pytestmark = pytest.mark.lab
+
+
+def vmferry(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=os.environ,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+def test_lab_status_lists_hosts_links_and_registers_hosts(lab: LabState) -> None:
+    done = vmferry("lab", "status", "--json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["up"] is True
+    assert [h["name"] for h in status["hosts"]] == ["kvm1", "kvm2"]
+    assert status["hosts"][0]["uri"] == "qemu+tcp://198.18.0.11/system"
+    assert status["hosts"][1]["migration_uri"] == "tcp://198.18.1.12"
+    assert all(h["libvirtd_running"] for h in status["hosts"])
+    # the rate is read back from tc, not echoed from the request
+    assert [link["rate_mbps"] for link in status["links"]] == [400, 400]
+    assert {h.name for h in hosts_service.list_hosts()} == {"kvm1", "kvm2"}
+
+
+def test_each_host_is_its_own_libvirt(lab: LabState) -> None:
+    infos = []
+    for name in ("kvm1", "kvm2"):
+        host = hosts_service.open_store().get_host(name)
+        with LibvirtHost.connect(host.name, host.uri) as conn:
+            infos.append(conn.info())
+            assert topo.VM_NETWORK_NAME in conn.networks()
+            assert {topo.SHARED_POOL, topo.LOCAL_POOL} <= set(conn.pools())
+    assert infos[0].hostname == "kvm1" and infos[1].hostname == "kvm2"
+
+
+def test_lab_has_no_route_out(lab: LabState) -> None:
+    for ns in ("vmf-kvm1", "vmf-client", "vmf-fabric"):
+        routes = subprocess.run(["ip", "-n", ns, "route", "show", "default"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert routes.strip() == "", f"{ns} has a default route: {routes}"
+
+
+def test_second_lab_up_is_refused_and_changes_nothing(lab: LabState) -> None:
+    before = load_state()
+    done = vmferry("lab", "up")
+    assert done.returncode == 2
+    assert "already up" in done.stderr and "Traceback" not in done.stderr
+    assert load_state() == before
+
+
+def test_guest_heartbeat_memcheck_echo_and_inventory(lab: LabState) -> None:
+    record = guests.create_guest("g1", "kvm1", memory_mb=512, working_set_mb=128, dirty_mb_s=8)
+    with ConsoleTail(Path(record.console)) as tail:
+        tail.wait_for(lambda ln: isinstance(ln.event, MemCheck), timeout=60)
+        started = tail.count()
+        time.sleep(5)
+        window = tail.lines(started)
+    beats = [ln.event.seq for ln in window if isinstance(ln.event, Heartbeat)]
+    assert len(beats) >= 60, f"only {len(beats)} heartbeats in 5 s"
+    assert beats == sorted(beats)
+    gap = max_heartbeat_gap_ms(window)
+    assert gap is not None and gap < 500
+    checks = [ln.event for ln in window if isinstance(ln.event, MemCheck)]
+    assert checks and all(c.ok for c in checks)
+    dirtied = [w.dirtied_kib for w in work_stats(window)]
+    assert dirtied and all(6 * 1024 <= d <= 10 * 1024 for d in dirtied), dirtied
+    disk = [ln.text for ln in tail.lines() if ln.text.startswith("DISK ")]
+    assert disk == [f"DISK sha256={record.data_sha256} bytes={16 * 2**20}"]
+
+    assert len(client.echo(record.address, count=3)) == 3
+    assert client.control(record.address, "rate 20") == "ok rate 20"
+    assert "rate=20" in client.control(record.address, "status")
+
+    # vmferry's inventory agrees with libvirt's own view (virsh)
+    inv = json.loads(vmferry("inventory", "--host", "kvm1", "--json").stdout)
+    assert [(r["spec"]["name"], r["state"]) for r in inv] == [("g1", "running")]
+    spec = inv[0]["spec"]
+    virsh = ["virsh", "-c", "qemu+tcp://198.18.0.11/system"]
+    dominfo = subprocess.run([*virsh, "dominfo", "g1"], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    fields = dict(line.split(":", 1) for line in dominfo.splitlines() if ":" in line)
+    assert spec["uuid"] == fields["UUID"].strip()
+    assert spec["vcpus"] == int(fields["CPU(s)"])
+    assert spec["memory_bytes"] == int(fields["Max memory"].split()[0]) * 1024
+    iflist = subprocess.run([*virsh, "domiflist", "g1"], capture_output=True, text=True,
+                            check=True).stdout  # fmt: skip
+    assert spec["nics"][0]["mac"] == record.mac and record.mac in iflist
+    blk = subprocess.run([*virsh, "domblkinfo", "g1", "vda", "--human"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert "16.000 MiB" in blk and spec["disks"][0]["capacity_bytes"] == 16 * 2**20
+
+
+def test_guest_create_bad_input_changes_nothing(lab: LabState) -> None:
+    before = load_state()
+    assert before is not None
+    missing = vmferry("lab", "guest", "create", "g9", "--host", "kvm7")
+    assert missing.returncode == 2 and "no lab host 'kvm7'" in missing.stderr
+    dup = vmferry("lab", "guest", "create", "g1", "--host", "kvm2")
+    assert dup.returncode == 2 and "exists" in dup.stderr
+    bad = vmferry("lab", "guest", "create", "g9", "--host", "kvm1", "--working-set-mb", "9999")
+    assert bad.returncode == 2
+    assert load_state() == before
+    assert not list(Path(before.guests["g1"].data_disk).parent.glob("g9*"))
+
+
+def test_lab_down_leaves_nothing_behind(lab: LabState) -> None:
+    state = load_state()
+    assert state is not None
+    assert lifecycle.down() is True
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                check=True).stdout  # fmt: skip
+    assert not [ns for ns in state.namespaces if ns in namespaces]
+    link = subprocess.run(["ip", "link", "show", topo.STATION_IFACE], capture_output=True,
+                          check=False)  # fmt: skip
+    assert link.returncode != 0
+    assert not [p for p in state.processes if is_same_process(p.pid, p.start_ticks)]
+    qemu = subprocess.run(["pgrep", "-f", "qemu-system.*guest=g1"], capture_output=True,
+                          check=False)  # fmt: skip
+    assert qemu.returncode == 1, "a QEMU process outlived the lab"
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert "vmferry-lab" not in mounts
+    assert load_state() is None
+    assert hosts_service.list_hosts() == []
+    assert lifecycle.down() is False  # a second down finds nothing to do

@@ -1,0 +1,89 @@
+"""`vmferry hosts ...` and `vmferry inventory`."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from vmferry.cli.output import console, print_json
+from vmferry.model import VmRecord
+from vmferry.service import hosts as hosts_service
+
+app = typer.Typer(help="Register and list the libvirt hosts vmferry manages.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="A short name for the host, e.g. kvm1."),
+    uri: str = typer.Argument(..., help="libvirt URI, e.g. qemu+ssh://root@kvm1/system."),
+    migration_uri: str | None = typer.Option(
+        None, "--migration-uri", help="Where migration streams go, e.g. tcp://10.0.1.11."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Register a host; its libvirt must answer first."""
+    host = hosts_service.add_host(name, uri, migration_uri)
+    if json_out:
+        print_json(host)
+    else:
+        console.print(f"added host [bold]{host.name}[/bold] ({host.uri})")
+
+
+@app.command("list")
+def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List registered hosts."""
+    hosts = hosts_service.list_hosts()
+    if json_out:
+        print_json(hosts)
+        return
+    table = Table("name", "uri", "migration uri")
+    for host in hosts:
+        table.add_row(host.name, host.uri, host.migration_uri or "-")
+    console.print(table)
+
+
+@app.command("remove")
+def remove(name: str = typer.Argument(..., help="The host's name.")) -> None:
+    """Forget a host (nothing on the host changes)."""
+    hosts_service.remove_host(name)
+    console.print(f"removed host {name}")
+
+
+def inventory(
+    host: str | None = typer.Option(None, "--host", help="Only this host."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Every VM on the registered hosts, as libvirt reports it now."""
+    records = hosts_service.inventory(host)
+    if json_out:
+        print_json(records)
+        return
+    console.print(inventory_table(records))
+
+
+def inventory_table(records: list[VmRecord]) -> Table:
+    table = Table("host", "vm", "state", "vcpus", "memory", "cpu", "disks", "nics", "blockers")
+    for rec in records:
+        spec = rec.spec
+        topo = spec.topology
+        disks = "\n".join(
+            f"{d.target} {d.device} {d.bus} {d.format or '?'} "
+            f"{_gib(d.capacity_bytes)} {d.source or '(empty)'}"
+            for d in spec.disks
+        )
+        nics = "\n".join(f"{n.mac} {n.model or '?'} {n.network or n.bridge or n.kind}"
+                         for n in spec.nics)  # fmt: skip
+        blockers = [f"hostdev {h.kind} {h.address}" for h in spec.host_devices]
+        blockers += [f"pin vcpu{p.vcpu}->{p.cpuset}" for p in spec.vcpu_pins]
+        blockers += [f"media {d.target} {d.source}" for d in spec.removable_media if d.source]
+        table.add_row(
+            rec.host, spec.name, str(rec.state),
+            f"{spec.vcpus} ({topo.sockets}s/{topo.cores}c/{topo.threads}t)",
+            f"{spec.memory_bytes // 2**20} MiB", spec.cpu_model or spec.cpu_mode or "-",
+            disks or "-", nics or "-", "\n".join(blockers) or "-",
+        )  # fmt: skip
+    return table
+
+
+def _gib(value: int | None) -> str:
+    return "?" if value is None else f"{value / 2**30:.2f}GiB"

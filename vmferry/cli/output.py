@@ -1,0 +1,30 @@
+"""Shared output helpers: JSON for machines, Rich for people, errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from vmferry.model.jsonable import to_jsonable
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as JSON on stdout (plain, no colour, one document)."""
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def progress_printer(enabled: bool = True) -> Any:
+    """A callback that prints one progress line to stderr (so --json stdout stays clean)."""
+
+    def show(message: str) -> None:
+        if enabled:
+            err_console.print(f"[dim]•[/dim] {message}", highlight=False)
+
+    return show

@@ -1,0 +1,1 @@
+"""The local multi-host lab: network namespaces, one libvirtd per host, a tiny guest."""

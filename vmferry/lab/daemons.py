@@ -1,0 +1,139 @@
+"""Run one libvirtd (and virtlogd) per lab host, each in its own network and mount namespace.
+
+The recipe is LAB-NOTES': inside ``ip netns exec HOST unshare -m -u --propagation private`` a
+shell bind-mounts the host's private directories over libvirt's, starts virtlogd and
+libvirtd with their own pidfiles, and stays alive as ``sleep`` holding the namespace.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from vmferry.errors import LabError
+from vmferry.lab import topology as topo
+from vmferry.lab.processes import read_pidfile, start_ticks
+from vmferry.lab.state import ProcessRecord
+
+LIBVIRT_DIRS = {
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "cache": "/var/cache/libvirt",
+    "log": "/var/log/libvirt",
+    "etc": "/etc/libvirt",
+}
+
+_HOLDER_SCRIPT = r"""
+set -eu
+d="$1"
+hostname "$2"
+for pair in run:/run/libvirt lib:/var/lib/libvirt cache:/var/cache/libvirt \
+            log:/var/log/libvirt etc:/etc/libvirt; do
+  mkdir -p "${pair#*:}"
+  mount --bind "$d/${pair%%:*}" "${pair#*:}"
+done
+virtlogd -d -p /run/libvirt/virtlogd.pid
+libvirtd -d --listen -p /run/libvirt/libvirtd.pid
+echo READY
+exec sleep infinity
+"""
+
+
+def host_dir(base: Path, host: topo.LabHost) -> Path:
+    return base / "hosts" / host.name
+
+
+def prepare_host_dir(base: Path, host: topo.LabHost) -> Path:
+    """Fresh private libvirt directories for ``host``, configured for the lab."""
+    root = host_dir(base, host)
+    if root.exists():
+        shutil.rmtree(root)
+    for sub in LIBVIRT_DIRS:
+        if sub != "etc":
+            (root / sub).mkdir(parents=True)
+    (root / "lib" / "images").mkdir()
+    shutil.copytree("/etc/libvirt", root / "etc", symlinks=True)
+    networks = root / "etc" / "qemu" / "networks"
+    if networks.exists():  # no default NAT network: it would want dnsmasq and iptables
+        shutil.rmtree(networks)
+    for domain_xml in (root / "etc" / "qemu").glob("*.xml"):
+        domain_xml.unlink()
+    with (root / "etc" / "libvirtd.conf").open("a") as conf:
+        conf.write(
+            "\n# vmferry lab (never outside the lab: no authentication, no encryption)\n"
+            f'host_uuid = "{host.host_uuid}"\n'
+            "listen_tls = 0\nlisten_tcp = 1\n"
+            'auth_tcp = "none"\n'
+            f'listen_addr = "{host.mgmt_addr}"\n'
+        )
+    with (root / "etc" / "qemu.conf").open("a") as conf:
+        conf.write(
+            "\n# vmferry lab\n"
+            'user = "root"\ngroup = "root"\n'
+            "dynamic_ownership = 0\nremember_owner = 0\n"
+            'security_driver = "none"\n'
+            f'migration_host = "{host.migration_addr}"\n'
+            f'migration_address = "{host.migration_addr}"\n'
+        )
+    return root
+
+
+def start_host_daemons(
+    base: Path, host: topo.LabHost, *, timeout_s: float = 30
+) -> list[ProcessRecord]:
+    """Start the holder, virtlogd and libvirtd of ``host``; wait until libvirtd answers."""
+    root = host_dir(base, host)
+    log = (root / "holder.log").open("w")
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", host.netns, "unshare", "-m", "-u", "--propagation", "private",
+         "sh", "-c", _HOLDER_SCRIPT, "vmferry-lab-holder", str(root), host.name],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    records: list[ProcessRecord] = []
+    ticks = start_ticks(holder.pid)
+    if ticks is not None:
+        records.append(ProcessRecord(holder.pid, "holder", host.name, ticks))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if holder.poll() is not None:
+            raise LabError(
+                f"libvirtd for {host.name} did not start: "
+                f"{_last_line(root / 'holder.log')} (see {root / 'holder.log'})"
+            )
+        if "READY" in (root / "holder.log").read_text() and _answers(host.mgmt_addr, 16509):
+            break
+        time.sleep(0.1)
+    else:
+        raise LabError(f"libvirtd for {host.name} did not answer on {host.mgmt_addr}:16509 "
+                       f"within {timeout_s:g} s; see {root / 'log'}")  # fmt: skip
+    for role in ("virtlogd", "libvirtd"):
+        pid = read_pidfile(root / "run" / f"{role}.pid")
+        ticks = start_ticks(pid) if pid else None
+        if pid is None or ticks is None:
+            raise LabError(f"{role} of {host.name} wrote no pidfile in {root / 'run'}")
+        records.append(ProcessRecord(pid, role, host.name, ticks))
+    return records
+
+
+def qemu_pids(base: Path, host_name: str) -> list[int]:
+    """Pids of the QEMU processes a lab host's libvirtd started (from libvirt's pidfiles)."""
+    qemu_run = base / "hosts" / host_name / "run" / "qemu"
+    pids = [read_pidfile(p) for p in sorted(qemu_run.glob("*.pid"))]
+    return [p for p in pids if p is not None]
+
+
+def _answers(addr: str, port: int) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _last_line(path: Path) -> str:
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,249 @@
+"""`vmferry lab up|down|status`: build the lab, take it apart, say what is there."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.process import run_tool
+from vmferry.errors import (
+    AlreadyExistsError,
+    BadInputError,
+    LabError,
+    NotFoundError,
+    VmferryError,
+)
+from vmferry.lab import daemons, network
+from vmferry.lab import topology as topo
+from vmferry.lab.processes import is_same_process, start_ticks, stop
+from vmferry.lab.state import LabState, lab_dir, load_state, remove_state, save_state
+from vmferry.model import Host
+from vmferry.store.db import open_store
+
+Progress = Callable[[str], None]
+REQUIRED_TOOLS = ("ip", "tc", "unshare", "libvirtd", "virtlogd", "qemu-system-x86_64", "qemu-img")
+
+
+def _quiet(_message: str) -> None:
+    return None
+
+
+def topology_of(state: LabState) -> topo.LabTopology:
+    return topo.make_topology(state.hosts, state.link_mbps)
+
+
+def is_running(state: LabState) -> bool:
+    """True when any daemon the lab started is still alive."""
+    return any(is_same_process(p.pid, p.start_ticks) for p in state.processes)
+
+
+def _check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise BadInputError("the lab needs root (network namespaces, libvirtd); run it as root")
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise BadInputError(f"missing {', '.join(missing)}; run `make install` first")
+
+
+def _remove_leftovers(progress: Progress) -> None:
+    """Namespaces and links a crashed lab left behind without a state file."""
+    leftovers = [n for n in network.existing_namespaces() if _is_lab_namespace(n)]
+    for ns in leftovers:
+        progress(f"removing leftover namespace {ns}")
+        run_tool(["ip", "netns", "del", ns], check=False)
+    if network.link_exists(topo.STATION_IFACE):
+        run_tool(["ip", "link", "del", topo.STATION_IFACE], check=False)
+
+
+def _is_lab_namespace(name: str) -> bool:
+    names = {topo.FABRIC_NS, topo.CLIENT_NS}
+    names.update(f"{topo.NS_PREFIX}{topo.host_name(i)}" for i in range(1, topo.MAX_HOSTS + 1))
+    return name in names
+
+
+def up(hosts: int = 2, link_mbps: int = 400, progress: Progress = _quiet) -> LabState:
+    """Bring up a lab of ``hosts`` libvirt hosts; on any failure take down what was made."""
+    try:
+        topology = topo.make_topology(hosts, link_mbps)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from exc
+    _check_prerequisites()
+    base = lab_dir()
+    previous = load_state(base)
+    if previous is not None:
+        if is_running(previous):
+            raise AlreadyExistsError(
+                f"a lab of {previous.hosts} hosts is already up; "
+                "run `vmferry lab down` first, or use it as it is"
+            )
+        progress("cleaning up after a lab that did not stop cleanly")
+        down(progress)
+    _remove_leftovers(progress)
+
+    state = LabState(hosts=hosts, link_mbps=link_mbps)
+    save_state(state, base)
+    try:
+        progress(f"building {hosts} hosts, migration links at {link_mbps} Mbit/s")
+        network.build(topology, state, lambda s: save_state(s, base))
+        shared = base / "shared"
+        for sub in ("pool", "consoles"):
+            (shared / sub).mkdir(parents=True, exist_ok=True)
+        for host in topology.hosts:
+            progress(f"starting libvirtd on {host.name} ({host.uri})")
+            daemons.prepare_host_dir(base, host)
+            state.processes.extend(daemons.start_host_daemons(base, host))
+            save_state(state, base)
+            _configure_host(host, shared / "pool")
+        _register_hosts(topology, state)
+        save_state(state, base)
+        state.status = "up"
+        save_state(state, base)
+    except BaseException:
+        progress("lab up failed: removing what it made")
+        down(progress)
+        raise
+    return state
+
+
+def _configure_host(host: topo.LabHost, shared_pool: Path) -> None:
+    vm_network = (
+        f"<network><name>{topo.VM_NETWORK_NAME}</name><forward mode='bridge'/>"
+        f"<bridge name='{topo.VM_BRIDGE}'/>"
+        "<portgroup name='default' default='yes'/></network>"
+    )
+    with LibvirtHost.connect(host.name, host.uri) as conn:
+        conn.ensure_network(topo.VM_NETWORK_NAME, vm_network)
+        conn.ensure_dir_pool(topo.SHARED_POOL, str(shared_pool))
+        conn.ensure_dir_pool(topo.LOCAL_POOL, "/var/lib/libvirt/images")
+
+
+def _register_hosts(topology: topo.LabTopology, state: LabState) -> None:
+    store = open_store()
+    for host in topology.hosts:
+        store.replace_host(Host(host.name, host.uri, host.migration_uri))
+        state.registered_hosts.append(host.name)
+
+
+def down(progress: Progress = _quiet) -> bool:
+    """Stop everything the lab started and remove everything it made. False if no lab."""
+    base = lab_dir()
+    state = load_state(base)
+    if state is None:
+        _remove_leftovers(progress)
+        return False
+    problems: list[str] = []
+    topology = topology_of(state)
+    running = {p.host for p in state.processes if p.role == "libvirtd"
+               and is_same_process(p.pid, p.start_ticks)}  # fmt: skip
+    for host in topology.hosts:
+        if host.name in running:
+            progress(f"stopping the VMs on {host.name}")
+            try:
+                with LibvirtHost.connect(host.name, host.uri, timeout_s=5) as conn:
+                    conn.destroy_all()
+            except VmferryError as exc:
+                problems.append(exc.message)
+    # QEMU processes that outlived their libvirtd (it crashed, or was killed in a test).
+    for host in topology.hosts:
+        for pid in daemons.qemu_pids(base, host.name):
+            ticks = start_ticks(pid)
+            if ticks is not None and _is_qemu(pid):
+                stop(pid, ticks)
+    progress("stopping libvirtd and virtlogd")
+    for proc in sorted(state.processes, key=lambda p: p.role != "libvirtd"):
+        if not stop(proc.pid, proc.start_ticks):
+            problems.append(f"{proc.role} of {proc.host} (pid {proc.pid}) would not stop")
+    progress("removing namespaces and links")
+    problems.extend(network.remove(state))
+    for name, value in state.sysctls.items():
+        run_tool(["sysctl", "-q", f"{name}={value}"], check=False)
+    if state.registered_hosts:
+        try:
+            store = open_store()
+            for name in state.registered_hosts:
+                with contextlib.suppress(NotFoundError):
+                    store.remove_host(name)
+        except VmferryError as exc:
+            problems.append(f"store: {exc.message}")
+    if problems:
+        raise LabError("lab down left something behind: " + "; ".join(problems))
+    for sub in ("hosts", "shared"):
+        shutil.rmtree(base / sub, ignore_errors=True)
+    remove_state(base)
+    return True
+
+
+def _is_qemu(pid: int) -> bool:
+    try:
+        return b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    name: str
+    uri: str
+    migration_uri: str
+    mgmt_addr: str
+    migration_addr: str
+    libvirtd_running: bool
+    vms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    name: str
+    network: str
+    rate_mbps: int | None
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    up: bool
+    hosts: tuple[HostStatus, ...] = ()
+    links: tuple[LinkStatus, ...] = ()
+    client_addr: str | None = None
+    guests: tuple[str, ...] = field(default_factory=tuple)
+
+
+def status() -> LabStatus:
+    state = load_state()
+    if state is None:
+        return LabStatus(up=False)
+    topology = topology_of(state)
+    hosts: list[HostStatus] = []
+    links: list[LinkStatus] = []
+    for host in topology.hosts:
+        alive = any(p.host == host.name and p.role == "libvirtd"
+                    and is_same_process(p.pid, p.start_ticks) for p in state.processes)  # fmt: skip
+        hosts.append(HostStatus(host.name, host.uri, host.migration_uri, host.mgmt_addr,
+                                host.migration_addr, alive,
+                                _running_vms(host) if alive else ()))  # fmt: skip
+        links.append(LinkStatus(f"{host.name}:mig0", topo.MIGRATION_NET,
+                                _tbf_rate_mbps(host.netns, "mig0")))  # fmt: skip
+    return LabStatus(
+        up=state.status == "up" and is_running(state),
+        hosts=tuple(hosts),
+        links=tuple(links),
+        client_addr=topo.CLIENT_ADDR,
+        guests=tuple(sorted(state.guests)),
+    )
+
+
+def _running_vms(host: topo.LabHost) -> tuple[str, ...]:
+    try:
+        with LibvirtHost.connect(host.name, host.uri, timeout_s=5) as conn:
+            return tuple(conn.running_vm_names())
+    except VmferryError:
+        return ()
+
+
+def _tbf_rate_mbps(netns: str, iface: str) -> int | None:
+    out = run_tool(["tc", "-n", netns, "qdisc", "show", "dev", iface], check=False).stdout
+    return network.parse_tbf_rate_mbps(out)

@@ -1,0 +1,41 @@
+"""Register, list and read hosts."""
+
+from __future__ import annotations
+
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.errors import BadInputError
+from vmferry.model import Host, VmRecord
+from vmferry.store.db import open_store
+
+
+def add_host(name: str, uri: str, migration_uri: str | None = None) -> Host:
+    """Register a host after checking that its libvirt answers; nothing is stored otherwise."""
+    if not name or any(c.isspace() for c in name):
+        raise BadInputError(f"host name {name!r} must be non-empty with no spaces")
+    if migration_uri is not None and "://" not in migration_uri:
+        raise BadInputError(f"--migration-uri {migration_uri!r} must look like tcp://ADDRESS")
+    store = open_store()
+    host = Host(name, uri, migration_uri)
+    with LibvirtHost.connect(name, uri):
+        pass
+    store.add_host(host)
+    return host
+
+
+def list_hosts() -> list[Host]:
+    return open_store().list_hosts()
+
+
+def remove_host(name: str) -> None:
+    open_store().remove_host(name)
+
+
+def inventory(host_name: str | None = None) -> list[VmRecord]:
+    """Every VM of one host, or of every registered host, as libvirt reports it now."""
+    store = open_store()
+    hosts = [store.get_host(host_name)] if host_name else store.list_hosts()
+    records: list[VmRecord] = []
+    for host in hosts:
+        with LibvirtHost.connect(host.name, host.uri) as conn:
+            records.extend(conn.list_vms())
+    return records
