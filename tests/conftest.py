@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,18 +23,28 @@ def _isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["VMFERRY_DB"] = previous
 
 
+LAB_LOCK = Path("/run/vmferry-lab.lock")
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[object]:
-    """A 2-host lab for one test module, taken down afterwards."""
+    """A 2-host lab for one test module, taken down afterwards.
+
+    The lab's namespaces are machine-wide, so test runs on one machine take turns: the
+    fixture holds an exclusive lock on /run/vmferry-lab.lock while its lab is up (use
+    `flock /run/vmferry-lab.lock CMD` to hold it by hand).
+    """
     if os.geteuid() != 0:
         pytest.fail("lab tests need root (run `make test` as root)")
     from vmferry.lab import lifecycle
 
-    state = lifecycle.up(hosts=2, link_mbps=400)
-    try:
-        yield state
-    finally:
-        lifecycle.down()
+    with LAB_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = lifecycle.up(hosts=2, link_mbps=400)
+        try:
+            yield state
+        finally:
+            lifecycle.down()
 
 
 @pytest.fixture

@@ -288,6 +288,13 @@ class LibvirtHost:
         except libvirt.libvirtError as exc:
             raise self._error(exc, f"refreshing storage pool {name!r}") from exc
 
+    def warm_capabilities(self) -> None:
+        """Make libvirt probe (or load from its cache) the capabilities of every emulator."""
+        try:
+            self._c.getCapabilities()
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, "reading capabilities") from exc
+
     def ensure_network(self, name: str, xml: str) -> None:
         """Make network ``name`` defined (from ``xml`` if absent), active and autostarted."""
         try:

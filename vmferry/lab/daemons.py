@@ -7,6 +7,7 @@ libvirtd with their own pidfiles, and stays alive as ``sleep`` holding the names
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -46,6 +47,19 @@ def host_dir(base: Path, host: topo.LabHost) -> Path:
     return base / "hosts" / host.name
 
 
+CAPS_SUBDIR = Path("qemu") / "capabilities"
+
+
+def capabilities_seed_dir() -> Path:
+    """Where the lab keeps libvirt's probed QEMU capabilities between labs.
+
+    A fresh libvirtd probes every QEMU binary on the first connection that needs them (about
+    10 s each under TCG); seeding each lab host's cache from here keeps that cost out of the
+    first migration. libvirt itself revalidates the cache (binary ctime, libvirt version).
+    """
+    return Path(os.environ.get("VMFERRY_CACHE", "/var/cache/vmferry")) / "libvirt-capabilities"
+
+
 def prepare_host_dir(base: Path, host: topo.LabHost) -> Path:
     """Fresh private libvirt directories for ``host``, configured for the lab."""
     root = host_dir(base, host)
@@ -55,6 +69,9 @@ def prepare_host_dir(base: Path, host: topo.LabHost) -> Path:
         if sub != "etc":
             (root / sub).mkdir(parents=True)
     (root / "lib" / "images").mkdir()
+    seed = capabilities_seed_dir()
+    if seed.is_dir():
+        shutil.copytree(seed, root / "cache" / CAPS_SUBDIR)
     shutil.copytree("/etc/libvirt", root / "etc", symlinks=True)
     networks = root / "etc" / "qemu" / "networks"
     if networks.exists():  # no default NAT network: it would want dnsmasq and iptables
@@ -117,6 +134,19 @@ def start_host_daemons(
             raise LabError(f"{role} of {host.name} wrote no pidfile in {root / 'run'}")
         records.append(ProcessRecord(pid, role, host.name, ticks))
     return records
+
+
+def save_capabilities_seed(base: Path, host: topo.LabHost) -> None:
+    """Keep ``host``'s probed QEMU capabilities as the seed for later lab hosts."""
+    probed = host_dir(base, host) / "cache" / CAPS_SUBDIR
+    if not probed.is_dir() or not any(probed.iterdir()):
+        return
+    seed = capabilities_seed_dir()
+    tmp = seed.with_name(seed.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(probed, tmp)
+    shutil.rmtree(seed, ignore_errors=True)
+    os.replace(tmp, seed)
 
 
 def qemu_pids(base: Path, host_name: str) -> list[int]:

@@ -78,7 +78,7 @@ def create_guest(
         data_path = shared / "pool" / volume
         progress(f"writing the data disk {data_path}")
         sha = make_data_disk(data_path, DATA_DISK_MB)
-        conn.refresh_pool(topo.SHARED_POOL)
+        _refresh_shared_pool(topology_of(state))
         console_log.unlink(missing_ok=True)
         record = GuestRecord(name=name, host=host, octet=octet, address=spec.address,
                              mac=spec.mac, console=str(console_log), data_disk=str(data_path),
@@ -97,6 +97,14 @@ def create_guest(
     state.guests[name] = record
     save_state(state, base)
     return record
+
+
+def _refresh_shared_pool(topology: topo.LabTopology) -> None:
+    """Every host sees the shared pool, but each libvirtd lists a new volume only after a
+    refresh (as with NFS pools in production)."""
+    for lab_host in topology.hosts:
+        with LibvirtHost.connect(lab_host.name, lab_host.uri) as conn:
+            conn.refresh_pool(topo.SHARED_POOL)
 
 
 def _undo(conn: LibvirtHost, name: str) -> None:

@@ -98,7 +98,12 @@ def up(hosts: int = 2, link_mbps: int = 400, progress: Progress = _quiet) -> Lab
             daemons.prepare_host_dir(base, host)
             state.processes.extend(daemons.start_host_daemons(base, host))
             save_state(state, base)
+            seeded = daemons.capabilities_seed_dir().is_dir()
+            if not seeded:
+                progress("probing QEMU's capabilities once for this machine (about 30 s)")
             _configure_host(host, shared / "pool")
+            if not seeded:
+                daemons.save_capabilities_seed(base, host)
         _register_hosts(topology, state)
         save_state(state, base)
         state.status = "up"
@@ -120,6 +125,7 @@ def _configure_host(host: topo.LabHost, shared_pool: Path) -> None:
         conn.ensure_network(topo.VM_NETWORK_NAME, vm_network)
         conn.ensure_dir_pool(topo.SHARED_POOL, str(shared_pool))
         conn.ensure_dir_pool(topo.LOCAL_POOL, "/var/lib/libvirt/images")
+        conn.warm_capabilities()
 
 
 def _register_hosts(topology: topo.LabTopology, state: LabState) -> None:

@@ -1,5 +1,6 @@
 """Pure data types shared by every layer. Imports nothing else of vmferry."""
 
+from vmferry.model.finding import Finding, Severity, is_blocked
 from vmferry.model.host import Host
 from vmferry.model.hostinfo import HostInfo
 from vmferry.model.vm import (
@@ -18,12 +19,15 @@ __all__ = [
     "CpuTopology",
     "Disk",
     "DiskDevice",
+    "Finding",
     "Host",
     "HostDevice",
     "HostInfo",
     "Nic",
+    "Severity",
     "VcpuPin",
     "VmRecord",
     "VmSpec",
     "VmState",
+    "is_blocked",
 ]
