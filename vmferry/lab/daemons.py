@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from vmferry.errors import LabError
+from vmferry.lab import cgroups
 from vmferry.lab import topology as topo
 from vmferry.lab.processes import read_pidfile, start_ticks
 from vmferry.lab.state import ProcessRecord
@@ -31,6 +32,7 @@ _HOLDER_SCRIPT = r"""
 set -eu
 d="$1"
 hostname "$2"
+@CGROUP_MOUNTS@
 for pair in run:/run/libvirt lib:/var/lib/libvirt cache:/var/cache/libvirt \
             log:/var/log/libvirt etc:/etc/libvirt; do
   mkdir -p "${pair#*:}"
@@ -104,10 +106,14 @@ def start_host_daemons(
     """Start the holder, virtlogd and libvirtd of ``host``; wait until libvirtd answers."""
     root = host_dir(base, host)
     log = (root / "holder.log").open("w")
+    groups = cgroups.host_groups(host.name)
+    script = _HOLDER_SCRIPT.replace("@CGROUP_MOUNTS@", cgroups.mount_script())
     holder = subprocess.Popen(
-        ["ip", "netns", "exec", host.netns, "unshare", "-m", "-u", "--propagation", "private",
-         "sh", "-c", _HOLDER_SCRIPT, "vmferry-lab-holder", str(root), host.name],
+        ["ip", "netns", "exec", host.netns,
+         "unshare", "-m", "-u", "-C", "--propagation", "private",
+         "sh", "-c", script, "vmferry-lab-holder", str(root), host.name],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: cgroups.join(groups),
     )  # fmt: skip
     log.close()
     records: list[ProcessRecord] = []

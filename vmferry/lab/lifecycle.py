@@ -18,7 +18,7 @@ from vmferry.errors import (
     NotFoundError,
     VmferryError,
 )
-from vmferry.lab import daemons, network
+from vmferry.lab import cgroups, daemons, network
 from vmferry.lab import topology as topo
 from vmferry.lab.processes import is_same_process, start_ticks, stop
 from vmferry.lab.state import LabState, lab_dir, load_state, remove_state, save_state
@@ -164,8 +164,10 @@ def down(progress: Progress = _quiet) -> bool:
     for proc in sorted(state.processes, key=lambda p: p.role != "libvirtd"):
         if not stop(proc.pid, proc.start_ticks):
             problems.append(f"{proc.role} of {proc.host} (pid {proc.pid}) would not stop")
-    progress("removing namespaces and links")
+    progress("removing namespaces, links and cgroups")
     problems.extend(network.remove(state))
+    for host in topology.hosts:
+        problems.extend(cgroups.remove_host_groups(host.name))
     for name, value in state.sysctls.items():
         run_tool(["sysctl", "-q", f"{name}={value}"], check=False)
     if state.registered_hosts:
