@@ -96,7 +96,7 @@ def mount_script() -> str:
 
 def remove_host_groups(host: str) -> list[str]:
     """Remove the host's groups (deepest first, as libvirt may leave machine groups behind)."""
-    problems = []
+    problems: list[str] = []
     for h in hierarchies():
         root = h.mountpoint / LAB_GROUP / host
         if not root.exists():
