@@ -9,7 +9,7 @@ import traceback
 import typer
 
 from vmferry import __version__
-from vmferry.cli import demo_cmd, hosts_cmd, lab_cmd
+from vmferry.cli import check_cmd, demo_cmd, hosts_cmd, lab_cmd
 from vmferry.errors import VmferryError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(hosts_cmd.app, name="hosts")
 app.command("inventory")(hosts_cmd.inventory)
 app.command("demo")(demo_cmd.demo)
+app.command("check")(check_cmd.check)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,57 @@
+"""`vmferry check`: can a VM move live to another host? (vmferry's CheckMigrate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from vmferry.assess.preflight import evaluate
+from vmferry.drivers.libvirt_facts import gather_preflight_facts
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.model import Finding, is_blocked
+from vmferry.service.locate import locate
+from vmferry.store.db import open_store
+
+__all__ = ["CheckReport", "check_migration"]
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The pre-flight verdict for moving ``vm`` live from ``source`` to ``destination``
+    (host names); ``blocked`` is true while any finding is a blocker."""
+
+    vm: str
+    source: str
+    destination: str
+    findings: tuple[Finding, ...]
+    blocked: bool
+
+
+def check_migration(vm: str, to: str, *, copy_storage: bool = False) -> CheckReport:
+    """Run every pre-flight check for moving ``vm`` live to the registered host ``to``.
+
+    Changes nothing. Raises :class:`~vmferry.errors.NotFoundError` (exit 2) for an unknown
+    host or VM and :class:`~vmferry.errors.HostUnreachableError` (exit 2) when the source or
+    the destination does not answer: without them there is nothing to check.
+    """
+    store = open_store()
+    destination = store.get_host(to)
+    # the destination first: if it does not answer, say so at once
+    with LibvirtHost.connect(destination.name, destination.uri) as dst:
+        location = locate(vm, store.list_hosts())
+        source = location.host
+        with LibvirtHost.connect(source.name, source.uri) as src:
+            facts = gather_preflight_facts(
+                src,
+                dst,
+                vm,
+                source_migration_uri=source.migration_uri,
+                destination_migration_uri=destination.migration_uri,
+                copy_storage=copy_storage,
+            )
+    facts = replace(
+        facts,
+        vm_also_defined_on=location.also_defined_on,
+        unsearched_hosts=location.unreachable,
+    )
+    findings = tuple(evaluate(facts))
+    return CheckReport(vm, source.name, destination.name, findings, is_blocked(findings))
