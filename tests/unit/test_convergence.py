@@ -1,0 +1,162 @@
+"""The convergence policy on synthetic progress, in the regimes of the benchmark."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmferry.engine.convergence import (
+    NEVER,
+    Decision,
+    PolicyConfig,
+    PolicyState,
+    decide,
+    initial_state,
+    pass_sizes,
+    predict_converge_seconds,
+    stalled,
+)
+from vmferry.model.migration import EscalationStep, ProgressSample
+
+MIB = 2**20
+LINK = 48 * MIB  # bytes/s, a 400 Mbit/s link
+
+
+def sample(t_s: float, iteration: int, remaining_mib: float, dirty_mib_s: float = 0.0,
+           throughput: int = LINK) -> ProgressSample:  # fmt: skip
+    return ProgressSample(
+        elapsed_ms=round(t_s * 1000),
+        iteration=iteration,
+        memory_total_bytes=512 * MIB,
+        memory_processed_bytes=0,
+        memory_remaining_bytes=round(remaining_mib * MIB),
+        dirty_rate_bytes_s=round(dirty_mib_s * MIB),
+        throughput_bytes_s=throughput,
+    )
+
+
+def first_pass(seconds: float = 7.5) -> list[ProgressSample]:
+    return [sample(0.2, 1, 512), sample(seconds / 2, 1, 200), sample(seconds, 1, 3)]
+
+
+def run(samples: list[ProgressSample], config: PolicyConfig,
+        state: PolicyState | None = None) -> tuple[PolicyState, list[Decision]]:  # fmt: skip
+    state = state or initial_state(config)
+    decisions = []
+    for i in range(1, len(samples) + 1):
+        decision = decide(samples[:i], state, config)
+        state = decision.state
+        decisions.append(decision)
+    return state, decisions
+
+
+def steps(decisions: list[Decision]) -> list[tuple[EscalationStep, int | None]]:
+    return [(e.step, e.value) for d in decisions for e in d.escalations]
+
+
+def test_idle_guest_is_left_alone_with_the_low_initial_downtime() -> None:
+    state, decisions = run([*first_pass(), sample(7.6, 2, 1.2, 0.5)], PolicyConfig())
+    assert steps(decisions) == []
+    assert state.downtime_ms == 30
+
+
+def test_quarter_link_dirty_rate_converges_without_escalation() -> None:
+    _, decisions = run([*first_pass(), sample(7.6, 2, 90, 12), sample(9.5, 3, 22, 12)],
+                       PolicyConfig())  # fmt: skip
+    assert steps(decisions) == []
+
+
+def test_three_quarter_link_raises_downtime_to_the_maximum_then_throttles() -> None:
+    _, decisions = run([*first_pass(), sample(7.6, 2, 220, 36)], PolicyConfig())
+    assert steps(decisions) == [
+        (EscalationStep.DOWNTIME, 60),
+        (EscalationStep.DOWNTIME, 120),
+        (EscalationStep.DOWNTIME, 240),
+        (EscalationStep.DOWNTIME, 300),
+        (EscalationStep.THROTTLE, 80),
+    ]
+    reason = decisions[-1].escalations[0].reason
+    assert "pass 2" in reason and "first pass took 7.4 s" in reason
+
+
+def test_downtime_stops_at_the_users_maximum() -> None:
+    state, decisions = run([*first_pass(), sample(7.6, 2, 220, 36)],
+                           PolicyConfig(max_downtime_ms=100))  # fmt: skip
+    assert [v for s, v in steps(decisions) if s is EscalationStep.DOWNTIME] == [60, 100]
+    assert state.downtime_ms == 100
+
+
+def test_faster_than_link_goes_to_postcopy_after_throttling_when_allowed() -> None:
+    samples = [*first_pass(), sample(7.6, 2, 256, 72), sample(12.9, 3, 256, 70)]
+    state, decisions = run(samples, PolicyConfig(allow_postcopy=True))
+    assert steps(decisions)[-2:] == [(EscalationStep.THROTTLE, 80), (EscalationStep.POSTCOPY, None)]
+    assert state.postcopy
+    # once in post-copy nothing more is decided, not even at the timeout
+    after = decide([*samples, sample(999, 4, 10, 70)], state, PolicyConfig(timeout_s=10))
+    assert after.escalations == ()
+
+
+def test_without_postcopy_the_throttle_is_raised_and_then_nothing_more() -> None:
+    samples = [*first_pass(), sample(7.6, 2, 256, 72), sample(12.9, 3, 256, 70),
+               sample(18, 4, 250, 70), sample(23, 5, 250, 70)]  # fmt: skip
+    _, decisions = run(samples, PolicyConfig(allow_postcopy=False))
+    throttles = [v for s, v in steps(decisions) if s is EscalationStep.THROTTLE]
+    assert throttles == [80, 99]
+    assert EscalationStep.POSTCOPY not in [s for s, _ in steps(decisions)]
+
+
+def test_timeout_aborts_once() -> None:
+    config = PolicyConfig(timeout_s=20)
+    samples = [*first_pass(), sample(19.9, 2, 256, 72), sample(20.0, 2, 200, 72)]
+    state, decisions = run(samples, config)
+    aborts = [e for d in decisions for e in d.escalations if e.step is EscalationStep.ABORT]
+    assert len(aborts) == 1 and "20 s timeout" in aborts[0].reason
+    assert state.aborted
+    assert decide([*samples, sample(21, 3, 100, 72)], state, config).escalations == ()
+
+
+def test_each_pass_is_judged_once() -> None:
+    samples = [*first_pass(), sample(7.6, 2, 220, 36), sample(8.0, 2, 200, 36),
+               sample(9.0, 2, 150, 36)]  # fmt: skip
+    _, decisions = run(samples, PolicyConfig())
+    assert [len(d.escalations) for d in decisions[-3:]] == [5, 0, 0]
+
+
+def test_stall_is_detected_from_pass_sizes() -> None:
+    sizes = [(2, 200 * MIB), (3, 198 * MIB), (4, 199 * MIB)]
+    assert stalled(sizes, 2, 0.9)
+    assert not stalled([(2, 200 * MIB), (3, 120 * MIB), (4, 60 * MIB)], 2, 0.9)
+    assert not stalled(sizes[:2], 2, 0.9)  # not enough passes to say
+
+
+def test_stall_escalates_even_when_the_model_is_optimistic() -> None:
+    # the model says this converges soon, but the passes stopped shrinking
+    samples = [*first_pass(), sample(7.6, 2, 40, 5), sample(8.5, 3, 39, 5), sample(9.4, 4, 39, 5)]
+    _, decisions = run(samples, PolicyConfig())
+    assert steps(decisions) == [(EscalationStep.DOWNTIME, 60)]
+    assert "not shrinking over 2 passes" in decisions[-1].escalations[0].reason
+
+
+def test_pass_sizes_take_the_first_sample_of_each_pass() -> None:
+    samples = [sample(0, 1, 500), sample(5, 2, 90), sample(6, 2, 40), sample(7, 3, 20)]
+    assert pass_sizes(samples) == [(2, 90 * MIB), (3, 20 * MIB)]
+
+
+@pytest.mark.parametrize(
+    ("remaining", "dirty", "downtime", "expected"),
+    [
+        (10, 0, 300, 0.0),  # already fits
+        (480, 0, 300, 10.0),  # no dirtying: one pass at link speed
+        (220, 48, 300, NEVER),  # dirty rate = link
+        (256, 72, 300, NEVER),
+    ],
+)
+def test_predict_converge_seconds(remaining: int, dirty: int, downtime: int,
+                                  expected: float) -> None:  # fmt: skip
+    got = predict_converge_seconds(remaining * MIB, dirty * MIB, LINK, downtime)
+    assert got == pytest.approx(expected)
+
+
+def test_prediction_grows_with_the_dirty_rate() -> None:
+    slow = predict_converge_seconds(220 * MIB, 36 * MIB, LINK, 300)
+    fast = predict_converge_seconds(220 * MIB, 12 * MIB, LINK, 300)
+    assert 10 < slow < 25 and fast < 6

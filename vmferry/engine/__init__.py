@@ -1,0 +1,1 @@
+"""Migration engine: job state machines, convergence policy, the live migration loop."""

@@ -1,0 +1,198 @@
+"""When a pre-copy migration does not converge, what to do next: a pure function of progress.
+
+Pre-copy sends memory in passes; each pass sends what the guest dirtied during the previous
+one. It converges once what is left fits in the downtime limit at the link's throughput
+(``remaining <= throughput * downtime``). With a dirty rate ``d`` and throughput ``b`` each
+pass is about ``r = d / b`` times the previous one, so the passes left and their time follow
+from a geometric series; at ``r >= 1`` pre-copy never converges.
+
+The policy escalates in the order the migration guides (and vMotion, Nova) use, one step at
+a time, each recorded with its reason:
+
+1. raise the downtime limit toward the user's maximum (doubling);
+2. let QEMU's auto-converge throttle the guest's vCPUs (harder at each step);
+3. switch to post-copy, if the user allowed it;
+
+and aborts at the timeout (the source keeps running). A step is taken when pre-copy has
+stopped shrinking over ``stall_passes`` passes, or when the model predicts that convergence
+with the current settings would take longer than the first pass did (a pass of the whole
+memory is the natural yardstick: it is the migration's lower bound).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from vmferry.model.migration import Escalation, EscalationStep, ProgressSample
+
+# QEMU auto-converge settings per throttle level: (initial %, increment %, max %).
+THROTTLE_LEVELS: tuple[tuple[int, int, int], ...] = ((40, 20, 80), (60, 20, 99))
+NEVER = math.inf
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    max_downtime_ms: int = 300
+    initial_downtime_ms: int = 30
+    allow_postcopy: bool = False
+    timeout_s: float = 600.0
+    stall_passes: int = 2  # K: passes without shrinking that count as a stall
+    shrink_factor: float = 0.9  # a pass "shrank" if it is below this share of the one K before
+    min_gap_passes: int = 1  # passes to wait after a throttle step before the next step
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    downtime_ms: int
+    throttle_level: int = 0  # 0: not escalated; n: THROTTLE_LEVELS[n - 1] applied
+    postcopy: bool = False
+    aborted: bool = False
+    last_step_pass: int = 0  # the pass (iteration) of the last escalation
+    judged_pass: int = 0  # the last pass whose start was judged (each pass is judged once)
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: PolicyState
+    escalations: tuple[Escalation, ...] = ()
+
+
+def initial_state(config: PolicyConfig) -> PolicyState:
+    return PolicyState(downtime_ms=min(config.initial_downtime_ms, config.max_downtime_ms))
+
+
+def pass_sizes(samples: Sequence[ProgressSample]) -> list[tuple[int, int]]:
+    """(iteration, bytes left when it began) for every pass after the first.
+
+    The first sample of a pass shows what the guest dirtied during the previous pass.
+    """
+    sizes: list[tuple[int, int]] = []
+    last = 0
+    for sample in samples:
+        if sample.iteration > last:
+            last = sample.iteration
+            if sample.iteration >= 2:
+                sizes.append((sample.iteration, sample.memory_remaining_bytes))
+    return sizes
+
+
+def first_pass_seconds(samples: Sequence[ProgressSample]) -> float | None:
+    """How long the first pass (all of memory) took, if it has ended."""
+    begun = next((s for s in samples if s.iteration >= 1), None)
+    ended = next((s for s in samples if s.iteration >= 2), None)
+    if begun is None or ended is None:
+        return None
+    return max(0.001, (ended.elapsed_ms - begun.elapsed_ms) / 1000)
+
+
+def predict_converge_seconds(
+    remaining: int, dirty_rate: float, throughput: float, downtime_ms: int
+) -> float:
+    """Time until what is left fits into ``downtime_ms`` (``inf`` if it never will)."""
+    target = throughput * downtime_ms / 1000
+    if remaining <= target:
+        return 0.0
+    if throughput <= 0:
+        return NEVER
+    ratio = dirty_rate / throughput
+    if ratio >= 0.95:
+        return NEVER
+    if ratio <= 0:
+        return remaining / throughput
+    passes = math.ceil(math.log(target / remaining) / math.log(ratio))
+    return remaining / throughput * (1 - ratio**passes) / (1 - ratio)
+
+
+def stalled(sizes: Sequence[tuple[int, int]], k: int, shrink_factor: float) -> bool:
+    """True when the last pass is not clearly smaller than the one ``k`` passes before."""
+    if len(sizes) <= k:
+        return False
+    return sizes[-1][1] >= shrink_factor * sizes[-1 - k][1]
+
+
+def decide(samples: Sequence[ProgressSample], state: PolicyState, config: PolicyConfig) -> Decision:
+    """The next state and the escalations to apply now (often none)."""
+    if not samples or state.postcopy or state.aborted:
+        return Decision(state)
+    now = samples[-1]
+    if now.elapsed_ms >= config.timeout_s * 1000:
+        abort = Escalation(now.elapsed_ms, EscalationStep.ABORT, None,
+                           f"no convergence within the {config.timeout_s:g} s timeout")  # fmt: skip
+        return Decision(replace(state, aborted=True), (abort,))
+    sizes = pass_sizes(samples)
+    yardstick = first_pass_seconds(samples)
+    if not sizes or yardstick is None or now.iteration <= state.judged_pass:
+        return Decision(state)  # judge each pass once, at its start, after the first pass
+    state = replace(state, judged_pass=now.iteration)
+
+    is_stalled = stalled(sizes, config.stall_passes, config.shrink_factor)
+    steps: list[Escalation] = []
+    while True:
+        eta = predict_converge_seconds(now.memory_remaining_bytes, now.dirty_rate_bytes_s,
+                                       now.throughput_bytes_s, state.downtime_ms)  # fmt: skip
+        slow = eta > yardstick
+        if not (slow or is_stalled):
+            break
+        why = _why(now, eta, yardstick, is_stalled, config.stall_passes)
+        step = _next_step(now, state, config, why)
+        if step is None:
+            break
+        state, escalation = step
+        steps.append(escalation)
+        is_stalled = False  # a stall is answered by one step; the model may ask for more
+        if escalation.step is not EscalationStep.DOWNTIME:
+            break  # throttling and post-copy need a pass to show their effect
+    return Decision(state, tuple(steps))
+
+
+def _why(now: ProgressSample, eta: float, yardstick: float, is_stalled: bool, k: int) -> str:
+    mib = 2**20
+    rates = (f"dirty {now.dirty_rate_bytes_s / mib:.1f} MiB/s vs throughput "
+             f"{now.throughput_bytes_s / mib:.1f} MiB/s, {now.memory_remaining_bytes / mib:.0f} "
+             "MiB left")  # fmt: skip
+    if is_stalled:
+        return f"pass {now.iteration}: not shrinking over {k} passes ({rates})"
+    when = "never" if eta == NEVER else f"in about {eta:.1f} s"
+    return (f"pass {now.iteration}: would converge {when}, the first pass took "
+            f"{yardstick:.1f} s ({rates})")  # fmt: skip
+
+
+def _next_step(
+    now: ProgressSample, state: PolicyState, config: PolicyConfig, why: str
+) -> tuple[PolicyState, Escalation] | None:
+    if state.downtime_ms < config.max_downtime_ms:
+        downtime = min(config.max_downtime_ms, state.downtime_ms * 2)
+        return (
+            replace(state, downtime_ms=downtime, last_step_pass=now.iteration),
+            Escalation(now.elapsed_ms, EscalationStep.DOWNTIME, downtime, why),
+        )
+    waited = now.iteration - state.last_step_pass >= config.min_gap_passes
+    hopeless = now.dirty_rate_bytes_s >= 0.95 * now.throughput_bytes_s
+    if config.allow_postcopy and waited and state.throttle_level >= 1 and hopeless:
+        # throttling was tried and the guest still dirties faster than the link: stop waiting
+        return (
+            replace(state, postcopy=True, last_step_pass=now.iteration),
+            Escalation(now.elapsed_ms, EscalationStep.POSTCOPY, None, why),
+        )
+    if state.throttle_level < len(THROTTLE_LEVELS) and (state.throttle_level == 0 or waited):
+        level = state.throttle_level + 1
+        initial, increment, cap = THROTTLE_LEVELS[level - 1]
+        return (
+            replace(state, throttle_level=level, last_step_pass=now.iteration),
+            Escalation(now.elapsed_ms, EscalationStep.THROTTLE, cap,
+                       f"{why}; auto-converge from {initial}% +{increment}% per pass, "
+                       f"up to {cap}%"),
+        )  # fmt: skip
+    if config.allow_postcopy and waited:
+        return (
+            replace(state, postcopy=True, last_step_pass=now.iteration),
+            Escalation(now.elapsed_ms, EscalationStep.POSTCOPY, None, why),
+        )
+    return None
+
+
+def throttle_parameters(level: int) -> tuple[int, int, int]:
+    """QEMU's (cpu-throttle-initial, cpu-throttle-increment, max-cpu-throttle) for a level."""
+    return THROTTLE_LEVELS[level - 1]

@@ -1,0 +1,135 @@
+"""Live migration: options, progress, escalations, verification and the result."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Strategy(enum.StrEnum):
+    """``live``: pre-copy only. ``postcopy``: pre-copy, with post-copy as the last escalation."""
+
+    LIVE = "live"
+    POSTCOPY = "postcopy"
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"  # created, checks running
+    RUNNING = "running"  # the migration is under way
+    COMPLETED = "completed"
+    FAILED = "failed"  # the source VM is intact and running
+    CANCELLED = "cancelled"  # by Ctrl-C or `vmferry job cancel`; the source is running
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    strategy: Strategy = Strategy.LIVE
+    max_downtime_ms: int = 300
+    timeout_s: float = 600.0
+    copy_storage: bool = False
+    bandwidth_mib_s: int | None = None  # None: the link rate vmferry knows, else unlimited
+
+
+@dataclass(frozen=True)
+class ProgressSample:
+    """One reading of the migration job (libvirt's job stats), taken at ``elapsed_ms``."""
+
+    elapsed_ms: int
+    iteration: int
+    memory_total_bytes: int
+    memory_processed_bytes: int
+    memory_remaining_bytes: int
+    dirty_rate_bytes_s: int
+    throughput_bytes_s: int
+    expected_downtime_ms: int | None = None
+    throttle_pct: int = 0
+    postcopy: bool = False
+    disk_remaining_bytes: int = 0
+
+
+class EscalationStep(enum.StrEnum):
+    DOWNTIME = "downtime"  # raise the downtime limit
+    THROTTLE = "throttle"  # let auto-converge slow the guest's vCPUs more
+    POSTCOPY = "postcopy"  # switch to post-copy
+    ABORT = "abort"  # give up at the timeout; the source keeps running
+
+
+@dataclass(frozen=True)
+class Escalation:
+    at_ms: int
+    step: EscalationStep
+    value: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What vmferry proved after the move; ``None`` where the VM offers no such witness."""
+
+    running_on_destination: bool
+    absent_on_source: bool
+    heartbeat_max_gap_ms: int | None = None
+    memory_integrity: str | None = None  # ok | fail | None (no witness)
+    network_max_gap_ms: int | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.running_on_destination
+            and self.absent_on_source
+            and self.memory_integrity != "fail"
+            and not self.problems
+        )
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """The `vmferry migrate --json` document (docs/json.md)."""
+
+    job_id: str
+    vm: str
+    source: str
+    destination: str
+    strategy: Strategy
+    status: JobStatus
+    reason: str | None
+    total_time_ms: int | None
+    downtime_ms: int | None
+    transferred_bytes: int | None
+    iterations: int | None
+    escalations: tuple[Escalation, ...] = ()
+    verification: Verification | None = None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    at: str  # ISO 8601 UTC timestamp
+    kind: str  # created | status | escalation | progress | verification | note
+    message: str
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A persisted migration job (a state machine: pending -> running -> finished)."""
+
+    id: str
+    kind: str  # migrate
+    vm: str
+    source: str
+    destination: str
+    status: JobStatus
+    created_at: str
+    updated_at: str
+    options: MigrationOptions
+    reason: str | None = None
+    result: MigrationResult | None = None
+    owner_pid: int | None = None  # the vmferry process driving it
+    owner_start_ticks: int | None = None
+    cancel_requested: bool = False
+    events: tuple[JobEvent, ...] = ()
