@@ -126,7 +126,8 @@ def test_guest_boots_heartbeats_verifies_memory_and_reads_disk(
 ) -> None:
     disk = tmp_path / "data.qcow2"
     disk_sha = make_data_disk(disk, size_mb=16)
-    append = guest_cmdline(ws_mb=64, rate_mb_s=8)
+    # Dirtying calibrated to 50% of the vCPU (the default is 80%): the option reaches guestd.
+    append = guest_cmdline(ws_mb=64, rate_mb_s=8, extra=["vmferry.cpu_share=50"])
     with boot(image, tmp_path, append, disk) as vm:
         hb1 = first_heartbeat(vm)
         boot_s = hb1.monotonic - vm.launched
@@ -140,10 +141,12 @@ def test_guest_boots_heartbeats_verifies_memory_and_reads_disk(
     memchecks = [ln.event for ln in lines if isinstance(ln.event, MemCheck)]
     disks = [ln.event for ln in lines if isinstance(ln.event, DiskCheck)]
     nets = [ln.event for ln in lines if isinstance(ln.event, NetInfo)]
+    calibs = [ln.text for ln in lines if ln.text.startswith("CALIB ")]
     print(
         f"[guest] boot to first HB {boot_s:.2f} s; {len(beats)} HB in 10 s, max gap {gap_ms} ms; "
         f"WORK dirtied_kib {[w.dirtied_kib for w in work]} "
-        f"lost_ticks {[w.lost_ticks for w in work]}; {memchecks[-1:]}"
+        f"lost_ticks {[w.lost_ticks for w in work]} busy_pct {[w.busy_pct for w in work]}; "
+        f"{memchecks[-1:]}; {calibs}"
     )
 
     assert beats[0] == 1
@@ -159,6 +162,14 @@ def test_guest_boots_heartbeats_verifies_memory_and_reads_disk(
     kib = [w.dirtied_kib for w in work]
     assert 0.85 * 8192 <= statistics.median(kib) <= 1.05 * 8192, kib
     assert max(kib) <= 1.25 * 8192, kib  # never catches up after a slow second
+
+    # CPU-bound dirtying: calibrated once, quickly, to half of the vCPU (+ the verifier's few %)
+    assert len(calibs) == 1 and " cpu_share=50 " in calibs[0], calibs
+    calib = dict(kv.split("=", 1) for kv in calibs[0].split()[1:])
+    assert int(calib["took_us"]) < 200_000 and int(calib["extra_steps"]) > 0, calibs
+    busy = [w.busy_pct for w in work]
+    assert all(b is not None for b in busy), busy
+    assert 35 <= statistics.median(b or 0 for b in busy) <= 80, busy
 
     assert disks == [DiskCheck(disk_sha, 16 << 20)]
     assert nets == [NetInfo("none", "-", "-")]
@@ -182,5 +193,6 @@ def test_idle_guest_dirties_nothing_and_verifier_catches_corruption(
     work = work_stats(lines)
     print(f"[guest] idle WORK dirtied_kib {[w.dirtied_kib for w in work]}; {fail.text}")
     assert all(w.rate_mb_s == 0 and w.dirtied_kib == 0 for w in work), work
+    assert not any(ln.text.startswith("CALIB ") for ln in lines)  # nothing to calibrate
     assert fail.text.startswith("MEMCHECK fail page=7 word=100 expected=")
     assert not any(isinstance(ln.event, DiskCheck) for ln in lines)  # no disk attached

@@ -48,6 +48,29 @@ SHA = "4b7d48c9feea4c1b1afe5c30882a9f78cb5b5ee7f7a04323549da3098c0e0910"
         ("WORK rate_mb_s=8 dirtied_kib=8148 lost_ticks=1", WorkStat(8, 8148, 1)),
         ("WORK rate_mb_s=0 dirtied_kib=0 lost_ticks=0 future=1", WorkStat(0, 0, 0)),
         (
+            "WORK rate_mb_s=36 dirtied_kib=36864 lost_ticks=0 busy_pct=79",
+            WorkStat(36, 36864, 0, 79),
+        ),
+        (
+            "WORK rate_mb_s=24 dirtied_kib=12288 lost_ticks=98 busy_pct=100 future=1",
+            WorkStat(24, 12288, 98, 100),
+        ),
+        # An optional field that is not a number is ignored like an unknown one.
+        ("WORK rate_mb_s=1 dirtied_kib=1 lost_ticks=0 busy_pct=x", WorkStat(1, 1, 0)),
+        # Informational WORK lines of the CPU model are not rate reports.
+        (
+            "WORK cpu-limited rate_mb_s=4000 max_mb_s=310 cpu_share=80",
+            Other("WORK cpu-limited rate_mb_s=4000 max_mb_s=310 cpu_share=80"),
+        ),
+        (
+            "CALIB rate_mb_s=24 cpu_share=80 fill_ns=2396 step_ps=3376 extra_steps=37863 "
+            "page_ns=130207 took_us=5251",
+            Other(
+                "CALIB rate_mb_s=24 cpu_share=80 fill_ns=2396 step_ps=3376 extra_steps=37863 "
+                "page_ns=130207 took_us=5251"
+            ),
+        ),
+        (
             "NET eth0 52:54:00:12:34:56 10.0.0.5/24",
             NetInfo("eth0", "52:54:00:12:34:56", "10.0.0.5/24"),
         ),

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import lzma
+import os
 import shutil
 import stat
 import struct
@@ -17,6 +18,7 @@ import pytest
 
 from vmferry.errors import LabError
 from vmferry.lab import guest_image as gi
+from vmferry.lab.console import WorkStat, parse_console_line
 from vmferry.lab.guest_image import (
     CpioEntry,
     compute_stamp,
@@ -376,6 +378,59 @@ def test_guestd_compiles_without_warnings(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def _run_guestd(binary: Path, args: list[str], seconds: float) -> list[str]:
+    """Run guestd on this host for ``seconds`` (in a private network namespace: ports 7 and
+    7001) and return its console lines."""
+    proc = subprocess.Popen(
+        ["unshare", "-n", str(binary), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out.splitlines()
+
+
+@pytest.mark.skipif(
+    shutil.which("gcc") is None or shutil.which("unshare") is None or os.geteuid() != 0,
+    reason="needs gcc, unshare and root",
+)
+def test_guestd_calibrates_its_cpu_cost_and_reports_busy_share(tmp_path: Path) -> None:
+    binary = tmp_path / "guestd"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(gi.GUESTD_SRC)], check=True)
+
+    # 8 MiB/s over 8 MiB, dirtying calibrated to take 50% of a CPU.
+    lines = _run_guestd(binary, ["8", "8", "32", "-1", "50"], 3.4)
+    calib = [ln for ln in lines if ln.startswith("CALIB ")]
+    assert len(calib) == 1, lines[:8]
+    fields = dict(kv.split("=", 1) for kv in calib[0].split()[1:])
+    assert fields["rate_mb_s"] == "8" and fields["cpu_share"] == "50"
+    assert int(fields["extra_steps"]) > 0
+    assert int(fields["took_us"]) < 200_000, calib  # quick
+    # 8 MiB/s is 2048 pages/s; 50% of a second for them
+    assert 0.9 * 500_000_000 / 2048 <= float(fields["page_ns"]) <= 1.1 * 500_000_000 / 2048
+    work = [ev for ln in lines if isinstance(ev := parse_console_line(ln), WorkStat)]
+    assert len(work) >= 2, lines
+    assert all(w.busy_pct is not None for w in work)
+    assert all(w.dirtied_kib <= 1.1 * 8192 for w in work), work
+    assert work[-1].dirtied_kib >= 0.8 * 8192, work
+    assert 25 <= (work[-1].busy_pct or 0) <= 90, work  # ~50 + the verifier, on a busy host more
+
+    # Bare fills cannot reach 100000 MiB/s in 10% of a CPU: no extra work, said once.
+    lines = _run_guestd(binary, ["8", "100000", "0", "-1", "10"], 0.6)
+    limited = [ln for ln in lines if ln.startswith("WORK cpu-limited")]
+    assert len(limited) == 1 and "rate_mb_s=100000" in limited[0], lines[:8]
+    assert any(ln.startswith("CALIB ") and "extra_steps=0 " in ln for ln in lines), lines[:8]
+
+    # A bad share is refused (and the default used).
+    lines = _run_guestd(binary, ["0", "0", "0", "-1", "99"], 0.3)
+    assert "GUESTD error bad cpu_share '99', using 80" in lines
 
 
 def test_init_script_is_valid_sh() -> None:

@@ -50,12 +50,15 @@ class WorkStat:
     """``WORK rate_mb_s=<set rate> dirtied_kib=<KiB dirtied in the last second> ...``.
 
     ``lost_ticks`` counts the workload's 5 ms ticks that came too late (vCPU stalled or
-    throttled) and whose work was dropped; None if the line does not say.
+    throttled) and whose work was dropped; ``busy_pct`` is the share of the second that the
+    workload spent working rather than sleeping (its dirtying is CPU-bound and calibrated to
+    take 80% of the vCPU by default). Each is None if the line does not say.
     """
 
     rate_mb_s: int
     dirtied_kib: int
     lost_ticks: int | None = None
+    busy_pct: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,9 @@ _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_]|c)")
 _HB = re.compile(r"HB (\d+)")
 _MEMCHECK = re.compile(r"MEMCHECK (ok|fail)(?: (.*))?")
 _DISK = re.compile(r"DISK sha256=([0-9a-f]{64}) bytes=(\d+)")
-_WORK = re.compile(r"WORK rate_mb_s=(\d+) dirtied_kib=(\d+)(?: lost_ticks=(\d+))?(?: .*)?")
+_WORK = re.compile(
+    r"WORK rate_mb_s=(\d+) dirtied_kib=(\d+)(?: lost_ticks=(\d+))?(?: busy_pct=(\d+))?(?: .*)?"
+)
 _NET = re.compile(r"NET (\S+) (\S+) (\S+)")
 
 
@@ -100,7 +105,12 @@ def parse_console_line(text: str) -> ConsoleEvent:
     if line.startswith("MEMCHECK ") and (m := _MEMCHECK.fullmatch(line)):
         return MemCheck(m[1] == "ok", m[2] or "")
     if line.startswith("WORK ") and (m := _WORK.fullmatch(line)):
-        return WorkStat(int(m[1]), int(m[2]), int(m[3]) if m[3] is not None else None)
+        return WorkStat(
+            int(m[1]),
+            int(m[2]),
+            int(m[3]) if m[3] is not None else None,
+            int(m[4]) if m[4] is not None else None,
+        )
     if line.startswith("DISK ") and (m := _DISK.fullmatch(line)):
         return DiskCheck(m[1], int(m[2]))
     if line.startswith("NET ") and (m := _NET.fullmatch(line)):

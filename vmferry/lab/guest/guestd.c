@@ -2,13 +2,18 @@
  * guestd: the workload of vmferry's lab guest (runs as PID 1 after /init execs it).
  *
  * Build: gcc -static -O2 -pthread -Wall -Wextra -o guestd guestd.c
- * Usage: guestd <ws_mb> <rate_mb_s> [verify_mb_s] [corrupt_page]
+ * Usage: guestd <ws_mb> <rate_mb_s> [verify_mb_s] [corrupt_page] [cpu_share]
  *
  * Console protocol (one line each, stdout = /dev/ttyS0; parsed by vmferry/lab/console.py):
  *   GUESTD start ws_mb=<W> rate_mb_s=<R> verify_mb_s=<V>
  *   HB <seq>                          every 50 ms, seq = 1, 2, 3, ...
  *   MEM ready pages=<n> init_ms=<ms>  once the working set is mapped and filled
- *   WORK rate_mb_s=<R> dirtied_kib=<n> lost_ticks=<n>   once a second
+ *   CALIB rate_mb_s=<R> cpu_share=<S> fill_ns=<n> step_ps=<n> extra_steps=<n> page_ns=<n>
+ *         took_us=<n> clock=<tsc|monotonic> timer_res_us=<n>   (one line) after each
+ *                                     calibration of the cost model
+ *   WORK cpu-limited rate_mb_s=<R> max_mb_s=<M> cpu_share=<S>   once per calibration, if even
+ *                                     bare page fills cannot reach R within S% of the vCPU
+ *   WORK rate_mb_s=<R> dirtied_kib=<n> lost_ticks=<n> busy_pct=<n>   once a second
  *   MEMCHECK ok pass=<n> pages=<n>    after each clean verification pass
  *   MEMCHECK fail page=<i> word=<j> expected=<hex> found=<hex>   (at most once a second)
  *   MEMCHECK fail pass=<n> pages=<n> bad_pages=<k>   end of a pass that found mismatches
@@ -20,10 +25,36 @@
  *   corrupt <page> -> "ok corrupt <page>" (flips one word without updating the page's
  *                     generation, to prove that the verifier catches it)
  *
- * The memory workload is paced by ticks of 5 ms of guest time. Each tick may dirty at most
- * rate * tick bytes; ticks that come late (the vCPU was stalled or throttled) are lost, never
- * caught up, so the dirty rate falls when the hypervisor throttles the vCPU, like a real
- * workload's would.
+ * CPU model: the memory workload is CPU-bound, like a write-heavy database, so that it dirties
+ * less when it gets less CPU (a vCPU quota, or QEMU's auto-converge throttle, which stops the
+ * vCPU for a share of each time slice). Every dirtied page costs its fill (the pattern the
+ * verifier checks) plus a checksum of the page of E steps (a serial multiply-xorshift chain
+ * over its words, stored where the compiler cannot drop it): real work, not a sleep or a spin
+ * on the clock. At start and whenever the rate changes, a calibration of a few ms measures
+ * what a page fill and a checksum step cost (short timed samples; those stretched by a
+ * throttled or preempted vCPU are dropped, so it also works while throttled) and picks E so
+ * that dirtying R MiB/s takes cpu_share % of one vCPU (default 80, vmferry.cpu_share= on the
+ * kernel command line, 10..95). The rest is left for the heartbeat (real-time priority), the
+ * verifier and the network. If bare fills cannot reach R within that share, E = 0 and a
+ * "WORK cpu-limited" line says so. busy_pct on the WORK line is the share of the last report
+ * interval that the memory thread spent working (dirtying, checksums, verification) rather
+ * than sleeping until its next tick: about cpu_share plus the verifier's few % when it gets
+ * all the CPU it needs, close to 100 when it gets less.
+ *
+ * Time: the memory workload keeps its time (ticks, calibration, busy_pct, the WORK interval)
+ * with the TSC (x86; frequency from /proc/cpuinfo, else measured), because the lab guest may
+ * run on the kernel's 4 ms jiffies clocksource, which also falls behind while the vCPU is
+ * throttled. With such coarse timers a wait shorter than half a timer tick is skipped: that
+ * tick starts a little early (with no more than its own budget). The heartbeat keeps the
+ * kernel's clock.
+ *
+ * Pacing: ticks of 5 ms. Each tick may dirty at most rate * tick bytes, and the tick's fills
+ * and checksums are done in that tick, between its wake-up and the next sleep.
+ * Ticks that come late (the previous ones took longer than planned because the vCPU got less
+ * CPU, or the vCPU was stalled) are lost, never caught up: with a fraction f of the CPU the
+ * ticks need, the dirty rate falls to about f * R. The verifier keeps its own budget
+ * (verify_mb_s) per executed tick, so under throttling it slows down in proportion too but
+ * still completes its passes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -44,6 +75,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
 
 #define PAGE_SIZE_B 4096u
 #define WORDS_PER_PAGE (PAGE_SIZE_B / sizeof(uint64_t))
@@ -61,6 +95,7 @@
 
 static unsigned ws_mb;
 static unsigned verify_mb_s = 32;
+static unsigned cpu_share = 80; /* % of one vCPU that dirtying at the set rate should take */
 static _Atomic unsigned rate_mb_s;
 static _Atomic unsigned long long hb_seq;
 static _Atomic unsigned long long pass_count;
@@ -113,6 +148,83 @@ static void sleep_until_ns(int64_t deadline)
 {
     struct timespec ts = {.tv_sec = deadline / NS_PER_S, .tv_nsec = deadline % NS_PER_S};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+/* ---------------------------------------------------------------- the workload's clock */
+
+/* The memory workload keeps its time with the TSC where it can. The lab guest may run on the
+ * kernel's jiffies clocksource (no ACPI, so no HPET or PM timer, and the TSC marked unstable
+ * by the clocksource watchdog under TCG): 4 ms steps, and slower than real time while the
+ * vCPU is throttled (timer ticks are lost), which would hide the throttling. The TSC keeps
+ * counting the host's time (and stops with the VM, like the guest's clock). */
+static double tsc_per_ns;      /* 0: no usable TSC, use CLOCK_MONOTONIC */
+static uint64_t tsc_origin;
+static _Atomic int64_t sleep_floor_ns; /* waits shorter than this are skipped (coarse timers) */
+
+#if defined(__x86_64__) || defined(__i386__)
+static void work_clock_init(void)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[256];
+    double mhz = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "cpu MHz", 7) == 0 && strchr(line, ':') != NULL) {
+            mhz = strtod(strchr(line, ':') + 1, NULL);
+            break;
+        }
+    }
+    if (f != NULL)
+        fclose(f);
+    if (mhz < 100 || mhz > 100000) {
+        /* Not known to the kernel (its calibration failed): measure it, 200 ms. */
+        int64_t t0 = now_ns();
+        uint64_t c0 = __rdtsc();
+        sleep_until_ns(t0 + NS_PER_S / 5);
+        int64_t t1 = now_ns();
+        uint64_t c1 = __rdtsc();
+        mhz = t1 > t0 ? (double)(c1 - c0) * 1000.0 / (double)(t1 - t0) : 0;
+    }
+    if (mhz >= 100 && mhz <= 100000) {
+        tsc_origin = __rdtsc();
+        tsc_per_ns = mhz / 1000.0;
+    }
+}
+
+static int64_t work_now_ns(void)
+{
+    if (tsc_per_ns > 0)
+        return (int64_t)((double)(__rdtsc() - tsc_origin) / tsc_per_ns);
+    return now_ns();
+}
+#else
+static void work_clock_init(void) {}
+static int64_t work_now_ns(void) { return now_ns(); }
+#endif
+
+/* With low-resolution timers (a jiffies clocksource) a sleep ends on the next timer tick, up
+ * to 4 ms late: a wait shorter than half that is skipped and the tick starts a little early
+ * instead (it still gets only its own budget), so that coarse timers alone lose no ticks. */
+static void update_sleep_floor(void)
+{
+    struct timespec res;
+    int64_t floor = 0;
+    if (clock_getres(CLOCK_MONOTONIC, &res) == 0 && res.tv_sec == 0 && res.tv_nsec > 100000)
+        floor = res.tv_nsec / 2;
+    atomic_store(&sleep_floor_ns, floor);
+}
+
+/* Sleep until the workload's clock reaches `deadline` (relative sleeps of the kernel's clock,
+ * rechecked on the workload's own). */
+static void work_sleep_until(int64_t deadline)
+{
+    int64_t floor = atomic_load(&sleep_floor_ns);
+    for (;;) {
+        int64_t rem = deadline - work_now_ns();
+        if (rem <= floor || rem <= 0)
+            return;
+        struct timespec ts = {.tv_sec = rem / NS_PER_S, .tv_nsec = rem % NS_PER_S};
+        clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
     }
 }
 
@@ -223,7 +335,7 @@ static size_t pick_stride(size_t n)
 }
 
 struct memstate {
-    size_t wpos, stride, vpos;
+    size_t wpos, stride, vpos, cpos;
     double wcredit, vcredit;
     unsigned long long pass_bad;
     int64_t last_fail_print;
@@ -260,9 +372,146 @@ static void verify_pages(struct memstate *st, size_t n, int64_t now)
     }
 }
 
+/* ---------------------------------------------------------------- cost model */
+
+#define CAL_SAMPLES 16          /* samples of each kind */
+#define CAL_FILL_PAGES 4        /* pages per fill sample */
+#define CAL_PROBE_STEPS 2048    /* checksum steps of a first, rough probe */
+#define CAL_SAMPLE_NS 250000.0  /* the length of a checksum sample */
+#define MAX_EXTRA_STEPS 100000000UL
+
+/* The checksums go here, so that the compiler must compute them. */
+static volatile uint64_t work_sink;
+
+/* The extra work per dirtied page: `steps` steps of a multiply-xorshift chain over the page's
+ * words. Each step needs the previous one, so it can be neither vectorised nor skipped. */
+static uint64_t page_checksum(const uint64_t *p, uint64_t h, unsigned long steps)
+{
+    for (unsigned long u = 0; u < steps; u++) {
+        h ^= p[u & (WORDS_PER_PAGE - 1)];
+        h *= 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+/* Dirty page i: a new generation of its pattern, then its checksum (the CPU cost). */
+static void dirty_page(size_t i, unsigned long extra_steps)
+{
+    gens[i]++;
+    fill_page(i, gens[i]);
+    if (extra_steps > 0)
+        work_sink ^= page_checksum(mem + i * WORDS_PER_PAGE, gens[i], extra_steps);
+}
+
+struct costmodel {
+    unsigned rate;             /* the rate it was calibrated for (0: none yet) */
+    unsigned long extra_steps; /* checksum steps per dirtied page */
+};
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The typical length of n timed samples: the mean of those no longer than 1.5 x their median.
+ * A sample that a throttled vCPU (paused for milliseconds) or a preemption stretched is
+ * dropped; the small interrupts that any stretch of work meets are kept, they are part of
+ * the cost. */
+static double typical_ns(int64_t *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_i64);
+    int64_t limit = v[n / 2] + v[n / 2] / 2;
+    double sum = 0;
+    size_t kept = 0;
+    for (size_t k = 0; k < n && v[k] <= limit; k++, kept++)
+        sum += (double)v[k];
+    return sum / (double)kept;
+}
+
+/* Measure what a page fill and a checksum step cost (a few ms in all), and pick the checksum
+ * steps per page for `rate` (> 0). Fill samples rewrite pages of the working set with their
+ * current pattern (the verifier sees no change), spread out like the real writes so that
+ * their cache and TLB misses count. Returns how many pages it rewrote (they are dirty for the
+ * hypervisor). */
+static unsigned long calibrate(struct memstate *st, unsigned rate, struct costmodel *cm)
+{
+    int64_t t0 = work_now_ns();
+    int64_t s[CAL_SAMPLES];
+    unsigned long rewritten = 0;
+
+    for (int k = 0; k < CAL_SAMPLES; k++) { /* the clock reads themselves */
+        int64_t a = work_now_ns();
+        s[k] = work_now_ns() - a;
+    }
+    double clock_ns = typical_ns(s, CAL_SAMPLES);
+
+    for (int k = -1; k < CAL_SAMPLES; k++) { /* k = -1: warm-up, not kept */
+        int64_t a = work_now_ns();
+        for (int b = 0; b < CAL_FILL_PAGES; b++) {
+            size_t i = st->cpos;
+            st->cpos = (st->cpos + st->stride) % npages;
+            fill_page(i, gens[i]);
+        }
+        int64_t d = work_now_ns() - a;
+        rewritten += CAL_FILL_PAGES;
+        if (k >= 0)
+            s[k] = d;
+    }
+    double fill_ns = (typical_ns(s, CAL_SAMPLES) - clock_ns) / CAL_FILL_PAGES;
+    if (fill_ns < 1)
+        fill_ns = 1;
+
+    /* Checksum steps: a rough probe sizes the samples to about CAL_SAMPLE_NS each. */
+    const uint64_t *page = mem + st->cpos * WORDS_PER_PAGE;
+    int64_t probe = INT64_MAX;
+    for (int k = 0; k < 4; k++) {
+        int64_t a = work_now_ns();
+        work_sink ^= page_checksum(page, (uint64_t)k, CAL_PROBE_STEPS);
+        int64_t d = work_now_ns() - a;
+        if (d < probe)
+            probe = d;
+    }
+    double per = CAL_SAMPLE_NS / ((double)(probe > 0 ? probe : 1) / CAL_PROBE_STEPS);
+    unsigned long sample_steps = per < CAL_PROBE_STEPS ? CAL_PROBE_STEPS
+                                 : per > 1e8        ? 100000000UL
+                                                    : (unsigned long)per;
+    for (int k = 0; k < CAL_SAMPLES; k++) {
+        int64_t a = work_now_ns();
+        work_sink ^= page_checksum(page, (uint64_t)k, sample_steps);
+        s[k] = work_now_ns() - a;
+    }
+    double step_ns = (typical_ns(s, CAL_SAMPLES) - clock_ns) / (double)sample_steps;
+    if (step_ns < 0.01)
+        step_ns = 0.01;
+
+    /* Dirtying rate MiB/s, pps pages a second, may take cpu_share % of each second. */
+    double pps = (double)rate * MIB / PAGE_SIZE_B;
+    double budget_ns = (double)cpu_share / 100.0 * (double)NS_PER_S / pps;
+    unsigned long steps = 0;
+    if (budget_ns <= fill_ns) {
+        say("WORK cpu-limited rate_mb_s=%u max_mb_s=%.0f cpu_share=%u", rate,
+            (double)cpu_share / 100.0 * (double)NS_PER_S / fill_ns * PAGE_SIZE_B / MIB,
+            cpu_share);
+    } else {
+        double e = (budget_ns - fill_ns) / step_ns;
+        steps = e > (double)MAX_EXTRA_STEPS ? MAX_EXTRA_STEPS : (unsigned long)e;
+    }
+    cm->rate = rate;
+    cm->extra_steps = steps;
+    say("CALIB rate_mb_s=%u cpu_share=%u fill_ns=%.0f step_ps=%.0f extra_steps=%lu page_ns=%.0f "
+        "took_us=%lld clock=%s timer_res_us=%lld",
+        rate, cpu_share, fill_ns, step_ns * 1000.0, steps, fill_ns + (double)steps * step_ns,
+        (long long)((work_now_ns() - t0) / 1000), tsc_per_ns > 0 ? "tsc" : "monotonic",
+        (long long)(atomic_load(&sleep_floor_ns) * 2 / 1000));
+    return rewritten;
+}
+
 static void *memory_main(void *arg)
 {
     long long corrupt_at_start = *(long long *)arg;
+    work_clock_init();
     int64_t t0 = now_ns();
     npages = (size_t)ws_mb * (1048576u / PAGE_SIZE_B);
     if (npages == 0) {
@@ -287,18 +536,25 @@ static void *memory_main(void *arg)
 
     struct memstate st = {0};
     st.stride = pick_stride(npages);
+    st.cpos = npages / 2;
+    struct costmodel cm = {0};
+    if (npages > 0 && atomic_load(&rate_mb_s) > 0)
+        calibrate(&st, atomic_load(&rate_mb_s), &cm);
+
     unsigned long long dirtied_pages = 0, lost_ticks = 0;
-    int64_t deadline = now_ns();
+    int64_t deadline = work_now_ns();
     int64_t report_at = deadline + NS_PER_S;
+    int64_t last_report = deadline, busy_ns = 0;
     int corrupt_pending = corrupt_at_start >= 0;
 
     for (;;) {
         deadline += TICK_NS;
-        sleep_until_ns(deadline);
-        int64_t now = now_ns();
+        work_sleep_until(deadline);
+        int64_t now = work_now_ns();
         int64_t late = now - deadline;
         if (late >= TICK_NS) {
-            /* Missed ticks: their work is lost, not caught up. */
+            /* Missed ticks (the last ones overran, or the vCPU was stalled or throttled):
+             * their work is lost, not caught up. */
             int64_t missed = late / TICK_NS;
             lost_ticks += (unsigned long long)missed;
             deadline += missed * TICK_NS;
@@ -306,6 +562,13 @@ static void *memory_main(void *arg)
         unsigned rate = atomic_load(&rate_mb_s);
 
         if (npages > 0) {
+            if (rate != cm.rate) { /* a new rate: calibrate again (the host may differ too) */
+                if (rate != 0)
+                    dirtied_pages += calibrate(&st, rate, &cm);
+                else
+                    cm.rate = 0;
+            }
+
             unsigned long long req = atomic_exchange(&corrupt_request, 0);
             if (corrupt_pending && atomic_load(&pass_count) >= 1) {
                 req = (unsigned long long)corrupt_at_start + 1;
@@ -316,7 +579,8 @@ static void *memory_main(void *arg)
                 say("CORRUPT page=%llu word=%u", req - 1, CORRUPT_WORD);
             }
 
-            /* Writes: at most one tick's budget (plus the sub-page remainder). */
+            /* Writes: at most one tick's budget (plus the sub-page remainder), fills and
+             * checksums done here and now, so that with less CPU this takes longer. */
             if (rate == 0) {
                 st.wcredit = 0;
             } else {
@@ -326,13 +590,13 @@ static void *memory_main(void *arg)
                 for (size_t k = 0; k < n; k++) {
                     size_t i = st.wpos;
                     st.wpos = (st.wpos + st.stride) % npages;
-                    gens[i]++;
-                    fill_page(i, gens[i]);
+                    dirty_page(i, cm.extra_steps);
                 }
                 dirtied_pages += n;
             }
 
-            /* Verification of the next slice, in this thread: no race with the writes. */
+            /* Verification of the next slice, in this thread: no race with the writes. Its
+             * budget comes with each executed tick, so throttling slows it but never stops it. */
             if (verify_mb_s > 0) {
                 st.vcredit += (double)verify_mb_s * MIB * (double)TICK_NS / (double)NS_PER_S;
                 size_t n = (size_t)(st.vcredit / PAGE_SIZE_B);
@@ -341,11 +605,21 @@ static void *memory_main(void *arg)
             }
         }
 
+        int64_t done = work_now_ns();
+        busy_ns += done - now;
         if (now >= report_at) {
-            say("WORK rate_mb_s=%u dirtied_kib=%llu lost_ticks=%llu", rate,
-                dirtied_pages * (PAGE_SIZE_B / 1024u), lost_ticks);
+            /* busy: the share of the interval spent working rather than sleeping. */
+            int64_t span = done - last_report;
+            long long busy = span > 0 ? (busy_ns * 100 + span / 2) / span : 0;
+            if (busy > 100)
+                busy = 100;
+            say("WORK rate_mb_s=%u dirtied_kib=%llu lost_ticks=%llu busy_pct=%lld", rate,
+                dirtied_pages * (PAGE_SIZE_B / 1024u), lost_ticks, busy);
             dirtied_pages = 0;
             lost_ticks = 0;
+            last_report = done;
+            busy_ns = 0;
+            update_sleep_floor(); /* the kernel may have switched clocksources */
             report_at += NS_PER_S;
             if (report_at <= now)
                 report_at = now + NS_PER_S;
@@ -585,7 +859,9 @@ int main(int argc, char **argv)
     static long long corrupt_page = -1;
     if (argc > 4)
         corrupt_page = parse_arg(argv[4], "corrupt_page", -1, 1L << 40, -1);
+    cpu_share = argc > 5 ? (unsigned)parse_arg(argv[5], "cpu_share", 10, 95, 80) : 80;
     atomic_store(&rate_mb_s, rate);
+    update_sleep_floor();
     say("GUESTD start ws_mb=%u rate_mb_s=%u verify_mb_s=%u", ws_mb, rate, verify_mb_s);
 
     pthread_t hb, memt, net;

@@ -1,0 +1,131 @@
+"""The lab guest's memory workload is CPU-bound: capping its vCPU lowers its dirty rate.
+
+A real write-heavy workload dirties less when it gets less CPU (a vCPU quota, or QEMU's
+auto-converge throttle); guestd calibrates its per-page work so that dirtying at the set rate
+takes 80% of the vCPU, and loses the ticks it cannot do. Here a guest on kvm1 runs unthrottled,
+then under a 40% vCPU quota (expected about 40/80 = 50% of the rate), with a rate change while
+capped (the calibration must not be fooled by the throttle), then uncapped again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from vmferry.lab import client, guests
+from vmferry.lab.console import (
+    ConsoleTail,
+    MemCheck,
+    StampedLine,
+    WorkStat,
+    max_heartbeat_gap_ms,
+    work_stats,
+)
+from vmferry.lab.state import LabState
+
+pytestmark = pytest.mark.lab
+
+URI = "qemu+tcp://198.18.0.11/system"  # kvm1
+GUEST = "thr1"
+RATE = 24  # MiB/s
+QUOTA = 4000  # of a 10000 us period: 40% of a CPU
+
+
+def set_vcpu_quota(quota: int) -> None:
+    """Cap (or with -1 uncap) the guest's vCPU and check that libvirt applied it."""
+    subprocess.run(
+        ["virsh", "-c", URI, "schedinfo", GUEST, "--live", "vcpu_period=10000",
+         f"vcpu_quota={quota}"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    out = subprocess.run(["virsh", "-c", URI, "schedinfo", GUEST, "--live"], capture_output=True,
+                         text=True, check=True, timeout=30).stdout  # fmt: skip
+    m = re.search(r"^vcpu_quota\s*:\s*(-?\d+)", out, re.M)
+    assert m is not None, out
+    # libvirt reports "no limit" as -1 or as a huge number, depending on the version
+    assert int(m[1]) == quota or (quota < 0 and (int(m[1]) < 0 or int(m[1]) >= 10**12)), out
+
+
+def read_work(tail: ConsoleTail, seconds: float) -> tuple[list[WorkStat], list[StampedLine]]:
+    """WORK lines of the next ``seconds`` (the first one, which straddles a change, skipped)."""
+    start = tail.count()
+    time.sleep(seconds)
+    lines = tail.lines(start)
+    return work_stats(lines)[1:], lines
+
+
+def mean_mib_s(work: list[WorkStat]) -> float:
+    assert work, "no WORK lines"
+    return statistics.fmean(w.dirtied_kib for w in work) / 1024
+
+
+def describe(name: str, work: list[WorkStat], lines: list[StampedLine]) -> str:
+    return (
+        f"{name}: {mean_mib_s(work):.1f} MiB/s dirtied_kib {[w.dirtied_kib for w in work]} "
+        f"lost_ticks {[w.lost_ticks for w in work]} busy_pct {[w.busy_pct for w in work]} "
+        f"max HB gap {max_heartbeat_gap_ms(lines)} ms"
+    )
+
+
+def test_vcpu_cap_lowers_dirty_rate_and_lifting_it_restores_it(lab: LabState) -> None:
+    record = guests.create_guest(GUEST, "kvm1", memory_mb=512, working_set_mb=128,
+                                 dirty_mb_s=RATE)  # fmt: skip
+    try:
+        with ConsoleTail(Path(record.console)) as tail:
+            tail.wait_for(lambda ln: isinstance(ln.event, MemCheck), timeout=60)
+            calib = tail.wait_for(lambda ln: ln.text.startswith("CALIB "), timeout=5, start=0)
+            print(f"[throttle] {calib.text}")
+
+            free, free_lines = read_work(tail, 5.2)
+            print("[throttle] " + describe("unthrottled", free, free_lines))
+
+            capped_from = tail.count()
+            set_vcpu_quota(QUOTA)
+            capped, capped_lines = read_work(tail, 5.2)
+            print("[throttle] " + describe("capped 40%", capped, capped_lines))
+            # the verifier still completes passes under the cap (slower)
+            check = tail.wait_for(lambda ln: isinstance(ln.event, MemCheck), timeout=30,
+                                  start=tail.count())  # fmt: skip
+            # a new rate while capped: calibrated again, and the cap must not fool it
+            assert client.control(record.address, "rate 12") == "ok rate 12"
+            capped12, capped12_lines = read_work(tail, 4.2)
+            print("[throttle] " + describe("capped 40%, rate 12", capped12, capped12_lines))
+            assert client.control(record.address, f"rate {RATE}") == f"ok rate {RATE}"
+            time.sleep(1.2)
+            capped_window = tail.lines(capped_from)
+
+            set_vcpu_quota(-1)
+            again, again_lines = read_work(tail, 5.2)
+            print("[throttle] " + describe("uncapped", again, again_lines))
+            all_lines = tail.lines()
+    finally:  # leave no cap behind, even if the test failed while capped
+        with contextlib.suppress(subprocess.SubprocessError, AssertionError):
+            set_vcpu_quota(-1)
+
+    calibs = [ln.text for ln in all_lines if ln.text.startswith("CALIB ")]
+    print("[throttle] " + "\n[throttle] ".join(calibs))
+    print(f"[throttle] under the cap: {check.text}; max HB gap "
+          f"{max_heartbeat_gap_ms(capped_window)} ms")  # fmt: skip
+
+    assert all(w.rate_mb_s == RATE and w.busy_pct is not None for w in free + capped + again)
+    assert 0.9 * RATE <= mean_mib_s(free) <= 1.1 * RATE, describe("free", free, free_lines)
+    # 40% of a CPU for a workload that needs ~80% of one (+ the verifier): about half
+    assert 0.25 * RATE <= mean_mib_s(capped) <= 0.65 * RATE, capped
+    assert 0.25 * 12 <= mean_mib_s(capped12) <= 0.65 * 12, capped12
+    assert all(w.rate_mb_s == 12 for w in capped12)
+    assert 0.9 * RATE <= mean_mib_s(again) <= 1.1 * RATE, again
+
+    gap = max_heartbeat_gap_ms(capped_window)
+    assert gap is not None and gap < 300, gap
+    assert isinstance(check.event, MemCheck) and check.event.ok, check.text
+    memchecks = [ln.event for ln in all_lines if isinstance(ln.event, MemCheck)]
+    assert memchecks and all(m.ok for m in memchecks), [m for m in memchecks if not m.ok]
+    assert len(calibs) == 3  # at start, rate 12, rate 24 again
+    took_us = [int(m[1]) for c in calibs if (m := re.search(r"took_us=(\d+)", c))]
+    assert len(took_us) == 3 and max(took_us) < 200_000, calibs
