@@ -44,6 +44,10 @@ def lab_guest_xml(spec: LabGuestSpec) -> str:
     <initrd>{spec.initrd}</initrd>
     <cmdline>{kernel_cmdline(spec)}</cmdline>
   </os>
+  <features>
+    <acpi/>
+    <apic/>
+  </features>
   <cpu mode='custom' match='exact' check='none'>
     <model fallback='forbid'>qemu64</model>
     <topology sockets='1' dies='1' cores='{spec.vcpus}' threads='1'/>
