@@ -1,8 +1,12 @@
-"""Open the vmferry database (migrating it to the current schema) and read and write hosts."""
+"""Open the vmferry database (migrating it to the current schema); read and write hosts and
+migration jobs."""
 
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -13,14 +17,18 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from platformdirs import user_data_dir
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmferry.errors import AlreadyExistsError, BadInputError, NotFoundError, VmferryError
 from vmferry.model import Host
-from vmferry.store.tables import HostRow
+from vmferry.model.job_state import IllegalTransitionError, transition
+from vmferry.model.jsonable import to_jsonable
+from vmferry.model.migration import Job, JobEvent, JobStatus, MigrationOptions, MigrationResult
+from vmferry.store.codec import DecodeError, from_jsonable
+from vmferry.store.tables import HostRow, JobEventRow, JobRow
 
 __all__ = [
     "DB_ENV_VAR",
@@ -190,6 +198,262 @@ class Store:
                 # another writer inserted the same name between our read and insert:
                 # the second attempt finds the row and updates it
 
+    # -- jobs ---------------------------------------------------------------------------
+    #
+    # Every status change goes through vmferry.engine.job_state.transition and appends a
+    # `status` event in the same transaction. Lists come back without their events
+    # (get_job has them).
+
+    def create_job(
+        self,
+        kind: str,
+        vm: str,
+        source: str,
+        destination: str,
+        options: MigrationOptions,
+        *,
+        owner_pid: int | None = None,
+        owner_start_ticks: int | None = None,
+    ) -> Job:
+        """A new ``pending`` job with a fresh 12-hex-digit id and a ``created`` event."""
+        for attempt in range(3):
+            job_id = secrets.token_hex(6)
+            now = _now()
+            try:
+                with self._sessions.begin() as session:
+                    session.add(
+                        JobRow(
+                            id=job_id,
+                            kind=kind,
+                            vm=vm,
+                            source=source,
+                            destination=destination,
+                            status=JobStatus.PENDING.value,
+                            reason=None,
+                            options=to_jsonable(options),
+                            result=None,
+                            owner_pid=owner_pid,
+                            owner_start_ticks=owner_start_ticks,
+                            cancel_requested=False,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+                    session.flush()  # the id collides (IntegrityError) here, not later
+                    session.add(
+                        _event_row(
+                            job_id,
+                            now,
+                            "created",
+                            f"{kind} {vm}: {source} -> {destination}",
+                            {"options": to_jsonable(options)},
+                        )
+                    )
+                break
+            except IntegrityError:
+                if attempt == 2:  # pragma: no cover - three random 48-bit collisions
+                    raise
+        return self.get_job(job_id)
+
+    def get_job(self, job_id: str) -> Job:
+        """The job with its events (oldest first); :class:`NotFoundError` if there is none."""
+        with self._sessions() as session:
+            row = _require_job(session, job_id)
+            events = session.scalars(
+                select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.id)
+            )
+            return _job(row, tuple(_event(e) for e in events))
+
+    def list_jobs(self, limit: int = 50) -> list[Job]:
+        """The ``limit`` newest jobs, newest first, without their events."""
+        if limit < 1:
+            raise BadInputError(f"the job list limit must be at least 1 (got {limit})")
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
+            )
+            return [_job(row) for row in rows]
+
+    def unfinished_jobs(self, vm: str | None = None) -> list[Job]:
+        """Pending and running jobs (of VM ``vm`` only, if given), oldest first, without
+        their events."""
+        unfinished = [s.value for s in JobStatus if not s.finished]
+        query = select(JobRow).where(JobRow.status.in_(unfinished))
+        if vm is not None:
+            query = query.where(JobRow.vm == vm)
+        with self._sessions() as session:
+            rows = session.scalars(query.order_by(JobRow.created_at, JobRow.id))
+            return [_job(row) for row in rows]
+
+    def set_owner(self, job_id: str, pid: int, start_ticks: int | None) -> None:
+        """Record the process driving the job (pid and start time, see
+        :func:`vmferry.lab.processes.start_ticks`), so others can tell whether it lives."""
+        with self._sessions.begin() as session:
+            row = _require_job(session, job_id, lock=True)
+            row.owner_pid = pid
+            row.owner_start_ticks = start_ticks
+            row.updated_at = _now()
+
+    def set_status(self, job_id: str, status: JobStatus, reason: str | None = None) -> Job:
+        """Move the job to ``status`` (see :func:`vmferry.engine.job_state.transition`),
+        recording ``reason`` when given and a ``status`` event.
+
+        Setting a finished job to the status it has changes nothing; any other change the
+        state machine forbids raises :class:`VmferryError`.
+        """
+        with self._sessions.begin() as session:
+            row = _require_job(session, job_id, lock=True)
+            current = JobStatus(row.status)
+            new = _transition(current, status)
+            if new != current:
+                if reason is not None:
+                    row.reason = reason
+                _change_status(session, row, current, new, reason)
+        return self.get_job(job_id)
+
+    def finish(self, job_id: str, result: MigrationResult) -> Job:
+        """Finish the job as ``result.status``, storing ``result`` and its reason.
+
+        Finishing a job again with the status it already has changes nothing (the first
+        result stays).
+        """
+        if not result.status.finished:
+            raise VmferryError(
+                f"job {job_id}: a result must carry a finished status, not {result.status}"
+            )
+        if result.job_id != job_id:
+            raise VmferryError(f"job {job_id}: the result belongs to job {result.job_id}")
+        with self._sessions.begin() as session:
+            row = _require_job(session, job_id, lock=True)
+            current = JobStatus(row.status)
+            new = _transition(current, result.status)
+            if new != current:
+                row.result = to_jsonable(result)
+                row.reason = result.reason
+                _change_status(session, row, current, new, result.reason)
+        return self.get_job(job_id)
+
+    def add_event(
+        self,
+        job_id: str,
+        kind: str,
+        message: str,
+        data: Mapping[str, object] | None = None,
+    ) -> JobEvent:
+        """Append an event to the job's history (``data`` must be JSON-ready after
+        :func:`~vmferry.model.jsonable.to_jsonable`)."""
+        now = _now()
+        row = _event_row(job_id, now, kind, message, data or {})
+        with self._sessions.begin() as session:
+            touched = session.execute(
+                update(JobRow).where(JobRow.id == job_id).values(updated_at=now)
+            )
+            if touched.rowcount != 1:  # type: ignore[attr-defined]
+                raise _no_job(job_id)
+            session.add(row)
+        return _event(row)
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked to cancel the job (one indexed single-column read)."""
+        with self._engine.connect() as connection:
+            value = connection.execute(
+                select(JobRow.cancel_requested).where(JobRow.id == job_id)
+            ).scalar_one_or_none()
+        if value is None:
+            raise _no_job(job_id)
+        return bool(value)
+
+    def request_cancel(self, job_id: str) -> Job:
+        """Ask the job's owner to cancel it (it polls :meth:`is_cancel_requested`).
+
+        Changes nothing when the job has finished or cancelling was already asked for.
+        """
+        with self._sessions.begin() as session:
+            row = _require_job(session, job_id, lock=True)
+            if not row.cancel_requested and not JobStatus(row.status).finished:
+                now = _now()
+                row.cancel_requested = True
+                row.updated_at = now
+                session.add(
+                    _event_row(job_id, now, "note", "cancel requested", {"cancel_requested": True})
+                )
+        return self.get_job(job_id)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z (SQLite gives back naive datetimes; they are UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event_row(
+    job_id: str, at: datetime, kind: str, message: str, data: Mapping[str, object]
+) -> JobEventRow:
+    return JobEventRow(
+        job_id=job_id, at=at, kind=kind, message=message, data=to_jsonable(dict(data))
+    )
+
+
+def _event(row: JobEventRow) -> JobEvent:
+    return JobEvent(at=_iso(row.at), kind=row.kind, message=row.message, data=dict(row.data))
+
+
+def _change_status(
+    session: Session, row: JobRow, current: JobStatus, new: JobStatus, reason: str | None
+) -> None:
+    now = _now()
+    row.status = new.value
+    row.updated_at = now
+    message = f"{current} -> {new}" + (f": {reason}" if reason else "")
+    data = {"from": current.value, "to": new.value, "reason": reason}
+    session.add(_event_row(row.id, now, "status", message, data))
+
+
+def _job(row: JobRow, events: tuple[JobEvent, ...] = ()) -> Job:
+    try:
+        options = from_jsonable(MigrationOptions, row.options)
+        result = None if row.result is None else from_jsonable(MigrationResult, row.result)
+        status = JobStatus(row.status)
+    except (DecodeError, ValueError) as exc:
+        raise VmferryError(
+            f"job {row.id} in the database cannot be read by this vmferry ({exc}); it was "
+            "probably written by a newer vmferry: upgrade vmferry",
+            cause=exc,
+        ) from exc
+    return Job(
+        id=row.id,
+        kind=row.kind,
+        vm=row.vm,
+        source=row.source,
+        destination=row.destination,
+        status=status,
+        created_at=_iso(row.created_at),
+        updated_at=_iso(row.updated_at),
+        options=options,
+        reason=row.reason,
+        result=result,
+        owner_pid=row.owner_pid,
+        owner_start_ticks=row.owner_start_ticks,
+        cancel_requested=bool(row.cancel_requested),
+        events=events,
+    )
+
+
+def _no_job(job_id: str) -> NotFoundError:
+    return NotFoundError(f"no job {job_id!r}; `vmferry jobs` lists the jobs")
+
+
+def _require_job(session: Session, job_id: str, *, lock: bool = False) -> JobRow:
+    row = session.get(JobRow, job_id, with_for_update=lock)
+    if row is None:
+        raise _no_job(job_id)
+    return row
+
 
 def _require(session: Session, name: str) -> HostRow:
     row = session.get(HostRow, name)
@@ -208,3 +472,10 @@ def _duplicate(host: Host, *, cause: BaseException | None = None) -> AlreadyExis
         "the registered hosts with `vmferry hosts list`",
         cause=cause,
     )
+
+
+def _transition(current: JobStatus, new: JobStatus) -> JobStatus:
+    try:
+        return transition(current, new)
+    except IllegalTransitionError as exc:
+        raise VmferryError(str(exc)) from exc

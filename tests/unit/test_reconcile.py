@@ -1,0 +1,218 @@
+"""What an interrupted job becomes: the whole decision table of engine.reconcile.decide."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+
+from vmferry.engine.reconcile import Decision, decide, describe
+from vmferry.model.domain_view import ABSENT, DomainView
+from vmferry.model.migration import Job, JobStatus, MigrationOptions
+
+JOB = Job(
+    id="0123456789ab",
+    kind="migrate",
+    vm="web1",
+    source="kvm1",
+    destination="kvm2",
+    status=JobStatus.RUNNING,
+    created_at="2026-11-22T10:00:00.000Z",
+    updated_at="2026-11-22T10:00:01.000Z",
+    options=MigrationOptions(),
+    owner_pid=4242,
+    owner_start_ticks=99,
+)
+
+OFF = DomainView(exists=True, persistent=True)  # defined, shut off
+RUN = DomainView(exists=True, running=True, persistent=True)
+PAUSED = DomainView(exists=True, paused=True)  # a transient incoming copy
+RUN_JOB = replace(RUN, job_active=True)
+PAUSED_JOB = replace(PAUSED, job_active=True)
+RUN_TRANSIENT = DomainView(exists=True, running=True)
+PAUSED_PERSISTENT = DomainView(exists=True, paused=True, persistent=True)
+
+# Rows: the source's view; columns: the destination's, in this order. None: no answer.
+VIEWS: tuple[DomainView | None, ...] = (None, ABSENT, OFF, RUN, PAUSED, RUN_JOB, PAUSED_JOB)
+NAMES = ("none", "absent", "off", "run", "paused", "run+job", "paused+job")
+# W wait, C complete, F fail, D fail-destroy-orphan, U unknown (record failed),
+# ? unknown (record untouched: a host that matters did not answer)
+TABLE = {
+    "none":       "? ? ? ? ? W W",
+    "absent":     "? U U C U W W",
+    "off":        "? U U C U W W",
+    "run":        "F F F D D W W",
+    "paused":     "? U U C U W W",
+    "run+job":    "W W W W W W W",
+    "paused+job": "W W W W W W W",
+}  # fmt: skip
+ACTIONS = {
+    "W": "wait",
+    "C": "complete",
+    "F": "fail",
+    "D": "fail-destroy-orphan",
+    "U": "unknown",
+    "?": "unknown",
+}
+STATUS = {
+    "W": None,
+    "?": None,
+    "C": JobStatus.COMPLETED,
+    "F": JobStatus.FAILED,
+    "D": JobStatus.FAILED,
+    "U": JobStatus.FAILED,
+}
+CELLS = [
+    (src_name, dst_name, code)
+    for src_name, row in TABLE.items()
+    for dst_name, code in zip(NAMES, row.split(), strict=True)
+]
+ALL_VIEWS = (*VIEWS, RUN_TRANSIENT, PAUSED_PERSISTENT)
+PAIRS = list(itertools.product(ALL_VIEWS, repeat=2))
+
+
+def view(name: str) -> DomainView | None:
+    return VIEWS[NAMES.index(name)]
+
+
+def test_the_table_covers_every_pair() -> None:
+    assert len(CELLS) == len(VIEWS) ** 2
+
+
+@pytest.mark.parametrize(("src", "dst", "code"), CELLS)
+@pytest.mark.parametrize("status", [JobStatus.PENDING, JobStatus.RUNNING])
+def test_dead_owner(src: str, dst: str, code: str, status: JobStatus) -> None:
+    decision = decide(replace(JOB, status=status), False, view(src), view(dst))
+    assert decision.action == ACTIONS[code], decision.reason
+    assert decision.status is STATUS[code], decision.reason
+    assert decision.destroys_orphan is (code == "D")
+    assert decision.reason
+
+
+@pytest.mark.parametrize(("src", "dst", "code"), CELLS)
+def test_a_requested_cancel_ends_cancelled_when_the_source_still_runs(
+    src: str, dst: str, code: str
+) -> None:
+    decision = decide(replace(JOB, cancel_requested=True), False, view(src), view(dst))
+    assert decision.action == ACTIONS[code]
+    expected = JobStatus.CANCELLED if code in "FD" else STATUS[code]
+    assert decision.status is expected
+
+
+@pytest.mark.parametrize(("source", "destination"), PAIRS)
+@pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED])
+def test_a_finished_job_is_left_alone(
+    source: DomainView | None, destination: DomainView | None, status: JobStatus
+) -> None:
+    for owner_alive in (False, True):
+        decision = decide(replace(JOB, status=status), owner_alive, source, destination)
+        assert decision == Decision("leave", f"the job already finished as {status}")
+
+
+@pytest.mark.parametrize(("source", "destination"), PAIRS)
+@pytest.mark.parametrize("status", [JobStatus.PENDING, JobStatus.RUNNING])
+def test_a_live_owner_is_left_alone(
+    source: DomainView | None, destination: DomainView | None, status: JobStatus
+) -> None:
+    decision = decide(replace(JOB, status=status), True, source, destination)
+    assert decision.action == "leave"
+    assert decision.status is None
+    assert "pid 4242" in decision.reason
+
+
+@pytest.mark.parametrize(("source", "destination"), PAIRS)
+@pytest.mark.parametrize("cancel", [False, True])
+def test_safety_rules_hold_everywhere(
+    source: DomainView | None, destination: DomainView | None, cancel: bool
+) -> None:
+    decision = decide(replace(JOB, cancel_requested=cancel), False, source, destination)
+    if decision.destroys_orphan:
+        # only with both hosts answering, the source running the VM (so the copy destroyed
+        # is never the only one) and an active copy on the destination
+        assert source is not None and source.running and not source.job_active
+        assert destination is not None and destination.active
+    if source is None or destination is None:
+        assert not decision.destroys_orphan
+    if decision.action == "complete":
+        assert source is not None and not source.running
+        assert destination is not None and destination.running
+        assert decision.status is JobStatus.COMPLETED
+    if decision.action in ("fail", "fail-destroy-orphan"):
+        assert source is not None and source.running
+    if (source is not None and source.job_active) or (
+        destination is not None and destination.job_active
+    ):
+        assert decision.action == "wait"
+    if decision.action in ("leave", "wait"):
+        assert decision.status is None
+    if decision.status is not None:
+        assert decision.status.finished
+
+
+@pytest.mark.parametrize(
+    ("destination", "copy"),
+    [
+        (PAUSED, "paused"),
+        (PAUSED_PERSISTENT, "paused"),
+        (RUN_TRANSIENT, "running"),
+        (RUN, "running"),
+    ],
+)
+def test_an_incoming_copy_beside_a_running_source_is_destroyed(
+    destination: DomainView, copy: str
+) -> None:
+    decision = decide(JOB, False, RUN, destination)
+    assert decision == Decision(
+        "fail-destroy-orphan",
+        "vmferry was interrupted; the migration did not complete: web1 still runs on kvm1; "
+        f"destroyed the {copy} incoming copy left on kvm2",
+        JobStatus.FAILED,
+    )
+
+
+def test_reasons_say_what_happened() -> None:
+    assert decide(JOB, False, ABSENT, RUN).reason == (
+        "vmferry was interrupted; the migration completed: found running on kvm2"
+    )
+    assert decide(JOB, False, OFF, RUN).reason.endswith("; a stopped definition remains on kvm1")
+    assert "a paused copy remains on kvm1" in decide(JOB, False, PAUSED, RUN).reason
+    assert decide(JOB, False, RUN, ABSENT).reason == (
+        "vmferry was interrupted; the migration did not complete: web1 still runs on kvm1"
+    )
+    unanswered = decide(JOB, False, RUN, None).reason
+    assert "kvm2 did not answer" in unanswered
+    assert "leftover incoming copy" in unanswered
+    neither = decide(JOB, False, OFF, ABSENT).reason
+    assert neither == (
+        "vmferry was interrupted; web1 runs on neither host (kvm1: shut off, kvm2: absent); "
+        "nothing was touched: check the VM and start it where it belongs"
+    )
+    assert "kvm1 did not answer" in decide(JOB, False, None, RUN).reason
+    assert "resume the job again when kvm2 answers" in decide(JOB, False, ABSENT, None).reason
+    waiting = decide(JOB, False, RUN_JOB, PAUSED_JOB).reason
+    assert waiting == "libvirt is still migrating web1 (a job is active on kvm1 and kvm2)"
+    assert "on kvm2)" in decide(JOB, False, None, PAUSED_JOB).reason
+
+
+@pytest.mark.parametrize(
+    ("seen", "words"),
+    [
+        (None, "did not answer"),
+        (ABSENT, "absent"),
+        (OFF, "shut off"),
+        (RUN, "running"),
+        (RUN_TRANSIENT, "running, transient"),
+        (PAUSED, "paused, transient"),
+        (PAUSED_PERSISTENT, "paused"),
+        (RUN_JOB, "running, migrating"),
+    ],
+)
+def test_describe(seen: DomainView | None, words: str) -> None:
+    assert describe(seen) == words
+
+
+def test_decide_is_pure_and_repeatable() -> None:
+    first = decide(JOB, False, RUN, PAUSED)
+    assert all(decide(JOB, False, RUN, PAUSED) == first for _ in range(3))
+    assert JOB.status is JobStatus.RUNNING  # the job is not changed

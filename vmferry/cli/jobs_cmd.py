@@ -1,0 +1,184 @@
+"""`vmferry jobs` and `vmferry job show|cancel|resume ID`.
+
+JSON (``--json``): a job is ``{"id", "kind", "vm", "source", "destination", "status",
+"created_at", "updated_at", "options", "reason", "result", "owner_pid",
+"owner_start_ticks", "cancel_requested", "events": [{"at", "kind", "message", "data"}]}``
+(``options`` and ``result`` as in `vmferry migrate --json`; ``result`` is null until the
+job finishes). `vmferry jobs --json` prints a list of jobs whose ``events`` are empty.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich import box
+from rich.table import Table
+
+from vmferry.cli.output import console, err_console, print_json
+from vmferry.model.migration import Job, JobStatus
+from vmferry.service import jobs as jobs_service
+
+job_app = typer.Typer(
+    help="Show, cancel or resume one migration job (see `vmferry jobs`).", no_args_is_help=True
+)
+
+_STYLE = {
+    JobStatus.PENDING: "cyan",
+    JobStatus.RUNNING: "bold cyan",
+    JobStatus.COMPLETED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLED: "yellow",
+}
+
+
+def jobs(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many jobs."),
+) -> None:
+    """List migration jobs, newest first."""
+    found = jobs_service.list_jobs(limit)
+    if json_out:
+        print_json(found)
+        return
+    console.print(jobs_table(found))
+
+
+@job_app.command("show")
+def show(
+    job_id: str = typer.Argument(..., metavar="ID", help="The job's id (see `vmferry jobs`)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """One job with its history and result."""
+    job = jobs_service.get_job(job_id)
+    if json_out:
+        print_json(job)
+        return
+    _print_job(job)
+
+
+@job_app.command("cancel")
+def cancel(
+    job_id: str = typer.Argument(..., metavar="ID", help="The job's id (see `vmferry jobs`)."),
+    wait: float = typer.Option(
+        30, "--wait", min=0, help="Wait at most this many seconds for the job to end."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Cancel a job; the source VM keeps running.
+
+    If the vmferry process driving it died, the job is resumed (reconciled) instead.
+    """
+    before = jobs_service.get_job(job_id)
+    job = jobs_service.cancel_job(job_id, wait_s=wait)
+    if json_out:
+        print_json(job)
+        return
+    if before.status.finished:
+        console.print(f"job {job.id} had already finished: {_status(job)}", highlight=False)
+    elif job.status.finished:
+        console.print(f"job {job.id}: {_status(job)}", highlight=False)
+    else:
+        err_console.print(
+            f"job {job.id}: cancel requested, still {job.status} after {wait:g} s; "
+            f"see `vmferry job show {job.id}`",
+            highlight=False,
+        )
+
+
+@job_app.command("resume")
+def resume(
+    job_id: str = typer.Argument(..., metavar="ID", help="The job's id (see `vmferry jobs`)."),
+    wait: float = typer.Option(
+        60, "--wait", min=0, help="Wait at most this many seconds for a running migration."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Finish a job whose vmferry was killed, as libvirt shows it ended.
+
+    Records it completed or failed; destroys an incoming copy left on the destination
+    while the source runs the VM; touches nothing when it cannot tell. Running it again
+    changes nothing.
+    """
+    job = jobs_service.reconcile_job(job_id, wait_s=wait)
+    if json_out:
+        print_json(job)
+        return
+    if job.status.finished:
+        console.print(f"job {job.id}: {_status(job)}", highlight=False)
+        return
+    why = job.events[-1].message if job.events else ""
+    if jobs_service.owner_alive(job):
+        why = f"its vmferry process (pid {job.owner_pid}) is still running it"
+    err_console.print(f"job {job.id} is still {job.status}: {why}", highlight=False)
+
+
+def jobs_table(found: list[Job]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("id", "vm", "move", "status", "created"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", ratio=1)
+    for job in found:
+        table.add_row(
+            job.id,
+            job.vm,
+            f"{job.source} → {job.destination}",
+            _styled(job.status),
+            job.created_at.replace("T", " ")[:16],
+            job.reason or "-",
+        )
+    return table
+
+
+def _styled(status: JobStatus) -> str:
+    style = _STYLE[status]
+    return f"[{style}]{status}[/{style}]"
+
+
+def _status(job: Job) -> str:
+    return _styled(job.status) + (f": {job.reason}" if job.reason else "")
+
+
+def _print_job(job: Job) -> None:
+    summary = Table(show_header=False, box=None)
+    summary.add_row("job", job.id)
+    summary.add_row("kind", job.kind)
+    summary.add_row("vm", job.vm)
+    summary.add_row("move", f"{job.source} → {job.destination}")
+    summary.add_row("status", _status(job))
+    summary.add_row("created", job.created_at)
+    summary.add_row("updated", job.updated_at)
+    options = job.options
+    summary.add_row(
+        "options",
+        f"{options.strategy}, max downtime {options.max_downtime_ms} ms, timeout "
+        f"{options.timeout_s:g} s"
+        + (", copy storage" if options.copy_storage else "")
+        + (f", {options.bandwidth_mib_s} MiB/s" if options.bandwidth_mib_s else ""),
+    )
+    if job.owner_pid is not None:
+        alive = "running" if jobs_service.owner_alive(job) else "gone"
+        summary.add_row("owner", f"pid {job.owner_pid} ({alive})")
+    if job.cancel_requested:
+        summary.add_row("cancel", "requested")
+    result = job.result
+    if result is not None:
+        summary.add_row("total time", _ms(result.total_time_ms))
+        summary.add_row("downtime", _ms(result.downtime_ms))
+        if result.transferred_bytes is not None:
+            summary.add_row("transferred", f"{result.transferred_bytes / 2**20:.0f} MiB")
+        if result.iterations is not None:
+            summary.add_row("passes", str(result.iterations))
+        for e in result.escalations:
+            summary.add_row(f"escalation {e.at_ms / 1000:.1f} s", f"{e.step} {e.value or ''}")
+        if result.verification is not None:
+            passed = "passed" if result.verification.passed else "FAILED"
+            problems = "; ".join(result.verification.problems)
+            summary.add_row("verification", passed + (f": {problems}" if problems else ""))
+    console.print(summary, highlight=False)
+    events = Table("at", "kind", "message", title="events")
+    for event in job.events:
+        events.add_row(event.at, event.kind, event.message)
+    console.print(events, highlight=False)
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else f"{value} ms"

@@ -1,0 +1,209 @@
+"""Migration jobs: list, show, cancel, and resume (reconcile) a job whose vmferry died.
+
+A job's record can fall behind the hosts when the vmferry process driving it is killed.
+:func:`reconcile_job` reads what both hosts report about the VM, lets the pure
+:func:`vmferry.engine.reconcile.decide` choose, and applies that: it finishes the record
+(completed, failed or cancelled, with a reason), destroys an incoming copy left on the
+destination only while the source runs the VM, and touches nothing when it cannot tell.
+Running it again changes nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+
+from vmferry.drivers.libvirt_domains import destroy_domain, domain_view
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.engine.reconcile import Decision, decide, describe
+from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
+from vmferry.lab.processes import is_same_process, start_ticks
+from vmferry.model.domain_view import DomainView
+from vmferry.model.jsonable import to_jsonable
+from vmferry.model.migration import Job, JobStatus, MigrationResult
+from vmferry.store.db import Store, open_store
+
+__all__ = [
+    "cancel_job",
+    "get_job",
+    "list_jobs",
+    "owner_alive",
+    "reconcile_job",
+    "reconcile_vm",
+]
+
+POLL_S = 1.0
+CANCEL_POLL_S = 0.25
+
+
+def list_jobs(limit: int = 50) -> list[Job]:
+    """The newest jobs first, without their events."""
+    with open_store() as store:
+        return store.list_jobs(limit)
+
+
+def get_job(job_id: str) -> Job:
+    """The job with its events; :class:`NotFoundError` for an unknown id."""
+    with open_store() as store:
+        return store.get_job(job_id)
+
+
+def owner_alive(job: Job) -> bool:
+    """Whether the vmferry process recorded as driving ``job`` still runs (on this machine).
+
+    A job without an owner counts as orphaned. Without a recorded start time only the pid
+    is checked.
+    """
+    if job.owner_pid is None:
+        return False
+    if job.owner_start_ticks:
+        return is_same_process(job.owner_pid, job.owner_start_ticks)
+    ticks = start_ticks(job.owner_pid)
+    return ticks is not None and is_same_process(job.owner_pid, ticks)
+
+
+def reconcile_job(job_id: str, *, wait_s: float = 60, poll_s: float = POLL_S) -> Job:
+    """Bring job ``job_id``'s record in line with libvirt after its vmferry died.
+
+    A finished job, or one whose owner still runs, is returned as it is. Otherwise both
+    hosts are asked about the VM; while libvirt still migrates it, this waits (up to
+    ``wait_s`` seconds) and looks again. Then it applies the decision (see
+    :mod:`vmferry.engine.reconcile`) and returns the job as recorded afterwards. When it
+    cannot tell yet (a host did not answer, the migration still runs), the job stays
+    unfinished and an event says why.
+    """
+    with open_store() as store:
+        job = store.get_job(job_id)
+        if job.status.finished or owner_alive(job):
+            return job
+        with ExitStack() as stack:
+            unreachable: dict[str, str] = {}
+            source = _connect(store, job.source, stack, unreachable)
+            destination = _connect(store, job.destination, stack, unreachable)
+            deadline = time.monotonic() + wait_s
+            announced = False
+            while True:
+                views = _view(source, job.vm, unreachable), _view(destination, job.vm, unreachable)
+                decision = decide(job, owner_alive(job), *views)
+                if decision.action != "wait" or time.monotonic() >= deadline:
+                    break
+                if not announced:
+                    store.add_event(job.id, "note", f"resuming: {decision.reason}; waiting up "
+                                    f"to {wait_s:g} s for it to end")  # fmt: skip
+                    announced = True
+                time.sleep(poll_s)
+                job = store.get_job(job_id)  # another resume may have finished it
+            return _apply(store, job, decision, views, destination, unreachable, wait_s)
+
+
+def reconcile_vm(vm: str, *, wait_s: float = 60) -> list[Job]:
+    """Reconcile VM ``vm``'s unfinished jobs whose owner is dead (the engine calls this
+    before it touches the VM); returns those jobs as recorded afterwards."""
+    with open_store() as store:
+        orphaned = [job for job in store.unfinished_jobs(vm) if not owner_alive(job)]
+    return [reconcile_job(job.id, wait_s=wait_s) for job in orphaned]
+
+
+def cancel_job(job_id: str, *, wait_s: float = 30, poll_s: float = CANCEL_POLL_S) -> Job:
+    """Cancel job ``job_id``.
+
+    When its vmferry process runs, ask it to cancel and wait (up to ``wait_s`` seconds)
+    for the job to finish; the source keeps running. When that process is gone, record the
+    request and reconcile the job instead (a migration that did not complete then ends
+    ``cancelled``). A finished job is returned as it is.
+    """
+    with open_store() as store:
+        job = store.get_job(job_id)
+        if job.status.finished:
+            return job
+        job = store.request_cancel(job_id)
+        if owner_alive(job):
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                time.sleep(poll_s)
+                job = store.get_job(job_id)
+                if job.status.finished or not owner_alive(job):
+                    break
+            if job.status.finished or owner_alive(job):
+                return job
+    return reconcile_job(job_id, wait_s=wait_s)
+
+
+# -- internals ---------------------------------------------------------------------------
+
+
+def _connect(
+    store: Store, host_name: str, stack: ExitStack, unreachable: dict[str, str]
+) -> LibvirtHost | None:
+    try:
+        host = store.get_host(host_name)
+        return stack.enter_context(LibvirtHost.connect(host.name, host.uri))
+    except (HostUnreachableError, NotFoundError) as exc:
+        unreachable[host_name] = exc.message
+        return None
+
+
+def _view(conn: LibvirtHost | None, vm: str, unreachable: dict[str, str]) -> DomainView | None:
+    if conn is None:
+        return None
+    try:
+        return domain_view(conn, vm)
+    except HostUnreachableError as exc:
+        unreachable[conn.name] = exc.message
+        return None
+
+
+def _apply(
+    store: Store,
+    job: Job,
+    decision: Decision,
+    views: tuple[DomainView | None, DomainView | None],
+    destination: LibvirtHost | None,
+    unreachable: dict[str, str],
+    wait_s: float,
+) -> Job:
+    source_view, destination_view = views
+    seen = {
+        "action": decision.action,
+        "hosts": {job.source: describe(source_view), job.destination: describe(destination_view)},
+        "source": to_jsonable(source_view),
+        "destination": to_jsonable(destination_view),
+        "unreachable": unreachable,
+    }
+    if decision.action == "leave":
+        return store.get_job(job.id)
+    if decision.status is None:  # wait ran out, or a host did not answer
+        waited = f" (waited {wait_s:g} s)" if decision.action == "wait" else ""
+        store.add_event(job.id, "note", f"not resumed{waited}: {decision.reason}", seen)
+        return store.get_job(job.id)
+    if decision.destroys_orphan:
+        if destination is None:  # pragma: no cover - decide() never asks for it then
+            raise VmferryError(f"job {job.id}: no connection to {job.destination}")
+        destroyed = destroy_domain(destination, job.vm)
+        what = "destroyed" if destroyed else "found already gone"
+        store.add_event(job.id, "note", f"{what}: the incoming copy of {job.vm} on "
+                        f"{job.destination}", seen)  # fmt: skip
+    else:
+        store.add_event(job.id, "note", f"resumed: {decision.action}", seen)
+    if job.status is JobStatus.PENDING and decision.status is JobStatus.COMPLETED:
+        store.set_status(job.id, JobStatus.RUNNING)  # a pending job cannot complete directly
+    result = MigrationResult(
+        job_id=job.id,
+        vm=job.vm,
+        source=job.source,
+        destination=job.destination,
+        strategy=job.options.strategy,
+        status=decision.status,
+        reason=decision.reason,
+        total_time_ms=None,
+        downtime_ms=None,
+        transferred_bytes=None,
+        iterations=None,
+    )
+    try:
+        return store.finish(job.id, result)
+    except VmferryError:
+        latest = store.get_job(job.id)
+        if latest.status.finished:  # another resume (or the engine) finished it first
+            return latest
+        raise
