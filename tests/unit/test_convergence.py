@@ -27,7 +27,7 @@ def sample(t_s: float, iteration: int, remaining_mib: float, dirty_mib_s: float 
         elapsed_ms=round(t_s * 1000),
         iteration=iteration,
         memory_total_bytes=512 * MIB,
-        memory_processed_bytes=0,
+        memory_processed_bytes=round(t_s * throughput),  # the stream keeps moving
         memory_remaining_bytes=round(remaining_mib * MIB),
         dirty_rate_bytes_s=round(dirty_mib_s * MIB),
         throughput_bytes_s=throughput,
@@ -160,3 +160,19 @@ def test_prediction_grows_with_the_dirty_rate() -> None:
     slow = predict_converge_seconds(220 * MIB, 36 * MIB, LINK, 300)
     fast = predict_converge_seconds(220 * MIB, 12 * MIB, LINK, 300)
     assert 10 < slow < 25 and fast < 6
+
+
+def test_a_dead_stream_is_aborted() -> None:
+    def at(t: float, processed_mib: int) -> ProgressSample:
+        base = sample(t, 2, 100, 1)
+        return ProgressSample(base.elapsed_ms, 2, base.memory_total_bytes, processed_mib * MIB,
+                              base.memory_remaining_bytes, base.dirty_rate_bytes_s, 0)  # fmt: skip
+
+    moving = [at(1, 10), at(2, 60), at(3, 110)]
+    frozen = [*moving, at(7, 110), at(12, 110), at(13.1, 110)]
+    state, decisions = run(frozen, PolicyConfig(stall_timeout_s=10))
+    aborts = [e for d in decisions for e in d.escalations if e.step is EscalationStep.ABORT]
+    assert len(aborts) == 1 and "stalled: no data moved for 10 s" in aborts[0].reason
+    assert state.aborted
+    _, fine = run(moving, PolicyConfig(stall_timeout_s=10))
+    assert EscalationStep.ABORT not in [s for s, _ in steps(fine)]

@@ -9,7 +9,7 @@ import traceback
 import typer
 
 from vmferry import __version__
-from vmferry.cli import check_cmd, demo_cmd, hosts_cmd, lab_cmd
+from vmferry.cli import check_cmd, demo_cmd, hosts_cmd, jobs_cmd, lab_cmd, migrate_cmd
 from vmferry.errors import VmferryError
 
 app = typer.Typer(
@@ -24,6 +24,9 @@ app.add_typer(hosts_cmd.app, name="hosts")
 app.command("inventory")(hosts_cmd.inventory)
 app.command("demo")(demo_cmd.demo)
 app.command("check")(check_cmd.check)
+app.command("jobs")(jobs_cmd.jobs)
+app.add_typer(jobs_cmd.job_app, name="job")
+app.command("migrate")(migrate_cmd.migrate)
 
 
 def _version(value: bool) -> None:

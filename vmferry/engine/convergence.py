@@ -41,6 +41,7 @@ class PolicyConfig:
     stall_passes: int = 2  # K: passes without shrinking that count as a stall
     shrink_factor: float = 0.9  # a pass "shrank" if it is below this share of the one K before
     min_gap_passes: int = 1  # passes to wait after a throttle step before the next step
+    stall_timeout_s: float = 10.0  # no data moved for this long: the stream is dead, abort
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,17 @@ def predict_converge_seconds(
     return remaining / throughput * (1 - ratio**passes) / (1 - ratio)
 
 
+def seconds_without_progress(samples: Sequence[ProgressSample]) -> float:
+    """How long the processed-bytes counter has not moved, up to the last sample."""
+    now = samples[-1]
+    since = now.elapsed_ms
+    for sample in reversed(samples):
+        if sample.memory_processed_bytes != now.memory_processed_bytes:
+            break
+        since = sample.elapsed_ms
+    return (now.elapsed_ms - since) / 1000
+
+
 def stalled(sizes: Sequence[tuple[int, int]], k: int, shrink_factor: float) -> bool:
     """True when the last pass is not clearly smaller than the one ``k`` passes before."""
     if len(sizes) <= k:
@@ -120,6 +132,11 @@ def decide(samples: Sequence[ProgressSample], state: PolicyState, config: Policy
     if now.elapsed_ms >= config.timeout_s * 1000:
         abort = Escalation(now.elapsed_ms, EscalationStep.ABORT, None,
                            f"no convergence within the {config.timeout_s:g} s timeout")  # fmt: skip
+        return Decision(replace(state, aborted=True), (abort,))
+    idle_s = seconds_without_progress(samples)
+    if idle_s >= config.stall_timeout_s:
+        why = f"the migration stream stalled: no data moved for {idle_s:.0f} s"
+        abort = Escalation(now.elapsed_ms, EscalationStep.ABORT, None, why)
         return Decision(replace(state, aborted=True), (abort,))
     sizes = pass_sizes(samples)
     yardstick = first_pass_seconds(samples)

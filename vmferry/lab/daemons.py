@@ -142,6 +142,28 @@ def start_host_daemons(
     return records
 
 
+def restart_libvirtd(base: Path, host: topo.LabHost, holder_pid: int,
+                     *, timeout_s: float = 30) -> ProcessRecord:  # fmt: skip
+    """Start ``host``'s libvirtd again inside its holder's namespaces (after a fault test
+    killed it); libvirt then reconnects to its running QEMU processes."""
+    root = host_dir(base, host)
+    pidfile = root / "run" / "libvirtd.pid"
+    pidfile.unlink(missing_ok=True)
+    subprocess.run(
+        ["nsenter", "-t", str(holder_pid), "-m", "-n", "-u", "-C",
+         "libvirtd", "-d", "--listen", "-p", "/run/libvirt/libvirtd.pid"],
+        check=True, capture_output=True, timeout=timeout_s,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pid = read_pidfile(pidfile)
+        ticks = start_ticks(pid) if pid else None
+        if pid and ticks is not None and _answers(host.mgmt_addr, 16509):
+            return ProcessRecord(pid, "libvirtd", host.name, ticks)
+        time.sleep(0.1)
+    raise LabError(f"libvirtd of {host.name} did not come back within {timeout_s:g} s")
+
+
 def save_capabilities_seed(base: Path, host: topo.LabHost) -> None:
     """Keep ``host``'s probed QEMU capabilities as the seed for later lab hosts."""
     probed = host_dir(base, host) / "cache" / CAPS_SUBDIR

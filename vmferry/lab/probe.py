@@ -8,7 +8,10 @@ Each prints one JSON document on stdout.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import select
+import signal
 import socket
 import sys
 import time
@@ -47,6 +50,69 @@ def control(addr: str, command: str, port: int = CONTROL_PORT, timeout_s: float 
     return reply.decode(errors="replace").strip()
 
 
+def watch(
+    addr: str, interval_s: float, duration_s: float, port: int = ECHO_PORT
+) -> dict[str, object]:
+    """Keep one TCP connection to the echo service and send a line every ``interval_s``.
+
+    Runs until SIGTERM or ``duration_s``; returns the largest gap between
+    consecutive replies (host clock, monotonic), and whether the connection ever broke.
+    """
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    deadline = time.monotonic() + duration_s
+    sock: socket.socket | None = None
+    replies: list[float] = []
+    errors: list[str] = []
+    connects = 0
+    buffer = b""
+    next_send = time.monotonic()
+    seq = 0
+    while not stop["now"] and time.monotonic() < deadline:
+        now = time.monotonic()
+        if sock is None:
+            try:
+                sock = socket.create_connection((addr, port), timeout=0.5)
+                sock.setblocking(False)
+                connects += 1
+            except OSError as exc:
+                errors.append(f"{now:.3f} connect: {exc}")
+                time.sleep(interval_s)
+                continue
+        try:
+            if now >= next_send:
+                seq += 1
+                sock.send(f"{seq}\n".encode())
+                next_send = now + interval_s
+            readable, _, _ = select.select([sock], [], [], max(0.0, next_send - now))
+            if readable:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("the echo service closed the connection")
+                buffer += chunk
+                arrived = time.monotonic()
+                while b"\n" in buffer:
+                    _, buffer = buffer.split(b"\n", 1)
+                    replies.append(arrived)
+        except OSError as exc:
+            errors.append(f"{time.monotonic():.3f} {type(exc).__name__}: {exc}")
+            sock.close()
+            sock = None
+    if sock is not None:
+        sock.close()
+    gaps = [b - a for a, b in itertools.pairwise(replies)]
+    return {
+        "ok": True,
+        "replies": len(replies),
+        "first": replies[0] if replies else None,
+        "last": replies[-1] if replies else None,
+        "max_gap_ms": round(max(gaps) * 1000) if gaps else None,
+        "connects": connects,
+        "connection_kept": connects == 1 and not errors,
+        "errors": errors[:20],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vmferry.lab.probe")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -54,14 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     echo.add_argument("addr")
     echo.add_argument("--count", type=int, default=1)
     echo.add_argument("--timeout", type=float, default=2.0)
+    mon = sub.add_parser("watch")
+    mon.add_argument("addr")
+    mon.add_argument("--interval-ms", type=float, default=10.0)
+    mon.add_argument("--duration-s", type=float, default=600.0)
     ctl = sub.add_parser("control")
     ctl.add_argument("addr")
     ctl.add_argument("command")
     args = parser.parse_args(argv)
+    result: dict[str, object]
     try:
-        if args.what == "echo":
+        if args.what == "watch":
+            result = watch(args.addr, args.interval_ms / 1000, args.duration_s)
+        elif args.what == "echo":
             rtts = [echo_once(args.addr, timeout_s=args.timeout) for _ in range(args.count)]
-            result: dict[str, object] = {"ok": True, "rtt_ms": rtts}
+            result = {"ok": True, "rtt_ms": rtts}
         else:
             result = {"ok": True, "reply": control(args.addr, args.command)}
     except OSError as exc:

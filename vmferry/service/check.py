@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from vmferry.assess.preflight import evaluate
+from vmferry.assess.preflight import PreflightFacts, evaluate
 from vmferry.drivers.libvirt_facts import gather_preflight_facts
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.model import Finding, is_blocked
@@ -24,6 +24,7 @@ class CheckReport:
     destination: str
     findings: tuple[Finding, ...]
     blocked: bool
+    facts: PreflightFacts | None = field(default=None, compare=False, repr=False)
 
 
 def check_migration(vm: str, to: str, *, copy_storage: bool = False) -> CheckReport:
@@ -54,4 +55,4 @@ def check_migration(vm: str, to: str, *, copy_storage: bool = False) -> CheckRep
         unsearched_hosts=location.unreachable,
     )
     findings = tuple(evaluate(facts))
-    return CheckReport(vm, source.name, destination.name, findings, is_blocked(findings))
+    return CheckReport(vm, source.name, destination.name, findings, is_blocked(findings), facts)

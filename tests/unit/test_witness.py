@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from vmferry.lab.console import StampedLine
+from vmferry.verify.witness import memory_verdict
+
+
+def line(text: str, t: float) -> StampedLine:
+    return StampedLine(text, t, 1000 + t)
+
+
+def test_ok_needs_a_whole_pass_after_the_move() -> None:
+    lines = [line("MEMCHECK ok pass=1", 1.0), line("HB 5", 2.0), line("MEMCHECK ok pass=2", 6.0)]
+    assert memory_verdict(lines, after=5.0) == (None, "")  # only one pass ended after it
+    lines.append(line("MEMCHECK ok pass=3", 9.0))
+    assert memory_verdict(lines, after=5.0)[0] == "ok"
+
+
+def test_any_failure_is_a_failure() -> None:
+    lines = [line("MEMCHECK ok pass=1", 1.0), line("MEMCHECK fail page=7 word=3", 2.0),
+             line("MEMCHECK ok pass=2", 8.0), line("MEMCHECK ok pass=3", 9.0)]  # fmt: skip
+    verdict, detail = memory_verdict(lines, after=5.0)
+    assert verdict == "fail" and "page=7" in detail

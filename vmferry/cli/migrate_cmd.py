@@ -1,0 +1,100 @@
+"""`vmferry migrate`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from vmferry.cli.output import console, err_console, print_json, progress_printer
+from vmferry.engine.convergence import PolicyState
+from vmferry.errors import BlockedError, MigrationFailedError
+from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, ProgressSample
+from vmferry.model.migration import Strategy as StrategyEnum
+from vmferry.service.migrate import migrate as migrate_service
+
+MIB = 2**20
+
+
+def progress_table(sample: ProgressSample, state: PolicyState) -> Table:
+    """One screen of progress: what moved, what is left, how fast, what the policy did."""
+    done = sample.memory_processed_bytes / MIB
+    left = sample.memory_remaining_bytes / MIB
+    rate = sample.throughput_bytes_s / MIB
+    eta = f"{left / rate:.1f} s (this pass)" if rate > 0 else "-"
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("elapsed", f"{sample.elapsed_ms / 1000:.1f} s")
+    table.add_row("memory", f"{done:.0f} MiB sent, {left:.0f} MiB left of "
+                  f"{sample.memory_total_bytes / MIB:.0f} MiB")  # fmt: skip
+    table.add_row("pass", str(sample.iteration))
+    table.add_row("throughput", f"{rate:.1f} MiB/s")
+    table.add_row("dirty rate", f"{sample.dirty_rate_bytes_s / MIB:.1f} MiB/s")
+    expected = sample.expected_downtime_ms
+    table.add_row("expected downtime", "-" if expected is None else f"{expected} ms"
+                  f" (limit {state.downtime_ms} ms)")  # fmt: skip
+    table.add_row("throttle", f"{sample.throttle_pct}%")
+    table.add_row("post-copy", "yes" if state.postcopy else "no")
+    table.add_row("ETA", eta)
+    return table
+
+
+def result_table(result: MigrationResult) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_row("job", result.job_id)
+    table.add_row("status", str(result.status) + (f": {result.reason}" if result.reason else ""))
+    table.add_row("total time", _ms(result.total_time_ms))
+    table.add_row("downtime (QEMU)", _ms(result.downtime_ms))
+    table.add_row("transferred", "-" if result.transferred_bytes is None
+                  else f"{result.transferred_bytes / MIB:.0f} MiB")  # fmt: skip
+    table.add_row("passes", str(result.iterations))
+    for e in result.escalations:
+        table.add_row(f"escalation at {e.at_ms / 1000:.1f} s", f"{e.step} {e.value or ''}")
+    v = result.verification
+    if v is not None:
+        table.add_row("on destination", "running" if v.running_on_destination else "NO")
+        table.add_row("gone from source", "yes" if v.absent_on_source else "NO")
+        table.add_row("heartbeat max gap", _ms(v.heartbeat_max_gap_ms))
+        table.add_row("memory integrity", v.memory_integrity or "-")
+        table.add_row("network max gap", _ms(v.network_max_gap_ms))
+    return table
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else f"{value} ms"
+
+
+def migrate(
+    vm: str = typer.Argument(..., help="The running VM to move."),
+    to: str = typer.Option(..., "--to", help="The registered destination host."),
+    strategy: Annotated[
+        StrategyEnum,
+        typer.Option(help="live: pre-copy only; postcopy: post-copy as the last escalation."),
+    ] = StrategyEnum.LIVE,
+    max_downtime_ms: int = typer.Option(300, "--max-downtime-ms", min=10, max=60_000),
+    timeout: float = typer.Option(600, "--timeout", min=5, help="Abort after this many s."),
+    copy_storage: bool = typer.Option(False, "--copy-storage", help="Copy local disks along."),
+    bandwidth_mib_s: int | None = typer.Option(
+        None, "--bandwidth-mib-s", min=1, help="Cap the stream (default: the lab link rate)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Move a running VM to another host while it runs, then prove nothing was lost."""
+    options = MigrationOptions(strategy, max_downtime_ms, timeout, copy_storage, bandwidth_mib_s)
+    note = progress_printer()
+    with Live(console=err_console, transient=True, refresh_per_second=4) as live:
+
+        def show(sample: ProgressSample, state: PolicyState) -> None:
+            live.update(progress_table(sample, state))
+
+        outcome = migrate_service(vm, to, options, on_progress=show, note=note)
+    result = outcome.result
+    if json_out:
+        print_json(result)
+    else:
+        console.print(result_table(result))
+    if outcome.check.blocked:
+        raise BlockedError(f"{result.reason}; `vmferry check {vm} --to {to}` shows why")
+    if result.status is not JobStatus.COMPLETED:
+        raise MigrationFailedError(f"job {result.job_id} {result.status}: {result.reason}")

@@ -1,0 +1,231 @@
+"""The live migration loop: start, watch, escalate, cancel, measure, verify, record.
+
+Side effects stay in the drivers (libvirt, the store, the witness); the decisions come from
+:mod:`vmferry.engine.convergence`. Whatever happens, the job ends in the store with a final
+status, and unless the move completed the source VM is left running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_migration import (
+    CompletedStats,
+    MigrationRequest,
+    RunningMigration,
+    completed_stats,
+)
+from vmferry.engine.convergence import (
+    PolicyConfig,
+    PolicyState,
+    decide,
+    initial_state,
+    throttle_parameters,
+)
+from vmferry.errors import VmferryError
+from vmferry.model import Host, VmState
+from vmferry.model.migration import (
+    Escalation,
+    EscalationStep,
+    JobStatus,
+    MigrationOptions,
+    MigrationResult,
+    ProgressSample,
+    Strategy,
+    Verification,
+)
+from vmferry.store.db import Store
+from vmferry.verify.witness import Witness, WitnessReport
+
+ProgressFn = Callable[[ProgressSample, PolicyState], None]
+NoteFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LivePlan:
+    job_id: str
+    vm: str
+    source: Host
+    destination: Host
+    options: MigrationOptions
+    request: MigrationRequest
+
+
+def policy_config(options: MigrationOptions) -> PolicyConfig:
+    return PolicyConfig(
+        max_downtime_ms=options.max_downtime_ms,
+        allow_postcopy=options.strategy is Strategy.POSTCOPY,
+        timeout_s=options.timeout_s,
+    )
+
+
+def _quiet(*_args: object) -> None:
+    return None
+
+
+def run_live_migration(
+    plan: LivePlan,
+    store: Store,
+    witness: Witness,
+    *,
+    on_progress: ProgressFn = _quiet,
+    note: NoteFn = _quiet,
+    poll_s: float = 0.25,
+) -> MigrationResult:
+    """Run ``plan`` to its end and record it; never leaves two running copies of the VM."""
+    config = policy_config(plan.options)
+    state = initial_state(config)
+    samples: list[ProgressSample] = []
+    escalations: list[Escalation] = []
+    stop_reason: str | None = None
+    cancelled = False
+
+    def event(kind: str, message: str, **data: object) -> None:
+        store.add_event(plan.job_id, kind, message, dict(data))
+        note(message)
+
+    with (
+        LibvirtHost.connect(plan.source.name, plan.source.uri) as src,
+        LibvirtHost.connect(plan.destination.name, plan.destination.uri) as dst,
+    ):
+        for pool in dst.pools():  # a shared pool lists new volumes only after a refresh
+            try:
+                dst.refresh_pool(pool)
+            except VmferryError:
+                continue
+        migration = RunningMigration(src, plan.request)
+        witness.start()
+        store.set_status(plan.job_id, JobStatus.RUNNING)
+        migration.start()
+        event("status", f"migrating {plan.vm} from {plan.source.name} to "
+              f"{plan.destination.name}", request=_describe(plan.request))  # fmt: skip
+        downtime_set = False
+        try:
+            while not migration.done():
+                sample = migration.sample()
+                if sample is not None:
+                    if not downtime_set:
+                        got = migration.set_downtime(state.downtime_ms)
+                        downtime_set = True
+                        event("setting", f"downtime limit {got} ms (asked {state.downtime_ms})",
+                              downtime_ms=got)  # fmt: skip
+                    samples.append(sample)
+                    decision = decide(samples, state, config)
+                    state = decision.state
+                    for escalation in decision.escalations:
+                        escalations.append(escalation)
+                        _apply(migration, escalation, state, event)
+                        if escalation.step is EscalationStep.ABORT:
+                            stop_reason = escalation.reason
+                    on_progress(sample, state)
+                if stop_reason is None and store.is_cancel_requested(plan.job_id):
+                    stop_reason, cancelled = "cancelled by `vmferry job cancel`", True
+                    _abort(migration, event, stop_reason)
+                migration.wait(poll_s)
+        except KeyboardInterrupt:
+            stop_reason, cancelled = "interrupted (Ctrl-C)", True
+            _abort(migration, event, stop_reason)
+        while not migration.wait(1.0):  # after an abort libvirt returns within seconds
+            pass
+        moved = migration.error is None
+        stats = completed_stats(dst, plan.vm) if moved else CompletedStats(None, None, None,
+                                                                           None)  # fmt: skip
+        if samples and stats.iterations is None:
+            stats = CompletedStats(stats.total_time_ms, stats.downtime_ms,
+                                   stats.transferred_bytes, samples[-1].iteration)  # fmt: skip
+        report = witness.finish(moved)
+        verification = _verify(src, dst, plan.vm, moved, report)
+    if moved and verification.passed:
+        status, reason = JobStatus.COMPLETED, None
+    elif moved:
+        status = JobStatus.FAILED
+        reason = "verification failed: " + "; ".join(verification.problems)
+    else:
+        status = JobStatus.CANCELLED if cancelled else JobStatus.FAILED
+        reason = stop_reason or migration.error or "the migration failed"
+        if stop_reason and migration.error and not cancelled:
+            reason = f"{stop_reason} ({migration.error})"
+    result = MigrationResult(
+        job_id=plan.job_id,
+        vm=plan.vm,
+        source=plan.source.name,
+        destination=plan.destination.name,
+        strategy=plan.options.strategy,
+        status=status,
+        reason=reason,
+        total_time_ms=stats.total_time_ms,
+        downtime_ms=stats.downtime_ms,
+        transferred_bytes=stats.transferred_bytes,
+        iterations=stats.iterations,
+        escalations=tuple(escalations),
+        verification=verification,
+    )
+    store.finish(plan.job_id, result)
+    return result
+
+
+def _apply(migration: RunningMigration, escalation: Escalation, state: PolicyState,
+           event: Callable[..., None]) -> None:  # fmt: skip
+    step = escalation.step
+    if step is EscalationStep.DOWNTIME:
+        got = migration.set_downtime(state.downtime_ms)
+        event("escalation", f"downtime limit raised to {got} ms: {escalation.reason}",
+              step=str(step), value=got)  # fmt: skip
+    elif step is EscalationStep.THROTTLE:
+        now = migration.set_throttle(*throttle_parameters(state.throttle_level))
+        event("escalation", f"auto-converge throttle up to {escalation.value}%: "
+              f"{escalation.reason}", step=str(step), qemu=now)  # fmt: skip
+    elif step is EscalationStep.POSTCOPY:
+        migration.start_postcopy()
+        event("escalation", f"switched to post-copy: {escalation.reason}", step=str(step))
+    else:
+        _abort(migration, event, escalation.reason)
+
+
+def _abort(migration: RunningMigration, event: Callable[..., None], reason: str) -> None:
+    if migration.in_postcopy:
+        event("note", f"{reason}: post-copy is running and cannot be aborted safely; "
+              "letting it finish")  # fmt: skip
+        return
+    migration.abort()
+    event("status", f"aborting the migration: {reason}; the source keeps running")
+
+
+def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
+            report: WitnessReport) -> Verification:  # fmt: skip
+    """Where is the VM now? Never leave two running copies (an orphan incoming domain on
+    the destination is destroyed when the source copy is running)."""
+    on_src = {r.spec.name: r for r in src.list_vms()}.get(vm)
+    on_dst = {r.spec.name: r for r in dst.list_vms()}.get(vm)
+    problems = list(report.problems)
+    if not moved and on_src is not None and on_src.state is VmState.RUNNING and on_dst:
+        dst.destroy(vm)  # the incoming copy of a failed migration
+        on_dst = None
+    if moved:
+        if on_dst is None or on_dst.state is not VmState.RUNNING:
+            problems.append(f"not running on {dst.name}")
+        if on_src is not None:
+            problems.append(f"still defined on {src.name}")
+    elif on_src is None or on_src.state is not VmState.RUNNING:
+        problems.append(f"the source copy on {src.name} is not running")
+    return Verification(
+        running_on_destination=on_dst is not None and on_dst.state is VmState.RUNNING,
+        absent_on_source=on_src is None,
+        heartbeat_max_gap_ms=report.heartbeat_max_gap_ms,
+        memory_integrity=report.memory_integrity,
+        network_max_gap_ms=report.network_max_gap_ms,
+        problems=tuple(problems),
+    )
+
+
+def _describe(request: MigrationRequest) -> dict[str, object]:
+    return {
+        "destination_uri": request.destination_uri,
+        "migration_uri": request.migration_uri,
+        "bandwidth_mib_s": request.bandwidth_mib_s,
+        "postcopy_allowed": request.allow_postcopy,
+        "unsafe": request.unsafe,
+        "copy_disks": list(request.copy_disks),
+    }

@@ -1,0 +1,82 @@
+"""Faults for the lab's fault tests: each one bounded and undone by the same test.
+
+- kill a host's libvirtd (and start it again, in the host's own namespaces);
+- cut a host's migration link with an nftables drop rule in its namespace (and restore it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+
+from vmferry.drivers.process import run_tool
+from vmferry.errors import NotFoundError
+from vmferry.lab import daemons
+from vmferry.lab.lifecycle import topology_of
+from vmferry.lab.processes import is_same_process
+from vmferry.lab.state import LabState, lab_dir, load_state, save_state
+
+FAULT_TABLE = "vmferry_fault"
+
+
+def _state_and_host(host: str) -> tuple[LabState, str]:
+    state = load_state()
+    if state is None or topology_of(state).host(host) is None:
+        raise NotFoundError(f"no lab host {host!r}")
+    return state, host
+
+
+def kill_libvirtd(host: str) -> int:
+    """SIGKILL ``host``'s libvirtd (its QEMU processes keep running); return its pid."""
+    state, _ = _state_and_host(host)
+    proc = next(p for p in state.processes if p.host == host and p.role == "libvirtd")
+    if is_same_process(proc.pid, proc.start_ticks):
+        os.kill(proc.pid, signal.SIGKILL)
+    return proc.pid
+
+
+def start_libvirtd(host: str) -> None:
+    """Start ``host``'s libvirtd again and record the new pid for `lab down`."""
+    state, _ = _state_and_host(host)
+    lab_host = topology_of(state).host(host)
+    assert lab_host is not None
+    holder = next(p for p in state.processes if p.host == host and p.role == "holder")
+    record = daemons.restart_libvirtd(lab_dir(), lab_host, holder.pid)
+    state.processes = [p for p in state.processes
+                       if not (p.host == host and p.role == "libvirtd")] + [record]  # fmt: skip
+    save_state(state)
+
+
+def cut_migration_link(host: str) -> None:
+    """Drop every packet on ``host``'s migration interface, both ways (nftables)."""
+    state, _ = _state_and_host(host)
+    lab_host = topology_of(state).host(host)
+    assert lab_host is not None
+    ruleset = (
+        f"table inet {FAULT_TABLE} {{\n"
+        "  chain in { type filter hook input priority -10; policy accept;\n"
+        '    iifname "mig0" drop }\n'
+        "  chain out { type filter hook output priority -10; policy accept;\n"
+        '    oifname "mig0" drop }\n'
+        "}\n"
+    )
+    run_tool(["ip", "netns", "exec", lab_host.netns, "nft", "-f", "-"], input_text=ruleset)
+
+
+def restore_migration_link(host: str) -> None:
+    state, _ = _state_and_host(host)
+    lab_host = topology_of(state).host(host)
+    assert lab_host is not None
+    run_tool(["ip", "netns", "exec", lab_host.netns, "nft", "delete", "table", "inet",
+              FAULT_TABLE], check=False)  # fmt: skip
+
+
+@contextlib.contextmanager
+def migration_link_cut(host: str) -> Iterator[None]:
+    cut_migration_link(host)
+    try:
+        yield
+    finally:
+        restore_migration_link(host)
