@@ -11,6 +11,7 @@ from rich.table import Table
 from vmferry.cli.output import console, err_console, print_json, progress_printer
 from vmferry.engine.convergence import PolicyState
 from vmferry.errors import BlockedError, MigrationFailedError
+from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, ProgressSample
 from vmferry.model.migration import Strategy as StrategyEnum
 from vmferry.service.migrate import migrate as migrate_service
@@ -61,6 +62,15 @@ def result_table(result: MigrationResult) -> Table:
     return table
 
 
+def result_json(result: MigrationResult) -> dict[str, object]:
+    """The documented `vmferry migrate --json` schema (docs/json.md), exactly these keys."""
+    doc = to_jsonable(result)
+    verification = doc.get("verification")
+    if isinstance(verification, dict):
+        verification.pop("problems", None)  # they are in "reason"
+    return dict(doc)
+
+
 def _ms(value: int | None) -> str:
     return "-" if value is None else f"{value} ms"
 
@@ -91,7 +101,7 @@ def migrate(
         outcome = migrate_service(vm, to, options, on_progress=show, note=note)
     result = outcome.result
     if json_out:
-        print_json(result)
+        print_json(result_json(result))
     else:
         console.print(result_table(result))
     if outcome.check.blocked:
