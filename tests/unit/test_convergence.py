@@ -12,6 +12,7 @@ from vmferry.engine.convergence import (
     decide,
     initial_state,
     pass_sizes,
+    plan_vcpu_cap,
     predict_converge_seconds,
     stalled,
 )
@@ -70,8 +71,7 @@ def test_three_quarter_link_raises_downtime_to_the_maximum_then_throttles() -> N
     assert steps(decisions) == [
         (EscalationStep.DOWNTIME, 60),
         (EscalationStep.DOWNTIME, 120),
-        (EscalationStep.DOWNTIME, 240),
-        (EscalationStep.DOWNTIME, 300),
+        (EscalationStep.DOWNTIME, 220),  # 300 ms less the switchover overhead
         (EscalationStep.THROTTLE, 80),
     ]
     reason = decisions[-1].escalations[0].reason
@@ -80,9 +80,17 @@ def test_three_quarter_link_raises_downtime_to_the_maximum_then_throttles() -> N
 
 def test_downtime_stops_at_the_users_maximum() -> None:
     state, decisions = run([*first_pass(), sample(7.6, 2, 220, 36)],
-                           PolicyConfig(max_downtime_ms=100))  # fmt: skip
+                           PolicyConfig(max_downtime_ms=100, switchover_overhead_ms=0))  # fmt: skip
     assert [v for s, v in steps(decisions) if s is EscalationStep.DOWNTIME] == [60, 100]
     assert state.downtime_ms == 100
+
+
+def test_the_switchover_overhead_is_kept_below_the_maximum() -> None:
+    config = PolicyConfig(max_downtime_ms=300, switchover_overhead_ms=80)
+    assert config.downtime_ceiling_ms == 220
+    tight = PolicyConfig(max_downtime_ms=50, switchover_overhead_ms=80)
+    assert tight.downtime_ceiling_ms == 30  # never below the initial limit
+    assert initial_state(PolicyConfig(max_downtime_ms=20)).downtime_ms == 30
 
 
 def test_faster_than_link_goes_to_postcopy_after_throttling_when_allowed() -> None:
@@ -118,7 +126,7 @@ def test_each_pass_is_judged_once() -> None:
     samples = [*first_pass(), sample(7.6, 2, 220, 36), sample(8.0, 2, 200, 36),
                sample(9.0, 2, 150, 36)]  # fmt: skip
     _, decisions = run(samples, PolicyConfig())
-    assert [len(d.escalations) for d in decisions[-3:]] == [5, 0, 0]
+    assert [len(d.escalations) for d in decisions[-3:]] == [4, 0, 0]
 
 
 def test_stall_is_detected_from_pass_sizes() -> None:
@@ -176,3 +184,27 @@ def test_a_dead_stream_is_aborted() -> None:
     assert state.aborted
     _, fine = run(moving, PolicyConfig(stall_timeout_s=10))
     assert EscalationStep.ABORT not in [s for s, _ in steps(fine)]
+
+
+def test_no_cap_for_an_idle_or_slow_dirtying_guest() -> None:
+    config = PolicyConfig()
+    assert plan_vcpu_cap(512 * MIB, 0, 0.1, LINK, config).percent is None
+    quarter = plan_vcpu_cap(512 * MIB, 12 * MIB, 0.8, LINK, config)
+    assert quarter.percent is None and "converges by itself" in quarter.reason
+
+
+def test_a_heavy_dirtier_is_capped_in_proportion() -> None:
+    config = PolicyConfig()
+    three_quarters = plan_vcpu_cap(512 * MIB, 36 * MIB, 0.8, LINK, config)
+    assert three_quarters.percent == 27  # 80% busy x 0.25 x 48/36
+    double = plan_vcpu_cap(512 * MIB, 96 * MIB, 1.0, LINK, config)
+    assert double.percent == 12
+    assert "never" in double.reason
+    extreme = plan_vcpu_cap(512 * MIB, 960 * MIB, 1.0, LINK, config)
+    assert extreme.percent == 10  # the floor: a guest keeps at least a tenth of a CPU
+
+
+def test_a_cap_that_would_not_bite_is_not_set() -> None:
+    # the guest uses little CPU: capping at 90%+ would change nothing
+    plan = plan_vcpu_cap(512 * MIB, 150 * MIB, 1.0, 200 * MIB, PolicyConfig(), target_ratio=0.9)
+    assert plan.percent is None and "would change nothing" in plan.reason

@@ -85,13 +85,20 @@ def migrate(
     max_downtime_ms: int = typer.Option(300, "--max-downtime-ms", min=10, max=60_000),
     timeout: float = typer.Option(600, "--timeout", min=5, help="Abort after this many s."),
     copy_storage: bool = typer.Option(False, "--copy-storage", help="Copy local disks along."),
+    cap: bool = typer.Option(
+        False,
+        "--cap/--no-cap",
+        help="Experimental: cap the vCPUs from the start when pre-copy would lag.",
+    ),
     bandwidth_mib_s: int | None = typer.Option(
         None, "--bandwidth-mib-s", min=1, help="Cap the stream (default: the lab link rate)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Move a running VM to another host while it runs, then prove nothing was lost."""
-    options = MigrationOptions(strategy, max_downtime_ms, timeout, copy_storage, bandwidth_mib_s)
+    options = MigrationOptions(
+        strategy, max_downtime_ms, timeout, copy_storage, bandwidth_mib_s, precopy_cap=cap
+    )
     note = progress_printer()
     with Live(console=err_console, transient=True, refresh_per_second=4) as live:
 

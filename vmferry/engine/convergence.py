@@ -42,6 +42,15 @@ class PolicyConfig:
     shrink_factor: float = 0.9  # a pass "shrank" if it is below this share of the one K before
     min_gap_passes: int = 1  # passes to wait after a throttle step before the next step
     stall_timeout_s: float = 10.0  # no data moved for this long: the stream is dead, abort
+    # QEMU's limit covers the last RAM only; pausing, device state and the destination's
+    # resume add to it (about 60-90 ms measured in the lab), so the policy keeps QEMU's limit
+    # that far below the user's maximum, and the real downtime within it.
+    switchover_overhead_ms: int = 80
+
+    @property
+    def downtime_ceiling_ms(self) -> int:
+        return max(self.initial_downtime_ms,
+                   self.max_downtime_ms - self.switchover_overhead_ms)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ class Decision:
 
 
 def initial_state(config: PolicyConfig) -> PolicyState:
-    return PolicyState(downtime_ms=min(config.initial_downtime_ms, config.max_downtime_ms))
+    return PolicyState(downtime_ms=min(config.initial_downtime_ms, config.downtime_ceiling_ms))
 
 
 def pass_sizes(samples: Sequence[ProgressSample]) -> list[tuple[int, int]]:
@@ -179,8 +188,8 @@ def _why(now: ProgressSample, eta: float, yardstick: float, is_stalled: bool, k:
 def _next_step(
     now: ProgressSample, state: PolicyState, config: PolicyConfig, why: str
 ) -> tuple[PolicyState, Escalation] | None:
-    if state.downtime_ms < config.max_downtime_ms:
-        downtime = min(config.max_downtime_ms, state.downtime_ms * 2)
+    if state.downtime_ms < config.downtime_ceiling_ms:
+        downtime = min(config.downtime_ceiling_ms, state.downtime_ms * 2)
         return (
             replace(state, downtime_ms=downtime, last_step_pass=now.iteration),
             Escalation(now.elapsed_ms, EscalationStep.DOWNTIME, downtime, why),
@@ -213,3 +222,51 @@ def _next_step(
 def throttle_parameters(level: int) -> tuple[int, int, int]:
     """QEMU's (cpu-throttle-initial, cpu-throttle-increment, max-cpu-throttle) for a level."""
     return THROTTLE_LEVELS[level - 1]
+
+
+@dataclass(frozen=True)
+class CapPlan:
+    """A vCPU cap to set before the migration starts (``percent`` None: no cap)."""
+
+    percent: int | None
+    reason: str
+
+
+def plan_vcpu_cap(
+    memory_bytes: int,
+    dirty_rate_bytes_s: float,
+    vcpu_busy: float,
+    link_bytes_s: float,
+    config: PolicyConfig,
+    *,
+    target_ratio: float = 0.25,
+    bounds: tuple[int, int] = (10, 90),
+) -> CapPlan:
+    """Should the guest be slowed from the start, and how much?
+
+    QEMU's auto-converge can act only from the end of the second pass; a guest that dirties
+    memory near the link's rate has rewritten its working set twice by then. If the model
+    predicts that pre-copy would need longer than the first pass to converge, cap the vCPUs
+    so that the dirty rate falls to ``target_ratio`` of the link, assuming it scales with
+    the CPU the guest gets (``vcpu_busy``: the share of its vCPUs it used, 0..1).
+    """
+    mib = 2**20
+    if link_bytes_s <= 0 or dirty_rate_bytes_s <= 0:
+        return CapPlan(None, "nothing to slow: the guest dirties no memory")
+    first_pass_s = memory_bytes / link_bytes_s
+    left_after = min(memory_bytes, dirty_rate_bytes_s * first_pass_s)
+    eta = predict_converge_seconds(round(left_after), dirty_rate_bytes_s, link_bytes_s,
+                                   config.downtime_ceiling_ms)  # fmt: skip
+    facts = (f"dirty {dirty_rate_bytes_s / mib:.1f} MiB/s = "
+             f"{dirty_rate_bytes_s / link_bytes_s:.2f} x the link")  # fmt: skip
+    if eta <= first_pass_s:
+        return CapPlan(None, f"{facts}: pre-copy converges by itself")
+    busy = min(1.0, max(0.05, vcpu_busy))
+    percent = round(100 * busy * target_ratio * link_bytes_s / dirty_rate_bytes_s)
+    if percent >= bounds[1]:
+        return CapPlan(None, f"{facts}: a cap of {percent}% would change nothing")
+    percent = max(bounds[0], percent)
+    when = "never" if eta == NEVER else f"in about {eta:.0f} s"
+    return CapPlan(percent, f"{facts}, vCPUs {busy:.0%} busy: pre-copy would converge {when} "
+                   f"(first pass {first_pass_s:.0f} s); cap the vCPUs at {percent}% "
+                   f"from the start")  # fmt: skip

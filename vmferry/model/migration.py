@@ -32,6 +32,10 @@ class MigrationOptions:
     timeout_s: float = 600.0
     copy_storage: bool = False
     bandwidth_mib_s: int | None = None  # None: the link rate vmferry knows, else unlimited
+    # Experimental: cap the vCPUs (cgroup quota) from the start when the model predicts slow
+    # convergence. Off by default: in the TCG lab a guest migrated while capped hung after
+    # the switchover (docs/performance.md).
+    precopy_cap: bool = False
 
 
 @dataclass(frozen=True)

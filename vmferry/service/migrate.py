@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from vmferry.assess.preflight import DiskReach
+from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import MigrationRequest
-from vmferry.engine.live import LivePlan, NoteFn, ProgressFn, run_live_migration
+from vmferry.drivers.qemu_monitor import measure_dirty_rate, set_vcpu_cap, vcpu_seconds
+from vmferry.engine.convergence import plan_vcpu_cap
+from vmferry.engine.live import LivePlan, NoteFn, ProgressFn, policy_config, run_live_migration
+from vmferry.errors import VmferryError
+from vmferry.lab.guests import note_moved
 from vmferry.lab.processes import start_ticks
-from vmferry.lab.state import load_state, save_state
+from vmferry.lab.state import load_state
+from vmferry.model import Host, VmSpec
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.jobs import reconcile_vm
-from vmferry.store.db import open_store
+from vmferry.store.db import Store, open_store
 from vmferry.verify.witness import LabWitness, NoWitness, Witness
 
 MIB = 2**20
@@ -71,6 +78,7 @@ def migrate(
     if bandwidth is None and lab is not None and destination.name in lab.registered_hosts:
         bandwidth = link_bandwidth_mib_s(lab.link_mbps)
     disks = report.facts.disks if report.facts is not None else ()
+    pathed = [d for d in disks if d.path]
     request = MigrationRequest(
         vm=vm,
         destination_uri=destination.uri,
@@ -78,7 +86,7 @@ def migrate(
         bandwidth_mib_s=bandwidth,
         allow_postcopy=options.strategy is Strategy.POSTCOPY,
         # vmferry checked that the destination resolves every shared disk itself
-        unsafe=bool(disks) and all(d.reach is DiskReach.SHARED for d in disks if d.path)
+        unsafe=bool(pathed) and all(d.reach is DiskReach.SHARED for d in pathed)
         and not options.copy_storage,
         copy_disks=tuple(d.target for d in disks if d.reach is DiskReach.LOCAL)
         if options.copy_storage else (),
@@ -86,8 +94,58 @@ def migrate(
     guest = lab.guests.get(vm) if lab is not None else None
     witness: Witness = LabWitness(guest) if guest is not None else NoWitness()
     plan = LivePlan(job.id, vm, source, destination, options, request)
-    result = run_live_migration(plan, store, witness, on_progress=on_progress, note=note)
-    if guest is not None and lab is not None and result.status is JobStatus.COMPLETED:
-        lab.guests[vm].host = destination.name  # the lab's own bookkeeping follows the VM
-        save_state(lab)
+    capped = False
+    try:
+        if options.precopy_cap and bandwidth and report.facts is not None:
+            capped = _plan_cap(source, vm, report.facts.vm.spec, bandwidth, options, store,
+                               job.id, note)  # fmt: skip
+        result = run_live_migration(plan, store, witness, on_progress=on_progress, note=note)
+    finally:
+        if capped:
+            _lift_cap(vm, (destination, source), store, job.id, note)
+    if guest is not None and result.status is JobStatus.COMPLETED:
+        note_moved(vm, destination.name)  # the lab's own bookkeeping follows the VM
     return MigrateOutcome(result, report)
+
+
+def _plan_cap(
+    source: Host,
+    vm: str,
+    spec: VmSpec,
+    bandwidth_mib_s: int,
+    options: MigrationOptions,
+    store: Store,
+    job_id: str,
+    note: NoteFn,
+) -> bool:
+    """Measure the guest for a second and, if the model says so, cap its vCPUs now."""
+    with LibvirtHost.connect(source.name, source.uri) as src:
+        started, cpu_before = time.monotonic(), vcpu_seconds(src, vm)
+        dirty = measure_dirty_rate(src, vm)
+        busy = (vcpu_seconds(src, vm) - cpu_before) / (max(1, spec.vcpus)
+                                                       * (time.monotonic() - started))  # fmt: skip
+        cap = plan_vcpu_cap(spec.memory_bytes, dirty, busy, bandwidth_mib_s * MIB,
+                            policy_config(options))  # fmt: skip
+        data = {"dirty_rate_bytes_s": dirty, "vcpu_busy": round(busy, 3), "cap_pct": cap.percent}
+        store.add_event(job_id, "plan", cap.reason, data)
+        note(cap.reason)
+        if cap.percent is None:
+            return False
+        set_vcpu_cap(src, vm, cap.percent)
+        return True
+
+
+def _lift_cap(vm: str, hosts: tuple[Host, ...], store: Store, job_id: str, note: NoteFn) -> None:
+    """Remove the cap wherever the VM runs now (the destination after a move)."""
+    for host in hosts:
+        try:
+            with LibvirtHost.connect(host.name, host.uri, timeout_s=5) as conn:
+                if vm in conn.running_vm_names():
+                    set_vcpu_cap(conn, vm, None)
+                    message = f"vCPU cap lifted on {host.name}"
+                    store.add_event(job_id, "setting", message, {"host": host.name})
+                    note(message)
+                    return
+        except VmferryError as exc:
+            store.add_event(job_id, "note", f"could not lift the vCPU cap on {host.name}: "
+                            f"{exc.message}", {})  # fmt: skip
