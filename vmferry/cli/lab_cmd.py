@@ -79,6 +79,13 @@ def guest_create(
                       f"{record.address} ({record.mac}); console: {record.console}")  # fmt: skip
 
 
+@guest_app.command("delete")
+def guest_delete(name: str = typer.Argument(..., help="The lab guest's name.")) -> None:
+    """Stop and remove a lab guest (wherever it runs now), its disk and its console log."""
+    guests.delete_guest(name, progress=progress_printer())
+    console.print(f"guest {name} removed")
+
+
 @guest_app.command("build")
 def guest_build(
     force: bool = typer.Option(False, "--force", help="Rebuild even if the cache is current."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import AlreadyExistsError, BadInputError, NotFoundError
@@ -120,3 +121,30 @@ def get_guest(name: str) -> GuestRecord:
     if state is None or name not in state.guests:
         raise NotFoundError(f"no lab guest {name!r}; `vmferry lab status` lists them")
     return state.guests[name]
+
+
+def delete_guest(name: str, progress: Progress = _quiet) -> None:
+    """Stop and undefine a lab guest wherever it runs now, and remove its disk and console."""
+    base = lab_dir()
+    state = load_state(base)
+    if state is None or name not in state.guests:
+        raise NotFoundError(f"no lab guest {name!r}; `vmferry lab status` lists them")
+    record = state.guests[name]
+    for lab_host in topology_of(state).hosts:
+        with LibvirtHost.connect(lab_host.name, lab_host.uri) as conn:
+            if any(r.spec.name == name for r in conn.list_vms()):
+                progress(f"removing {name} from {lab_host.name}")
+                _undo(conn, name)
+    Path(record.data_disk).unlink(missing_ok=True)
+    Path(record.console).unlink(missing_ok=True)
+    _refresh_shared_pool(topology_of(state))
+    del state.guests[name]
+    save_state(state, base)
+
+
+def note_moved(name: str, host: str) -> None:
+    """Record that a lab guest now runs on ``host`` (after a migration vmferry did not run)."""
+    state = load_state()
+    if state is not None and name in state.guests:
+        state.guests[name].host = host
+        save_state(state)

@@ -5,13 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmferry.engine.live import ProgressFn
 from vmferry.lab import guests, lifecycle
+from vmferry.lab.guests import get_guest
 from vmferry.lab.observe import GuestObservation, observe_guest
 from vmferry.lab.state import GuestRecord, load_state
 from vmferry.model import VmRecord
+from vmferry.model.migration import MigrationOptions, MigrationResult
+from vmferry.service.check import CheckReport
 from vmferry.service.hosts import inventory
+from vmferry.service.migrate import migrate
 
 DEMO_GUEST = "demo-vm"
+
+
+def _quiet_progress(*_args: object) -> None:
+    return None
+
+
 Progress = Callable[[str], None]
 
 
@@ -20,10 +31,18 @@ class DemoReport:
     lab: lifecycle.LabStatus
     guest: GuestRecord
     observation: GuestObservation
+    check: CheckReport
+    migration: MigrationResult
     inventory: tuple[VmRecord, ...]
 
 
-def run_demo(progress: Progress, *, watch_s: float = 10.0, dirty_mb_s: int = 12) -> DemoReport:
+def run_demo(
+    progress: Progress,
+    *,
+    watch_s: float = 10.0,
+    dirty_mb_s: int = 12,
+    on_progress: ProgressFn = _quiet_progress,
+) -> DemoReport:
     """Bring the lab up if needed, start (or reuse) the demo guest, watch it, read inventory."""
     state = load_state()
     if state is None or not lifecycle.is_running(state):
@@ -39,5 +58,10 @@ def run_demo(progress: Progress, *, watch_s: float = 10.0, dirty_mb_s: int = 12)
                                     dirty_mb_s=dirty_mb_s, progress=progress)  # fmt: skip
     progress(f"watching {DEMO_GUEST} for {watch_s:g} s (console on the host clock, echo probe)")
     observation = observe_guest(guest, watch_s)
+    target = "kvm2" if guest.host == "kvm1" else "kvm1"
+    progress(f"moving {DEMO_GUEST} live from {guest.host} to {target}")
+    outcome = migrate(DEMO_GUEST, target, MigrationOptions(), on_progress=on_progress,
+                      note=progress)  # fmt: skip
     progress("reading the inventory of every host")
-    return DemoReport(lifecycle.status(), guest, observation, tuple(inventory()))
+    return DemoReport(lifecycle.status(), get_guest(DEMO_GUEST), observation, outcome.check,
+                      outcome.result, tuple(inventory()))  # fmt: skip

@@ -1,0 +1,211 @@
+"""Live migration benchmark: vmferry against plain `virsh migrate --live --p2p`, one lab.
+
+For each dirty rate (a share of the migration link), a fresh lab guest (512 MiB, 256 MiB
+working set) is migrated kvm1 -> kvm2 once by each tool. Per run: converged, total time and
+downtime (QEMU's, read from the destination's completed job), the guest-visible blackout
+(largest heartbeat gap on the host clock), bytes transferred, memory integrity, and the
+lower bound (the first pass's bytes, i.e. the non-zero RAM, over the link rate).
+
+    sudo .venv/bin/python bench/live_migration.py            # table
+    sudo .venv/bin/python bench/live_migration.py --json     # rows for machines
+
+virsh runs with libvirt's defaults; both tools get --unsafe-equivalent flags because the
+lab's shared pool is a directory libvirt cannot recognise as shared. virsh is aborted once
+it has run 5 times the lower bound in the 1.5x case (it does not converge), and at 180 s
+otherwise; vmferry runs with its own --timeout. Takes about 10 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from vmferry.drivers.libvirt_migration import completed_from_stats
+from vmferry.lab import guests, lifecycle
+from vmferry.lab.console import ConsoleTail, MemCheck
+from vmferry.model.migration import JobStatus, MigrationOptions, ProgressSample, Strategy
+from vmferry.service.migrate import migrate
+from vmferry.verify.witness import LabWitness
+
+MIB = 2**20
+SRC, DST = "qemu+tcp://198.18.0.11/system", "qemu+tcp://198.18.0.12/system"
+MIGRATION_URI = "tcp://198.18.1.12"
+LOCK = Path("/run/vmferry-lab.lock")
+
+
+@dataclass
+class Row:
+    tool: str
+    dirty_ratio: float
+    converged: bool
+    total_time_ms: int | None
+    downtime_ms: int | None
+    blackout_ms: int | None
+    transferred_bytes: int | None
+    lower_bound_ms: int | None
+    memory_integrity: str | None = None
+    escalations: str = ""
+    note: str = ""
+
+
+def first_pass_bytes(samples: list[ProgressSample]) -> int | None:
+    """What the first pass sent: the memory processed when the second pass began."""
+    return next((s.memory_processed_bytes for s in samples if s.iteration >= 2), None)
+
+
+def wait_for_memcheck(console: str, timeout_s: float = 60) -> None:
+    """The workload's first full verification pass: the working set is written and steady."""
+    with ConsoleTail(Path(console)) as tail:
+        tail.wait_for(lambda ln: isinstance(ln.event, MemCheck) and ln.event.ok, timeout_s)
+
+
+def run_virsh(name: str, ratio: float, link_bytes_s: float) -> Row:
+    record = guests.get_guest(name)
+    witness = LabWitness(record)
+    witness.start()
+    src = libvirt.open(SRC)
+    dom = src.lookupByName(name)
+    argv = ["virsh", "-c", SRC, "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
+            "--unsafe", name, DST, MIGRATION_URI]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    pass1: int | None = None
+    aborted = False
+    while proc.poll() is None:
+        try:
+            stats = dom.jobStats(0)
+            if pass1 is None and int(stats.get("memory_iteration", 0)) >= 2:
+                pass1 = int(stats.get("memory_processed", 0))
+        except libvirt.libvirtError:
+            pass
+        lower = pass1 / link_bytes_s if pass1 else None
+        limit = 5 * lower if (ratio >= 1 and lower) else 180.0
+        if time.monotonic() - started > limit and not aborted:
+            aborted = True
+            subprocess.run(["virsh", "-c", SRC, "domjobabort", name], capture_output=True)
+        time.sleep(0.25)
+    converged = proc.returncode == 0
+    stats_done: dict[str, Any] = {}
+    if converged:
+        dst = libvirt.open(DST)
+        stats_done = dst.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        dst.close()
+    src.close()
+    report = witness.finish(converged)
+    done = completed_from_stats(stats_done)
+    _, err = proc.communicate()
+    note = "aborted at 5x the lower bound" if aborted else err.strip()[-120:]
+    if converged:
+        guests.note_moved(name, "kvm2")
+    return Row("virsh", ratio, converged, done.total_time_ms, done.downtime_ms,
+               report.heartbeat_max_gap_ms, done.transferred_bytes,
+               round(pass1 / link_bytes_s * 1000) if pass1 else None, report.memory_integrity,
+               note=note)  # fmt: skip
+
+
+def run_vmferry(name: str, ratio: float, link_bytes_s: float, timeout_s: float) -> Row:
+    samples: list[ProgressSample] = []
+    strategy = Strategy.POSTCOPY if ratio >= 1 else Strategy.LIVE
+    options = MigrationOptions(strategy=strategy, timeout_s=timeout_s)
+    outcome = migrate(name, "kvm2", options, on_progress=lambda s, _st: samples.append(s))
+    result = outcome.result
+    pass1 = first_pass_bytes(samples)
+    v = result.verification
+    return Row("vmferry", ratio, result.status is JobStatus.COMPLETED, result.total_time_ms,
+               result.downtime_ms, v.heartbeat_max_gap_ms if v else None,
+               result.transferred_bytes,
+               round(pass1 / link_bytes_s * 1000) if pass1 else None,
+               v.memory_integrity if v else None,
+               ", ".join(f"{e.step}{'=' + str(e.value) if e.value else ''}@{e.at_ms / 1000:.1f}s"
+                         for e in result.escalations),
+               result.reason or "")  # fmt: skip
+
+
+def bench(ratios: list[float], tools: list[str], link_mbps: int, memory_mb: int,
+          working_set_mb: int) -> list[Row]:  # fmt: skip
+    link_bytes_s = link_mbps * 1_000_000 / 8
+    link_mib_s = link_bytes_s / MIB
+    rows: list[Row] = []
+    for ratio in ratios:
+        dirty = round(ratio * link_mib_s)
+        for tool in tools:
+            name = f"bench-{tool}-{str(ratio).replace('.', '')}"
+            progress(f"{tool}: {dirty} MiB/s ({ratio}x the link)")
+            guests.create_guest(name, "kvm1", memory_mb=memory_mb, working_set_mb=working_set_mb,
+                                dirty_mb_s=dirty)  # fmt: skip
+            try:
+                wait_for_memcheck(guests.get_guest(name).console)
+                if tool == "virsh":
+                    row = run_virsh(name, ratio, link_bytes_s)
+                else:
+                    row = run_vmferry(name, ratio, link_bytes_s, timeout_s=180)
+            finally:
+                guests.delete_guest(name)
+            rows.append(row)
+            progress(f"  -> {asdict(row)}")
+    return rows
+
+
+def progress(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def table(rows: list[Row]) -> str:
+    def ms(v: int | None) -> str:
+        return "-" if v is None else f"{v / 1000:.1f} s" if v >= 1000 else f"{v} ms"
+
+    lines = ["| tool | dirty rate | converged | total time | QEMU downtime | blackout | "
+             "transferred | lower bound | memory | escalations |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        moved = "-" if r.transferred_bytes is None else f"{r.transferred_bytes / MIB:.0f} MiB"
+        lines.append(f"| {r.tool} | {r.dirty_ratio}x | {'yes' if r.converged else 'no'} | "
+                     f"{ms(r.total_time_ms)} | {ms(r.downtime_ms)} | {ms(r.blackout_ms)} | "
+                     f"{moved} | {ms(r.lower_bound_ms)} | {r.memory_integrity or '-'} | "
+                     f"{r.escalations or '-'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--ratios", default="0,0.25,0.75,1.5")
+    parser.add_argument("--tools", default="virsh,vmferry")
+    parser.add_argument("--link-mbps", type=int, default=400)
+    parser.add_argument("--memory-mb", type=int, default=512)
+    parser.add_argument("--working-set-mb", type=int, default=256)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("the benchmark needs root (it runs the lab)")
+    ratios = [float(x) for x in args.ratios.split(",")]
+    tools = args.tools.split(",")
+    with LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lifecycle.up(2, args.link_mbps, progress=progress)
+        try:
+            rows = bench(ratios, tools, args.link_mbps, args.memory_mb, args.working_set_mb)
+        finally:
+            lifecycle.down()
+    sys.stderr.write(table(rows) + "\n")
+    if args.json:
+        keys = ["tool", "dirty_ratio", "converged", "total_time_ms", "downtime_ms",
+                "blackout_ms", "transferred_bytes", "lower_bound_ms"]  # fmt: skip
+        print(json.dumps([{k: asdict(r)[k] for k in keys} for r in rows], indent=2))
+    else:
+        print(table(rows))
+    return 0 if all(r.memory_integrity != "fail" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

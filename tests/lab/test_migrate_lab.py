@@ -1,0 +1,90 @@
+"""`vmferry check` + `vmferry migrate` against the real lab: the VM moves and vmferry proves it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vmferry.lab import client, guests
+from vmferry.lab.state import LabState, load_state
+
+pytestmark = pytest.mark.lab
+
+MIGRATE_KEYS = {"job_id", "vm", "source", "destination", "strategy", "status", "reason",
+                "total_time_ms", "downtime_ms", "transferred_bytes", "iterations", "escalations",
+                "verification"}  # fmt: skip
+VERIFICATION_KEYS = {"running_on_destination", "absent_on_source", "heartbeat_max_gap_ms",
+                     "memory_integrity", "network_max_gap_ms"}  # fmt: skip
+
+
+def vmferry(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=os.environ,
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def test_a_working_guest_moves_live_and_is_verified(lab: LabState) -> None:
+    record = guests.create_guest("mv1", "kvm1", memory_mb=512, working_set_mb=128, dirty_mb_s=8)
+    check = vmferry("check", "mv1", "--to", "kvm2", "--json")
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["blocked"] is False
+
+    done = vmferry("migrate", "mv1", "--to", "kvm2", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == MIGRATE_KEYS
+    assert set(result["verification"]) == VERIFICATION_KEYS
+    assert (result["status"], result["source"], result["destination"]) == ("completed", "kvm1",
+                                                                          "kvm2")  # fmt: skip
+    v = result["verification"]
+    assert v["running_on_destination"] and v["absent_on_source"]
+    assert v["memory_integrity"] == "ok"
+    assert 0 < v["heartbeat_max_gap_ms"] < 2000
+    assert v["network_max_gap_ms"] is not None and v["network_max_gap_ms"] < 2000
+    assert result["total_time_ms"] > 0 and result["downtime_ms"] is not None
+    assert result["transferred_bytes"] > 64 * 2**20  # at least the working set moved
+
+    # the VM now lives on kvm2 and still answers; the lab's bookkeeping followed it
+    inventory = json.loads(vmferry("inventory", "--json").stdout)
+    assert [(r["host"], r["state"]) for r in inventory if r["spec"]["name"] == "mv1"] == [
+        ("kvm2", "running")]  # fmt: skip
+    assert len(client.echo(record.address, count=2)) == 2
+    state = load_state()
+    assert state is not None and state.guests["mv1"].host == "kvm2"
+
+    # the job is recorded with its events
+    job = json.loads(vmferry("job", "show", result["job_id"], "--json").stdout)
+    assert job["status"] == "completed"
+    kinds = [e["kind"] for e in job["events"]]
+    assert "checks" in kinds and "status" in kinds
+    listed = json.loads(vmferry("jobs", "--json").stdout)
+    assert result["job_id"] in [j["id"] for j in listed]
+
+    # and back again, which also proves kvm2 -> kvm1 works
+    back = vmferry("migrate", "mv1", "--to", "kvm1", "--json")
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["status"] == "completed"
+
+
+def test_a_blocked_migration_exits_3_and_changes_nothing(lab: LabState) -> None:
+    state = load_state()
+    assert state is not None
+    host = state.guests["mv1"].host
+    done = vmferry("migrate", "mv1", "--to", host, "--json")
+    assert done.returncode == 3, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "failed"
+    assert "destination.same-host" in result["reason"]
+    assert "Traceback" not in done.stderr
+    inventory = json.loads(vmferry("inventory", "--json").stdout)
+    assert [(r["host"], r["state"]) for r in inventory if r["spec"]["name"] == "mv1"] == [
+        (host, "running")]  # fmt: skip
+
+
+def test_unknown_vm_or_host_is_bad_input(lab: LabState) -> None:
+    assert vmferry("migrate", "nope", "--to", "kvm2").returncode == 2
+    unknown_host = vmferry("migrate", "mv1", "--to", "kvm9")
+    assert unknown_host.returncode == 2 and "kvm9" in unknown_host.stderr
