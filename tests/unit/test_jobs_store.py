@@ -99,6 +99,7 @@ def test_create_gives_a_pending_job_with_a_created_event(store: Store) -> None:
             "timeout_s": 90.5,
             "copy_storage": True,
             "bandwidth_mib_s": 48,
+            "precopy_cap": False,
         }
     }
     assert store.get_job(job.id) == job

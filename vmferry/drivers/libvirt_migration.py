@@ -7,7 +7,6 @@ uses just those. ``migrateToURI3`` blocks for the whole migration, so it runs in
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -78,35 +77,41 @@ def _params(request: MigrationRequest) -> dict[str, Any]:
     return params
 
 
+def _num(stats: dict[str, Any], key: str) -> int | None:
+    """A statistic as an int; None when libvirt left it out or gave no value."""
+    value = stats.get(key)
+    return None if value is None else int(value)
+
+
 def sample_from_stats(stats: dict[str, Any], postcopy: bool) -> ProgressSample:
-    """Pure: libvirt's job statistics as a :class:`ProgressSample`."""
-    page = int(stats.get("memory_page_size", 4096) or 4096)
+    """Pure: libvirt's job statistics as a :class:`ProgressSample` (missing or empty
+    fields count as 0)."""
+
+    def num(key: str) -> int:
+        return _num(stats, key) or 0
+
     return ProgressSample(
-        elapsed_ms=int(stats.get("time_elapsed", 0)),
-        iteration=int(stats.get("memory_iteration", 0)),
-        memory_total_bytes=int(stats.get("memory_total", 0)),
-        memory_processed_bytes=int(stats.get("memory_processed", 0)),
-        memory_remaining_bytes=int(stats.get("memory_remaining", 0)),
-        dirty_rate_bytes_s=int(stats.get("memory_dirty_rate", 0)) * page,
-        throughput_bytes_s=int(stats.get("memory_bps", 0) or 0),
-        expected_downtime_ms=int(stats["downtime"]) if "downtime" in stats else None,
-        throttle_pct=int(stats.get("auto_converge_throttle", 0) or 0),
+        elapsed_ms=num("time_elapsed"),
+        iteration=num("memory_iteration"),
+        memory_total_bytes=num("memory_total"),
+        memory_processed_bytes=num("memory_processed"),
+        memory_remaining_bytes=num("memory_remaining"),
+        dirty_rate_bytes_s=num("memory_dirty_rate") * (num("memory_page_size") or 4096),
+        throughput_bytes_s=num("memory_bps"),
+        expected_downtime_ms=_num(stats, "downtime"),
+        throttle_pct=num("auto_converge_throttle"),
         postcopy=postcopy,
-        disk_remaining_bytes=int(stats.get("disk_remaining", 0) or 0),
+        disk_remaining_bytes=num("disk_remaining"),
     )
 
 
 def completed_from_stats(stats: dict[str, Any]) -> CompletedStats:
     """Pure: libvirt's statistics of a completed migration job."""
-
-    def num(key: str) -> int | None:
-        return int(stats[key]) if key in stats else None
-
-    transferred = num("data_processed")
+    transferred = _num(stats, "data_processed")
     if transferred is None:
-        transferred = num("memory_processed")
-    return CompletedStats(num("time_elapsed"), num("downtime"), transferred,
-                          num("memory_iteration"))  # fmt: skip
+        transferred = _num(stats, "memory_processed")
+    return CompletedStats(_num(stats, "time_elapsed"), _num(stats, "downtime"), transferred,
+                          _num(stats, "memory_iteration"))  # fmt: skip
 
 
 class RunningMigration:
@@ -119,11 +124,18 @@ class RunningMigration:
         self._thread: threading.Thread | None = None
         self._error: str | None = None
         self._postcopy = False
+        self._abort_pending = False
+        self._succeeded = False
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"migrate:{self.request.vm}",
-                                        daemon=True)  # fmt: skip
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name=f"migrate:{self.request.vm}",
+                                  daemon=True)  # fmt: skip
+        thread.start()
+        self._thread = thread
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
 
     def _run(self) -> None:
         try:
@@ -131,6 +143,10 @@ class RunningMigration:
                                     _flags(self.request))  # fmt: skip
         except libvirt.libvirtError as exc:
             self._error = str(exc.get_error_message() or exc)
+        except Exception as exc:  # never taken for success
+            self._error = f"{type(exc).__name__}: {exc}"
+        else:
+            self._succeeded = True
 
     def done(self) -> bool:
         return self._thread is not None and not self._thread.is_alive()
@@ -143,6 +159,11 @@ class RunningMigration:
     @property
     def error(self) -> str | None:
         return self._error
+
+    @property
+    def succeeded(self) -> bool:
+        """libvirt reported the migration completed (False while it runs)."""
+        return self.done() and self._succeeded
 
     @property
     def in_postcopy(self) -> bool:
@@ -162,9 +183,13 @@ class RunningMigration:
         """Set the downtime limit and read it back (it must take, or we say so)."""
         try:
             self._dom.migrateSetMaxDowntime(downtime_ms, 0)
-            return int(self._dom.migrateGetMaxDowntime(0))
+            got = self._dom.migrateGetMaxDowntime(0)  # None, not an exception, on failure
         except libvirt.libvirtError as exc:
             raise VmferryError(f"cannot set the downtime limit: {exc.get_error_message()}") from exc
+        if got is None:
+            why = libvirt.virGetLastErrorMessage() or "libvirt gave no value"
+            raise VmferryError(f"cannot read the downtime limit back: {why}")
+        return int(got)
 
     def set_throttle(self, initial: int, increment: int, cap: int) -> dict[str, int]:
         """Raise QEMU's auto-converge throttle (libvirt has no call for it during a job).
@@ -184,9 +209,23 @@ class RunningMigration:
         self._postcopy = True
 
     def abort(self) -> None:
-        """Abort the migration; the source keeps running. Harmless if it already ended."""
-        with contextlib.suppress(libvirt.libvirtError):
+        """Abort the migration; the source keeps running. Harmless if it already ended.
+
+        libvirt refuses an abort that comes before its migration job began (right after
+        :meth:`start`); the abort then stays pending (:attr:`abort_pending`) and must be
+        sent again while the migration runs.
+        """
+        try:
             self._dom.abortJob()
+        except libvirt.libvirtError:
+            self._abort_pending = not self.done()
+        else:
+            self._abort_pending = False
+
+    @property
+    def abort_pending(self) -> bool:
+        """An abort was asked for but libvirt has not taken it yet."""
+        return self._abort_pending
 
     def _qmp(self, command: str, arguments: dict[str, Any] | None) -> dict[str, Any]:
         message: dict[str, Any] = {"execute": command}

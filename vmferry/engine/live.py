@@ -7,7 +7,10 @@ status, and unless the move completed the source VM is left running.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from vmferry.drivers.libvirt_host import LibvirtHost
@@ -24,8 +27,8 @@ from vmferry.engine.convergence import (
     initial_state,
     throttle_parameters,
 )
-from vmferry.errors import VmferryError
-from vmferry.model import Host, VmState
+from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
+from vmferry.model import Host, VmRecord, VmState
 from vmferry.model.migration import (
     Escalation,
     EscalationStep,
@@ -87,6 +90,7 @@ def run_live_migration(
         note(message)
 
     with (
+        ctrl_c_flag() as interrupted,
         LibvirtHost.connect(plan.source.name, plan.source.uri) as src,
         LibvirtHost.connect(plan.destination.name, plan.destination.uri) as dst,
     ):
@@ -96,21 +100,22 @@ def run_live_migration(
             except VmferryError:
                 continue
         migration = RunningMigration(src, plan.request)
-        witness.start()
-        store.set_status(plan.job_id, JobStatus.RUNNING)
-        migration.start()
-        event("status", f"migrating {plan.vm} from {plan.source.name} to "
-              f"{plan.destination.name}", request=_describe(plan.request))  # fmt: skip
         downtime_set = False
-        try:
+        try:  # from here on Ctrl-C aborts, and the job always ends recorded
+            witness.start()
+            store.set_status(plan.job_id, JobStatus.RUNNING)
+            migration.start()
+            event("status", f"migrating {plan.vm} from {plan.source.name} to "
+                  f"{plan.destination.name}", request=_describe(plan.request))  # fmt: skip
             while not migration.done():
                 sample = migration.sample()
                 if sample is not None:
                     if not downtime_set:
-                        got = migration.set_downtime(state.downtime_ms)
-                        downtime_set = True
-                        event("setting", f"downtime limit {got} ms (asked {state.downtime_ms})",
-                              downtime_ms=got)  # fmt: skip
+                        with contextlib.suppress(VmferryError):  # else again at the next sample
+                            got = migration.set_downtime(state.downtime_ms)
+                            downtime_set = True
+                            event("setting", f"downtime limit {got} ms (asked "
+                                  f"{state.downtime_ms})", downtime_ms=got)  # fmt: skip
                     samples.append(sample)
                     decision = decide(samples, state, config)
                     state = decision.state
@@ -120,16 +125,29 @@ def run_live_migration(
                         if escalation.step is EscalationStep.ABORT:
                             stop_reason = escalation.reason
                     on_progress(sample, state)
+                if stop_reason is None and interrupted.is_set():
+                    stop_reason, cancelled = INTERRUPTED, True
+                    _abort(migration, event, stop_reason)
                 if stop_reason is None and store.is_cancel_requested(plan.job_id):
                     stop_reason, cancelled = "cancelled by `vmferry job cancel`", True
                     _abort(migration, event, stop_reason)
                 migration.wait(poll_s)
-        except KeyboardInterrupt:
-            stop_reason, cancelled = "interrupted (Ctrl-C)", True
-            _abort(migration, event, stop_reason)
-        while not migration.wait(1.0):  # after an abort libvirt returns within seconds
-            pass
-        moved = migration.error is None
+        except Exception as exc:  # a step failed (usually the migration just ended): never
+            # leave the migration running without anyone to abort and record it
+            if not migration.wait(2.0):
+                why = (
+                    exc.message if isinstance(exc, VmferryError) else f"{type(exc).__name__}: {exc}"
+                )
+                stop_reason = f"vmferry could not drive the migration: {why}"
+                _abort(migration, event, stop_reason)
+        except KeyboardInterrupt:  # a second Ctrl-C, or not run in the main thread
+            if not cancelled:
+                stop_reason, cancelled = INTERRUPTED, True
+            _abort(migration, event, stop_reason or INTERRUPTED)
+        while migration.started and not migration.wait(1.0):
+            if migration.abort_pending:  # asked before libvirt's job began: ask again
+                migration.abort()
+        moved = migration.succeeded
         stats = completed_stats(dst, plan.vm) if moved else CompletedStats(None, None, None,
                                                                            None)  # fmt: skip
         if samples and stats.iterations is None:
@@ -137,6 +155,8 @@ def run_live_migration(
                                    stats.transferred_bytes, samples[-1].iteration)  # fmt: skip
         report = witness.finish(moved)
         verification = _verify(src, dst, plan.vm, moved, report)
+        if not moved and verification.problems:
+            event("note", "after the failed migration: " + "; ".join(verification.problems))
     if moved and verification.passed:
         status, reason = JobStatus.COMPLETED, None
     elif moved:
@@ -166,11 +186,45 @@ def run_live_migration(
     return result
 
 
+INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+@contextlib.contextmanager
+def ctrl_c_flag() -> Iterator[threading.Event]:
+    """While the migration is driven, the first Ctrl-C (SIGINT) only sets the flag the loop
+    checks; a second one raises KeyboardInterrupt as usual.
+
+    Raised at a random point, KeyboardInterrupt can land inside a libvirt call, whose
+    binding then fails with a SystemError instead and leaves the migration running without
+    anyone to abort or record it. Outside the main thread signals cannot be caught: the
+    flag then stays clear and KeyboardInterrupt is handled where it is raised.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def on_sigint(_signum: int, _frame: object) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _apply(migration: RunningMigration, escalation: Escalation, state: PolicyState,
            event: Callable[..., None]) -> None:  # fmt: skip
     step = escalation.step
     if step is EscalationStep.DOWNTIME:
-        got = migration.set_downtime(state.downtime_ms)
+        try:
+            got: int | None = migration.set_downtime(state.downtime_ms)
+        except VmferryError as exc:  # the migration may just have ended; not worth an abort
+            event("note", f"downtime limit not raised: {exc.message}")
+            got = None
         event("escalation", f"downtime limit raised to {got} ms: {escalation.reason}",
               step=str(step), value=got)  # fmt: skip
     elif step is EscalationStep.THROTTLE:
@@ -196,28 +250,60 @@ def _abort(migration: RunningMigration, event: Callable[..., None], reason: str)
 def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
             report: WitnessReport) -> Verification:  # fmt: skip
     """Where is the VM now? Never leave two running copies (an orphan incoming domain on
-    the destination is destroyed when the source copy is running)."""
-    on_src = {r.spec.name: r for r in src.list_vms()}.get(vm)
-    on_dst = {r.spec.name: r for r in dst.list_vms()}.get(vm)
+    the destination is destroyed when the source copy is running).
+
+    A host whose connection broke during the migration (its libvirtd died or restarted)
+    is asked once more on a new connection; if it still does not answer, that is one of
+    the problems found, not a crash."""
     problems = list(report.problems)
-    if not moved and on_src is not None and on_src.state is VmState.RUNNING and on_dst:
-        dst.destroy(vm)  # the incoming copy of a failed migration
-        on_dst = None
+    with contextlib.ExitStack() as stack:
+        src_answered, on_src = _look(src, vm, stack, problems)
+        dst_answered, on_dst = _look(dst, vm, stack, problems)
+        src_running = on_src is not None and on_src.state is VmState.RUNNING
+        active_on_dst = on_dst is not None and on_dst.state is not VmState.SHUT_OFF
+        if not moved and src_running and dst_answered is not None and active_on_dst:
+            try:
+                dst_answered.destroy(vm)  # the incoming copy of a failed migration
+                on_dst = None
+            except NotFoundError:
+                on_dst = None  # it went away by itself
+            except VmferryError as exc:
+                problems.append(f"the incoming copy on {dst.name} is left: {exc.message}")
     if moved:
-        if on_dst is None or on_dst.state is not VmState.RUNNING:
+        if dst_answered is not None and (on_dst is None or on_dst.state is not VmState.RUNNING):
             problems.append(f"not running on {dst.name}")
-        if on_src is not None:
+        if src_answered is not None and on_src is not None:
             problems.append(f"still defined on {src.name}")
-    elif on_src is None or on_src.state is not VmState.RUNNING:
+    elif src_answered is not None and not src_running:
         problems.append(f"the source copy on {src.name} is not running")
     return Verification(
         running_on_destination=on_dst is not None and on_dst.state is VmState.RUNNING,
-        absent_on_source=on_src is None,
+        absent_on_source=src_answered is not None and on_src is None,
         heartbeat_max_gap_ms=report.heartbeat_max_gap_ms,
         memory_integrity=report.memory_integrity,
         network_max_gap_ms=report.network_max_gap_ms,
         problems=tuple(problems),
     )
+
+
+def _look(host: LibvirtHost, vm: str, stack: contextlib.ExitStack,
+          problems: list[str]) -> tuple[LibvirtHost | None, VmRecord | None]:  # fmt: skip
+    """``host``'s record of ``vm`` (None: absent) and the connection that answered
+    (None, with a problem noted, when the host does not answer)."""
+    try:
+        return host, _record(host, vm)
+    except HostUnreachableError:
+        pass
+    try:  # the connection broke: one new attempt
+        again = stack.enter_context(LibvirtHost.connect(host.name, host.uri))
+        return again, _record(again, vm)
+    except HostUnreachableError as exc:
+        problems.append(f"could not look for {vm} on {host.name}: {exc.message}")
+        return None, None
+
+
+def _record(host: LibvirtHost, vm: str) -> VmRecord | None:
+    return {r.spec.name: r for r in host.list_vms()}.get(vm)
 
 
 def _describe(request: MigrationRequest) -> dict[str, object]:

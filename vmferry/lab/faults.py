@@ -1,7 +1,8 @@
 """Faults for the lab's fault tests: each one bounded and undone by the same test.
 
 - kill a host's libvirtd (and start it again, in the host's own namespaces);
-- cut a host's migration link with an nftables drop rule in its namespace (and restore it).
+- cut a host's migration link with an nftables drop rule in its namespace (and restore it);
+- shorten how long a host waits for a TCP connect to a silent address (and restore it).
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ def cut_migration_link(host: str) -> None:
     ruleset = (
         f"table inet {FAULT_TABLE} {{\n"
         "  chain in { type filter hook input priority -10; policy accept;\n"
-        '    iifname "mig0" drop }\n'
+        '    iifname "mig0" drop\n'
+        "  }\n"
         "  chain out { type filter hook output priority -10; policy accept;\n"
-        '    oifname "mig0" drop }\n'
+        '    oifname "mig0" drop\n'
+        "  }\n"
         "}\n"
     )
     run_tool(["ip", "netns", "exec", lab_host.netns, "nft", "-f", "-"], input_text=ruleset)
@@ -80,3 +83,25 @@ def migration_link_cut(host: str) -> Iterator[None]:
         yield
     finally:
         restore_migration_link(host)
+
+
+@contextlib.contextmanager
+def syn_retries(host: str, retries: int) -> Iterator[None]:
+    """Let ``host`` give up a TCP connect to a silent address sooner, then restore it.
+
+    libvirt connects a migration's socket itself, in a blocking call that holds the
+    domain's job lock (no statistics, no abort meanwhile), and waits for the kernel's
+    SYN retries: about 130 s with Linux's default of 6, 15 s with 3
+    (``net.ipv4.tcp_syn_retries`` is per network namespace).
+    """
+    state, _ = _state_and_host(host)
+    lab_host = topology_of(state).host(host)
+    assert lab_host is not None
+    key = "net.ipv4.tcp_syn_retries"
+    sysctl = ["ip", "netns", "exec", lab_host.netns, "sysctl"]
+    before = run_tool([*sysctl, "-n", key]).stdout.strip()
+    run_tool([*sysctl, "-w", f"{key}={retries}"])
+    try:
+        yield
+    finally:
+        run_tool([*sysctl, "-w", f"{key}={before}"])

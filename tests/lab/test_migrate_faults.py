@@ -1,0 +1,418 @@
+"""`vmferry migrate` under faults (issue 3), against the real lab.
+
+Every case breaks a live migration on purpose and then checks what a user must be able to
+rely on: the source keeps running (its heartbeat goes on, a later MEMCHECK pass is clean),
+the job ends failed or cancelled with a reason that says why, and no copy of the VM runs
+(or waits paused) on the destination.
+
+One guest on kvm1 serves the whole module: a migration that fails leaves it running on
+kvm1, ready for the next case. Each case sets the guest's dirty rate so that the migration
+is still running when the fault hits, and runs `vmferry migrate --no-cap`: a vCPU cap from
+the start would change the dirty rate these timings rely on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from vmferry.lab import client, faults, guests
+from vmferry.lab.console import ConsoleTail, Heartbeat, MemCheck, StampedLine
+from vmferry.lab.state import GuestRecord, LabState, lab_dir
+from vmferry.model.migration import Job, JobStatus
+from vmferry.service import jobs as jobs_service
+
+pytestmark = pytest.mark.lab
+
+GUEST = "fault1"
+SOURCE_URI = "qemu+tcp://198.18.0.11/system"
+DESTINATION_URI = "qemu+tcp://198.18.0.12/system"
+MIGRATE_TIMEOUT_S = 150  # any one vmferry migrate below; each case is bounded by it
+
+
+def vmferry(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=os.environ,
+                          capture_output=True, text=True, timeout=timeout,
+                          check=False)  # fmt: skip
+
+
+def job_json(job_id: str) -> dict[str, Any]:
+    done = vmferry("job", "show", job_id, "--json")
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return doc
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, poll: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(poll)
+
+
+def source_job_stats() -> dict[str, Any]:
+    """libvirt's statistics of the guest's job on kvm1 ({} when no job runs)."""
+    conn = libvirt.open(SOURCE_URI)
+    try:
+        stats: dict[str, Any] = conn.lookupByName(GUEST).jobStats(0)
+    except libvirt.libvirtError:
+        return {}
+    finally:
+        conn.close()
+    return stats if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) else {}
+
+
+def source_state() -> int:
+    conn = libvirt.open(SOURCE_URI)
+    try:
+        state, _reason = conn.lookupByName(GUEST).state(0)
+        return int(state)
+    finally:
+        conn.close()
+
+
+def destination_copies() -> list[str]:
+    """Lines of `virsh list --all` on kvm2 that show the guest in any state but shut off."""
+    listing = subprocess.run(["virsh", "-c", DESTINATION_URI, "list", "--all"],
+                             capture_output=True, text=True, timeout=30,
+                             check=True).stdout  # fmt: skip
+    rows = [line.split(None, 2) for line in listing.splitlines()[2:] if line.strip()]
+    return [" ".join(r) for r in rows if len(r) == 3 and r[1] == GUEST and r[2] != "shut off"]
+
+
+@dataclass
+class Migration:
+    """`vmferry migrate` running as its own process (in its own session, like a shell job)."""
+
+    proc: subprocess.Popen[str]
+    out: Path
+    err: Path
+    started: float
+    known_jobs: frozenset[str]
+    job_id: str | None = None
+    ended: float | None = None
+
+    @classmethod
+    def start(cls, tmp_path: Path, *args: str) -> Migration:
+        known = frozenset(j.id for j in jobs_service.list_jobs(500) if j.vm == GUEST)
+        out, err = tmp_path / "migrate.out", tmp_path / "migrate.err"
+        with out.open("w") as fout, err.open("w") as ferr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vmferry.cli.main", "migrate", GUEST, "--to", "kvm2",
+                 "--no-cap", *args], env=os.environ, stdin=subprocess.DEVNULL, stdout=fout,
+                stderr=ferr, text=True, start_new_session=True,
+            )  # fmt: skip
+        return cls(proc, out, err, time.monotonic(), known)
+
+    def job(self) -> Job | None:
+        if self.job_id is None:
+            new = [j for j in jobs_service.list_jobs(500)
+                   if j.vm == GUEST and j.id not in self.known_jobs]  # fmt: skip
+            if not new:
+                return None
+            self.job_id = new[0].id
+        return jobs_service.get_job(self.job_id)
+
+    def wait_running(self, timeout: float = 30) -> Job:
+        def running() -> bool:
+            assert self.proc.poll() is None, f"vmferry migrate ended early: {self.stderr()}"
+            job = self.job()
+            return job is not None and job.status is JobStatus.RUNNING
+
+        wait_until("the job runs", running, timeout, poll=0.05)
+        job = self.job()
+        assert job is not None
+        return job
+
+    def wait_progress(self, *, seconds: float = 0, timeout: float = 60) -> dict[str, Any]:
+        """Wait until libvirt's job on kvm1 has moved data for ``seconds`` (its clock)."""
+        stats: dict[str, Any] = {}
+
+        def moving() -> bool:
+            nonlocal stats
+            assert self.proc.poll() is None, f"vmferry migrate ended early: {self.stderr()}"
+            stats = source_job_stats()
+            return (int(stats.get("memory_processed", 0)) > 0
+                    and int(stats.get("time_elapsed", 0)) >= seconds * 1000)  # fmt: skip
+
+        wait_until(f"the migration moves data for {seconds:g} s", moving, timeout, poll=0.2)
+        sent = int(stats.get("memory_processed", 0)) / 2**20
+        print(f"\nmigration at {stats.get('time_elapsed')} ms, pass "
+              f"{stats.get('memory_iteration')}, {sent:.0f} MiB sent "
+              f"({time.monotonic() - self.started:.1f} s after vmferry started)")  # fmt: skip
+        return stats
+
+    def interrupt(self) -> None:
+        """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def wait(self, timeout: float = MIGRATE_TIMEOUT_S) -> int:
+        try:
+            code = self.proc.wait(timeout=max(1.0, self.started + timeout - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"vmferry migrate still ran after {timeout:g} s") from None
+        self.ended = time.monotonic()
+        return code
+
+    def kill(self) -> None:
+        """Kill a vmferry that hung, and the libvirt job it left, so the next case starts
+        clean (the guest running on kvm1 alone)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            faults.restore_migration_link("kvm1")
+            faults.restore_migration_link("kvm2")
+            conn = libvirt.open(SOURCE_URI)
+            try:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.lookupByName(GUEST).abortJob()
+            finally:
+                conn.close()
+            with contextlib.suppress(AssertionError):
+                wait_until("no migration job", lambda: not source_job_stats(), 60, poll=1)
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+
+@pytest.fixture(scope="module")
+def guest(lab: LabState) -> GuestRecord:
+    return guests.create_guest(GUEST, "kvm1", memory_mb=512, working_set_mb=256, dirty_mb_s=36)
+
+
+@pytest.fixture
+def console(guest: GuestRecord) -> Iterator[ConsoleTail]:
+    """The guest's console from now on; the guest must be running on kvm1 to begin with."""
+    assert source_state() == libvirt.VIR_DOMAIN_RUNNING
+    with ConsoleTail(Path(guest.console)) as tail:
+        yield tail
+
+
+@pytest.fixture
+def migration(tmp_path: Path) -> Iterator[Callable[..., Migration]]:
+    """Start `vmferry migrate GUEST --to kvm2 ARGS`; never leaves it running."""
+    started: list[Migration] = []
+
+    def start(*args: str) -> Migration:
+        run = Migration.start(tmp_path, *args)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.kill()
+
+
+def set_rate(guest: GuestRecord, rate: int) -> None:
+    assert client.control(guest.address, f"rate {rate}") == f"ok rate {rate}"
+
+
+def assert_source_intact(console: ConsoleTail, after: float) -> None:
+    """The guest still runs on kvm1: heartbeats after ``after`` and a clean MEMCHECK pass
+    after it, no failed one at all, and libvirt says running."""
+
+    def later(kind: type[object]) -> Callable[[StampedLine], bool]:
+        return lambda ln: isinstance(ln.event, kind) and ln.monotonic > after
+
+    console.wait_for(later(Heartbeat), timeout=10)
+    check = console.wait_for(later(MemCheck), timeout=40).event
+    assert isinstance(check, MemCheck) and check.ok, check
+    failed = [ln.text for ln in console.lines()
+              if isinstance(ln.event, MemCheck) and not ln.event.ok]  # fmt: skip
+    assert not failed, failed
+    assert source_state() == libvirt.VIR_DOMAIN_RUNNING
+
+
+def assert_ended(run: Migration, status: JobStatus, *reason_parts: str) -> dict[str, Any]:
+    """vmferry migrate exited 4 with one line, and the job ended ``status`` saying why."""
+    code = run.wait()
+    err = run.stderr()
+    assert run.job_id is not None or run.job() is not None
+    assert run.job_id is not None
+    doc = job_json(run.job_id)
+    print(f"\n{run.job_id}: {doc['status']} after {run.seconds:.1f} s: {doc['reason']}")
+    for e in doc["events"]:
+        print(f"  {e['at']} {e['kind']}: {e['message']}")
+    if code != 4 or doc["status"] != str(status):
+        log = lab_dir() / "hosts" / "kvm1" / "log" / "libvirtd.log"
+        print("kvm1 libvirtd:", *log.read_text().splitlines()[-12:], sep="\n  ")
+    assert code == 4, (code, err)
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"vmferry: job {run.job_id} {status}: "), err
+    assert doc["status"] == str(status)
+    assert doc["result"]["status"] == str(status)
+    for part in reason_parts:
+        assert part in doc["reason"], doc["reason"]
+    assert doc["reason"] in last
+    return doc
+
+
+def assert_no_copy_on_destination() -> None:
+    assert destination_copies() == []
+
+
+# -- the cases, cheapest first -----------------------------------------------------------
+
+
+def test_unreachable_destination_libvirt_is_refused_and_changes_nothing(
+    guest: GuestRecord, console: ConsoleTail
+) -> None:
+    before = {j.id for j in jobs_service.list_jobs(500)}
+    faults.kill_libvirtd("kvm2")
+    try:
+        started = time.monotonic()
+        done = vmferry("migrate", GUEST, "--to", "kvm2", timeout=60)
+        took = time.monotonic() - started
+    finally:
+        faults.start_libvirtd("kvm2")
+    print(f"\nexit {done.returncode} after {took:.1f} s: {done.stderr.strip()}")
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("vmferry:")]
+    assert len(errors) == 1 and errors[0].startswith("vmferry: host 'kvm2': "), done.stderr
+    assert done.stderr.strip().endswith(errors[0]) and "198.18.0.12" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert {j.id for j in jobs_service.list_jobs(500)} == before  # no job: nothing started
+    assert_source_intact(console, started)
+    assert_no_copy_on_destination()
+
+
+def test_destination_libvirtd_killed_mid_migration(
+    guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
+) -> None:
+    set_rate(guest, 36)
+    run = migration()
+    run.wait_running()
+    stats = run.wait_progress(seconds=2)
+    killed_at = time.monotonic()
+    try:
+        faults.kill_libvirtd("kvm2")
+        doc = assert_ended(run, JobStatus.FAILED)
+    finally:
+        faults.start_libvirtd("kvm2")
+    print(f"killed at {stats.get('time_elapsed')} ms of migration; vmferry ended "
+          f"{run.seconds - (killed_at - run.started):.1f} s after the kill")  # fmt: skip
+    assert doc["reason"]
+    assert_source_intact(console, killed_at)
+    wait_until("no copy on kvm2", lambda: destination_copies() == [], 30, poll=1)
+    resumed = vmferry("job", "resume", doc["id"], "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "failed"
+    assert_no_copy_on_destination()
+
+
+def test_migration_link_cut_mid_migration_aborts_as_stalled(
+    guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
+) -> None:
+    set_rate(guest, 36)
+    run = migration()
+    run.wait_running()
+    run.wait_progress(seconds=2)
+    cut_at = time.monotonic()
+    with faults.migration_link_cut("kvm1"):
+        doc = assert_ended(run, JobStatus.FAILED, "stalled", "no data moved for 10 s")
+    took = run.seconds - (cut_at - run.started)
+    print(f"ended {took:.1f} s after the cut")
+    aborts = [e for e in doc["result"]["escalations"] if e["step"] == "abort"]
+    assert len(aborts) == 1 and "stalled" in aborts[0]["reason"]
+    assert any("aborting the migration: the migration stream stalled" in e["message"]
+               for e in doc["events"])  # fmt: skip
+    assert_source_intact(console, cut_at)
+    assert_no_copy_on_destination()
+
+
+def test_migration_address_that_does_not_answer_fails_cleanly(
+    guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
+) -> None:
+    # libvirt on kvm1 connects the stream itself and blocks until the kernel gives up
+    # (about 130 s with the default SYN retries); 3 retries make that 15 s
+    set_rate(guest, 36)
+    with faults.syn_retries("kvm1", 3), faults.migration_link_cut("kvm2"):
+        run = migration()
+        run.wait_running()
+        wait_until("an incoming copy waits on kvm2", lambda: bool(destination_copies()), 20)
+        assert_ended(run, JobStatus.FAILED, "198.18.1.12")
+    print(f"ended after {run.seconds:.1f} s")
+    assert run.seconds < 60
+    assert_source_intact(console, run.started)
+    assert_no_copy_on_destination()
+
+
+def test_ctrl_c_right_after_the_job_runs(
+    guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
+) -> None:
+    set_rate(guest, 36)
+    run = migration()
+    run.wait_running()
+    at = time.monotonic()
+    run.interrupt()
+    assert_ended(run, JobStatus.CANCELLED, "interrupted (Ctrl-C)")
+    print(f"ended {run.seconds - (at - run.started):.1f} s after Ctrl-C")
+    assert_source_intact(console, at)
+    assert_no_copy_on_destination()
+
+
+def test_ctrl_c_in_a_later_pass(
+    guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
+) -> None:
+    set_rate(guest, 72)
+    run = migration()
+    run.wait_running()
+    stats = run.wait_progress(seconds=9)  # the first pass (all memory) takes about 8 s
+    assert int(stats["memory_iteration"]) >= 2, stats
+    at = time.monotonic()
+    run.interrupt()
+    assert_ended(run, JobStatus.CANCELLED, "interrupted (Ctrl-C)")
+    print(f"ended {run.seconds - (at - run.started):.1f} s after Ctrl-C")
+    assert_source_intact(console, at)
+    assert_no_copy_on_destination()
+
+
+def test_job_cancel_from_another_process(
+    guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
+) -> None:
+    set_rate(guest, 72)
+    run = migration()
+    job = run.wait_running()
+    run.wait_progress(seconds=3)
+    at = time.monotonic()
+    cancel = vmferry("job", "cancel", job.id, "--wait", "90", "--json", timeout=120)
+    assert cancel.returncode == 0, cancel.stderr
+    assert json.loads(cancel.stdout)["status"] == "cancelled"
+    assert_ended(run, JobStatus.CANCELLED, "cancelled by `vmferry job cancel`")
+    print(f"ended {run.seconds - (at - run.started):.1f} s after `job cancel`")
+    assert_source_intact(console, at)
+    assert_no_copy_on_destination()
+
+
+def test_timeout_aborts_and_leaves_the_source_running(
+    guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
+) -> None:
+    set_rate(guest, 72)
+    run = migration("--timeout", "12", "--strategy", "live")
+    run.wait_running()
+    doc = assert_ended(run, JobStatus.FAILED, "no convergence within the 12 s timeout")
+    print(f"ended after {run.seconds:.1f} s")
+    aborts = [e for e in doc["result"]["escalations"] if e["step"] == "abort"]
+    assert len(aborts) == 1 and 12_000 <= aborts[0]["at_ms"] < 14_000, aborts
+    assert_source_intact(console, run.started + 12)
+    assert_no_copy_on_destination()
+    set_rate(guest, 0)

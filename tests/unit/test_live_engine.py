@@ -1,0 +1,225 @@
+"""The live engine's fault handling, with fake hosts and domains (no libvirt daemon)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+import libvirt
+import pytest
+
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_migration import (
+    MigrationRequest,
+    RunningMigration,
+    completed_from_stats,
+    sample_from_stats,
+)
+from vmferry.engine import live
+from vmferry.errors import HostUnreachableError, VmferryError
+from vmferry.model import VmRecord, VmSpec, VmState
+from vmferry.verify.witness import WitnessReport
+
+REPORT = WitnessReport(None, None, None, None)
+
+
+def record(host: str, state: VmState) -> VmRecord:
+    return VmRecord(host, state, True, VmSpec("g", "uuid-g", 1, 2**29))
+
+
+class FakeHost:
+    """Just what the engine's verification uses of a LibvirtHost."""
+
+    def __init__(self, name: str, vms: list[VmRecord] | None = None, *, up: bool = True) -> None:
+        self.name, self.uri = name, f"qemu+tcp://{name}/system"
+        self.vms, self.up = vms or [], up
+        self.destroyed: list[str] = []
+
+    def list_vms(self) -> list[VmRecord]:
+        if not self.up:
+            raise HostUnreachableError(f"host {self.name!r}: listing VMs: connection lost")
+        return self.vms
+
+    def destroy(self, name: str) -> None:
+        self.destroyed.append(name)
+
+    def __enter__(self) -> FakeHost:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+
+def verify(src: FakeHost, dst: FakeHost, moved: bool) -> Any:
+    return live._verify(src, dst, "g", moved, REPORT)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def reconnect(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeHost | None]:
+    """What LibvirtHost.connect returns for each host name (None: refused)."""
+    hosts: dict[str, FakeHost | None] = {}
+
+    def connect(name: str, uri: str, **_kw: object) -> FakeHost:
+        host = hosts.get(name)
+        if host is None:
+            raise HostUnreachableError(f"host {name!r}: cannot connect to libvirt at {uri}")
+        return host
+
+    monkeypatch.setattr(LibvirtHost, "connect", staticmethod(connect))
+    return hosts
+
+
+def test_an_unreachable_destination_after_a_failed_migration_is_a_problem_not_a_crash(
+    reconnect: dict[str, FakeHost | None],
+) -> None:
+    src = FakeHost("kvm1", [record("kvm1", VmState.RUNNING)])
+    dst = FakeHost("kvm2", up=False)
+    v = verify(src, dst, moved=False)
+    assert not v.running_on_destination and not v.absent_on_source
+    assert len(v.problems) == 1 and v.problems[0].startswith("could not look for g on kvm2: ")
+    assert "the source copy" not in v.problems[0]
+
+
+def test_a_broken_connection_is_retried_once_and_the_orphan_destroyed_there(
+    reconnect: dict[str, FakeHost | None],
+) -> None:
+    src = FakeHost("kvm1", [record("kvm1", VmState.RUNNING)])
+    dead = FakeHost("kvm2", up=False)
+    fresh = FakeHost("kvm2", [record("kvm2", VmState.PAUSED)])  # libvirtd came back
+    reconnect["kvm2"] = fresh
+    v = verify(src, dead, moved=False)
+    assert fresh.destroyed == ["g"] and dead.destroyed == []
+    assert v.problems == () and not v.running_on_destination
+
+
+def test_only_an_active_incoming_copy_is_destroyed_and_only_while_the_source_runs() -> None:
+    src = FakeHost("kvm1", [record("kvm1", VmState.RUNNING)])
+    defined = FakeHost("kvm2", [record("kvm2", VmState.SHUT_OFF)])
+    assert verify(src, defined, moved=False).problems == ()
+    assert defined.destroyed == []  # a definition left by an earlier move stays
+
+    stopped = FakeHost("kvm1", [record("kvm1", VmState.SHUT_OFF)])
+    paused = FakeHost("kvm2", [record("kvm2", VmState.PAUSED)])
+    v = verify(stopped, paused, moved=False)
+    assert paused.destroyed == []  # never destroy the last copy
+    assert v.problems == ("the source copy on kvm1 is not running",)
+
+
+def test_an_unreachable_destination_after_a_move_fails_the_verification(
+    reconnect: dict[str, FakeHost | None],
+) -> None:
+    v = verify(FakeHost("kvm1"), FakeHost("kvm2", up=False), moved=True)
+    assert not v.passed and v.absent_on_source
+    assert [p.split(":")[0] for p in v.problems] == ["could not look for g on kvm2"]
+
+
+class FakeDomain:
+    def __init__(self, abort_errors: int = 0, migrate: Exception | None = None) -> None:
+        self.abort_errors, self.aborts, self.migrate_error = abort_errors, 0, migrate
+        self.release = threading.Event()
+
+    def abortJob(self) -> int:
+        self.aborts += 1
+        if self.aborts <= self.abort_errors:
+            raise libvirt.libvirtError("Requested operation is not valid: no job is active")
+        return 0
+
+    def migrateToURI3(self, *_args: object) -> int:
+        self.release.wait(5)
+        if self.migrate_error is not None:
+            raise self.migrate_error
+        return 0
+
+
+def running(dom: FakeDomain) -> RunningMigration:
+    class Source:
+        def _lookup(self, _name: str) -> FakeDomain:
+            return dom
+
+    request = MigrationRequest("g", "qemu+tcp://kvm2/system", None, None, False)
+    return RunningMigration(Source(), request)  # type: ignore[arg-type]
+
+
+def test_an_abort_libvirt_refused_stays_pending_until_it_takes() -> None:
+    dom = FakeDomain(abort_errors=1)
+    migration = running(dom)
+    migration.start()
+    migration.abort()  # before libvirt's job began
+    assert migration.abort_pending
+    migration.abort()
+    assert not migration.abort_pending and dom.aborts == 2
+    dom.release.set()
+    assert migration.wait(5)
+
+
+def test_an_abort_after_the_end_is_not_pending() -> None:
+    dom = FakeDomain(abort_errors=9)
+    migration = running(dom)
+    migration.start()
+    dom.release.set()
+    assert migration.wait(5) and migration.succeeded
+    migration.abort()
+    assert not migration.abort_pending
+
+
+def test_only_libvirts_success_counts_as_moved() -> None:
+    migration = running(FakeDomain())
+    assert not migration.started and not migration.succeeded
+    dom = FakeDomain(migrate=SystemError("returned a result with an exception set"))
+    migration = running(dom)
+    migration.start()
+    dom.release.set()
+    assert migration.wait(5)
+    assert not migration.succeeded and migration.error is not None
+    assert "SystemError" in migration.error
+
+
+def test_the_first_ctrl_c_sets_the_flag_the_second_raises() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with live.ctrl_c_flag() as interrupted:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupted.wait(5)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            threading.Event().wait(5)  # the handler runs here
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_outside_the_main_thread_the_flag_stays_clear() -> None:
+    seen: list[bool] = []
+
+    def run() -> None:
+        with live.ctrl_c_flag() as interrupted:
+            seen.append(interrupted.is_set())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(5)
+    assert seen == [False]
+
+
+def test_empty_statistics_are_zero_not_a_crash() -> None:
+    # libvirt can report a field with no value (None) at the start of a job
+    stats = {"type": 2, "time_elapsed": 3096, "memory_iteration": 1, "memory_dirty_rate": None,
+             "memory_page_size": None, "memory_bps": None, "downtime": None}  # fmt: skip
+    s = sample_from_stats(stats, postcopy=False)
+    assert (s.elapsed_ms, s.iteration, s.dirty_rate_bytes_s, s.throughput_bytes_s) == (
+        3096, 1, 0, 0)  # fmt: skip
+    assert s.expected_downtime_ms is None
+    done = completed_from_stats({"time_elapsed": 11529, "downtime": None, "data_processed": None,
+                                 "memory_processed": 7})  # fmt: skip
+    assert (done.total_time_ms, done.downtime_ms, done.transferred_bytes) == (11529, None, 7)
+
+
+def test_a_downtime_limit_libvirt_cannot_read_back_is_an_error_not_a_crash() -> None:
+    class Dom(FakeDomain):
+        def migrateSetMaxDowntime(self, _ms: int, _flags: int) -> int:
+            return 0
+
+        def migrateGetMaxDowntime(self, _flags: int) -> None:
+            return None  # what the binding returns when libvirt fails
+
+    with pytest.raises(VmferryError, match="cannot read the downtime limit back"):
+        running(Dom()).set_downtime(30)
