@@ -54,10 +54,15 @@ def steps(decisions: list[Decision]) -> list[tuple[EscalationStep, int | None]]:
     return [(e.step, e.value) for d in decisions for e in d.escalations]
 
 
-def test_idle_guest_is_left_alone_with_the_low_initial_downtime() -> None:
+LOW = PolicyConfig(initial_downtime_ms=30)  # the opt-in low start
+
+
+def test_idle_guest_is_left_alone() -> None:
     state, decisions = run([*first_pass(), sample(7.6, 2, 1.2, 0.5)], PolicyConfig())
     assert steps(decisions) == []
-    assert state.downtime_ms == 30
+    assert state.downtime_ms == 220  # by default the ceiling: 300 less the overhead
+    low, _ = run([*first_pass(), sample(7.6, 2, 1.2, 0.5)], LOW)
+    assert low.downtime_ms == 30
 
 
 def test_quarter_link_dirty_rate_converges_without_escalation() -> None:
@@ -67,7 +72,7 @@ def test_quarter_link_dirty_rate_converges_without_escalation() -> None:
 
 
 def test_three_quarter_link_raises_downtime_to_the_maximum_then_throttles() -> None:
-    _, decisions = run([*first_pass(), sample(7.6, 2, 220, 36)], PolicyConfig())
+    _, decisions = run([*first_pass(), sample(7.6, 2, 220, 36)], LOW)
     assert steps(decisions) == [
         (EscalationStep.DOWNTIME, 60),
         (EscalationStep.DOWNTIME, 120),
@@ -80,7 +85,8 @@ def test_three_quarter_link_raises_downtime_to_the_maximum_then_throttles() -> N
 
 def test_downtime_stops_at_the_users_maximum() -> None:
     state, decisions = run([*first_pass(), sample(7.6, 2, 220, 36)],
-                           PolicyConfig(max_downtime_ms=100, switchover_overhead_ms=0))  # fmt: skip
+                           PolicyConfig(max_downtime_ms=100, switchover_overhead_ms=0,
+                                        initial_downtime_ms=30))  # fmt: skip
     assert [v for s, v in steps(decisions) if s is EscalationStep.DOWNTIME] == [60, 100]
     assert state.downtime_ms == 100
 
@@ -88,9 +94,9 @@ def test_downtime_stops_at_the_users_maximum() -> None:
 def test_the_switchover_overhead_is_kept_below_the_maximum() -> None:
     config = PolicyConfig(max_downtime_ms=300, switchover_overhead_ms=80)
     assert config.downtime_ceiling_ms == 220
-    tight = PolicyConfig(max_downtime_ms=50, switchover_overhead_ms=80)
-    assert tight.downtime_ceiling_ms == 30  # never below the initial limit
-    assert initial_state(PolicyConfig(max_downtime_ms=20)).downtime_ms == 30
+    tight = PolicyConfig(max_downtime_ms=50, switchover_overhead_ms=80, initial_downtime_ms=30)
+    assert tight.downtime_ceiling_ms == 10  # never below 10 ms
+    assert initial_state(PolicyConfig(max_downtime_ms=20, initial_downtime_ms=30)).downtime_ms == 10
 
 
 def test_faster_than_link_goes_to_postcopy_after_throttling_when_allowed() -> None:
@@ -125,7 +131,7 @@ def test_timeout_aborts_once() -> None:
 def test_each_pass_is_judged_once() -> None:
     samples = [*first_pass(), sample(7.6, 2, 220, 36), sample(8.0, 2, 200, 36),
                sample(9.0, 2, 150, 36)]  # fmt: skip
-    _, decisions = run(samples, PolicyConfig())
+    _, decisions = run(samples, LOW)
     assert [len(d.escalations) for d in decisions[-3:]] == [4, 0, 0]
 
 
@@ -139,7 +145,7 @@ def test_stall_is_detected_from_pass_sizes() -> None:
 def test_stall_escalates_even_when_the_model_is_optimistic() -> None:
     # the model says this converges soon, but the passes stopped shrinking
     samples = [*first_pass(), sample(7.6, 2, 40, 5), sample(8.5, 3, 39, 5), sample(9.4, 4, 39, 5)]
-    _, decisions = run(samples, PolicyConfig())
+    _, decisions = run(samples, LOW)
     assert steps(decisions) == [(EscalationStep.DOWNTIME, 60)]
     assert "not shrinking over 2 passes" in decisions[-1].escalations[0].reason
 
