@@ -216,3 +216,19 @@ def test_decide_is_pure_and_repeatable() -> None:
     first = decide(JOB, False, RUN, PAUSED)
     assert all(decide(JOB, False, RUN, PAUSED) == first for _ in range(3))
     assert JOB.status is JobStatus.RUNNING  # the job is not changed
+
+
+def test_an_incoming_migration_counts_as_a_job_in_progress() -> None:
+    import libvirt
+
+    from vmferry.drivers.libvirt_domains import _job_active
+
+    class Incoming:
+        def jobInfo(self) -> list[int]:  # noqa: N802 - libvirt's name
+            err = libvirt.libvirtError("x")
+            err.err = (libvirt.VIR_ERR_OPERATION_INVALID, 0,
+                       "migration statistics are available only on the source host",
+                       0, None, None, None, 0, 0)  # fmt: skip
+            raise err
+
+    assert _job_active(Incoming()) is True

@@ -53,6 +53,8 @@ def _job_active(dom: Any) -> bool:
         info = dom.jobInfo()
     except libvirt.libvirtError as exc:
         code = exc.get_error_code()
+        if "only on the source host" in (exc.get_error_message() or ""):
+            return True  # the incoming side of a migration still under way
         if code == libvirt.VIR_ERR_OPERATION_INVALID:
             return False  # "domain is not running": it stopped between the calls
         if code == libvirt.VIR_ERR_NO_SUPPORT:

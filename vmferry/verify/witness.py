@@ -77,6 +77,7 @@ class LabWitness:
             ["ip", "netns", "exec", topo.CLIENT_NS, sys.executable, "-m", "vmferry.lab.probe",
              "watch", self.guest.address, "--interval-ms", "10"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # the terminal's Ctrl-C is for vmferry, not for the probe
         )  # fmt: skip
         time.sleep(0.3)  # the console tail catches up; the probe connects
         self._started = time.monotonic()
