@@ -224,7 +224,7 @@ def test_an_incoming_migration_counts_as_a_job_in_progress() -> None:
     from vmferry.drivers.libvirt_domains import _job_active
 
     class Incoming:
-        def jobInfo(self) -> list[int]:  # noqa: N802 - libvirt's name
+        def jobInfo(self) -> list[int]:
             err = libvirt.libvirtError("x")
             err.err = (libvirt.VIR_ERR_OPERATION_INVALID, 0,
                        "migration statistics are available only on the source host",
