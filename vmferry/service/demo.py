@@ -52,9 +52,9 @@ def run_demo(
         progress("reusing the lab that is up")
     guest = state.guests.get(DEMO_GUEST)
     if guest is None:
-        progress(f"creating {DEMO_GUEST}: 512 MiB, 256 MiB working set rewritten at "
+        progress(f"creating {DEMO_GUEST}: 512 MiB, 128 MiB working set rewritten at "
                  f"{dirty_mb_s} MiB/s")  # fmt: skip
-        guest = guests.create_guest(DEMO_GUEST, "kvm1", memory_mb=512, working_set_mb=256,
+        guest = guests.create_guest(DEMO_GUEST, "kvm1", memory_mb=512, working_set_mb=128,
                                     dirty_mb_s=dirty_mb_s, progress=progress)  # fmt: skip
     progress(f"watching {DEMO_GUEST} for {watch_s:g} s (console on the host clock, echo probe)")
     observation = observe_guest(guest, watch_s)
