@@ -9,7 +9,6 @@ Works with cgroup v1 (one mount per controller) and v2 (the unified hierarchy).
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +116,3 @@ def _rmdir(path: Path, problems: list[str]) -> None:
         pass
     except OSError as exc:
         problems.append(f"cgroup {path}: {exc.strerror}")
-
-
-def available() -> bool:
-    return bool(hierarchies()) and shutil.which("unshare") is not None

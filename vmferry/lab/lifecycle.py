@@ -168,8 +168,6 @@ def down(progress: Progress = _quiet) -> bool:
     problems.extend(network.remove(state))
     for host in topology.hosts:
         problems.extend(cgroups.remove_host_groups(host.name))
-    for name, value in state.sysctls.items():
-        run_tool(["sysctl", "-q", f"{name}={value}"], check=False)
     if state.registered_hosts:
         try:
             store = open_store()

@@ -103,12 +103,6 @@ def build(topology: topo.LabTopology, state: LabState, record: Record) -> None:
     _address("eth0", f"{topo.CLIENT_ADDR}/24", topo.CLIENT_NS)
 
 
-def set_link_rate(topology: topo.LabTopology, link_mbps: int) -> None:
-    for host in topology.hosts:
-        shape("mig0", host.netns, link_mbps)
-        shape(f"{host.name}-g", topo.FABRIC_NS, link_mbps)
-
-
 def remove(state: LabState) -> list[str]:
     """Delete what ``state`` says the lab made; return what could not be removed."""
     problems: list[str] = []

@@ -46,7 +46,6 @@ class LabState:
     processes: list[ProcessRecord] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)  # root-namespace links
-    sysctls: dict[str, str] = field(default_factory=dict)  # name -> value before the lab
     registered_hosts: list[str] = field(default_factory=list)
     guests: dict[str, GuestRecord] = field(default_factory=dict)
 
@@ -57,7 +56,6 @@ def _from_json(data: dict[str, Any]) -> LabState:
     state.processes = [ProcessRecord(**p) for p in data.get("processes", [])]
     state.namespaces = [str(n) for n in data.get("namespaces", [])]
     state.links = [str(n) for n in data.get("links", [])]
-    state.sysctls = {str(k): str(v) for k, v in data.get("sysctls", {}).items()}
     state.registered_hosts = [str(n) for n in data.get("registered_hosts", [])]
     state.guests = {k: GuestRecord(**v) for k, v in data.get("guests", {}).items()}
     return state
