@@ -80,12 +80,16 @@ class SourceMedia:
 @dataclass(frozen=True)
 class GuestOs:
     """``family`` is ``linux``, ``windows``, ``other`` or ``unknown``; ``id`` is the source's
-    identifier (``debian12-64``, ``windows2019srv-64``, an OVF OperatingSystemSection id)."""
+    identifier (``debian12-64``, ``windows2019srv-64``, an OVF OperatingSystemSection id);
+    ``distro`` names the distribution or system within the family (``debian``, ``rhel``,
+    ``freebsd``; empty for Windows and when unknown); ``version`` is its version (``12``,
+    ``2019``)."""
 
     family: str = "unknown"
     id: str = ""
     version: str = ""
     bits: int = 64
+    distro: str = ""
 
 
 @dataclass(frozen=True)
