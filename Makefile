@@ -7,7 +7,8 @@ PYTHON ?= python3
 STAMPS := .cache/stamps
 APT_PACKAGES := qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev \
 	pkg-config busybox-static cpio iproute2 nftables gcc libc6-dev make libxml2-utils \
-	postgresql virt-v2v libguestfs-tools nbdkit libnbd-bin debootstrap iperf3
+	postgresql virt-v2v libguestfs-tools nbdkit libnbd-bin debootstrap iperf3 \
+	dosfstools mtools syslinux syslinux-common
 
 .PHONY: help install apt venv guest lint unit test demo lab-down clean
 

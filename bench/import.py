@@ -1,0 +1,189 @@
+"""Import benchmark: `vmferry import` of a VMware disk against plain `qemu-img convert`.
+
+The input is a monolithicSparse VMDK of 8 GiB capacity holding 1 GiB of random data (in
+four 256 MiB runs spread over the disk). In one run, alternating, ``--repeat`` times each:
+
+- qemu-img: ``qemu-img convert -f vmdk -O qcow2 SRC DST`` into the lab's shared pool;
+- vmferry: ``vmferry import SRC --to kvm1 --storage-pool lab-shared`` (header checks, the
+  copy, the comparison of what the guest sees, the domain defined), then the VM removed.
+
+Reported: wall time (median), bytes written (the output's allocated bytes) against the
+source's allocated data, and vmferry's own phases. Targets (issue 4): time at most 1.1x
+qemu-img's, bytes written at most 1.05x the allocated bytes.
+
+    sudo .venv/bin/python bench/import.py            # table on stderr, JSON on stdout
+    sudo .venv/bin/python bench/import.py --json     # JSON only
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from vmferry.lab import lifecycle
+from vmferry.lab import topology as topo
+from vmferry.lab.state import lab_dir
+
+GIB, MIB = 2**30, 2**20
+LOCK = Path("/run/vmferry-lab.lock")
+VMFERRY = [sys.executable, "-m", "vmferry.cli.main"]
+
+
+def make_source(directory: Path) -> tuple[Path, int]:
+    raw = directory / "src.raw"
+    with open(raw, "wb") as f:
+        f.truncate(8 * GIB)
+        for i in range(4):
+            f.seek(i * 2 * GIB + 512 * MIB)
+            for _ in range(4):
+                f.write(os.urandom(64 * MIB))
+    vmdk = directory / "src.vmdk"
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=monolithicSparse",
+            str(raw),
+            str(vmdk),
+        ],
+        check=True,
+    )
+    raw.unlink()
+    return vmdk, vmdk.stat().st_blocks * 512
+
+
+def _settle() -> None:
+    """Flush dirty pages and, where allowed, drop the page cache, so runs start alike."""
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def run_qemu_img(src: Path, pool: Path) -> tuple[float, int]:
+    dst = pool / "bench-qemu-img.qcow2"
+    dst.unlink(missing_ok=True)
+    _settle()
+    started = time.monotonic()
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", str(src), str(dst)], check=True
+    )
+    os.sync()  # the same durability vmferry gives before it defines the VM
+    elapsed = time.monotonic() - started
+    written = dst.stat().st_blocks * 512
+    dst.unlink()
+    return elapsed, written
+
+
+def run_vmferry(src: Path) -> tuple[float, int, dict[str, int]]:
+    _settle()
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            *VMFERRY,
+            "import",
+            str(src),
+            "--to",
+            "kvm1",
+            "--name",
+            "bench-imp",
+            "--storage-pool",
+            topo.SHARED_POOL,
+            "--virt-type",
+            "qemu",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"vmferry import failed: {done.stderr.strip()}")
+    report = json.loads(done.stdout)
+    conn = libvirt.open("qemu+tcp://198.18.0.11/system")
+    try:
+        conn.lookupByName("bench-imp").undefine()
+    finally:
+        conn.close()
+    for vol in (lab_dir() / "shared" / "pool").glob("bench-imp-disk*"):
+        vol.unlink()
+    return elapsed, int(report["disks"][0]["bytes_written"]), dict(report["phases_ms"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("the benchmark needs root (it runs the lab)")
+    with LOCK.open("a") as lock, tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        src, allocated = make_source(Path(tmp))
+        lifecycle.up(2, 400)
+        try:
+            pool = lab_dir() / "shared" / "pool"
+            q_times: list[float] = []
+            v_times: list[float] = []
+            q_bytes = v_bytes = 0
+            phases: list[dict[str, int]] = []
+            for _ in range(args.repeat):
+                t, q_bytes = run_qemu_img(src, pool)
+                q_times.append(t)
+                t, v_bytes, ph = run_vmferry(src)
+                v_times.append(t)
+                phases.append(ph)
+        finally:
+            lifecycle.down()
+    q, v = statistics.median(q_times), statistics.median(v_times)
+    result: dict[str, Any] = {
+        "capacity_bytes": 8 * GIB,
+        "allocated_bytes": allocated,
+        "qemu_img": {
+            "seconds": round(q, 2),
+            "runs": [round(x, 2) for x in q_times],
+            "bytes_written": q_bytes,
+        },
+        "vmferry": {
+            "seconds": round(v, 2),
+            "runs": [round(x, 2) for x in v_times],
+            "bytes_written": v_bytes,
+            "phases_ms": phases,
+        },
+        "time_ratio": round(v / q, 2),
+        "bytes_ratio": round(v_bytes / allocated, 3),
+    }
+    if not args.json:
+        print(f"{'':12}{'seconds':>10}{'written MiB':>14}{'x allocated':>13}", file=sys.stderr)
+        for name, secs, written in (("qemu-img", q, q_bytes), ("vmferry", v, v_bytes)):
+            print(
+                f"{name:12}{secs:>10.2f}{written / MIB:>14.1f}{written / allocated:>13.3f}",
+                file=sys.stderr,
+            )
+        print(
+            f"time ratio {v / q:.2f} (target <= 1.1); bytes {v_bytes / allocated:.3f}x "
+            f"allocated (target <= 1.05); vmferry phases {phases[-1]}",
+            file=sys.stderr,
+        )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""`vmferry import`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from rich.table import Table
+
+from vmferry.cli.output import console, err_console, print_json, progress_printer
+from vmferry.errors import BadInputError
+from vmferry.imports.mapping import DISK_BUSES, NIC_MODELS, Choice, ImportOptions
+from vmferry.imports.mapping import parse_network_map as _parse_map
+from vmferry.model.source_vm import Firmware
+from vmferry.service.import_vm import (
+    ImportBlockedError,
+    ImportFailedError,
+    ImportOutcome,
+    ImportRequest,
+    import_vm,
+)
+from vmferry.sources import ImageOverrides, Limits
+
+TIB = 2**40
+
+
+def outcome_json(outcome: ImportOutcome) -> dict[str, Any]:
+    """The documented `vmferry import --json` document (docs/json.md#import)."""
+    vm = outcome.vm
+    return {
+        "vm": outcome.plan.name,
+        "source_format": str(vm.source_format),
+        "destination": outcome.destination,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "findings": [
+            {
+                "id": f.id,
+                "severity": str(f.severity),
+                "message": f.message,
+                "remediation": f.remediation,
+            }
+            for f in outcome.findings
+        ],
+        "spec": {
+            "vcpus": vm.vcpus,
+            "sockets": vm.sockets,
+            "cores": vm.cores,
+            "memory_mb": vm.memory_mb,
+            "firmware": str(vm.firmware),
+            "secure_boot": vm.secure_boot,
+            "guest_os": vm.guest_os.family,
+            "guest_os_id": vm.guest_os.id,
+            "disks": [
+                {
+                    "capacity_bytes": d.capacity_bytes,
+                    "format": str(d.format),
+                    "bus": d.bus,
+                    "source": d.path,
+                }
+                for d in vm.disks
+            ],
+            "nics": [{"mac": n.mac, "model": n.model, "network": n.network} for n in vm.nics],
+        },
+        "domain_xml": outcome.domain_xml,
+        "disks": [
+            {
+                "volume": d.volume,
+                "bytes_written": d.bytes_written,
+                "checksum_match": d.checksum_match,
+            }
+            for d in outcome.disks
+        ],
+        "started": outcome.started,
+        "phases_ms": outcome.phases_ms,
+    }
+
+
+def _findings_table(outcome: ImportOutcome) -> Table:
+    table = Table(title="findings", show_lines=False)
+    for col in ("severity", "id", "message", "remediation"):
+        table.add_column(col)
+    style = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
+    for f in outcome.findings:
+        table.add_row(f"[{style[str(f.severity)]}]{f.severity}[/]", f.id, f.message, f.remediation)
+    return table
+
+
+def _print_human(outcome: ImportOutcome, show_xml: bool) -> None:
+    if outcome.findings:
+        console.print(_findings_table(outcome))
+    if show_xml:
+        console.print(Syntax(outcome.domain_xml, "xml", theme="ansi_dark", word_wrap=True))
+    table = Table(show_header=False, box=None)
+    table.add_row("vm", outcome.plan.name)
+    table.add_row("destination", f"{outcome.destination} (pool {outcome.plan.pool})")
+    table.add_row("status", outcome.status + (f": {outcome.reason}" if outcome.reason else ""))
+    for d in outcome.disks:
+        check = {True: "content identical", False: "DIFFERS", None: "converted by virt-v2v"}
+        table.add_row(
+            d.volume, f"{d.bytes_written / 2**20:.1f} MiB written, {check[d.checksum_match]}"
+        )
+    if outcome.started:
+        table.add_row("started", "yes")
+    console.print(table)
+
+
+def _options(
+    name: str | None,
+    network_map: list[str],
+    storage_pool: str,
+    disk_bus: str,
+    nic_model: str,
+    convert_guest: str,
+    console_log: str | None,
+) -> ImportOptions:
+    if disk_bus not in DISK_BUSES:
+        raise BadInputError(f"--disk-bus {disk_bus!r}: expected one of {', '.join(DISK_BUSES)}")
+    if nic_model not in NIC_MODELS:
+        raise BadInputError(f"--nic-model {nic_model!r}: expected one of {', '.join(NIC_MODELS)}")
+    try:
+        choice = Choice(convert_guest)
+        mapping = _parse_map(network_map)
+    except ValueError as exc:
+        raise BadInputError(str(exc).replace("'Choice'", "--convert-guest")) from exc
+    if console_log is not None and not console_log.startswith("/"):
+        raise BadInputError(f"--console-log {console_log!r} must be an absolute path on the host")
+    return ImportOptions(name, mapping, storage_pool, disk_bus, nic_model, choice, console_log)
+
+
+def import_command(
+    source: Annotated[
+        Path, typer.Argument(help="A .vmx, .ovf, .ova, .vhdx/.vhd, .vmdk, .qcow2 or raw image.")
+    ],
+    to: Annotated[str, typer.Option("--to", help="Registered destination host.")],
+    name: Annotated[str | None, typer.Option(help="Name of the new VM.")] = None,
+    network_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--network-map", help="SOURCE=DESTINATION network; repeatable; '*=net' maps all."
+        ),
+    ] = None,
+    storage_pool: Annotated[str, typer.Option(help="Destination storage pool.")] = "default",
+    disk_bus: Annotated[str, typer.Option(help="virtio|sata|auto")] = "auto",
+    nic_model: Annotated[str, typer.Option(help="virtio|e1000e|auto")] = "auto",
+    convert_guest: Annotated[str, typer.Option(help="auto|always|never: run virt-v2v.")] = "auto",
+    console_log: Annotated[
+        str | None,
+        typer.Option(help="Write the guest's serial console to this file on the destination."),
+    ] = None,
+    start: Annotated[bool, typer.Option(help="Start the VM once defined.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print findings and XML; change nothing.")] = False,
+    virt_type: Annotated[str, typer.Option(help="kvm|qemu|auto (kvm when offered).")] = "auto",
+    max_virtual_size_tib: Annotated[
+        float, typer.Option(help="Refuse disks declaring more than this.")
+    ] = 16,
+    vcpus: Annotated[int, typer.Option(help="For a bare image: vCPUs.")] = 2,
+    memory_mb: Annotated[int, typer.Option(help="For a bare image: memory.")] = 2048,
+    firmware: Annotated[str, typer.Option(help="For a bare image: bios|efi.")] = "bios",
+    guest_family: Annotated[
+        str, typer.Option(help="For a bare image: linux|windows|other|unknown (picks the buses).")
+    ] = "unknown",
+    mac: Annotated[
+        list[str] | None, typer.Option(help="For a bare image: a NIC with this MAC; repeatable.")
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Private temporary directory's parent (OVA disks, virt-v2v output)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Import a VMware/Hyper-V VM or a disk image into a libvirt host, disks verified."""
+    options = _options(
+        name, network_map or [], storage_pool, disk_bus, nic_model, convert_guest, console_log
+    )
+    if virt_type not in ("kvm", "qemu", "auto"):
+        raise BadInputError(f"--virt-type {virt_type!r}: expected kvm, qemu or auto")
+    if guest_family not in ("linux", "windows", "other", "unknown"):
+        raise BadInputError(
+            f"--guest-family {guest_family!r}: expected linux, windows, other or unknown"
+        )
+    if firmware not in ("bios", "efi"):
+        raise BadInputError(f"--firmware {firmware!r}: expected bios or efi")
+    if max_virtual_size_tib <= 0 or vcpus < 1 or memory_mb < 16:
+        raise BadInputError("--max-virtual-size-tib, --vcpus and --memory-mb must be positive")
+    overrides = ImageOverrides(
+        name=name or source.stem,
+        vcpus=vcpus,
+        memory_mb=memory_mb,
+        firmware=Firmware(firmware),
+        guest_family=guest_family,
+        nic_macs=tuple(mac or ()),
+    )
+    request = ImportRequest(
+        source=source,
+        to=to,
+        options=options,
+        overrides=overrides,
+        limits=Limits(max_virtual_bytes=int(max_virtual_size_tib * TIB)),
+        virt_type=virt_type,
+        dry_run=dry_run,
+        start=start,
+        workdir=workdir,
+    )
+    note = progress_printer(True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        tasks: dict[int, TaskID] = {}
+
+        def on_disk(index: int, percent: float) -> None:
+            if index not in tasks:
+                tasks[index] = progress.add_task(f"disk {index}", total=100)
+            progress.update(tasks[index], completed=percent)
+
+        try:
+            outcome = import_vm(request, note=note, on_disk_progress=on_disk)
+        except (ImportBlockedError, ImportFailedError) as exc:
+            progress.stop()
+            _report(exc.outcome, json_out, show_xml=False)
+            raise
+    _report(outcome, json_out, show_xml=dry_run)
+
+
+def _report(outcome: ImportOutcome, json_out: bool, *, show_xml: bool) -> None:
+    if json_out:
+        print_json(outcome_json(outcome))
+    else:
+        _print_human(outcome, show_xml)

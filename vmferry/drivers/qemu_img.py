@@ -1,0 +1,168 @@
+"""qemu-img as vmferry runs it on untrusted disks: format always stated, limits on CPU time and
+memory, progress read from ``-p``, the whole process group killed on Ctrl-C or a timeout.
+
+Nothing here probes an input's format: the caller has read the header in Python
+(``vmferry.sources``) and passes the format it found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmferry.errors import ToolError
+
+ProgressFn = Callable[[float], None]
+
+_PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+@dataclass(frozen=True)
+class ToolLimits:
+    """Resource limits for one qemu-img process (RLIMIT_CPU, RLIMIT_AS) and a wall clock."""
+
+    cpu_seconds: int = 3600
+    memory_bytes: int = 2 * 2**30
+    timeout_s: float = 6 * 3600
+
+
+def parse_progress(chunk: bytes) -> float | None:
+    """The last percentage in a piece of ``qemu-img -p`` output, ``(12.50/100%)``."""
+    found = _PERCENT.findall(chunk)
+    return float(found[-1]) if found else None
+
+
+def _limited(limits: ToolLimits) -> Callable[[], None]:
+    def apply() -> None:
+        os.setsid()  # its own process group: Ctrl-C and timeouts kill it and its children
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+
+    return apply
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_limited(
+    argv: Sequence[str],
+    limits: ToolLimits,
+    *,
+    on_progress: ProgressFn | None = None,
+    ok_codes: tuple[int, ...] = (0,),
+) -> tuple[int, str]:
+    """Run ``argv`` under ``limits``; return (exit code, stderr+stdout tail).
+
+    A code outside ``ok_codes``, a signal (CPU limit), or the timeout raise ToolError. On
+    KeyboardInterrupt the process group is killed before the interrupt goes on.
+    """
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_limited(limits),
+        )
+    except FileNotFoundError as exc:
+        raise ToolError(f"{argv[0]} is not installed; run `make install`") from exc
+    assert proc.stdout is not None
+    deadline = time.monotonic() + limits.timeout_s
+    tail = b""
+    try:
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            tail = (tail + chunk)[-4096:]
+            if on_progress is not None:
+                percent = parse_progress(chunk)
+                if percent is not None:
+                    on_progress(percent)
+            if time.monotonic() > deadline:
+                _kill_group(proc)
+                raise ToolError(f"{Path(argv[0]).name} did not finish within "
+                                f"{limits.timeout_s:g} s")  # fmt: skip
+        code = proc.wait()
+    except BaseException:
+        _kill_group(proc)
+        raise
+    text = tail.decode(errors="replace")
+    if code not in ok_codes:
+        lines = [ln.strip() for ln in re.split(r"[\r\n]", text) if ln.strip()]
+        lines = [ln for ln in lines if not _PERCENT.fullmatch(ln.encode())]
+        last = lines[-1] if lines else ""
+        if code < 0:
+            last = f"killed by signal {-code} (CPU-time or memory limit?) {last}".strip()
+        raise ToolError(f"{Path(argv[0]).name} {argv[1]} failed: {last or f'exit {code}'}")
+    return code, text
+
+
+def convert(
+    source: Path,
+    source_format: str,
+    target: Path,
+    *,
+    target_format: str = "qcow2",
+    limits: ToolLimits = ToolLimits(),
+    on_progress: ProgressFn | None = None,
+) -> None:
+    """Convert ``source`` (its format stated) to a new sparse ``target``.
+
+    Zero and unallocated areas are skipped (qemu-img's default sparse detection), writes may
+    land out of order (``-W``) from several coroutines, and the target is flushed before
+    qemu-img exits.
+    """
+    cache = "none" if _o_direct_ok(target.parent) else "writeback"
+    argv = ["qemu-img", "convert", "-p", "-f", source_format, "-O", target_format,
+            "-W", "-m", "8", "-t", cache]  # fmt: skip
+    if target_format == "qcow2":
+        argv += ["-o", "cluster_size=65536"]
+    run_limited([*argv, str(source), str(target)], limits, on_progress=on_progress)
+
+
+def compare(
+    source: Path,
+    source_format: str,
+    target: Path,
+    target_format: str,
+    *,
+    limits: ToolLimits = ToolLimits(),
+) -> bool:
+    """Whether the guest sees the same bytes in both images (``qemu-img compare -s``: sizes
+    must match too)."""
+    code, _ = run_limited(
+        ["qemu-img", "compare", "-s", "-f", source_format, "-F", target_format,
+         str(source), str(target)],
+        limits,
+        ok_codes=(0, 1),
+    )  # fmt: skip
+    return code == 0
+
+
+def _o_direct_ok(directory: Path) -> bool:
+    """Whether files in ``directory`` can be opened with O_DIRECT (tmpfs cannot)."""
+    probe = directory / f".vmferry-odirect-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | getattr(os, "O_DIRECT", 0), 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return True
+
+
+def allocated_bytes(path: Path) -> int:
+    """Bytes the file really occupies on disk."""
+    return path.stat().st_blocks * 512

@@ -1,0 +1,1 @@
+"""Importing foreign VMs (VMware, Hyper-V, images) into libvirt: the pure decisions."""

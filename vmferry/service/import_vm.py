@@ -1,0 +1,320 @@
+"""`vmferry import`: a VMware/Hyper-V VM or a disk image becomes a libvirt VM, disks verified.
+
+The order, and what each step leaves behind when it fails or is interrupted:
+
+1. Parse the source and check every disk header (``vmferry.sources``): bad input ends here
+   with exit 2 and nothing written (an OVA's disks were copied only into a private
+   temporary directory, which is removed).
+2. Read the destination (networks, pools, domains, KVM, OVMF) and decide the mapping and
+   the findings (pure, ``vmferry.imports``). ``--dry-run`` stops here and changes nothing.
+   A blocker stops here too (exit 3).
+3. If the guest needs it, convert it with virt-v2v into the temporary directory.
+4. Copy each disk with qemu-img (format stated, sparse, under resource limits) into the
+   destination pool under a temporary name, then compare what the guest will see with the
+   source.
+5. Only then: rename the volumes to their final names, check that the host sees them, and
+   define the domain (and start it with ``--start``). If defining fails, the volumes are
+   removed again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from vmferry.drivers import qemu_img
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_import import (
+    destination_facts,
+    pool_reachable,
+    volume_capacity,
+    volume_names,
+)
+from vmferry.errors import BadInputError, BlockedError, MigrationFailedError, VmferryError
+from vmferry.imports.domain_xml import render_domain_xml
+from vmferry.imports.findings import evaluate
+from vmferry.imports.mapping import ImportOptions, ImportPlan, PlannedDisk, plan_import
+from vmferry.model.finding import Finding, Severity, is_blocked
+from vmferry.model.import_target import DestinationFacts
+from vmferry.model.source_vm import SourceVm
+from vmferry.sources import ImageOverrides, Limits, open_source
+from vmferry.store.db import open_store
+
+NoteFn = Callable[[str], None]
+DiskProgressFn = Callable[[int, float], None]
+PART_SUFFIX = ".vmferry-part"
+
+
+def _quiet(*_args: object) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class DiskOutcome:
+    volume: str
+    bytes_written: int
+    checksum_match: bool | None  # None: the guest was converted, so its content changed
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    vm: SourceVm
+    destination: str
+    status: str  # completed | failed | dry-run
+    reason: str | None
+    findings: tuple[Finding, ...]
+    plan: ImportPlan
+    domain_xml: str
+    disks: tuple[DiskOutcome, ...] = ()
+    started: bool = False
+    phases_ms: dict[str, int] = field(default_factory=dict)  # read, convert, copy, verify, define
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    source: Path
+    to: str
+    options: ImportOptions = field(default_factory=ImportOptions)
+    overrides: ImageOverrides | None = None
+    limits: Limits = field(default_factory=Limits)
+    tool_limits: qemu_img.ToolLimits = field(default_factory=qemu_img.ToolLimits)
+    virt_type: str = "auto"
+    dry_run: bool = False
+    start: bool = False
+    workdir: Path | None = None
+
+
+class _Clock:
+    """Milliseconds spent per phase (a phase seen twice, e.g. per disk, adds up)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, int] = {}
+        self._last = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phases[phase] = self.phases.get(phase, 0) + round((now - self._last) * 1000)
+        self._last = now
+
+
+@contextmanager
+def _private_dir(parent: Path | None) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vmferry-import-", dir=parent))  # mode 0700
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def import_vm(
+    request: ImportRequest,
+    *,
+    note: NoteFn = _quiet,
+    on_disk_progress: DiskProgressFn = _quiet,
+) -> ImportOutcome:
+    """Import ``request.source`` onto the registered host ``request.to``.
+
+    Raises BadInputError (exit 2) for bad input, BlockedError (exit 3) when a finding
+    blocks (the outcome is on the exception's ``outcome``), and VmferryError when a step
+    fails; in every failure nothing is left on the destination.
+    """
+    if not request.source.exists():
+        raise BadInputError(f"{request.source}: no such file")
+    host = open_store().get_host(request.to)
+    clock = _Clock()
+    with _private_dir(request.workdir) as workdir:
+        note(f"reading {request.source.name}")
+        vm = open_source(
+            request.source, workdir=workdir, limits=request.limits, overrides=request.overrides
+        )
+        clock.lap("read")
+        with LibvirtHost.connect(host.name, host.uri) as dst:
+            dest = destination_facts(dst, request.virt_type)
+            pool = dest.pools.get(request.options.storage_pool)
+            if pool is not None and not request.dry_run:
+                pools = dict(dest.pools)
+                pools[pool.name] = replace(pool, reachable=pool_reachable(dst, pool))
+                dest = replace(dest, pools=pools)
+            plan = plan_import(vm, request.options, dest)
+            findings = list(evaluate(vm, plan, dest, v2v_missing=_v2v_missing(plan)))
+            findings += _existing_volumes(dst, plan, dest)
+            xml = render_domain_xml(plan)
+            clock.lap("plan")
+            outcome = ImportOutcome(vm, host.name, "dry-run", None, tuple(findings), plan, xml,
+                                    phases_ms=clock.phases)  # fmt: skip
+            if request.dry_run:
+                return outcome
+            if is_blocked(findings):
+                ids = ", ".join(f.id for f in findings if f.severity is Severity.BLOCKER)
+                raise ImportBlockedError(
+                    replace(outcome, status="failed", reason=f"blocked by checks: {ids}")
+                )
+            try:
+                return _run(
+                    request, vm, plan, dest, dst, workdir, outcome, clock, note, on_disk_progress
+                )
+            except VmferryError as exc:
+                failed = replace(outcome, status="failed", reason=exc.message)
+                raise ImportFailedError(failed) from exc
+
+
+class ImportBlockedError(BlockedError):
+    """A finding blocks the import (exit 3); nothing was written."""
+
+    def __init__(self, outcome: ImportOutcome) -> None:
+        super().__init__(f"import of {outcome.plan.name} {outcome.reason}")
+        self.outcome = outcome
+
+
+class ImportFailedError(MigrationFailedError):
+    """A step failed (exit 4); what it had written is removed, the source is untouched."""
+
+    def __init__(self, outcome: ImportOutcome) -> None:
+        super().__init__(f"import of {outcome.plan.name} failed: {outcome.reason}")
+        self.outcome = outcome
+
+
+def _v2v_missing(plan: ImportPlan) -> str | None:
+    if not plan.convert_guest:
+        return None
+    from vmferry.drivers.virt_v2v import v2v_available
+
+    return v2v_available()
+
+
+def _existing_volumes(dst: LibvirtHost, plan: ImportPlan, dest: DestinationFacts) -> list[Finding]:
+    if plan.pool not in dest.pools or not dest.pools[plan.pool].active:
+        return []
+    taken = volume_names(dst, plan.pool) & {d.volume for d in plan.disks}
+    return [
+        Finding(
+            "import.volume.exists",
+            Severity.BLOCKER,
+            f"volume '{name}' already exists in pool '{plan.pool}'",
+            "Pass --name with another name, or remove the volume.",
+        )
+        for name in sorted(taken)
+    ]
+
+
+def _run(
+    request: ImportRequest,
+    vm: SourceVm,
+    plan: ImportPlan,
+    dest: DestinationFacts,
+    dst: LibvirtHost,
+    workdir: Path,
+    outcome: ImportOutcome,
+    clock: _Clock,
+    note: NoteFn,
+    on_disk_progress: DiskProgressFn,
+) -> ImportOutcome:
+    pool_path = Path(dest.pools[plan.pool].path or "")
+    sources = list(plan.disks)
+    converted = False
+    if plan.convert_guest:
+        sources = _convert_guest(request, vm, plan, workdir, note)
+        converted = True
+        clock.lap("convert")
+    written: list[Path] = []
+    final: list[Path] = []
+    results: list[DiskOutcome] = []
+    try:
+        for disk in sources:
+            part = pool_path / (disk.volume + PART_SUFFIX)
+            written.append(part)
+            results.append(
+                _copy_disk(request, disk, part, converted, clock, note, on_disk_progress)
+            )
+        for part in written:
+            target = part.with_name(part.name.removesuffix(PART_SUFFIX))
+            if target.exists():
+                raise VmferryError(f"{target} appeared during the import; not overwriting it")
+            part.rename(target)
+            final.append(target)
+        written = []
+        dst.refresh_pool(plan.pool)
+        for disk in plan.disks:
+            if volume_capacity(dst, plan.pool, disk.volume) is None:
+                raise VmferryError(f"{dest.host} does not see volume {disk.volume} in {plan.pool}")
+        note(f"defining {plan.name} on {dest.host}")
+        dst.define_xml(outcome.domain_xml)
+        clock.lap("define")
+    except BaseException:
+        for path in [*written, *final]:
+            path.unlink(missing_ok=True)
+        if final:
+            dst.refresh_pool(plan.pool)
+        raise
+    started = False
+    if request.start:
+        note(f"starting {plan.name}")
+        dst.start(plan.name)
+        started = True
+        clock.lap("start")
+    return replace(outcome, status="completed", disks=tuple(results), started=started,
+                   phases_ms=clock.phases)  # fmt: skip
+
+
+def _copy_disk(
+    request: ImportRequest,
+    disk: PlannedDisk,
+    part: Path,
+    converted: bool,
+    clock: _Clock,
+    note: NoteFn,
+    on_disk_progress: DiskProgressFn,
+) -> DiskOutcome:
+    source = Path(disk.source_path)
+    note(f"disk {disk.index}: {source.name} ({disk.source_format}) -> {disk.volume}")
+    qemu_img.convert(
+        source,
+        disk.source_format,
+        part,
+        limits=request.tool_limits,
+        on_progress=lambda pct: on_disk_progress(disk.index, pct),
+    )
+    clock.lap("copy")
+    match: bool | None = None
+    if not converted:
+        note(f"disk {disk.index}: comparing what the guest sees")
+        match = qemu_img.compare(
+            source, disk.source_format, part, "qcow2", limits=request.tool_limits
+        )
+        if not match:
+            raise VmferryError(
+                f"disk {disk.index}: the copy differs from {source.name}; nothing was defined"
+            )
+        clock.lap("verify")
+    return DiskOutcome(disk.volume, qemu_img.allocated_bytes(part), match)
+
+
+def _convert_guest(
+    request: ImportRequest, vm: SourceVm, plan: ImportPlan, workdir: Path, note: NoteFn
+) -> list[PlannedDisk]:
+    """Run virt-v2v; its disks (in the plan's order) replace the source's."""
+    from vmferry.drivers.virt_v2v import convert_with_virt_v2v
+
+    note("converting the guest with virt-v2v (minutes)")
+    if request.source.suffix.lower() == ".vmx":
+        result = convert_with_virt_v2v(
+            request.source, input_mode="vmx", out_dir=workdir / "v2v", on_progress=note
+        )
+    else:
+        given = Path(plan.disks[0].source_path)
+        result = convert_with_virt_v2v(
+            given, input_mode="disk", out_dir=workdir / "v2v", on_progress=note
+        )
+    if len(result.disks) != len(plan.disks):
+        raise VmferryError(
+            f"virt-v2v returned {len(result.disks)} disks for {len(plan.disks)} in the source"
+        )
+    return [
+        replace(d, source_path=str(path), source_format="qcow2")
+        for d, path in zip(plan.disks, result.disks, strict=True)
+    ]
