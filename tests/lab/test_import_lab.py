@@ -6,6 +6,7 @@ refused with nothing written; an interrupted import leaves nothing behind."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -13,8 +14,9 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import libvirt
 import pytest
@@ -43,14 +45,23 @@ def _consoles() -> Path:
     return lab_dir() / "shared" / "consoles"
 
 
+DiskFactory = Callable[[int], tuple[Path, str, str]]
+
+
 @pytest.fixture(scope="module")
-def disk(lab: object, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    """A bootable raw disk (the lab guest on FAT), its SHA-256, and the guest's address."""
+def make_disk(lab: object, tmp_path_factory: pytest.TempPathFactory) -> DiskFactory:
+    """``make_disk(octet)``: a bootable raw disk (the lab guest on FAT) whose guest takes
+    198.18.2.<octet>, with its SHA-256 and that address. Each test boots its own address, so
+    no neighbour cache remembers an earlier guest's MAC for it."""
     image = build_guest_image(default_cache_dir())
-    addr = topo.guest_addr(241)
-    path = tmp_path_factory.mktemp("bootdisk") / "boot.raw"
-    digest = build_boot_disk(path, image, size_mb=64, data_mb=8, ip=f"{addr}/24")
-    return path, digest, addr
+
+    def make(octet: int) -> tuple[Path, str, str]:
+        addr = topo.guest_addr(octet)
+        path = tmp_path_factory.mktemp("bootdisk") / "boot.raw"
+        digest = build_boot_disk(path, image, size_mb=64, data_mb=8, ip=f"{addr}/24")
+        return path, digest, addr
+
+    return make
 
 
 @pytest.fixture
@@ -211,9 +222,9 @@ def _check_guest(report: dict[str, object], console: str, digest: str, addr: str
 
 
 def test_vmx_with_vmdk_imports_boots_and_verifies(
-    disk: tuple[Path, str, str], tmp_path: Path, cleanup: list[tuple[str, str]]
+    make_disk: DiskFactory, tmp_path: Path, cleanup: list[tuple[str, str]]
 ) -> None:
-    raw, digest, addr = disk
+    raw, digest, addr = make_disk(241)
     vmdk = tmp_path / "imp-vmx.vmdk"
     subprocess.run(
         [
@@ -244,9 +255,9 @@ def test_vmx_with_vmdk_imports_boots_and_verifies(
 
 
 def test_ova_imports_boots_and_verifies(
-    disk: tuple[Path, str, str], tmp_path: Path, cleanup: list[tuple[str, str]]
+    make_disk: DiskFactory, tmp_path: Path, cleanup: list[tuple[str, str]]
 ) -> None:
-    raw, digest, addr = disk
+    raw, digest, addr = make_disk(242)
     vmdk = tmp_path / "imp-ova-disk1.vmdk"
     subprocess.run(
         [
@@ -270,10 +281,8 @@ def test_ova_imports_boots_and_verifies(
     _check_guest(report, console, digest, addr, mac)
 
 
-def test_dry_run_and_blocked_import_change_nothing(
-    disk: tuple[Path, str, str], tmp_path: Path
-) -> None:
-    raw, _, _ = disk
+def test_dry_run_and_blocked_import_change_nothing(make_disk: DiskFactory) -> None:
+    raw, _, _ = make_disk(243)
     before = sorted(p.name for p in _pool().iterdir())
     dry = _vmferry(
         "import",
@@ -308,25 +317,35 @@ def test_dry_run_and_blocked_import_change_nothing(
     assert sorted(p.name for p in _pool().iterdir()) == before
 
 
-def test_hostile_inputs_are_refused_with_nothing_written(lab: object) -> None:
+def _corpus_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_corpus", HOSTILE / "make_corpus.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hostile_inputs_are_refused_with_nothing_written(lab: object, tmp_path: Path) -> None:
+    """The whole corpus through the real command: exit 2, one error line, no traceback, no
+    file in the pool, no VM on the host."""
     cases = json.loads((HOSTILE / "cases.json").read_text())
     before = sorted(p.name for p in _pool().iterdir())
     for case in cases:
-        done = _vmferry(
-            "import",
-            str(HOSTILE / case["file"]),
-            "--to",
-            "kvm1",
-            "--storage-pool",
-            topo.SHARED_POOL,
-            "--network-map",
-            "*=vmnet",
-        )
+        path = HOSTILE / case["file"]
+        if case.get("generated"):
+            path = _corpus_module().build_generated(case["file"], tmp_path)
+        done = _vmferry("import", str(path), "--to", "kvm1", "--storage-pool",
+                        topo.SHARED_POOL, "--network-map", "*=vmnet")  # fmt: skip
         assert done.returncode == 2, (case, done.stderr)
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and case["refused_because"] in lines[0], (case, done.stderr)
+        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("vmferry:")]
+        assert len(errors) == 1 and case["refused_because"] in errors[0], (case, done.stderr)
         assert "Traceback" not in done.stderr
     assert sorted(p.name for p in _pool().iterdir()) == before
+    conn = libvirt.open(f"qemu+tcp://{_host_addr('kvm1')}/system")
+    try:
+        assert conn.listAllDomains(0) == []
+    finally:
+        conn.close()
 
 
 def test_interrupted_import_leaves_nothing(lab: object, tmp_path: Path) -> None:

@@ -218,8 +218,9 @@ def _run(
     sources = list(plan.disks)
     converted = False
     if plan.convert_guest:
-        sources = _convert_guest(request, vm, plan, workdir, note)
+        sources, restored = _convert_guest(request, vm, plan, workdir, note)
         converted = True
+        outcome = replace(outcome, findings=(*outcome.findings, *restored))
         clock.lap("convert")
     written: list[Path] = []
     final: list[Path] = []
@@ -296,8 +297,9 @@ def _copy_disk(
 
 def _convert_guest(
     request: ImportRequest, vm: SourceVm, plan: ImportPlan, workdir: Path, note: NoteFn
-) -> list[PlannedDisk]:
-    """Run virt-v2v; its disks (in the plan's order) replace the source's."""
+) -> tuple[list[PlannedDisk], list[Finding]]:
+    """Run virt-v2v; its disks (in the plan's order) replace the source's. The findings say
+    which MACs virt-v2v lost (vmferry's own domain XML keeps them all)."""
     from vmferry.drivers.virt_v2v import convert_with_virt_v2v
 
     note("converting the guest with virt-v2v (minutes)")
@@ -314,7 +316,21 @@ def _convert_guest(
         raise VmferryError(
             f"virt-v2v returned {len(result.disks)} disks for {len(plan.disks)} in the source"
         )
-    return [
+    kept = {n.mac.lower() for n in result.domain.nics if n.mac}
+    restored = [
+        Finding(
+            "import.convert.mac_restored",
+            Severity.INFO,
+            f"virt-v2v dropped MAC {nic.mac}; vmferry keeps it on the imported VM",
+            "Nothing to do: the guest keeps its network identity.",
+        )
+        for nic in plan.nics
+        if nic.mac and nic.mac.lower() not in kept
+    ]
+    for finding in restored:
+        note(finding.message)
+    disks = [
         replace(d, source_path=str(path), source_format="qcow2")
         for d, path in zip(plan.disks, result.disks, strict=True)
     ]
+    return disks, restored
