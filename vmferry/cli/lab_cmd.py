@@ -6,7 +6,9 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json, progress_printer
+from vmferry.errors import BadInputError
 from vmferry.lab import guests, lifecycle
+from vmferry.lab import topology as topo
 
 app = typer.Typer(help="The local multi-host KVM lab (root; namespaces + libvirtd).",
                   no_args_is_help=True)  # fmt: skip
@@ -19,10 +21,17 @@ app.add_typer(guest_app, name="guest")
 def up(
     hosts: int = typer.Option(2, "--hosts", help="How many hosts (1-8)."),
     link_mbps: int = typer.Option(400, "--link-mbps", help="Migration link rate, Mbit/s."),
+    segments: str | None = typer.Option(
+        None, "--segments", help="VM segment of each host, e.g. 1,1,2 (default: all on 1)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the lab status as JSON."),
 ) -> None:
     """Bring the lab up and register its hosts."""
-    lifecycle.up(hosts, link_mbps, progress=progress_printer())
+    try:
+        per_host = topo.parse_segments(segments, hosts) if segments else None
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from exc
+    lifecycle.up(hosts, link_mbps, progress=progress_printer(), segments=per_host)
     _show_status(json_out)
 
 
@@ -67,11 +76,15 @@ def guest_create(
     memory_mb: int = typer.Option(512, "--memory-mb", help="Guest memory."),
     working_set_mb: int = typer.Option(256, "--working-set-mb", help="Memory the workload keeps."),
     dirty_mb_s: int = typer.Option(0, "--dirty-mb-s", help="Rewrite rate of the working set."),
+    portgroup: str | None = typer.Option(
+        None, "--portgroup", help="Portgroup (port profile) of vmnet for the NIC."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create and start a lab guest; returns once its heartbeat is seen."""
     record = guests.create_guest(name, host, memory_mb=memory_mb, working_set_mb=working_set_mb,
-                                 dirty_mb_s=dirty_mb_s, progress=progress_printer())  # fmt: skip
+                                 dirty_mb_s=dirty_mb_s, portgroup=portgroup,
+                                 progress=progress_printer())  # fmt: skip
     if json_out:
         print_json(record)
     else:

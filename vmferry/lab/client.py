@@ -29,6 +29,21 @@ def echo(addr: str, count: int = 1) -> list[float]:
     return [float(x) for x in result["rtt_ms"]]
 
 
+def transfer_rate(addr: str, nbytes: int, *, to_vm: bool) -> float:
+    """Bytes/s of a bounded transfer of ``nbytes`` to the VM (its sink, port 9) or from it
+    (its source, port 19), timed from the client namespace."""
+    result = _probe("send" if to_vm else "receive", addr, "--bytes", str(nbytes), timeout_s=180)
+    if not result["ok"]:
+        raise LabError(f"bounded transfer with {addr} failed: {result}")
+    return float(result["bytes_s"])
+
+
+def port_open(addr: str, port: int, timeout_s: float = 2.0) -> bool:
+    """Whether the client can open a TCP connection to ``addr:port`` within ``timeout_s``."""
+    result = _probe("connect", addr, str(port), "--timeout", str(timeout_s))
+    return bool(result["open"])
+
+
 def control(addr: str, command: str) -> str:
     """Send a guestd control command (``rate 36``, ``status``) and return the reply."""
     result = _probe("control", addr, command)

@@ -21,6 +21,7 @@ class LabGuestSpec:
     console_log: str
     data_volume: str
     vcpus: int = 1
+    portgroup: str | None = None  # a portgroup (port profile) of the lab's VM network
 
 
 def kernel_cmdline(spec: LabGuestSpec) -> str:
@@ -34,6 +35,7 @@ def kernel_cmdline(spec: LabGuestSpec) -> str:
 def lab_guest_xml(spec: LabGuestSpec) -> str:
     """TCG domain (LAB-NOTES: KVM is not usable here) with a direct-boot kernel."""
     q = quoteattr
+    portgroup = f" portgroup={q(spec.portgroup)}" if spec.portgroup else ""
     return f"""<domain type='qemu'>
   <name>{spec.name}</name>
   <memory unit='MiB'>{spec.memory_mb}</memory>
@@ -64,7 +66,7 @@ def lab_guest_xml(spec: LabGuestSpec) -> str:
     </disk>
     <interface type='network'>
       <mac address={q(spec.mac)}/>
-      <source network={q(topo.VM_NETWORK_NAME)}/>
+      <source network={q(topo.VM_NETWORK_NAME)}{portgroup}/>
       <model type='virtio'/>
     </interface>
     <serial type='file'>

@@ -31,6 +31,7 @@ def create_guest(
     memory_mb: int = 512,
     working_set_mb: int = 256,
     dirty_mb_s: int = 0,
+    portgroup: str | None = None,
     boot_timeout_s: float = 60,
     progress: Progress = _quiet,
 ) -> GuestRecord:
@@ -72,6 +73,7 @@ def create_guest(
         initrd=str(image.initrd),
         console_log=str(console_log),
         data_volume=volume,
+        portgroup=portgroup,
     )
     with LibvirtHost.connect(lab_host.name, lab_host.uri) as conn:
         if any(r.spec.name == name for r in conn.list_vms()):

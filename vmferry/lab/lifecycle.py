@@ -34,7 +34,7 @@ def _quiet(_message: str) -> None:
 
 
 def topology_of(state: LabState) -> topo.LabTopology:
-    return topo.make_topology(state.hosts, state.link_mbps)
+    return topo.make_topology(state.hosts, state.link_mbps, tuple(state.segments) or None)
 
 
 def is_running(state: LabState) -> bool:
@@ -66,10 +66,16 @@ def _is_lab_namespace(name: str) -> bool:
     return name in names
 
 
-def up(hosts: int = 2, link_mbps: int = 400, progress: Progress = _quiet) -> LabState:
-    """Bring up a lab of ``hosts`` libvirt hosts; on any failure take down what was made."""
+def up(
+    hosts: int = 2,
+    link_mbps: int = 400,
+    progress: Progress = _quiet,
+    segments: tuple[int, ...] | None = None,
+) -> LabState:
+    """Bring up a lab of ``hosts`` libvirt hosts (host i's VM network on segment
+    ``segments[i-1]``); on any failure take down what was made."""
     try:
-        topology = topo.make_topology(hosts, link_mbps)
+        topology = topo.make_topology(hosts, link_mbps, segments)
     except ValueError as exc:
         raise BadInputError(str(exc)) from exc
     _check_prerequisites()
@@ -85,7 +91,7 @@ def up(hosts: int = 2, link_mbps: int = 400, progress: Progress = _quiet) -> Lab
         down(progress)
     _remove_leftovers(progress)
 
-    state = LabState(hosts=hosts, link_mbps=link_mbps)
+    state = LabState(hosts=hosts, link_mbps=link_mbps, segments=list(segments or ()))
     save_state(state, base)
     try:
         progress(f"building {hosts} hosts, migration links at {link_mbps} Mbit/s")

@@ -69,7 +69,8 @@ def shape(iface: str, netns: str, link_mbps: int) -> None:
 def build(topology: topo.LabTopology, state: LabState, record: Record) -> None:
     """Create every namespace and link of ``topology``, recording each as it is made."""
     _add_netns(topo.FABRIC_NS, state, record)
-    for bridge in ("br-mgmt", "br-mig", "br-vm"):
+    vm_bridges = sorted({h.vm_fabric_bridge for h in topology.hosts} | {"br-vm"})
+    for bridge in ("br-mgmt", "br-mig", *vm_bridges):
         _bridge(bridge, topo.FABRIC_NS)
 
     # The management station: vmferry itself, in the root namespace.
@@ -95,7 +96,7 @@ def build(topology: topo.LabTopology, state: LabState, record: Record) -> None:
         _bridge(topo.VM_BRIDGE, ns)
         _veth("vmup0", ns, f"{host.name}-v", topo.FABRIC_NS)
         _enslave("vmup0", topo.VM_BRIDGE, ns)
-        _enslave(f"{host.name}-v", "br-vm", topo.FABRIC_NS)
+        _enslave(f"{host.name}-v", host.vm_fabric_bridge, topo.FABRIC_NS)
 
     _add_netns(topo.CLIENT_NS, state, record)
     _veth("eth0", topo.CLIENT_NS, "client", topo.FABRIC_NS)

@@ -18,6 +18,8 @@ import time
 
 ECHO_PORT = 7
 CONTROL_PORT = 7001
+SINK_PORT = 9
+SOURCE_PORT = 19
 
 
 def echo_once(addr: str, port: int = ECHO_PORT, timeout_s: float = 2.0) -> float:
@@ -48,6 +50,63 @@ def control(addr: str, command: str, port: int = CONTROL_PORT, timeout_s: float 
                 break
             reply += chunk
     return reply.decode(errors="replace").strip()
+
+
+def send_bounded(addr: str, nbytes: int, timeout_s: float = 120.0) -> dict[str, object]:
+    """Send ``nbytes`` to the guest's sink (port 9) and wait for its count: the rate to the VM."""
+    chunk = b"x" * 65536
+    with socket.create_connection((addr, SINK_PORT), timeout=timeout_s) as sock:
+        start = time.monotonic()
+        left = nbytes
+        while left > 0:
+            left -= sock.send(chunk[: min(left, len(chunk))])
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            got = sock.recv(128)
+            if not got:
+                break
+            reply += got
+        took = time.monotonic() - start
+    counted = int(reply.split()[1]) if reply.startswith(b"ok ") else -1
+    return {
+        "ok": counted == nbytes,
+        "bytes": counted,
+        "seconds": round(took, 4),
+        "bytes_s": round(nbytes / took),
+    }
+
+
+def receive_bounded(addr: str, nbytes: int, timeout_s: float = 120.0) -> dict[str, object]:
+    """Ask the guest's source (port 19) for ``nbytes``: the rate from the VM."""
+    with socket.create_connection((addr, SOURCE_PORT), timeout=timeout_s) as sock:
+        sock.sendall(f"{nbytes}\n".encode())
+        got = 0
+        start = first = time.monotonic()
+        while True:
+            data = sock.recv(262144)
+            if not data:
+                break
+            if got == 0:
+                first = time.monotonic()
+            got += len(data)
+        took = time.monotonic() - start
+    return {
+        "ok": got == nbytes,
+        "bytes": got,
+        "seconds": round(took, 4),
+        "first_byte_s": round(first - start, 4),
+        "bytes_s": round(got / took) if took else 0,
+    }
+
+
+def can_connect(addr: str, port: int, timeout_s: float) -> dict[str, object]:
+    """Whether a TCP connection to ``addr:port`` is accepted within ``timeout_s``."""
+    try:
+        with socket.create_connection((addr, port), timeout=timeout_s):
+            return {"ok": True, "open": True, "detail": "connected"}
+    except OSError as exc:
+        return {"ok": True, "open": False, "detail": f"{type(exc).__name__}: {exc}"}
 
 
 def watch(
@@ -127,10 +186,24 @@ def main(argv: list[str] | None = None) -> int:
     ctl = sub.add_parser("control")
     ctl.add_argument("addr")
     ctl.add_argument("command")
+    for name in ("send", "receive"):
+        xfer = sub.add_parser(name)
+        xfer.add_argument("addr")
+        xfer.add_argument("--bytes", type=int, required=True)
+    conn = sub.add_parser("connect")
+    conn.add_argument("addr")
+    conn.add_argument("port", type=int)
+    conn.add_argument("--timeout", type=float, default=2.0)
     args = parser.parse_args(argv)
     result: dict[str, object]
     try:
-        if args.what == "watch":
+        if args.what == "send":
+            result = send_bounded(args.addr, args.bytes)
+        elif args.what == "receive":
+            result = receive_bounded(args.addr, args.bytes)
+        elif args.what == "connect":
+            result = can_connect(args.addr, args.port, args.timeout)
+        elif args.what == "watch":
             result = watch(args.addr, args.interval_ms / 1000, args.duration_s)
         elif args.what == "echo":
             rtts = [echo_once(args.addr, timeout_s=args.timeout) for _ in range(args.count)]

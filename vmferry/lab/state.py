@@ -48,6 +48,7 @@ class LabState:
     links: list[str] = field(default_factory=list)  # root-namespace links
     registered_hosts: list[str] = field(default_factory=list)
     guests: dict[str, GuestRecord] = field(default_factory=dict)
+    segments: list[int] = field(default_factory=list)  # VM segment per host; empty: all 1
 
 
 def _from_json(data: dict[str, Any]) -> LabState:
@@ -58,6 +59,7 @@ def _from_json(data: dict[str, Any]) -> LabState:
     state.links = [str(n) for n in data.get("links", [])]
     state.registered_hosts = [str(n) for n in data.get("registered_hosts", [])]
     state.guests = {k: GuestRecord(**v) for k, v in data.get("guests", {}).items()}
+    state.segments = [int(s) for s in data.get("segments", [])]
     return state
 
 

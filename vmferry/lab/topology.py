@@ -7,7 +7,7 @@ default route, so nothing in the lab can reach beyond it.
                                                  |  fabric ns: br-mgmt, br-mig, br-vm
     host kvmN ns: mgmt0 198.18.0.(10+N) ---------+  (the "switches")
                   mig0  198.18.1.(10+N) --- tbf at --link-mbps --- br-mig
-                  vmbr0 (bridge) <- vmup0 ------------------------ br-vm
+                  vmbr0 (bridge) <- vmup0 ------------------------ br-vm (segment 1) or br-vm2 (2)
     client ns:    eth0  198.18.2.250 ------------------------------ br-vm
     guests:       198.18.2.(100+k) on each host's vmbr0
 """
@@ -45,6 +45,11 @@ class LabHost:
     netns: str
     mgmt_addr: str
     migration_addr: str
+    segment: int = 1  # which VM segment (fabric bridge) its vmbr0 is on
+
+    @property
+    def vm_fabric_bridge(self) -> str:
+        return vm_fabric_bridge(self.segment)
 
     @property
     def uri(self) -> str:
@@ -72,12 +77,37 @@ class LabTopology:
         return (FABRIC_NS, CLIENT_NS, *(h.netns for h in self.hosts))
 
 
+MAX_SEGMENTS = 2
+CLIENT_SEGMENT = 1
+
+
+def vm_fabric_bridge(segment: int) -> str:
+    """The fabric's bridge for VM segment ``segment``: br-vm (1, the client's), br-vm2 (2)."""
+    return "br-vm" if segment == 1 else f"br-vm{segment}"
+
+
+def parse_segments(text: str, hosts: int) -> tuple[int, ...]:
+    """``--segments 1,1,2``: the VM segment of each host, in order (ValueError otherwise)."""
+    try:
+        segments = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ValueError(f"--segments {text!r}: one segment number per host, e.g. 1,1,2") from None
+    if len(segments) != hosts or not all(1 <= s <= MAX_SEGMENTS for s in segments):
+        raise ValueError(f"--segments {text!r}: {hosts} numbers, each 1 to {MAX_SEGMENTS}")
+    return segments
+
+
 def host_name(index: int) -> str:
     return f"kvm{index}"
 
 
-def make_topology(hosts: int, link_mbps: int) -> LabTopology:
-    """Describe a lab of ``hosts`` hosts whose migration links run at ``link_mbps``."""
+def make_topology(
+    hosts: int, link_mbps: int, segments: tuple[int, ...] | None = None
+) -> LabTopology:
+    """Describe a lab of ``hosts`` hosts whose migration links run at ``link_mbps``; host i's
+    vmbr0 is on VM segment ``segments[i-1]`` (default: all on segment 1, the client's)."""
+    if segments and (len(segments) != hosts or not all(1 <= s <= MAX_SEGMENTS for s in segments)):
+        raise ValueError(f"segments: {hosts} numbers, each 1 to {MAX_SEGMENTS}, not {segments}")
     if not 1 <= hosts <= MAX_HOSTS:
         raise ValueError(f"a lab has 1 to {MAX_HOSTS} hosts, not {hosts}")
     if not 1 <= link_mbps <= 100_000:
@@ -90,6 +120,7 @@ def make_topology(hosts: int, link_mbps: int) -> LabTopology:
                 netns=f"{NS_PREFIX}{host_name(i)}",
                 mgmt_addr=f"198.18.0.{10 + i}",
                 migration_addr=f"198.18.1.{10 + i}",
+                segment=segments[i - 1] if segments else 1,
             )
             for i in range(1, hosts + 1)
         ),

@@ -19,7 +19,10 @@
  *   MEMCHECK fail pass=<n> pages=<n> bad_pages=<k>   end of a pass that found mismatches
  *   RATE <n>                          the rate was changed over the control port
  *
- * Network: TCP echo on port 7; control on TCP port 7001 (newline-terminated commands):
+ * Network: TCP echo on port 7; bounded transfers for rate checks on TCP 9 (sink: reads until
+ * the peer's FIN, then replies "ok <bytes>" and closes) and TCP 19 (source: on "<bytes>\n"
+ * sends that many bytes, at most 1 GiB, then closes); control on TCP port 7001
+ * (newline-terminated commands):
  *   rate <MiB/s>   -> "ok rate <n>"
  *   status         -> "rate=<n> ws_mb=<n> pass=<n> fails=<n> hb=<seq>"
  *   corrupt <page> -> "ok corrupt <page>" (flips one word without updating the page's
@@ -88,6 +91,9 @@
 #define MAX_RATE_MB_S 100000u
 #define ECHO_PORT 7
 #define CONTROL_PORT 7001
+#define SINK_PORT 9
+#define SOURCE_PORT 19
+#define SOURCE_MAX_BYTES (1ULL << 30)
 #define MAX_CONNS 256
 #define CONN_BUF 16384
 #define LINE_MAX_B 256
@@ -630,7 +636,10 @@ static void *memory_main(void *arg)
 
 /* ---------------------------------------------------------------- network */
 
-enum conn_kind { LISTEN_ECHO, LISTEN_CONTROL, CONN_ECHO, CONN_CONTROL };
+enum conn_kind {
+    LISTEN_ECHO, LISTEN_CONTROL, LISTEN_SINK, LISTEN_SOURCE,
+    CONN_ECHO, CONN_CONTROL, CONN_SINK, CONN_SOURCE
+};
 
 struct conn {
     enum conn_kind kind;
@@ -638,6 +647,8 @@ struct conn {
     size_t out_off, out_len;
     char line[LINE_MAX_B]; /* control: partial command line */
     size_t line_len;
+    unsigned long long count; /* sink: bytes read; source: bytes still to send */
+    int closing;              /* drop once the output is flushed */
 };
 
 static struct pollfd pfds[MAX_CONNS];
@@ -755,6 +766,14 @@ static void control_input(struct conn *c, const char *data, size_t n)
 static int conn_flush(int k)
 {
     struct conn *c = conns[k];
+refill:
+    if (c->kind == CONN_SOURCE && c->out_len == 0 && c->count > 0) {
+        size_t n = c->count < CONN_BUF ? (size_t)c->count : CONN_BUF;
+        memset(c->out, 'x', n);
+        c->out_off = 0;
+        c->out_len = n;
+        c->count -= n;
+    }
     while (c->out_off < c->out_len) {
         ssize_t n = send(pfds[k].fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (n < 0) {
@@ -766,11 +785,34 @@ static int conn_flush(int k)
         }
         c->out_off += (size_t)n;
     }
-    if (c->out_off == c->out_len)
+    if (c->out_off == c->out_len) {
         c->out_off = c->out_len = 0;
+        if (c->kind == CONN_SOURCE && c->count > 0)
+            goto refill;
+        if (c->closing)
+            return -1; /* everything sent: close */
+    }
     /* Back-pressure: read more only once everything queued has been sent. */
     pfds[k].events = c->out_len > 0 ? POLLOUT : POLLIN;
     return 0;
+}
+
+static void source_input(struct conn *c, const char *data, size_t n)
+{
+    for (size_t i = 0; i < n && !c->closing; i++) {
+        if (data[i] == '\n') {
+            c->line[c->line_len] = '\0';
+            char *end = NULL;
+            errno = 0;
+            unsigned long long v = strtoull(c->line, &end, 10);
+            if (errno != 0 || end == c->line || v > SOURCE_MAX_BYTES)
+                v = 0;
+            c->count = v;
+            c->closing = 1;
+        } else if (c->line_len < LINE_MAX_B - 1) {
+            c->line[c->line_len++] = data[i];
+        }
+    }
 }
 
 static void *network_main(void *arg)
@@ -778,10 +820,16 @@ static void *network_main(void *arg)
     (void)arg;
     int efd = listen_on(ECHO_PORT);
     int cfd = listen_on(CONTROL_PORT);
+    int sink_fd = listen_on(SINK_PORT);
+    int source_fd = listen_on(SOURCE_PORT);
     if (efd >= 0)
         add_conn(efd, LISTEN_ECHO);
     if (cfd >= 0)
         add_conn(cfd, LISTEN_CONTROL);
+    if (sink_fd >= 0)
+        add_conn(sink_fd, LISTEN_SINK);
+    if (source_fd >= 0)
+        add_conn(source_fd, LISTEN_SOURCE);
     if (nconns == 0)
         return NULL;
     static char buf[CONN_BUF];
@@ -798,14 +846,14 @@ static void *network_main(void *arg)
                 continue;
             pfds[k].revents = 0;
             struct conn *c = conns[k];
-            if (c->kind == LISTEN_ECHO || c->kind == LISTEN_CONTROL) {
+            if (c->kind <= LISTEN_SOURCE) {
                 for (;;) {
                     int fd = accept4(pfds[k].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                     if (fd < 0)
                         break;
                     int one = 1;
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                    add_conn(fd, c->kind == LISTEN_ECHO ? CONN_ECHO : CONN_CONTROL);
+                    add_conn(fd, (enum conn_kind)(c->kind + CONN_ECHO));
                 }
                 continue;
             }
@@ -815,8 +863,17 @@ static void *network_main(void *arg)
                 continue;
             }
             if (re & (POLLIN | POLLHUP | POLLERR)) {
-                size_t want = c->kind == CONN_ECHO ? sizeof buf : 128;
+                size_t want = c->kind == CONN_ECHO || c->kind == CONN_SINK ? sizeof buf : 128;
                 ssize_t n = recv(pfds[k].fd, buf, want, 0);
+                if (n == 0 && c->kind == CONN_SINK && !c->closing) {
+                    char reply[64];
+                    int len = snprintf(reply, sizeof reply, "ok %llu\n", c->count);
+                    queue_out(c, reply, (size_t)len);
+                    c->closing = 1;
+                    if (conn_flush(k) < 0)
+                        drop_conn(k);
+                    continue;
+                }
                 if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
                     drop_conn(k);
                     continue;
@@ -825,6 +882,10 @@ static void *network_main(void *arg)
                     continue;
                 if (c->kind == CONN_ECHO)
                     queue_out(c, buf, (size_t)n);
+                else if (c->kind == CONN_SINK)
+                    c->count += (unsigned long long)n;
+                else if (c->kind == CONN_SOURCE)
+                    source_input(c, buf, (size_t)n);
                 else
                     control_input(c, buf, (size_t)n);
                 if (conn_flush(k) < 0)
