@@ -9,7 +9,19 @@ import traceback
 import typer
 
 from vmferry import __version__
-from vmferry.cli import check_cmd, demo_cmd, hosts_cmd, jobs_cmd, lab_cmd, migrate_cmd
+from vmferry.cli import (
+    check_cmd,
+    demo_cmd,
+    hosts_cmd,
+    import_cmd,
+    jobs_cmd,
+    lab_cmd,
+    migrate_cmd,
+    netprofile_cmd,
+    plan_cmd,
+    predict_cmd,
+    profile_cmd,
+)
 from vmferry.errors import VmferryError
 
 app = typer.Typer(
@@ -27,6 +39,11 @@ app.command("check")(check_cmd.check)
 app.command("jobs")(jobs_cmd.jobs)
 app.add_typer(jobs_cmd.job_app, name="job")
 app.command("migrate")(migrate_cmd.migrate)
+app.add_typer(plan_cmd.app, name="plan")
+app.command("import")(import_cmd.import_command)
+app.add_typer(netprofile_cmd.app, name="netprofile")
+app.command("profile")(profile_cmd.profile)
+app.command("predict")(predict_cmd.predict)
 
 
 def _version(value: bool) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from vmferry.assess.network import apply_to_findings
 from vmferry.assess.preflight import PreflightFacts, evaluate
 from vmferry.drivers.libvirt_facts import gather_preflight_facts
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.model import Finding, is_blocked
 from vmferry.service.locate import locate
+from vmferry.service.netprofile import gather_move_facts
 from vmferry.store.db import open_store
 
 __all__ = ["CheckReport", "check_migration"]
@@ -49,10 +51,13 @@ def check_migration(vm: str, to: str, *, copy_storage: bool = False) -> CheckRep
                 destination_migration_uri=destination.migration_uri,
                 copy_storage=copy_storage,
             )
+            network = gather_move_facts(src, dst, vm, source.name, destination.name)
     facts = replace(
         facts,
         vm_also_defined_on=location.also_defined_on,
         unsearched_hosts=location.unreachable,
     )
     findings = tuple(evaluate(facts))
+    if source.name != destination.name:  # the segment and the VM's port profiles
+        findings = tuple(apply_to_findings(list(findings), network))
     return CheckReport(vm, source.name, destination.name, findings, is_blocked(findings), facts)

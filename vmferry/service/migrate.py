@@ -21,6 +21,8 @@ from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.jobs import reconcile_vm
+from vmferry.service.netprofile import finish_move, prepare_destination
+from vmferry.service.predict import after_migration, before_migration
 from vmferry.store.db import Store, open_store
 from vmferry.verify.witness import LabWitness, NoWitness, Witness
 
@@ -94,15 +96,29 @@ def migrate(
     guest = lab.guests.get(vm) if lab is not None else None
     witness: Witness = LabWitness(guest) if guest is not None else NoWitness()
     plan = LivePlan(job.id, vm, source, destination, options, request)
-    capped = False
+    if report.facts is not None:  # keeps the prediction with the job; never raises
+        before_migration(store, job.id, vm, source, destination, report.facts.vm.spec.memory_bytes,
+                         options.bandwidth_mib_s, options.max_downtime_ms, note)  # fmt: skip
+    try:  # the VM's port profiles on the destination before the switchover
+        network = prepare_destination(vm, source, destination, store, job.id, note)
+    except VmferryError as exc:  # it removed what it had added
+        why = f"port profiles could not be applied on {destination.name}: {exc.message}"
+        result = MigrationResult(job.id, vm, source.name, destination.name, options.strategy,
+                                 JobStatus.FAILED, why, None, None, None, None)  # fmt: skip
+        store.finish(job.id, result)
+        return MigrateOutcome(result, report)
+    capped, moved = False, False
     try:
         if options.precopy_cap and bandwidth and report.facts is not None:
             capped = _plan_cap(source, vm, report.facts.vm.spec, bandwidth, options, store,
                                job.id, note)  # fmt: skip
         result = run_live_migration(plan, store, witness, on_progress=on_progress, note=note)
+        moved = result.status is JobStatus.COMPLETED
     finally:
         if capped:
             _lift_cap(vm, (destination, source), store, job.id, note)
+        finish_move(network, moved, store, job.id, note)  # FDB check, source clean-up or undo
+    after_migration(store, result)  # the actual figures beside the prediction; never raises
     if guest is not None and result.status is JobStatus.COMPLETED:
         note_moved(vm, destination.name)  # the lab's own bookkeeping follows the VM
     return MigrateOutcome(result, report)

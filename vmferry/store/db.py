@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from platformdirs import user_data_dir
-from sqlalchemy import Engine, create_engine, select, update
+from sqlalchemy import Engine, create_engine, delete, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,8 +27,18 @@ from vmferry.model import Host
 from vmferry.model.job_state import IllegalTransitionError, transition
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import Job, JobEvent, JobStatus, MigrationOptions, MigrationResult
+from vmferry.model.plan_run import ItemStatus, PlanItem, PlanRecord, PlanStatus
+from vmferry.predict.records import PredictionRecord, ProfileSample
 from vmferry.store.codec import DecodeError, from_jsonable
-from vmferry.store.tables import HostRow, JobEventRow, JobRow
+from vmferry.store.tables import (
+    HostRow,
+    JobEventRow,
+    JobRow,
+    PlanItemRow,
+    PlanRow,
+    PredictionRow,
+    ProfileSampleRow,
+)
 
 __all__ = [
     "DB_ENV_VAR",
@@ -379,6 +389,189 @@ class Store:
                 )
         return self.get_job(job_id)
 
+    # -- workload profiles and predictions (vmferry.predict) ----------------------------
+
+    def add_profile_samples(self, samples: list[ProfileSample]) -> None:
+        """Store workload samples (``taken_at`` ISO 8601; ``metrics`` JSON-ready)."""
+        if not samples:
+            return
+        with self._sessions.begin() as session:
+            session.add_all(
+                ProfileSampleRow(
+                    vm=s.vm,
+                    host=s.host,
+                    taken_at=_parse_iso(s.taken_at),
+                    metrics=to_jsonable(dict(s.metrics)),
+                )
+                for s in samples
+            )
+
+    def profile_samples(
+        self, vm: str, *, since: str | None = None, limit: int = 100_000
+    ) -> list[ProfileSample]:
+        """VM ``vm``'s samples taken at or after ``since`` (ISO 8601), oldest first; the
+        newest ``limit`` of them."""
+        query = select(ProfileSampleRow).where(ProfileSampleRow.vm == vm)
+        if since is not None:
+            query = query.where(ProfileSampleRow.taken_at >= _parse_iso(since))
+        query = query.order_by(ProfileSampleRow.taken_at.desc(), ProfileSampleRow.id.desc())
+        with self._sessions() as session:
+            rows = list(session.scalars(query.limit(limit)))
+        return [ProfileSample(vm=r.vm, host=r.host, taken_at=_iso(r.taken_at),
+                              metrics=dict(r.metrics)) for r in reversed(rows)]  # fmt: skip
+
+    def delete_profile_samples(self, vm: str) -> int:
+        """Forget VM ``vm``'s samples; how many there were."""
+        with self._sessions.begin() as session:
+            done = session.execute(delete(ProfileSampleRow).where(ProfileSampleRow.vm == vm))
+            return int(done.rowcount)  # type: ignore[attr-defined]
+
+    def save_prediction(
+        self, job_id: str, vm: str, source: str, destination: str,
+        predicted: Mapping[str, object],
+    ) -> None:  # fmt: skip
+        """Keep the prediction made for job ``job_id`` before it ran (replacing any)."""
+        now = _now()
+        with self._sessions.begin() as session:
+            _require_job(session, job_id)
+            row = session.get(PredictionRow, job_id, with_for_update=True)
+            if row is None:
+                row = PredictionRow(job_id=job_id, created_at=now, actual=None)
+                session.add(row)
+            row.vm, row.source, row.destination = vm, source, destination
+            row.predicted = to_jsonable(dict(predicted))
+            row.updated_at = now
+
+    def record_actual(self, job_id: str, actual: Mapping[str, object]) -> None:
+        """Put what happened beside job ``job_id``'s prediction; :class:`NotFoundError`
+        if it has none."""
+        with self._sessions.begin() as session:
+            row = session.get(PredictionRow, job_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"job {job_id!r} has no stored prediction")
+            row.actual = to_jsonable(dict(actual))
+            row.updated_at = _now()
+
+    def get_prediction(self, job_id: str) -> PredictionRecord | None:
+        """Job ``job_id``'s prediction and actual figures, None if it has no prediction."""
+        with self._sessions() as session:
+            row = session.get(PredictionRow, job_id)
+            return None if row is None else _prediction(row)
+
+    def list_predictions(
+        self, *, with_actual: bool = True, limit: int = 500
+    ) -> list[PredictionRecord]:
+        """The ``limit`` newest predictions (only those with actual figures, by default),
+        newest first."""
+        query = select(PredictionRow)
+        if with_actual:
+            query = query.where(PredictionRow.actual.is_not(None))
+        query = query.order_by(PredictionRow.created_at.desc(), PredictionRow.job_id)
+        with self._sessions() as session:
+            return [_prediction(r) for r in session.scalars(query.limit(limit))]
+
+    # -- wave plans (vmferry.service.plan) ----------------------------------------------
+
+    def create_plan(
+        self,
+        name: str | None,
+        spec: Mapping[str, object],
+        schedule: Mapping[str, object],
+        items: list[PlanItem],
+    ) -> PlanRecord:
+        """A new ``pending`` plan with a fresh 12-hex-digit id and its items."""
+        for attempt in range(3):
+            plan_id = secrets.token_hex(6)
+            now = _now()
+            try:
+                with self._sessions.begin() as session:
+                    session.add(PlanRow(id=plan_id, name=name, status=PlanStatus.PENDING.value,
+                                        reason=None, requested=None, spec=to_jsonable(dict(spec)),
+                                        schedule=to_jsonable(dict(schedule)), owner_pid=None,
+                                        owner_start_ticks=None, created_at=now, updated_at=now,
+                                        started_at=None, finished_at=None))  # fmt: skip
+                    session.flush()  # the id collides (IntegrityError) here, not later
+                    for item in items:
+                        row = PlanItemRow(plan_id=plan_id, vm=item.vm)
+                        _fill_item_row(row, item)
+                        session.add(row)
+                break
+            except IntegrityError:
+                if attempt == 2:  # pragma: no cover - three random 48-bit collisions
+                    raise
+        return self.get_plan(plan_id)
+
+    def get_plan(self, plan_id: str) -> PlanRecord:
+        """The plan with its items in schedule order; :class:`NotFoundError` if none."""
+        with self._sessions() as session:
+            row = _require_plan(session, plan_id)
+            items = session.scalars(
+                select(PlanItemRow)
+                .where(PlanItemRow.plan_id == plan_id)
+                .order_by(PlanItemRow.position, PlanItemRow.vm)
+            )
+            return _plan(row, tuple(items))
+
+    def list_plans(self, limit: int = 50) -> list[PlanRecord]:
+        """The ``limit`` newest plans, newest first, without their items."""
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(PlanRow).order_by(PlanRow.created_at.desc(), PlanRow.id.desc()).limit(limit)
+            )
+            return [_plan(row, ()) for row in rows]
+
+    def set_plan_status(
+        self, plan_id: str, status: PlanStatus, reason: str | None = None
+    ) -> PlanRecord:
+        """Record the plan's status (and ``reason``; None clears it). The first ``running``
+        sets ``started_at``; a finished status sets ``finished_at``."""
+        with self._sessions.begin() as session:
+            row = _require_plan(session, plan_id, lock=True)
+            now = _now()
+            row.status, row.reason, row.updated_at = status.value, reason, now
+            if status is PlanStatus.RUNNING and row.started_at is None:
+                row.started_at = now
+            if status in (PlanStatus.COMPLETED, PlanStatus.FAILED, PlanStatus.CANCELLED):
+                row.finished_at = now
+            elif status is PlanStatus.RUNNING:
+                row.finished_at = None
+        return self.get_plan(plan_id)
+
+    def set_plan_owner(self, plan_id: str, pid: int | None, start_ticks: int | None) -> None:
+        """Record the process running the plan (pid and start time; None: nobody)."""
+        with self._sessions.begin() as session:
+            row = _require_plan(session, plan_id, lock=True)
+            row.owner_pid, row.owner_start_ticks, row.updated_at = pid, start_ticks, _now()
+
+    def request_plan(self, plan_id: str, request: str | None) -> None:
+        """Ask the plan's running owner to ``pause`` or ``cancel`` (None: clear the ask).
+        A ``cancel`` is never replaced by a ``pause``."""
+        if request not in (None, "pause", "cancel"):
+            raise BadInputError(f"unknown plan request {request!r}")
+        with self._sessions.begin() as session:
+            row = _require_plan(session, plan_id, lock=True)
+            if not (request == "pause" and row.requested == "cancel"):
+                row.requested, row.updated_at = request, _now()
+
+    def plan_request(self, plan_id: str) -> str | None:
+        """What the plan's owner was asked to do (``pause``, ``cancel`` or None)."""
+        with self._engine.connect() as connection:
+            found = connection.execute(
+                select(PlanRow.requested).where(PlanRow.id == plan_id)
+            ).one_or_none()
+        if found is None:
+            raise _no_plan(plan_id)
+        return None if found[0] is None else str(found[0])
+
+    def save_plan_item(self, plan_id: str, item: PlanItem) -> None:
+        """Write every field of ``item`` (the plan's item for ``item.vm``)."""
+        with self._sessions.begin() as session:
+            row = session.get(PlanItemRow, (plan_id, item.vm), with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"plan {plan_id!r} has no vm {item.vm!r}")
+            _fill_item_row(row, item)
+            session.execute(update(PlanRow).where(PlanRow.id == plan_id).values(updated_at=_now()))
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -389,6 +582,19 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_iso(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _prediction(row: PredictionRow) -> PredictionRecord:
+    return PredictionRecord(job_id=row.job_id, vm=row.vm, source=row.source,
+                            destination=row.destination, predicted=dict(row.predicted),
+                            actual=None if row.actual is None else dict(row.actual),
+                            created_at=_iso(row.created_at),
+                            updated_at=_iso(row.updated_at))  # fmt: skip
 
 
 def _event_row(
@@ -479,3 +685,93 @@ def _transition(current: JobStatus, new: JobStatus) -> JobStatus:
         return transition(current, new)
     except IllegalTransitionError as exc:
         raise VmferryError(str(exc)) from exc
+
+
+# -- plans --------------------------------------------------------------------------------
+
+
+def _no_plan(plan_id: str) -> NotFoundError:
+    return NotFoundError(f"no plan {plan_id!r}; `vmferry plan create FILE` makes one")
+
+
+def _require_plan(session: Session, plan_id: str, *, lock: bool = False) -> PlanRow:
+    row = session.get(PlanRow, plan_id, with_for_update=lock)
+    if row is None:
+        raise _no_plan(plan_id)
+    return row
+
+
+def _fill_item_row(row: PlanItemRow, item: PlanItem) -> None:
+    """Copy ``item`` onto ``row`` (the actual offsets are derived, not stored)."""
+    row.wave, row.position = item.wave, item.order
+    row.source, row.destination = item.source, item.destination
+    row.strategy, row.strategy_reason = item.strategy, item.strategy_reason
+    row.predicted_start_s, row.predicted_end_s = item.predicted_start_s, item.predicted_end_s
+    row.predicted_s, row.predicted_downtime_ms = item.predicted_s, item.predicted_downtime_ms
+    row.prediction = to_jsonable(dict(item.prediction))
+    row.status, row.job_id, row.reason = item.status.value, item.job_id, item.reason
+    row.started_at = None if item.started_at is None else _parse_iso(item.started_at)
+    row.finished_at = None if item.finished_at is None else _parse_iso(item.finished_at)
+    row.actual_total_ms, row.actual_downtime_ms = item.actual_total_ms, item.actual_downtime_ms
+    row.attempts = item.attempts
+
+
+def _offset(moment: datetime | None, origin: datetime | None) -> float | None:
+    if moment is None or origin is None:
+        return None
+    return round((_parse_iso(_iso(moment)) - _parse_iso(_iso(origin))).total_seconds(), 3)
+
+
+def _plan_item(i: PlanItemRow, origin: datetime | None) -> PlanItem:
+    return PlanItem(
+        vm=i.vm,
+        wave=i.wave,
+        order=i.position,
+        source=i.source,
+        destination=i.destination,
+        strategy=i.strategy,
+        strategy_reason=i.strategy_reason,
+        predicted_start_s=i.predicted_start_s,
+        predicted_end_s=i.predicted_end_s,
+        predicted_s=i.predicted_s,
+        predicted_downtime_ms=i.predicted_downtime_ms,
+        prediction=dict(i.prediction),
+        status=ItemStatus(i.status),
+        job_id=i.job_id,
+        reason=i.reason,
+        started_at=None if i.started_at is None else _iso(i.started_at),
+        finished_at=None if i.finished_at is None else _iso(i.finished_at),
+        actual_start_s=_offset(i.started_at, origin),
+        actual_end_s=_offset(i.finished_at, origin),
+        actual_total_ms=i.actual_total_ms,
+        actual_downtime_ms=i.actual_downtime_ms,
+        attempts=i.attempts,
+    )
+
+
+def _plan(row: PlanRow, items: tuple[PlanItemRow, ...]) -> PlanRecord:
+    try:
+        status = PlanStatus(row.status)
+        built = tuple(_plan_item(i, row.started_at) for i in items)
+    except ValueError as exc:
+        raise VmferryError(
+            f"plan {row.id} in the database cannot be read by this vmferry ({exc}); it was "
+            "probably written by a newer vmferry: upgrade vmferry",
+            cause=exc,
+        ) from exc
+    return PlanRecord(
+        id=row.id,
+        name=row.name,
+        status=status,
+        created_at=_iso(row.created_at),
+        updated_at=_iso(row.updated_at),
+        spec=dict(row.spec),
+        schedule=dict(row.schedule),
+        items=built,
+        reason=row.reason,
+        requested=row.requested,
+        owner_pid=row.owner_pid,
+        owner_start_ticks=row.owner_start_ticks,
+        started_at=None if row.started_at is None else _iso(row.started_at),
+        finished_at=None if row.finished_at is None else _iso(row.finished_at),
+    )

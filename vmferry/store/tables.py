@@ -100,3 +100,87 @@ class JobEventRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ProfileSampleRow(Base):
+    """One workload sample of a VM (see :class:`vmferry.predict.profile.ProfileSample`)."""
+
+    __tablename__ = "profile_samples"
+    __table_args__ = (Index("ix_profile_samples_vm_taken_at", "vm", "taken_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vm: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))
+    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class PredictionRow(Base):
+    """A migration job's prediction, made before it ran, and its actual figures after
+    (see :class:`vmferry.predict.model.PredictionRecord`)."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_created_at", "created_at"),)
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    vm: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(255))
+    destination: Mapped[str] = mapped_column(String(255))
+    predicted: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actual: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PlanRow(Base):
+    """A wave plan (see :class:`vmferry.model.plan_run.PlanRecord`)."""
+
+    __tablename__ = "plans"
+    __table_args__ = (Index("ix_plans_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested: Mapped[str | None] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    schedule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    owner_start_ticks: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PlanItemRow(Base):
+    """One VM of a wave plan (see :class:`vmferry.model.plan_run.PlanItem`). ``position``
+    is the item's order in the schedule (``order`` is an SQL keyword)."""
+
+    __tablename__ = "plan_items"
+
+    plan_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True
+    )
+    vm: Mapped[str] = mapped_column(String(255), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(255))
+    destination: Mapped[str] = mapped_column(String(255))
+    strategy: Mapped[str] = mapped_column(String(16))
+    strategy_reason: Mapped[str] = mapped_column(Text)
+    predicted_start_s: Mapped[int] = mapped_column(Integer)
+    predicted_end_s: Mapped[int] = mapped_column(Integer)
+    predicted_s: Mapped[int] = mapped_column(Integer)
+    predicted_downtime_ms: Mapped[int | None] = mapped_column(Integer)
+    prediction: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    actual_total_ms: Mapped[int | None] = mapped_column(Integer)
+    actual_downtime_ms: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)

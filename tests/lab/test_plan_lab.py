@@ -1,0 +1,104 @@
+"""A wave plan of three lab guests with different dirty rates: predicted, run through the
+engine, compared, drawn; then a resumed plan that skips an item already completed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from vmferry.lab import guests
+from vmferry.lab.state import LabState
+from vmferry.model.plan_run import ItemStatus
+from vmferry.store import open_store
+
+pytestmark = pytest.mark.lab
+
+DIRTY_MB_S = {"pw1": 0, "pw2": 6, "pw3": 16}
+
+
+def vmferry(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=os.environ,
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def plan_file(path: Path, moves: dict[str, tuple[str, str]]) -> Path:
+    """Hosts on the lab's 400 Mbit/s links, one migration at a time on each."""
+    lines = ["version: 1", "name: lab-waves", "defaults: {wave_slice_s: 30}", "hosts:"]
+    for host in ("kvm1", "kvm2"):
+        lines.append(f"  - {{name: {host}, cpus: 16, memory_mb: 8192, link_gbps: 0.4, "
+                     "max_concurrent: 1}")  # fmt: skip
+    lines.append("vms:")
+    for vm, (src, dst) in moves.items():
+        lines.append(f"  - {{name: {vm}, source: {src}, destination: {dst}, memory_mb: 256, "
+                     "vcpus: 1, max_downtime_ms: 500}")  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_plan_create_run_show_and_resume(lab: LabState, tmp_path: Path) -> None:
+    for vm, rate in DIRTY_MB_S.items():
+        guests.create_guest(vm, "kvm1", memory_mb=256, working_set_mb=96, dirty_mb_s=rate)
+    there = {vm: ("kvm1", "kvm2") for vm in DIRTY_MB_S}
+
+    done = vmferry("plan", "create", str(plan_file(tmp_path / "plan.yaml", there)), "--json")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    plan_id = created["id"]
+    assert created["status"] == "pending"
+    assert created["makespan_s"] >= created["lower_bound_s"] > 0
+    by_vm = {i["vm"]: i for i in created["items"]}
+    assert set(by_vm) == set(DIRTY_MB_S)
+    for vm, item in by_vm.items():
+        model = item["predicted"]["model"]
+        assert model["measured"] is True, (vm, model)
+        assert model["inputs"]["memory_bytes"] == 256 * 2**20
+        assert item["predicted"]["duration_s"] > 0
+        assert item["strategy"] in ("live", "postcopy") and item["strategy_reason"]
+    dirtiest = by_vm["pw3"]["predicted"]["model"]["inputs"]["dirty_rate_bytes_s"]
+    assert dirtiest > by_vm["pw1"]["predicted"]["model"]["inputs"]["dirty_rate_bytes_s"]
+
+    done = vmferry("plan", "run", plan_id, "--json")
+    assert done.returncode == 0, done.stderr
+    ran = json.loads(done.stdout)
+    assert ran["status"] == "completed"
+    assert all(i["status"] == "completed" and i["job_id"] for i in ran["items"])
+    assert {guests.get_guest(vm).host for vm in DIRTY_MB_S} == {"kvm2"}
+
+    gantt = tmp_path / "plan.html"
+    done = vmferry("plan", "show", plan_id, "--json", "--gantt", str(gantt))
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    for item in shown["items"]:
+        assert item["predicted"]["end_s"] > item["predicted"]["start_s"]
+        actual = item["actual"]
+        assert actual["end_s"] > actual["start_s"] >= 0
+        assert actual["total_time_ms"] > 0 and actual["downtime_ms"] is not None
+    html = gantt.read_text()
+    assert html.count('class="bar actual"') == len(DIRTY_MB_S)
+    assert html.count('class="bar predicted"') == len(DIRTY_MB_S)
+    for vm in DIRTY_MB_S:
+        assert f'data-vm="{vm}"' in html
+
+    # resume: a plan back to kvm1 whose first item the store already has as completed
+    back = {vm: ("kvm2", "kvm1") for vm in ("pw1", "pw2")}
+    done = vmferry("plan", "create", str(plan_file(tmp_path / "back.yaml", back)), "--json")
+    assert done.returncode == 0, done.stderr
+    second = json.loads(done.stdout)["id"]
+    with open_store() as store:
+        first = store.get_plan(second).items[0]
+        store.save_plan_item(second, replace(first, status=ItemStatus.COMPLETED))
+    done = vmferry("plan", "resume", second, "--json")
+    assert done.returncode == 0, done.stderr
+    resumed = {i["vm"]: i for i in json.loads(done.stdout)["items"]}
+    skipped, moved = resumed[first.vm], next(i for v, i in resumed.items() if v != first.vm)
+    assert skipped["status"] == "completed" and skipped["job_id"] is None
+    assert skipped["attempts"] == 0 and skipped["actual"] is None
+    assert moved["status"] == "completed" and moved["job_id"]
+    assert guests.get_guest(first.vm).host == "kvm2"  # never moved
+    assert guests.get_guest(moved["vm"]).host == "kvm1"

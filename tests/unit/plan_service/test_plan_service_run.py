@@ -1,0 +1,214 @@
+"""`create_plan` and `run_plan` with the hosts replaced: a fake measurement and a fake
+engine that records jobs in a real (SQLite) store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmferry.errors import BadInputError
+from vmferry.lab.processes import start_ticks
+from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
+from vmferry.model.plan_run import ItemStatus, PlanStatus
+from vmferry.plan import PlanSpec
+from vmferry.predict.model import PredictInputs
+from vmferry.service.migrate import MigrateOutcome
+from vmferry.service.plan import Measured, create_plan, plan_json, write_plan_gantt
+from vmferry.service.plan_run import run_plan
+from vmferry.store import Store, open_store
+
+MIB = 2**20
+PLAN = """version: 1
+name: unit
+defaults: {wave_slice_s: 30}
+hosts:
+  - {name: kvm1, cpus: 16, memory_mb: 8192, link_gbps: 0.4, max_concurrent: 2}
+  - {name: kvm2, cpus: 16, memory_mb: 8192, link_gbps: 0.4, max_concurrent: 2}
+vms:
+  - {name: idle, source: kvm1, destination: kvm2, memory_mb: 256, vcpus: 1}
+  - {name: busy, source: kvm1, destination: kvm2, memory_mb: 256, vcpus: 1, max_downtime_ms: 200}
+  - {name: other, source: kvm1, destination: kvm2, memory_mb: 512, vcpus: 1%s}
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path / 'plans.db'}"
+    monkeypatch.setenv("VMFERRY_DB", url)
+    with open_store(url) as opened:
+        yield opened
+
+
+def plan_path(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "plan.yaml"
+    path.write_text(PLAN % extra)
+    return path
+
+
+def fake_measure(spec: PlanSpec, _store: Store) -> tuple[dict[str, Measured], dict[str, str]]:
+    def inputs(dirty_mib_s: float) -> PredictInputs:
+        return PredictInputs(memory_bytes=256 * MIB, dirty_rate_bytes_s=dirty_mib_s * MIB,
+                             link_bytes_s=125e6, zero_fraction=0.5)  # fmt: skip
+
+    measured = {"idle": Measured(inputs(0), {"dirty_rate_bytes_s": "test"}),
+                "busy": Measured(inputs(80), {"dirty_rate_bytes_s": "test"})}  # fmt: skip
+    return measured, {"other": "not on a registered host"}
+
+
+class FakeEngine:
+    """Records a job per call, like service.migrate.migrate; fails the VMs in ``fail``."""
+
+    def __init__(self, store: Store, fail: set[str] | None = None,
+                 during: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        self.store, self.fail, self.during = store, fail or set(), during
+        self.calls: list[tuple[str, str, MigrationOptions]] = []
+
+    def __call__(self, vm: str, to: str, options: MigrationOptions, *, on_progress: Any,
+                 note: Callable[[str], None]) -> MigrateOutcome:  # fmt: skip
+        self.calls.append((vm, to, options))
+        pid = os.getpid()
+        job = self.store.create_job("migrate", vm, "kvm1", to, options, owner_pid=pid,
+                                    owner_start_ticks=start_ticks(pid))  # fmt: skip
+        note("checks clear")
+        if self.during is not None:
+            self.during(vm)
+        self.store.set_status(job.id, JobStatus.RUNNING)
+        failed = vm in self.fail
+        result = MigrationResult(job.id, vm, "kvm1", to, options.strategy,
+                                 JobStatus.FAILED if failed else JobStatus.COMPLETED,
+                                 "boom" if failed else None, 4000, 120, 300 * MIB, 2)  # fmt: skip
+        self.store.finish(job.id, result)
+        return MigrateOutcome(result, None)  # type: ignore[arg-type]
+
+
+def test_create_predicts_measured_vms_and_explains_each_strategy(
+    store: Store, tmp_path: Path
+) -> None:
+    record = create_plan(plan_path(tmp_path), store=store, measure=fake_measure)
+    assert record.status is PlanStatus.PENDING
+    items = {i.vm: i for i in record.items}
+    assert items["idle"].strategy == "live"
+    assert "converges" in items["idle"].strategy_reason
+    assert items["busy"].strategy == "postcopy"  # 80 MiB/s against a 48 MiB/s link
+    assert "does not converge" in items["busy"].strategy_reason
+    assert items["idle"].prediction["measured"] is True
+    assert items["other"].prediction["measured"] is False
+    assert items["other"].strategy_reason.startswith("not measured (not on a registered host)")
+    # the measured VMs' durations are the model's, not bytes over bandwidth
+    model_s = items["idle"].prediction["total_time_ms"] / 1000
+    assert items["idle"].predicted_s == pytest.approx(model_s, abs=1)
+    assert (
+        items["idle"].predicted_end_s - items["idle"].predicted_start_s == items["idle"].predicted_s
+    )
+    assert [i.order for i in record.items] == [0, 1, 2]
+
+
+def test_warm_or_cold_in_the_plan_file_is_refused(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match=r"not supported.*vms\[2\] \(other\): strategy cold"):
+        create_plan(plan_path(tmp_path, ", strategy: cold"), store=store, measure=fake_measure)
+    assert store.list_plans() == []
+
+
+def test_run_moves_every_vm_and_records_jobs_and_actuals(store: Store, tmp_path: Path) -> None:
+    plan_id = create_plan(plan_path(tmp_path), store=store, measure=fake_measure).id
+    engine = FakeEngine(store)
+    done = run_plan(plan_id, store=store, migrate_fn=engine, poll_s=0.01)
+    assert done.status is PlanStatus.COMPLETED and done.reason is None
+    assert sorted(vm for vm, _, _ in engine.calls) == ["busy", "idle", "other"]
+    strategies = {vm: str(o.strategy) for vm, _, o in engine.calls}
+    assert strategies == {i.vm: i.strategy for i in done.items}
+    assert {vm: o.max_downtime_ms for vm, _, o in engine.calls}["busy"] == 200
+    for item in done.items:
+        assert item.status is ItemStatus.COMPLETED and item.attempts == 1
+        assert item.job_id is not None and store.get_job(item.job_id).vm == item.vm
+        assert (item.actual_total_ms, item.actual_downtime_ms) == (4000, 120)
+        assert item.actual_start_s is not None and item.actual_end_s is not None
+    assert done.owner_pid is None
+    doc = plan_json(done)
+    assert all(i["actual"]["total_time_ms"] == 4000 for i in doc["items"])
+    html = write_plan_gantt(done, tmp_path / "g.html").read_text()
+    assert html.count('class="bar actual"') == 3
+
+
+def test_resume_skips_completed_items(store: Store, tmp_path: Path) -> None:
+    record = create_plan(plan_path(tmp_path), store=store, measure=fake_measure)
+    first = record.items[0]
+    store.save_plan_item(record.id, replace(first, status=ItemStatus.COMPLETED))
+    store.set_plan_status(record.id, PlanStatus.PAUSED)
+    engine = FakeEngine(store)
+    done = run_plan(record.id, store=store, migrate_fn=engine, poll_s=0.01)
+    assert done.status is PlanStatus.COMPLETED
+    assert first.vm not in [vm for vm, _, _ in engine.calls]
+    assert len(engine.calls) == 2
+    assert done.item(first.vm).job_id is None
+
+
+def test_a_failure_stops_the_plan_and_a_new_run_retries_only_it(
+    store: Store, tmp_path: Path
+) -> None:
+    plan_id = create_plan(plan_path(tmp_path), store=store, measure=fake_measure).id
+    failed = run_plan(plan_id, store=store, migrate_fn=FakeEngine(store, {"busy"}), poll_s=0.01)
+    assert failed.status is PlanStatus.FAILED
+    assert "busy (failed: boom)" in (failed.reason or "")
+    assert failed.item("busy").status is ItemStatus.FAILED
+    retry = FakeEngine(store)
+    done = run_plan(plan_id, store=store, migrate_fn=retry, poll_s=0.01)
+    assert done.status is PlanStatus.COMPLETED
+    moved_first = {i.vm for i in failed.items if i.status is ItemStatus.COMPLETED}
+    assert {vm for vm, _, _ in retry.calls} == {i.vm for i in done.items} - moved_first
+    assert done.item("busy").attempts == 2
+
+
+def test_pause_request_lets_the_running_finish_and_starts_nothing_more(
+    store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "one.yaml"
+    path.write_text((PLAN % "").replace("max_concurrent: 2", "max_concurrent: 1"))
+    plan_id = create_plan(path, store=store, measure=fake_measure).id
+    engine = FakeEngine(store, during=lambda _vm: store.request_plan(plan_id, "pause"))
+    paused = run_plan(plan_id, store=store, migrate_fn=engine, poll_s=0.01)
+    assert paused.status is PlanStatus.PAUSED and paused.requested is None
+    assert len(engine.calls) == 1
+    statuses = sorted(i.status.value for i in paused.items)
+    assert statuses == ["completed", "pending", "pending"]
+    done = run_plan(plan_id, store=store, migrate_fn=FakeEngine(store), poll_s=0.01)
+    assert done.status is PlanStatus.COMPLETED
+
+
+def test_an_item_left_running_by_a_crash_is_reconciled_not_rerun(
+    store: Store, tmp_path: Path
+) -> None:
+    record = create_plan(plan_path(tmp_path), store=store, measure=fake_measure)
+    first = record.items[0]
+    # the earlier run's job completed, but vmferry died before the item noted the end
+    job = store.create_job("migrate", first.vm, "kvm1", "kvm2", MigrationOptions())
+    store.set_status(job.id, JobStatus.RUNNING)
+    live = MigrationOptions().strategy
+    result = MigrationResult(job.id, first.vm, "kvm1", "kvm2", live, JobStatus.COMPLETED, None,
+                             5000, 90, 1, 1)  # fmt: skip
+    store.finish(job.id, result)
+    store.save_plan_item(record.id, replace(first, status=ItemStatus.RUNNING, job_id=job.id,
+                                            started_at="2020-01-01T00:00:00.000Z"))  # fmt: skip
+    store.set_plan_status(record.id, PlanStatus.RUNNING)
+    store.set_plan_owner(record.id, 999_999, 1)  # a process that is gone
+    engine = FakeEngine(store)
+    done = run_plan(record.id, store=store, migrate_fn=engine, poll_s=0.01)
+    assert done.status is PlanStatus.COMPLETED
+    assert first.vm not in [vm for vm, _, _ in engine.calls]
+    assert (done.item(first.vm).job_id, done.item(first.vm).actual_total_ms) == (job.id, 5000)
+
+
+def test_a_plan_run_by_a_live_process_or_finished_is_refused(store: Store, tmp_path: Path) -> None:
+    plan_id = create_plan(plan_path(tmp_path), store=store, measure=fake_measure).id
+    store.set_plan_status(plan_id, PlanStatus.RUNNING)
+    store.set_plan_owner(plan_id, os.getpid(), start_ticks(os.getpid()))
+    with pytest.raises(BadInputError, match="being run by vmferry process"):
+        run_plan(plan_id, store=store, migrate_fn=FakeEngine(store))
+    store.set_plan_status(plan_id, PlanStatus.COMPLETED)
+    with pytest.raises(BadInputError, match="is completed"):
+        run_plan(plan_id, store=store, migrate_fn=FakeEngine(store))

@@ -1,0 +1,95 @@
+"""Strategy choice and right-sizing (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmferry.predict.model import Calibration, PredictInputs, predict
+from vmferry.predict.rightsize import recommend
+from vmferry.predict.strategy import MoveStrategy, choose_strategy, warm_downtime_ms
+
+MIB = 2**20
+LINK = 50_000_000.0
+CAL = Calibration(efficiency=1.0, setup_ms=400, switchover_ms=100, bytes_factor=1.0)
+
+
+def prediction(dirty_share: float, memory_mb: int = 512) -> object:
+    return predict(PredictInputs(memory_bytes=memory_mb * MIB,
+                                 dirty_rate_bytes_s=dirty_share * LINK, link_bytes_s=LINK,
+                                 zero_fraction=0.5, downtime_limit_ms=300), CAL)  # fmt: skip
+
+
+def test_a_converging_vm_moves_live_and_says_why() -> None:
+    choice = choose_strategy(prediction(0.1), 300, allow_postcopy=True)  # type: ignore[arg-type]
+    assert choice.strategy is MoveStrategy.LIVE
+    assert "converges" in choice.reason and "300 ms" in choice.reason
+    assert choice.predicted_downtime_ms <= 300
+
+
+def test_a_non_converging_vm_gets_postcopy_when_allowed() -> None:
+    choice = choose_strategy(prediction(1.5), 300, allow_postcopy=True)  # type: ignore[arg-type]
+    assert choice.strategy is MoveStrategy.POSTCOPY
+    assert "does not converge" in choice.reason
+
+
+def test_without_postcopy_a_tolerant_vm_moves_warm_and_an_intolerant_one_cold() -> None:
+    p = prediction(1.5)
+    warm = warm_downtime_ms(p)  # type: ignore[arg-type]
+    assert warm > 1000
+    tolerant = choose_strategy(p, warm + 1000, allow_postcopy=False)  # type: ignore[arg-type]
+    assert tolerant.strategy is MoveStrategy.WARM
+    assert "post-copy is not allowed" in tolerant.reason
+    strict = choose_strategy(p, 300, allow_postcopy=False)  # type: ignore[arg-type]
+    assert strict.strategy is MoveStrategy.COLD
+    assert "maintenance window" in strict.reason
+
+
+def test_a_tolerance_below_the_postcopy_switch_rules_out_postcopy() -> None:
+    choice = choose_strategy(prediction(1.5), 50, allow_postcopy=True)  # type: ignore[arg-type]
+    assert choice.strategy is MoveStrategy.COLD
+
+
+def test_no_offline_moves_keep_it_live() -> None:
+    choice = choose_strategy(prediction(1.5), 300, allow_postcopy=False,  # type: ignore[arg-type]
+                             allow_offline=False)  # fmt: skip
+    assert choice.strategy is MoveStrategy.LIVE
+    assert "may not be stopped" in choice.reason
+
+
+def test_no_tolerance_given_means_any_downtime() -> None:
+    assert choose_strategy(prediction(0.1), None).strategy is MoveStrategy.LIVE  # type: ignore[arg-type]
+    assert choose_strategy(prediction(1.5), None, allow_postcopy=False).strategy is (  # type: ignore[arg-type]
+        MoveStrategy.WARM)  # fmt: skip
+
+
+# -- right-sizing --------------------------------------------------------------------------
+
+
+def test_an_idle_big_vm_is_oversized() -> None:
+    r = recommend(8, 16 * 1024 * MIB, [0.05] * 100, [2 * 1024 * MIB] * 100)
+    assert r.oversized and not r.overutilised
+    assert r.recommended_vcpus == 1
+    assert r.recommended_memory_bytes == 2560 * MIB  # 2 GiB + 20%, up to 256 MiB
+    assert "oversized" in r.reason
+
+
+def test_a_hot_vm_is_overutilised_and_never_shrunk() -> None:
+    r = recommend(2, 1024 * MIB, [0.95] * 100, [1000 * MIB] * 100)
+    assert r.overutilised and not r.oversized
+    assert r.recommended_vcpus >= 3
+    assert r.recommended_memory_bytes > 1024 * MIB
+    assert "CPU and memory" in r.reason
+
+
+def test_p95_ignores_a_short_spike() -> None:
+    r = recommend(4, 4096 * MIB, [0.3] * 99 + [1.0], [])
+    assert r.cpu_p95 == pytest.approx(0.3)
+    assert not r.overutilised
+    assert r.recommended_vcpus == 2  # 1.2 vCPUs + 25%
+    assert r.memory_used_p95_bytes is None and r.recommended_memory_bytes == 4096 * MIB
+
+
+def test_a_well_sized_vm_is_neither() -> None:
+    r = recommend(2, 2048 * MIB, [0.5] * 10, [1400 * MIB] * 10)
+    assert not r.oversized and not r.overutilised
+    assert "about right" in r.reason

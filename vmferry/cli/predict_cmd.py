@@ -1,0 +1,65 @@
+"""`vmferry predict VM --to HOST`: what a live migration would take, before it runs."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from vmferry.cli.output import console, print_json
+from vmferry.predict.strategy import choose_strategy
+from vmferry.service.predict import PredictReport, predict_migration, prediction_json
+
+MIB = 2**20
+
+
+def predict(
+    vm: str = typer.Argument(..., help="The running VM to predict a move of."),
+    to: str = typer.Option(..., "--to", help="The registered destination host."),
+    max_downtime_ms: int = typer.Option(
+        300, "--max-downtime-ms", min=10, max=60_000, help="The downtime the VM tolerates."
+    ),
+    bandwidth_mib_s: int | None = typer.Option(
+        None,
+        "--bandwidth-mib-s",
+        min=1,
+        help="The migration bandwidth (default: the lab's "
+        "link for lab hosts, else an assumed 1 Gbit/s).",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Predict total time, downtime, bytes and whether pre-copy converges (measures ~1 s).
+
+    JSON: {"vm", "destination", "converges", "total_time_ms", "downtime_ms",
+    "transferred_bytes", "inputs": {"memory_bytes", "dirty_rate_bytes_s", "link_bytes_s",
+    "zero_fraction", "downtime_limit_ms"}}.
+    """
+    report = predict_migration(
+        vm, to, max_downtime_ms=max_downtime_ms, bandwidth_mib_s=bandwidth_mib_s
+    )
+    if json_out:
+        print_json(prediction_json(report))
+        return
+    console.print(report_table(report, max_downtime_ms))
+
+
+def report_table(report: PredictReport, max_downtime_ms: int) -> Table:
+    p, i = report.prediction, report.prediction.inputs
+    table = Table(
+        title=f"{report.vm}: {report.source} -> {report.destination} (predicted)", show_header=False
+    )
+    table.add_row("converges", "yes" if p.converges else "[bold red]no[/bold red] (pre-copy alone)")
+    table.add_row("total time", f"{p.total_time_ms / 1000:.1f} s")
+    table.add_row("downtime", f"{p.downtime_ms} ms (QEMU limit {p.qemu_limit_ms} ms)")
+    table.add_row("transferred", f"{p.transferred_bytes / MIB:.0f} MiB in {len(p.rounds)} rounds")
+    table.add_row("memory", f"{i.memory_bytes / MIB:.0f} MiB, {i.zero_fraction:.0%} zero pages")
+    table.add_row("dirty rate", f"{i.dirty_rate_bytes_s / MIB:.1f} MiB/s")
+    table.add_row("link", f"{i.link_bytes_s / MIB:.1f} MiB/s")
+    if report.escalates:
+        table.add_row(
+            "note", "vmferry's policy would escalate (throttle): the total is an upper bound"
+        )
+    choice = choose_strategy(p, max_downtime_ms, allow_postcopy=True)
+    table.add_row("strategy", f"{choice.strategy}: {choice.reason}")
+    for key, basis in report.basis.items():
+        table.add_row(f"[dim]{key}[/dim]", f"[dim]{basis}[/dim]")
+    return table

@@ -1,0 +1,120 @@
+"""`vmferry profile VM` / `vmferry profile --host H`: sample workloads, right-size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from vmferry.cli.output import console, err_console, print_json
+from vmferry.predict.records import ProfileSample
+from vmferry.service.profile import ProfileRun
+from vmferry.service.profile import profile as profile_service
+
+MIB = 2**20
+NET = "{:.2f}"
+
+
+def profile(
+    vm: str | None = typer.Argument(None, help="The running VM to profile."),
+    host: str | None = typer.Option(None, "--host", help="Profile every running VM of it."),
+    duration: float = typer.Option(60, "--duration", help="Seconds to sample for."),
+    interval: float = typer.Option(1, "--interval", help="Seconds between samples."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Sample CPU, memory, disk, network and dirty rate into the store; recommend a size.
+
+    Ctrl-C stops early and keeps what was sampled. JSON: one object per VM (a list with
+    --host): {"vm", "host", "samples", "interrupted", "first_at", "last_at", "stats":
+    {metric: {"mean", "p95", "max"}}, "zero_fraction", "rightsizing": {"vcpus",
+    "memory_bytes", "recommended_vcpus", "recommended_memory_bytes", "cpu_p95",
+    "memory_used_p95_bytes", "oversized", "overutilised", "reason"}}.
+    """
+
+    def show(sample: ProfileSample) -> None:
+        cpu = sample.get("cpu_share") or 0.0
+        dirty = sample.get("dirty_rate_bytes_s")
+        dirty_text = "-" if dirty is None else f"{dirty / MIB:.1f} MiB/s"
+        err_console.print(
+            f"[dim]•[/dim] {sample.taken_at} {sample.vm}: CPU {cpu:.0%}, dirty {dirty_text}",
+            highlight=False,
+        )
+
+    runs = profile_service(vm, host=host, duration_s=duration, interval_s=interval, on_sample=show)
+    if json_out:
+        docs = [run_json(r) for r in runs]
+        print_json(docs if host is not None else docs[0])
+        return
+    console.print(runs_table(runs))
+    for run in runs:
+        flag = (
+            "[bold red]overutilised[/bold red] "
+            if run.summary.rightsizing.overutilised
+            else "[yellow]oversized[/yellow] "
+            if run.summary.rightsizing.oversized
+            else ""
+        )
+        console.print(f"{run.vm}: {flag}{run.summary.rightsizing.reason}", highlight=False)
+    if any(r.interrupted for r in runs):
+        err_console.print("interrupted: the samples taken so far are stored")
+
+
+def run_json(run: ProfileRun) -> dict[str, Any]:
+    s = run.summary
+    return {
+        "vm": run.vm,
+        "host": run.host,
+        "samples": len(run.samples),
+        "interrupted": run.interrupted,
+        "first_at": s.first_at,
+        "last_at": s.last_at,
+        "stats": {k: {"mean": v.mean, "p95": v.p95, "max": v.max} for k, v in s.stats.items()},
+        "zero_fraction": s.zero_fraction,
+        "rightsizing": {
+            "vcpus": s.rightsizing.vcpus,
+            "memory_bytes": s.rightsizing.memory_bytes,
+            "recommended_vcpus": s.rightsizing.recommended_vcpus,
+            "recommended_memory_bytes": s.rightsizing.recommended_memory_bytes,
+            "cpu_p95": s.rightsizing.cpu_p95,
+            "memory_used_p95_bytes": s.rightsizing.memory_used_p95_bytes,
+            "oversized": s.rightsizing.oversized,
+            "overutilised": s.rightsizing.overutilised,
+            "reason": s.rightsizing.reason,
+        },
+    }
+
+
+def _p95(run: ProfileRun, key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+    stat = run.summary.stats.get(key)
+    return "-" if stat is None else fmt.format(stat.p95 / scale)
+
+
+def runs_table(runs: list[ProfileRun]) -> Table:
+    table = Table(title="workload profile (p95 over the samples)")
+    for column in (
+        "VM",
+        "samples",
+        "CPU",
+        "memory in use",
+        "disk r/w MiB/s",
+        "disk r/w IOPS",
+        "net rx/tx MiB/s",
+        "dirty MiB/s",
+        "zero pages",
+    ):
+        table.add_column(column, no_wrap=True)
+    for r in runs:
+        zero = r.summary.zero_fraction
+        table.add_row(
+            r.vm,
+            str(len(r.samples)),
+            _p95(r, "cpu_share", 0.01, "{:.0f}%"),
+            _p95(r, "memory_used_bytes", MIB, "{:.0f} MiB"),
+            f"{_p95(r, 'disk_read_bytes_s', MIB)}/{_p95(r, 'disk_write_bytes_s', MIB)}",
+            f"{_p95(r, 'disk_read_ops_s', 1, '{:.0f}')}/{_p95(r, 'disk_write_ops_s', 1, '{:.0f}')}",
+            f"{_p95(r, 'net_rx_bytes_s', MIB, NET)}/{_p95(r, 'net_tx_bytes_s', MIB, NET)}",
+            _p95(r, "dirty_rate_bytes_s", MIB),
+            "-" if zero is None else f"{zero:.0%}",
+        )
+    return table

@@ -1,0 +1,126 @@
+"""Which way to move a VM: live pre-copy, live with post-copy fallback, warm or cold (pure).
+
+- ``live``: pre-copy converges and its predicted downtime is within the VM's tolerance;
+- ``postcopy``: pre-copy alone would not converge (or its downtime would be too long) but
+  post-copy is allowed: the switch is short and the rest follows on demand;
+- ``warm``: suspend to a saved state, transfer it, resume: the downtime is the whole
+  transfer of the non-zero memory, for VMs that tolerate that but cannot move live;
+- ``cold``: shut down, copy, start: for VMs that tolerate an outage, or when nothing else fits.
+
+The reason is one sentence with the numbers that decided.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from vmferry.predict.model import Prediction
+
+MIB = 2**20
+
+
+class MoveStrategy(enum.StrEnum):
+    LIVE = "live"
+    POSTCOPY = "postcopy"
+    WARM = "warm"
+    COLD = "cold"
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    strategy: MoveStrategy
+    reason: str
+    predicted_downtime_ms: int
+
+
+def warm_downtime_ms(prediction: Prediction) -> int:
+    """Saving, sending and restoring the non-zero memory while the VM is stopped."""
+    inputs, cal = prediction.inputs, prediction.calibration
+    rate = inputs.link_bytes_s * max(0.01, cal.efficiency)
+    return round(cal.setup_ms + inputs.nonzero_bytes * cal.bytes_factor / rate * 1000)
+
+
+def choose_strategy(
+    prediction: Prediction,
+    max_downtime_ms: int | None,
+    allow_postcopy: bool = True,
+    *,
+    allow_offline: bool = True,
+    postcopy_downtime_ms: int | None = None,
+) -> StrategyChoice:
+    """Choose for one VM.
+
+    ``max_downtime_ms``: the VM's tolerance (None: any downtime is acceptable, so the
+    simplest move that fits wins, still live when it converges). ``allow_postcopy``: the
+    VM may run on the destination before all its memory is there (a failure of the source
+    or the link then loses it). ``allow_offline``: warm or cold moves are acceptable at all.
+    ``postcopy_downtime_ms``: the post-copy switchover (default: the calibrated switchover).
+    """
+    p = prediction
+    inputs = p.inputs
+    link = f"{inputs.link_bytes_s / MIB:.1f} MiB/s"
+    dirty = f"{inputs.dirty_rate_bytes_s / MIB:.1f} MiB/s"
+    mem = f"{inputs.memory_bytes / MIB:.0f} MiB"
+    tolerance = "any" if max_downtime_ms is None else f"{max_downtime_ms} ms"
+    switch = (
+        postcopy_downtime_ms
+        if postcopy_downtime_ms is not None
+        else round(p.calibration.switchover_ms)
+    )
+    warm = warm_downtime_ms(p)
+
+    def fits(ms: int) -> bool:
+        return max_downtime_ms is None or ms <= max_downtime_ms
+
+    if p.converges and fits(p.downtime_ms):
+        return StrategyChoice(
+            MoveStrategy.LIVE,
+            f"pre-copy converges in {len(p.rounds)} rounds ({mem}, dirty {dirty} "
+            f"over a {link} link): about {p.total_time_ms / 1000:.1f} s with "
+            f"{p.downtime_ms} ms downtime, within the tolerance of {tolerance}",
+            p.downtime_ms,
+        )
+    why_not = (
+        f"pre-copy does not converge (dirty {dirty} against a {link} link)"
+        if not p.converges
+        else f"pre-copy's predicted downtime of {p.downtime_ms} ms exceeds the tolerance of "
+        f"{tolerance}"
+    )
+    if allow_postcopy and fits(switch):
+        return StrategyChoice(
+            MoveStrategy.POSTCOPY,
+            f"{why_not}; live with post-copy fallback switches in about "
+            f"{switch} ms and moves the rest on demand (about "
+            f"{p.total_time_ms / 1000:.1f} s in all)",
+            switch,
+        )
+    if not allow_offline:
+        fallback = MoveStrategy.POSTCOPY if allow_postcopy else MoveStrategy.LIVE
+        return StrategyChoice(
+            fallback,
+            f"{why_not}, and the VM may not be stopped: {fallback} with "
+            f"vmferry's escalation (throttling) is the only way left",
+            switch if allow_postcopy else p.downtime_ms,
+        )
+    no_postcopy = (
+        "post-copy is not allowed"
+        if not allow_postcopy
+        else (f"post-copy's switch of about {switch} ms exceeds it")
+    )
+    if fits(warm):
+        return StrategyChoice(
+            MoveStrategy.WARM,
+            f"{why_not} and {no_postcopy}; a warm move (suspend, transfer "
+            f"{inputs.nonzero_bytes / MIB:.0f} MiB of state, resume) stops "
+            f"the VM for about {warm / 1000:.1f} s, within the tolerance of "
+            f"{tolerance}",
+            warm,
+        )
+    return StrategyChoice(
+        MoveStrategy.COLD,
+        f"{why_not}, {no_postcopy}, and even a warm move would stop it for "
+        f"about {warm / 1000:.1f} s, over the tolerance of {tolerance}: "
+        "move it cold (shut down, copy, start) in a maintenance window",
+        warm,
+    )

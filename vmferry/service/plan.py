@@ -1,0 +1,419 @@
+"""`vmferry plan create|show|pause|cancel`: make a wave plan from a plan file, store it,
+show it (predicted against actual), and stop it. `plan run|resume` is
+:mod:`vmferry.service.plan_run`.
+
+``create_plan`` reads the plan file, measures every VM that has no ``predicted_s`` and runs
+on its source (a registered host) the way `vmferry predict` does, lets the planner
+(:func:`vmferry.plan.plan`) use the pre-copy model for those VMs' durations, chooses the
+strategy per VM (:func:`vmferry.predict.strategy.choose_strategy`, with the reason), and
+stores the plan with one item per VM.
+
+Warm and cold moves are not supported by `plan run` yet: a plan file that asks for one is
+refused (exit 2), and when the model would choose one, the item says so and uses live with
+post-copy fallback instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.errors import BadInputError, VmferryError
+from vmferry.lab.processes import is_same_process
+from vmferry.model import Host, VmState
+from vmferry.model.plan_run import ItemStatus, PlanItem, PlanRecord, PlanStatus
+from vmferry.plan import (
+    Method,
+    PlanSpec,
+    Schedule,
+    ScheduledMigration,
+    TransferEstimate,
+    load_plan,
+    plan,
+    schedule_from_dict,
+    schedule_to_dict,
+    write_gantt,
+)
+from vmferry.plan.schema import VmEntry, vm_max_downtime_ms
+from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInputs, Prediction
+from vmferry.predict.model import predict as predict_model
+from vmferry.predict.strategy import MoveStrategy, choose_strategy
+from vmferry.service.jobs import cancel_job
+from vmferry.service.predict import DEFAULT_LINK_BYTES_S, calibration_from_store, gather_inputs
+from vmferry.store.db import Store, open_store
+
+__all__ = [
+    "Measured",
+    "cancel_plan",
+    "create_plan",
+    "measure_live",
+    "owner_alive",
+    "pause_plan",
+    "plan_json",
+    "show_plan",
+    "write_plan_gantt",
+]
+
+MIB = 2**20
+SUPPORTED = (MoveStrategy.LIVE.value, MoveStrategy.POSTCOPY.value)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A VM's live facts for the model (the link rate is filled in per migration)."""
+
+    inputs: PredictInputs
+    basis: dict[str, str]
+
+
+MeasureFn = Callable[[PlanSpec, Store], tuple[dict[str, Measured], dict[str, str]]]
+
+
+def measure_live(spec: PlanSpec, store: Store) -> tuple[dict[str, Measured], dict[str, str]]:
+    """Measure every VM without ``predicted_s`` that runs on its source, a registered host
+    (about 1 s each, as `vmferry predict`). Returns the measured VMs and, for the others,
+    why they were not measured."""
+    hosts = {h.name: h for h in store.list_hosts()}
+    measured: dict[str, Measured] = {}
+    skipped: dict[str, str] = {}
+    for vm in spec.vms:
+        if vm.predicted_s is not None:
+            skipped[vm.name] = "predicted_s is given in the plan file"
+            continue
+        host = hosts.get(vm.source)
+        if host is None:
+            skipped[vm.name] = f"its source {vm.source} is not a registered host"
+            continue
+        try:
+            found = _measure_one(host, vm, vm_max_downtime_ms(vm, spec.defaults), store)
+        except VmferryError as exc:
+            skipped[vm.name] = f"not measured on {host.name}: {exc.message}"
+            continue
+        if isinstance(found, str):
+            skipped[vm.name] = found
+        else:
+            measured[vm.name] = found
+    return measured, skipped
+
+
+def _measure_one(host: Host, vm: VmEntry, max_downtime_ms: int, store: Store) -> Measured | str:
+    with LibvirtHost.connect(host.name, host.uri, timeout_s=5) as conn:
+        record = conn.get_vm(vm.name)
+        if record.state is not VmState.RUNNING:
+            return f"it is {record.state} on {host.name}, not running"
+        inputs, basis = gather_inputs(
+            conn,
+            vm.name,
+            record.spec.memory_bytes,
+            DEFAULT_LINK_BYTES_S,
+            max_downtime_ms,
+            store=store,
+        )
+    return Measured(inputs, basis)
+
+
+def create_plan(
+    path: str | Path,
+    *,
+    store: Store | None = None,
+    measure: MeasureFn = measure_live,
+    method: Method = "auto",
+    time_limit_s: float = 10.0,
+) -> PlanRecord:
+    """Load, measure, plan, choose the strategies, and store a new ``pending`` plan.
+
+    Raises ``BadInputError`` (exit 2) for a bad plan file, a plan asking for warm or cold
+    moves, or an infeasible plan (``PlanInfeasibleError``)."""
+    spec = load_plan(path)
+    _refuse_offline(spec)
+    store = store or open_store()
+    measured, skipped = measure(spec, store)
+    calibration = calibration_from_store(store) if measured else DEFAULT_CALIBRATION
+    predictions: dict[str, Prediction] = {}
+
+    def predictor(estimate: TransferEstimate) -> float:
+        found = measured.get(estimate.vm)
+        if found is None:  # the planner's own default: bytes over the bandwidth
+            return estimate.transfer_bytes * 8 / estimate.rate_bps
+        inputs = replace(
+            found.inputs,
+            link_bytes_s=estimate.rate_bps / 8,
+            downtime_limit_ms=estimate.max_downtime_ms,
+        )
+        predictions[estimate.vm] = predict_model(inputs, calibration)
+        return predictions[estimate.vm].total_time_ms / 1000
+
+    schedule = plan(spec, method=method, time_limit_s=time_limit_s, predict=predictor)
+    entries = {vm.name: vm for vm in spec.vms}
+    items = [
+        _item(
+            order,
+            m,
+            entries[m.vm],
+            spec,
+            predictions.get(m.vm),
+            measured.get(m.vm),
+            skipped.get(m.vm),
+            calibration,
+        )
+        for order, m in enumerate(schedule.migrations)
+    ]
+    return store.create_plan(
+        spec.name, spec.model_dump(mode="json", warnings=False), schedule_to_dict(schedule), items
+    )
+
+
+def _refuse_offline(spec: PlanSpec) -> None:
+    asked = [(i, vm.strategy or spec.defaults.strategy) for i, vm in enumerate(spec.vms)]
+    offline = [
+        f"vms[{i}] ({spec.vms[i].name}): strategy {s}"
+        for i, s in asked
+        if s not in (*SUPPORTED, "auto")
+    ]
+    if offline:
+        raise BadInputError(
+            "warm and cold moves are not supported by `vmferry plan run` yet; use live, "
+            "postcopy or auto for " + "; ".join(offline)
+        )
+
+
+def _item(
+    order: int,
+    m: ScheduledMigration,
+    vm: VmEntry,
+    spec: PlanSpec,
+    prediction: Prediction | None,
+    found: Measured | None,
+    why_not: str | None,
+    calibration: Calibration,
+) -> PlanItem:
+    tolerance = vm_max_downtime_ms(vm, spec.defaults)
+    detail: dict[str, Any] = {"measured": found is not None, "max_downtime_ms": tolerance}
+    prefix = ""
+    if prediction is None:  # no live facts: the plan file's memory, taken as idle
+        inputs = PredictInputs(
+            memory_bytes=vm.memory_mb * MIB,
+            dirty_rate_bytes_s=0.0,
+            link_bytes_s=m.bandwidth_mbps * 1e6 / 8,
+            downtime_limit_ms=tolerance,
+        )
+        prediction = predict_model(inputs, calibration)
+        detail["not_measured"] = why_not or "no live facts"
+        prefix = f"not measured ({detail['not_measured']}); the model takes it as idle: "
+    else:
+        detail["basis"] = dict(found.basis) if found is not None else {}
+    detail.update(_prediction_doc(prediction))
+    strategy, reason, downtime = _strategy(
+        vm.strategy or spec.defaults.strategy, prediction, tolerance
+    )
+    return PlanItem(
+        vm=m.vm,
+        wave=m.wave,
+        order=order,
+        source=m.source,
+        destination=m.destination,
+        strategy=strategy,
+        strategy_reason=prefix + reason,
+        predicted_start_s=m.start_s,
+        predicted_end_s=m.end_s,
+        predicted_s=m.predicted_s,
+        predicted_downtime_ms=downtime,
+        prediction=detail,
+    )
+
+
+def _prediction_doc(p: Prediction) -> dict[str, Any]:
+    i = p.inputs
+    return {
+        "converges": p.converges,
+        "total_time_ms": p.total_time_ms,
+        "downtime_ms": p.downtime_ms,
+        "transferred_bytes": p.transferred_bytes,
+        "rounds": len(p.rounds),
+        "inputs": {
+            "memory_bytes": i.memory_bytes,
+            "dirty_rate_bytes_s": round(i.dirty_rate_bytes_s),
+            "link_bytes_s": round(i.link_bytes_s),
+            "zero_fraction": i.zero_fraction,
+            "working_set_bytes": i.working_set_bytes,
+        },
+    }
+
+
+def _strategy(hint: str, p: Prediction, tolerance: int) -> tuple[str, str, int]:
+    """(strategy, reason, predicted downtime ms) for one VM."""
+    if hint in SUPPORTED:
+        downtime = (
+            p.downtime_ms if hint == "live" and p.converges else round(p.calibration.switchover_ms)
+        )
+        model = f"the model predicts {p.total_time_ms / 1000:.1f} s" + (
+            f" with {p.downtime_ms} ms downtime" if p.converges else ", not converging"
+        )
+        return hint, f"set in the plan file (strategy: {hint}); {model}", downtime
+    choice = choose_strategy(p, tolerance, allow_postcopy=True)
+    if choice.strategy in (MoveStrategy.LIVE, MoveStrategy.POSTCOPY):
+        return choice.strategy.value, choice.reason, choice.predicted_downtime_ms
+    switch = round(p.calibration.switchover_ms)
+    return (
+        MoveStrategy.POSTCOPY.value,
+        f"{choice.reason}. vmferry cannot move a VM {choice.strategy} yet (not supported), "
+        f"so the plan moves it live with post-copy fallback (about {switch} ms switch) "
+        "instead",
+        switch,
+    )
+
+
+# -- show -----------------------------------------------------------------------------------
+
+
+def show_plan(plan_id: str, *, store: Store | None = None) -> PlanRecord:
+    """The plan with its items; ``NotFoundError`` (exit 2) for an unknown id."""
+    return (store or open_store()).get_plan(plan_id)
+
+
+def actual_spans(record: PlanRecord) -> dict[str, tuple[float, float]]:
+    """Per VM that has run: (start, end) in seconds from the plan's first run."""
+    return {
+        i.vm: (i.actual_start_s, i.actual_end_s)
+        for i in record.items
+        if i.actual_start_s is not None and i.actual_end_s is not None
+    }
+
+
+def write_plan_gantt(record: PlanRecord, path: str | Path) -> Path:
+    """The Gantt chart (``.html`` or ``.png``): predicted bars, and actual bars where the
+    VMs have moved."""
+    schedule = _schedule_with_strategies(record)
+    return write_gantt(schedule, path, actual=actual_spans(record) or None)
+
+
+def _schedule_with_strategies(record: PlanRecord) -> Schedule:
+    schedule = schedule_from_dict(record.schedule)
+    chosen = {i.vm: i.strategy for i in record.items}
+    migrations = tuple(
+        replace(m, strategy=chosen.get(m.vm, m.strategy)) for m in schedule.migrations
+    )
+    return replace(schedule, migrations=migrations)
+
+
+def plan_json(record: PlanRecord) -> dict[str, Any]:
+    """The `vmferry plan show --json` document (docs/planning.md)."""
+    sched = record.schedule
+    spans = actual_spans(record)
+    actual_makespan = max((end for _, end in spans.values()), default=None)
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status.value,
+        "reason": record.reason,
+        "requested": record.requested,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "makespan_s": sched.get("makespan_s"),
+        "lower_bound_s": sched.get("lower_bound_s"),
+        "lower_bound_parts": sched.get("lower_bound_parts"),
+        "method": sched.get("method"),
+        "actual_makespan_s": actual_makespan,
+        "waves": sched.get("waves", []),
+        "items": [_item_json(i) for i in record.items],
+        "schedule": sched,
+    }
+
+
+def _item_json(i: PlanItem) -> dict[str, Any]:
+    ran = i.started_at is not None
+    return {
+        "vm": i.vm,
+        "wave": i.wave,
+        "order": i.order,
+        "source": i.source,
+        "destination": i.destination,
+        "strategy": i.strategy,
+        "strategy_reason": i.strategy_reason,
+        "status": i.status.value,
+        "job_id": i.job_id,
+        "reason": i.reason,
+        "attempts": i.attempts,
+        "predicted": {
+            "start_s": i.predicted_start_s,
+            "end_s": i.predicted_end_s,
+            "duration_s": i.predicted_s,
+            "downtime_ms": i.predicted_downtime_ms,
+            "model": i.prediction,
+        },
+        "actual": {
+            "start_s": i.actual_start_s,
+            "end_s": i.actual_end_s,
+            "total_time_ms": i.actual_total_ms,
+            "downtime_ms": i.actual_downtime_ms,
+        }
+        if ran
+        else None,
+    }
+
+
+# -- pause and cancel ---------------------------------------------------------------------
+
+
+def owner_alive(record: PlanRecord) -> bool:
+    """Whether the vmferry process recorded as running the plan still runs."""
+    if record.owner_pid is None or not record.owner_start_ticks:
+        return False
+    return is_same_process(record.owner_pid, record.owner_start_ticks)
+
+
+def pause_plan(plan_id: str, *, store: Store | None = None) -> PlanRecord:
+    """Pause: a running plan starts no new migration and pauses once the running ones end
+    (its owner does that); a plan nobody runs is paused at once."""
+    store = store or open_store()
+    record = store.get_plan(plan_id)
+    if record.status.finished:
+        raise BadInputError(f"plan {plan_id} is {record.status}; there is nothing to pause")
+    if record.status is PlanStatus.PAUSED:
+        return record
+    if record.status is PlanStatus.RUNNING and owner_alive(record):
+        store.request_plan(plan_id, "pause")
+        return store.get_plan(plan_id)
+    return store.set_plan_status(plan_id, PlanStatus.PAUSED, "paused by `vmferry plan pause`")
+
+
+def cancel_plan(plan_id: str, *, store: Store | None = None, wait_s: float = 30) -> PlanRecord:
+    """Cancel: a running plan's owner cancels its running migrations (their sources keep
+    running) and stops; for a plan nobody runs, the jobs its items left unfinished are
+    cancelled (or reconciled) here and the plan is cancelled."""
+    store = store or open_store()
+    record = store.get_plan(plan_id)
+    if record.status.finished:
+        raise BadInputError(f"plan {plan_id} is {record.status}; there is nothing to cancel")
+    if record.status is PlanStatus.RUNNING and owner_alive(record):
+        store.request_plan(plan_id, "cancel")
+        return store.get_plan(plan_id)
+    for item in record.items:
+        if item.status is ItemStatus.COMPLETED:
+            continue
+        if item.status is ItemStatus.RUNNING and item.job_id is not None:
+            job = cancel_job(item.job_id, wait_s=wait_s)
+            if job.status.value == "completed":
+                result = job.result
+                store.save_plan_item(
+                    plan_id,
+                    replace(
+                        item,
+                        status=ItemStatus.COMPLETED,
+                        reason=None,
+                        actual_total_ms=None if result is None else result.total_time_ms,
+                        actual_downtime_ms=None if result is None else result.downtime_ms,
+                    ),
+                )
+                continue
+        store.save_plan_item(
+            plan_id, replace(item, status=ItemStatus.CANCELLED, reason="cancelled with the plan")
+        )
+    store.set_plan_owner(plan_id, None, None)
+    return store.set_plan_status(
+        plan_id, PlanStatus.CANCELLED, "cancelled by `vmferry plan cancel`"
+    )
