@@ -15,8 +15,10 @@ post-copy fallback instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import BadInputError, VmferryError
 from vmferry.lab.processes import is_same_process
 from vmferry.model import Host, VmState
+from vmferry.model.migration import Job, JobStatus
 from vmferry.model.plan_run import ItemStatus, PlanItem, PlanRecord, PlanStatus
 from vmferry.plan import (
     Method,
@@ -115,6 +118,27 @@ def _measure_one(host: Host, vm: VmEntry, max_downtime_ms: int, store: Store) ->
     return Measured(inputs, basis)
 
 
+#: Seconds a migration job spends around QEMU's transfer (pre-flight, the 1 s measurement,
+#: the post-move verification) when the store has no completed job to learn it from.
+DEFAULT_OVERHEAD_S = 12.0
+
+
+def per_vm_overhead_s(jobs: Sequence[Job]) -> float:
+    """The median time a completed migration job took beyond QEMU's own total time (its
+    record's lifetime minus ``total_time_ms``): what the schedule adds to each measured VM's
+    predicted transfer. Pure; ``DEFAULT_OVERHEAD_S`` without completed jobs."""
+    extra = []
+    for job in jobs:
+        result = job.result
+        if job.status is not JobStatus.COMPLETED or result is None or result.total_time_ms is None:
+            continue
+        lifetime = (
+            datetime.fromisoformat(job.updated_at) - datetime.fromisoformat(job.created_at)
+        ).total_seconds()
+        extra.append(max(0.0, lifetime - result.total_time_ms / 1000))
+    return statistics.median(extra) if extra else DEFAULT_OVERHEAD_S
+
+
 def create_plan(
     path: str | Path,
     *,
@@ -132,6 +156,7 @@ def create_plan(
     store = store or open_store()
     measured, skipped = measure(spec, store)
     calibration = calibration_from_store(store) if measured else DEFAULT_CALIBRATION
+    overhead = per_vm_overhead_s(store.list_jobs(limit=200))
     predictions: dict[str, Prediction] = {}
 
     def predictor(estimate: TransferEstimate) -> float:
@@ -144,7 +169,7 @@ def create_plan(
             downtime_limit_ms=estimate.max_downtime_ms,
         )
         predictions[estimate.vm] = predict_model(inputs, calibration)
-        return predictions[estimate.vm].total_time_ms / 1000
+        return predictions[estimate.vm].total_time_ms / 1000 + overhead
 
     schedule = plan(spec, method=method, time_limit_s=time_limit_s, predict=predictor)
     entries = {vm.name: vm for vm in spec.vms}

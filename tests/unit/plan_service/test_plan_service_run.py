@@ -18,7 +18,13 @@ from vmferry.model.plan_run import ItemStatus, PlanStatus
 from vmferry.plan import PlanSpec
 from vmferry.predict.model import PredictInputs
 from vmferry.service.migrate import MigrateOutcome
-from vmferry.service.plan import Measured, create_plan, plan_json, write_plan_gantt
+from vmferry.service.plan import (
+    DEFAULT_OVERHEAD_S,
+    Measured,
+    create_plan,
+    plan_json,
+    write_plan_gantt,
+)
 from vmferry.service.plan_run import run_plan
 from vmferry.store import Store, open_store
 
@@ -101,7 +107,8 @@ def test_create_predicts_measured_vms_and_explains_each_strategy(
     assert items["other"].strategy_reason.startswith("not measured (not on a registered host)")
     # the measured VMs' durations are the model's, not bytes over bandwidth
     model_s = items["idle"].prediction["total_time_ms"] / 1000
-    assert items["idle"].predicted_s == pytest.approx(model_s, abs=1)
+    # the schedule's duration: the transfer plus the per-VM overhead (no jobs yet: the default)
+    assert items["idle"].predicted_s == pytest.approx(model_s + DEFAULT_OVERHEAD_S, abs=1)
     assert (
         items["idle"].predicted_end_s - items["idle"].predicted_start_s == items["idle"].predicted_s
     )
