@@ -30,11 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import libvirt
-
 from vmferry.lab import lifecycle
 from vmferry.lab import topology as topo
-from vmferry.lab.state import lab_dir
+from vmferry.lab.imported import remove_imported, shared_pool_dir, to_vmdk
 
 GIB, MIB = 2**30, 2**20
 LOCK = Path("/run/vmferry-lab.lock")
@@ -49,22 +47,7 @@ def make_source(directory: Path) -> tuple[Path, int]:
             f.seek(i * 2 * GIB + 512 * MIB)
             for _ in range(4):
                 f.write(os.urandom(64 * MIB))
-    vmdk = directory / "src.vmdk"
-    subprocess.run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=monolithicSparse",
-            str(raw),
-            str(vmdk),
-        ],
-        check=True,
-    )
+    vmdk = to_vmdk(raw, directory / "src.vmdk")
     raw.unlink()
     return vmdk, vmdk.stat().st_blocks * 512
 
@@ -116,13 +99,7 @@ def run_vmferry(src: Path) -> tuple[float, int, dict[str, int]]:
     if done.returncode != 0:
         raise SystemExit(f"vmferry import failed: {done.stderr.strip()}")
     report = json.loads(done.stdout)
-    conn = libvirt.open("qemu+tcp://198.18.0.11/system")
-    try:
-        conn.lookupByName("bench-imp").undefine()
-    finally:
-        conn.close()
-    for vol in (lab_dir() / "shared" / "pool").glob("bench-imp-disk*"):
-        vol.unlink()
+    remove_imported("kvm1", "bench-imp")
     return elapsed, int(report["disks"][0]["bytes_written"]), dict(report["phases_ms"])
 
 
@@ -138,7 +115,7 @@ def main() -> int:
         src, allocated = make_source(Path(tmp))
         lifecycle.up(2, 400)
         try:
-            pool = lab_dir() / "shared" / "pool"
+            pool = shared_pool_dir()
             q_times: list[float] = []
             v_times: list[float] = []
             q_bytes = v_bytes = 0

@@ -25,6 +25,7 @@ from vmferry.lab import client
 from vmferry.lab import topology as topo
 from vmferry.lab.boot_disk import build_boot_disk
 from vmferry.lab.guest_image import build_guest_image, default_cache_dir
+from vmferry.lab.imported import host_uri, remove_imported, shared_pool_dir, to_vmdk
 from vmferry.lab.state import lab_dir
 
 pytestmark = pytest.mark.lab
@@ -38,7 +39,7 @@ def _vmferry(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[st
 
 
 def _pool() -> Path:
-    return lab_dir() / "shared" / "pool"
+    return shared_pool_dir()
 
 
 def _consoles() -> Path:
@@ -70,23 +71,7 @@ def cleanup() -> Iterator[list[tuple[str, str]]]:
     made: list[tuple[str, str]] = []
     yield made
     for host, name in made:
-        conn = libvirt.open(f"qemu+tcp://{_host_addr(host)}/system")
-        try:
-            dom = conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass
-        finally:
-            conn.close()
-        for vol in _pool().glob(f"{name}-disk*"):
-            vol.unlink()
-
-
-def _host_addr(name: str) -> str:
-    index = int(name.removeprefix("kvm"))
-    return f"198.18.0.{10 + index}"
+        remove_imported(host, name)
 
 
 def _vmx(directory: Path, vmdk: str, mac: str, name: str) -> Path:
@@ -226,27 +211,13 @@ def test_vmx_with_vmdk_imports_boots_and_verifies(
 ) -> None:
     raw, digest, addr = make_disk(241)
     vmdk = tmp_path / "imp-vmx.vmdk"
-    subprocess.run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=monolithicSparse",
-            str(raw),
-            str(vmdk),
-        ],
-        check=True,
-    )
+    to_vmdk(raw, vmdk, "monolithicSparse")
     mac = "00:50:56:3f:00:41"
     vmx = _vmx(tmp_path, vmdk.name, mac, "imp-vmx")
     report, console = _import_and_boot(vmx, "kvm1", "imp-vmx", cleanup)
     assert report["source_format"] == "vmx"
     _check_guest(report, console, digest, addr, mac)
-    conn = libvirt.open(f"qemu+tcp://{_host_addr('kvm1')}/system")
+    conn = libvirt.open(host_uri("kvm1"))
     try:
         xml = conn.lookupByName("imp-vmx").XMLDesc(0)
     finally:
@@ -259,21 +230,7 @@ def test_ova_imports_boots_and_verifies(
 ) -> None:
     raw, digest, addr = make_disk(242)
     vmdk = tmp_path / "imp-ova-disk1.vmdk"
-    subprocess.run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            str(raw),
-            str(vmdk),
-        ],
-        check=True,
-    )
+    to_vmdk(raw, vmdk, "streamOptimized")
     mac = "00:50:56:3f:00:42"
     ova = _ova(tmp_path, vmdk, mac, "imp-ova", raw.stat().st_size)
     report, console = _import_and_boot(ova, "kvm2", "imp-ova", cleanup)
@@ -341,7 +298,7 @@ def test_hostile_inputs_are_refused_with_nothing_written(lab: object, tmp_path: 
         assert len(errors) == 1 and case["refused_because"] in errors[0], (case, done.stderr)
         assert "Traceback" not in done.stderr
     assert sorted(p.name for p in _pool().iterdir()) == before
-    conn = libvirt.open(f"qemu+tcp://{_host_addr('kvm1')}/system")
+    conn = libvirt.open(host_uri("kvm1"))
     try:
         assert conn.listAllDomains(0) == []
     finally:
@@ -383,7 +340,7 @@ def test_interrupted_import_leaves_nothing(lab: object, tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert sorted(p.name for p in _pool().iterdir()) == before
-    conn = libvirt.open(f"qemu+tcp://{_host_addr('kvm1')}/system")
+    conn = libvirt.open(host_uri("kvm1"))
     try:
         assert "imp-int" not in [d.name() for d in conn.listAllDomains(0)]
     finally:

@@ -22,6 +22,7 @@ import pytest
 from vmferry.drivers.virt_v2v import libguestfs_env, v2v_available
 from vmferry.lab import topology as topo
 from vmferry.lab.debian_image import appliance_kernel, build_debian_disk
+from vmferry.lab.imported import host_uri, remove_imported, to_vmdk
 from vmferry.lab.state import lab_dir
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -49,13 +50,11 @@ def test_debian_guest_converted_by_virt_v2v_boots_with_its_mac(lab: object, tmp_
     assert reason is None, reason
     disk = build_debian_disk()
     vmdk = tmp_path / "debian.vmdk"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(disk), str(vmdk)],
-                   check=True)  # fmt: skip
+    to_vmdk(disk, vmdk)
     vmx = tmp_path / f"{NAME}.vmx"
     vmx.write_text(_vmx(vmdk.name))
     console = lab_dir() / "shared" / "consoles" / f"{NAME}.log"
     console.unlink(missing_ok=True)
-    pool = lab_dir() / "shared" / "pool"
     argv = [sys.executable, "-m", "vmferry.cli.main", "import", str(vmx), "--to", "kvm1",
             "--convert-guest", "always", "--network-map", "VM Network=vmnet",
             "--storage-pool", topo.SHARED_POOL, "--virt-type", "qemu",
@@ -68,7 +67,7 @@ def test_debian_guest_converted_by_virt_v2v_boots_with_its_mac(lab: object, tmp_
         assert report["disks"][0]["checksum_match"] is None  # converted: content changed
         ids = {f["id"] for f in report["findings"]}
         assert {"import.convert.virt_v2v", "import.convert.mac_restored"} <= ids
-        conn = libvirt.open("qemu+tcp://198.18.0.11/system")
+        conn = libvirt.open(host_uri("kvm1"))
         try:
             xml = conn.lookupByName(NAME).XMLDesc(0)
         finally:
@@ -82,15 +81,4 @@ def test_debian_guest_converted_by_virt_v2v_boots_with_its_mac(lab: object, tmp_
             text = console.read_text(errors="replace") if console.exists() else ""
         assert "login:" in text, text[-2000:]
     finally:
-        conn = libvirt.open("qemu+tcp://198.18.0.11/system")
-        try:
-            dom = conn.lookupByName(NAME)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass
-        finally:
-            conn.close()
-        for vol in pool.glob(f"{NAME}-disk*"):
-            vol.unlink()
+        remove_imported("kvm1", NAME)
