@@ -212,21 +212,30 @@ def import_command(
         TextColumn("{task.percentage:>5.1f}%"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        tasks: dict[int, TaskID] = {}
+    progress = Progress(*columns, console=err_console, transient=True)
+    tasks: dict[int, TaskID] = {}
 
-        def on_disk(index: int, percent: float) -> None:
-            if index not in tasks:
-                tasks[index] = progress.add_task(f"disk {index}", total=100)
-            progress.update(tasks[index], completed=percent)
+    def on_disk(index: int, percent: float) -> None:
+        if not tasks:
+            progress.start()  # only once a disk is copied: no bar (and no blank line) before
+        if index not in tasks:
+            tasks[index] = progress.add_task(f"disk {index}", total=100)
+        progress.update(tasks[index], completed=percent)
 
-        try:
-            outcome = import_vm(request, note=note, on_disk_progress=on_disk)
-        except (ImportBlockedError, ImportFailedError) as exc:
-            progress.stop()
-            _report(exc.outcome, json_out, show_xml=False)
-            raise
+    try:
+        outcome = import_vm(request, note=note, on_disk_progress=on_disk)
+    except (ImportBlockedError, ImportFailedError) as exc:
+        _stop(progress, tasks)
+        _report(exc.outcome, json_out, show_xml=False)
+        raise
+    finally:
+        _stop(progress, tasks)
     _report(outcome, json_out, show_xml=dry_run)
+
+
+def _stop(progress: Progress, tasks: dict[int, TaskID]) -> None:
+    if tasks:
+        progress.stop()
 
 
 def _report(outcome: ImportOutcome, json_out: bool, *, show_xml: bool) -> None:
