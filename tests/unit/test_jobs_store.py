@@ -100,6 +100,10 @@ def test_create_gives_a_pending_job_with_a_created_event(store: Store) -> None:
             "copy_storage": True,
             "bandwidth_mib_s": 48,
             "precopy_cap": False,
+            "state_dir": None,
+            "shutdown_timeout_s": 120.0,
+            "force": False,
+            "delete_source_disks": False,
         }
     }
     assert store.get_job(job.id) == job

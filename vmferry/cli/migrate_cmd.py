@@ -10,7 +10,7 @@ from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json, progress_printer
 from vmferry.engine.convergence import PolicyState
-from vmferry.errors import BlockedError, MigrationFailedError
+from vmferry.errors import BadInputError, BlockedError, MigrationFailedError
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, ProgressSample
 from vmferry.model.migration import Strategy as StrategyEnum
@@ -46,7 +46,8 @@ def result_table(result: MigrationResult) -> Table:
     table.add_row("job", result.job_id)
     table.add_row("status", str(result.status) + (f": {result.reason}" if result.reason else ""))
     table.add_row("total time", _ms(result.total_time_ms))
-    table.add_row("downtime (QEMU)", _ms(result.downtime_ms))
+    measured_by = "vmferry" if result.strategy.offline else "QEMU"
+    table.add_row(f"downtime ({measured_by})", _ms(result.downtime_ms))
     table.add_row("transferred", "-" if result.transferred_bytes is None
                   else f"{result.transferred_bytes / MIB:.0f} MiB")  # fmt: skip
     table.add_row("passes", str(result.iterations))
@@ -80,7 +81,12 @@ def migrate(
     to: str = typer.Option(..., "--to", help="The registered destination host."),
     strategy: Annotated[
         StrategyEnum,
-        typer.Option(help="live: pre-copy only; postcopy: post-copy as the last escalation."),
+        typer.Option(
+            help="live: pre-copy only; postcopy: post-copy as the last escalation; warm: "
+            "save the VM's state to a directory both hosts see and restore it on the "
+            "destination (memory kept, stopped meanwhile); cold: shut it down, copy the "
+            "disks only the source sees, start it on the destination (it reboots)."
+        ),
     ] = StrategyEnum.LIVE,
     max_downtime_ms: int = typer.Option(300, "--max-downtime-ms", min=10, max=60_000),
     timeout: float = typer.Option(600, "--timeout", min=5, help="Abort after this many s."),
@@ -93,11 +99,42 @@ def migrate(
     bandwidth_mib_s: int | None = typer.Option(
         None, "--bandwidth-mib-s", min=1, help="Cap the stream (default: the lab link rate)."
     ),
+    state_dir: str | None = typer.Option(
+        None,
+        "--state-dir",
+        help="warm: where the saved state goes, a pool directory both hosts see "
+        "(default: the shared pool of the VM's disks).",
+    ),
+    shutdown_timeout: float = typer.Option(
+        120, "--shutdown-timeout", min=1, help="cold: wait this many s for the guest to power off."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="cold: power the VM off if it ignores the ACPI shutdown."
+    ),
+    delete_source_disks: bool = typer.Option(
+        False, "--delete-source-disks", help="cold: remove the source's copied disks after success."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Move a running VM to another host while it runs, then prove nothing was lost."""
+    """Move a running VM to another host (live, or warm/cold), then prove nothing was lost."""
+    offline_only = {"--state-dir": state_dir is not None and strategy is not StrategyEnum.WARM,
+                    "--force": force and strategy is not StrategyEnum.COLD,
+                    "--delete-source-disks": delete_source_disks
+                    and strategy is not StrategyEnum.COLD}  # fmt: skip
+    misplaced = [name for name, bad in offline_only.items() if bad]
+    if misplaced:
+        raise BadInputError(f"{', '.join(misplaced)} do(es) not apply to --strategy {strategy}")
     options = MigrationOptions(
-        strategy, max_downtime_ms, timeout, copy_storage, bandwidth_mib_s, precopy_cap=cap
+        strategy,
+        max_downtime_ms,
+        timeout,
+        copy_storage,
+        bandwidth_mib_s,
+        precopy_cap=cap,
+        state_dir=state_dir,
+        shutdown_timeout_s=shutdown_timeout,
+        force=force,
+        delete_source_disks=delete_source_disks,
     )
     note = progress_printer()
     with Live(console=err_console, transient=True, refresh_per_second=4) as live:

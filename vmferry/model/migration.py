@@ -7,10 +7,19 @@ from dataclasses import dataclass, field
 
 
 class Strategy(enum.StrEnum):
-    """``live``: pre-copy only. ``postcopy``: pre-copy, with post-copy as the last escalation."""
+    """``live``: pre-copy only. ``postcopy``: pre-copy, with post-copy as the last escalation.
+    ``warm``: save the running VM's state to a file both hosts see, restore it on the
+    destination. ``cold``: shut the VM down, copy what is not shared, start it there."""
 
     LIVE = "live"
     POSTCOPY = "postcopy"
+    WARM = "warm"
+    COLD = "cold"
+
+    @property
+    def offline(self) -> bool:
+        """Whether the VM stops for the whole move (warm and cold)."""
+        return self in (Strategy.WARM, Strategy.COLD)
 
 
 class JobStatus(enum.StrEnum):
@@ -36,6 +45,11 @@ class MigrationOptions:
     # convergence. Off by default: in the TCG lab a guest migrated while capped hung after
     # the switchover (docs/performance.md).
     precopy_cap: bool = False
+    # Warm and cold moves (vmferry.engine.offline)
+    state_dir: str | None = None  # warm: where the saved state goes (default: a shared pool)
+    shutdown_timeout_s: float = 120.0  # cold: how long the guest may take to power off
+    force: bool = False  # cold: power the VM off if it ignores the ACPI shutdown
+    delete_source_disks: bool = False  # cold: remove the source's copies after success
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`vmferry migrate`: check, then move a running VM live, verify, record."""
+"""`vmferry migrate`: check, then move a running VM (live, or warm/cold through
+:mod:`vmferry.service.offline_move`), verify, record."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.jobs import reconcile_vm
 from vmferry.service.netprofile import finish_move, prepare_destination
+from vmferry.service.offline_move import check_offline, run_offline
 from vmferry.service.predict import after_migration, before_migration
 from vmferry.store.db import Store, open_store
 from vmferry.verify.witness import LabWitness, NoWitness, Witness
@@ -59,7 +61,10 @@ def migrate(
     """
     reconcile_vm(vm)
     note(f"checking {vm} -> {to}")
-    report = check_migration(vm, to, copy_storage=options.copy_storage)
+    if options.strategy.offline:  # warm and cold: the checks as they apply to them
+        report = check_offline(vm, to, options)
+    else:
+        report = check_migration(vm, to, copy_storage=options.copy_storage)
     store = open_store()
     source, destination = store.get_host(report.source), store.get_host(report.destination)
     job = store.create_job("migrate", vm, source.name, destination.name, options)
@@ -74,6 +79,9 @@ def migrate(
                                  + ", ".join(blockers), None, None, None, None)  # fmt: skip
         store.finish(job.id, result)
         return MigrateOutcome(result, report)
+    if options.strategy.offline:  # warm and cold: vmferry.engine.offline
+        offline = run_offline(report, job.id, source, destination, options, store, note)
+        return MigrateOutcome(offline, report)
 
     lab = load_state()
     bandwidth = options.bandwidth_mib_s

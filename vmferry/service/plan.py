@@ -8,9 +8,8 @@ on its source (a registered host) the way `vmferry predict` does, lets the plann
 strategy per VM (:func:`vmferry.predict.strategy.choose_strategy`, with the reason), and
 stores the plan with one item per VM.
 
-Warm and cold moves are not supported by `plan run` yet: a plan file that asks for one is
-refused (exit 2), and when the model would choose one, the item says so and uses live with
-post-copy fallback instead.
+Every strategy runs: live and postcopy through the live engine, warm and cold through
+:mod:`vmferry.engine.offline`; the item's reason says why it was chosen.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from vmferry.plan import (
 from vmferry.plan.schema import VmEntry, vm_max_downtime_ms
 from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInputs, Prediction
 from vmferry.predict.model import predict as predict_model
-from vmferry.predict.strategy import MoveStrategy, choose_strategy
+from vmferry.predict.strategy import MoveStrategy, choose_strategy, warm_downtime_ms
 from vmferry.service.jobs import cancel_job
 from vmferry.service.predict import DEFAULT_LINK_BYTES_S, calibration_from_store, gather_inputs
 from vmferry.store.db import Store, open_store
@@ -61,7 +60,7 @@ __all__ = [
 ]
 
 MIB = 2**20
-SUPPORTED = (MoveStrategy.LIVE.value, MoveStrategy.POSTCOPY.value)
+SUPPORTED = tuple(s.value for s in MoveStrategy)
 
 
 @dataclass(frozen=True)
@@ -149,10 +148,9 @@ def create_plan(
 ) -> PlanRecord:
     """Load, measure, plan, choose the strategies, and store a new ``pending`` plan.
 
-    Raises ``BadInputError`` (exit 2) for a bad plan file, a plan asking for warm or cold
-    moves, or an infeasible plan (``PlanInfeasibleError``)."""
+    Raises ``BadInputError`` (exit 2) for a bad plan file or an infeasible plan
+    (``PlanInfeasibleError``)."""
     spec = load_plan(path)
-    _refuse_offline(spec)
     store = store or open_store()
     measured, skipped = measure(spec, store)
     calibration = calibration_from_store(store) if measured else DEFAULT_CALIBRATION
@@ -189,20 +187,6 @@ def create_plan(
     return store.create_plan(
         spec.name, spec.model_dump(mode="json", warnings=False), schedule_to_dict(schedule), items
     )
-
-
-def _refuse_offline(spec: PlanSpec) -> None:
-    asked = [(i, vm.strategy or spec.defaults.strategy) for i, vm in enumerate(spec.vms)]
-    offline = [
-        f"vms[{i}] ({spec.vms[i].name}): strategy {s}"
-        for i, s in asked
-        if s not in (*SUPPORTED, "auto")
-    ]
-    if offline:
-        raise BadInputError(
-            "warm and cold moves are not supported by `vmferry plan run` yet; use live, "
-            "postcopy or auto for " + "; ".join(offline)
-        )
 
 
 def _item(
@@ -270,6 +254,11 @@ def _prediction_doc(p: Prediction) -> dict[str, Any]:
 
 def _strategy(hint: str, p: Prediction, tolerance: int) -> tuple[str, str, int]:
     """(strategy, reason, predicted downtime ms) for one VM."""
+    if hint in (MoveStrategy.WARM, MoveStrategy.COLD):
+        warm = warm_downtime_ms(p)
+        stop = "stops the VM for about" if hint == "warm" else "stops the VM for at least"
+        return hint, (f"set in the plan file (strategy: {hint}); the model says a {hint} "
+                      f"move {stop} {warm / 1000:.1f} s"), warm  # fmt: skip
     if hint in SUPPORTED:
         downtime = (
             p.downtime_ms if hint == "live" and p.converges else round(p.calibration.switchover_ms)
@@ -279,16 +268,7 @@ def _strategy(hint: str, p: Prediction, tolerance: int) -> tuple[str, str, int]:
         )
         return hint, f"set in the plan file (strategy: {hint}); {model}", downtime
     choice = choose_strategy(p, tolerance, allow_postcopy=True)
-    if choice.strategy in (MoveStrategy.LIVE, MoveStrategy.POSTCOPY):
-        return choice.strategy.value, choice.reason, choice.predicted_downtime_ms
-    switch = round(p.calibration.switchover_ms)
-    return (
-        MoveStrategy.POSTCOPY.value,
-        f"{choice.reason}. vmferry cannot move a VM {choice.strategy} yet (not supported), "
-        f"so the plan moves it live with post-copy fallback (about {switch} ms switch) "
-        "instead",
-        switch,
-    )
+    return choice.strategy.value, choice.reason, choice.predicted_downtime_ms
 
 
 # -- show -----------------------------------------------------------------------------------

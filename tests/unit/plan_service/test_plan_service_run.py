@@ -115,10 +115,14 @@ def test_create_predicts_measured_vms_and_explains_each_strategy(
     assert [i.order for i in record.items] == [0, 1, 2]
 
 
-def test_warm_or_cold_in_the_plan_file_is_refused(store: Store, tmp_path: Path) -> None:
-    with pytest.raises(BadInputError, match=r"not supported.*vms\[2\] \(other\): strategy cold"):
-        create_plan(plan_path(tmp_path, ", strategy: cold"), store=store, measure=fake_measure)
-    assert store.list_plans() == []
+def test_warm_or_cold_in_the_plan_file_is_kept_with_its_reason(
+    store: Store, tmp_path: Path
+) -> None:
+    record = create_plan(plan_path(tmp_path, ", strategy: cold"), store=store, measure=fake_measure)
+    other = next(i for i in record.items if i.vm == "other")
+    assert other.strategy == "cold"
+    seconds = other.predicted_downtime_ms / 1000
+    assert other.strategy_reason.endswith(f"a cold move stops the VM for at least {seconds:.1f} s")
 
 
 def test_run_moves_every_vm_and_records_jobs_and_actuals(store: Store, tmp_path: Path) -> None:

@@ -1,0 +1,441 @@
+"""Warm and cold moves: the VM stops, moves, and runs again on the destination.
+
+WARM: save the running VM's state to a file in a directory both hosts see, restore it on
+the destination from that file (running, with the domain's XML), define it there, undefine
+it on the source, remove the file. COLD: ACPI shutdown (then power off only with
+``force``), copy the disks only the source sees, define and start on the destination,
+undefine on the source (and remove the source's disk copies only if asked).
+
+Every step has an undo. :func:`undo_plan` (pure) says which undos to run given the steps
+done; :func:`run_offline_move` runs the steps and, on a failure or a Ctrl-C before the move
+is committed (the source undefined), the undos in order, stopping at the first that fails
+so that two copies never run. Whatever happens, the job ends recorded.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from vmferry.drivers.libvirt_domains import domain_view
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_offline import (
+    abort_job,
+    copy_volume,
+    define_xml_of,
+    delete_volume,
+    restore,
+    restore_xml_of,
+    save,
+    shutdown,
+)
+from vmferry.engine.live import INTERRUPTED, NoteFn, ctrl_c_flag
+from vmferry.errors import VmferryError
+from vmferry.model import Host
+from vmferry.model.migration import (
+    JobStatus,
+    MigrationOptions,
+    MigrationResult,
+    Strategy,
+    Verification,
+)
+from vmferry.store.db import Store
+from vmferry.verify.witness import Witness, WitnessReport
+
+T = TypeVar("T")
+
+
+class Step(enum.StrEnum):
+    """A step of a warm or cold move that has completed."""
+
+    SAVED = "saved"  # warm: the state file is written; the VM is stopped on the source
+    RESTORED = "restored"  # warm: it runs on the destination (transient)
+    SHUT_DOWN = "shut-down"  # cold: the VM is off on the source
+    DISKS_COPIED = "disks-copied"  # cold: the destination has its own copies
+    DEFINED = "defined"  # persistent on the destination
+    STARTED = "started"  # cold: running on the destination
+    SOURCE_UNDEFINED = "source-undefined"  # the commit point: the move cannot be undone
+    CLEANED = "cleaned"  # the state file, or the source's disk copies when asked, removed
+
+
+WARM_STEPS = (Step.SAVED, Step.RESTORED, Step.DEFINED, Step.SOURCE_UNDEFINED, Step.CLEANED)
+COLD_STEPS = (Step.SHUT_DOWN, Step.DISKS_COPIED, Step.DEFINED, Step.STARTED,
+              Step.SOURCE_UNDEFINED, Step.CLEANED)  # fmt: skip
+
+
+class Undo(enum.StrEnum):
+    """One undo action."""
+
+    UNDEFINE_ON_DESTINATION = "undefine-on-destination"
+    SAVE_ON_DESTINATION = "save-on-destination"  # warm: its newer state back into the file
+    DESTROY_ON_DESTINATION = "destroy-on-destination"
+    DELETE_DISK_COPIES = "delete-disk-copies"
+    RESTORE_ON_SOURCE = "restore-on-source"  # warm: run it again from the state file
+    REMOVE_STATE_FILE = "remove-state-file"
+    START_ON_SOURCE = "start-on-source"  # cold: boot it again where it was
+
+
+def committed(done: Sequence[Step]) -> bool:
+    """Pure: whether the move is past the point of no return (the source undefined)."""
+    return Step.SOURCE_UNDEFINED in done
+
+
+def undo_plan(
+    strategy: Strategy, done: Sequence[Step], *, source_running: bool
+) -> tuple[Undo, ...]:
+    """Pure: the undos, in order, that leave the VM running on the source again.
+
+    ``done``: the steps completed, in order. ``source_running``: whether the source runs
+    the VM now (it matters before the first step: a failed save leaves it running, and a
+    guest may power off late after an ACPI shutdown that timed out). Once the move is
+    committed nothing is undone.
+    """
+    if not strategy.offline:
+        raise ValueError(f"{strategy} is not a warm or cold move")
+    if committed(done):
+        return ()
+    steps = set(done)
+    undos: list[Undo] = []
+    if strategy is Strategy.WARM:
+        if Step.SAVED not in steps:
+            return ()  # libvirt resumes the VM after a failed or aborted save
+        if Step.DEFINED in steps:
+            undos.append(Undo.UNDEFINE_ON_DESTINATION)
+        if Step.RESTORED in steps:  # it ran there: its state is newer than the file's
+            undos.append(Undo.SAVE_ON_DESTINATION)
+        return (*undos, Undo.RESTORE_ON_SOURCE, Undo.REMOVE_STATE_FILE)
+    if Step.STARTED in steps:
+        undos.append(Undo.DESTROY_ON_DESTINATION)
+    if Step.DEFINED in steps:
+        undos.append(Undo.UNDEFINE_ON_DESTINATION)
+    if Step.DISKS_COPIED in steps:
+        undos.append(Undo.DELETE_DISK_COPIES)
+    if Step.SHUT_DOWN in steps or not source_running:
+        undos.append(Undo.START_ON_SOURCE)
+    return tuple(undos)
+
+
+@dataclass(frozen=True)
+class DiskCopy:
+    """A disk only the source sees: copied into ``pool`` on the destination (same path)."""
+
+    target: str
+    path: str
+    format: str
+    pool: str
+
+
+@dataclass(frozen=True)
+class OfflinePlan:
+    job_id: str
+    vm: str
+    source: Host
+    destination: Host
+    options: MigrationOptions
+    state_dir: str | None = None  # warm: proven shared by the caller
+    copies: tuple[DiskCopy, ...] = ()  # cold
+
+
+class _Cancelled(Exception):
+    """Ctrl-C or `vmferry job cancel` before the move was committed."""
+
+
+@dataclass
+class _Run:
+    """What the move has done so far (for the undo and the result)."""
+
+    done: list[Step]
+    state_path: str | None = None
+    copied: tuple[str, ...] = ()
+    paused_at: float | None = None
+    running_at: float | None = None
+
+
+def _quiet(*_args: object) -> None:
+    return None
+
+
+def run_offline_move(
+    plan: OfflinePlan,
+    store: Store,
+    witness: Witness,
+    *,
+    note: NoteFn = _quiet,
+    poll_s: float = 0.25,
+) -> MigrationResult:
+    """Run a warm or cold ``plan`` to its end and record it; unless the move completed,
+    the VM is left running on the source whenever the undos can do it."""
+    strategy = plan.options.strategy
+    if not strategy.offline:
+        raise ValueError(f"{strategy} is not a warm or cold move")
+
+    def event(kind: str, message: str, **data: object) -> None:
+        store.add_event(plan.job_id, kind, message, dict(data))
+        note(message)
+
+    run = _Run(done=[])
+    failure: str | None = None
+    cancelled = False
+    started = time.monotonic()
+    with (
+        ctrl_c_flag() as interrupted,
+        LibvirtHost.connect(plan.source.name, plan.source.uri) as src,
+        LibvirtHost.connect(plan.destination.name, plan.destination.uri) as dst,
+    ):
+
+        def stop_requested() -> str | None:
+            if interrupted.is_set():
+                return INTERRUPTED
+            if store.is_cancel_requested(plan.job_id):
+                return "cancelled by `vmferry job cancel`"
+            return None
+
+        def checkpoint() -> None:
+            why = stop_requested()
+            if why is not None and not committed(run.done):
+                raise _Cancelled(why)
+
+        try:
+            witness.start()
+            store.set_status(plan.job_id, JobStatus.RUNNING)
+            steps = _warm if strategy is Strategy.WARM else _cold
+            steps(plan, src, dst, run, event, checkpoint, stop_requested, poll_s)
+        except _Cancelled as exc:
+            failure, cancelled = str(exc), True
+        except Exception as exc:  # a step failed: undo, record
+            failure = (
+                exc.message if isinstance(exc, VmferryError) else f"{type(exc).__name__}: {exc}"
+            )
+        if failure is not None and committed(run.done):
+            event("note", f"after the move was committed: {failure}")
+            failure = None
+        if failure is not None:
+            event("status", f"{'cancelled' if cancelled else 'failed'} after "
+                  f"{', '.join(run.done) or 'no step'}: {failure}; undoing")  # fmt: skip
+            _undo(plan, src, dst, run, event)
+        moved = failure is None
+        report = witness.finish(moved)
+        verification = _verify(src, dst, plan.vm, moved, report)
+    if moved and verification.passed:
+        status, reason = JobStatus.COMPLETED, None
+    elif moved:
+        status, reason = (
+            JobStatus.FAILED,
+            "verification failed: " + "; ".join(verification.problems),
+        )
+    else:
+        status = JobStatus.CANCELLED if cancelled else JobStatus.FAILED
+        reason = failure
+    downtime = None
+    if run.paused_at is not None and run.running_at is not None:
+        downtime = round((run.running_at - run.paused_at) * 1000)
+    result = MigrationResult(
+        job_id=plan.job_id,
+        vm=plan.vm,
+        source=plan.source.name,
+        destination=plan.destination.name,
+        strategy=strategy,
+        status=status,
+        reason=reason,
+        total_time_ms=round((time.monotonic() - started) * 1000),
+        downtime_ms=downtime if moved else None,
+        transferred_bytes=None,
+        iterations=None,
+        verification=verification,
+    )
+    store.finish(plan.job_id, result)
+    return result
+
+
+EventFn = Callable[..., None]
+
+
+def _blocking(call: Callable[[], T], stop: Callable[[], str | None], on_stop: Callable[[], None],
+              poll_s: float) -> T:  # fmt: skip
+    """Run a blocking libvirt call in a thread; when a stop is requested meanwhile, call
+    ``on_stop`` once (e.g. abort the job) and still wait for the call to return."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="vmferry-offline-step", daemon=True)
+    worker.start()
+    asked = False
+    while worker.is_alive():
+        worker.join(poll_s)
+        if not asked and stop() is not None:
+            asked = True
+            on_stop()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def _warm(
+    plan: OfflinePlan,
+    src: LibvirtHost,
+    dst: LibvirtHost,
+    run: _Run,
+    event: EventFn,
+    checkpoint: Callable[[], None],
+    stop: Callable[[], str | None],
+    poll_s: float,
+) -> None:
+    assert plan.state_dir is not None
+    vm = plan.vm
+    restore_xml, define_xml = restore_xml_of(src, vm), define_xml_of(src, vm)
+    path = f"{plan.state_dir.rstrip('/')}/vmferry-{vm}-{plan.job_id[:8]}.save"
+    run.state_path = path
+    checkpoint()
+    event("status", f"saving {vm} on {src.name} to {path} (the VM stops now)", path=path)
+    run.paused_at = time.monotonic()
+    _blocking(lambda: save(src, vm, path), stop, lambda: abort_job(src, vm), poll_s)
+    run.done.append(Step.SAVED)
+    event("progress", f"saved in {time.monotonic() - run.paused_at:.1f} s", step=Step.SAVED)
+    checkpoint()
+    event("status", f"restoring {vm} on {dst.name} from {path}")
+    _blocking(lambda: restore(dst, path, restore_xml), stop, _quiet, poll_s)
+    run.running_at = time.monotonic()
+    run.done.append(Step.RESTORED)
+    event("progress", f"{vm} runs on {dst.name}; downtime "
+          f"{(run.running_at - run.paused_at) * 1000:.0f} ms", step=Step.RESTORED)  # fmt: skip
+    checkpoint()
+    dst.define_xml(define_xml)
+    run.done.append(Step.DEFINED)
+    checkpoint()
+    src.undefine(vm)
+    run.done.append(Step.SOURCE_UNDEFINED)
+    event("progress", f"{vm} defined on {dst.name} and undefined on {src.name}",
+          step=Step.SOURCE_UNDEFINED)  # fmt: skip
+    delete_volume(src, path)
+    run.done.append(Step.CLEANED)
+
+
+def _cold(
+    plan: OfflinePlan,
+    src: LibvirtHost,
+    dst: LibvirtHost,
+    run: _Run,
+    event: EventFn,
+    checkpoint: Callable[[], None],
+    stop: Callable[[], str | None],
+    poll_s: float,
+) -> None:
+    vm, options = plan.vm, plan.options
+    define_xml = define_xml_of(src, vm)
+    checkpoint()
+    event("status", f"shutting {vm} down on {src.name} (ACPI, up to "
+          f"{options.shutdown_timeout_s:g} s)")  # fmt: skip
+    run.paused_at = time.monotonic()
+    shutdown(src, vm)
+    deadline = run.paused_at + options.shutdown_timeout_s
+    while domain_view(src, vm).running or domain_view(src, vm).paused:
+        checkpoint()
+        if time.monotonic() >= deadline:
+            if not options.force:
+                raise VmferryError(f"{vm} did not power off within {options.shutdown_timeout_s:g}"
+                                   " s of the ACPI shutdown; re-run with --force to power it "
+                                   "off, or shut it down from inside")  # fmt: skip
+            event("status", f"{vm} ignored the ACPI shutdown; powering it off (--force)")
+            src.destroy(vm)
+            break
+        time.sleep(poll_s)
+    run.done.append(Step.SHUT_DOWN)
+    event("progress", f"{vm} is off on {src.name}", step=Step.SHUT_DOWN)
+    copied: list[str] = []
+    try:
+        for copy in plan.copies:
+            checkpoint()
+            event("status", f"copying disk {copy.target} ({copy.path}, {copy.format}) into "
+                  f"pool {copy.pool} on {dst.name}")  # fmt: skip
+            copied.append(copy_volume(src, dst, copy.path, copy.format, copy.pool))
+    finally:
+        run.copied = tuple(copied)
+    run.done.append(Step.DISKS_COPIED)
+    checkpoint()
+    dst.define_xml(define_xml)
+    run.done.append(Step.DEFINED)
+    checkpoint()
+    dst.start(vm)
+    run.running_at = time.monotonic()
+    run.done.append(Step.STARTED)
+    event("progress", f"{vm} started on {dst.name}; downtime "
+          f"{(run.running_at - run.paused_at) * 1000:.0f} ms", step=Step.STARTED)  # fmt: skip
+    checkpoint()
+    src.undefine(vm)
+    run.done.append(Step.SOURCE_UNDEFINED)
+    if options.delete_source_disks:
+        for copy in plan.copies:
+            delete_volume(src, copy.path)
+            event("progress", f"removed the source's copy of disk {copy.target} ({copy.path})")
+    run.done.append(Step.CLEANED)
+
+
+def _undo(plan: OfflinePlan, src: LibvirtHost, dst: LibvirtHost, run: _Run, event: EventFn) -> None:
+    """Run the undo plan; stop at the first undo that fails (so two copies never run)."""
+    try:
+        source_running = domain_view(src, plan.vm).running
+    except VmferryError:
+        source_running = False
+    path, vm = run.state_path or "", plan.vm
+
+    def delete_copies() -> None:
+        for copy in run.copied:
+            delete_volume(dst, copy)
+
+    actions: dict[Undo, Callable[[], None]] = {
+        Undo.UNDEFINE_ON_DESTINATION: lambda: dst.undefine(vm),
+        Undo.SAVE_ON_DESTINATION: lambda: save(dst, vm, path),
+        Undo.DESTROY_ON_DESTINATION: lambda: dst.destroy(vm),
+        Undo.DELETE_DISK_COPIES: delete_copies,
+        Undo.RESTORE_ON_SOURCE: lambda: restore(src, path, None),
+        Undo.REMOVE_STATE_FILE: lambda: delete_volume(src, path),
+        Undo.START_ON_SOURCE: lambda: src.start(vm),
+    }
+    for undo in undo_plan(plan.options.strategy, run.done, source_running=source_running):
+        try:
+            actions[undo]()
+        except VmferryError as exc:
+            event("note", f"undo {undo} failed: {exc.message}; stopped undoing", undo=str(undo))
+            return
+        event("status", f"undone: {undo}", undo=str(undo))
+
+
+def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
+            report: WitnessReport) -> Verification:  # fmt: skip
+    """Where the VM runs now, with what the witness saw."""
+    problems = list(report.problems)
+    views = {}
+    for host in (src, dst):
+        try:
+            views[host.name] = domain_view(host, vm)
+        except VmferryError as exc:
+            problems.append(f"could not look for {vm} on {host.name}: {exc.message}")
+    on_src, on_dst = views.get(src.name), views.get(dst.name)
+    running_dst = on_dst is not None and on_dst.running
+    absent_src = on_src is not None and not on_src.exists
+    if moved:
+        if not running_dst:
+            problems.append(f"not running on {dst.name}")
+        if on_src is not None and on_src.exists:
+            problems.append(f"still defined on {src.name}")
+        if on_dst is not None and on_dst.exists and not on_dst.persistent:
+            problems.append(f"not persistent on {dst.name}")
+    elif on_src is not None and not on_src.running:
+        problems.append(f"the source copy on {src.name} is not running")
+    return Verification(
+        running_on_destination=running_dst,
+        absent_on_source=absent_src,
+        heartbeat_max_gap_ms=report.heartbeat_max_gap_ms,
+        memory_integrity=report.memory_integrity,
+        network_max_gap_ms=report.network_max_gap_ms,
+        problems=tuple(problems),
+    )

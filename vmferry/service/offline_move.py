@@ -1,0 +1,166 @@
+"""`vmferry migrate --strategy warm|cold`: the checks as they apply to an offline move, the
+state directory and disk copies it needs, and the run through :mod:`vmferry.engine.offline`.
+
+:func:`vmferry.service.migrate.migrate` creates the job as for a live move and hands over
+here for warm and cold moves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from vmferry.assess.preflight import DiskReach, PreflightFacts
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_offline import pool_directories, prove_shared_directory
+from vmferry.engine.live import NoteFn
+from vmferry.engine.offline import DiskCopy, OfflinePlan, run_offline_move
+from vmferry.errors import BadInputError, VmferryError
+from vmferry.lab.guests import note_moved
+from vmferry.lab.state import load_state
+from vmferry.model import Host, is_blocked
+from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
+from vmferry.service.check import CheckReport, check_migration
+from vmferry.service.netprofile import finish_move, prepare_destination
+from vmferry.store.db import Store
+from vmferry.verify.reboot import RebootWitness
+from vmferry.verify.witness import LabWitness, NoWitness, Witness
+
+__all__ = ["check_offline", "copies_for", "run_offline", "state_dir_candidates"]
+
+# Findings about the live migration stream; an offline move sends none.
+_LIVE_ONLY = ("migration.",)
+
+
+def check_offline(vm: str, to: str, options: MigrationOptions) -> CheckReport:
+    """The pre-flight checks for a warm or cold move.
+
+    Warm needs every disk shared (the VM's disks are not copied while its state is saved),
+    so ``--copy-storage`` is refused; cold copies what only the source sees, so its disks
+    are checked as with ``--copy-storage``. Findings about the migration stream are left
+    out: an offline move opens none."""
+    if options.strategy is Strategy.WARM and options.copy_storage:
+        raise BadInputError("a warm move needs the VM's disks on storage both hosts see; "
+                            "--copy-storage is for live and cold moves")  # fmt: skip
+    report = check_migration(vm, to, copy_storage=options.strategy is Strategy.COLD)
+    findings = tuple(f for f in report.findings if not f.id.startswith(_LIVE_ONLY))
+    return replace(report, findings=findings, blocked=is_blocked(findings))
+
+
+def state_dir_candidates(
+    facts: PreflightFacts, source_pools: dict[str, str], destination_pools: dict[str, str]
+) -> list[str]:
+    """Pure: where a warm move's state file may go, best first: the pool directories that
+    hold the VM's shared disks, then any other directory that is a pool's on both hosts."""
+    common = sorted(set(source_pools.values()) & set(destination_pools.values()))
+    disk_dirs = [
+        os.path.dirname(d.path) for d in facts.disks if d.path and d.reach is DiskReach.SHARED
+    ]
+    first = [d for d in dict.fromkeys(disk_dirs) if d in common]
+    return first + [d for d in common if d not in first]
+
+
+def copies_for(facts: PreflightFacts) -> tuple[DiskCopy, ...]:
+    """Pure: the disks a cold move copies (those only the source sees), with their format.
+
+    Raises BadInputError for a disk whose format libvirt does not state (qemu-img is never
+    left to guess) or for which the destination has no pool."""
+    specs = {d.target: d for d in facts.vm.spec.disks}
+    copies = []
+    for placement in facts.disks:
+        if placement.reach is not DiskReach.LOCAL or placement.path is None:
+            continue
+        disk = specs.get(placement.target)
+        if disk is None or disk.removable:
+            continue
+        if not disk.format:
+            raise BadInputError(f"disk {disk.target} ({placement.path}) has no stated format "
+                                "(<driver type=...>); vmferry will not guess it")  # fmt: skip
+        if placement.copy_pool is None:
+            raise BadInputError(f"disk {disk.target}: the destination has no pool to copy "
+                                f"{placement.path} into")  # fmt: skip
+        copies.append(DiskCopy(disk.target, placement.path, disk.format, placement.copy_pool))
+    return tuple(copies)
+
+
+def run_offline(
+    report: CheckReport,
+    job_id: str,
+    source: Host,
+    destination: Host,
+    options: MigrationOptions,
+    store: Store,
+    note: NoteFn,
+) -> MigrationResult:
+    """Move the VM warm or cold (the job exists, the checks passed) and record it."""
+    vm, facts = report.vm, report.facts
+    try:
+        if facts is None:
+            raise VmferryError("the pre-flight facts are missing")
+        state_dir = _state_dir(source, destination, facts, options, note)
+        copies = copies_for(facts) if options.strategy is Strategy.COLD else ()
+    except BadInputError as exc:  # recorded, then exit 2 like any bad input
+        _failed(store, job_id, vm, source, destination, options, exc.message)
+        raise
+    except VmferryError as exc:
+        return _failed(store, job_id, vm, source, destination, options, exc.message)
+    lab = load_state()
+    guest = lab.guests.get(vm) if lab is not None else None
+    witness: Witness = NoWitness()
+    if guest is not None:
+        warm = options.strategy is Strategy.WARM
+        witness = LabWitness(guest) if warm else RebootWitness(guest)
+    try:  # the VM's port profiles on the destination before it runs there
+        network = prepare_destination(vm, source, destination, store, job_id, note)
+    except VmferryError as exc:  # it removed what it had added
+        why = f"port profiles could not be applied on {destination.name}: {exc.message}"
+        return _failed(store, job_id, vm, source, destination, options, why)
+    plan = OfflinePlan(job_id, vm, source, destination, options, state_dir, copies)
+    result: MigrationResult | None = None
+    try:
+        result = run_offline_move(plan, store, witness, note=note)
+    finally:  # FDB check and source clean-up, or the destination's profiles removed
+        finish_move(network, _runs_on_destination(result), store, job_id, note)
+    if guest is not None and result.status is JobStatus.COMPLETED:
+        note_moved(vm, destination.name)
+    return result
+
+
+def _runs_on_destination(result: MigrationResult | None) -> bool:
+    return bool(result and result.verification and result.verification.running_on_destination)
+
+
+def _state_dir(source: Host, destination: Host, facts: PreflightFacts,
+               options: MigrationOptions, note: NoteFn) -> str | None:  # fmt: skip
+    """A warm move's state directory, proven shared (None for a cold move)."""
+    if options.strategy is not Strategy.WARM:
+        return None
+    with (
+        LibvirtHost.connect(source.name, source.uri) as src,
+        LibvirtHost.connect(destination.name, destination.uri) as dst,
+    ):
+        if options.state_dir is not None:
+            candidates = [options.state_dir]
+        else:
+            candidates = state_dir_candidates(facts, pool_directories(src), pool_directories(dst))
+        reasons = []
+        for directory in candidates:
+            why = prove_shared_directory(src, dst, directory)
+            if why is None:
+                note(f"the saved state goes to {directory} (both hosts see it)")
+                return directory
+            reasons.append(why)
+    if options.state_dir is not None:
+        raise BadInputError(f"--state-dir {options.state_dir}: {reasons[0]}; give a "
+                            "directory that is a storage pool's on both hosts")  # fmt: skip
+    raise BadInputError(f"no directory both {source.name} and {destination.name} see for the "
+                        f"saved state ({'; '.join(reasons) or 'no pool directory in common'}); "
+                        "pass --state-dir")  # fmt: skip
+
+
+def _failed(store: Store, job_id: str, vm: str, source: Host, destination: Host,
+            options: MigrationOptions, why: str) -> MigrationResult:  # fmt: skip
+    result = MigrationResult(job_id, vm, source.name, destination.name, options.strategy,
+                             JobStatus.FAILED, why, None, None, None, None)  # fmt: skip
+    store.finish(job_id, result)
+    return result
