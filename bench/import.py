@@ -106,7 +106,7 @@ def run_vmferry(src: Path) -> tuple[float, int, dict[str, int]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("the benchmark needs root (it runs the lab)")
