@@ -106,9 +106,12 @@ def _profile(f: MoveNetworkFacts, p: PortMoveFacts) -> Iterator[Finding]:
         return  # no profile, or network.missing already blocks
     differences = []
     pg = p.destination_portgroup
-    if pg is not None and (pg.inbound, pg.outbound) != (src.inbound, src.outbound):
-        differences.append("its rate limits differ")
     rules = p.destination_rules
+    # where vmferry shapes itself, the destination's rates are those of its rules (none yet
+    # when the rules are missing); elsewhere they are the portgroup's <bandwidth>
+    rates_known = rules is not None or not f.can_write_rules
+    if pg is not None and rates_known and (pg.inbound, pg.outbound) != (src.inbound, src.outbound):
+        differences.append("its rate limits differ")
     if rules is not None and rules != (src.security_level, src.acl):
         differences.append("its ACL or security level differ")
     if differences:
@@ -122,7 +125,8 @@ def _profile(f: MoveNetworkFacts, p: PortMoveFacts) -> Iterator[Finding]:
         )
         return
     need_pg = pg is None
-    need_rules = rules is None and src.acl is not None
+    shaped = src.inbound is not None or src.outbound is not None
+    need_rules = rules is None and (src.acl is not None or (shaped and f.can_write_rules))
     if need_rules and not f.can_write_rules:
         yield Finding(
             "netprofile.cannot-apply",
@@ -135,7 +139,12 @@ def _profile(f: MoveNetworkFacts, p: PortMoveFacts) -> Iterator[Finding]:
         return
     if need_pg or need_rules:
         what = " and ".join(
-            w for w, needed in (("portgroup", need_pg), ("ACL rules", need_rules)) if needed
+            w
+            for w, needed in (
+                ("portgroup", need_pg),
+                ("ACL rules" if src.acl is not None else "rate limits", need_rules),
+            )
+            if needed
         )
         yield Finding(
             "netprofile.will-apply",

@@ -56,12 +56,12 @@ def neighbours(host: HostExec) -> dict[str, tuple[str, ...]]:
     return {m: tuple(sorted(a)) for m, a in found.items()}
 
 
-def arp_probe(host: HostExec, iface: str, addr: str) -> tuple[bool, str]:
-    """(reached, detail) for an ARP probe for ``addr`` sent from ``iface`` on ``host``."""
+def arp_probe(host: HostExec, iface: str, addr: str, timeout_s: float = 1.5) -> tuple[bool, str]:
+    """(reached, detail) for an ARP probe for ``addr`` sent from ``iface`` on ``host``
+    (3 requests over ``timeout_s``)."""
     started = time.monotonic()
-    done = host.run(
-        [sys.executable, "-m", "vmferry.drivers.l2probe", iface, addr], timeout_s=15, check=False
-    )
+    argv = [sys.executable, "-m", "vmferry.drivers.l2probe", iface, addr, str(timeout_s)]
+    done = host.run(argv, timeout_s=timeout_s + 15, check=False)
     try:
         result = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):

@@ -48,11 +48,11 @@ def probe(iface: str, addr: str, timeout_s: float = 1.5, tries: int = 3) -> str 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        sys.stderr.write("usage: python -m vmferry.drivers.l2probe IFACE ADDR\n")
+    if len(args) not in (2, 3):
+        sys.stderr.write("usage: python -m vmferry.drivers.l2probe IFACE ADDR [TIMEOUT_S]\n")
         return 2
     try:
-        mac = probe(args[0], args[1])
+        mac = probe(args[0], args[1], float(args[2]) if len(args) == 3 else 1.5)
         result: dict[str, object] = {"reached": mac is not None, "mac": mac}
     except OSError as exc:
         result = {"reached": False, "mac": None, "error": f"{type(exc).__name__}: {exc}"}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmferry.errors import VmferryError
-from vmferry.model.netprofile import AclProto, AclRule, PortProfile
+from vmferry.model.netprofile import AclProto, AclRule, Bandwidth, PortProfile
 from vmferry.netprofile.spec import check_level, format_acl_rule, parse_acl_rule
 
 FAMILY = "bridge"
@@ -117,7 +117,9 @@ def profile_rules(profile: PortProfile) -> tuple[tuple[str, str], ...]:
         (
             "counter",
             f"vmf:profile {profile.name} level={profile.security_level} "
-            f"acl={'on' if acl_on else 'off'}",
+            f"acl={'on' if acl_on else 'off'}"
+            + _rate_words("in", profile.inbound)
+            + _rate_words("out", profile.outbound),
         )
     ]
     if profile.acl is not None:
@@ -127,6 +129,31 @@ def profile_rules(profile: PortProfile) -> tuple[tuple[str, str], ...]:
             rules.append((f"{_acl_match(rule)} accept", f"vmf:acl {format_acl_rule(rule)}"))
         rules.append(("drop", "vmf:drop"))
     return tuple(rules)
+
+
+def _rate_words(direction: str, bw: Bandwidth | None) -> str:
+    """`` in=2048`` or `` in=2048/64`` (KiB/s, burst KiB): the rate vmferry shapes with tc."""
+    if bw is None:
+        return ""
+    return f" {direction}={bw.average_kib_s}" + (f"/{bw.burst_kib}" if bw.burst_kib else "")
+
+
+def read_rates(comments: tuple[str, ...]) -> tuple[Bandwidth | None, Bandwidth | None]:
+    """(inbound, outbound) recorded in a profile chain's first comment."""
+    if not comments or not comments[0].startswith("vmf:profile "):
+        return None, None
+    words = dict(w.split("=", 1) for w in comments[0].split()[2:] if "=" in w)
+
+    def bw(text: str | None) -> Bandwidth | None:
+        if not text:
+            return None
+        avg, _, burst = text.partition("/")
+        try:
+            return Bandwidth(int(avg), None, int(burst) if burst else None)
+        except ValueError:
+            return None
+
+    return bw(words.get("in")), bw(words.get("out"))
 
 
 def profile_comments(profile: PortProfile) -> tuple[str, ...]:

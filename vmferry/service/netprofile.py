@@ -2,16 +2,20 @@
 
 Named profiles are kept as JSON files, one per profile, in ``$VMFERRY_NETPROFILES`` (default
 ``<vmferry data dir>/netprofiles``). On a host, a profile is a portgroup of the same name in
-its libvirt network (with the rate limits; libvirt applies them with tc on the VM's tap) plus
-a chain in vmferry's nftables table ``bridge vmferry`` (the ACL), with the VM's MAC bound to
-it. vmferry writes nftables rules only where it can run commands on the host: the lab hosts
-(network namespaces on this machine).
+its libvirt network plus a chain in vmferry's nftables table ``bridge vmferry`` (the ACL, and
+the rates in its first rule's comment), with the VM's MAC bound to it, plus vmferry's own
+``htb`` shaping (:mod:`vmferry.netprofile.shaping`): on the VM's tap (to the VM) and on the
+bridge's uplink for the VM's MAC (from the VM). The portgroup then carries no
+``<bandwidth>``: libvirt would shape with ``sfq``, which the lab's kernel lacks. vmferry runs
+nft and tc only where it can run commands on the host: the lab hosts (network namespaces on
+this machine); elsewhere the portgroup carries libvirt's ``<bandwidth>``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,14 +24,14 @@ from pathlib import Path
 from platformdirs import user_data_dir
 
 from vmferry.assess.network import MoveNetworkFacts, PortMoveFacts
-from vmferry.drivers import bridge, libvirt_network, nft
+from vmferry.drivers import bridge, libvirt_network, nft, tc_shaping
 from vmferry.drivers.host_exec import HostExec
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import BadInputError, NotFoundError, VmferryError
 from vmferry.lab import topology as topo
 from vmferry.lab.state import load_state
 from vmferry.model import Host
-from vmferry.model.netprofile import AclRule, L2Reach, PortProfile, VmPort
+from vmferry.model.netprofile import AclRule, Bandwidth, L2Reach, PortProfile, VmPort
 from vmferry.netprofile import nft as nft_rules
 from vmferry.netprofile.fdb import FdbVerdict, fdb_verdict
 from vmferry.netprofile.libvirt_xml import (
@@ -103,16 +107,22 @@ def read_host_profile(
     conn: LibvirtHost, hexec: HostExec | None, network: str, name: str
 ) -> tuple[PortProfile | None, Rules | None]:
     """The profile ``name`` as ``conn``'s host has it: (its portgroup as a profile, or None;
-    (level, ACL) of vmferry's rules for it, or None)."""
+    (level, ACL) of vmferry's rules for it, or None). The portgroup's rates are those of
+    vmferry's chain (what vmferry shapes with tc) when the chain is there, else libvirt's
+    ``<bandwidth>`` of the portgroup."""
     xml = libvirt_network.network_xml(conn, network)
     view = network_view(xml) if xml is not None else None
     pg = view.portgroups.get(name) if view is not None else None
-    portgroup = PortProfile(name, network, pg.inbound, pg.outbound) if pg is not None else None
     rules = None
+    rates: tuple[Bandwidth | None, Bandwidth | None] | None = None
     if hexec is not None:
         comments = nft.read_state(hexec).chains.get(nft_rules.chain_name(name))
         rules = nft_rules.read_chain(comments) if comments else None
-    return portgroup, rules
+        rates = nft_rules.read_rates(comments) if rules is not None and comments else None
+    if pg is None:
+        return None, rules
+    inbound, outbound = rates if rates is not None else (pg.inbound, pg.outbound)
+    return PortProfile(name, network, inbound, outbound), rules
 
 
 def _combine(portgroup: PortProfile, rules: Rules | None) -> PortProfile:
@@ -204,6 +214,8 @@ class ApplyReport:
     bound_macs: tuple[str, ...] = ()
     chain_was_there: bool = True
     notes: list[str] = field(default_factory=list)
+    shaped: list[str] = field(default_factory=list)  # "vmup0 from 52:54:..", "vnet0 to .."
+    shaped_uplinks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mac -> uplinks
 
 
 def apply_on(
@@ -211,20 +223,27 @@ def apply_on(
     hexec: HostExec | None,
     profile: PortProfile,
     macs: dict[str, str],
+    taps: dict[str, str] | None = None,
 ) -> ApplyReport:
-    """Make ``conn``'s host have ``profile``: the portgroup with its rate limits (added, or
-    modified if it differs) and, where vmferry can run nft there, its rules with ``macs``
-    (mac -> VM) bound. Idempotent."""
+    """Make ``conn``'s host have ``profile``: the portgroup and, where vmferry can run
+    commands there, its rules with ``macs`` (mac -> VM) bound and its rates shaped with tc
+    (from each MAC on the bridge's uplinks; to it on its tap, for ``taps``: mac -> tap of a
+    running VM). Where vmferry cannot, the portgroup carries libvirt's ``<bandwidth>``.
+    Idempotent."""
     xml = libvirt_network.network_xml(conn, profile.network)
     if xml is None:
         raise NotFoundError(f"host {conn.name!r} has no network {profile.network!r}")
     view = network_view(xml)
     pg = view.portgroups.get(profile.name)
-    new_pg = portgroup_xml(profile.name, profile.inbound, profile.outbound)
+    if hexec is None:  # libvirt shapes
+        want: tuple[Bandwidth | None, Bandwidth | None] = (profile.inbound, profile.outbound)
+    else:  # vmferry shapes; a portgroup <bandwidth> would make libvirt use sfq
+        want = (None, None)
+    new_pg = portgroup_xml(profile.name, *want)
     if pg is None:
         libvirt_network.add_portgroup(conn, profile.network, new_pg)
         pg_done = "added"
-    elif (pg.inbound, pg.outbound) != (profile.inbound, profile.outbound):
+    elif (pg.inbound, pg.outbound) != want:
         libvirt_network.modify_portgroup(conn, profile.network, new_pg)
         pg_done = "modified"
     else:
@@ -242,7 +261,46 @@ def apply_on(
     nft.apply_profile(hexec, profile, macs)
     report.rules = "written" if changed else "unchanged"
     report.bound_macs = tuple(sorted(m for m in macs if before.ports.get(m) != chain))
+    uplinks = tuple(sorted(bridge.uplinks(hexec, view.bridge))) if view.bridge else ()
+    if profile.outbound is not None:
+        for mac in macs:
+            for uplink in uplinks:
+                tc_shaping.shape_uplink(hexec, uplink, mac, profile.outbound)
+                report.shaped.append(f"{uplink} from {mac}")
+            report.shaped_uplinks[mac] = uplinks
+    for mac, tap in (taps or {}).items():
+        if profile.inbound is not None and mac in macs:
+            tc_shaping.shape_tap(hexec, tap, profile.inbound)
+            report.shaped.append(f"{tap} to {mac}")
     return report
+
+
+def unshape(
+    conn: LibvirtHost, hexec: HostExec, profile: PortProfile, macs: tuple[str, ...]
+) -> list[str]:
+    """Remove vmferry's tc state for ``macs`` from the host (uplink classes; the tap of a VM
+    still running there). Returns what was removed."""
+    view = _view(conn, profile.network)
+    uplinks = sorted(bridge.uplinks(hexec, view.bridge)) if view and view.bridge else []
+    done = [
+        f"{uplink} class of {mac}"
+        for mac in macs
+        for uplink in uplinks
+        if tc_shaping.unshape_uplink(hexec, uplink, mac)
+    ]
+    return done
+
+
+def running_taps(conn: LibvirtHost) -> dict[str, str]:
+    """MAC -> tap of every NIC of the host's running domains (live XML)."""
+    running = set(conn.running_vm_names())
+    return {
+        p.mac: p.target_dev
+        for name, xml in libvirt_network.domain_xmls(conn).items()
+        if name in running
+        for p in ports_from_domain(xml)
+        if p.target_dev
+    }
 
 
 def apply(name: str, host_name: str) -> ApplyReport:
@@ -257,7 +315,8 @@ def apply(name: str, host_name: str) -> ApplyReport:
             for p in ports_from_domain(xml)
             if p.profile == profile.name and p.segment.network == profile.network
         }
-        return apply_on(conn, host_exec(host.name), profile, macs)
+        taps = {m: t for m, t in running_taps(conn).items() if m in macs}
+        return apply_on(conn, host_exec(host.name), profile, macs, taps)
 
 
 def remove_from(
@@ -275,6 +334,8 @@ def remove_from(
     done = []
     if hexec is not None and nft.remove(hexec, macs, (profile.name,)):
         done.append(f"rules of {profile.name} for {', '.join(macs)}")
+    if hexec is not None and macs:
+        done += unshape(conn, hexec, profile, macs)
     if portgroup:
         users = [
             p.vm
@@ -321,7 +382,9 @@ def gather_move_facts(
     for port in ports:
         dst_view = _view(dst, port.segment.network)
         bridge_name = port.segment.bridge or (dst_view.bridge if dst_view else None)
-        reach, detail = _reach(dst_exec, bridge_name, port)
+        src_view = _view(src, port.segment.network)
+        src_bridge = src_view.bridge if src_view else port.segment.bridge
+        reach, detail = _reach(dst_exec, bridge_name, port, src_exec, src_bridge)
         src_profile = None
         dst_pg: PortProfile | None = None
         dst_rules = None
@@ -332,7 +395,6 @@ def gather_move_facts(
                 dst_pg, dst_rules = read_host_profile(
                     dst, dst_exec, port.segment.network, port.profile
                 )
-        src_view = _view(src, port.segment.network)
         facts.append(
             PortMoveFacts(
                 port=port,
@@ -358,7 +420,17 @@ def _vni(hexec: HostExec | None, bridge_name: str | None) -> int | None:
         return None
 
 
-def _reach(hexec: HostExec | None, bridge_name: str | None, port: VmPort) -> tuple[L2Reach, str]:
+def _reach(
+    hexec: HostExec | None,
+    bridge_name: str | None,
+    port: VmPort,
+    src_exec: HostExec | None = None,
+    src_bridge: str | None = None,
+) -> tuple[L2Reach, str]:
+    """Probe the VM's address from the destination's bridge. Without an answer, probe from
+    the source's own bridge: only when the VM answers there is the destination on another
+    segment (a VM that is still booting, or has no IPv4 there, answers neither: unverified);
+    then the destination is probed once more, in case the VM only just came up."""
     if hexec is None:
         return L2Reach.UNVERIFIED, "vmferry can probe the segment only from lab hosts"
     if not bridge_name:
@@ -367,10 +439,79 @@ def _reach(hexec: HostExec | None, bridge_name: str | None, port: VmPort) -> tup
     if not v4:
         return L2Reach.UNVERIFIED, f"no IPv4 address seen for {port.mac}"
     reached, detail = bridge.arp_probe(hexec, bridge_name, v4[0])
-    return (L2Reach.REACHED if reached else L2Reach.UNREACHED), detail
+    if reached or src_exec is None or not src_bridge:
+        return (L2Reach.REACHED if reached else L2Reach.UNREACHED), detail
+    # a VM that is still booting may take a few seconds to answer on its own host
+    at_home, home_detail = bridge.arp_probe(src_exec, src_bridge, v4[0], timeout_s=5.0)
+    if not at_home:
+        return L2Reach.UNVERIFIED, (
+            f"{detail}; the VM did not answer on its own host's bridge either ({home_detail})"
+        )
+    reached, detail = bridge.arp_probe(hexec, bridge_name, v4[0])
+    if reached:
+        return L2Reach.REACHED, detail
+    return L2Reach.UNREACHED, f"{detail}, while it answers on its own host ({home_detail})"
 
 
 # -- during a migration -----------------------------------------------------------------
+
+
+@dataclass
+class TapShaping:
+    """One NIC whose rate to the VM must be shaped on the destination's tap, once the
+    incoming QEMU has created it (before the switchover)."""
+
+    mac: str
+    inbound: Bandwidth
+    tap: str | None = None
+    at_s: float | None = None  # seconds after the watcher started
+    error: str | None = None
+
+
+class TapWatcher:
+    """Polls the destination (its own libvirt connection, in a thread) for the incoming
+    domain's taps and shapes each as soon as it appears. The store is not touched from the
+    thread: :func:`finish_move` records what it did."""
+
+    def __init__(self, vm: str, destination: Host, hexec: HostExec, todo: list[TapShaping]):
+        self.vm, self.destination, self.hexec, self.todo = vm, destination, hexec, todo
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"tap-watch-{vm}", daemon=True)
+        self.started = time.monotonic()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            with LibvirtHost.connect(self.destination.name, self.destination.uri) as dst:
+                while not self._stop.is_set() and any(t.tap is None for t in self.todo):
+                    self._poll(dst)
+                    self._stop.wait(0.05)
+        except VmferryError as exc:
+            for t in self.todo:
+                if t.tap is None:
+                    t.error = exc.message
+
+    def _poll(self, dst: LibvirtHost) -> None:
+        try:
+            xml = dst.domain_xml(self.vm)
+        except VmferryError:
+            return  # not there yet
+        taps = {p.mac: p.target_dev for p in ports_from_domain(xml) if p.target_dev}
+        for t in self.todo:
+            tap = taps.get(t.mac)
+            if t.tap is None and tap:
+                try:
+                    tc_shaping.shape_tap(self.hexec, tap, t.inbound)
+                except VmferryError as exc:
+                    t.error = exc.message
+                    continue
+                t.tap, t.at_s = tap, round(time.monotonic() - self.started, 3)
 
 
 @dataclass
@@ -383,13 +524,15 @@ class NetworkMove:
     ports: tuple[VmPort, ...] = ()
     profiles: dict[str, PortProfile] = field(default_factory=dict)
     applied: list[ApplyReport] = field(default_factory=list)
+    watcher: TapWatcher | None = None
 
 
 def prepare_destination(
     vm: str, source: Host, destination: Host, store: Store, job_id: str, note: NoteFn = _quiet
 ) -> NetworkMove:
     """Before the migration starts: put every profile of ``vm``'s NICs on the destination
-    (portgroup with rate limits, ACL rules keyed on the VM's MAC)."""
+    (portgroup, ACL rules keyed on the VM's MAC, the rate from the VM on the uplink), and
+    start watching for the incoming tap to shape the rate to the VM on it."""
     move = NetworkMove(vm, source, destination)
     src_exec, dst_exec = host_exec(source.name), host_exec(destination.name)
     with (
@@ -411,6 +554,7 @@ def prepare_destination(
                 message = (
                     f"profile {profile.name} on {destination.name}: portgroup "
                     f"{report.portgroup}, rules {report.rules}"
+                    + (f", shaped {'; '.join(report.shaped)}" if report.shaped else "")
                 )
                 store.add_event(
                     job_id,
@@ -421,9 +565,14 @@ def prepare_destination(
                         "mac": port.mac,
                         "portgroup": report.portgroup,
                         "rules": report.rules,
+                        "shaped": list(report.shaped),
                     },
                 )
                 note(message)
+            todo = [TapShaping(mac, p.inbound) for mac, p in move.profiles.items() if p.inbound]
+            if todo and dst_exec is not None:
+                move.watcher = TapWatcher(vm, destination, dst_exec, todo)
+                move.watcher.start()
         except BaseException:
             _undo_destination(move, dst, dst_exec, store, job_id, note)
             raise
@@ -438,6 +587,8 @@ def _undo_destination(
     job_id: str,
     note: NoteFn,
 ) -> None:
+    if move.watcher is not None:
+        move.watcher.stop()
     for report in reversed(move.applied):
         profile = next(p for p in move.profiles.values() if p.name == report.profile)
         try:
@@ -449,6 +600,11 @@ def _undo_destination(
                 and nft.remove(dst_exec, report.bound_macs, drop)
             ):
                 removed.append(f"rules for {', '.join(report.bound_macs)}")
+            if dst_exec is not None:
+                for mac, uplinks in report.shaped_uplinks.items():
+                    for uplink in uplinks:
+                        if tc_shaping.unshape_uplink(dst_exec, uplink, mac):
+                            removed.append(f"{uplink} class of {mac}")
             if report.portgroup == "added":
                 libvirt_network.delete_portgroup(dst, profile.network, profile.name)
                 removed.append(f"portgroup {profile.name}")
@@ -462,6 +618,36 @@ def _undo_destination(
         note(message)
 
 
+def _record_taps(move: NetworkMove, moved: bool, store: Store, job_id: str, note: NoteFn) -> None:
+    """Stop the tap watcher and record what it did; after a move, shape any tap it missed."""
+    watcher = move.watcher
+    if watcher is None:
+        return
+    watcher.stop()
+    for t in watcher.todo:
+        late = False
+        if t.tap is None and moved and t.error is None:  # the switchover beat the watcher
+            with LibvirtHost.connect(move.destination.name, move.destination.uri) as dst:
+                taps = {p.mac: p.target_dev for p in ports_from_domain(dst.domain_xml(move.vm))}
+            tap = taps.get(t.mac)
+            if tap:
+                tc_shaping.shape_tap(watcher.hexec, tap, t.inbound)
+                t.tap, t.at_s, late = tap, round(time.monotonic() - watcher.started, 3), True
+        if t.tap is not None:
+            message = (
+                f"rate to {t.mac} shaped on {move.destination.name}'s {t.tap} "
+                f"({t.inbound.average_kib_s} KiB/s) {t.at_s} s after the migration started"
+                + (", after the switchover" if late else ", before the switchover")
+            )
+        else:
+            message = f"rate to {t.mac} not shaped on {move.destination.name}: " + (
+                t.error or "its tap never appeared"
+            )
+        data = {"mac": t.mac, "tap": t.tap, "at_s": t.at_s, "after_switchover": late}
+        store.add_event(job_id, "network", message, data)
+        note(message)
+
+
 def finish_move(
     move: NetworkMove, moved: bool, store: Store, job_id: str, note: NoteFn = _quiet
 ) -> FdbVerdict | None:
@@ -469,6 +655,7 @@ def finish_move(
     remove the profiles from the source; if not, remove what was added on the destination."""
     src_exec, dst_exec = host_exec(move.source.name), host_exec(move.destination.name)
     try:
+        _record_taps(move, moved, store, job_id, note)
         if not moved:
             with LibvirtHost.connect(move.destination.name, move.destination.uri) as dst:
                 _undo_destination(move, dst, dst_exec, store, job_id, note)

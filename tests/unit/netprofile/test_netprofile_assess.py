@@ -79,9 +79,16 @@ def test_vni_mismatch_blocks_and_equal_vnis_pass() -> None:
 
 def test_conflicting_profile_blocks() -> None:
     other_rate = make_profile("web", "vmnet", inbound_kib_s=9)
-    found = evaluate_network(facts(port(destination_portgroup=other_rate)))
+    rules = ("restricted", WEB.acl)
+    found = evaluate_network(facts(port(destination_portgroup=other_rate, destination_rules=rules)))
     assert ids(found) == [("netprofile.conflict", "blocker")]
     assert "rate limits differ" in found[0].message
+    # where vmferry shapes, a portgroup without its rules has no rates yet: it will apply
+    found = evaluate_network(facts(port(destination_portgroup=other_rate)))
+    assert ids(found) == [("netprofile.will-apply", "info")]
+    # where libvirt shapes, the portgroup's <bandwidth> is the rate
+    found = evaluate_network(facts(port(destination_portgroup=other_rate), can_write=False))
+    assert ids(found) == [("netprofile.conflict", "blocker")]
     found = evaluate_network(
         facts(port(destination_portgroup=PG, destination_rules=("default", WEB.acl)))
     )
@@ -122,3 +129,15 @@ def test_portgroup_missing_is_replaced_by_will_apply() -> None:
 
 def test_bandwidth_equality_is_exact() -> None:
     assert Bandwidth(1000) != Bandwidth(1000, None, 64)
+
+
+def test_rates_alone_need_rules_where_vmferry_shapes() -> None:
+    rated = make_profile("web", "vmnet", inbound_kib_s=2048, outbound_kib_s=2048)
+    no_rates = make_profile("web", "vmnet")
+    found = evaluate_network(facts(port(source_profile=rated, destination_portgroup=no_rates)))
+    assert ids(found) == [("netprofile.will-apply", "info")]
+    assert "lacks its rate limits" in found[0].message
+    there = port(
+        source_profile=rated, destination_portgroup=rated, destination_rules=("default", None)
+    )
+    assert evaluate_network(facts(there)) == []

@@ -43,7 +43,7 @@ def state_json(chains: dict[str, list[str]], ports: dict[str, str]) -> str:
 def test_profile_rules_in_order() -> None:
     rules = nft.profile_rules(WEB)
     assert [c for _, c in rules] == [
-        "vmf:profile web level=restricted acl=on",
+        "vmf:profile web level=restricted acl=on in=1000",
         "vmf:arp",
         "vmf:tcp-replies",
         "vmf:acl tcp:7,9@198.18.2.0/24",
@@ -198,3 +198,13 @@ def test_acl_match_forms() -> None:
         "ip protocol udp udp dport { 53 } ip saddr 10.0.0.0/8"
     )
     assert nft._acl_match(AclRule(AclProto.TCP)) == "ip protocol tcp"
+
+
+def test_rates_are_recorded_in_the_chain() -> None:
+    rated = make_profile("p", "n", inbound_kib_s=2048, outbound_kib_s=1024, burst_kib=64)
+    comments = nft.profile_comments(rated)
+    assert comments[0] == "vmf:profile p level=default acl=off in=2048/64 out=1024/64"
+    assert nft.read_rates(comments) == (rated.inbound, rated.outbound)
+    assert nft.read_chain(comments) == ("default", None)
+    assert nft.read_rates(nft.profile_comments(make_profile("p", "n"))) == (None, None)
+    assert nft.read_rates(()) == (None, None)
