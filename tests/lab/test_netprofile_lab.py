@@ -175,6 +175,11 @@ def test_moves_with_its_profile_to_a_host_that_lacks_it(guest: GuestRecord) -> N
     assert fdb and fdb[0]["fdb_ok"] and fdb[0]["mac_unchanged"], network
     taps = [e for e in network if (e["data"] or {}).get("tap")]
     assert taps and taps[0]["data"]["after_switchover"] is False, network
+    # vmferry's own verification of the profile at the destination, recorded in the job
+    verified = [e["data"] for e in job["events"] if e["kind"] == "network-verify"]
+    assert verified and verified[0]["ok"] is True, verified
+    names = {c["name"] for c in verified[0]["checks"]}
+    assert {"port 7 open", "port 7001 blocked", "rate to the VM", "rate from the VM"} <= names
 
     kvm2 = host_view("kvm2")
     assert kvm2["running"] and kvm2["mac"] == guest.mac.lower()

@@ -22,10 +22,11 @@ from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.jobs import reconcile_vm
-from vmferry.service.netprofile import finish_move, prepare_destination
+from vmferry.service.netprofile import NetworkMove, finish_move, prepare_destination
 from vmferry.service.offline_move import check_offline, run_offline
 from vmferry.service.predict import after_migration, before_migration
 from vmferry.store.db import Store, open_store
+from vmferry.verify.profile_checks import check_in_force
 from vmferry.verify.witness import LabWitness, NoWitness, Witness
 
 MIB = 2**20
@@ -129,7 +130,29 @@ def migrate(
     after_migration(store, result)  # the actual figures beside the prediction; never raises
     if guest is not None and result.status is JobStatus.COMPLETED:
         note_moved(vm, destination.name)  # the lab's own bookkeeping follows the VM
+        _verify_profiles(guest.address, network, store, job.id, note)
     return MigrateOutcome(result, report)
+
+
+def _verify_profiles(
+    addr: str, network: NetworkMove, store: Store, job_id: str, note: NoteFn
+) -> None:
+    """From the lab's client: the ACL and rates of every port profile the VM took along are
+    in force at the destination; recorded as a ``network-verify`` job event."""
+    for profile in network.profiles.values():
+        try:
+            results = check_in_force(addr, profile)
+        except VmferryError as exc:
+            store.add_event(job_id, "network-verify", f"profile {profile.name}: not checked: "
+                            f"{exc.message}", {"profile": profile.name, "ok": None})  # fmt: skip
+            continue
+        ok = all(r.ok for r in results)
+        summary = "; ".join(f"{r.name}: {'ok' if r.ok else 'FAILED'} ({r.detail})" for r in results)
+        message = f"profile {profile.name} {'in force' if ok else 'NOT in force'}: {summary}"
+        store.add_event(job_id, "network-verify", message,
+                        {"profile": profile.name, "ok": ok,
+                         "checks": [to_jsonable(r) for r in results]})  # fmt: skip
+        note(message)
 
 
 def _plan_cap(

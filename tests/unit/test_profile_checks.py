@@ -1,0 +1,38 @@
+"""Which ports a profile must leave open or closed, and the rate verdict."""
+
+from __future__ import annotations
+
+from vmferry.model.netprofile import AclProto, AclRule, Bandwidth, PortProfile
+from vmferry.verify.profile_checks import judge_rate, plan_checks, transfer_bytes
+
+
+def test_acl_decides_open_and_blocked_guest_ports() -> None:
+    profile = PortProfile("web", "vmnet", Bandwidth(2048), Bandwidth(1024),
+                          acl=(AclRule(AclProto.TCP, (7, 9, 19), "198.18.2.0/24"),
+                               AclRule(AclProto.ICMP)))  # fmt: skip
+    plan = plan_checks(profile)
+    assert plan.open_ports == (7, 9, 19)
+    assert plan.closed_ports == (7001,)
+    assert plan.rate_to_vm_bytes_s == 2048 * 1024
+    assert plan.rate_from_vm_bytes_s == 1024 * 1024
+
+
+def test_no_acl_leaves_everything_open_and_any_rule_opens_all() -> None:
+    assert plan_checks(PortProfile("p", "n")).closed_ports == ()
+    anyrule = PortProfile("p", "n", acl=(AclRule(AclProto.ANY),))
+    assert plan_checks(anyrule).closed_ports == ()
+    nothing = PortProfile("p", "n", acl=())
+    assert plan_checks(nothing).open_ports == ()
+
+
+def test_rate_within_ten_percent_either_side() -> None:
+    assert judge_rate("r", 2_000_000, 1_850_000).ok
+    assert judge_rate("r", 2_000_000, 2_150_000).ok
+    assert not judge_rate("r", 2_000_000, 1_700_000).ok
+    assert not judge_rate("r", 2_000_000, 2_300_000).ok
+    assert "-7.5%" in judge_rate("r", 2_000_000, 1_850_000).detail
+
+
+def test_transfers_are_bounded() -> None:
+    assert transfer_bytes(2_000_000) == 6_000_000
+    assert transfer_bytes(10**9) == 32 * 2**20

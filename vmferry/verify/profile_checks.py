@@ -1,0 +1,92 @@
+"""After a move: prove from the client's side that a VM's port profiles are in force.
+
+For a lab guest (its guestd listens on TCP 7 echo, 9 sink, 19 source and 7001 control) the
+checks are: every listening port the ACL allows still opens, every one it blocks still does
+not, and a bounded transfer each way runs within 10 % of the profile's rate (htb counts
+whole frames while the client times payload, so a few percent under the limit is expected).
+
+``plan_checks`` and ``judge`` are pure; ``check_in_force`` runs them from the client
+namespace (vmferry.lab.client).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmferry.lab import client
+from vmferry.model.netprofile import AclProto, PortProfile
+
+GUEST_PORTS = (7, 9, 19, 7001)  # what guestd listens on
+RATE_TOLERANCE = 0.10
+TRANSFER_SECONDS = 3.0  # a bounded transfer lasts about this long at the limit
+MAX_TRANSFER_BYTES = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    open_ports: tuple[int, ...]
+    closed_ports: tuple[int, ...]
+    rate_to_vm_bytes_s: float | None  # the profile's inbound limit
+    rate_from_vm_bytes_s: float | None  # its outbound limit
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _allowed(profile: PortProfile, port: int) -> bool:
+    if profile.acl is None:
+        return True
+    return any(
+        rule.proto in (AclProto.TCP, AclProto.ANY) and (not rule.ports or port in rule.ports)
+        for rule in profile.acl
+    )
+
+
+def plan_checks(profile: PortProfile) -> CheckPlan:
+    """Which guest ports must open and which must stay closed, and the rates to hold."""
+    return CheckPlan(
+        open_ports=tuple(p for p in GUEST_PORTS if _allowed(profile, p)),
+        closed_ports=tuple(p for p in GUEST_PORTS if not _allowed(profile, p)),
+        rate_to_vm_bytes_s=profile.inbound.average_kib_s * 1024 if profile.inbound else None,
+        rate_from_vm_bytes_s=profile.outbound.average_kib_s * 1024 if profile.outbound else None,
+    )
+
+
+def judge_rate(name: str, limit_bytes_s: float, measured_bytes_s: float) -> CheckResult:
+    """Within ``RATE_TOLERANCE`` of the limit, either side."""
+    error = measured_bytes_s / limit_bytes_s - 1
+    return CheckResult(
+        name,
+        abs(error) <= RATE_TOLERANCE,
+        f"{measured_bytes_s / 1e6:.3f} MB/s against a limit of {limit_bytes_s / 1e6:.3f} MB/s "
+        f"({error:+.1%})",
+    )
+
+
+def transfer_bytes(limit_bytes_s: float) -> int:
+    return int(min(MAX_TRANSFER_BYTES, limit_bytes_s * TRANSFER_SECONDS))
+
+
+def check_in_force(addr: str, profile: PortProfile) -> list[CheckResult]:
+    """Run the plan from the client namespace against the guest at ``addr``."""
+    plan = plan_checks(profile)
+    results = [
+        CheckResult(f"port {p} open", client.port_open(addr, p), "allowed by the ACL")
+        for p in plan.open_ports
+    ]
+    results += [
+        CheckResult(f"port {p} blocked", not client.port_open(addr, p), "not allowed by the ACL")
+        for p in plan.closed_ports
+    ]
+    for name, limit, to_vm in (
+        ("rate to the VM", plan.rate_to_vm_bytes_s, True),
+        ("rate from the VM", plan.rate_from_vm_bytes_s, False),
+    ):
+        if limit is not None and (9 if to_vm else 19) in plan.open_ports:
+            measured = client.transfer_rate(addr, transfer_bytes(limit), to_vm=to_vm)
+            results.append(judge_rate(name, limit, measured))
+    return results
