@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json
-from vmferry.predict.records import ProfileSample
+from vmferry.model.workload import ProfileSample
 from vmferry.service.profile import ProfileRun
 from vmferry.service.profile import profile as profile_service
 

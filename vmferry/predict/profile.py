@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vmferry.model.workload import ProfileSample
 from vmferry.predict.model import percentile
-from vmferry.predict.records import ProfileSample
 from vmferry.predict.rightsize import RightSizing, recommend
 
 __all__ = ["METRICS", "ProfileSample", "ProfileSummary", "Stat", "summarise"]

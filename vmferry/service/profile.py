@@ -23,8 +23,8 @@ from vmferry.drivers.libvirt_stats import (
 )
 from vmferry.errors import BadInputError, NotFoundError
 from vmferry.model import Host, VmState
+from vmferry.model.workload import ProfileSample
 from vmferry.predict.profile import ProfileSummary, summarise
-from vmferry.predict.records import ProfileSample
 from vmferry.service.locate import locate
 from vmferry.store.db import Store, open_store
 

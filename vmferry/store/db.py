@@ -28,7 +28,7 @@ from vmferry.model.job_state import IllegalTransitionError, transition
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import Job, JobEvent, JobStatus, MigrationOptions, MigrationResult
 from vmferry.model.plan_run import ItemStatus, PlanItem, PlanRecord, PlanStatus
-from vmferry.predict.records import PredictionRecord, ProfileSample
+from vmferry.model.workload import PredictionRecord, ProfileSample
 from vmferry.store.codec import DecodeError, from_jsonable
 from vmferry.store.tables import (
     HostRow,

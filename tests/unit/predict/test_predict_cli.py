@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from vmferry.cli import predict_cmd, profile_cmd
 from vmferry.cli.main import app
+from vmferry.model.workload import ProfileSample
 from vmferry.predict.model import Calibration, PredictInputs, predict
 from vmferry.predict.profile import summarise
-from vmferry.predict.records import ProfileSample
 from vmferry.service.predict import PredictReport
 from vmferry.service.profile import ProfileRun
 

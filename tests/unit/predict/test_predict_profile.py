@@ -9,8 +9,8 @@ import pytest
 from vmferry.drivers.libvirt_stats import counters_from_stats, rates
 from vmferry.errors import NotFoundError
 from vmferry.model.migration import MigrationOptions
+from vmferry.model.workload import ProfileSample
 from vmferry.predict.profile import summarise
-from vmferry.predict.records import ProfileSample
 from vmferry.store import Store
 
 MIB = 2**20

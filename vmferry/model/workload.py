@@ -1,7 +1,5 @@
-"""What the store keeps for this package: profile samples and predictions beside actuals.
-
-Plain dataclasses with no vmferry imports, so that :mod:`vmferry.store` can speak them
-(they belong with :mod:`vmferry.model`'s types).
+"""What the store keeps of a VM's workload: profile samples, and predictions beside the
+actual figures of the migration they were made for (``vmferry profile``, ``vmferry predict``).
 """
 
 from __future__ import annotations
