@@ -210,32 +210,21 @@ def resume(plan_id: PlanId, json_out: JsonOpt = False) -> None:
 @app.command("pause")
 def pause(plan_id: PlanId, json_out: JsonOpt = False) -> None:
     """Start no new migration; the running ones finish, then the plan is paused."""
-    record = pause_plan(plan_id)
-    if json_out:
-        print_json(plan_json(record))
-    else:
-        console.print(
-            f"plan {record.id}: {record.status}"
-            + (
-                " (pause requested; the running migrations finish first)"
-                if record.requested == "pause"
-                else ""
-            )
-        )
+    _print_request(pause_plan(plan_id), json_out, "pause",
+                   "the running migrations finish first")  # fmt: skip
 
 
 @app.command("cancel")
 def cancel(plan_id: PlanId, json_out: JsonOpt = False) -> None:
     """Cancel the running migrations (their sources keep running) and stop the plan."""
-    record = cancel_plan(plan_id)
+    _print_request(cancel_plan(plan_id), json_out, "cancel",
+                   "its runner cancels the running migrations")  # fmt: skip
+
+
+def _print_request(record: PlanRecord, json_out: bool, request: str, pending: str) -> None:
+    """The plan after a pause or cancel request; says so while its runner has yet to act."""
     if json_out:
         print_json(plan_json(record))
-    else:
-        console.print(
-            f"plan {record.id}: {record.status}"
-            + (
-                " (cancel requested; its runner cancels the running migrations)"
-                if record.requested == "cancel"
-                else ""
-            )
-        )
+        return
+    waiting = f" ({request} requested; {pending})" if record.requested == request else ""
+    console.print(f"plan {record.id}: {record.status}{waiting}")

@@ -19,7 +19,6 @@ The guest prints its boot and a ``login:`` prompt on the serial console (ttyS0).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -30,12 +29,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vmferry.drivers.virt_v2v import ApplianceKernel, host_has_kernel, libguestfs_env
 from vmferry.errors import LabError
+from vmferry.lab.guest_image import cache_lock, resolve_kernel_package
 
 RECIPE_VERSION = "1"
 SUITE = "bookworm"
@@ -245,16 +244,6 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@contextmanager
-def _locked(cache_dir: Path) -> Iterator[None]:
-    with open(cache_dir / ".lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 # --------------------------------------------------------------------------- appliance kernel
 
 
@@ -274,14 +263,11 @@ def appliance_kernel(
     # supermin copies the modules' parent directories' modes from the host's /lib/modules
     # and fails ("lstat: /lib/modules") when it does not exist; an empty one is enough.
     Path("/lib/modules").mkdir(exist_ok=True)
-    # Imported here: guest_image is heavy and only this fallback needs it.
-    from vmferry.lab.guest_image import resolve_kernel_package
-
     note = say or (lambda _msg: None)
     root = cache_root or Path(os.environ.get("VMFERRY_CACHE", "/var/cache/vmferry"))
     base = root / "appliance-kernel"
     base.mkdir(parents=True, exist_ok=True)
-    with _locked(base):
+    with cache_lock(base):
         for done in sorted(base.glob("linux-image-*/boot/vmlinuz-*")):
             version = done.name.removeprefix("vmlinuz-")
             pkg_root = done.parent.parent
@@ -342,7 +328,7 @@ def build_debian_disk(
         ) from exc
     disk = disk_path(cache)
     meta_path = disk.with_suffix(".json")
-    with _locked(cache):
+    with cache_lock(cache):
         if not force and disk.is_file() and read_disk_meta(disk).get("key") == recipe_key():
             say(f"Debian disk is current: {disk}")
             return disk

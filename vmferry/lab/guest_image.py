@@ -358,7 +358,8 @@ def _run(
 
 
 @contextmanager
-def _locked(cache_dir: Path) -> Iterator[None]:
+def cache_lock(cache_dir: Path) -> Iterator[None]:
+    """Hold ``cache_dir/.lock`` exclusively: one builder at a time per cache directory."""
     with open(cache_dir / ".lock", "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -539,7 +540,7 @@ def build_guest_image(
     kernel_out = cache_dir / "vmlinuz"
     initrd_out = cache_dir / "initrd.img"
     meta_path = cache_dir / _META_NAME
-    with _locked(cache_dir):
+    with cache_lock(cache_dir):
         busybox = BUSYBOX.read_bytes()
         digests = {
             "guestd_sha": file_digest(GUESTD_SRC),
