@@ -21,7 +21,8 @@ import pytest
 from vmferry.assess.preflight import CpuVerdict, evaluate
 from vmferry.drivers.libvirt_facts import compare_cpu, gather_preflight_facts
 from vmferry.drivers.libvirt_host import LibvirtHost
-from vmferry.lab import guests
+from vmferry.errors import LabError
+from vmferry.lab import client, guests
 from vmferry.lab import topology as topo
 from vmferry.lab.state import LabState
 from vmferry.store.db import open_store
@@ -79,6 +80,22 @@ def redefine_and_restart(c: Any, name: str, *, add: str = "", drop: str = "") ->
     c.defineXML(xml.replace("</devices>", f"{add}</devices>"))
     dom.destroy()
     dom.create()
+    wait_until_answering(guests.get_guest(name).address)
+
+
+def wait_until_answering(address: str, timeout_s: float = 90) -> None:
+    """Wait until the restarted guest answers its echo service from the client: on a loaded
+    machine the TCG guest can take seconds to boot, and a pre-flight run before then finds
+    no answer to its ARP probe (network.segment-unverified)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.echo(address)
+            return
+        except LabError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def local_volume(c: Any, name: str, fmt: str, capacity_kib: int) -> Any:
