@@ -27,12 +27,16 @@ def vmferry(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
 
 
-def plan_file(path: Path, moves: dict[str, tuple[str, str]]) -> Path:
-    """Hosts on the lab's 400 Mbit/s links, one migration at a time on each."""
-    lines = ["version: 1", "name: lab-waves", "defaults: {wave_slice_s: 30}", "hosts:"]
+def plan_file(path: Path, moves: dict[str, tuple[str, str]], *, slots: int = 1,
+              budget_gbps: float | None = None) -> Path:  # fmt: skip
+    """Hosts on the lab's 400 Mbit/s links, ``slots`` migrations at a time on each."""
+    lines = ["version: 1", "name: lab-waves", "defaults: {wave_slice_s: 30}"]
+    if budget_gbps is not None:
+        lines.append(f"fleet: {{bandwidth_budget_gbps: {budget_gbps}}}")
+    lines.append("hosts:")
     for host in ("kvm1", "kvm2"):
         lines.append(f"  - {{name: {host}, cpus: 16, memory_mb: 8192, link_gbps: 0.4, "
-                     "max_concurrent: 1}")  # fmt: skip
+                     f"max_concurrent: {slots}}}")  # fmt: skip
     lines.append("vms:")
     for vm, (src, dst) in moves.items():
         lines.append(f"  - {{name: {vm}, source: {src}, destination: {dst}, memory_mb: 256, "
@@ -102,3 +106,38 @@ def test_plan_create_run_show_and_resume(lab: LabState, tmp_path: Path) -> None:
     assert moved["status"] == "completed" and moved["job_id"]
     assert guests.get_guest(first.vm).host == "kvm2"  # never moved
     assert guests.get_guest(moved["vm"]).host == "kvm1"
+
+
+def test_a_fleet_budget_caps_the_migrations_and_runs_them_one_after_the_other(
+    lab: LabState, tmp_path: Path
+) -> None:
+    """Two slots per host but a 100 Mbit/s fleet budget: each migration gets 100 Mbit/s
+    (11 MiB/s, capped in libvirt), so only one runs at a time."""
+    moves = {vm: ("kvm1", "kvm2") for vm in ("pb1", "pb2")}
+    for vm in moves:
+        guests.create_guest(vm, "kvm1", memory_mb=256, working_set_mb=64, dirty_mb_s=0)
+    path = plan_file(tmp_path / "budget.yaml", moves, slots=2, budget_gbps=0.1)
+    done = vmferry("plan", "create", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    plan_id = json.loads(done.stdout)["id"]
+    with open_store() as store:
+        planned = store.get_plan(plan_id).schedule["migrations"]
+    assert [m["bandwidth_mbps"] for m in planned] == [100, 100]
+
+    done = vmferry("plan", "run", plan_id, "--json")
+    assert done.returncode == 0, done.stderr
+    ran = json.loads(done.stdout)
+    assert ran["status"] == "completed", ran
+    with open_store() as store:
+        items = sorted(store.get_plan(plan_id).items, key=lambda i: i.started_at or "")
+        jobs = [store.get_job(i.job_id or "") for i in items]
+    assert [j.options.bandwidth_mib_s for j in jobs] == [11, 11]
+    first, second = items
+    assert first.finished_at is not None and second.started_at is not None
+    assert second.started_at >= first.finished_at  # the budget held the second back
+    for job in jobs:  # and libvirt held each to its cap
+        result = job.result
+        assert result is not None and result.total_time_ms and result.transferred_bytes
+        rate = result.transferred_bytes / (result.total_time_ms / 1000)
+        print(f"[plan-budget] {job.vm}: {rate / 2**20:.1f} MiB/s over {result.total_time_ms} ms")
+        assert rate <= 1.15 * 11 * 2**20, rate

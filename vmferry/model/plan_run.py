@@ -2,8 +2,8 @@
 
 The planner (:mod:`vmferry.plan`) makes the schedule; :mod:`vmferry.service.plan` stores it
 as a :class:`PlanRecord` and carries it out item by item. :func:`next_items` says which
-items may start now, :func:`restart_items` what a resumed run does with the items an
-earlier run left behind.
+items may start now (within the :class:`RunLimits`), :func:`restart_items` what a resumed
+run does with the items an earlier run left behind.
 """
 
 from __future__ import annotations
@@ -101,15 +101,43 @@ def current_wave(items: Sequence[PlanItem]) -> int | None:
     return min(waves) if waves else None
 
 
-def next_items(items: Sequence[PlanItem], slots: Mapping[str, int]) -> list[PlanItem]:
+@dataclass(frozen=True)
+class RunLimits:
+    """What bounds a plan's run besides its waves: ``slots``, migrations at once per host
+    (a host not named has 1); ``bandwidth_mbps``, what each VM's migration holds of the
+    fleet budget (the planner's ``bandwidth_mbps``); ``budget_mbps``, the fleet budget, all
+    running migrations together; ``groups``, each grouped VM's group (they start together).
+    """
+
+    slots: Mapping[str, int]
+    bandwidth_mbps: Mapping[str, int] = field(default_factory=dict)
+    budget_mbps: int | None = None
+    groups: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_schedule(cls, slots: Mapping[str, int], schedule: Mapping[str, Any]) -> RunLimits:
+        """The limits of a stored schedule (:func:`vmferry.plan.schedule_to_dict`)."""
+        migrations = schedule.get("migrations") or []
+        return cls(
+            slots=dict(slots),
+            bandwidth_mbps={m["vm"]: int(m.get("bandwidth_mbps") or 0) for m in migrations},
+            budget_mbps=schedule.get("fleet_budget_mbps"),
+            groups={m["vm"]: m["group"] for m in migrations if m.get("group")},
+        )
+
+
+def next_items(items: Sequence[PlanItem], limits: RunLimits | Mapping[str, int]) -> list[PlanItem]:
     """The pending items that may start now (pure).
 
     Waves run one after the other: an item starts only when every item of the earlier
     waves has completed. Inside its wave it starts, in schedule order, when both its source
-    and its destination have a free slot (``slots``: migrations at once per host, from
-    the plan file; a host not named there has 1), counting the items running now. A wave
-    with a failed or cancelled item starts nothing more (the runner stops).
+    and its destination have a free slot and its bandwidth fits in what the running
+    migrations leave of the fleet budget (``limits``; a bare mapping is the slots alone).
+    The pending members of a group start together or not at all. A wave with a failed or
+    cancelled item starts nothing more (the runner stops).
     """
+    if not isinstance(limits, RunLimits):
+        limits = RunLimits(slots=limits)
     wave = current_wave(items)
     if wave is None:
         return []
@@ -117,19 +145,47 @@ def next_items(items: Sequence[PlanItem], slots: Mapping[str, int]) -> list[Plan
     if any(i.status in (ItemStatus.FAILED, ItemStatus.CANCELLED) for i in in_wave):
         return []
     busy: dict[str, int] = {}
+    used_mbps = 0
     for i in items:
         if i.status is ItemStatus.RUNNING:
+            used_mbps += limits.bandwidth_mbps.get(i.vm, 0)
             for host in (i.source, i.destination):
                 busy[host] = busy.get(host, 0) + 1
     chosen: list[PlanItem] = []
+    for unit in _units(in_wave, limits.groups):
+        need: dict[str, int] = {}
+        for i in unit:
+            for host in (i.source, i.destination):
+                need[host] = need.get(host, 0) + 1
+        need_mbps = sum(limits.bandwidth_mbps.get(i.vm, 0) for i in unit)
+        if any(busy.get(h, 0) + n > limits.slots.get(h, 1) for h, n in need.items()):
+            continue
+        if limits.budget_mbps is not None and used_mbps + need_mbps > limits.budget_mbps:
+            continue
+        chosen.extend(unit)
+        used_mbps += need_mbps
+        for h, n in need.items():
+            busy[h] = busy.get(h, 0) + n
+    return chosen
+
+
+def _units(in_wave: Sequence[PlanItem], groups: Mapping[str, str]) -> list[list[PlanItem]]:
+    """The wave's pending items as start units in schedule order: a VM alone, or the pending
+    members of its group together (placed at the first member's turn)."""
+    units: list[list[PlanItem]] = []
+    by_group: dict[str, list[PlanItem]] = {}
     for i in sorted(in_wave, key=lambda x: x.order):
         if i.status is not ItemStatus.PENDING:
             continue
-        if all(busy.get(h, 0) < slots.get(h, 1) for h in (i.source, i.destination)):
-            chosen.append(i)
-            for host in (i.source, i.destination):
-                busy[host] = busy.get(host, 0) + 1
-    return chosen
+        group = groups.get(i.vm)
+        if group is None:
+            units.append([i])
+        elif group in by_group:
+            by_group[group].append(i)
+        else:
+            by_group[group] = [i]
+            units.append(by_group[group])
+    return units
 
 
 def restart_items(items: Sequence[PlanItem]) -> list[PlanItem]:

@@ -7,8 +7,10 @@ Built from a checked ``PlanSpec`` and a ``Placement`` (docs/planning.md, "The mo
 - a migration holds one slot on its source and one on its destination, and a bandwidth of
   ``bw`` Mbit/s on both links and on the fleet budget, for ``dur`` seconds;
 - by default ``bw`` is the smaller of the two links' per-slot shares (link / slots), capped
-  by the budget, and ``dur`` = bytes * 8 / ``bw``; a ``predicted_s`` (or a predictor) sets
-  ``dur``, and ``bw`` is then the bytes over that time, capped by both links and the budget;
+  by the budget, and ``dur`` = bytes * 8 / ``bw``; a predictor (given that ``bw``) sets
+  ``dur`` and ``bw`` stays (the runner caps the migration at it under a budget); a
+  ``predicted_s`` in the plan file sets ``dur``, and ``bw`` is then the bytes over that
+  time, capped by both links and the budget;
 - the members of a group start at the same time (a "unit");
 - with maintenance windows, a migration starts and ends inside one window.
 """
@@ -101,7 +103,9 @@ def build_problem(
             )
         if seconds is None:
             duration = max(1, math.ceil(bits / (rate * 1e6)))
-        else:
+        elif vm.predicted_s is None:  # the predictor's time assumes the migration gets `rate`
+            duration = max(1, math.ceil(seconds))
+        else:  # the plan file's time: the bytes over it
             duration = max(1, math.ceil(seconds))
             ceiling = min(cap[s], cap[d], budget_mbps or cap[s])
             rate = max(1, min(ceiling, math.ceil(bits / duration / 1e6)))

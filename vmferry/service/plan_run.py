@@ -3,8 +3,10 @@
 Waves run one after the other (:func:`vmferry.model.plan_run.next_items`): a wave starts
 when every VM of the earlier waves has moved. Inside a wave the VMs start in schedule order
 whenever their source and destination have a free slot (``max_concurrent`` of the plan
-file's hosts), each in its own thread through :func:`vmferry.service.migrate.migrate` with
-the item's strategy. Each item records its job id (as soon as the job exists), its start and
+file's hosts) and their bandwidth fits in what the running ones leave of the fleet budget;
+a group's VMs start together. Under a budget each migration is capped at the bandwidth the
+planner gave it. Each runs in its own thread through
+:func:`vmferry.service.migrate.migrate` with the item's strategy. Each item records its job id (as soon as the job exists), its start and
 end, and the job's total time and downtime.
 
 Stopping:
@@ -46,6 +48,7 @@ from vmferry.model.plan_run import (
     PlanItem,
     PlanRecord,
     PlanStatus,
+    RunLimits,
     next_items,
     plan_outcome,
     restart_items,
@@ -57,7 +60,7 @@ from vmferry.service.migrate import MigrateOutcome, migrate
 from vmferry.service.plan import owner_alive
 from vmferry.store.db import Store, open_store
 
-__all__ = ["PlanEvent", "host_slot_limits", "run_plan"]
+__all__ = ["PlanEvent", "budget_share_mib_s", "host_slot_limits", "run_plan"]
 
 MIN_TIMEOUT_S = 600.0
 
@@ -218,7 +221,7 @@ class _Runner:
         self.store, self.plan_id, self.on_event = store, record.id, on_event
         self.migrate_fn, self.poll_s = migrate_fn, poll_s
         self.items = {i.vm: i for i in record.items}
-        self.slots = host_slot_limits(record.spec)
+        self.limits = RunLimits.from_schedule(host_slot_limits(record.spec), record.schedule)
         self.threads: dict[str, threading.Thread] = {}
         self.done: queue.Queue[PlanItem] = queue.Queue()
         self.job_ids: dict[str, str] = {}
@@ -234,7 +237,7 @@ class _Runner:
                 stop = self._step(stop, interrupted)
                 if not self.threads and (stop is not None or not self._pending()):
                     return stop
-                if not self.threads and not next_items(list(self.items.values()), self.slots):
+                if not self.threads and not next_items(list(self.items.values()), self.limits):
                     return "failed"  # pending items that can never start (a failed wave)
                 self._collect(self.poll_s)
             except KeyboardInterrupt:  # a second Ctrl-C: still wait for the aborts
@@ -273,7 +276,7 @@ class _Runner:
         if stop in ("cancel", "interrupt"):
             self._cancel_running()
         if stop is None:
-            for item in next_items(list(self.items.values()), self.slots):
+            for item in next_items(list(self.items.values()), self.limits):
                 self._start(item)
         return stop
 
@@ -342,6 +345,7 @@ class _Runner:
             strategy=Strategy(item.strategy),
             max_downtime_ms=int(item.prediction.get("max_downtime_ms") or 300),
             timeout_s=max(MIN_TIMEOUT_S, 4.0 * item.predicted_s),
+            bandwidth_mib_s=budget_share_mib_s(self.limits, vm),
         )
         ended = item
         try:
@@ -388,6 +392,16 @@ class _Runner:
             self.job_ids[vm] = job_id
         item = replace(self.items[vm], job_id=job_id)
         self.store.save_plan_item(self.plan_id, item)
+
+
+def budget_share_mib_s(limits: RunLimits, vm: str) -> int | None:
+    """The bandwidth cap of ``vm``'s migration: under a fleet budget, what the planner gave
+    it (Mbit/s, rounded down to whole MiB/s, at least 1), so the running migrations together
+    stay within the budget; without a budget ``None`` (the link's rate)."""
+    planned = limits.bandwidth_mbps.get(vm)
+    if limits.budget_mbps is None or not planned:
+        return None
+    return max(1, int(planned * 1_000_000 / 8 / 2**20))
 
 
 def _item_status(status: JobStatus) -> ItemStatus:

@@ -163,6 +163,7 @@ def test_predictor_and_predicted_s() -> None:
     assert [e.vm for e in seen] == ["x"]
     assert seen[0].rate_bps == 1250e6 and seen[0].max_downtime_ms == 50
     assert s.migration("x").predicted_s == 43
+    assert s.migration("x").bandwidth_mbps == 1250  # the rate the prediction assumed
     assert s.migration("y").predicted_s == 10
     assert s.migration("y").bandwidth_mbps == 859  # 1 GiB in 10 s
 

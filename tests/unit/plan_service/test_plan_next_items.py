@@ -8,6 +8,7 @@ from vmferry.model.plan_run import (
     ItemStatus,
     PlanItem,
     PlanStatus,
+    RunLimits,
     current_wave,
     next_items,
     plan_outcome,
@@ -87,3 +88,45 @@ def test_restart_keeps_completed_resets_failed_and_cancelled_and_leaves_running(
     assert (out["stopped"].status, out["stopped"].job_id) == (ItemStatus.PENDING, None)
     assert out["busy"] == items[3]  # only the hosts can tell how it ended
     assert names(next_items(list(out.values()), {"a": 4, "b": 4})) == ["bad", "stopped"]
+
+
+def test_the_fleet_budget_counts_the_running_migrations() -> None:
+    slots = {"a": 4, "b": 4}
+    bw = {"v1": 200, "v2": 200, "v3": 100}
+    items = [item("v1", 1, 0), item("v2", 1, 1), item("v3", 1, 2)]
+    limits = RunLimits(slots, bandwidth_mbps=bw, budget_mbps=300)
+    # v2 would take 400 of 300; v3 still fits beside v1 (schedule order, skipping)
+    assert names(next_items(items, limits)) == ["v1", "v3"]
+    running = [replace(items[0], status=ItemStatus.RUNNING), items[1], items[2]]
+    assert names(next_items(running, limits)) == ["v3"]
+    v1_done = [replace(items[0], status=ItemStatus.COMPLETED), items[1], items[2]]
+    assert names(next_items(v1_done, limits)) == ["v2", "v3"]
+    # without a budget the bandwidths do not limit anything
+    assert names(next_items(items, RunLimits(slots, bandwidth_mbps=bw))) == ["v1", "v2", "v3"]
+
+
+def test_a_group_starts_together_or_not_at_all() -> None:
+    items = [item("solo", 1, 0), item("g1", 1, 1), item("x", 1, 2, "c", "d"), item("g2", 1, 3)]
+    groups = {"g1": "db", "g2": "db"}
+    # a has 2 slots: solo takes one, the group needs two: it waits, x (other hosts) goes on
+    limits = RunLimits({"a": 2, "b": 2, "c": 1, "d": 1}, groups=groups)
+    assert names(next_items(items, limits)) == ["solo", "x"]
+    solo_done = [replace(items[0], status=ItemStatus.COMPLETED), *items[1:]]
+    assert names(next_items(solo_done, limits)) == ["g1", "g2", "x"]
+    # the budget counts the whole group
+    bw = {"solo": 10, "g1": 100, "g2": 100, "x": 10}
+    tight = RunLimits({"a": 4, "b": 4, "c": 1, "d": 1}, bw, budget_mbps=150, groups=groups)
+    assert names(next_items(solo_done, tight)) == ["x"]
+
+
+def test_limits_are_read_from_the_stored_schedule() -> None:
+    schedule = {
+        "fleet_budget_mbps": 500,
+        "migrations": [
+            {"vm": "v1", "bandwidth_mbps": 250, "group": "web"},
+            {"vm": "v2", "bandwidth_mbps": 125, "group": None},
+        ],
+    }
+    limits = RunLimits.from_schedule({"a": 2}, schedule)
+    assert limits == RunLimits({"a": 2}, {"v1": 250, "v2": 125}, 500, {"v1": "web"})
+    assert RunLimits.from_schedule({}, {}).budget_mbps is None

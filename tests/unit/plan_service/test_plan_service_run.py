@@ -134,6 +134,7 @@ def test_run_moves_every_vm_and_records_jobs_and_actuals(store: Store, tmp_path:
     strategies = {vm: str(o.strategy) for vm, _, o in engine.calls}
     assert strategies == {i.vm: i.strategy for i in done.items}
     assert {vm: o.max_downtime_ms for vm, _, o in engine.calls}["busy"] == 200
+    assert all(o.bandwidth_mib_s is None for _, _, o in engine.calls)  # no budget: the link's
     for item in done.items:
         assert item.status is ItemStatus.COMPLETED and item.attempts == 1
         assert item.job_id is not None and store.get_job(item.job_id).vm == item.vm
@@ -144,6 +145,30 @@ def test_run_moves_every_vm_and_records_jobs_and_actuals(store: Store, tmp_path:
     assert all(i["actual"]["total_time_ms"] == 4000 for i in doc["items"])
     html = write_plan_gantt(done, tmp_path / "g.html").read_text()
     assert html.count('class="bar actual"') == 3
+
+
+def test_a_fleet_budget_caps_each_migration_and_what_runs_at_once(
+    store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        PLAN.replace("defaults:", "fleet: {bandwidth_budget_gbps: 0.3}\ndefaults:") % ""
+    )
+    record = create_plan(path, store=store, measure=fake_measure)
+    planned = {m["vm"]: m["bandwidth_mbps"] for m in record.schedule["migrations"]}
+    assert record.schedule["fleet_budget_mbps"] == 300 and all(planned.values())
+    running_mbps: list[int] = []
+
+    def during(_vm: str) -> None:  # what runs, as the runner recorded it, when a job starts
+        items = store.get_plan(record.id).items
+        running_mbps.append(sum(planned[i.vm] for i in items if i.status is ItemStatus.RUNNING))
+
+    engine = FakeEngine(store, during=during)
+    done = run_plan(record.id, store=store, migrate_fn=engine, poll_s=0.01)
+    assert done.status is PlanStatus.COMPLETED
+    caps = {vm: o.bandwidth_mib_s for vm, _, o in engine.calls}
+    assert caps == {vm: int(mbps * 1e6 / 8 / MIB) for vm, mbps in planned.items()}
+    assert running_mbps and max(running_mbps) <= 300, running_mbps
 
 
 def test_resume_skips_completed_items(store: Store, tmp_path: Path) -> None:
