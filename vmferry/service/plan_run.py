@@ -6,8 +6,8 @@ whenever their source and destination have a free slot (``max_concurrent`` of th
 file's hosts) and their bandwidth fits in what the running ones leave of the fleet budget;
 a group's VMs start together. Under a budget each migration is capped at the bandwidth the
 planner gave it. Each runs in its own thread through
-:func:`vmferry.service.migrate.migrate` with the item's strategy. Each item records its job id (as soon as the job exists), its start and
-end, and the job's total time and downtime.
+:func:`vmferry.service.migrate.migrate` with the item's strategy. Each item records its job
+id (as soon as the job exists), its start and end, and the job's total time and downtime.
 
 Stopping:
 
