@@ -93,13 +93,24 @@ def assert_profile_in_force(addr: str) -> dict[str, float]:
     assert client.port_open(addr, 7) is True
     assert client.port_open(addr, 7001, timeout_s=2) is False
     limit = RATE_KIB_S * 1024
-    to_vm = client.transfer_rate(addr, TRANSFER_BYTES, to_vm=True)
-    from_vm = client.transfer_rate(addr, TRANSFER_BYTES, to_vm=False)
+    to_vm = measured_rate(addr, limit, to_vm=True)
+    from_vm = measured_rate(addr, limit, to_vm=False)
     print(f"\nrate to the VM {to_vm / 1e6:.3f} MB/s, from it {from_vm / 1e6:.3f} MB/s, "
           f"limit {limit / 1e6:.3f} MB/s")  # fmt: skip
     assert abs(to_vm - limit) <= 0.10 * limit, (to_vm, limit)
     assert abs(from_vm - limit) <= 0.10 * limit, (from_vm, limit)
     return {"to_vm_bytes_s": to_vm, "from_vm_bytes_s": from_vm}
+
+
+def measured_rate(addr: str, limit: float, *, to_vm: bool) -> float:
+    """A bounded transfer's rate, measured once more when it falls short of the band (seen
+    in CI: -12.6% with the machine loaded, right after the move), as vmferry's own check
+    does; a rate above the band is kept: the shaper would not be holding."""
+    rate = client.transfer_rate(addr, TRANSFER_BYTES, to_vm=to_vm)
+    if rate < 0.9 * limit:
+        print(f"\nrate {'to' if to_vm else 'from'} the VM {rate / 1e6:.3f} MB/s: measured again")
+        rate = client.transfer_rate(addr, TRANSFER_BYTES, to_vm=to_vm)
+    return rate
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import libvirt
 import pytest
 
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.lab import client, guests
+from vmferry.lab.console import ConsoleTail, MemCheck
 from vmferry.lab.state import LabState, load_state
 from vmferry.model.migration import JobStatus, MigrationOptions, Strategy
 from vmferry.service.migrate import migrate
@@ -120,3 +125,74 @@ def test_a_state_dir_only_one_host_sees_is_bad_input(lab: LabState) -> None:
     assert where(name) == [("kvm1", "running")]
     wrong = vmferry("migrate", name, "--to", "kvm2", "--strategy", "live", "--force")
     assert wrong.returncode == 2 and "--force" in wrong.stderr
+
+
+def wait_for_saving(vm: str, timeout_s: float = 120) -> tuple[str, str]:
+    """The warm job of ``vm`` and its state file, once the job records that it saves."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open_store() as store:
+            for job in store.unfinished_jobs(vm):
+                full = store.get_job(job.id)
+                for e in full.events:
+                    if e.message.startswith(f"saving {vm}") and isinstance(e.data.get("path"), str):
+                        return job.id, str(e.data["path"])
+        time.sleep(0.05)
+    raise AssertionError(f"no warm job of {vm} started saving within {timeout_s} s")
+
+
+def wait_for_libvirt_job(host: str, vm: str, timeout_s: float = 30) -> None:
+    """Until libvirt on ``host`` runs a job (here: the save) on ``vm``."""
+    uri = {h.name: h.uri for h in open_store().list_hosts()}[host]
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByName(vm)
+        deadline = time.monotonic() + timeout_s
+        while dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+            assert time.monotonic() < deadline, f"no libvirt job on {vm} within {timeout_s} s"
+            time.sleep(0.02)
+    finally:
+        conn.close()
+
+
+def test_a_warm_move_killed_while_saving_is_resumed_back_onto_its_source(lab: LabState) -> None:
+    """vmferry is killed (SIGKILL) as soon as the VM starts saving: libvirt finishes the save
+    on its own, so the VM runs nowhere, with its memory in the state file. `vmferry job
+    resume` restores it on the source from that file and removes the file."""
+    record = guests.create_guest("warm3", "kvm1", memory_mb=256, working_set_mb=96,
+                                 dirty_mb_s=4)  # fmt: skip
+    argv = [sys.executable, "-m", "vmferry.cli.main", "migrate", "warm3", "--to", "kvm2",
+            "--strategy", "warm"]  # fmt: skip
+    proc = subprocess.Popen(argv, env=os.environ, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        job_id, path = wait_for_saving("warm3")
+        wait_for_libvirt_job("kvm1", "warm3")  # the save reached libvirt: it goes on alone
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with ConsoleTail(Path(record.console)) as tail:
+        time.sleep(0.5)  # the tail has read what the log holds from before the kill
+        resumed_from = time.monotonic()
+        done = vmferry("job", "resume", job_id, "--wait", "120", "--json")
+        assert done.returncode == 0, done.stderr
+        with open_store() as store:
+            job = store.get_job(job_id)
+        events = [e.message for e in job.events]
+        print("[warm-kill]", "\n[warm-kill] ".join(events))
+        assert job.status is JobStatus.FAILED, events
+        assert job.reason is not None and "restored warm3 on kvm1" in job.reason
+        repaired = [m for m in events if m.startswith("repaired")]
+        assert repaired == ["repaired: restore-on-source", "repaired: remove-state-file"]
+        assert where("warm3") == [("kvm1", "running")]
+        check = tail.wait_for(
+            lambda ln: isinstance(ln.event, MemCheck) and ln.monotonic > resumed_from, timeout=60
+        )
+    assert isinstance(check.event, MemCheck) and check.event.ok, check.text  # memory kept
+    assert not os.path.exists(path)
+    assert len(client.echo(record.address, count=2)) == 2
+    again = vmferry("job", "resume", job_id, "--json")  # a second resume changes nothing
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] == "failed"
+    assert where("warm3") == [("kvm1", "running")]

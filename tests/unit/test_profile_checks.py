@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vmferry.model.netprofile import AclProto, AclRule, Bandwidth, PortProfile
+from vmferry.verify import profile_checks
 from vmferry.verify.profile_checks import judge_rate, plan_checks, transfer_bytes
 
 
@@ -36,3 +39,30 @@ def test_rate_within_ten_percent_either_side() -> None:
 def test_transfers_are_bounded() -> None:
     assert transfer_bytes(2_000_000) == 6_000_000
     assert transfer_bytes(10**9) == 32 * 2**20
+
+
+def test_a_short_rate_is_measured_once_more_and_an_excess_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs: list[float] = []
+
+    def rates(*values: float) -> None:
+        queue = list(values)
+        runs.clear()
+
+        def transfer_rate(_addr: str, _nbytes: int, *, to_vm: bool) -> float:
+            runs.append(queue[0])
+            return queue.pop(0)
+
+        monkeypatch.setattr("vmferry.lab.client.transfer_rate", transfer_rate)
+
+    limit = 2_000_000.0
+    rates(1_700_000, 1_950_000)  # short, then within the band
+    result = profile_checks.measure_rate("rate to the VM", "198.18.2.100", limit, to_vm=True)
+    assert result.ok and len(runs) == 2 and "the first run gave 1.700 MB/s" in result.detail
+    rates(1_700_000, 1_600_000)  # short twice: a failure
+    assert not profile_checks.measure_rate("r", "a", limit, to_vm=False).ok and len(runs) == 2
+    rates(2_500_000, 2_000_000)  # over the limit: the shaper does not hold, no second run
+    assert not profile_checks.measure_rate("r", "a", limit, to_vm=True).ok and runs == [2_500_000]
+    rates(1_990_000)
+    assert profile_checks.measure_rate("r", "a", limit, to_vm=True).ok and len(runs) == 1

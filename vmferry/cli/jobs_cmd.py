@@ -95,8 +95,9 @@ def resume(
     """Finish a job whose vmferry was killed, as libvirt shows it ended.
 
     Records it completed or failed; destroys an incoming copy left on the destination
-    while the source runs the VM; touches nothing when it cannot tell. Running it again
-    changes nothing.
+    while the source runs the VM. A warm or cold move is finished on the destination, or
+    undone (the VM restored or started on its source). Touches nothing when it cannot
+    tell. Running it again changes nothing.
     """
     job = jobs_service.reconcile_job(job_id, wait_s=wait)
     if json_out:

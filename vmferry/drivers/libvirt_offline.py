@@ -34,6 +34,7 @@ __all__ = [
     "restore_xml_of",
     "save",
     "shutdown",
+    "volume_exists",
 ]
 
 _CHUNK = 1 << 20
@@ -143,6 +144,20 @@ def prove_shared_directory(src: LibvirtHost, dst: LibvirtHost, directory: str) -
                 host.refresh_pool(pool)
             except VmferryError:
                 continue
+
+
+def volume_exists(host: LibvirtHost, path: str) -> bool:
+    """Whether the host's pool that holds ``path`` has a file there (after a refresh)."""
+    pool = _pool_at(host, os.path.dirname(path))
+    try:
+        if pool is not None:
+            host._c.storagePoolLookupByName(pool).refresh(0)
+        host._c.storageVolLookupByPath(path)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return False
+        raise host._error(exc, f"looking for {path}") from exc
+    return True
 
 
 def delete_volume(host: LibvirtHost, path: str) -> None:

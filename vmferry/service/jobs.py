@@ -5,7 +5,9 @@ A job's record can fall behind the hosts when the vmferry process driving it is 
 :func:`vmferry.engine.reconcile.decide` choose, and applies that: it finishes the record
 (completed, failed or cancelled, with a reason), destroys an incoming copy left on the
 destination only while the source runs the VM, and touches nothing when it cannot tell.
-Running it again changes nothing more.
+A warm or cold move is decided by :func:`vmferry.engine.offline_reconcile.decide_offline`
+instead, whose repairs (finish the move, or restore or start the VM on its source)
+:mod:`vmferry.service.job_repair` runs. Running it again changes nothing more.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from contextlib import ExitStack
 
 from vmferry.drivers.libvirt_domains import destroy_domain, domain_view
 from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.engine.offline_reconcile import (
+    OfflineDecision,
+    decide_offline,
+    recorded_steps,
+    state_path_of,
+)
 from vmferry.engine.reconcile import Decision, decide, describe
 from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
 from vmferry.lab.processes import is_same_process, start_ticks
 from vmferry.model.domain_view import DomainView
 from vmferry.model.jsonable import to_jsonable
-from vmferry.model.migration import Job, JobStatus, MigrationResult
+from vmferry.model.migration import Job
+from vmferry.service.job_repair import apply_repairs, finish_reconciled, state_file_exists
 from vmferry.store.db import Store, open_store
 
 __all__ = [
@@ -80,11 +89,19 @@ def reconcile_job(job_id: str, *, wait_s: float = 60, poll_s: float = POLL_S) ->
             unreachable: dict[str, str] = {}
             source = _connect(store, job.source, stack, unreachable)
             destination = _connect(store, job.destination, stack, unreachable)
+            offline = job.options.strategy.offline
+            state_path = state_path_of(job) if offline else None
             deadline = time.monotonic() + wait_s
             announced = False
             while True:
                 views = _view(source, job.vm, unreachable), _view(destination, job.vm, unreachable)
-                decision = decide(job, owner_alive(job), *views)
+                decision: Decision | OfflineDecision
+                if offline:
+                    state_file = state_file_exists(source, state_path, unreachable)
+                    steps = recorded_steps(job)
+                    decision = decide_offline(job, owner_alive(job), steps, *views, state_file)
+                else:
+                    decision = decide(job, owner_alive(job), *views)
                 if decision.action != "wait" or time.monotonic() >= deadline:
                     break
                 if not announced:
@@ -93,7 +110,8 @@ def reconcile_job(job_id: str, *, wait_s: float = 60, poll_s: float = POLL_S) ->
                     announced = True
                 time.sleep(poll_s)
                 job = store.get_job(job_id)  # another resume may have finished it
-            return _apply(store, job, decision, views, destination, unreachable, wait_s)
+            hosts = source, destination
+            return _apply(store, job, decision, views, hosts, state_path, unreachable, wait_s)
 
 
 def reconcile_vm(vm: str, *, wait_s: float = 60) -> list[Job]:
@@ -156,27 +174,26 @@ def _view(conn: LibvirtHost | None, vm: str, unreachable: dict[str, str]) -> Dom
 def _apply(
     store: Store,
     job: Job,
-    decision: Decision,
+    decision: Decision | OfflineDecision,
     views: tuple[DomainView | None, DomainView | None],
-    destination: LibvirtHost | None,
+    hosts: tuple[LibvirtHost | None, LibvirtHost | None],
+    state_path: str | None,
     unreachable: dict[str, str],
     wait_s: float,
 ) -> Job:
-    source_view, destination_view = views
-    seen = {
-        "action": decision.action,
-        "hosts": {job.source: describe(source_view), job.destination: describe(destination_view)},
-        "source": to_jsonable(source_view),
-        "destination": to_jsonable(destination_view),
-        "unreachable": unreachable,
-    }
+    seen = _seen(job, decision.action, views, unreachable)
     if decision.action == "leave":
         return store.get_job(job.id)
     if decision.status is None:  # wait ran out, or a host did not answer
         waited = f" (waited {wait_s:g} s)" if decision.action == "wait" else ""
         store.add_event(job.id, "note", f"not resumed{waited}: {decision.reason}", seen)
         return store.get_job(job.id)
-    if decision.destroys_orphan:
+    if isinstance(decision, OfflineDecision):  # a warm or cold move: its repairs first
+        if not apply_repairs(store, job, decision, *hosts, state_path, seen):
+            return store.get_job(job.id)  # stays unfinished; the note says what failed
+        store.add_event(job.id, "note", f"resumed: {decision.action}", seen)
+    elif decision.destroys_orphan:
+        destination = hosts[1]
         if destination is None:  # pragma: no cover - decide() never asks for it then
             raise VmferryError(f"job {job.id}: no connection to {job.destination}")
         destroyed = destroy_domain(destination, job.vm)
@@ -185,25 +202,18 @@ def _apply(
                         f"{job.destination}", seen)  # fmt: skip
     else:
         store.add_event(job.id, "note", f"resumed: {decision.action}", seen)
-    if job.status is JobStatus.PENDING and decision.status is JobStatus.COMPLETED:
-        store.set_status(job.id, JobStatus.RUNNING)  # a pending job cannot complete directly
-    result = MigrationResult(
-        job_id=job.id,
-        vm=job.vm,
-        source=job.source,
-        destination=job.destination,
-        strategy=job.options.strategy,
-        status=decision.status,
-        reason=decision.reason,
-        total_time_ms=None,
-        downtime_ms=None,
-        transferred_bytes=None,
-        iterations=None,
-    )
-    try:
-        return store.finish(job.id, result)
-    except VmferryError:
-        latest = store.get_job(job.id)
-        if latest.status.finished:  # another resume (or the engine) finished it first
-            return latest
-        raise
+    return finish_reconciled(store, job, decision.status, decision.reason)
+
+
+def _seen(
+    job: Job, action: str, views: tuple[DomainView | None, DomainView | None],
+    unreachable: dict[str, str],
+) -> dict[str, object]:  # fmt: skip
+    source_view, destination_view = views
+    return {
+        "action": action,
+        "hosts": {job.source: describe(source_view), job.destination: describe(destination_view)},
+        "source": to_jsonable(source_view),
+        "destination": to_jsonable(destination_view),
+        "unreachable": unreachable,
+    }

@@ -3,7 +3,8 @@
 For a lab guest (its guestd listens on TCP 7 echo, 9 sink, 19 source and 7001 control) the
 checks are: every listening port the ACL allows still opens, every one it blocks still does
 not, and a bounded transfer each way runs within 10 % of the profile's rate (htb counts
-whole frames while the client times payload, so a few percent under the limit is expected).
+whole frames while the client times payload, so a few percent under the limit is expected;
+a run that falls short is measured once more, since a busy guest or host slows the receiver).
 
 ``plan_checks`` and ``judge`` are pure; ``check_in_force`` runs them from the client
 namespace (vmferry.lab.client).
@@ -87,6 +88,17 @@ def check_in_force(addr: str, profile: PortProfile) -> list[CheckResult]:
         ("rate from the VM", plan.rate_from_vm_bytes_s, False),
     ):
         if limit is not None and (9 if to_vm else 19) in plan.open_ports:
-            measured = client.transfer_rate(addr, transfer_bytes(limit), to_vm=to_vm)
-            results.append(judge_rate(name, limit, measured))
+            results.append(measure_rate(name, addr, limit, to_vm=to_vm))
     return results
+
+
+def measure_rate(name: str, addr: str, limit: float, *, to_vm: bool) -> CheckResult:
+    """One bounded transfer judged against ``limit``; measured once more when it fell
+    short (a busy guest or host slows the receiver, which says nothing about the shaper).
+    Above the limit is a failure at once: the shaper does not hold."""
+    measured = client.transfer_rate(addr, transfer_bytes(limit), to_vm=to_vm)
+    first = judge_rate(name, limit, measured)
+    if first.ok or measured > limit:
+        return first
+    second = judge_rate(name, limit, client.transfer_rate(addr, transfer_bytes(limit), to_vm=to_vm))
+    return CheckResult(name, second.ok, f"{second.detail}; the first run gave {first.detail}")

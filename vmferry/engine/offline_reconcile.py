@@ -1,0 +1,187 @@
+"""After vmferry was killed during a warm or cold move: what to repair, and what the job's
+record becomes (pure).
+
+A live migration left behind is libvirt's to finish or fail (:mod:`vmferry.engine.reconcile`).
+A warm or cold move is vmferry's own sequence of steps, so after a crash the VM can be in
+between: saved to a file and running nowhere, running on the destination as a transient
+domain, or shut off on the source. :func:`decide_offline` looks at the steps the job
+recorded, each host's view of the VM and whether the state file is still there, and
+returns the repairs that finish or undo the move:
+
+- the move was committed (the source undefined), or the destination runs the VM while the
+  source does not: **finish** it (define it on the destination if it is transient, undefine
+  it on the source, remove the state file); the job completes;
+- the source runs the VM: the move did not happen (remove a leftover definition on the
+  destination and the state file); the job fails;
+- a warm move whose VM runs nowhere, with its state file and its source definition there,
+  that never ran on the destination: **restore it on the source** and remove the file; the
+  job fails with the VM back where it was;
+- a cold move whose VM runs nowhere and never ran on the destination: **start it on the
+  source** (after removing a stopped definition on the destination); the job fails;
+- anything else, or a host that did not answer: touch nothing and say why.
+
+Safety: nothing is repaired while a host did not answer or libvirt still runs a job on the
+VM (a save or restore the dead vmferry started); a warm state file is never restored once
+the VM has run on the destination (its disks are newer than the file's memory), nor a cold
+VM started on its source after it ran on the destination; the only running copy is never
+stopped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vmferry.engine.reconcile import INTERRUPTED, describe
+from vmferry.model.domain_view import DomainView
+from vmferry.model.migration import Job, JobStatus, Strategy
+
+__all__ = ["OfflineDecision", "Repair", "decide_offline", "recorded_steps", "state_path_of"]
+
+
+class Repair(enum.StrEnum):
+    """One repair, in the order a decision lists them."""
+
+    UNDEFINE_ON_DESTINATION = "undefine-on-destination"  # a stopped leftover definition
+    DEFINE_ON_DESTINATION = "define-on-destination"  # make the running transient copy stay
+    UNDEFINE_ON_SOURCE = "undefine-on-source"
+    RESTORE_ON_SOURCE = "restore-on-source"  # warm: run it again from the state file
+    START_ON_SOURCE = "start-on-source"  # cold: boot it again where it was
+    REMOVE_STATE_FILE = "remove-state-file"
+
+
+@dataclass(frozen=True)
+class OfflineDecision:
+    """``action``: ``leave``, ``wait``, ``complete``, ``fail`` or ``unknown``; ``status``
+    is what the job becomes once every repair succeeded (``None``: the record stays)."""
+
+    action: str
+    reason: str
+    status: JobStatus | None = None
+    repairs: tuple[Repair, ...] = ()
+
+
+def recorded_steps(job: Job) -> list[str]:
+    """The steps the move recorded (``data["step"]`` of its events), in order."""
+    return [str(e.data["step"]) for e in job.events if isinstance(e.data.get("step"), str)]
+
+
+def state_path_of(job: Job) -> str | None:
+    """The warm move's state file, as its ``saving`` event recorded it."""
+    for e in job.events:
+        path = e.data.get("path")
+        if isinstance(path, str) and path:
+            return path
+    return None
+
+
+def decide_offline(
+    job: Job,
+    owner_alive: bool,
+    steps: Sequence[str],
+    source: DomainView | None,
+    destination: DomainView | None,
+    state_file: bool | None,
+) -> OfflineDecision:
+    """The repairs that bring a warm or cold ``job`` to an end (see the module's text).
+
+    ``steps``: :func:`recorded_steps`; ``source`` / ``destination``: the hosts' views of
+    the VM (``None``: no answer); ``state_file``: whether the warm move's state file exists
+    (``None``: unknown, or no file for a cold move).
+    """
+    vm, src, dst = job.vm, job.source, job.destination
+    warm = job.options.strategy is Strategy.WARM
+    if job.status.finished:
+        return OfflineDecision("leave", f"the job already finished as {job.status}")
+    if owner_alive:
+        return OfflineDecision(
+            "leave", f"the vmferry process driving it (pid {job.owner_pid}) is still running"
+        )
+    if source is None or destination is None:
+        who = src if source is None else dst
+        return OfflineDecision(
+            "unknown", f"{who} did not answer; nothing was touched; resume the job again later"
+        )
+    busy = [n for n, v in ((src, source), (dst, destination)) if v.exists and v.job_active]
+    if busy:
+        return OfflineDecision(
+            "wait", f"libvirt still runs a job on {vm} on {' and '.join(busy)} (a save or restore)"
+        )
+    seen = f"{src}: {describe(source)}, {dst}: {describe(destination)}"
+    clean = (Repair.REMOVE_STATE_FILE,) if warm and state_file else ()
+    given_up = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
+    if source.running and destination.active:
+        return OfflineDecision(
+            "unknown", f"{vm} is active on both hosts ({seen}); nothing was touched: check "
+            "which copy is current and destroy the other"
+        )  # fmt: skip
+    if "source-undefined" in steps or (destination.running and not source.active):
+        repairs: list[Repair] = []
+        if destination.running and not destination.persistent:
+            repairs.append(Repair.DEFINE_ON_DESTINATION)
+        if source.exists:
+            repairs.append(Repair.UNDEFINE_ON_SOURCE)
+        return OfflineDecision(
+            "complete",
+            f"{INTERRUPTED}the move had reached {dst} ({seen}): finished it there",
+            JobStatus.COMPLETED,
+            (*repairs, *clean),
+        )
+    leftover = (
+        (Repair.UNDEFINE_ON_DESTINATION,)
+        if destination.exists and not destination.active and destination.persistent
+        else ()
+    )
+    if source.running:
+        return OfflineDecision(
+            "fail",
+            f"{INTERRUPTED}the move did not happen: {vm} still runs on {src}",
+            given_up,
+            (*leftover, *clean),
+        )
+    if source.paused or destination.paused:
+        return OfflineDecision(
+            "unknown", f"{vm} is paused ({seen}); nothing was touched: resume or destroy it"
+        )
+    if not source.exists:
+        return OfflineDecision(
+            "unknown", f"{INTERRUPTED}{vm} runs on neither host and {src} no longer defines it "
+            f"({seen}); nothing was touched", JobStatus.FAILED,
+        )  # fmt: skip
+    if warm:
+        if "restored" in steps:
+            return OfflineDecision(
+                "unknown",
+                f"{INTERRUPTED}{vm} ran on {dst} and runs nowhere now ({seen}); the state file "
+                "is older than its disks, so it was not restored: check the VM and start it",
+                JobStatus.FAILED,
+            )
+        if not state_file:
+            return OfflineDecision(
+                "unknown",
+                f"{INTERRUPTED}{vm} runs nowhere ({seen}) and its state file is not there; "
+                "nothing was touched: start it where it belongs",
+                JobStatus.FAILED,
+            )
+        return OfflineDecision(
+            "fail",
+            f"{INTERRUPTED}the move stopped after the save: restored {vm} on {src} from its "
+            "state file",
+            given_up,
+            (*leftover, Repair.RESTORE_ON_SOURCE, Repair.REMOVE_STATE_FILE),
+        )
+    if "started" in steps:
+        return OfflineDecision(
+            "unknown",
+            f"{INTERRUPTED}{vm} ran on {dst} and runs nowhere now ({seen}); its disks there "
+            f"may be newer than on {src}, so it was not started: check the VM and start it",
+            JobStatus.FAILED,
+        )
+    return OfflineDecision(
+        "fail",
+        f"{INTERRUPTED}the cold move stopped with {vm} off ({seen}): started it on {src} again"
+        + ("; disk copies made on the destination were kept" if "disks-copied" in steps else ""),
+        given_up,
+        (*leftover, Repair.START_ON_SOURCE),
+    )
