@@ -164,6 +164,27 @@ def test_an_abort_after_the_end_is_not_pending() -> None:
     assert not migration.abort_pending
 
 
+def test_job_statistics_that_hang_give_no_sample_and_no_second_call() -> None:
+    class Hanging(FakeDomain):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls, self.answer = 0, threading.Event()
+
+        def jobStats(self, _flags: int) -> dict[str, int]:
+            self.calls += 1
+            self.answer.wait(5)
+            return {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_processed": 7}
+
+    dom = Hanging()
+    migration = running(dom)
+    assert migration.sample(timeout_s=0.05) is None
+    assert migration.sample(timeout_s=0.05) is None
+    assert dom.calls == 1  # the first call still hangs: no second one on that connection
+    dom.answer.set()
+    sample = migration.sample(timeout_s=2)
+    assert sample is not None and sample.memory_processed_bytes == 7 and dom.calls == 2
+
+
 def test_only_libvirts_success_counts_as_moved() -> None:
     migration = running(FakeDomain())
     assert not migration.started and not migration.succeeded

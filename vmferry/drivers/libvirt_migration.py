@@ -114,6 +114,9 @@ def completed_from_stats(stats: dict[str, Any]) -> CompletedStats:
                           _num(stats, "memory_iteration"))  # fmt: skip
 
 
+SAMPLE_TIMEOUT_S = 5.0  # libvirt answers job statistics in milliseconds when it is well
+
+
 class RunningMigration:
     """A migration of ``request.vm`` from ``source``, started by :meth:`start`."""
 
@@ -126,6 +129,7 @@ class RunningMigration:
         self._postcopy = False
         self._abort_pending = False
         self._succeeded = False
+        self._stats_call: threading.Thread | None = None
 
     def start(self) -> None:
         thread = threading.Thread(target=self._run, name=f"migrate:{self.request.vm}",
@@ -169,11 +173,32 @@ class RunningMigration:
     def in_postcopy(self) -> bool:
         return self._postcopy
 
-    def sample(self) -> ProgressSample | None:
-        """The job's progress now, or None when no migration job is (yet, still) active."""
-        try:
-            stats = self._dom.jobStats(0)
-        except libvirt.libvirtError:
+    def sample(self, timeout_s: float = SAMPLE_TIMEOUT_S) -> ProgressSample | None:
+        """The job's progress now, or None when no migration job is (yet, still) active, or
+        when libvirt does not answer within ``timeout_s``.
+
+        The statistics are read in a background thread, so a call that hangs (seen once in
+        the lab, with the migration link cut) cannot stop the engine's loop and its guards;
+        while it hangs, no second call is made and None is returned at once."""
+        hung = self._stats_call
+        if hung is not None and hung.is_alive():
+            hung.join(timeout_s)
+            if hung.is_alive():
+                return None
+        box: dict[str, Any] = {}
+
+        def read() -> None:
+            try:
+                box["stats"] = self._dom.jobStats(0)
+            except libvirt.libvirtError:
+                box["stats"] = None
+
+        call = threading.Thread(target=read, name=f"jobstats:{self.request.vm}", daemon=True)
+        self._stats_call = call
+        call.start()
+        call.join(timeout_s)
+        stats = box.get("stats")
+        if call.is_alive() or stats is None:
             return None
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
             return None

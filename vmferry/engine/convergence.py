@@ -45,6 +45,9 @@ class PolicyConfig:
     shrink_factor: float = 0.9  # a pass "shrank" if it is below this share of the one K before
     min_gap_passes: int = 1  # passes to wait after a throttle step before the next step
     stall_timeout_s: float = 10.0  # no data moved for this long: the stream is dead, abort
+    # libvirt's job statistics did not answer for this long: decide blind, abort (the engine,
+    # not this policy, acts on it: there are no samples to decide on)
+    silence_timeout_s: float = 30.0
     # QEMU's limit covers the last RAM only; pausing, device state and the destination's
     # resume add to it (about 60-90 ms measured in the lab), so the policy keeps QEMU's limit
     # that far below the user's maximum, and the real downtime within it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -107,9 +108,17 @@ def run_live_migration(
             migration.start()
             event("status", f"migrating {plan.vm} from {plan.source.name} to "
                   f"{plan.destination.name}", request=_describe(plan.request))  # fmt: skip
+            heard_at = time.monotonic()
             while not migration.done():
                 sample = migration.sample()
+                silent_s = time.monotonic() - heard_at
+                if (sample is None and stop_reason is None and not migration.in_postcopy
+                        and silent_s >= config.silence_timeout_s):  # fmt: skip
+                    stop_reason = (f"libvirt reported no progress for {silent_s:.0f} s (its job "
+                                   "statistics did not answer)")  # fmt: skip
+                    _abort_on_new_connection(plan, event, stop_reason)
                 if sample is not None:
+                    heard_at = time.monotonic()
                     if not downtime_set:
                         with contextlib.suppress(VmferryError):  # else again at the next sample
                             got = migration.set_downtime(state.downtime_ms)
@@ -236,6 +245,17 @@ def _apply(migration: RunningMigration, escalation: Escalation, state: PolicySta
         event("escalation", f"switched to post-copy: {escalation.reason}", step=str(step))
     else:
         _abort(migration, event, escalation.reason)
+
+
+def _abort_on_new_connection(plan: LivePlan, event: Callable[..., None], reason: str) -> None:
+    """Abort through a connection of its own: the engine's connection to the source may be
+    the one that hangs."""
+    event("status", f"aborting the migration: {reason}; the source keeps running")
+    try:
+        with LibvirtHost.connect(plan.source.name, plan.source.uri) as fresh:
+            RunningMigration(fresh, plan.request).abort()
+    except VmferryError as exc:
+        event("note", f"the abort could not be sent: {exc.message}")
 
 
 def _abort(migration: RunningMigration, event: Callable[..., None], reason: str) -> None:
