@@ -10,6 +10,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from vmferry.drivers import libvirt_migration
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import (
     MigrationRequest,
@@ -183,6 +184,39 @@ def test_job_statistics_that_hang_give_no_sample_and_no_second_call() -> None:
     dom.answer.set()
     sample = migration.sample(timeout_s=2)
     assert sample is not None and sample.memory_processed_bytes == 7 and dom.calls == 2
+
+
+def test_a_downtime_call_or_an_abort_that_hangs_does_not_hold_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(libvirt_migration, "SAMPLE_TIMEOUT_S", 0.1)
+
+    class Stuck(FakeDomain):
+        def __init__(self) -> None:
+            super().__init__()
+            self.go = threading.Event()
+
+        def migrateSetMaxDowntime(self, _ms: int, _flags: int) -> int:
+            self.go.wait(5)
+            return 0
+
+        def migrateGetMaxDowntime(self, _flags: int) -> int:
+            return 220
+
+        def abortJob(self) -> int:
+            self.go.wait(5)
+            return 0
+
+    dom = Stuck()
+    migration = running(dom)
+    migration.start()
+    with pytest.raises(VmferryError, match="did not answer the downtime limit"):
+        migration.set_downtime(220)
+    migration.abort()
+    assert migration.abort_unanswered and migration.abort_pending
+    dom.go.set()
+    dom.release.set()
+    assert migration.wait(5)
 
 
 def test_only_libvirts_success_counts_as_moved() -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 import libvirt_qemu
@@ -114,6 +115,7 @@ def completed_from_stats(stats: dict[str, Any]) -> CompletedStats:
                           _num(stats, "memory_iteration"))  # fmt: skip
 
 
+T = TypeVar("T")
 SAMPLE_TIMEOUT_S = 5.0  # libvirt answers job statistics in milliseconds when it is well
 
 
@@ -129,7 +131,8 @@ class RunningMigration:
         self._postcopy = False
         self._abort_pending = False
         self._succeeded = False
-        self._stats_call: threading.Thread | None = None
+        self._hung: dict[str, threading.Thread] = {}
+        self.abort_unanswered = False  # an abort got no answer in time on this connection
 
     def start(self) -> None:
         thread = threading.Thread(target=self._run, name=f"migrate:{self.request.vm}",
@@ -173,6 +176,33 @@ class RunningMigration:
     def in_postcopy(self) -> bool:
         return self._postcopy
 
+    def _bounded(self, what: str, call: Callable[[], T], timeout_s: float) -> T:
+        """``call()`` in a background thread, waited for at most ``timeout_s``; VmferryError
+        if it does not return by then, and at once while an earlier ``what`` still hangs
+        (so hung calls do not pile up on the connection). Its own exceptions pass through."""
+        hung = self._hung.get(what)
+        if hung is not None and hung.is_alive():
+            hung.join(timeout_s)
+            if hung.is_alive():
+                raise VmferryError(f"libvirt has not answered {what} yet")
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as exc:  # handed to the caller
+                box["error"] = exc
+
+        thread = threading.Thread(target=run, name=f"{what}:{self.request.vm}", daemon=True)
+        self._hung[what] = thread
+        thread.start()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise VmferryError(f"libvirt did not answer {what} within {timeout_s:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]  # type: ignore[no-any-return]
+
     def sample(self, timeout_s: float = SAMPLE_TIMEOUT_S) -> ProgressSample | None:
         """The job's progress now, or None when no migration job is (yet, still) active, or
         when libvirt does not answer within ``timeout_s``.
@@ -180,25 +210,9 @@ class RunningMigration:
         The statistics are read in a background thread, so a call that hangs (seen once in
         the lab, with the migration link cut) cannot stop the engine's loop and its guards;
         while it hangs, no second call is made and None is returned at once."""
-        hung = self._stats_call
-        if hung is not None and hung.is_alive():
-            hung.join(timeout_s)
-            if hung.is_alive():
-                return None
-        box: dict[str, Any] = {}
-
-        def read() -> None:
-            try:
-                box["stats"] = self._dom.jobStats(0)
-            except libvirt.libvirtError:
-                box["stats"] = None
-
-        call = threading.Thread(target=read, name=f"jobstats:{self.request.vm}", daemon=True)
-        self._stats_call = call
-        call.start()
-        call.join(timeout_s)
-        stats = box.get("stats")
-        if call.is_alive() or stats is None:
+        try:
+            stats = self._bounded("job statistics", lambda: self._dom.jobStats(0), timeout_s)
+        except (libvirt.libvirtError, VmferryError):
             return None
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
             return None
@@ -206,9 +220,14 @@ class RunningMigration:
 
     def set_downtime(self, downtime_ms: int) -> int:
         """Set the downtime limit and read it back (it must take, or we say so)."""
-        try:
+
+        def set_and_read() -> int | None:
             self._dom.migrateSetMaxDowntime(downtime_ms, 0)
-            got = self._dom.migrateGetMaxDowntime(0)  # None, not an exception, on failure
+            value: int | None = self._dom.migrateGetMaxDowntime(0)  # None on failure
+            return value
+
+        try:  # bounded: seen hanging in the lab, which stopped the whole loop
+            got = self._bounded("the downtime limit", set_and_read, SAMPLE_TIMEOUT_S)
         except libvirt.libvirtError as exc:
             raise VmferryError(f"cannot set the downtime limit: {exc.get_error_message()}") from exc
         if got is None:
@@ -241,9 +260,12 @@ class RunningMigration:
         sent again while the migration runs.
         """
         try:
-            self._dom.abortJob()
+            self._bounded("the abort", self._dom.abortJob, SAMPLE_TIMEOUT_S)
         except libvirt.libvirtError:
             self._abort_pending = not self.done()
+        except VmferryError:  # no answer on this connection: the engine tries a new one
+            self._abort_pending = not self.done()
+            self.abort_unanswered = True
         else:
             self._abort_pending = False
 

@@ -116,7 +116,7 @@ def run_live_migration(
                         and silent_s >= config.silence_timeout_s):  # fmt: skip
                     stop_reason = (f"libvirt reported no progress for {silent_s:.0f} s (its job "
                                    "statistics did not answer)")  # fmt: skip
-                    _abort_on_new_connection(plan, event, stop_reason)
+                    _abort_on_new_connection(src, plan.request, event, stop_reason)
                 if sample is not None:
                     heard_at = time.monotonic()
                     if not downtime_set:
@@ -247,13 +247,14 @@ def _apply(migration: RunningMigration, escalation: Escalation, state: PolicySta
         _abort(migration, event, escalation.reason)
 
 
-def _abort_on_new_connection(plan: LivePlan, event: Callable[..., None], reason: str) -> None:
+def _abort_on_new_connection(source: LibvirtHost, request: MigrationRequest,
+                             event: Callable[..., None], reason: str) -> None:  # fmt: skip
     """Abort through a connection of its own: the engine's connection to the source may be
     the one that hangs."""
-    event("status", f"aborting the migration: {reason}; the source keeps running")
+    event("status", f"aborting the migration on a new connection: {reason}")
     try:
-        with LibvirtHost.connect(plan.source.name, plan.source.uri) as fresh:
-            RunningMigration(fresh, plan.request).abort()
+        with LibvirtHost.connect(source.name, source.uri) as fresh:
+            RunningMigration(fresh, request).abort()
     except VmferryError as exc:
         event("note", f"the abort could not be sent: {exc.message}")
 
@@ -265,6 +266,8 @@ def _abort(migration: RunningMigration, event: Callable[..., None], reason: str)
         return
     migration.abort()
     event("status", f"aborting the migration: {reason}; the source keeps running")
+    if migration.abort_unanswered:
+        _abort_on_new_connection(migration.source, migration.request, event, reason)
 
 
 def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
