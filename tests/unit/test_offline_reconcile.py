@@ -90,7 +90,6 @@ def test_it_touches_nothing_it_cannot_vouch_for() -> None:
         warm([], None, ABSENT),  # a host did not answer
         warm([], OFF, None),
         warm([], RUN, RUN_TRANSIENT),  # two copies active
-        warm([], PAUSED, ABSENT),
         warm(["saved"], OFF, ABSENT, state_file=False),  # no file to restore from
         warm(["saved"], OFF, ABSENT, state_file=None),
         warm(["saved", "restored"], OFF, OFF),  # ran on the destination: the file is stale
@@ -99,6 +98,8 @@ def test_it_touches_nothing_it_cannot_vouch_for() -> None:
     ):
         assert d.action == "unknown" and d.repairs == (), d
     assert warm([], None, ABSENT).status is None  # record untouched until the host answers
+    paused = warm([], PAUSED, ABSENT)  # a save that just ended: the VM stops a moment later
+    assert (paused.action, paused.status, paused.repairs) == ("wait", None, ())
     assert warm(["saved"], OFF, ABSENT, state_file=False).status is JobStatus.FAILED
 
 

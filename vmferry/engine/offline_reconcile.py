@@ -140,10 +140,12 @@ def decide_offline(
             given_up,
             (*leftover, *clean),
         )
-    if source.paused or destination.paused:
+    if source.paused or destination.paused:  # libvirt pauses a VM it saves; once the save
+        # is written the job ends a moment before the VM is stopped (seen in the lab)
         return OfflineDecision(
-            "unknown", f"{vm} is paused ({seen}); nothing was touched: resume or destroy it"
-        )
+            "wait", f"{vm} is paused ({seen}), as a save or restore leaves it just before "
+            "its end; if it stays paused, resume or destroy it by hand"
+        )  # fmt: skip
     if not source.exists:
         return OfflineDecision(
             "unknown", f"{INTERRUPTED}{vm} runs on neither host and {src} no longer defines it "
