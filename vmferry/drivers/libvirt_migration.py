@@ -247,7 +247,8 @@ class RunningMigration:
 
     def start_postcopy(self) -> None:
         try:
-            self._dom.migrateStartPostCopy(0)
+            self._bounded("the switch to post-copy", lambda: self._dom.migrateStartPostCopy(0),
+                          SAMPLE_TIMEOUT_S)  # fmt: skip
         except libvirt.libvirtError as exc:
             raise VmferryError(f"cannot switch to post-copy: {exc.get_error_message()}") from exc
         self._postcopy = True
@@ -278,8 +279,13 @@ class RunningMigration:
         message: dict[str, Any] = {"execute": command}
         if arguments is not None:
             message["arguments"] = arguments
-        try:
-            reply = json.loads(libvirt_qemu.qemuMonitorCommand(self._dom, json.dumps(message), 0))
+        try:  # bounded: a monitor call through libvirt was seen hanging for the whole move
+            text = self._bounded(
+                f"QEMU monitor {command}",
+                lambda: libvirt_qemu.qemuMonitorCommand(self._dom, json.dumps(message), 0),
+                SAMPLE_TIMEOUT_S,
+            )
+            reply = json.loads(text)
         except libvirt.libvirtError as exc:
             raise VmferryError(f"QEMU monitor {command}: {exc.get_error_message()}") from exc
         if "error" in reply:

@@ -237,7 +237,13 @@ def _apply(migration: RunningMigration, escalation: Escalation, state: PolicySta
         event("escalation", f"downtime limit raised to {got} ms: {escalation.reason}",
               step=str(step), value=got)  # fmt: skip
     elif step is EscalationStep.THROTTLE:
-        now = migration.set_throttle(*throttle_parameters(state.throttle_level))
+        try:
+            now: dict[str, int] | None = migration.set_throttle(
+                *throttle_parameters(state.throttle_level)
+            )
+        except VmferryError as exc:  # e.g. libvirt did not answer: go on watching
+            event("note", f"throttle not raised: {exc.message}")
+            now = None
         event("escalation", f"auto-converge throttle up to {escalation.value}%: "
               f"{escalation.reason}", step=str(step), qemu=now)  # fmt: skip
     elif step is EscalationStep.POSTCOPY:
