@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
@@ -24,6 +23,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from vmferry.drivers.domain_xml import parse_domain_xml
+from vmferry.drivers.threads import call_in_thread
 from vmferry.errors import (
     AlreadyExistsError,
     BadInputError,
@@ -127,17 +127,7 @@ def _open(uri: str, timeout_s: float) -> Any:
     thread: if the host never answers, the thread is abandoned (it cannot be interrupted)
     and closes its connection should one ever arrive.
     """
-    future: Future[Any] = Future()
-
-    def attempt() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(libvirt.open(uri))
-        except BaseException as exc:
-            future.set_exception(exc)
-
-    threading.Thread(target=attempt, name=f"libvirt-open {uri}", daemon=True).start()
+    _, future = call_in_thread(lambda: libvirt.open(uri), f"libvirt-open {uri}")
     try:
         conn = future.result(timeout=timeout_s)
     except TimeoutError:

@@ -18,6 +18,7 @@ import libvirt
 import libvirt_qemu
 
 from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.threads import call_in_thread
 from vmferry.errors import VmferryError
 from vmferry.model.migration import ProgressSample
 
@@ -185,31 +186,20 @@ class RunningMigration:
             hung.join(timeout_s)
             if hung.is_alive():
                 raise VmferryError(f"libvirt has not answered {what} yet")
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["value"] = call()
-            except BaseException as exc:  # handed to the caller
-                box["error"] = exc
-
-        thread = threading.Thread(target=run, name=f"{what}:{self.request.vm}", daemon=True)
+        thread, outcome = call_in_thread(call, f"{what}:{self.request.vm}")
         self._hung[what] = thread
-        thread.start()
         thread.join(timeout_s)
         if thread.is_alive():
             raise VmferryError(f"libvirt did not answer {what} within {timeout_s:g} s")
-        if "error" in box:
-            raise box["error"]
-        return box["value"]  # type: ignore[no-any-return]
+        return outcome.result()
 
     def sample(self, timeout_s: float = SAMPLE_TIMEOUT_S) -> ProgressSample | None:
         """The job's progress now, or None when no migration job is (yet, still) active, or
         when libvirt does not answer within ``timeout_s``.
 
-        The statistics are read in a background thread, so a call that hangs (seen once in
-        the lab, with the migration link cut) cannot stop the engine's loop and its guards;
-        while it hangs, no second call is made and None is returned at once."""
+        The statistics are read in a background thread (:meth:`_bounded`), so a call that
+        hangs cannot stop the engine's loop and its guards; while it hangs, no second call
+        is made."""
         try:
             stats = self._bounded("job statistics", lambda: self._dom.jobStats(0), timeout_s)
         except (libvirt.libvirtError, VmferryError):

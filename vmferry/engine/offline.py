@@ -15,7 +15,6 @@ so that two copies never run. Whatever happens, the job ends recorded.
 from __future__ import annotations
 
 import enum
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from vmferry.drivers.libvirt_offline import (
     save,
     shutdown,
 )
+from vmferry.drivers.threads import call_in_thread
 from vmferry.engine.live import INTERRUPTED, NoteFn, ctrl_c_flag
 from vmferry.errors import VmferryError
 from vmferry.model import Host
@@ -258,25 +258,14 @@ def _blocking(call: Callable[[], T], stop: Callable[[], str | None], on_stop: Ca
               poll_s: float) -> T:  # fmt: skip
     """Run a blocking libvirt call in a thread; when a stop is requested meanwhile, call
     ``on_stop`` once (e.g. abort the job) and still wait for the call to return."""
-    box: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = call()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, name="vmferry-offline-step", daemon=True)
-    worker.start()
+    worker, outcome = call_in_thread(call, "vmferry-offline-step")
     asked = False
     while worker.is_alive():
         worker.join(poll_s)
         if not asked and stop() is not None:
             asked = True
             on_stop()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+    return outcome.result()
 
 
 def _warm(
