@@ -1,50 +1,141 @@
-"""Shared fixtures. Lab tests (marker `lab`) need root and the packages `make install` adds."""
+"""Shared fixtures. Lab tests (marker `lab`) need root and the packages `make install` adds.
+
+Isolation: every test module gets a store, a port-profile directory and a data directory of
+its own (never the user's, never another module's), and a lab test module brings up its own
+lab and takes it down, also when a test fails. A test that has to try something twice (a
+documented hypervisor bug) says so through ``record_retry``; the run's summary lists every
+such retry, so none hides.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+# Each module's own copies of what vmferry keeps under the user's data directory.
+_ISOLATED_ENV = ("VMFERRY_DB", "VMFERRY_NETPROFILES", "XDG_DATA_HOME")
 
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Never touch the user's own vmferry database from a test."""
-    db = tmp_path_factory.mktemp("store") / "vmferry.db"
-    previous = os.environ.get("VMFERRY_DB")
-    os.environ["VMFERRY_DB"] = f"sqlite:///{db}"
-    yield
-    if previous is None:
-        os.environ.pop("VMFERRY_DB", None)
-    else:
-        os.environ["VMFERRY_DB"] = previous
+
+@contextmanager
+def isolated_env(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in os.environ (the CLI subprocesses inherit them), then restore."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A store, port-profile directory and data directory for this module alone."""
+    root = tmp_path_factory.mktemp("vmferry-data")
+    values = {
+        "VMFERRY_DB": f"sqlite:///{root / 'vmferry.db'}",
+        "VMFERRY_NETPROFILES": str(root / "netprofiles"),
+        "XDG_DATA_HOME": str(root / "xdg"),
+    }
+    assert set(values) == set(_ISOLATED_ENV)
+    with isolated_env(values):
+        yield root
 
 
 LAB_LOCK = Path("/run/vmferry-lab.lock")
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[object]:
-    """A 2-host lab for one test module, taken down afterwards.
+@contextmanager
+def lab_up(hosts: int = 2, segments: tuple[int, ...] | None = None) -> Iterator[object]:
+    """A lab of ``hosts`` hosts, taken down afterwards whatever happened.
 
-    The lab's namespaces are machine-wide, so test runs on one machine take turns: the
-    fixture holds an exclusive lock on /run/vmferry-lab.lock while its lab is up (use
-    `flock /run/vmferry-lab.lock CMD` to hold it by hand).
+    The lab's namespaces are machine-wide, so test runs on one machine take turns: this holds
+    an exclusive lock on /run/vmferry-lab.lock while its lab is up (use
+    `flock /run/vmferry-lab.lock CMD` to hold it by hand). A lab the user left up (after
+    `make demo`) is never taken over: the lab refuses to start, and the test says why.
     """
     if os.geteuid() != 0:
         pytest.fail("lab tests need root (run `make test` as root)")
+    from vmferry.errors import AlreadyExistsError
     from vmferry.lab import lifecycle
 
     with LAB_LOCK.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        state = lifecycle.up(hosts=2, link_mbps=400)
+        try:
+            state = lifecycle.up(hosts=hosts, link_mbps=400, segments=segments)
+        except AlreadyExistsError as exc:
+            pytest.fail(f"{exc.message} (a lab left up by hand: the tests never reuse it)")
         try:
             yield state
         finally:
             lifecycle.down()
+
+
+LabUp = Callable[..., AbstractContextManager[object]]
+
+
+@pytest.fixture(scope="session")
+def lab_factory() -> LabUp:
+    """``lab_up`` for modules that need another shape of lab (``with lab_factory(3, ...)``)."""
+    return lab_up
+
+
+@pytest.fixture(scope="module")
+def lab(_isolated_store: Path) -> Iterator[object]:
+    """A 2-host lab for one test module (registered in the module's own store)."""
+    with lab_up(hosts=2) as state:
+        yield state
+
+
+@pytest.fixture
+def lab_guests() -> Iterator[Callable[..., Any]]:
+    """``guests.create_guest`` for one test: what it made is deleted when the test ends,
+    passed or failed, so no guest of one test loads the host (two cores, TCG) under the next."""
+    from vmferry.errors import VmferryError
+    from vmferry.lab import guests
+
+    made: list[str] = []
+
+    def create(name: str, host: str, **options: Any) -> Any:
+        made.append(name)
+        return guests.create_guest(name, host, **options)
+
+    yield create
+    for name in made:
+        with suppress(VmferryError):
+            guests.delete_guest(name)
+
+
+# ---------------------------------------------------------------- retries, reported
+
+_RETRIES: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def record_retry(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Call with the reason before a test tries something a second time."""
+
+    def record(reason: str) -> None:
+        _RETRIES.append((request.node.nodeid, reason))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.section("tests that needed more than one attempt")
+    if not _RETRIES:
+        terminalreporter.write_line("none")
+    for nodeid, reason in _RETRIES:
+        terminalreporter.write_line(f"{nodeid}: {reason}")
 
 
 @pytest.fixture

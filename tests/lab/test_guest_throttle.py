@@ -14,11 +14,12 @@ import re
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from vmferry.lab import client, guests
+from vmferry.lab import client
 from vmferry.lab.console import (
     ConsoleTail,
     MemCheck,
@@ -27,7 +28,7 @@ from vmferry.lab.console import (
     max_heartbeat_gap_ms,
     work_stats,
 )
-from vmferry.lab.state import LabState
+from vmferry.lab.state import GuestRecord, LabState
 
 pytestmark = pytest.mark.lab
 
@@ -35,10 +36,14 @@ URI = "qemu+tcp://198.18.0.11/system"  # kvm1
 GUEST = "thr1"
 RATE = 24  # MiB/s
 QUOTA = 4000  # of a 10000 us period: 40% of a CPU
-# The unthrottled rate may fall short of the set one: guestd calibrates its work per page at
-# boot, and under TCG a step costs more when the host is busier than it was then (seen in CI:
-# 85% of the rate, busy 100%, lost ticks). 80% still tells "free" from "capped" (~50%).
-FREE_LOW = 0.8
+# How close the unthrottled guest comes to RATE depends on this host's speed under TCG (guestd
+# calibrates its per-page work at boot; a step costs more when the host is busier than it
+# was then): printed, not judged. The test judges relations measured on the same host, in
+# the same run: the cap must cost at least CAPPED_MAX of the free rate (40% of a CPU for a
+# workload that takes ~80% of one, or all of one on a slow host: about 0.5, at most ~0.65),
+# and lifting the cap must bring back at least RESTORED_MIN of it.
+CAPPED_MAX = 0.75
+RESTORED_MIN = 0.8
 
 
 def set_vcpu_quota(quota: int) -> None:
@@ -69,18 +74,6 @@ def mean_mib_s(work: list[WorkStat]) -> float:
     return statistics.fmean(w.dirtied_kib for w in work) / 1024
 
 
-def read_baseline(tail: ConsoleTail, attempts: int = 3) -> tuple[list[WorkStat], list[StampedLine]]:
-    """The unthrottled rate, read again (up to ``attempts`` windows) while it misses the set
-    rate: just after boot, or with another guest of the suite still stopping, the host can
-    take the vCPU away (busy 100%, lost ticks) and the baseline is not the guest's own."""
-    for attempt in range(1, attempts + 1):
-        free, lines = read_work(tail, 5.2)
-        print("[throttle] " + describe(f"unthrottled (window {attempt})", free, lines))
-        if FREE_LOW * RATE <= mean_mib_s(free) <= 1.1 * RATE:
-            break
-    return free, lines
-
-
 def describe(name: str, work: list[WorkStat], lines: list[StampedLine]) -> str:
     return (
         f"{name}: {mean_mib_s(work):.1f} MiB/s dirtied_kib {[w.dirtied_kib for w in work]} "
@@ -89,8 +82,10 @@ def describe(name: str, work: list[WorkStat], lines: list[StampedLine]) -> str:
     )
 
 
-def test_vcpu_cap_lowers_dirty_rate_and_lifting_it_restores_it(lab: LabState) -> None:
-    record = guests.create_guest(GUEST, "kvm1", memory_mb=512, working_set_mb=128,
+def test_vcpu_cap_lowers_dirty_rate_and_lifting_it_restores_it(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    record = lab_guests(GUEST, "kvm1", memory_mb=512, working_set_mb=128,
                                  dirty_mb_s=RATE)  # fmt: skip
     try:
         with ConsoleTail(Path(record.console)) as tail:
@@ -98,7 +93,8 @@ def test_vcpu_cap_lowers_dirty_rate_and_lifting_it_restores_it(lab: LabState) ->
             calib = tail.wait_for(lambda ln: ln.text.startswith("CALIB "), timeout=5, start=0)
             print(f"[throttle] {calib.text}")
 
-            free, free_lines = read_baseline(tail)
+            free, free_lines = read_work(tail, 5.2)
+            print("[throttle] " + describe("unthrottled", free, free_lines))
 
             capped_from = tail.count()
             set_vcpu_quota(QUOTA)
@@ -129,18 +125,24 @@ def test_vcpu_cap_lowers_dirty_rate_and_lifting_it_restores_it(lab: LabState) ->
           f"{max_heartbeat_gap_ms(capped_window)} ms")  # fmt: skip
 
     assert all(w.rate_mb_s == RATE and w.busy_pct is not None for w in free + capped + again)
-    assert FREE_LOW * RATE <= mean_mib_s(free) <= 1.1 * RATE, describe("free", free, free_lines)
-    # 40% of a CPU for a workload that needs ~80% of one (+ the verifier): about half
-    assert 0.25 * RATE <= mean_mib_s(capped) <= 0.65 * RATE, capped
-    assert 0.25 * 12 <= mean_mib_s(capped12) <= 0.65 * 12, capped12
     assert all(w.rate_mb_s == 12 for w in capped12)
-    assert 0.9 * RATE <= mean_mib_s(again) <= 1.1 * RATE, again
+    free_rate, capped_rate, again_rate = mean_mib_s(free), mean_mib_s(capped), mean_mib_s(again)
+    print(f"[throttle] capped/free {capped_rate / free_rate:.2f}, "
+          f"uncapped again/free {again_rate / free_rate:.2f}")  # fmt: skip
+    assert free_rate <= 1.1 * RATE, describe("free", free, free_lines)  # never above the rate
+    assert 0 < capped_rate <= CAPPED_MAX * free_rate, (free_rate, capped)
+    # at rate 12 the cap costs as much: a calibration fooled by the throttle (costs measured
+    # too high, too little work a page) would let the guest reach 12 within its 40%
+    assert 0 < mean_mib_s(capped12) / 12 <= CAPPED_MAX * free_rate / RATE, (free_rate, capped12)
+    assert RESTORED_MIN * free_rate <= again_rate <= 1.1 * RATE, (free_rate, again)
 
+    # The cap stops the vCPU for up to 6 ms of every 10 ms period; the heartbeat thread has
+    # real-time priority in the guest. 300 ms is 30 periods: a guest still beating, on any host.
     gap = max_heartbeat_gap_ms(capped_window)
     assert gap is not None and gap < 300, gap
     assert isinstance(check.event, MemCheck) and check.event.ok, check.text
     memchecks = [ln.event for ln in all_lines if isinstance(ln.event, MemCheck)]
     assert memchecks and all(m.ok for m in memchecks), [m for m in memchecks if not m.ok]
-    assert len(calibs) == 3  # at start, rate 12, rate 24 again
-    took_us = [int(m[1]) for c in calibs if (m := re.search(r"took_us=(\d+)", c))]
-    assert len(took_us) == 3 and max(took_us) < 200_000, calibs
+    assert len(calibs) == 3  # at start, rate 12, rate 24 again (how long each took: printed)
+    assert [c.split()[1] for c in calibs] == [f"rate_mb_s={RATE}", "rate_mb_s=12",
+                                              f"rate_mb_s={RATE}"], calibs  # fmt: skip

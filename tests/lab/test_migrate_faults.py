@@ -424,7 +424,9 @@ def test_timeout_aborts_and_leaves_the_source_running(
     doc = assert_ended(run, JobStatus.FAILED, "no convergence within the 12 s timeout")
     print(f"ended after {run.seconds:.1f} s")
     aborts = [e for e in doc["result"]["escalations"] if e["step"] == "abort"]
-    assert len(aborts) == 1 and 12_000 <= aborts[0]["at_ms"] < 14_000, aborts
+    # not before the timeout; after it, within one 0.25 s sample and one bounded libvirt call
+    # (the engine gives each 5 s): what the engine controls, not the host's speed
+    assert len(aborts) == 1 and 12_000 <= aborts[0]["at_ms"] < 12_000 + 250 + 5_000, aborts
     assert_source_intact(console, run.started + 12)
     assert_no_copy_on_destination()
     set_rate(guest, 0)

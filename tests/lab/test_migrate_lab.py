@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from vmferry.errors import LabError
 from vmferry.lab import client, guests
 from vmferry.lab.observe import observe_guest
-from vmferry.lab.state import LabState, load_state
+from vmferry.lab.state import GuestRecord, LabState, load_state
 
 pytestmark = pytest.mark.lab
 
@@ -43,10 +44,14 @@ def _stalled_after_verification(name: str) -> bool:
         return observe_guest(guests.get_guest(name), seconds=5.0).heartbeats == 0
 
 
-def test_a_working_guest_moves_live_and_is_verified(lab: LabState) -> None:
-    for attempt in (1, 2):  # a second, fresh guest only after the known stall, never otherwise
+def test_a_working_guest_moves_live_and_is_verified(
+    lab: LabState, record_retry: Callable[[str], None], lab_guests: Callable[..., GuestRecord]
+) -> None:
+    # A second, fresh guest only after the known QEMU 7.2 stall, never otherwise, and the
+    # run's summary lists it (the performance issue measures the stall on each stack).
+    for attempt in (1, 2):
         name = f"mv{attempt}"
-        record = guests.create_guest(name, "kvm1", memory_mb=512, working_set_mb=128,
+        record = lab_guests(name, "kvm1", memory_mb=512, working_set_mb=128,
                                      dirty_mb_s=8)  # fmt: skip
         check = vmferry("check", name, "--to", "kvm2", "--json")
         assert check.returncode == 0, check.stderr
@@ -54,12 +59,11 @@ def test_a_working_guest_moves_live_and_is_verified(lab: LabState) -> None:
         done = vmferry("migrate", name, "--to", "kvm2", "--json")
         result = json.loads(done.stdout)
         if done.returncode == 4 and KNOWN_TCG_STALL in (result["reason"] or "") and attempt == 1:
-            print(f"known TCG stall after the move (job {result['job_id']}); trying a fresh guest")
+            record_retry(f"known TCG stall after the move (job {result['job_id']})")
             guests.delete_guest(name)
             continue
         if done.returncode == 0 and attempt == 1 and _stalled_after_verification(name):
-            print(f"the same stall, after the verification window (job {result['job_id']}); "
-                  "trying a fresh guest")  # fmt: skip
+            record_retry(f"known TCG stall after the verification window (job {result['job_id']})")
             guests.delete_guest(name)
             continue
         break
@@ -94,11 +98,11 @@ def test_a_working_guest_moves_live_and_is_verified(lab: LabState) -> None:
     assert result["job_id"] in [j["id"] for j in listed]
 
 
-def test_a_blocked_migration_exits_3_and_changes_nothing(lab: LabState) -> None:
-    state = load_state()
-    assert state is not None
-    name = sorted(state.guests)[-1]
-    host = state.guests[name].host
+def test_a_blocked_migration_exits_3_and_changes_nothing(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    name, host = "blk1", "kvm2"  # its own guest: nothing depends on the test before
+    lab_guests(name, host, memory_mb=256, working_set_mb=32, dirty_mb_s=0)
     done = vmferry("migrate", name, "--to", host, "--json")
     assert done.returncode == 3, done.stderr
     result = json.loads(done.stdout)
@@ -110,7 +114,11 @@ def test_a_blocked_migration_exits_3_and_changes_nothing(lab: LabState) -> None:
         (host, "running")]  # fmt: skip
 
 
-def test_unknown_vm_or_host_is_bad_input(lab: LabState) -> None:
+def test_unknown_vm_or_host_is_bad_input(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
     assert vmferry("migrate", "nope", "--to", "kvm2").returncode == 2
-    unknown_host = vmferry("migrate", sorted(load_state().guests)[-1], "--to", "kvm9")  # type: ignore[union-attr]
+    name = "unk1"
+    lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, dirty_mb_s=0)
+    unknown_host = vmferry("migrate", name, "--to", "kvm9")
     assert unknown_host.returncode == 2 and "kvm9" in unknown_host.stderr

@@ -8,14 +8,13 @@ One guest serves the module, in order: it moves kvm1 -> kvm2 with a profile that
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import libvirt
@@ -30,7 +29,6 @@ from vmferry.netprofile.libvirt_xml import network_view, ports_from_domain
 
 pytestmark = pytest.mark.lab
 
-LAB_LOCK = Path("/run/vmferry-lab.lock")
 GUEST = "np1"
 PROFILE = "web"
 RATE_KIB_S = 2048  # each way: 2 MiB/s
@@ -114,25 +112,10 @@ def measured_rate(addr: str, limit: float, *, to_vm: bool) -> float:
 
 
 @pytest.fixture(scope="module")
-def lab3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    """A 3-host lab, kvm3 on a second VM segment; the lab lock held while it is up."""
-    if os.geteuid() != 0:
-        pytest.fail("lab tests need root (run `make test` as root)")
-    from vmferry.lab import lifecycle
-
-    previous = os.environ.get("VMFERRY_NETPROFILES")
-    os.environ["VMFERRY_NETPROFILES"] = str(tmp_path_factory.mktemp("netprofiles"))
-    with LAB_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        state = lifecycle.up(hosts=3, link_mbps=400, segments=(1, 1, 2))
-        try:
-            yield state
-        finally:
-            lifecycle.down()
-            if previous is None:
-                os.environ.pop("VMFERRY_NETPROFILES", None)
-            else:
-                os.environ["VMFERRY_NETPROFILES"] = previous
+def lab3(lab_factory: Callable[..., AbstractContextManager[LabState]]) -> Iterator[LabState]:
+    """A 3-host lab, kvm3 on a second VM segment (the module's own store and profiles)."""
+    with lab_factory(3, segments=(1, 1, 2)) as state:
+        yield state
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
 import pytest
 
 from vmferry.drivers.libvirt_host import LibvirtHost
-from vmferry.lab import client, guests
+from vmferry.lab import client
 from vmferry.lab.console import ConsoleTail, MemCheck
-from vmferry.lab.state import LabState, load_state
+from vmferry.lab.state import GuestRecord, LabState, load_state
 from vmferry.model.migration import JobStatus, MigrationOptions, Strategy
 from vmferry.service.migrate import migrate
 from vmferry.store.db import open_store
@@ -35,8 +36,10 @@ def where(name: str) -> list[tuple[str, str]]:
     return [(r["host"], r["state"]) for r in inventory if r["spec"]["name"] == name]
 
 
-def test_a_warm_move_keeps_the_guests_memory(lab: LabState) -> None:
-    record = guests.create_guest("warm1", "kvm1", memory_mb=256, working_set_mb=96,
+def test_a_warm_move_keeps_the_guests_memory(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    record = lab_guests("warm1", "kvm1", memory_mb=256, working_set_mb=96,
                                  dirty_mb_s=4)  # fmt: skip
     done = vmferry("migrate", "warm1", "--to", "kvm2", "--strategy", "warm", "--json")
     assert done.returncode == 0, done.stderr
@@ -58,8 +61,10 @@ def test_a_warm_move_keeps_the_guests_memory(lab: LabState) -> None:
     assert not [f for f in os.listdir(shared) if f.endswith(".save")]  # state file removed
 
 
-def test_a_cold_move_boots_the_guest_on_the_destination(lab: LabState) -> None:
-    record = guests.create_guest("cold1", "kvm1", memory_mb=256, working_set_mb=64)
+def test_a_cold_move_boots_the_guest_on_the_destination(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    record = lab_guests("cold1", "kvm1", memory_mb=256, working_set_mb=64)
     # the lab guest has no ACPI handler: the shutdown times out and --force powers it off
     done = vmferry("migrate", "cold1", "--to", "kvm2", "--strategy", "cold", "--force",
                    "--shutdown-timeout", "3", "--json")  # fmt: skip
@@ -76,8 +81,10 @@ def test_a_cold_move_boots_the_guest_on_the_destination(lab: LabState) -> None:
     assert len(client.echo(record.address, count=2)) == 2
 
 
-def test_a_cold_move_without_force_gives_up_and_restarts_the_vm(lab: LabState) -> None:
-    guests.create_guest("cold2", "kvm1", memory_mb=256, working_set_mb=64)
+def test_a_cold_move_without_force_gives_up_and_restarts_the_vm(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    lab_guests("cold2", "kvm1", memory_mb=256, working_set_mb=64)
     done = vmferry("migrate", "cold2", "--to", "kvm2", "--strategy", "cold",
                    "--shutdown-timeout", "2", "--json")  # fmt: skip
     assert done.returncode == 4, done.stderr
@@ -86,8 +93,10 @@ def test_a_cold_move_without_force_gives_up_and_restarts_the_vm(lab: LabState) -
     assert where("cold2") == [("kvm1", "running")]
 
 
-def test_a_refused_restore_leaves_the_vm_running_on_the_source(lab: LabState) -> None:
-    guests.create_guest("warm2", "kvm1", memory_mb=256, working_set_mb=96, dirty_mb_s=4)
+def test_a_refused_restore_leaves_the_vm_running_on_the_source(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    lab_guests("warm2", "kvm1", memory_mb=256, working_set_mb=96, dirty_mb_s=4)
     hosts = {h.name: h for h in open_store().list_hosts()}
     conflict = ("<domain type='qemu'><name>warm2</name><memory unit='MiB'>64</memory>"
                 "<os><type arch='x86_64'>hvm</type></os></domain>")  # fmt: skip
@@ -113,10 +122,11 @@ def test_a_refused_restore_leaves_the_vm_running_on_the_source(lab: LabState) ->
     assert undone == ["undone: restore-on-source", "undone: remove-state-file"]
 
 
-def test_a_state_dir_only_one_host_sees_is_bad_input(lab: LabState) -> None:
-    state = load_state()
-    assert state is not None
-    name = next(n for n, g in sorted(state.guests.items()) if g.host == "kvm1")
+def test_a_state_dir_only_one_host_sees_is_bad_input(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    name = "sdir1"  # its own guest: nothing depends on the tests before
+    lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32)
     # every host has a `default` pool at /var/lib/libvirt/images, private to it
     done = vmferry("migrate", name, "--to", "kvm2", "--strategy", "warm", "--state-dir",
                    "/var/lib/libvirt/images")  # fmt: skip
@@ -155,11 +165,13 @@ def wait_for_libvirt_job(host: str, vm: str, timeout_s: float = 30) -> None:
         conn.close()
 
 
-def test_a_warm_move_killed_while_saving_is_resumed_back_onto_its_source(lab: LabState) -> None:
+def test_a_warm_move_killed_while_saving_is_resumed_back_onto_its_source(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
     """vmferry is killed (SIGKILL) as soon as the VM starts saving: libvirt finishes the save
     on its own, so the VM runs nowhere, with its memory in the state file. `vmferry job
     resume` restores it on the source from that file and removes the file."""
-    record = guests.create_guest("warm3", "kvm1", memory_mb=256, working_set_mb=96,
+    record = lab_guests("warm3", "kvm1", memory_mb=256, working_set_mb=96,
                                  dirty_mb_s=4)  # fmt: skip
     argv = [sys.executable, "-m", "vmferry.cli.main", "migrate", "warm3", "--to", "kvm2",
             "--strategy", "warm"]  # fmt: skip

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from vmferry.lab import guests
-from vmferry.lab.state import LabState
+from vmferry.lab.state import GuestRecord, LabState
 from vmferry.model.plan_run import ItemStatus
 from vmferry.store import open_store
 
@@ -45,9 +46,11 @@ def plan_file(path: Path, moves: dict[str, tuple[str, str]], *, slots: int = 1,
     return path
 
 
-def test_plan_create_run_show_and_resume(lab: LabState, tmp_path: Path) -> None:
+def test_plan_create_run_show_and_resume(
+    lab: LabState, tmp_path: Path, lab_guests: Callable[..., GuestRecord]
+) -> None:
     for vm, rate in DIRTY_MB_S.items():
-        guests.create_guest(vm, "kvm1", memory_mb=256, working_set_mb=96, dirty_mb_s=rate)
+        lab_guests(vm, "kvm1", memory_mb=256, working_set_mb=96, dirty_mb_s=rate)
     there = {vm: ("kvm1", "kvm2") for vm in DIRTY_MB_S}
 
     done = vmferry("plan", "create", str(plan_file(tmp_path / "plan.yaml", there)), "--json")
@@ -109,13 +112,13 @@ def test_plan_create_run_show_and_resume(lab: LabState, tmp_path: Path) -> None:
 
 
 def test_a_fleet_budget_caps_the_migrations_and_runs_them_one_after_the_other(
-    lab: LabState, tmp_path: Path
+    lab: LabState, tmp_path: Path, lab_guests: Callable[..., GuestRecord]
 ) -> None:
     """Two slots per host but a 100 Mbit/s fleet budget: each migration gets 100 Mbit/s
     (11 MiB/s, capped in libvirt), so only one runs at a time."""
     moves = {vm: ("kvm1", "kvm2") for vm in ("pb1", "pb2")}
     for vm in moves:
-        guests.create_guest(vm, "kvm1", memory_mb=256, working_set_mb=64, dirty_mb_s=0)
+        lab_guests(vm, "kvm1", memory_mb=256, working_set_mb=64, dirty_mb_s=0)
     path = plan_file(tmp_path / "budget.yaml", moves, slots=2, budget_gbps=0.1)
     done = vmferry("plan", "create", str(path), "--json")
     assert done.returncode == 0, done.stderr

@@ -7,11 +7,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from vmferry.lab import guests
-from vmferry.lab.state import LabState
+from vmferry.lab.state import GuestRecord, LabState
 from vmferry.store import open_store
 
 pytestmark = pytest.mark.lab
@@ -25,8 +25,10 @@ def vmferry(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
 
 
-def test_profile_predict_and_migrate_keep_prediction_and_actuals(lab: LabState) -> None:
-    guests.create_guest("pr1", "kvm1", memory_mb=256, working_set_mb=96, dirty_mb_s=4)
+def test_profile_predict_and_migrate_keep_prediction_and_actuals(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    lab_guests("pr1", "kvm1", memory_mb=256, working_set_mb=96, dirty_mb_s=4)
 
     done = vmferry("profile", "pr1", "--duration", "4", "--interval", "1", "--json")
     assert done.returncode == 0, done.stderr
