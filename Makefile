@@ -5,8 +5,10 @@ SHELL := /bin/bash
 VENV   := .venv
 PYTHON ?= python3
 STAMPS := .cache/stamps
-APT_PACKAGES := qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev \
-	pkg-config busybox-static cpio iproute2 nftables gcc libc6-dev make libxml2-utils \
+# The virtualization stack: modern (QEMU 10 + libvirt 11 from bookworm-backports) or stock
+# (Debian 12's QEMU 7.2 + libvirt 9.0). scripts/install-packages.sh installs it.
+VMFERRY_STACK ?= modern
+APT_PACKAGES := pkg-config busybox-static cpio iproute2 nftables gcc libc6-dev make libxml2-utils \
 	postgresql virt-v2v libguestfs-tools nbdkit libnbd-bin debootstrap iperf3 \
 	dosfstools mtools syslinux syslinux-common
 
@@ -16,28 +18,27 @@ help:
 	@echo "make demo   install everything, start the lab, run the demo"
 	@echo "make test   install everything, run lint and the whole test suite"
 	@echo "make install | lint | unit | lab-down | clean"
+	@echo "VMFERRY_STACK=stock make ...   Debian 12's QEMU 7.2 + libvirt 9.0 instead of QEMU 10 + libvirt 11"
 
 install: apt venv guest
 
-# Debian packages: installed only when one is missing, so a second run costs nothing.
-apt: $(STAMPS)/apt
-$(STAMPS)/apt: Makefile
+# Debian packages: apt runs only when one is missing or the stack changed (one stamp a stack).
+apt: $(STAMPS)/apt-$(VMFERRY_STACK)
+$(STAMPS)/apt-$(VMFERRY_STACK): Makefile scripts/install-packages.sh
 	@mkdir -p $(STAMPS)
-	@missing=$$(for p in $(APT_PACKAGES); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages: $$missing"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@rm -f $(STAMPS)/apt-*
+	scripts/install-packages.sh $(VMFERRY_STACK) $(APT_PACKAGES)
 	@touch $@
 
+# libvirt-python is pinned to the installed libvirt's version: it is built against its headers
+# (pip caches the wheel per version, so a stack switch never reuses the other stack's build).
 venv: $(STAMPS)/venv
-$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
+$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt-$(VMFERRY_STACK)
 	@mkdir -p $(STAMPS)
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev]' \
+		"libvirt-python==$$(dpkg-query -W -f='$${Version}' libvirt-dev | cut -d- -f1)"
 	@touch $@
 
 # The lab guest (kernel + busybox initramfs + guestd); cached, rebuilt only when its inputs change.
@@ -53,7 +54,7 @@ unit: $(STAMPS)/venv
 	$(VENV)/bin/pytest -m "not lab" -q
 
 test: install lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=10
 
 demo: install
 	$(VENV)/bin/vmferry demo

@@ -7,6 +7,7 @@ libvirtd with their own pidfiles, and stays alive as ``sleep`` holding the names
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -57,9 +58,25 @@ def capabilities_seed_dir() -> Path:
 
     A fresh libvirtd probes every QEMU binary on the first connection that needs them (about
     10 s each under TCG); seeding each lab host's cache from here keeps that cost out of the
-    first migration. libvirt itself revalidates the cache (binary ctime, libvirt version).
+    first migration. libvirt itself revalidates the cache (binary ctime, libvirt version), so
+    a seed taken on another stack would be probed again in every lab: each stack (QEMU's and
+    libvirtd's binaries as installed) has a seed of its own.
     """
-    return Path(os.environ.get("VMFERRY_CACHE", "/var/cache/vmferry")) / "libvirt-capabilities"
+    root = Path(os.environ.get("VMFERRY_CACHE", "/var/cache/vmferry")) / "libvirt-capabilities"
+    return root / _stack_key()
+
+
+def _stack_key() -> str:
+    """Size and change time of the QEMU and libvirtd binaries: new after any (re)install."""
+    parts = []
+    for name in ("qemu-system-x86_64", "libvirtd"):
+        path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+        if path is None:
+            parts.append(f"{name}:missing")
+            continue
+        st = os.stat(path)
+        parts.append(f"{name}:{st.st_size}:{st.st_ctime_ns}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def prepare_host_dir(base: Path, host: topo.LabHost) -> Path:
@@ -170,6 +187,7 @@ def save_capabilities_seed(base: Path, host: topo.LabHost) -> None:
     if not probed.is_dir() or not any(probed.iterdir()):
         return
     seed = capabilities_seed_dir()
+    seed.parent.mkdir(parents=True, exist_ok=True)
     tmp = seed.with_name(seed.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(probed, tmp)

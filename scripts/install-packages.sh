@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Install the Debian packages vmferry needs, with the virtualization stack named by $1:
+#   modern  QEMU 10 and libvirt 11 from Debian 12's bookworm-backports suite (the default)
+#   stock   Debian 12's own QEMU 7.2 and libvirt 9.0
+# The other arguments are the remaining packages, taken from the machine's own suites.
+# Switching stacks on a machine that has the other one installs (or downgrades to) the named
+# stack's versions. Runs apt only when something is missing or on the other stack.
+set -euo pipefail
+
+stack=${1:-}
+shift || true
+case "$stack" in
+modern | stock) ;;
+*)
+    echo "VMFERRY_STACK must be 'modern' or 'stock', not '$stack'" >&2
+    exit 2
+    ;;
+esac
+
+# The packages whose versions make the stack; their dependencies follow them.
+STACK_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
+    libvirt-clients libvirt-dev)
+BACKPORTS_FILE=/etc/apt/sources.list.d/vmferry-backports.sources
+export DEBIAN_FRONTEND=noninteractive
+
+. /etc/os-release
+codename=${VERSION_CODENAME:-}
+if [ "$stack" = modern ] && [ "$codename" != bookworm ]; then
+    # Only Debian 12 needs backports for QEMU 10 / libvirt 11; a newer release has them.
+    echo "note: Debian '$codename' is not bookworm: its own QEMU and libvirt are used" >&2
+    stack=distribution
+fi
+
+installed_version() {
+    dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null | awk '/ok installed/ {print $4}'
+}
+
+# Is every stack package installed, from the wanted suite?
+stack_ok=yes
+for p in "${STACK_PACKAGES[@]}"; do
+    v=$(installed_version "$p")
+    case "$stack:$v" in
+    *:) stack_ok=no ;;
+    modern:*bpo*) ;;
+    modern:*) stack_ok=no ;;
+    stock:*bpo*) stack_ok=no ;;
+    esac
+done
+missing=()
+for p in "$@"; do
+    [ -n "$(installed_version "$p")" ] || missing+=("$p")
+done
+if [ "$stack_ok" = yes ] && [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$stack" = modern ] && [ ! -f "$BACKPORTS_FILE" ]; then
+    # The same archive and keyring as the machine's own Debian sources, suite
+    # bookworm-backports. Added as a file of its own: replacing the list would drop the
+    # other suites. Backports packages are never installed unless asked for with -t.
+    uri=http://deb.debian.org/debian
+    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    own=/etc/apt/sources.list.d/debian.sources
+    if [ -f "$own" ]; then
+        uri=$(awk '/^URIs:/ {print $2; exit}' "$own")
+        keyring=$(awk '/^Signed-By:/ {print $2; exit}' "$own")
+    fi
+    echo "adding the bookworm-backports suite ($uri) for QEMU 10 and libvirt 11"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
+        "$uri" "$keyring" >"$BACKPORTS_FILE"
+fi
+
+apt-get update -qq
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+case "$stack" in
+modern)
+    echo "installing the modern stack (bookworm-backports): ${STACK_PACKAGES[*]}"
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports "${STACK_PACKAGES[@]}"
+    ;;
+stock)
+    # pkg/bookworm picks Debian 12's own version, and apt moves the dependencies with it.
+    echo "installing the stock stack (bookworm): ${STACK_PACKAGES[*]}"
+    apt-get install -y -qq --no-install-recommends --allow-downgrades \
+        "${STACK_PACKAGES[@]/%//bookworm}"
+    ;;
+distribution)
+    apt-get install -y -qq --no-install-recommends "${STACK_PACKAGES[@]}"
+    ;;
+esac
+for p in qemu-system-x86 libvirt-daemon; do
+    echo "$p $(installed_version "$p")"
+done
