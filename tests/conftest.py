@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
@@ -131,11 +132,18 @@ def record_retry(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every second attempt of the run: reruns (pyproject's --only-rerun) and in-test retries."""
     terminalreporter.section("tests that needed more than one attempt")
-    if not _RETRIES:
-        terminalreporter.write_line("none")
-    for nodeid, reason in _RETRIES:
-        terminalreporter.write_line(f"{nodeid}: {reason}")
+    lines = [f"{nodeid}: {reason}" for nodeid, reason in _RETRIES]
+    patterns = terminalreporter.config.getoption("only_rerun", None) or []
+    for report in terminalreporter.stats.get("rerun", []):
+        crash = getattr(report.longrepr, "reprcrash", None)
+        text = " ".join((crash.message if crash is not None else str(report.longrepr)).split())
+        found = [m for p in patterns if (m := re.search(p, text))]
+        at = found[0].start() if found else 0
+        lines.append(f"{report.nodeid}: rerun after: ...{text[max(0, at - 200) : at + 100]}")
+    for line in lines or ["none"]:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -29,8 +29,11 @@ def vmferry(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
 
 
-# The known QEMU 7.2/TCG stall (docs/performance.md): with TCP traffic at the switchover the
-# migrated guest sometimes stops; vmferry's verification catches it with exactly this reason.
+# The known post-switchover stall (docs/performance.md; seen on QEMU 7.2 under TCG): with TCP
+# traffic at the switchover the migrated guest sometimes stops. vmferry's verification catches
+# it with exactly this reason, and pytest reruns a test that failed with it once (pyproject's
+# --only-rerun; the run's summary lists every rerun). The performance issue (#12) measures
+# the stall on each stack; the rerun goes when it is gone from both.
 KNOWN_TCG_STALL = "no heartbeat after the move"
 
 
@@ -45,28 +48,18 @@ def _stalled_after_verification(name: str) -> bool:
 
 
 def test_a_working_guest_moves_live_and_is_verified(
-    lab: LabState, record_retry: Callable[[str], None], lab_guests: Callable[..., GuestRecord]
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
 ) -> None:
-    # A second, fresh guest only after the known QEMU 7.2 stall, never otherwise, and the
-    # run's summary lists it (the performance issue measures the stall on each stack).
-    for attempt in (1, 2):
-        name = f"mv{attempt}"
-        record = lab_guests(name, "kvm1", memory_mb=512, working_set_mb=128,
-                                     dirty_mb_s=8)  # fmt: skip
-        check = vmferry("check", name, "--to", "kvm2", "--json")
-        assert check.returncode == 0, check.stderr
-        assert json.loads(check.stdout)["blocked"] is False
-        done = vmferry("migrate", name, "--to", "kvm2", "--json")
-        result = json.loads(done.stdout)
-        if done.returncode == 4 and KNOWN_TCG_STALL in (result["reason"] or "") and attempt == 1:
-            record_retry(f"known TCG stall after the move (job {result['job_id']})")
-            guests.delete_guest(name)
-            continue
-        if done.returncode == 0 and attempt == 1 and _stalled_after_verification(name):
-            record_retry(f"known TCG stall after the verification window (job {result['job_id']})")
-            guests.delete_guest(name)
-            continue
-        break
+    name = "mv1"
+    record = lab_guests(name, "kvm1", memory_mb=512, working_set_mb=128, dirty_mb_s=8)
+    check = vmferry("check", name, "--to", "kvm2", "--json")
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["blocked"] is False
+    done = vmferry("migrate", name, "--to", "kvm2", "--json")
+    result = json.loads(done.stdout)
+    if done.returncode == 0 and _stalled_after_verification(name):
+        raise AssertionError(f"{KNOWN_TCG_STALL}: after the verification window "
+                             f"(job {result['job_id']})")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert set(result) == MIGRATE_KEYS
     assert set(result["verification"]) == VERIFICATION_KEYS
