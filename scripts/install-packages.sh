@@ -20,6 +20,10 @@ esac
 # The packages whose versions make the stack; their dependencies follow them.
 STACK_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
     libvirt-clients libvirt-dev)
+# libvirt 11 splits its daemon into driver packages that it only recommends: the interface
+# driver (pre-flight reads the destination's bridges through it) is named; libvirt 9.0 has it
+# built into libvirt-daemon.
+MODERN_ONLY=(libvirt-daemon-driver-interface)
 BACKPORTS_FILE=/etc/apt/sources.list.d/vmferry-backports.sources
 export DEBIAN_FRONTEND=noninteractive
 
@@ -37,7 +41,9 @@ installed_version() {
 
 # Is every stack package installed, from the wanted suite?
 stack_ok=yes
-for p in "${STACK_PACKAGES[@]}"; do
+wanted=("${STACK_PACKAGES[@]}")
+[ "$stack" = modern ] && wanted+=("${MODERN_ONLY[@]}")
+for p in "${wanted[@]}"; do
     v=$(installed_version "$p")
     case "$stack:$v" in
     *:) stack_ok=no ;;
@@ -77,8 +83,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 case "$stack" in
 modern)
-    echo "installing the modern stack (bookworm-backports): ${STACK_PACKAGES[*]}"
-    apt-get install -y -qq --no-install-recommends -t bookworm-backports "${STACK_PACKAGES[@]}"
+    echo "installing the modern stack (bookworm-backports): ${wanted[*]}"
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports "${wanted[@]}"
     ;;
 stock)
     # pkg/bookworm picks Debian 12's own version, and apt moves the dependencies with it.
