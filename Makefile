@@ -49,6 +49,7 @@ lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check vmferry tests bench
 	$(VENV)/bin/ruff format --check vmferry tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 unit: $(STAMPS)/venv
 	$(VENV)/bin/pytest -m "not lab" -q

@@ -33,9 +33,9 @@ import libvirt
 from vmferry.drivers.libvirt_migration import completed_from_stats
 from vmferry.lab import guests, lifecycle
 from vmferry.lab.console import ConsoleTail, MemCheck
+from vmferry.lab.witness import LabWitness
 from vmferry.model.migration import JobStatus, MigrationOptions, ProgressSample, Strategy
 from vmferry.service.migrate import migrate
-from vmferry.verify.witness import LabWitness
 
 MIB = 2**20
 SRC, DST = "qemu+tcp://198.18.0.11/system", "qemu+tcp://198.18.0.12/system"

@@ -21,8 +21,8 @@ from typing import Any
 import libvirt
 import pytest
 
+from vmferry.drivers.processes import start_ticks
 from vmferry.lab import guests
-from vmferry.lab.processes import start_ticks
 from vmferry.lab.state import LabState
 from vmferry.model.migration import Job, JobStatus, MigrationOptions
 from vmferry.service import jobs as jobs_service

@@ -50,11 +50,28 @@ def test_a_test_driver_host_is_added_listed_and_inventoried(db: Path) -> None:
     done = vmferry("hosts", "add", "t1", "test:///default", db=db)
     assert done.returncode == 0, done.stderr
     hosts = json.loads(vmferry("hosts", "list", "--json", db=db).stdout)
-    assert hosts == [{"name": "t1", "uri": "test:///default", "migration_uri": None}]
+    assert hosts == [{"name": "t1", "uri": "test:///default", "migration_uri": None,
+                      "shell": None, "link_mbps": None}]  # fmt: skip
     again = vmferry("hosts", "add", "t1", "test:///default", db=db)
     assert "already" in assert_one_line_error(again, 2)
     inv = json.loads(vmferry("inventory", "--host", "t1", "--json", db=db).stdout)
     assert [(r["host"], r["spec"]["name"], r["state"]) for r in inv] == [("t1", "test", "running")]
+
+
+def test_a_hosts_shell_and_link_rate_are_registered_and_checked(db: Path) -> None:
+    done = vmferry("hosts", "add", "t2", "test:///default", "--shell", "local",
+                   "--link-mbps", "1000", "--json", db=db)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["shell"] == "local"
+    listed = json.loads(vmferry("hosts", "list", "--json", db=db).stdout)
+    assert [(h["name"], h["shell"], h["link_mbps"]) for h in listed] == [("t2", "local", 1000)]
+    bad = vmferry("hosts", "add", "t3", "test:///default", "--shell", "telnet:x", db=db)
+    assert "local or netns:NAME" in assert_one_line_error(bad, 2)
+    slow = vmferry("hosts", "add", "t4", "test:///default", "--link-mbps", "0", db=db)
+    assert "--link-mbps" in assert_one_line_error(slow, 2)
+    assert [h["name"] for h in json.loads(vmferry("hosts", "list", "--json", db=db).stdout)] == [
+        "t2"
+    ]
 
 
 def test_unknown_host_is_a_bad_input(db: Path) -> None:

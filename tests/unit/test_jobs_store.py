@@ -352,7 +352,7 @@ def sqlite_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[St
 
 def dead_pid() -> tuple[int, int]:
     """A pid and start time of a process that has exited (reaped)."""
-    from vmferry.lab.processes import start_ticks
+    from vmferry.drivers.processes import start_ticks
 
     child = subprocess.Popen(["sleep", "60"])
     ticks = start_ticks(child.pid)
@@ -428,7 +428,7 @@ def test_an_unreachable_host_leaves_the_record_alone(sqlite_store: Store, tmp_pa
 
 
 def test_a_live_owner_is_not_reconciled(sqlite_store: Store, tmp_path: Path) -> None:
-    from vmferry.lab.processes import start_ticks
+    from vmferry.drivers.processes import start_ticks
 
     job = sqlite_store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
     sqlite_store.set_owner(job.id, os.getpid(), start_ticks(os.getpid()))
@@ -438,7 +438,7 @@ def test_a_live_owner_is_not_reconciled(sqlite_store: Store, tmp_path: Path) -> 
 
 
 def test_cancel_waits_for_a_live_owner_then_gives_up(sqlite_store: Store) -> None:
-    from vmferry.lab.processes import start_ticks
+    from vmferry.drivers.processes import start_ticks
 
     job = sqlite_store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
     sqlite_store.set_owner(job.id, os.getpid(), start_ticks(os.getpid()))

@@ -20,6 +20,7 @@ from vmferry.engine.offline import (
 )
 from vmferry.errors import BadInputError
 from vmferry.lab.console import StampedLine
+from vmferry.lab.reboot_witness import outage_ms
 from vmferry.model import (
     Disk,
     DiskDevice,
@@ -35,7 +36,6 @@ from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.service import migrate as migrate_module
 from vmferry.service.check import CheckReport
 from vmferry.service.offline_move import copies_for, state_dir_candidates
-from vmferry.verify.reboot import outage_ms
 
 WARM, COLD = Strategy.WARM, Strategy.COLD
 RESTORE_TAIL = (Undo.RESTORE_ON_SOURCE, Undo.REMOVE_STATE_FILE)

@@ -218,3 +218,30 @@ def test_open_store_without_url_uses_vmferry_db(
 def test_bad_database_url(url: str) -> None:
     with pytest.raises(BadInputError, match=r"VMFERRY_DB|not installed"):
         open_store(url)
+
+
+def test_a_hosts_shell_and_link_rate_are_kept_and_replaced(store: Store) -> None:
+    lab_like = Host("kvm9", "qemu+tcp://198.18.0.19/system", None, shell="netns:vmf-kvm9",
+                    link_mbps=400)  # fmt: skip
+    store.add_host(lab_like)
+    assert store.get_host("kvm9") == lab_like
+    store.replace_host(Host("kvm9", lab_like.uri, None, shell="local", link_mbps=None))
+    assert store.get_host("kvm9") == Host("kvm9", lab_like.uri, None, shell="local")
+
+
+def test_hosts_registered_before_0005_read_with_no_shell_and_no_link(db_url: str) -> None:
+    open_store(db_url).close()
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0004")
+            conn.exec_driver_sql(
+                "INSERT INTO hosts (name, uri, migration_uri, added_at) VALUES "
+                "('old', 'qemu:///system', NULL, CURRENT_TIMESTAMP)"
+            )
+    finally:
+        engine.dispose()
+    with open_store(db_url) as store:  # upgrades to head
+        assert store.get_host("old") == Host("old", "qemu:///system", None, None, None)

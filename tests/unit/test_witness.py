@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from vmferry.lab.console import StampedLine
-from vmferry.verify.witness import memory_verdict
+from vmferry.lab.witness import memory_verdict
 
 
 def line(text: str, t: float) -> StampedLine:

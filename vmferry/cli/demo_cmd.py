@@ -13,9 +13,9 @@ from vmferry.cli.migrate_cmd import progress_table, result_json, result_table
 from vmferry.cli.output import console, err_console, print_json, progress_printer
 from vmferry.engine.convergence import PolicyState
 from vmferry.errors import MigrationFailedError, VmferryError
+from vmferry.lab.demo import run_demo
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, ProgressSample
-from vmferry.service.demo import run_demo
 
 
 def demo(

@@ -19,10 +19,16 @@ def add(
     migration_uri: str | None = typer.Option(
         None, "--migration-uri", help="Where migration streams go, e.g. tcp://10.0.1.11."
     ),
+    shell: str | None = typer.Option(
+        None, "--shell", help="How vmferry runs nft/tc on the host: local or netns:NAME."
+    ),
+    link_mbps: int | None = typer.Option(
+        None, "--link-mbps", help="The migration link's rate (Mbit/s), if known."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Register a host; its libvirt must answer first."""
-    host = hosts_service.add_host(name, uri, migration_uri)
+    host = hosts_service.add_host(name, uri, migration_uri, shell=shell, link_mbps=link_mbps)
     if json_out:
         print_json(host)
     else:
@@ -36,9 +42,10 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     if json_out:
         print_json(hosts)
         return
-    table = Table("name", "uri", "migration uri")
+    table = Table("name", "uri", "migration uri", "shell", "link")
     for host in hosts:
-        table.add_row(host.name, host.uri, host.migration_uri or "-")
+        link = f"{host.link_mbps} Mbit/s" if host.link_mbps else "-"
+        table.add_row(host.name, host.uri, host.migration_uri or "-", host.shell or "-", link)
     console.print(table)
 
 

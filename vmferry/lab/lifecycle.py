@@ -137,7 +137,9 @@ def _configure_host(host: topo.LabHost, shared_pool: Path) -> None:
 def _register_hosts(topology: topo.LabTopology, state: LabState) -> None:
     store = open_store()
     for host in topology.hosts:
-        store.replace_host(Host(host.name, host.uri, host.migration_uri))
+        shell = f"netns:{host.netns}"  # vmferry runs nft and tc in the host's namespace
+        store.replace_host(Host(host.name, host.uri, host.migration_uri, shell=shell,
+                                link_mbps=state.link_mbps))  # fmt: skip
         state.registered_hosts.append(host.name)
 
 

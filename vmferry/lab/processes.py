@@ -1,4 +1,4 @@
-"""Identify and stop processes by pid and start time, so only the lab's own are touched."""
+"""Stop processes by pid and start time, so only the lab's own are touched."""
 
 from __future__ import annotations
 
@@ -8,26 +8,9 @@ import signal
 import time
 from pathlib import Path
 
+from vmferry.drivers.processes import is_same_process, start_ticks
 
-def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None if it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[19])  # field 22 of the whole line
-
-
-def is_same_process(pid: int, ticks: int) -> bool:
-    if start_ticks(pid) != ticks:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
+__all__ = ["is_same_process", "read_pidfile", "start_ticks", "stop"]
 
 
 def read_pidfile(path: Path) -> int | None:

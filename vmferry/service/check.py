@@ -51,7 +51,7 @@ def check_migration(vm: str, to: str, *, copy_storage: bool = False) -> CheckRep
                 destination_migration_uri=destination.migration_uri,
                 copy_storage=copy_storage,
             )
-            network = gather_move_facts(src, dst, vm, source.name, destination.name)
+            network = gather_move_facts(src, dst, vm, source, destination)
     facts = replace(
         facts,
         vm_also_defined_on=location.also_defined_on,

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+from vmferry.drivers.host_exec import parse_shell
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import BadInputError
 from vmferry.model import Host, VmRecord
 from vmferry.store.db import open_store
 
 
-def add_host(name: str, uri: str, migration_uri: str | None = None) -> Host:
+def add_host(
+    name: str,
+    uri: str,
+    migration_uri: str | None = None,
+    *,
+    shell: str | None = None,
+    link_mbps: int | None = None,
+) -> Host:
     """Register a host after checking that its libvirt answers; nothing is stored otherwise."""
     if not name or any(c.isspace() for c in name):
         raise BadInputError(f"host name {name!r} must be non-empty with no spaces")
     if migration_uri is not None and "://" not in migration_uri:
         raise BadInputError(f"--migration-uri {migration_uri!r} must look like tcp://ADDRESS")
+    if shell is not None:
+        parse_shell(shell)  # one line naming the forms it takes
+    if link_mbps is not None and link_mbps <= 0:
+        raise BadInputError(f"--link-mbps {link_mbps} must be a positive rate in Mbit/s")
     store = open_store()
-    host = Host(name, uri, migration_uri)
+    host = Host(name, uri, migration_uri, shell=shell, link_mbps=link_mbps)
     with LibvirtHost.connect(name, uri):
         pass
     store.add_host(host)

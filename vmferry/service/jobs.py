@@ -17,6 +17,7 @@ from contextlib import ExitStack
 
 from vmferry.drivers.libvirt_domains import destroy_domain, domain_view
 from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.processes import is_same_process, start_ticks
 from vmferry.engine.offline_reconcile import (
     OfflineDecision,
     decide_offline,
@@ -25,7 +26,6 @@ from vmferry.engine.offline_reconcile import (
 )
 from vmferry.engine.reconcile import Decision, decide, describe
 from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
-from vmferry.lab.processes import is_same_process, start_ticks
 from vmferry.model.domain_view import DomainView
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import Job

@@ -10,13 +10,11 @@ from dataclasses import dataclass
 from vmferry.assess.preflight import DiskReach
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import MigrationRequest
+from vmferry.drivers.processes import start_ticks
 from vmferry.drivers.qemu_monitor import measure_dirty_rate, set_vcpu_cap, vcpu_seconds
 from vmferry.engine.convergence import plan_vcpu_cap
 from vmferry.engine.live import LivePlan, NoteFn, ProgressFn, policy_config, run_live_migration
 from vmferry.errors import VmferryError
-from vmferry.lab.guests import note_moved
-from vmferry.lab.processes import start_ticks
-from vmferry.lab.state import load_state
 from vmferry.model import Host, VmSpec
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
@@ -26,8 +24,8 @@ from vmferry.service.netprofile import NetworkMove, finish_move, prepare_destina
 from vmferry.service.offline_move import check_offline, run_offline
 from vmferry.service.predict import after_migration, before_migration
 from vmferry.store.db import Store, open_store
+from vmferry.verify import sites
 from vmferry.verify.profile_checks import check_in_force
-from vmferry.verify.witness import LabWitness, NoWitness, Witness
 
 MIB = 2**20
 
@@ -84,10 +82,9 @@ def migrate(
         offline = run_offline(report, job.id, source, destination, options, store, note)
         return MigrateOutcome(offline, report)
 
-    lab = load_state()
     bandwidth = options.bandwidth_mib_s
-    if bandwidth is None and lab is not None and destination.name in lab.registered_hosts:
-        bandwidth = link_bandwidth_mib_s(lab.link_mbps)
+    if bandwidth is None and destination.link_mbps:  # the link's known rate
+        bandwidth = link_bandwidth_mib_s(destination.link_mbps)
     disks = report.facts.disks if report.facts is not None else ()
     pathed = [d for d in disks if d.path]
     request = MigrationRequest(
@@ -102,8 +99,7 @@ def migrate(
         copy_disks=tuple(d.target for d in disks if d.reach is DiskReach.LOCAL)
         if options.copy_storage else (),
     )  # fmt: skip
-    guest = lab.guests.get(vm) if lab is not None else None
-    witness: Witness = LabWitness(guest) if guest is not None else NoWitness()
+    witness = sites.witness_for(vm, options.strategy)
     plan = LivePlan(job.id, vm, source, destination, options, request)
     if report.facts is not None:  # keeps the prediction with the job; never raises
         before_migration(store, job.id, vm, source, destination, report.facts.vm.spec.memory_bytes,
@@ -128,20 +124,23 @@ def migrate(
             _lift_cap(vm, (destination, source), store, job.id, note)
         finish_move(network, moved, store, job.id, note)  # FDB check, source clean-up or undo
     after_migration(store, result)  # the actual figures beside the prediction; never raises
-    if guest is not None and result.status is JobStatus.COMPLETED:
-        note_moved(vm, destination.name)  # the lab's own bookkeeping follows the VM
-        _verify_profiles(guest.address, network, store, job.id, note)
+    if result.status is JobStatus.COMPLETED:
+        sites.note_moved(vm, destination.name)  # a site's own record follows the VM
+        vantage = sites.vantage_for(vm)
+        if vantage is not None:
+            _verify_profiles(vantage, network, store, job.id, note)
     return MigrateOutcome(result, report)
 
 
 def _verify_profiles(
-    addr: str, network: NetworkMove, store: Store, job_id: str, note: NoteFn
+    vantage: sites.Vantage, network: NetworkMove, store: Store, job_id: str, note: NoteFn
 ) -> None:
-    """From the lab's client: the ACL and rates of every port profile the VM took along are
-    in force at the destination; recorded as a ``network-verify`` job event."""
+    """From where the VM's users are (a site's vantage): the ACL and rates of every port
+    profile the VM took along are in force at the destination; recorded as a
+    ``network-verify`` job event."""
     for profile in network.profiles.values():
         try:
-            results = check_in_force(addr, profile)
+            results = check_in_force(vantage.address, vantage.ports, profile, vantage.prober)
         except VmferryError as exc:
             store.add_event(job_id, "network-verify", f"profile {profile.name}: not checked: "
                             f"{exc.message}", {"profile": profile.name, "ok": None})  # fmt: skip

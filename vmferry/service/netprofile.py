@@ -7,8 +7,8 @@ the rates in its first rule's comment), with the VM's MAC bound to it, plus vmfe
 ``htb`` shaping (:mod:`vmferry.netprofile.shaping`): on the VM's tap (to the VM) and on the
 bridge's uplink for the VM's MAC (from the VM). The portgroup then carries no
 ``<bandwidth>``: libvirt would shape with ``sfq``, which the lab's kernel lacks. vmferry runs
-nft and tc only where it can run commands on the host: the lab hosts (network namespaces on
-this machine); elsewhere the portgroup carries libvirt's ``<bandwidth>``.
+nft and tc only where it can run commands on the host (the host record's ``shell``, see
+:mod:`vmferry.drivers.host_exec`); elsewhere the portgroup carries libvirt's ``<bandwidth>``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from vmferry.drivers import bridge, libvirt_network, nft, tc_shaping
 from vmferry.drivers.host_exec import HostExec
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import BadInputError, NotFoundError, VmferryError
-from vmferry.lab import topology as topo
-from vmferry.lab.state import load_state
 from vmferry.model import Host
 from vmferry.model.netprofile import AclRule, Bandwidth, L2Reach, PortProfile, VmPort
 from vmferry.netprofile import nft as nft_rules
@@ -43,6 +41,7 @@ from vmferry.netprofile.libvirt_xml import (
 from vmferry.netprofile.spec import check_name, profile_from_json, profile_to_json
 from vmferry.service.locate import locate
 from vmferry.store.db import Store, open_store
+from vmferry.verify import sites
 
 NoteFn = Callable[[str], None]
 DIR_ENV_VAR = "VMFERRY_NETPROFILES"
@@ -95,12 +94,10 @@ def delete_profile(name: str) -> None:
 # -- hosts ------------------------------------------------------------------------------
 
 
-def host_exec(host: str) -> HostExec | None:
-    """How to run network commands on ``host``: its namespace for a lab host, else None."""
-    state = load_state()
-    if state is None or host not in state.registered_hosts:
-        return None
-    return HostExec.for_namespace(host, f"{topo.NS_PREFIX}{host}")
+def host_exec(host: Host) -> HostExec | None:
+    """How to run network commands on ``host``: its record's shell, or None (libvirt shapes,
+    and what only a shell can read is reported as not checked)."""
+    return HostExec.for_shell(host.name, host.shell)
 
 
 def read_host_profile(
@@ -145,7 +142,7 @@ def capture(vm: str, *, save: bool = True) -> CaptureReport:
     store = open_store()
     location = locate(vm, store.list_hosts())
     host = location.host
-    hexec = host_exec(host.name)
+    hexec = host_exec(host)
     with LibvirtHost.connect(host.name, host.uri) as conn:
         ports = _ports_with_addresses(conn.domain_xml(vm))
         profiles = []
@@ -182,20 +179,10 @@ def _view(conn: LibvirtHost, network: str | None) -> NetworkView | None:
 
 
 def _ports_with_addresses(domain_xml: str) -> tuple[VmPort, ...]:
-    """The domain's ports with the addresses seen for their MACs (the lab client's neighbour
-    table) or declared (a lab guest's address)."""
+    """The domain's ports with the addresses the sites have seen for their MACs
+    (:func:`vmferry.verify.sites.known_addresses`)."""
     ports = ports_from_domain(domain_xml)
-    seen: dict[str, set[str]] = {}
-    state = load_state()
-    if state is not None and state.status == "up":
-        client = HostExec.for_namespace("client", topo.CLIENT_NS)
-        try:
-            for mac, addrs in bridge.neighbours(client).items():
-                seen.setdefault(mac, set()).update(addrs)
-        except VmferryError:
-            pass
-        for guest in state.guests.values():
-            seen.setdefault(guest.mac.lower(), set()).add(guest.address)
+    seen = sites.known_addresses()
     return tuple(replace(p, addresses=tuple(sorted(seen.get(p.mac, set())))) for p in ports)
 
 
@@ -316,7 +303,7 @@ def apply(name: str, host_name: str) -> ApplyReport:
             if p.profile == profile.name and p.segment.network == profile.network
         }
         taps = {m: t for m, t in running_taps(conn).items() if m in macs}
-        return apply_on(conn, host_exec(host.name), profile, macs, taps)
+        return apply_on(conn, host_exec(host), profile, macs, taps)
 
 
 def remove_from(
@@ -365,14 +352,14 @@ def remove(name: str, host_name: str) -> list[str]:
         )
         if users:
             raise BadInputError(f"profile {name!r} is in use on {host_name} by {', '.join(users)}")
-        return remove_from(conn, host_exec(host.name), profile, (), portgroup=True)
+        return remove_from(conn, host_exec(host), profile, (), portgroup=True)
 
 
 # -- pre-flight -------------------------------------------------------------------------
 
 
 def gather_move_facts(
-    src: LibvirtHost, dst: LibvirtHost, vm: str, source: str, destination: str
+    src: LibvirtHost, dst: LibvirtHost, vm: str, source: Host, destination: Host
 ) -> MoveNetworkFacts:
     """What the network rules (:mod:`vmferry.assess.network`) need. Changes nothing (the
     ARP probe changes no neighbour cache)."""
@@ -408,7 +395,7 @@ def gather_move_facts(
                 destination_vni=_vni(dst_exec, bridge_name),
             )
         )
-    return MoveNetworkFacts(vm, source, destination, tuple(facts), dst_exec is not None)
+    return MoveNetworkFacts(vm, source.name, destination.name, tuple(facts), dst_exec is not None)
 
 
 def _vni(hexec: HostExec | None, bridge_name: str | None) -> int | None:
@@ -534,7 +521,7 @@ def prepare_destination(
     (portgroup, ACL rules keyed on the VM's MAC, the rate from the VM on the uplink), and
     start watching for the incoming tap to shape the rate to the VM on it."""
     move = NetworkMove(vm, source, destination)
-    src_exec, dst_exec = host_exec(source.name), host_exec(destination.name)
+    src_exec, dst_exec = host_exec(source), host_exec(destination)
     with (
         LibvirtHost.connect(source.name, source.uri) as src,
         LibvirtHost.connect(destination.name, destination.uri) as dst,
@@ -653,7 +640,7 @@ def finish_move(
 ) -> FdbVerdict | None:
     """After the migration: if it moved, check that the network learned the new location and
     remove the profiles from the source; if not, remove what was added on the destination."""
-    src_exec, dst_exec = host_exec(move.source.name), host_exec(move.destination.name)
+    src_exec, dst_exec = host_exec(move.source), host_exec(move.destination)
     try:
         _record_taps(move, moved, store, job_id, note)
         if not moved:

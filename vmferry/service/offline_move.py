@@ -16,15 +16,12 @@ from vmferry.drivers.libvirt_offline import pool_directories, prove_shared_direc
 from vmferry.engine.live import NoteFn
 from vmferry.engine.offline import DiskCopy, OfflinePlan, run_offline_move
 from vmferry.errors import BadInputError, VmferryError
-from vmferry.lab.guests import note_moved
-from vmferry.lab.state import load_state
 from vmferry.model import Host, is_blocked
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.netprofile import finish_move, prepare_destination
 from vmferry.store.db import Store
-from vmferry.verify.reboot import RebootWitness
-from vmferry.verify.witness import LabWitness, NoWitness, Witness
+from vmferry.verify import sites
 
 __all__ = ["check_offline", "copies_for", "run_offline", "state_dir_candidates"]
 
@@ -104,12 +101,7 @@ def run_offline(
         raise
     except VmferryError as exc:
         return _failed(store, job_id, vm, source, destination, options, exc.message)
-    lab = load_state()
-    guest = lab.guests.get(vm) if lab is not None else None
-    witness: Witness = NoWitness()
-    if guest is not None:
-        warm = options.strategy is Strategy.WARM
-        witness = LabWitness(guest) if warm else RebootWitness(guest)
+    witness = sites.witness_for(vm, options.strategy)
     try:  # the VM's port profiles on the destination before it runs there
         network = prepare_destination(vm, source, destination, store, job_id, note)
     except VmferryError as exc:  # it removed what it had added
@@ -121,8 +113,8 @@ def run_offline(
         result = run_offline_move(plan, store, witness, note=note)
     finally:  # FDB check and source clean-up, or the destination's profiles removed
         finish_move(network, _runs_on_destination(result), store, job_id, note)
-    if guest is not None and result.status is JobStatus.COMPLETED:
-        note_moved(vm, destination.name)
+    if result.status is JobStatus.COMPLETED:
+        sites.note_moved(vm, destination.name)
     return result
 
 

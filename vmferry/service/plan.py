@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.processes import is_same_process
 from vmferry.errors import BadInputError, VmferryError
-from vmferry.lab.processes import is_same_process
 from vmferry.model import Host, VmState
 from vmferry.model.migration import Job, JobStatus
 from vmferry.model.plan_run import ItemStatus, PlanItem, PlanRecord, PlanStatus

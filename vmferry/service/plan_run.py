@@ -33,10 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from vmferry.drivers.processes import start_ticks
 from vmferry.engine.convergence import PolicyState
 from vmferry.engine.live import ctrl_c_flag
 from vmferry.errors import BadInputError, VmferryError
-from vmferry.lab.processes import start_ticks
 from vmferry.model.migration import (
     JobStatus,
     MigrationOptions,

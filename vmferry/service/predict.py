@@ -33,7 +33,6 @@ from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_stats import read_counters
 from vmferry.drivers.qemu_monitor import measure_dirty_rate
 from vmferry.errors import BadInputError, VmferryError
-from vmferry.lab.state import load_state
 from vmferry.model import Host, VmState
 from vmferry.model.migration import EscalationStep, JobStatus, MigrationResult
 from vmferry.predict.model import (
@@ -81,13 +80,13 @@ class PredictReport:
     escalates: bool = False  # vmferry's policy would escalate (the model then overestimates)
 
 
-def link_for(destination: str, bandwidth_mib_s: int | None) -> tuple[float, str]:
+def link_for(destination: Host, bandwidth_mib_s: int | None) -> tuple[float, str]:
     """The migration link rate in bytes/s and where it came from."""
     if bandwidth_mib_s:
         return bandwidth_mib_s * MIB, f"--bandwidth-mib-s {bandwidth_mib_s}"
-    lab = load_state()
-    if lab is not None and destination in lab.registered_hosts:
-        return lab.link_mbps * 1_000_000 / 8, f"the lab's link, {lab.link_mbps} Mbit/s"
+    if destination.link_mbps:
+        return (destination.link_mbps * 1_000_000 / 8,
+                f"{destination.name}'s link, {destination.link_mbps} Mbit/s")  # fmt: skip
     return DEFAULT_LINK_BYTES_S, "assumed 1 Gbit/s (not measured; pass --bandwidth-mib-s)"
 
 
@@ -204,7 +203,7 @@ def predict_migration(
             f"VM {vm!r} is {found.record.state} on {found.host.name}; only a "
             "running VM can be measured for a live migration"
         )
-    link, link_basis = link_for(destination.name, bandwidth_mib_s)
+    link, link_basis = link_for(destination, bandwidth_mib_s)
     with LibvirtHost.connect(found.host.name, found.host.uri) as conn:
         inputs, basis = gather_inputs(
             conn, vm, found.record.spec.memory_bytes, link, max_downtime_ms, store=store
@@ -297,7 +296,7 @@ def before_migration(
     """Predict job ``job_id`` and keep the prediction with it; None (and a job note) if
     anything fails: a prediction never stops a migration."""
     try:
-        link, link_basis = link_for(destination.name, bandwidth_mib_s)
+        link, link_basis = link_for(destination, bandwidth_mib_s)
         with LibvirtHost.connect(source.name, source.uri, timeout_s=5) as conn:
             inputs, basis = gather_inputs(
                 conn, vm, memory_bytes, link, max_downtime_ms, store=store

@@ -201,6 +201,8 @@ class Store:
                     else:
                         row.uri = host.uri
                         row.migration_uri = host.migration_uri
+                        row.shell = host.shell
+                        row.link_mbps = host.link_mbps
                 return
             except IntegrityError:
                 if attempt:  # pragma: no cover - would need a third concurrent writer
@@ -297,7 +299,7 @@ class Store:
 
     def set_owner(self, job_id: str, pid: int, start_ticks: int | None) -> None:
         """Record the process driving the job (pid and start time, see
-        :func:`vmferry.lab.processes.start_ticks`), so others can tell whether it lives."""
+        :func:`vmferry.drivers.processes.start_ticks`), so others can tell whether it lives."""
         with self._sessions.begin() as session:
             row = _require_job(session, job_id, lock=True)
             row.owner_pid = pid

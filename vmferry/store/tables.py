@@ -51,14 +51,18 @@ class HostRow(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     uri: Mapped[str] = mapped_column(Text)
     migration_uri: Mapped[str | None] = mapped_column(Text)
+    shell: Mapped[str | None] = mapped_column(Text)
+    link_mbps: Mapped[int | None] = mapped_column(Integer)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     @classmethod
     def from_model(cls, host: Host) -> HostRow:
-        return cls(name=host.name, uri=host.uri, migration_uri=host.migration_uri)
+        return cls(name=host.name, uri=host.uri, migration_uri=host.migration_uri,
+                   shell=host.shell, link_mbps=host.link_mbps)  # fmt: skip
 
     def to_model(self) -> Host:
-        return Host(name=self.name, uri=self.uri, migration_uri=self.migration_uri)
+        return Host(name=self.name, uri=self.uri, migration_uri=self.migration_uri,
+                    shell=self.shell, link_mbps=self.link_mbps)  # fmt: skip
 
 
 class JobRow(Base):

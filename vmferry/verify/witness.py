@@ -1,25 +1,14 @@
 """Witnesses watch a VM from outside while it moves and say what its users saw.
 
-The lab witness reads the guest's serial console on the host clock (heartbeat every 50 ms,
-``MEMCHECK`` lines) and keeps a TCP connection to the guest's echo service from the client
-namespace, one line every 10 ms. A production witness would use the QEMU guest agent and
-the VM's own service probes; VMs without a witness report ``None`` for what it would show.
+A site offers a witness for the VMs it knows (:mod:`vmferry.verify.sites`; the lab's reads
+its guest's serial console and echo service, :mod:`vmferry.lab.witness`). VMs without a
+witness get :class:`NoWitness` and report ``None`` for what one would show.
 """
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
-
-from vmferry.lab import topology as topo
-from vmferry.lab.console import ConsoleTail, Heartbeat, MemCheck, StampedLine, max_heartbeat_gap_ms
-from vmferry.lab.state import GuestRecord
 
 
 @dataclass(frozen=True)
@@ -45,91 +34,3 @@ class NoWitness:
 
     def finish(self, moved: bool) -> WitnessReport:
         return WitnessReport(None, None, None, None)
-
-
-def memory_verdict(lines: list[StampedLine], after: float) -> tuple[str | None, str]:
-    """Pure: "fail" if any MEMCHECK failed; "ok" once a whole pass began and ended after
-    ``after`` (the second clean MEMCHECK after it); None if that has not happened yet."""
-    clean = 0
-    for line in lines:
-        event = line.event
-        if isinstance(event, MemCheck):
-            if not event.ok:
-                return "fail", event.detail
-            if line.monotonic >= after:
-                clean += 1
-    return ("ok", "a full verification pass ran after the move") if clean >= 2 else (None, "")
-
-
-class LabWitness:
-    """Watches a lab guest (see the module docstring)."""
-
-    def __init__(self, guest: GuestRecord, *, memcheck_timeout_s: float = 40.0) -> None:
-        self.guest = guest
-        self.memcheck_timeout_s = memcheck_timeout_s
-        self._tail = ConsoleTail(Path(guest.console))
-        self._probe: subprocess.Popen[str] | None = None
-        self._started = 0.0
-
-    def start(self) -> None:
-        self._tail.start()
-        self._probe = subprocess.Popen(
-            ["ip", "netns", "exec", topo.CLIENT_NS, sys.executable, "-m", "vmferry.lab.probe",
-             "watch", self.guest.address, "--interval-ms", "10"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True,  # the terminal's Ctrl-C is for vmferry, not for the probe
-        )  # fmt: skip
-        time.sleep(0.3)  # the console tail catches up; the probe connects
-        self._started = time.monotonic()
-
-    def finish(self, moved: bool) -> WitnessReport:
-        ended = time.monotonic()
-        problems: list[str] = []
-        network = self._stop_probe(problems)
-        verdict: str | None = None
-        detail = ""
-        deadline = ended + self.memcheck_timeout_s
-        while verdict is None and time.monotonic() < deadline:
-            verdict, detail = memory_verdict(self._tail.lines(), ended)
-            if verdict is None:
-                time.sleep(0.2)
-        lines = self._tail.lines()
-        self._tail.stop()
-        if verdict is None:
-            problems.append(f"no memory verification pass finished within "
-                            f"{self.memcheck_timeout_s:g} s after the move")  # fmt: skip
-        elif verdict == "fail":
-            problems.append(f"memory check failed: {detail}")
-        beats_after = [
-            ln for ln in lines if isinstance(ln.event, Heartbeat) and ln.monotonic > ended
-        ]
-        if not beats_after:
-            problems.append("no heartbeat after the move")
-        gap = max_heartbeat_gap_ms(lines, start=self._started, end=ended)
-        kept = network.get("connection_kept") if network else None
-        if kept is False and moved:
-            problems.append("the TCP connection to the guest's echo service broke")
-        net_gap = network.get("max_gap_ms") if network else None
-        return WitnessReport(
-            heartbeat_max_gap_ms=gap,
-            memory_integrity=verdict,
-            network_max_gap_ms=int(net_gap) if isinstance(net_gap, int) else None,
-            tcp_connection_kept=kept if isinstance(kept, bool) else None,
-            problems=tuple(problems),
-        )
-
-    def _stop_probe(self, problems: list[str]) -> dict[str, object] | None:
-        if self._probe is None:
-            return None
-        self._probe.send_signal(signal.SIGTERM)
-        try:
-            out, err = self._probe.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._probe.kill()
-            out, err = self._probe.communicate()
-        try:
-            result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            problems.append(f"the network probe gave no result: {err.strip()[-200:]}")
-            return None
-        return result

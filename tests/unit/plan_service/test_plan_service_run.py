@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from vmferry.drivers.processes import start_ticks
 from vmferry.errors import BadInputError
-from vmferry.lab.processes import start_ticks
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.model.plan_run import ItemStatus, PlanStatus
 from vmferry.plan import PlanSpec
