@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import select
 import signal
 import socket
@@ -114,12 +115,15 @@ def watch(
 ) -> dict[str, object]:
     """Keep one TCP connection to the echo service and send a line every ``interval_s``.
 
-    Runs until SIGTERM or ``duration_s``; returns the largest gap between
-    consecutive replies (host clock, monotonic), and whether the connection ever broke.
+    Runs until SIGTERM, ``duration_s``, or the process that started it is gone (a vmferry
+    killed mid-move must not leave a probe hammering the next guest at that address);
+    returns the largest gap between consecutive replies (host clock, monotonic), and
+    whether the connection ever broke.
     """
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     deadline = time.monotonic() + duration_s
+    parent = os.getppid()
     sock: socket.socket | None = None
     replies: list[float] = []
     errors: list[str] = []
@@ -127,7 +131,7 @@ def watch(
     buffer = b""
     next_send = time.monotonic()
     seq = 0
-    while not stop["now"] and time.monotonic() < deadline:
+    while not stop["now"] and time.monotonic() < deadline and os.getppid() == parent:
         now = time.monotonic()
         if sock is None:
             try:
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     mon.add_argument("addr")
     mon.add_argument("--interval-ms", type=float, default=10.0)
     mon.add_argument("--duration-s", type=float, default=600.0)
+    mon.add_argument("--port", type=int, default=ECHO_PORT)
     ctl = sub.add_parser("control")
     ctl.add_argument("addr")
     ctl.add_argument("command")
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.what == "connect":
             result = can_connect(args.addr, args.port, args.timeout)
         elif args.what == "watch":
-            result = watch(args.addr, args.interval_ms / 1000, args.duration_s)
+            result = watch(args.addr, args.interval_ms / 1000, args.duration_s, args.port)
         elif args.what == "echo":
             rtts = [echo_once(args.addr, timeout_s=args.timeout) for _ in range(args.count)]
             result = {"ok": True, "rtt_ms": rtts}
