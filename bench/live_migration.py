@@ -38,7 +38,6 @@ from vmferry.model.migration import JobStatus, MigrationOptions, ProgressSample,
 from vmferry.service.migrate import migrate
 
 MIB = 2**20
-SRC, DST = "qemu+tcp://198.18.0.11/system", "qemu+tcp://198.18.0.12/system"
 MIGRATION_URI = "tcp://198.18.1.12"
 LOCK = Path("/run/vmferry-lab.lock")
 
@@ -73,10 +72,11 @@ def run_virsh(name: str, ratio: float, link_bytes_s: float) -> Row:
     record = guests.get_guest(name)
     witness = LabWitness(record)
     witness.start()
-    src = libvirt.open(SRC)
+    src_uri, dst_uri = lifecycle.host_uri("kvm1"), lifecycle.host_uri("kvm2")
+    src = libvirt.open(src_uri)
     dom = src.lookupByName(name)
-    argv = ["virsh", "-c", SRC, "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
-            "--unsafe", name, DST, MIGRATION_URI]  # fmt: skip
+    argv = ["virsh", "-c", src_uri, "migrate", "--live", "--p2p", "--persistent",
+            "--undefinesource", "--unsafe", name, dst_uri, MIGRATION_URI]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     pass1: int | None = None
@@ -92,12 +92,12 @@ def run_virsh(name: str, ratio: float, link_bytes_s: float) -> Row:
         limit = 5 * lower if (ratio >= 1 and lower) else 180.0
         if time.monotonic() - started > limit and not aborted:
             aborted = True
-            subprocess.run(["virsh", "-c", SRC, "domjobabort", name], capture_output=True)
+            subprocess.run(["virsh", "-c", src_uri, "domjobabort", name], capture_output=True)
         time.sleep(0.25)
     converged = proc.returncode == 0
     stats_done: dict[str, Any] = {}
     if converged:
-        dst = libvirt.open(DST)
+        dst = libvirt.open(dst_uri)
         stats_done = dst.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
         dst.close()
     src.close()

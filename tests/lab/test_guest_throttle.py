@@ -28,11 +28,11 @@ from vmferry.lab.console import (
     max_heartbeat_gap_ms,
     work_stats,
 )
+from vmferry.lab.lifecycle import host_uri
 from vmferry.lab.state import GuestRecord, LabState
 
 pytestmark = pytest.mark.lab
 
-URI = "qemu+tcp://198.18.0.11/system"  # kvm1
 GUEST = "thr1"
 RATE = 24  # MiB/s
 QUOTA = 4000  # of a 10000 us period: 40% of a CPU
@@ -49,12 +49,12 @@ RESTORED_MIN = 0.8
 def set_vcpu_quota(quota: int) -> None:
     """Cap (or with -1 uncap) the guest's vCPU and check that libvirt applied it."""
     subprocess.run(
-        ["virsh", "-c", URI, "schedinfo", GUEST, "--live", "vcpu_period=10000",
+        ["virsh", "-c", host_uri("kvm1"), "schedinfo", GUEST, "--live", "vcpu_period=10000",
          f"vcpu_quota={quota}"],
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
-    out = subprocess.run(["virsh", "-c", URI, "schedinfo", GUEST, "--live"], capture_output=True,
-                         text=True, check=True, timeout=30).stdout  # fmt: skip
+    out = subprocess.run(["virsh", "-c", host_uri("kvm1"), "schedinfo", GUEST, "--live"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout  # fmt: skip
     m = re.search(r"^vcpu_quota\s*:\s*(-?\d+)", out, re.M)
     assert m is not None, out
     # libvirt reports "no limit" as -1 or as a huge number, depending on the version

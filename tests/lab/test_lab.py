@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from vmferry.drivers.libvirt_host import LibvirtHost
-from vmferry.lab import client, guests, lifecycle
+from vmferry.lab import client, guests, lifecycle, pki
 from vmferry.lab import topology as topo
 from vmferry.lab.console import ConsoleTail, Heartbeat, MemCheck, max_heartbeat_gap_ms, work_stats
+from vmferry.lab.lifecycle import host_uri
 from vmferry.lab.processes import is_same_process
-from vmferry.lab.state import LabState, load_state
+from vmferry.lab.state import LabState, lab_dir, load_state
 from vmferry.service import hosts as hosts_service
 
 pytestmark = pytest.mark.lab
@@ -36,7 +37,10 @@ def test_lab_status_lists_hosts_links_and_registers_hosts(lab: LabState) -> None
     status = json.loads(done.stdout)
     assert status["up"] is True
     assert [h["name"] for h in status["hosts"]] == ["kvm1", "kvm2"]
-    assert status["hosts"][0]["uri"] == "qemu+tcp://198.18.0.11/system"
+    # vmferry reaches the hosts over TLS with the lab's client certificate
+    assert status["hosts"][0]["uri"] == (
+        f"qemu+tls://198.18.0.11/system?pkipath={lab_dir() / 'pki' / 'client'}"
+    )
     assert status["hosts"][1]["migration_uri"] == "tcp://198.18.1.12"
     assert all(h["libvirtd_running"] for h in status["hosts"])
     # the rate is read back from tc, not echoed from the request
@@ -53,6 +57,32 @@ def test_each_host_is_its_own_libvirt(lab: LabState) -> None:
             assert topo.VM_NETWORK_NAME in conn.networks()
             assert {topo.SHARED_POOL, topo.LOCAL_POOL} <= set(conn.pools())
     assert infos[0].hostname == "kvm1" and infos[1].hostname == "kvm2"
+
+
+def test_a_client_without_the_labs_ca_is_refused_in_one_line(lab: LabState, tmp_path: Path) -> None:
+    """TLS checks both ends: a client whose CA file is missing, or whose certificates come
+    from another CA, is refused with one line naming what to fix, and nothing is stored."""
+    lab_client = lab_dir() / "pki" / "client"
+    no_ca = tmp_path / "no-ca"
+    no_ca.mkdir()
+    for name in ("clientcert.pem", "clientkey.pem"):
+        (no_ca / name).write_bytes((lab_client / name).read_bytes())
+    done = vmferry("hosts", "add", "no-ca", f"qemu+tls://198.18.0.11/system?pkipath={no_ca}")
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and f"file {no_ca / 'cacert.pem'} is missing" in line, line
+    print(f"\nrefused: {line}")
+
+    other = tmp_path / "other"  # a whole client set from a CA the hosts do not know
+    ca = pki.make_ca("some other CA")
+    client_files = pki.issue(ca, "stranger", server=False)
+    pki.write_client_dir(other, ca, client_files)
+    done = vmferry("hosts", "add", "stranger", f"qemu+tls://198.18.0.11/system?pkipath={other}")
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and f"do not chain to the CA in {other / 'cacert.pem'}" in line, line
+    print(f"refused: {line}")
+    assert {h.name for h in hosts_service.list_hosts()} == {"kvm1", "kvm2"}
 
 
 def test_lab_has_no_route_out(lab: LabState) -> None:
@@ -103,7 +133,7 @@ def test_guest_heartbeat_memcheck_echo_and_inventory(lab: LabState) -> None:
     inv = json.loads(vmferry("inventory", "--host", "kvm1", "--json").stdout)
     assert [(r["spec"]["name"], r["state"]) for r in inv] == [("g1", "running")]
     spec = inv[0]["spec"]
-    virsh = ["virsh", "-c", "qemu+tcp://198.18.0.11/system"]
+    virsh = ["virsh", "-c", host_uri("kvm1")]
     dominfo = subprocess.run([*virsh, "dominfo", "g1"], capture_output=True, text=True,
                              check=True).stdout  # fmt: skip
     fields = dict(line.split(":", 1) for line in dominfo.splitlines() if ":" in line)

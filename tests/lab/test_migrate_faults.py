@@ -30,6 +30,7 @@ import pytest
 
 from vmferry.lab import client, faults, guests
 from vmferry.lab.console import ConsoleTail, Heartbeat, MemCheck, StampedLine
+from vmferry.lab.lifecycle import host_uri
 from vmferry.lab.state import GuestRecord, LabState, lab_dir
 from vmferry.model.migration import Job, JobStatus
 from vmferry.service import jobs as jobs_service
@@ -37,8 +38,6 @@ from vmferry.service import jobs as jobs_service
 pytestmark = pytest.mark.lab
 
 GUEST = "fault1"
-SOURCE_URI = "qemu+tcp://198.18.0.11/system"
-DESTINATION_URI = "qemu+tcp://198.18.0.12/system"
 MIGRATE_TIMEOUT_S = 150  # any one vmferry migrate below; each case is bounded by it
 
 
@@ -65,7 +64,7 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, poll: float
 
 def source_job_stats() -> dict[str, Any]:
     """libvirt's statistics of the guest's job on kvm1 ({} when no job runs)."""
-    conn = libvirt.open(SOURCE_URI)
+    conn = libvirt.open(host_uri("kvm1"))
     try:
         stats: dict[str, Any] = conn.lookupByName(GUEST).jobStats(0)
     except libvirt.libvirtError:
@@ -76,7 +75,7 @@ def source_job_stats() -> dict[str, Any]:
 
 
 def source_state() -> int:
-    conn = libvirt.open(SOURCE_URI)
+    conn = libvirt.open(host_uri("kvm1"))
     try:
         state, _reason = conn.lookupByName(GUEST).state(0)
         return int(state)
@@ -86,7 +85,7 @@ def source_state() -> int:
 
 def destination_copies() -> list[str]:
     """Lines of `virsh list --all` on kvm2 that show the guest in any state but shut off."""
-    listing = subprocess.run(["virsh", "-c", DESTINATION_URI, "list", "--all"],
+    listing = subprocess.run(["virsh", "-c", host_uri("kvm2"), "list", "--all"],
                              capture_output=True, text=True, timeout=30,
                              check=True).stdout  # fmt: skip
     rows = [line.split(None, 2) for line in listing.splitlines()[2:] if line.strip()]
@@ -181,7 +180,7 @@ class Migration:
             self.proc.wait(timeout=30)
             faults.restore_migration_link("kvm1")
             faults.restore_migration_link("kvm2")
-            conn = libvirt.open(SOURCE_URI)
+            conn = libvirt.open(host_uri("kvm1"))
             try:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.lookupByName(GUEST).abortJob()

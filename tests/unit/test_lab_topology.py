@@ -13,7 +13,12 @@ LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
 def test_two_host_lab_names_and_addresses() -> None:
     t = topo.make_topology(2, 400)
     assert [h.name for h in t.hosts] == ["kvm1", "kvm2"]
-    assert t.hosts[0].uri == "qemu+tcp://198.18.0.11/system"
+    assert t.hosts[0].uri == "qemu+tls://198.18.0.11/system?pkipath=/var/lib/vmferry-lab/pki/client"
+    assert t.hosts[0].libvirt_port == 16514
+    insecure = topo.make_topology(2, 400, transport="tcp").hosts[0]
+    assert (insecure.uri, insecure.libvirt_port) == ("qemu+tcp://198.18.0.11/system", 16509)
+    with pytest.raises(ValueError, match="transport"):
+        topo.make_topology(2, 400, transport="ssh")
     assert t.hosts[1].migration_uri == "tcp://198.18.1.12"
     assert t.namespaces == ("vmf-fabric", "vmf-client", "vmf-kvm1", "vmf-kvm2")
     assert t.host("kvm2") == t.hosts[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_host import LibvirtHost, client_ca_file, tls_remedy
 from vmferry.errors import (
     AlreadyExistsError,
     BadInputError,
@@ -277,3 +277,23 @@ def test_connection_arriving_after_the_timeout_is_closed(monkeypatch: pytest.Mon
 def test_refused_uri_raises_host_unreachable() -> None:
     with pytest.raises(HostUnreachableError, match="cannot connect to libvirt at test:///"):
         LibvirtHost.connect("broken", "test:///nonexistent/node.xml", timeout_s=2)
+
+
+def test_tls_errors_name_the_file_or_the_certificate_to_fix() -> None:
+    uri = "qemu+tls://kvm1/system?pkipath=/etc/vmferry/pki"
+    missing = tls_remedy("Cannot access CA certificate '/etc/pki/CA/cacert.pem': No such file",
+                         uri)  # fmt: skip
+    assert missing is not None and "/etc/pki/CA/cacert.pem is missing" in missing
+    unread = tls_remedy("Cannot read CA certificate '/p/cacert.pem': No such file", uri)
+    assert unread is not None and "/p/cacert.pem is missing" in unread
+    untrusted = tls_remedy("authentication failed: Failed to verify peer's certificate", uri)
+    assert untrusted is not None and "the CA in /etc/vmferry/pki/cacert.pem" in untrusted
+    name = tls_remedy("Certificate servercert owner does not match the hostname 10.0.0.9", uri)
+    assert name is not None and "does not name 10.0.0.9" in name
+    assert tls_remedy("Connection refused", uri) is None
+
+
+def test_the_ca_file_a_tls_client_checks_against() -> None:
+    assert client_ca_file("qemu+tls://h/system?pkipath=/p&no_verify=0") == "/p/cacert.pem"
+    assert client_ca_file("qemu+tls://h/system") == "/etc/pki/CA/cacert.pem"
+    assert client_ca_file("qemu+tls://h/system", root=False) == "~/.pki/libvirt/cacert.pem"

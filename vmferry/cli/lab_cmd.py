@@ -24,14 +24,20 @@ def up(
     segments: str | None = typer.Option(
         None, "--segments", help="VM segment of each host, e.g. 1,1,2 (default: all on 1)."
     ),
+    insecure_tcp: bool = typer.Option(
+        False,
+        "--insecure-tcp",
+        help="Reach the hosts' libvirtd over plain TCP with no authentication (lab only).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the lab status as JSON."),
 ) -> None:
-    """Bring the lab up and register its hosts."""
+    """Bring the lab up and register its hosts (reached over TLS with the lab's own CA)."""
     try:
         per_host = topo.parse_segments(segments, hosts) if segments else None
     except ValueError as exc:
         raise BadInputError(str(exc)) from exc
-    lifecycle.up(hosts, link_mbps, progress=progress_printer(), segments=per_host)
+    lifecycle.up(hosts, link_mbps, progress=progress_printer(), segments=per_host,
+                 transport="tcp" if insecure_tcp else "tls")  # fmt: skip
     _show_status(json_out)
 
 

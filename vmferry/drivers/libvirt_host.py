@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from xml.etree.ElementTree import ParseError
@@ -87,10 +91,49 @@ _UNDEFINE_COMMON = (
 
 _CHECK_HINT = (
     "check that the host is up and reachable from here, that libvirt listens at that URI "
-    "(for qemu+tcp: virtproxyd-tcp.socket or libvirtd --listen on port 16509; for "
-    "qemu+ssh: ssh access and libvirt-clients on the host), that no firewall drops the "
+    "(for qemu+tls: libvirtd --listen with listen_tls on port 16514; for qemu+tcp: "
+    "libvirtd --listen on port 16509; for qemu+ssh: ssh access and libvirt-clients on "
+    "the host), that no firewall drops the "
     "connection, and that the URI is right (`vmferry hosts list`)"
 )
+
+
+_TLS_MISSING = re.compile(
+    r"[Cc]annot (?:access|read) (CA certificate|certificate|private key) '([^']+)'"
+)
+_TLS_UNTRUSTED = ("known issuer", "not trusted", "failed validation", "verify peer's certificate")
+_TLS_NAME = re.compile(r"owner does not match the hostname (\S+)")
+
+
+def client_ca_file(uri: str, *, root: bool = True) -> str:
+    """Pure: the CA file a libvirt client checks a TLS host against: the URI's ``pkipath``
+    directory's, else libvirt's default for root or for a user."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)
+    if query.get("pkipath"):
+        return str(Path(query["pkipath"][0]) / "cacert.pem")
+    return "/etc/pki/CA/cacert.pem" if root else "~/.pki/libvirt/cacert.pem"
+
+
+def tls_remedy(message: str, uri: str) -> str | None:
+    """Pure: for a libvirt error about TLS files or certificates, what to fix (the file it
+    names and the step), or None for any other error."""
+    missing = _TLS_MISSING.search(message)
+    if missing:
+        what, path = missing.groups()
+        return (f"the {what} file {path} is missing: put it there (for a client: cacert.pem, "
+                "clientcert.pem and clientkey.pem in /etc/pki/CA and /etc/pki/libvirt, or in "
+                "the directory the URI's ?pkipath= names; see docs/hosts.md)")  # fmt: skip
+    name = _TLS_NAME.search(message)
+    if name:
+        return (f"the host's certificate does not name {name.group(1)}: connect with a name "
+                "or address its certificate lists, or reissue it with that one in its "
+                "subjectAltName (docs/hosts.md)")  # fmt: skip
+    if any(marker in message for marker in _TLS_UNTRUSTED):
+        ca_file = client_ca_file(uri, root=os.geteuid() == 0)
+        return (f"the host's certificate and this client's do not chain to the CA in {ca_file}: "
+                "that file must hold the CA that signed the host's server certificate, and "
+                "the host's ca_file the one that signed this client's (docs/hosts.md)")  # fmt: skip
+    return None
 
 
 @functools.cache
@@ -169,9 +212,10 @@ class LibvirtHost:
                 cause=exc,
             ) from exc
         except libvirt.libvirtError as exc:
+            message = _message(exc)
             raise HostUnreachableError(
-                f"host {name!r}: cannot connect to libvirt at {uri}: {_message(exc)}; "
-                f"{_CHECK_HINT}",
+                f"host {name!r}: cannot connect to libvirt at {uri}: {message}; "
+                f"{tls_remedy(message, uri) or _CHECK_HINT}",
                 cause=exc,
             ) from exc
         return cls(name, uri, conn)

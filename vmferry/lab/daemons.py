@@ -79,8 +79,11 @@ def _stack_key() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def prepare_host_dir(base: Path, host: topo.LabHost) -> Path:
-    """Fresh private libvirt directories for ``host``, configured for the lab."""
+def prepare_host_dir(base: Path, host: topo.LabHost, libvirt_pki: Path, qemu_pki: Path) -> Path:
+    """Fresh private libvirt directories for ``host``, configured for the lab: libvirtd
+    listens with TLS (its files in ``libvirt_pki``), or on plain TCP with no authentication
+    for a lab brought up with ``--insecure-tcp``; QEMU's migration TLS files are in
+    ``qemu_pki``."""
     root = host_dir(base, host)
     if root.exists():
         shutil.rmtree(root)
@@ -98,13 +101,16 @@ def prepare_host_dir(base: Path, host: topo.LabHost) -> Path:
     for domain_xml in (root / "etc" / "qemu").glob("*.xml"):
         domain_xml.unlink()
     with (root / "etc" / "libvirtd.conf").open("a") as conf:
-        conf.write(
-            "\n# vmferry lab (never outside the lab: no authentication, no encryption)\n"
-            f'host_uuid = "{host.host_uuid}"\n'
-            "listen_tls = 0\nlisten_tcp = 1\n"
-            'auth_tcp = "none"\n'
-            f'listen_addr = "{host.mgmt_addr}"\n'
-        )
+        conf.write(f'\n# vmferry lab\nhost_uuid = "{host.host_uuid}"\n'
+                   f'listen_addr = "{host.mgmt_addr}"\n')  # fmt: skip
+        if host.transport == "tcp":
+            conf.write("# --insecure-tcp: no authentication, no encryption (never outside a lab)\n"
+                       'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n')  # fmt: skip
+        else:  # a client must show a certificate the lab's CA signed
+            conf.write("listen_tls = 1\nlisten_tcp = 0\n"
+                       f'ca_file = "{libvirt_pki / "cacert.pem"}"\n'
+                       f'cert_file = "{libvirt_pki / "servercert.pem"}"\n'
+                       f'key_file = "{libvirt_pki / "serverkey.pem"}"\n')  # fmt: skip
     with (root / "etc" / "qemu.conf").open("a") as conf:
         conf.write(
             "\n# vmferry lab\n"
@@ -114,6 +120,8 @@ def prepare_host_dir(base: Path, host: topo.LabHost) -> Path:
             f'migration_host = "{host.migration_addr}"\n'
             f'migration_address = "{host.migration_addr}"\n'
         )
+        if host.transport == "tls":  # what `vmferry migrate --tls` encrypts the stream with
+            conf.write(f'migrate_tls_x509_cert_dir = "{qemu_pki}"\nmigrate_tls_x509_verify = 1\n')
     return root
 
 
@@ -144,11 +152,14 @@ def start_host_daemons(
                 f"libvirtd for {host.name} did not start: "
                 f"{_last_line(root / 'holder.log')} (see {root / 'holder.log'})"
             )
-        if "READY" in (root / "holder.log").read_text() and _answers(host.mgmt_addr, 16509):
+        if "READY" in (root / "holder.log").read_text() and _answers(
+            host.mgmt_addr, host.libvirt_port
+        ):
             break
         time.sleep(0.1)
     else:
-        raise LabError(f"libvirtd for {host.name} did not answer on {host.mgmt_addr}:16509 "
+        raise LabError(f"libvirtd for {host.name} did not answer on "
+                       f"{host.mgmt_addr}:{host.libvirt_port} "
                        f"within {timeout_s:g} s; see {root / 'log'}")  # fmt: skip
     for role in ("virtlogd", "libvirtd"):
         pid = read_pidfile(root / "run" / f"{role}.pid")
@@ -175,7 +186,7 @@ def restart_libvirtd(base: Path, host: topo.LabHost, holder_pid: int,
     while time.monotonic() < deadline:
         pid = read_pidfile(pidfile)
         ticks = start_ticks(pid) if pid else None
-        if pid and ticks is not None and _answers(host.mgmt_addr, 16509):
+        if pid and ticks is not None and _answers(host.mgmt_addr, host.libvirt_port):
             return ProcessRecord(pid, "libvirtd", host.name, ticks)
         time.sleep(0.1)
     raise LabError(f"libvirtd of {host.name} did not come back within {timeout_s:g} s")

@@ -9,7 +9,7 @@ from pathlib import Path
 import libvirt
 
 from vmferry.drivers.process import run_tool
-from vmferry.lab import topology as topo
+from vmferry.lab.lifecycle import host_uri
 from vmferry.lab.state import lab_dir
 
 
@@ -24,11 +24,6 @@ def to_vmdk(raw: Path, vmdk: Path, subformat: str = "monolithicSparse") -> Path:
     run_tool(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", f"subformat={subformat}",
               str(raw), str(vmdk)], timeout_s=600)  # fmt: skip
     return vmdk
-
-
-def host_uri(host: str) -> str:
-    """The libvirt URI of lab host ``kvmN``."""
-    return topo.make_topology(topo.MAX_HOSTS, 400).hosts[int(host.removeprefix("kvm")) - 1].uri
 
 
 def remove_imported(host: str, name: str) -> None:

@@ -18,7 +18,7 @@ from vmferry.errors import (
     NotFoundError,
     VmferryError,
 )
-from vmferry.lab import cgroups, daemons, network
+from vmferry.lab import cgroups, daemons, network, pki
 from vmferry.lab import topology as topo
 from vmferry.lab.processes import is_same_process, start_ticks, stop
 from vmferry.lab.state import LabState, lab_dir, load_state, remove_state, save_state
@@ -33,8 +33,19 @@ def _quiet(_message: str) -> None:
     return None
 
 
-def topology_of(state: LabState) -> topo.LabTopology:
-    return topo.make_topology(state.hosts, state.link_mbps, tuple(state.segments) or None)
+def topology_of(state: LabState, base: Path | None = None) -> topo.LabTopology:
+    return topo.make_topology(state.hosts, state.link_mbps, tuple(state.segments) or None,
+                              transport=state.transport,
+                              client_pki=str(pki.client_dir(base or lab_dir())))  # fmt: skip
+
+
+def host_uri(name: str) -> str:
+    """The libvirt URI of lab host ``name`` in the lab that is up (LabError if none is)."""
+    state = load_state()
+    host = topology_of(state).host(name) if state is not None else None
+    if host is None:
+        raise LabError(f"no lab host {name!r}: is the lab up? (`vmferry lab status`)")
+    return host.uri
 
 
 def is_running(state: LabState) -> bool:
@@ -71,15 +82,19 @@ def up(
     link_mbps: int = 400,
     progress: Progress = _quiet,
     segments: tuple[int, ...] | None = None,
+    *,
+    transport: str = "tls",
 ) -> LabState:
     """Bring up a lab of ``hosts`` libvirt hosts (host i's VM network on segment
-    ``segments[i-1]``); on any failure take down what was made."""
+    ``segments[i-1]``), reached over ``transport`` (``tls``, or ``tcp`` with no
+    authentication); on any failure take down what was made."""
+    base = lab_dir()
     try:
-        topology = topo.make_topology(hosts, link_mbps, segments)
+        topology = topo.make_topology(hosts, link_mbps, segments, transport=transport,
+                                      client_pki=str(pki.client_dir(base)))  # fmt: skip
     except ValueError as exc:
         raise BadInputError(str(exc)) from exc
     _check_prerequisites()
-    base = lab_dir()
     previous = load_state(base)
     if previous is not None:
         if is_running(previous):
@@ -91,9 +106,13 @@ def up(
         down(progress)
     _remove_leftovers(progress)
 
-    state = LabState(hosts=hosts, link_mbps=link_mbps, segments=list(segments or ()))
+    state = LabState(hosts=hosts, link_mbps=link_mbps, segments=list(segments or ()),
+                     transport=transport)  # fmt: skip
     save_state(state, base)
     try:
+        if transport == "tls":
+            progress("making the lab's CA and the hosts' and client's certificates")
+            pki.make_lab_pki(base, topology.hosts)
         progress(f"building {hosts} hosts, migration links at {link_mbps} Mbit/s")
         network.build(topology, state, lambda s: save_state(s, base))
         shared = base / "shared"
@@ -101,7 +120,8 @@ def up(
             (shared / sub).mkdir(parents=True, exist_ok=True)
         for host in topology.hosts:
             progress(f"starting libvirtd on {host.name} ({host.uri})")
-            daemons.prepare_host_dir(base, host)
+            daemons.prepare_host_dir(base, host, pki.host_libvirt_dir(base, host.name),
+                                     pki.host_qemu_dir(base, host.name))  # fmt: skip
             state.processes.extend(daemons.start_host_daemons(base, host))
             save_state(state, base)
             seeded = daemons.capabilities_seed_dir().is_dir()
@@ -186,7 +206,7 @@ def down(progress: Progress = _quiet) -> bool:
             problems.append(f"store: {exc.message}")
     if problems:
         raise LabError("lab down left something behind: " + "; ".join(problems))
-    for sub in ("hosts", "shared"):
+    for sub in ("hosts", "shared", "pki"):
         shutil.rmtree(base / sub, ignore_errors=True)
     remove_state(base)
     return True

@@ -49,6 +49,7 @@ class LabState:
     registered_hosts: list[str] = field(default_factory=list)
     guests: dict[str, GuestRecord] = field(default_factory=dict)
     segments: list[int] = field(default_factory=list)  # VM segment per host; empty: all 1
+    transport: str = "tls"  # how vmferry reaches the hosts' libvirtd: tls | tcp
 
 
 def _from_json(data: dict[str, Any]) -> LabState:
@@ -60,6 +61,7 @@ def _from_json(data: dict[str, Any]) -> LabState:
     state.registered_hosts = [str(n) for n in data.get("registered_hosts", [])]
     state.guests = {k: GuestRecord(**v) for k, v in data.get("guests", {}).items()}
     state.segments = [int(s) for s in data.get("segments", [])]
+    state.transport = str(data.get("transport", "tcp"))  # labs from before TLS used tcp
     return state
 
 

@@ -33,6 +33,8 @@ SHARED_POOL = "lab-shared"
 LOCAL_POOL = "default"
 FIRST_GUEST_OCTET = 100
 LAST_GUEST_OCTET = 249
+LIBVIRT_TCP_PORT, LIBVIRT_TLS_PORT = 16509, 16514
+TRANSPORTS = ("tls", "tcp")
 _UUID_NS = uuid.UUID("6f0d6a57-3c1e-4a52-9b0e-0a7f3e5d9c11")
 
 
@@ -46,6 +48,8 @@ class LabHost:
     mgmt_addr: str
     migration_addr: str
     segment: int = 1  # which VM segment (fabric bridge) its vmbr0 is on
+    transport: str = "tls"  # tls | tcp (no authentication: only with `lab up --insecure-tcp`)
+    client_pki: str = ""  # the client's certificate directory (a URI's pkipath)
 
     @property
     def vm_fabric_bridge(self) -> str:
@@ -53,7 +57,14 @@ class LabHost:
 
     @property
     def uri(self) -> str:
-        return f"qemu+tcp://{self.mgmt_addr}/system"
+        """How vmferry (and a peer's libvirtd) reaches this host's libvirtd."""
+        if self.transport == "tcp":
+            return f"qemu+tcp://{self.mgmt_addr}/system"
+        return f"qemu+tls://{self.mgmt_addr}/system?pkipath={self.client_pki}"
+
+    @property
+    def libvirt_port(self) -> int:
+        return LIBVIRT_TCP_PORT if self.transport == "tcp" else LIBVIRT_TLS_PORT
 
     @property
     def migration_uri(self) -> str:
@@ -102,10 +113,19 @@ def host_name(index: int) -> str:
 
 
 def make_topology(
-    hosts: int, link_mbps: int, segments: tuple[int, ...] | None = None
+    hosts: int,
+    link_mbps: int,
+    segments: tuple[int, ...] | None = None,
+    *,
+    transport: str = "tls",
+    client_pki: str = "/var/lib/vmferry-lab/pki/client",
 ) -> LabTopology:
     """Describe a lab of ``hosts`` hosts whose migration links run at ``link_mbps``; host i's
-    vmbr0 is on VM segment ``segments[i-1]`` (default: all on segment 1, the client's)."""
+    vmbr0 is on VM segment ``segments[i-1]`` (default: all on segment 1, the client's);
+    vmferry reaches their libvirtd over ``transport`` with the client files in
+    ``client_pki``."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport {transport!r}: one of {', '.join(TRANSPORTS)}")
     if segments and (len(segments) != hosts or not all(1 <= s <= MAX_SEGMENTS for s in segments)):
         raise ValueError(f"segments: {hosts} numbers, each 1 to {MAX_SEGMENTS}, not {segments}")
     if not 1 <= hosts <= MAX_HOSTS:
@@ -121,6 +141,8 @@ def make_topology(
                 mgmt_addr=f"198.18.0.{10 + i}",
                 migration_addr=f"198.18.1.{10 + i}",
                 segment=segments[i - 1] if segments else 1,
+                transport=transport,
+                client_pki=client_pki,
             )
             for i in range(1, hosts + 1)
         ),
