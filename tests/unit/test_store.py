@@ -124,17 +124,24 @@ def test_migrations_are_idempotent_and_skip_work_at_head(
     assert _current_heads(db_url) == heads
 
 
-def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
+def _downgrade(db_url: str, revision: str, sql: str | None = None) -> list[str]:
+    """Make the store, downgrade it to ``revision``, run ``sql`` there; the tables left."""
     open_store(db_url).close()
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
             config = alembic_config()
             config.attributes["connection"] = conn
-            command.downgrade(config, "base")
-        assert "hosts" not in inspect(engine).get_table_names()
+            command.downgrade(config, revision)
+            if sql is not None:
+                conn.exec_driver_sql(sql)
+        return inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
+    assert "hosts" not in _downgrade(db_url, "base")
     with open_store(db_url) as store:
         store.add_host(HOST_B)
         assert store.list_hosts() == [HOST_B]
@@ -230,18 +237,7 @@ def test_a_hosts_shell_and_link_rate_are_kept_and_replaced(store: Store) -> None
 
 
 def test_hosts_registered_before_0005_read_with_no_shell_and_no_link(db_url: str) -> None:
-    open_store(db_url).close()
-    engine = create_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            config = alembic_config()
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0004")
-            conn.exec_driver_sql(
-                "INSERT INTO hosts (name, uri, migration_uri, added_at) VALUES "
-                "('old', 'qemu:///system', NULL, CURRENT_TIMESTAMP)"
-            )
-    finally:
-        engine.dispose()
+    _downgrade(db_url, "0004", "INSERT INTO hosts (name, uri, migration_uri, added_at) VALUES "
+               "('old', 'qemu:///system', NULL, CURRENT_TIMESTAMP)")  # fmt: skip
     with open_store(db_url) as store:  # upgrades to head
         assert store.get_host("old") == Host("old", "qemu:///system", None, None, None)
