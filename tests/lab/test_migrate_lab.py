@@ -13,13 +13,13 @@ import pytest
 from vmferry.errors import LabError
 from vmferry.lab import client, guests
 from vmferry.lab.observe import observe_guest
-from vmferry.lab.state import GuestRecord, LabState, load_state
+from vmferry.lab.state import GuestRecord, LabState, lab_dir, load_state
 
 pytestmark = pytest.mark.lab
 
 MIGRATE_KEYS = {"job_id", "vm", "source", "destination", "strategy", "status", "reason",
                 "total_time_ms", "downtime_ms", "transferred_bytes", "iterations", "escalations",
-                "verification"}  # fmt: skip
+                "verification", "encrypted"}  # fmt: skip
 VERIFICATION_KEYS = {"running_on_destination", "absent_on_source", "heartbeat_max_gap_ms",
                      "memory_integrity", "network_max_gap_ms"}  # fmt: skip
 
@@ -73,6 +73,8 @@ def test_a_working_guest_moves_live_and_is_verified(
     assert isinstance(v["network_max_gap_ms"], int) and v["network_max_gap_ms"] > 0
     assert result["total_time_ms"] > 0 and result["downtime_ms"] is not None
     assert result["transferred_bytes"] > 64 * 2**20  # at least the working set moved
+    # migration.tls is "preferred" and both lab hosts have migration certificates
+    assert result["encrypted"] is True
 
     # the VM now lives on kvm2 and still answers; the lab's bookkeeping followed it
     inventory = json.loads(vmferry("inventory", "--json").stdout)
@@ -87,6 +89,7 @@ def test_a_working_guest_moves_live_and_is_verified(
     assert job["status"] == "completed"
     kinds = [e["kind"] for e in job["events"]]
     assert "checks" in kinds and "status" in kinds
+    assert {"encrypted": True} in [e["data"] for e in job["events"] if e["kind"] == "setting"]
     listed = json.loads(vmferry("jobs", "--json").stdout)
     assert result["job_id"] in [j["id"] for j in listed]
 
@@ -105,6 +108,53 @@ def test_a_blocked_migration_exits_3_and_changes_nothing(
     inventory = json.loads(vmferry("inventory", "--json").stdout)
     assert [(r["host"], r["state"]) for r in inventory if r["spec"]["name"] == name] == [
         (host, "running")]  # fmt: skip
+
+
+def test_an_encrypted_stream_is_required_only_where_both_hosts_can_give_one(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """--tls to a host registered without migration certificates is a pre-flight blocker
+    (exit 3); a host that claims them but lacks the files is refused by libvirt before the
+    move (exit 4); either way the VM stays running on its source alone. --no-tls moves it in
+    the clear."""
+    name = "tls1"
+    lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, dirty_mb_s=0)
+    kvm2 = next(h for h in json.loads(vmferry("hosts", "list", "--json").stdout)
+                if h["name"] == "kvm2")  # fmt: skip
+
+    def where() -> list[tuple[str, str]]:
+        inventory = json.loads(vmferry("inventory", "--host", "kvm1", "--json").stdout)
+        inventory += json.loads(vmferry("inventory", "--host", "kvm2", "--json").stdout)
+        return [(r["host"], r["state"]) for r in inventory if r["spec"]["name"] == name]
+
+    added = vmferry("hosts", "add", "kvm2-plain", kvm2["uri"], "--migration-uri",
+                    kvm2["migration_uri"])  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    try:
+        blocked = vmferry("migrate", name, "--to", "kvm2-plain", "--tls", "--json")
+        assert blocked.returncode == 3, blocked.stderr
+        assert "migration.tls-unavailable" in json.loads(blocked.stdout)["reason"]
+    finally:
+        vmferry("hosts", "remove", "kvm2-plain")
+    assert where() == [("kvm1", "running")]
+
+    certs = lab_dir() / "pki" / "hosts" / "kvm2" / "qemu"
+    hidden = certs.with_name("qemu.hidden")
+    certs.rename(hidden)
+    try:
+        refused = vmferry("migrate", name, "--to", "kvm2", "--tls", "--json")
+    finally:
+        hidden.rename(certs)
+    assert refused.returncode == 4, refused.stderr
+    failed = json.loads(refused.stdout)
+    assert failed["status"] == "failed" and failed["encrypted"] is True
+    print(f"\nlibvirt refused: {failed['reason']}")
+    assert where() == [("kvm1", "running")]
+
+    plain = vmferry("migrate", name, "--to", "kvm2", "--no-tls", "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["encrypted"] is False
+    assert where() == [("kvm2", "running")]
 
 
 def test_unknown_vm_or_host_is_bad_input(

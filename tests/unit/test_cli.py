@@ -51,7 +51,7 @@ def test_a_test_driver_host_is_added_listed_and_inventoried(db: Path) -> None:
     assert done.returncode == 0, done.stderr
     hosts = json.loads(vmferry("hosts", "list", "--json", db=db).stdout)
     assert hosts == [{"name": "t1", "uri": "test:///default", "migration_uri": None,
-                      "shell": None, "link_mbps": None}]  # fmt: skip
+                      "shell": None, "link_mbps": None, "migration_tls": False}]  # fmt: skip
     again = vmferry("hosts", "add", "t1", "test:///default", db=db)
     assert "already" in assert_one_line_error(again, 2)
     inv = json.loads(vmferry("inventory", "--host", "t1", "--json", db=db).stdout)

@@ -104,6 +104,7 @@ def test_create_gives_a_pending_job_with_a_created_event(store: Store) -> None:
             "shutdown_timeout_s": 120.0,
             "force": False,
             "delete_source_disks": False,
+            "tls": None,
         }
     }
     assert store.get_job(job.id) == job

@@ -252,7 +252,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["checked"] = ("offline", options.strategy)
         return report(blocked=False)
 
-    def check_migration(vm: str, to: str, *, copy_storage: bool) -> CheckReport:
+    def check_migration(vm: str, to: str, *, copy_storage: bool, tls: object = None) -> CheckReport:
         seen["checked"] = ("live", copy_storage)
         return report(blocked=True)  # stops the live path before any host is touched
 

@@ -240,4 +240,4 @@ def test_hosts_registered_before_0005_read_with_no_shell_and_no_link(db_url: str
     _downgrade(db_url, "0004", "INSERT INTO hosts (name, uri, migration_uri, added_at) VALUES "
                "('old', 'qemu:///system', NULL, CURRENT_TIMESTAMP)")  # fmt: skip
     with open_store(db_url) as store:  # upgrades to head
-        assert store.get_host("old") == Host("old", "qemu:///system", None, None, None)
+        assert store.get_host("old") == Host("old", "qemu:///system", None, None, None, False)

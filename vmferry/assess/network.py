@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from vmferry.model import Finding, Severity
+from vmferry.model.finding import by_severity
 from vmferry.model.netprofile import AclRule, L2Reach, PortProfile, VmPort
 
 __all__ = ["MoveNetworkFacts", "PortMoveFacts", "apply_to_findings", "evaluate_network"]
@@ -169,5 +170,4 @@ def apply_to_findings(base: list[Finding], facts: MoveNetworkFacts) -> list[Find
         for f in base
         if not (f.id == "network.portgroup-missing" and any(m in f.message for m in will_apply))
     ]
-    order = {Severity.BLOCKER: 0, Severity.WARNING: 1, Severity.INFO: 2}
-    return sorted(kept + extra, key=lambda f: order[f.severity])
+    return by_severity(kept + extra)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from vmferry.model import Disk, Finding, HostInfo, Severity, VmRecord, VmState
+from vmferry.model.finding import by_severity
 
 __all__ = [
     "MEMORY_MARGIN_BYTES",
@@ -138,8 +139,6 @@ class PreflightFacts:
 
 Rule = Callable[[PreflightFacts], Iterable[Finding]]
 
-_SEVERITY_ORDER = {Severity.BLOCKER: 0, Severity.WARNING: 1, Severity.INFO: 2}
-
 
 def evaluate(facts: PreflightFacts) -> list[Finding]:
     """Every finding for migrating ``facts.vm`` live to ``facts.destination``.
@@ -150,7 +149,7 @@ def evaluate(facts: PreflightFacts) -> list[Finding]:
     same = list(same_host(facts))
     rules: tuple[Rule, ...] = (vm_state,) if same else RULES
     findings = same + [f for rule in rules for f in rule(facts)]
-    return sorted(findings, key=lambda f: _SEVERITY_ORDER[f.severity])
+    return by_severity(findings)
 
 
 # -- rules ------------------------------------------------------------------------------

@@ -25,10 +25,14 @@ def add(
     link_mbps: int | None = typer.Option(
         None, "--link-mbps", help="The migration link's rate (Mbit/s), if known."
     ),
+    migration_tls: bool = typer.Option(
+        False, "--migration-tls", help="The host's QEMU has migration certificates."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Register a host; its libvirt must answer first."""
-    host = hosts_service.add_host(name, uri, migration_uri, shell=shell, link_mbps=link_mbps)
+    host = hosts_service.add_host(name, uri, migration_uri, shell=shell, link_mbps=link_mbps,
+                                  migration_tls=migration_tls)  # fmt: skip
     if json_out:
         print_json(host)
     else:
@@ -42,10 +46,11 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     if json_out:
         print_json(hosts)
         return
-    table = Table("name", "uri", "migration uri", "shell", "link")
+    table = Table("name", "uri", "migration uri", "shell", "link", "migration tls")
     for host in hosts:
         link = f"{host.link_mbps} Mbit/s" if host.link_mbps else "-"
-        table.add_row(host.name, host.uri, host.migration_uri or "-", host.shell or "-", link)
+        table.add_row(host.name, host.uri, host.migration_uri or "-", host.shell or "-", link,
+                      "yes" if host.migration_tls else "no")  # fmt: skip
     console.print(table)
 
 

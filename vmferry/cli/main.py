@@ -21,6 +21,7 @@ from vmferry.cli import (
     plan_cmd,
     predict_cmd,
     profile_cmd,
+    settings_cmd,
 )
 from vmferry.errors import VmferryError
 
@@ -44,6 +45,7 @@ app.command("import")(import_cmd.import_command)
 app.add_typer(netprofile_cmd.app, name="netprofile")
 app.command("profile")(profile_cmd.profile)
 app.command("predict")(predict_cmd.predict)
+app.add_typer(settings_cmd.app, name="settings")
 
 
 def _version(value: bool) -> None:

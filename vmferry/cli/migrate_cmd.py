@@ -12,7 +12,13 @@ from vmferry.cli.output import console, err_console, print_json, progress_printe
 from vmferry.engine.convergence import PolicyState
 from vmferry.errors import BadInputError, BlockedError, MigrationFailedError
 from vmferry.model.jsonable import to_jsonable
-from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, ProgressSample
+from vmferry.model.migration import (
+    JobStatus,
+    MigrationOptions,
+    MigrationResult,
+    ProgressSample,
+    TlsMode,
+)
 from vmferry.model.migration import Strategy as StrategyEnum
 from vmferry.service.migrate import migrate as migrate_service
 
@@ -51,6 +57,8 @@ def result_table(result: MigrationResult) -> Table:
     table.add_row("transferred", "-" if result.transferred_bytes is None
                   else f"{result.transferred_bytes / MIB:.0f} MiB")  # fmt: skip
     table.add_row("passes", str(result.iterations))
+    if not result.strategy.offline:
+        table.add_row("stream", "encrypted (TLS)" if result.encrypted else "not encrypted")
     for e in result.escalations:
         table.add_row(f"escalation at {e.at_ms / 1000:.1f} s", f"{e.step} {e.value or ''}")
     v = result.verification
@@ -114,6 +122,12 @@ def migrate(
     delete_source_disks: bool = typer.Option(
         False, "--delete-source-disks", help="cold: remove the source's copied disks after success."
     ),
+    tls: bool | None = typer.Option(
+        None,
+        "--tls/--no-tls",
+        help="live: --tls requires an encrypted stream (refused when a host has no migration "
+        "certificates), --no-tls sends it in the clear; default: the migration.tls setting.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Move a running VM to another host (live, or warm/cold), then prove nothing was lost."""
@@ -135,6 +149,7 @@ def migrate(
         shutdown_timeout_s=shutdown_timeout,
         force=force,
         delete_source_disks=delete_source_disks,
+        tls=None if tls is None else (TlsMode.REQUIRED if tls else TlsMode.OFF),
     )
     note = progress_printer()
     with Live(console=err_console, transient=True, refresh_per_second=4) as live:

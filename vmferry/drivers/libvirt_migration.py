@@ -36,6 +36,7 @@ class MigrationRequest:
     allow_postcopy: bool
     unsafe: bool = False
     copy_disks: tuple[str, ...] = ()
+    tls: bool = False  # encrypt the stream (VIR_MIGRATE_TLS; both hosts' QEMU need certificates)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ def _flags(request: MigrationRequest) -> int:
         flags |= libvirt.VIR_MIGRATE_POSTCOPY  # enables it; the policy decides when to switch
     if request.unsafe:
         flags |= libvirt.VIR_MIGRATE_UNSAFE
+    if request.tls:
+        flags |= libvirt.VIR_MIGRATE_TLS
     if request.copy_disks:
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
     return flags

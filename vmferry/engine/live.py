@@ -190,6 +190,7 @@ def run_live_migration(
         iterations=stats.iterations,
         escalations=tuple(escalations),
         verification=verification,
+        encrypted=plan.request.tls,
     )
     store.finish(plan.job_id, result)
     return result

@@ -159,7 +159,8 @@ def _register_hosts(topology: topo.LabTopology, state: LabState) -> None:
     for host in topology.hosts:
         shell = f"netns:{host.netns}"  # vmferry runs nft and tc in the host's namespace
         store.replace_host(Host(host.name, host.uri, host.migration_uri, shell=shell,
-                                link_mbps=state.link_mbps))  # fmt: skip
+                                link_mbps=state.link_mbps,
+                                migration_tls=host.transport == "tls"))  # fmt: skip
         state.registered_hosts.append(host.name)
 
 

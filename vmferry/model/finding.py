@@ -24,5 +24,13 @@ class Finding:
     remediation: str = ""
 
 
+_SEVERITY_ORDER = {Severity.BLOCKER: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def by_severity(findings: Iterable[Finding]) -> list[Finding]:
+    """Blockers first, then warnings, then infos; each kept in its own order."""
+    return sorted(findings, key=lambda f: _SEVERITY_ORDER[f.severity])
+
+
 def is_blocked(findings: Iterable[Finding]) -> bool:
     return any(f.severity is Severity.BLOCKER for f in findings)

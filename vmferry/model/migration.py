@@ -22,6 +22,16 @@ class Strategy(enum.StrEnum):
         return self in (Strategy.WARM, Strategy.COLD)
 
 
+class TlsMode(enum.StrEnum):
+    """Whether a live migration's stream is encrypted (libvirt's ``VIR_MIGRATE_TLS``), like
+    vMotion's encrypted mode: ``required`` (refuse to move in the clear), ``preferred``
+    (encrypt when both hosts have migration certificates), ``off``."""
+
+    REQUIRED = "required"
+    PREFERRED = "preferred"
+    OFF = "off"
+
+
 class JobStatus(enum.StrEnum):
     PENDING = "pending"  # created, checks running
     RUNNING = "running"  # the migration is under way
@@ -50,6 +60,7 @@ class MigrationOptions:
     shutdown_timeout_s: float = 120.0  # cold: how long the guest may take to power off
     force: bool = False  # cold: power the VM off if it ignores the ACPI shutdown
     delete_source_disks: bool = False  # cold: remove the source's copies after success
+    tls: TlsMode | None = None  # live: None takes the migration.tls setting
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,7 @@ class MigrationResult:
     iterations: int | None
     escalations: tuple[Escalation, ...] = ()
     verification: Verification | None = None
+    encrypted: bool = False  # the migration stream ran over TLS
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,15 @@ from dataclasses import dataclass, field, replace
 
 from vmferry.assess.network import apply_to_findings
 from vmferry.assess.preflight import PreflightFacts, evaluate
+from vmferry.assess.transport import tls_decision
 from vmferry.drivers.libvirt_facts import gather_preflight_facts
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.model import Finding, is_blocked
+from vmferry.model.finding import by_severity
+from vmferry.model.migration import TlsMode
 from vmferry.service.locate import locate
 from vmferry.service.netprofile import gather_move_facts
+from vmferry.service.settings import migration_tls
 from vmferry.store.db import open_store
 
 __all__ = ["CheckReport", "check_migration"]
@@ -27,14 +31,19 @@ class CheckReport:
     findings: tuple[Finding, ...]
     blocked: bool
     facts: PreflightFacts | None = field(default=None, compare=False, repr=False)
+    encrypt: bool = False  # a live move's stream goes over TLS (assess.transport)
 
 
-def check_migration(vm: str, to: str, *, copy_storage: bool = False) -> CheckReport:
+def check_migration(
+    vm: str, to: str, *, copy_storage: bool = False, tls: TlsMode | None = None
+) -> CheckReport:
     """Run every pre-flight check for moving ``vm`` live to the registered host ``to``.
 
-    Changes nothing. Raises :class:`~vmferry.errors.NotFoundError` (exit 2) for an unknown
-    host or VM and :class:`~vmferry.errors.HostUnreachableError` (exit 2) when the source or
-    the destination does not answer: without them there is nothing to check.
+    ``tls`` is the stream's encryption (None: the ``migration.tls`` setting; warm and cold
+    moves pass ``off``: they send no migration stream). Changes nothing. Raises
+    :class:`~vmferry.errors.NotFoundError` (exit 2) for an unknown host or VM and
+    :class:`~vmferry.errors.HostUnreachableError` (exit 2) when the source or the
+    destination does not answer: without them there is nothing to check.
     """
     store = open_store()
     destination = store.get_host(to)
@@ -60,4 +69,10 @@ def check_migration(vm: str, to: str, *, copy_storage: bool = False) -> CheckRep
     findings = tuple(evaluate(facts))
     if source.name != destination.name:  # the segment and the VM's port profiles
         findings = tuple(apply_to_findings(list(findings), network))
-    return CheckReport(vm, source.name, destination.name, findings, is_blocked(findings), facts)
+    encrypt, tls_finding = tls_decision(tls or migration_tls(store), source.name,
+                                        source.migration_tls, destination.name,
+                                        destination.migration_tls)  # fmt: skip
+    if tls_finding is not None and source.name != destination.name:
+        findings = tuple(by_severity((*findings, tls_finding)))
+    return CheckReport(vm, source.name, destination.name, findings, is_blocked(findings), facts,
+                       encrypt)  # fmt: skip

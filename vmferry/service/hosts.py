@@ -16,6 +16,7 @@ def add_host(
     *,
     shell: str | None = None,
     link_mbps: int | None = None,
+    migration_tls: bool = False,
 ) -> Host:
     """Register a host after checking that its libvirt answers; nothing is stored otherwise."""
     if not name or any(c.isspace() for c in name):
@@ -27,7 +28,8 @@ def add_host(
     if link_mbps is not None and link_mbps <= 0:
         raise BadInputError(f"--link-mbps {link_mbps} must be a positive rate in Mbit/s")
     store = open_store()
-    host = Host(name, uri, migration_uri, shell=shell, link_mbps=link_mbps)
+    host = Host(name, uri, migration_uri, shell=shell, link_mbps=link_mbps,
+                migration_tls=migration_tls)  # fmt: skip
     with LibvirtHost.connect(name, uri):
         pass
     store.add_host(host)

@@ -63,7 +63,7 @@ def migrate(
     if options.strategy.offline:  # warm and cold: the checks as they apply to them
         report = check_offline(vm, to, options)
     else:
-        report = check_migration(vm, to, copy_storage=options.copy_storage)
+        report = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls)
     store = open_store()
     source, destination = store.get_host(report.source), store.get_host(report.destination)
     job = store.create_job("migrate", vm, source.name, destination.name, options)
@@ -98,7 +98,11 @@ def migrate(
         and not options.copy_storage,
         copy_disks=tuple(d.target for d in disks if d.reach is DiskReach.LOCAL)
         if options.copy_storage else (),
+        tls=report.encrypt,
     )  # fmt: skip
+    stream = "encrypted (TLS)" if report.encrypt else "not encrypted"
+    store.add_event(job.id, "setting", f"migration stream {stream}", {"encrypted": report.encrypt})
+    note(f"migration stream {stream}")
     witness = sites.witness_for(vm, options.strategy)
     plan = LivePlan(job.id, vm, source, destination, options, request)
     if report.facts is not None:  # keeps the prediction with the job; never raises

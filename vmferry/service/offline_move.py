@@ -17,7 +17,13 @@ from vmferry.engine.live import NoteFn
 from vmferry.engine.offline import DiskCopy, OfflinePlan, run_offline_move
 from vmferry.errors import BadInputError, VmferryError
 from vmferry.model import Host, is_blocked
-from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
+from vmferry.model.migration import (
+    JobStatus,
+    MigrationOptions,
+    MigrationResult,
+    Strategy,
+    TlsMode,
+)
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.netprofile import finish_move, prepare_destination
 from vmferry.store.db import Store
@@ -39,7 +45,8 @@ def check_offline(vm: str, to: str, options: MigrationOptions) -> CheckReport:
     if options.strategy is Strategy.WARM and options.copy_storage:
         raise BadInputError("a warm move needs the VM's disks on storage both hosts see; "
                             "--copy-storage is for live and cold moves")  # fmt: skip
-    report = check_migration(vm, to, copy_storage=options.strategy is Strategy.COLD)
+    report = check_migration(vm, to, copy_storage=options.strategy is Strategy.COLD,
+                             tls=TlsMode.OFF)  # no migration stream to encrypt  # fmt: skip
     findings = tuple(f for f in report.findings if not f.id.startswith(_LIVE_ONLY))
     return replace(report, findings=findings, blocked=is_blocked(findings))
 

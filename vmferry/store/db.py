@@ -38,6 +38,8 @@ from vmferry.store.tables import (
     PlanRow,
     PredictionRow,
     ProfileSampleRow,
+    SettingRow,
+    utcnow,
 )
 
 __all__ = [
@@ -185,6 +187,30 @@ class Store:
             rows = session.scalars(select(HostRow).order_by(HostRow.name))
             return [row.to_model() for row in rows]
 
+    # -- settings -------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, str]:
+        """The settings the user changed, by key."""
+        with self._sessions() as session:
+            return {row.key: row.value for row in session.scalars(select(SettingRow))}
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._sessions.begin() as session:
+            row = session.get(SettingRow, key, with_for_update=True)
+            if row is None:
+                session.add(SettingRow(key=key, value=value))
+            else:
+                row.value, row.updated_at = value, utcnow()
+
+    def unset_setting(self, key: str) -> bool:
+        """Back to the default; False if it was not set."""
+        with self._sessions.begin() as session:
+            row = session.get(SettingRow, key)
+            if row is None:
+                return False
+            session.delete(row)
+            return True
+
     def remove_host(self, name: str) -> None:
         """Forget the host registered as ``name``; :class:`NotFoundError` if there is none."""
         with self._sessions.begin() as session:
@@ -203,6 +229,7 @@ class Store:
                         row.migration_uri = host.migration_uri
                         row.shell = host.shell
                         row.link_mbps = host.link_mbps
+                        row.migration_tls = host.migration_tls
                 return
             except IntegrityError:
                 if attempt:  # pragma: no cover - would need a third concurrent writer

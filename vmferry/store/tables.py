@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -53,16 +54,30 @@ class HostRow(Base):
     migration_uri: Mapped[str | None] = mapped_column(Text)
     shell: Mapped[str | None] = mapped_column(Text)
     link_mbps: Mapped[int | None] = mapped_column(Integer)
+    migration_tls: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     @classmethod
     def from_model(cls, host: Host) -> HostRow:
         return cls(name=host.name, uri=host.uri, migration_uri=host.migration_uri,
-                   shell=host.shell, link_mbps=host.link_mbps)  # fmt: skip
+                   shell=host.shell, link_mbps=host.link_mbps,
+                   migration_tls=host.migration_tls)  # fmt: skip
 
     def to_model(self) -> Host:
         return Host(name=self.name, uri=self.uri, migration_uri=self.migration_uri,
-                    shell=self.shell, link_mbps=self.link_mbps)  # fmt: skip
+                    shell=self.shell, link_mbps=self.link_mbps,
+                    migration_tls=bool(self.migration_tls))  # fmt: skip
+
+
+class SettingRow(Base):
+    """A setting the user changed (see :mod:`vmferry.model.settings`); unset keys are not
+    stored and take their default."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class JobRow(Base):

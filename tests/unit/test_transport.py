@@ -1,0 +1,74 @@
+"""An encrypted migration stream: when vmferry asks for one, and the setting that decides."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmferry.assess.transport import tls_decision
+from vmferry.model import Severity
+from vmferry.model.migration import MigrationOptions, Strategy, TlsMode
+from vmferry.store import Store
+
+
+@pytest.mark.parametrize(
+    ("mode", "src", "dst", "encrypt", "severity"),
+    [
+        (TlsMode.REQUIRED, True, True, True, None),
+        (TlsMode.REQUIRED, True, False, False, Severity.BLOCKER),
+        (TlsMode.REQUIRED, False, False, False, Severity.BLOCKER),
+        (TlsMode.PREFERRED, True, True, True, None),
+        (TlsMode.PREFERRED, False, True, False, Severity.INFO),
+        (TlsMode.OFF, True, True, False, None),
+        (TlsMode.OFF, False, False, False, None),
+    ],
+)
+def test_both_hosts_need_certificates_and_the_mode_decides_what_lacking_them_means(
+    mode: TlsMode, src: bool, dst: bool, encrypt: bool, severity: Severity | None
+) -> None:
+    use, finding = tls_decision(mode, "kvm1", src, "kvm2", dst)
+    assert use is encrypt
+    assert (finding.severity if finding else None) is severity
+    if finding is not None:
+        assert finding.id == "migration.tls-unavailable"
+        lacking = [n for n, has in (("kvm1", src), ("kvm2", dst)) if not has]
+        assert all(name in finding.message for name in lacking)
+        assert "--migration-tls" in finding.remediation
+
+
+def test_a_jobs_tls_mode_is_kept(store: Store) -> None:
+    options = MigrationOptions(Strategy.LIVE, tls=TlsMode.REQUIRED)
+    job = store.create_job("migrate", "web1", "kvm1", "kvm2", options)
+    again = store.get_job(job.id).options
+    assert again.tls is TlsMode.REQUIRED and type(again.tls) is TlsMode
+
+
+def _vmferry(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}"}
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_the_migration_tls_setting_is_set_listed_and_unset(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    listed = json.loads(_vmferry(db, "settings", "list", "--json").stdout)
+    assert [(s["key"], s["value"], s["changed"]) for s in listed] == [
+        ("migration.tls", "preferred", False)
+    ]
+    done = _vmferry(db, "settings", "set", "migration.tls", "required", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["value"] == "required"
+    assert json.loads(_vmferry(db, "settings", "list", "--json").stdout)[0]["changed"] is True
+    for bad, words in ((("migration.tls", "sometimes"), "takes required | preferred | off"),
+                       (("migration.speed", "fast"), "no setting 'migration.speed'")):  # fmt: skip
+        refused = _vmferry(db, "settings", "set", *bad)
+        assert refused.returncode == 2 and words in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert json.loads(_vmferry(db, "settings", "list", "--json").stdout)[0]["value"] == "required"
+    back = _vmferry(db, "settings", "unset", "migration.tls", "--json")
+    assert json.loads(back.stdout)["value"] == "preferred"

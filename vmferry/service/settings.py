@@ -1,0 +1,60 @@
+"""`vmferry settings ...`: read and change vmferry's settings (kept in the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmferry.errors import BadInputError
+from vmferry.model.migration import TlsMode
+from vmferry.model.settings import SETTINGS, setting_problem
+from vmferry.store.db import Store, open_store
+
+
+@dataclass(frozen=True)
+class SettingValue:
+    key: str
+    value: str
+    default: str
+    changed: bool  # set by the user (else the default)
+    choices: tuple[str, ...]
+    help: str
+
+
+def list_settings(store: Store | None = None) -> list[SettingValue]:
+    changed = (store or open_store()).settings()
+    return [_value(key, changed) for key in sorted(SETTINGS)]
+
+
+def _value(key: str, changed: dict[str, str]) -> SettingValue:
+    spec = SETTINGS[key]
+    value = changed.get(key, spec.default)
+    return SettingValue(key, value, spec.default, key in changed, spec.choices, spec.help)
+
+
+def get_setting(key: str, store: Store | None = None) -> str:
+    problem = setting_problem(key)
+    if problem:
+        raise BadInputError(problem)
+    return (store or open_store()).settings().get(key, SETTINGS[key].default)
+
+
+def set_setting(key: str, value: str) -> SettingValue:
+    problem = setting_problem(key, value)
+    if problem:
+        raise BadInputError(problem)
+    store = open_store()
+    store.set_setting(key, value)
+    return next(s for s in list_settings(store) if s.key == key)
+
+
+def unset_setting(key: str) -> SettingValue:
+    problem = setting_problem(key)
+    if problem:
+        raise BadInputError(problem)
+    store = open_store()
+    store.unset_setting(key)
+    return next(s for s in list_settings(store) if s.key == key)
+
+
+def migration_tls(store: Store | None = None) -> TlsMode:
+    return TlsMode(get_setting("migration.tls", store))
