@@ -1,10 +1,12 @@
 """Live migration benchmark: vmferry against plain `virsh migrate --live --p2p`, one lab.
 
 For each dirty rate (a share of the migration link), a fresh lab guest (512 MiB, 256 MiB
-working set) is migrated kvm1 -> kvm2 once by each tool. Per run: converged, total time and
-downtime (QEMU's, read from the destination's completed job), the guest-visible blackout
-(largest heartbeat gap on the host clock), bytes transferred, memory integrity, and the
-lower bound (the first pass's bytes, i.e. the non-zero RAM, over the link rate).
+working set) is migrated kvm1 -> kvm2 once by each tool: virsh, vmferry with a plain stream,
+and vmferry with the stream encrypted (TLS, the lab's migration certificates). Per run:
+converged, total time and downtime (QEMU's, read from the destination's completed job),
+the guest-visible blackout (largest heartbeat gap on the host clock), bytes transferred,
+memory integrity, and the lower bound (the first pass's bytes, i.e. the non-zero RAM, over
+the link rate).
 
     sudo .venv/bin/python bench/live_migration.py            # table
     sudo .venv/bin/python bench/live_migration.py --json     # rows for machines
@@ -12,7 +14,7 @@ lower bound (the first pass's bytes, i.e. the non-zero RAM, over the link rate).
 virsh runs with libvirt's defaults; both tools get --unsafe-equivalent flags because the
 lab's shared pool is a directory libvirt cannot recognise as shared. virsh is aborted once
 it has run 5 times the lower bound in the 1.5x case (it does not converge), and at 180 s
-otherwise; vmferry runs with its own --timeout. Takes about 10 minutes.
+otherwise; vmferry runs with its own --timeout. Takes about 15 minutes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ from vmferry.drivers.libvirt_migration import completed_from_stats
 from vmferry.lab import guests, lifecycle
 from vmferry.lab.console import ConsoleTail, MemCheck
 from vmferry.lab.witness import LabWitness
-from vmferry.model.migration import JobStatus, MigrationOptions, ProgressSample, Strategy
+from vmferry.model.migration import (
+    JobStatus,
+    MigrationOptions,
+    ProgressSample,
+    Strategy,
+    TlsMode,
+)
 from vmferry.service.migrate import migrate
 
 MIB = 2**20
@@ -113,15 +121,19 @@ def run_virsh(name: str, ratio: float, link_bytes_s: float) -> Row:
                note=note)  # fmt: skip
 
 
-def run_vmferry(name: str, ratio: float, link_bytes_s: float, timeout_s: float) -> Row:
+def run_vmferry(
+    name: str, ratio: float, link_bytes_s: float, timeout_s: float, *, tls: bool = False
+) -> Row:
     samples: list[ProgressSample] = []
     strategy = Strategy.POSTCOPY if ratio >= 1 else Strategy.LIVE
-    options = MigrationOptions(strategy=strategy, timeout_s=timeout_s)
+    options = MigrationOptions(strategy=strategy, timeout_s=timeout_s,
+                               tls=TlsMode.REQUIRED if tls else TlsMode.OFF)  # fmt: skip
     outcome = migrate(name, "kvm2", options, on_progress=lambda s, _st: samples.append(s))
     result = outcome.result
     pass1 = first_pass_bytes(samples)
     v = result.verification
-    return Row("vmferry", ratio, result.status is JobStatus.COMPLETED, result.total_time_ms,
+    return Row("vmferry+tls" if tls else "vmferry", ratio, result.status is JobStatus.COMPLETED,
+               result.total_time_ms,
                result.downtime_ms, v.heartbeat_max_gap_ms if v else None,
                result.transferred_bytes,
                round(pass1 / link_bytes_s * 1000) if pass1 else None,
@@ -147,8 +159,9 @@ def bench(ratios: list[float], tools: list[str], link_mbps: int, memory_mb: int,
                 wait_for_memcheck(guests.get_guest(name).console)
                 if tool == "virsh":
                     row = run_virsh(name, ratio, link_bytes_s)
-                else:
-                    row = run_vmferry(name, ratio, link_bytes_s, timeout_s=180)
+                else:  # vmferry (plain stream) or vmferry-tls (the same, encrypted)
+                    row = run_vmferry(name, ratio, link_bytes_s, timeout_s=180,
+                                      tls=tool == "vmferry-tls")  # fmt: skip
             finally:
                 guests.delete_guest(name)
             rows.append(row)
@@ -181,7 +194,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--ratios", default="0,0.25,0.75,1.5")
-    parser.add_argument("--tools", default="virsh,vmferry")
+    parser.add_argument("--tools", default="virsh,vmferry,vmferry-tls")
     parser.add_argument("--link-mbps", type=int, default=400)
     parser.add_argument("--memory-mb", type=int, default=512)
     parser.add_argument("--working-set-mb", type=int, default=256)
