@@ -35,7 +35,7 @@ def get_setting(key: str, store: Store | None = None) -> str:
     problem = setting_problem(key)
     if problem:
         raise BadInputError(problem)
-    return (store or open_store()).settings().get(key, SETTINGS[key].default)
+    return _value(key, (store or open_store()).settings()).value
 
 
 def set_setting(key: str, value: str) -> SettingValue:
@@ -44,7 +44,7 @@ def set_setting(key: str, value: str) -> SettingValue:
         raise BadInputError(problem)
     store = open_store()
     store.set_setting(key, value)
-    return next(s for s in list_settings(store) if s.key == key)
+    return _value(key, store.settings())
 
 
 def unset_setting(key: str) -> SettingValue:
@@ -53,7 +53,7 @@ def unset_setting(key: str) -> SettingValue:
         raise BadInputError(problem)
     store = open_store()
     store.unset_setting(key)
-    return next(s for s in list_settings(store) if s.key == key)
+    return _value(key, store.settings())
 
 
 def migration_tls(store: Store | None = None) -> TlsMode:
