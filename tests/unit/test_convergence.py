@@ -190,6 +190,27 @@ def test_a_dead_stream_is_aborted() -> None:
     assert state.aborted
     _, fine = run(moving, PolicyConfig(stall_timeout_s=10))
     assert EscalationStep.ABORT not in [s for s, _ in steps(fine)]
+    assert "(pass 2, 110 MiB sent" in aborts[0].reason
+
+
+def test_a_slow_start_is_not_a_dead_stream() -> None:
+    # libvirt starts the destination's QEMU and QEMU opens the stream before the first byte;
+    # on a busy host that took more than 10 s, and the stall guard aborted a healthy move
+    def at(t: float, processed_mib: int) -> ProgressSample:
+        base = sample(t, 1, 100, 1)
+        return ProgressSample(base.elapsed_ms, 1, base.memory_total_bytes, processed_mib * MIB,
+                              base.memory_remaining_bytes, base.dirty_rate_bytes_s, 0)  # fmt: skip
+
+    config = PolicyConfig(stall_timeout_s=10, start_timeout_s=60)
+    slow_start = [at(0.5, 0), at(8, 0), at(14, 0), at(30, 0), at(31, 20), at(32, 70)]
+    state, decisions = run(slow_start, config)
+    assert not state.aborted
+    assert EscalationStep.ABORT not in [s for s, _ in steps(decisions)]
+    never = [at(0.5, 0), at(30, 0), at(60.5, 0)]
+    state, decisions = run(never, config)
+    aborts = [e for d in decisions for e in d.escalations if e.step is EscalationStep.ABORT]
+    assert state.aborted and len(aborts) == 1
+    assert "did not start: no data moved in 60 s" in aborts[0].reason
 
 
 def test_no_cap_for_an_idle_or_slow_dirtying_guest() -> None:

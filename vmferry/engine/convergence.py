@@ -45,6 +45,10 @@ class PolicyConfig:
     shrink_factor: float = 0.9  # a pass "shrank" if it is below this share of the one K before
     min_gap_passes: int = 1  # passes to wait after a throttle step before the next step
     stall_timeout_s: float = 10.0  # no data moved for this long: the stream is dead, abort
+    # Before the first byte: libvirt starts the destination's QEMU and QEMU opens the stream
+    # (a TLS handshake with the migration certificates) while the job's counters stay at 0.
+    # A slow host takes seconds for that; an address that does not answer fails in libvirt.
+    start_timeout_s: float = 60.0
     # libvirt's job statistics did not answer for this long: decide blind, abort (the engine,
     # not this policy, acts on it: there are no samples to decide on)
     silence_timeout_s: float = 30.0
@@ -131,6 +135,25 @@ def seconds_without_progress(samples: Sequence[ProgressSample]) -> float:
     return (now.elapsed_ms - since) / 1000
 
 
+def dead_stream(samples: Sequence[ProgressSample], config: PolicyConfig) -> str | None:
+    """Why the stream counts as dead (nothing moved for too long), or None.
+
+    Before the first byte moved the wait is the start-up's (``start_timeout_s``); after it,
+    ``stall_timeout_s``. The reason says where the stream stopped."""
+    now = samples[-1]
+    idle_s = seconds_without_progress(samples)
+    if now.memory_processed_bytes == 0:
+        if idle_s < config.start_timeout_s:
+            return None
+        return f"the migration stream did not start: no data moved in {idle_s:.0f} s"
+    if idle_s < config.stall_timeout_s:
+        return None
+    mib = 2**20
+    return (f"the migration stream stalled: no data moved for {idle_s:.0f} s (pass "
+            f"{now.iteration}, {now.memory_processed_bytes / mib:.0f} MiB sent, "
+            f"{now.memory_remaining_bytes / mib:.0f} MiB left)")  # fmt: skip
+
+
 def stalled(sizes: Sequence[tuple[int, int]], k: int, shrink_factor: float) -> bool:
     """True when the last pass is not clearly smaller than the one ``k`` passes before."""
     if len(sizes) <= k:
@@ -147,9 +170,8 @@ def decide(samples: Sequence[ProgressSample], state: PolicyState, config: Policy
         abort = Escalation(now.elapsed_ms, EscalationStep.ABORT, None,
                            f"no convergence within the {config.timeout_s:g} s timeout")  # fmt: skip
         return Decision(replace(state, aborted=True), (abort,))
-    idle_s = seconds_without_progress(samples)
-    if idle_s >= config.stall_timeout_s:
-        why = f"the migration stream stalled: no data moved for {idle_s:.0f} s"
+    why = dead_stream(samples, config)
+    if why is not None:
         abort = Escalation(now.elapsed_ms, EscalationStep.ABORT, None, why)
         return Decision(replace(state, aborted=True), (abort,))
     sizes = pass_sizes(samples)
