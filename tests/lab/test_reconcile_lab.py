@@ -20,8 +20,8 @@ from typing import Any
 
 import libvirt
 import pytest
+from support.leases import dead_owner_lease
 
-from vmferry.drivers.processes import start_ticks
 from vmferry.lab import guests
 from vmferry.lab.state import LabState
 from vmferry.model.migration import Job, JobStatus, MigrationOptions
@@ -71,22 +71,11 @@ def state_of(host: str, name: str) -> int | None:
         return int(state)
 
 
-def dead_owner() -> tuple[int, int]:
-    """The pid and start time of a process that ran and was reaped: a dead vmferry."""
-    child = subprocess.Popen(["sleep", "60"])
-    ticks = start_ticks(child.pid)
-    child.kill()
-    child.wait()
-    assert ticks is not None
-    assert start_ticks(child.pid) is None
-    return child.pid, ticks
-
-
 def orphaned_job(source: str, destination: str) -> Job:
     """A migrate job left "running" by a vmferry that died."""
     store = open_store()
     job = store.create_job("migrate", GUEST, source, destination, MigrationOptions())
-    store.set_owner(job.id, *dead_owner())
+    store.set_owner(job.id, dead_owner_lease(store))
     return store.set_status(job.id, JobStatus.RUNNING)
 
 

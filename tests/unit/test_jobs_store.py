@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
+from support.leases import dead_owner_lease
 
 from vmferry.errors import NotFoundError, VmferryError
 from vmferry.model import Host
@@ -28,6 +29,7 @@ from vmferry.model.migration import (
     Verification,
 )
 from vmferry.service import jobs as jobs_service
+from vmferry.service.lease import process_lease
 from vmferry.store import Store, open_store
 from vmferry.store.codec import DecodeError, from_jsonable
 
@@ -113,7 +115,15 @@ def test_create_gives_a_pending_job_with_a_created_event(store: Store) -> None:
 
 def test_owner_status_and_events_in_order(store: Store) -> None:
     job = new_job(store)
-    store.set_owner(job.id, 4242, 1_234_567_890_123)  # start ticks can exceed 32 bits
+    lease = store.take_lease(
+        "a1b2c3",
+        host="elsewhere",
+        node="boot/pid:[1]",
+        pid=4242,
+        start_ticks=1_234_567_890_123,
+        lease_s=15,
+    )  # ticks exceed 32 bits
+    store.set_owner(job.id, lease)
     running = store.set_status(job.id, JobStatus.RUNNING)
     assert running.status is JobStatus.RUNNING
     store.add_event(job.id, "progress", "pass 1", {"remaining": 2**40, "rates": [1.5, 2]})
@@ -122,6 +132,7 @@ def test_owner_status_and_events_in_order(store: Store) -> None:
 
     got = store.get_job(job.id)
     assert (got.owner_pid, got.owner_start_ticks) == (4242, 1_234_567_890_123)
+    assert got.owner_id == "a1b2c3"
     assert [(e.kind, e.message) for e in got.events] == [
         ("created", "migrate web1: kvm1 -> kvm2"),
         ("status", "pending -> running"),
@@ -213,7 +224,7 @@ def test_cancel_flag(store: Store) -> None:
         lambda s: s.get_job("ffffffffffff"),
         lambda s: s.is_cancel_requested("ffffffffffff"),
         lambda s: s.request_cancel("ffffffffffff"),
-        lambda s: s.set_owner("ffffffffffff", 1, 2),
+        lambda s: s.set_owner("ffffffffffff", dead_owner_lease(s)),
         lambda s: s.set_status("ffffffffffff", JobStatus.RUNNING),
         lambda s: s.add_event("ffffffffffff", "note", "hello"),
     ],
@@ -351,21 +362,9 @@ def sqlite_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[St
         yield opened
 
 
-def dead_pid() -> tuple[int, int]:
-    """A pid and start time of a process that has exited (reaped)."""
-    from vmferry.drivers.processes import start_ticks
-
-    child = subprocess.Popen(["sleep", "60"])
-    ticks = start_ticks(child.pid)
-    child.kill()
-    child.wait()
-    assert ticks is not None
-    return child.pid, ticks
-
-
 def orphaned_job(store: Store, vm: str = "web1") -> Job:
     job = store.create_job("migrate", vm, "kvm1", "kvm2", MigrationOptions())
-    store.set_owner(job.id, *dead_pid())
+    store.set_owner(job.id, dead_owner_lease(store))
     return store.set_status(job.id, JobStatus.RUNNING)
 
 
@@ -429,20 +428,16 @@ def test_an_unreachable_host_leaves_the_record_alone(sqlite_store: Store, tmp_pa
 
 
 def test_a_live_owner_is_not_reconciled(sqlite_store: Store, tmp_path: Path) -> None:
-    from vmferry.drivers.processes import start_ticks
-
     job = sqlite_store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
-    sqlite_store.set_owner(job.id, os.getpid(), start_ticks(os.getpid()))
-    assert jobs_service.owner_alive(sqlite_store.get_job(job.id))
+    sqlite_store.set_owner(job.id, process_lease(sqlite_store))
+    assert jobs_service.owner_alive(sqlite_store, sqlite_store.get_job(job.id))
     assert jobs_service.reconcile_job(job.id) == sqlite_store.get_job(job.id)
     assert jobs_service.reconcile_vm("web1") == []
 
 
 def test_cancel_waits_for_a_live_owner_then_gives_up(sqlite_store: Store) -> None:
-    from vmferry.drivers.processes import start_ticks
-
     job = sqlite_store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
-    sqlite_store.set_owner(job.id, os.getpid(), start_ticks(os.getpid()))
+    sqlite_store.set_owner(job.id, process_lease(sqlite_store))
     after = jobs_service.cancel_job(job.id, wait_s=0.3, poll_s=0.05)
     assert after.status is JobStatus.PENDING  # nobody acted on it
     assert after.cancel_requested
@@ -483,8 +478,8 @@ def test_cli_jobs_and_job_show(tmp_path: Path) -> None:
     assert [j["id"] for j in doc] == [second.id, first.id]
     assert list(doc[0]) == [
         "id", "kind", "vm", "source", "destination", "status", "created_at", "updated_at",
-        "options", "reason", "result", "owner_pid", "owner_start_ticks", "cancel_requested",
-        "events",
+        "options", "reason", "result", "owner_pid", "owner_start_ticks", "owner_id",
+        "cancel_requested", "events",
     ]  # fmt: skip
     assert doc[0]["status"] == "failed" and doc[0]["result"]["downtime_ms"] == 287
     assert json.loads(vmferry("jobs", "--json", "--limit", "1", db=db).stdout)[0]["id"] == (

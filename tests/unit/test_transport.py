@@ -56,19 +56,31 @@ def _vmferry(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_migration_tls_setting_is_set_listed_and_unset(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    listed = json.loads(_vmferry(db, "settings", "list", "--json").stdout)
-    assert [(s["key"], s["value"], s["changed"]) for s in listed] == [
-        ("migration.tls", "preferred", False)
-    ]
+
+    def listed() -> dict[str, dict[str, object]]:
+        doc = json.loads(_vmferry(db, "settings", "list", "--json").stdout)
+        return {s["key"]: s for s in doc}
+
+    before = listed()
+    assert list(before) == sorted(before)
+    tls = before["migration.tls"]
+    assert (tls["value"], tls["changed"], tls["takes"]) == (
+        "preferred",
+        False,
+        "required | preferred | off",
+    )
     done = _vmferry(db, "settings", "set", "migration.tls", "required", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["value"] == "required"
-    assert json.loads(_vmferry(db, "settings", "list", "--json").stdout)[0]["changed"] is True
+    assert listed()["migration.tls"]["changed"] is True
     for bad, words in ((("migration.tls", "sometimes"), "takes required | preferred | off"),
-                       (("migration.speed", "fast"), "no setting 'migration.speed'")):  # fmt: skip
+                       (("migration.speed", "fast"), "no setting 'migration.speed'"),
+                       (("jobs.owner_lease_s", "2"), "takes a whole number from 3 to 600"),
+                       (("jobs.owner_lease_s", "1e3"), "not '1e3'")):  # fmt: skip
         refused = _vmferry(db, "settings", "set", *bad)
-        assert refused.returncode == 2 and words in refused.stderr
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
-    assert json.loads(_vmferry(db, "settings", "list", "--json").stdout)[0]["value"] == "required"
+    assert listed()["migration.tls"]["value"] == "required"
+    assert listed()["jobs.owner_lease_s"]["value"] == "15"
     back = _vmferry(db, "settings", "unset", "migration.tls", "--json")
     assert json.loads(back.stdout)["value"] == "preferred"

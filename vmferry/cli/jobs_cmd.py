@@ -107,8 +107,9 @@ def resume(
         console.print(f"job {job.id}: {_status(job)}", highlight=False)
         return
     why = job.events[-1].message if job.events else ""
-    if jobs_service.owner_alive(job):
-        why = f"its vmferry process (pid {job.owner_pid}) is still running it"
+    owner = jobs_service.job_owner(job)
+    if owner.alive:
+        why = f"{owner.why}: it still drives the job"
     err_console.print(f"job {job.id} is still {job.status}: {why}", highlight=False)
 
 
@@ -155,9 +156,9 @@ def _print_job(job: Job) -> None:
         + (", copy storage" if options.copy_storage else "")
         + (f", {options.bandwidth_mib_s} MiB/s" if options.bandwidth_mib_s else ""),
     )
-    if job.owner_pid is not None:
-        alive = "running" if jobs_service.owner_alive(job) else "gone"
-        summary.add_row("owner", f"pid {job.owner_pid} ({alive})")
+    if job.owner_pid is not None or job.owner_id is not None:
+        owner = jobs_service.job_owner(job)
+        summary.add_row("owner", owner.why + ("" if owner.alive else " (orphaned)"))
     if job.cancel_requested:
         summary.add_row("cancel", "requested")
     result = job.result

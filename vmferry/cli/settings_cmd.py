@@ -21,7 +21,7 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     table = Table("key", "value", "default", "takes")
     for s in values:
         table.add_row(s.key, s.value if s.changed else f"{s.value} (default)", s.default,
-                      " | ".join(s.choices))  # fmt: skip
+                      s.takes)  # fmt: skip
     console.print(table)
 
 

@@ -161,5 +161,6 @@ class Job:
     result: MigrationResult | None = None
     owner_pid: int | None = None  # the vmferry process driving it
     owner_start_ticks: int | None = None
+    owner_id: str | None = None  # its lease (vmferry.model.lease)
     cancel_requested: bool = False
     events: tuple[JobEvent, ...] = ()

@@ -88,6 +88,7 @@ class PlanRecord:
     requested: str | None = None
     owner_pid: int | None = None
     owner_start_ticks: int | None = None
+    owner_id: str | None = None  # its lease (vmferry.model.lease)
     started_at: str | None = None
     finished_at: str | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vmferry.model.lease import DEFAULT_LEASE_S, LEASE_SETTING
 from vmferry.model.migration import TlsMode
 
 
@@ -13,6 +14,13 @@ class SettingSpec:
     choices: tuple[str, ...]
     default: str
     help: str
+    bounds: tuple[int, int] | None = None  # a whole number in this range (choices is empty)
+
+    @property
+    def takes(self) -> str:
+        if self.bounds is not None:
+            return f"{self.bounds[0]}-{self.bounds[1]}"
+        return " | ".join(self.choices)
 
 
 SETTINGS: dict[str, SettingSpec] = {
@@ -25,6 +33,14 @@ SETTINGS: dict[str, SettingSpec] = {
             "encrypt live migration streams: required (refuse to move in the clear), "
             "preferred (when both hosts have migration certificates), off",
         ),
+        SettingSpec(
+            LEASE_SETTING,
+            (),
+            str(DEFAULT_LEASE_S),
+            "seconds a job's owner may go without renewing its lease before its job counts as "
+            "orphaned (renewed three times per lease)",
+            bounds=(3, 600),
+        ),
     )
 }
 
@@ -34,6 +50,13 @@ def setting_problem(key: str, value: str | None = None) -> str | None:
     spec = SETTINGS.get(key)
     if spec is None:
         return f"no setting {key!r}; vmferry knows {', '.join(sorted(SETTINGS))}"
-    if value is not None and value not in spec.choices:
-        return f"{key} takes {' | '.join(spec.choices)}, not {value!r}"
+    if value is None:
+        return None
+    if spec.bounds is not None:
+        low, high = spec.bounds
+        if not (value.isdigit() and low <= int(value) <= high):
+            return f"{key} takes a whole number from {low} to {high}, not {value!r}"
+        return None
+    if value not in spec.choices:
+        return f"{key} takes {spec.takes}, not {value!r}"
     return None

@@ -17,7 +17,6 @@ from contextlib import ExitStack
 
 from vmferry.drivers.libvirt_domains import destroy_domain, domain_view
 from vmferry.drivers.libvirt_host import LibvirtHost
-from vmferry.drivers.processes import is_same_process, start_ticks
 from vmferry.engine.offline_reconcile import (
     OfflineDecision,
     decide_offline,
@@ -28,15 +27,19 @@ from vmferry.engine.reconcile import Decision, decide, describe
 from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
 from vmferry.model.domain_view import DomainView
 from vmferry.model.jsonable import to_jsonable
+from vmferry.model.lease import OwnerState
 from vmferry.model.migration import Job
 from vmferry.service.job_repair import apply_repairs, finish_reconciled, state_file_exists
+from vmferry.service.lease import owner_of
 from vmferry.store.db import Store, open_store
 
 __all__ = [
     "cancel_job",
     "get_job",
+    "job_owner",
     "list_jobs",
     "owner_alive",
+    "owner_of_job",
     "reconcile_job",
     "reconcile_vm",
 ]
@@ -57,18 +60,21 @@ def get_job(job_id: str) -> Job:
         return store.get_job(job_id)
 
 
-def owner_alive(job: Job) -> bool:
-    """Whether the vmferry process recorded as driving ``job`` still runs (on this machine).
+def owner_alive(store: Store, job: Job) -> bool:
+    """Whether a vmferry process still drives ``job``: its owner's lease is current (and, on
+    this machine, its process runs). A job without an owner counts as orphaned."""
+    return owner_of_job(store, job).alive
 
-    A job without an owner counts as orphaned. Without a recorded start time only the pid
-    is checked.
-    """
-    if job.owner_pid is None:
-        return False
-    if job.owner_start_ticks:
-        return is_same_process(job.owner_pid, job.owner_start_ticks)
-    ticks = start_ticks(job.owner_pid)
-    return ticks is not None and is_same_process(job.owner_pid, ticks)
+
+def owner_of_job(store: Store, job: Job) -> OwnerState:
+    """Who drives ``job`` and whether it still does, with a line saying so."""
+    return owner_of(store, job.owner_id, job.owner_pid, job.owner_start_ticks)
+
+
+def job_owner(job: Job) -> OwnerState:
+    """:func:`owner_of_job` in the default store."""
+    with open_store() as store:
+        return owner_of_job(store, job)
 
 
 def reconcile_job(job_id: str, *, wait_s: float = 60, poll_s: float = POLL_S) -> Job:
@@ -83,7 +89,7 @@ def reconcile_job(job_id: str, *, wait_s: float = 60, poll_s: float = POLL_S) ->
     """
     with open_store() as store:
         job = store.get_job(job_id)
-        if job.status.finished or owner_alive(job):
+        if job.status.finished or owner_alive(store, job):
             return job
         with ExitStack() as stack:
             unreachable: dict[str, str] = {}
@@ -99,9 +105,10 @@ def reconcile_job(job_id: str, *, wait_s: float = 60, poll_s: float = POLL_S) ->
                 if offline:
                     state_file = state_file_exists(source, state_path, unreachable)
                     steps = recorded_steps(job)
-                    decision = decide_offline(job, owner_alive(job), steps, *views, state_file)
+                    alive = owner_alive(store, job)
+                    decision = decide_offline(job, alive, steps, *views, state_file)
                 else:
-                    decision = decide(job, owner_alive(job), *views)
+                    decision = decide(job, owner_alive(store, job), *views)
                 if decision.action != "wait" or time.monotonic() >= deadline:
                     break
                 if not announced:
@@ -118,7 +125,7 @@ def reconcile_vm(vm: str, *, wait_s: float = 60) -> list[Job]:
     """Reconcile VM ``vm``'s unfinished jobs whose owner is dead (the engine calls this
     before it touches the VM); returns those jobs as recorded afterwards."""
     with open_store() as store:
-        orphaned = [job for job in store.unfinished_jobs(vm) if not owner_alive(job)]
+        orphaned = [job for job in store.unfinished_jobs(vm) if not owner_alive(store, job)]
     return [reconcile_job(job.id, wait_s=wait_s) for job in orphaned]
 
 
@@ -135,14 +142,14 @@ def cancel_job(job_id: str, *, wait_s: float = 30, poll_s: float = CANCEL_POLL_S
         if job.status.finished:
             return job
         job = store.request_cancel(job_id)
-        if owner_alive(job):
+        if owner_alive(store, job):
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
                 time.sleep(poll_s)
                 job = store.get_job(job_id)
-                if job.status.finished or not owner_alive(job):
+                if job.status.finished or not owner_alive(store, job):
                     break
-            if job.status.finished or owner_alive(job):
+            if job.status.finished or owner_alive(store, job):
                 return job
     return reconcile_job(job_id, wait_s=wait_s)
 

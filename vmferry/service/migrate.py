@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
 from vmferry.assess.preflight import DiskReach
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import MigrationRequest
-from vmferry.drivers.processes import start_ticks
 from vmferry.drivers.qemu_monitor import measure_dirty_rate, set_vcpu_cap, vcpu_seconds
 from vmferry.engine.convergence import plan_vcpu_cap
 from vmferry.engine.live import LivePlan, NoteFn, ProgressFn, policy_config, run_live_migration
@@ -20,6 +18,7 @@ from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.jobs import reconcile_vm
+from vmferry.service.lease import process_lease
 from vmferry.service.netprofile import NetworkMove, finish_move, prepare_destination
 from vmferry.service.offline_move import check_offline, run_offline
 from vmferry.service.predict import after_migration, before_migration
@@ -67,7 +66,7 @@ def migrate(
     store = open_store()
     source, destination = store.get_host(report.source), store.get_host(report.destination)
     job = store.create_job("migrate", vm, source.name, destination.name, options)
-    store.set_owner(job.id, os.getpid(), start_ticks(os.getpid()) or 0)
+    store.set_owner(job.id, process_lease(store))
     store.add_event(job.id, "checks", f"pre-flight: {len(report.findings)} findings, "
                     f"{'blocked' if report.blocked else 'clear'}",
                     {"findings": to_jsonable(list(report.findings))})  # fmt: skip

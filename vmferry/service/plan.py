@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from vmferry.drivers.libvirt_host import LibvirtHost
-from vmferry.drivers.processes import is_same_process
 from vmferry.errors import BadInputError, VmferryError
 from vmferry.model import Host, VmState
 from vmferry.model.migration import Job, JobStatus
@@ -44,6 +43,7 @@ from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInput
 from vmferry.predict.model import predict as predict_model
 from vmferry.predict.strategy import MoveStrategy, choose_strategy, warm_downtime_ms
 from vmferry.service.jobs import cancel_job
+from vmferry.service.lease import owner_of
 from vmferry.service.predict import DEFAULT_LINK_BYTES_S, calibration_from_store, gather_inputs
 from vmferry.store.db import Store, open_store
 
@@ -364,11 +364,10 @@ def _item_json(i: PlanItem) -> dict[str, Any]:
 # -- pause and cancel ---------------------------------------------------------------------
 
 
-def owner_alive(record: PlanRecord) -> bool:
-    """Whether the vmferry process recorded as running the plan still runs."""
-    if record.owner_pid is None or not record.owner_start_ticks:
-        return False
-    return is_same_process(record.owner_pid, record.owner_start_ticks)
+def owner_alive(store: Store, record: PlanRecord) -> bool:
+    """Whether a vmferry process still runs the plan (its lease, see
+    :mod:`vmferry.service.lease`)."""
+    return owner_of(store, record.owner_id, record.owner_pid, record.owner_start_ticks).alive
 
 
 def pause_plan(plan_id: str, *, store: Store | None = None) -> PlanRecord:
@@ -380,7 +379,7 @@ def pause_plan(plan_id: str, *, store: Store | None = None) -> PlanRecord:
         raise BadInputError(f"plan {plan_id} is {record.status}; there is nothing to pause")
     if record.status is PlanStatus.PAUSED:
         return record
-    if record.status is PlanStatus.RUNNING and owner_alive(record):
+    if record.status is PlanStatus.RUNNING and owner_alive(store, record):
         store.request_plan(plan_id, "pause")
         return store.get_plan(plan_id)
     return store.set_plan_status(plan_id, PlanStatus.PAUSED, "paused by `vmferry plan pause`")
@@ -394,7 +393,7 @@ def cancel_plan(plan_id: str, *, store: Store | None = None, wait_s: float = 30)
     record = store.get_plan(plan_id)
     if record.status.finished:
         raise BadInputError(f"plan {plan_id} is {record.status}; there is nothing to cancel")
-    if record.status is PlanStatus.RUNNING and owner_alive(record):
+    if record.status is PlanStatus.RUNNING and owner_alive(store, record):
         store.request_plan(plan_id, "cancel")
         return store.get_plan(plan_id)
     for item in record.items:
@@ -418,7 +417,7 @@ def cancel_plan(plan_id: str, *, store: Store | None = None, wait_s: float = 30)
         store.save_plan_item(
             plan_id, replace(item, status=ItemStatus.CANCELLED, reason="cancelled with the plan")
         )
-    store.set_plan_owner(plan_id, None, None)
+    store.set_plan_owner(plan_id, None)
     return store.set_plan_status(
         plan_id, PlanStatus.CANCELLED, "cancelled by `vmferry plan cancel`"
     )

@@ -26,14 +26,12 @@ say how each job ended) before going on.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from vmferry.drivers.processes import start_ticks
 from vmferry.engine.convergence import PolicyState
 from vmferry.engine.live import ctrl_c_flag
 from vmferry.errors import BadInputError, VmferryError
@@ -56,6 +54,7 @@ from vmferry.model.plan_run import (
 from vmferry.plan import PlanSpec
 from vmferry.plan.placement import host_slots
 from vmferry.service.jobs import reconcile_job
+from vmferry.service.lease import process_lease
 from vmferry.service.migrate import MigrateOutcome, migrate
 from vmferry.service.plan import owner_alive
 from vmferry.store.db import Store, open_store
@@ -112,13 +111,13 @@ def run_plan(
     record = store.get_plan(plan_id)
     if record.status.finished:
         raise BadInputError(f"plan {plan_id} is {record.status}; there is nothing to run")
-    if record.status is PlanStatus.RUNNING and owner_alive(record):
+    if record.status is PlanStatus.RUNNING and owner_alive(store, record):
         raise BadInputError(
             f"plan {plan_id} is being run by vmferry process {record.owner_pid}; "
             f"`vmferry plan pause {plan_id}` or `vmferry plan cancel {plan_id}` stops it"
         )
     resumed = record.started_at is not None
-    store.set_plan_owner(plan_id, os.getpid(), start_ticks(os.getpid()))
+    store.set_plan_owner(plan_id, process_lease(store))
     store.request_plan(plan_id, None)
     record = store.set_plan_status(plan_id, PlanStatus.RUNNING)
     on_event(PlanEvent("plan", f"{'resuming' if resumed else 'running'} plan {plan_id}"))
@@ -133,7 +132,7 @@ def run_plan(
             PlanStatus.PAUSED,
             f"the run stopped on an error; `vmferry plan resume {plan_id}` goes on",
         )
-        store.set_plan_owner(plan_id, None, None)
+        store.set_plan_owner(plan_id, None)
         raise
     return _finish(store, plan_id, stop, on_event)
 
@@ -384,7 +383,8 @@ class _Runner:
         with self.lock:
             if vm in self.job_ids:
                 return
-        mine = [j for j in self.store.unfinished_jobs(vm) if j.owner_pid == os.getpid()]
+        me = process_lease(self.store).owner_id
+        mine = [j for j in self.store.unfinished_jobs(vm) if j.owner_id == me]
         if not mine:
             return
         job_id = mine[-1].id
@@ -447,7 +447,7 @@ def _finish(store: Store, plan_id: str, stop: str | None, on_event: EventFn) -> 
             if bad:
                 reason = f"did not move: {'; '.join(bad)}; `vmferry plan run {plan_id}` retries"
     store.request_plan(plan_id, None)
-    store.set_plan_owner(plan_id, None, None)
+    store.set_plan_owner(plan_id, None)
     record = store.set_plan_status(plan_id, status, reason)
     on_event(PlanEvent("plan", f"plan {plan_id} {status}" + (f": {reason}" if reason else "")))
     return record

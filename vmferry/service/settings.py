@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmferry.errors import BadInputError
+from vmferry.model.lease import LEASE_SETTING
 from vmferry.model.migration import TlsMode
 from vmferry.model.settings import SETTINGS, setting_problem
 from vmferry.store.db import Store, open_store
@@ -16,7 +17,8 @@ class SettingValue:
     value: str
     default: str
     changed: bool  # set by the user (else the default)
-    choices: tuple[str, ...]
+    choices: tuple[str, ...]  # empty for a number (see takes)
+    takes: str  # for people: "required | preferred | off", "3-600"
     help: str
 
 
@@ -28,7 +30,8 @@ def list_settings(store: Store | None = None) -> list[SettingValue]:
 def _value(key: str, changed: dict[str, str]) -> SettingValue:
     spec = SETTINGS[key]
     value = changed.get(key, spec.default)
-    return SettingValue(key, value, spec.default, key in changed, spec.choices, spec.help)
+    return SettingValue(key, value, spec.default, key in changed, spec.choices, spec.takes,
+                        spec.help)  # fmt: skip
 
 
 def get_setting(key: str, store: Store | None = None) -> str:
@@ -58,3 +61,7 @@ def unset_setting(key: str) -> SettingValue:
 
 def migration_tls(store: Store | None = None) -> TlsMode:
     return TlsMode(get_setting("migration.tls", store))
+
+
+def owner_lease_s(store: Store | None = None) -> int:
+    return int(get_setting(LEASE_SETTING, store))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from platformdirs import user_data_dir
-from sqlalchemy import Engine, create_engine, delete, select, update
+from sqlalchemy import Engine, create_engine, delete, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +26,7 @@ from vmferry.errors import AlreadyExistsError, BadInputError, NotFoundError, Vmf
 from vmferry.model import Host
 from vmferry.model.job_state import IllegalTransitionError, transition
 from vmferry.model.jsonable import to_jsonable
+from vmferry.model.lease import Lease
 from vmferry.model.migration import Job, JobEvent, JobStatus, MigrationOptions, MigrationResult
 from vmferry.model.plan_run import ItemStatus, PlanItem, PlanRecord, PlanStatus
 from vmferry.model.workload import PredictionRecord, ProfileSample
@@ -34,6 +35,7 @@ from vmferry.store.tables import (
     HostRow,
     JobEventRow,
     JobRow,
+    LeaseRow,
     PlanItemRow,
     PlanRow,
     PredictionRow,
@@ -152,6 +154,11 @@ class Store:
     def close(self) -> None:
         self._engine.dispose()
 
+    def twin(self) -> Store:
+        """Another Store on the same database with its own connections (for a thread that
+        outlives this one's users)."""
+        return Store(create_engine(self._engine.url, pool_pre_ping=True))
+
     def __enter__(self) -> Self:
         return self
 
@@ -253,6 +260,7 @@ class Store:
         *,
         owner_pid: int | None = None,
         owner_start_ticks: int | None = None,
+        owner_id: str | None = None,
     ) -> Job:
         """A new ``pending`` job with a fresh 12-hex-digit id and a ``created`` event."""
         for attempt in range(3):
@@ -273,6 +281,7 @@ class Store:
                             result=None,
                             owner_pid=owner_pid,
                             owner_start_ticks=owner_start_ticks,
+                            owner_id=owner_id,
                             cancel_requested=False,
                             created_at=now,
                             updated_at=now,
@@ -324,14 +333,68 @@ class Store:
             rows = session.scalars(query.order_by(JobRow.created_at, JobRow.id))
             return [_job(row) for row in rows]
 
-    def set_owner(self, job_id: str, pid: int, start_ticks: int | None) -> None:
-        """Record the process driving the job (pid and start time, see
-        :func:`vmferry.drivers.processes.start_ticks`), so others can tell whether it lives."""
+    def set_owner(self, job_id: str, lease: Lease) -> None:
+        """Record the process driving the job: its lease (see :mod:`vmferry.model.lease`),
+        pid and start time, so others can tell whether it lives."""
         with self._sessions.begin() as session:
             row = _require_job(session, job_id, lock=True)
-            row.owner_pid = pid
-            row.owner_start_ticks = start_ticks
+            row.owner_id, row.owner_pid, row.owner_start_ticks = (
+                lease.owner_id,
+                lease.pid,
+                lease.start_ticks,
+            )
             row.updated_at = _now()
+
+    # -- leases ---------------------------------------------------------------------------
+    #
+    # Every time written or compared here is the store's clock: PostgreSQL's now() (owners
+    # may run on several machines), or for SQLite this machine's (it has only one).
+
+    def clock(self) -> datetime:
+        """The store's time now (aware, UTC)."""
+        if self._engine.dialect.name == "sqlite":
+            return _now()
+        with self._engine.connect() as connection:
+            moment = connection.execute(select(func.now())).scalar_one()
+        return _aware(moment)
+
+    def take_lease(
+        self, owner_id: str, *, host: str, node: str, pid: int, start_ticks: int | None,
+        lease_s: float,
+    ) -> Lease:  # fmt: skip
+        """Write a new lease for ``owner_id``, valid for ``lease_s`` seconds from now."""
+        now = self.clock()
+        with self._sessions.begin() as session:
+            session.add(LeaseRow(owner_id=owner_id, host=host, node=node, pid=pid,
+                                 start_ticks=start_ticks, started_at=now, heartbeat_at=now,
+                                 expires_at=now + timedelta(seconds=lease_s)))  # fmt: skip
+        return self._require_lease(owner_id)
+
+    def renew_lease(self, owner_id: str, lease_s: float) -> Lease | None:
+        """Push the lease's expiry ``lease_s`` seconds past now; None when it is gone."""
+        now = self.clock()
+        with self._sessions.begin() as session:
+            row = session.get(LeaseRow, owner_id, with_for_update=True)
+            if row is None:
+                return None
+            row.heartbeat_at, row.expires_at = now, now + timedelta(seconds=lease_s)
+        return self.lease(owner_id)
+
+    def release_lease(self, owner_id: str) -> None:
+        """Remove the lease (its owner ends cleanly); the jobs that name it keep the id."""
+        with self._sessions.begin() as session:
+            session.execute(delete(LeaseRow).where(LeaseRow.owner_id == owner_id))
+
+    def lease(self, owner_id: str) -> Lease | None:
+        with self._sessions() as session:
+            row = session.get(LeaseRow, owner_id)
+            return None if row is None else _lease(row)
+
+    def _require_lease(self, owner_id: str) -> Lease:
+        found = self.lease(owner_id)
+        if found is None:  # pragma: no cover - written in the transaction before
+            raise NotFoundError(f"no lease {owner_id!r}")
+        return found
 
     def set_status(self, job_id: str, status: JobStatus, reason: str | None = None) -> Job:
         """Move the job to ``status`` (see :func:`vmferry.engine.job_state.transition`),
@@ -517,7 +580,8 @@ class Store:
                     session.add(PlanRow(id=plan_id, name=name, status=PlanStatus.PENDING.value,
                                         reason=None, requested=None, spec=to_jsonable(dict(spec)),
                                         schedule=to_jsonable(dict(schedule)), owner_pid=None,
-                                        owner_start_ticks=None, created_at=now, updated_at=now,
+                                        owner_start_ticks=None, owner_id=None, created_at=now,
+                                        updated_at=now,
                                         started_at=None, finished_at=None))  # fmt: skip
                     session.flush()  # the id collides (IntegrityError) here, not later
                     for item in items:
@@ -566,11 +630,14 @@ class Store:
                 row.finished_at = None
         return self.get_plan(plan_id)
 
-    def set_plan_owner(self, plan_id: str, pid: int | None, start_ticks: int | None) -> None:
-        """Record the process running the plan (pid and start time; None: nobody)."""
+    def set_plan_owner(self, plan_id: str, lease: Lease | None) -> None:
+        """Record the process running the plan (its lease; None: nobody)."""
         with self._sessions.begin() as session:
             row = _require_plan(session, plan_id, lock=True)
-            row.owner_pid, row.owner_start_ticks, row.updated_at = pid, start_ticks, _now()
+            row.owner_id = None if lease is None else lease.owner_id
+            row.owner_pid = None if lease is None else lease.pid
+            row.owner_start_ticks = None if lease is None else lease.start_ticks
+            row.updated_at = _now()
 
     def request_plan(self, plan_id: str, request: str | None) -> None:
         """Ask the plan's running owner to ``pause`` or ``cancel`` (None: clear the ask).
@@ -604,6 +671,24 @@ class Store:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; they are UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _lease(row: LeaseRow) -> Lease:
+    return Lease(
+        owner_id=row.owner_id,
+        host=row.host,
+        node=row.node,
+        pid=row.pid,
+        start_ticks=row.start_ticks,
+        started_at=_aware(row.started_at),
+        heartbeat_at=_aware(row.heartbeat_at),
+        expires_at=_aware(row.expires_at),
+    )
 
 
 def _iso(moment: datetime) -> str:
@@ -674,6 +759,7 @@ def _job(row: JobRow, events: tuple[JobEvent, ...] = ()) -> Job:
         result=result,
         owner_pid=row.owner_pid,
         owner_start_ticks=row.owner_start_ticks,
+        owner_id=row.owner_id,
         cancel_requested=bool(row.cancel_requested),
         events=events,
     )
@@ -801,6 +887,7 @@ def _plan(row: PlanRow, items: tuple[PlanItemRow, ...]) -> PlanRecord:
         requested=row.requested,
         owner_pid=row.owner_pid,
         owner_start_ticks=row.owner_start_ticks,
+        owner_id=row.owner_id,
         started_at=None if row.started_at is None else _iso(row.started_at),
         finished_at=None if row.finished_at is None else _iso(row.finished_at),
     )

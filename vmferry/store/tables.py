@@ -101,6 +101,7 @@ class JobRow(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     owner_pid: Mapped[int | None] = mapped_column(Integer)
     owner_start_ticks: Mapped[int | None] = mapped_column(BigInteger)
+    owner_id: Mapped[str | None] = mapped_column(String(32))  # its lease (leases.owner_id)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -168,6 +169,7 @@ class PlanRow(Base):
     schedule: Mapped[dict[str, Any]] = mapped_column(JSON)
     owner_pid: Mapped[int | None] = mapped_column(Integer)
     owner_start_ticks: Mapped[int | None] = mapped_column(BigInteger)
+    owner_id: Mapped[str | None] = mapped_column(String(32))  # its lease (leases.owner_id)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -203,3 +205,19 @@ class PlanItemRow(Base):
     actual_total_ms: Mapped[int | None] = mapped_column(Integer)
     actual_downtime_ms: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LeaseRow(Base):
+    """The lease of a vmferry process that drives jobs or plan runs (see
+    :class:`vmferry.model.lease.Lease`); times are the store's clock."""
+
+    __tablename__ = "leases"
+
+    owner_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    node: Mapped[str] = mapped_column(String(128))
+    pid: Mapped[int] = mapped_column(Integer)
+    start_ticks: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

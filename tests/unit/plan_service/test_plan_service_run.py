@@ -3,20 +3,20 @@ engine that records jobs in a real (SQLite) store."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.leases import dead_owner_lease
 
-from vmferry.drivers.processes import start_ticks
 from vmferry.errors import BadInputError
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.model.plan_run import ItemStatus, PlanStatus
 from vmferry.plan import PlanSpec
 from vmferry.predict.model import PredictInputs
+from vmferry.service.lease import process_lease
 from vmferry.service.migrate import MigrateOutcome
 from vmferry.service.plan import (
     DEFAULT_OVERHEAD_S,
@@ -77,9 +77,10 @@ class FakeEngine:
     def __call__(self, vm: str, to: str, options: MigrationOptions, *, on_progress: Any,
                  note: Callable[[str], None]) -> MigrateOutcome:  # fmt: skip
         self.calls.append((vm, to, options))
-        pid = os.getpid()
-        job = self.store.create_job("migrate", vm, "kvm1", to, options, owner_pid=pid,
-                                    owner_start_ticks=start_ticks(pid))  # fmt: skip
+        lease = process_lease(self.store)  # the engine runs in the plan's process
+        job = self.store.create_job("migrate", vm, "kvm1", to, options, owner_pid=lease.pid,
+                                    owner_start_ticks=lease.start_ticks,
+                                    owner_id=lease.owner_id)  # fmt: skip
         note("checks clear")
         if self.during is not None:
             self.during(vm)
@@ -231,7 +232,7 @@ def test_an_item_left_running_by_a_crash_is_reconciled_not_rerun(
     store.save_plan_item(record.id, replace(first, status=ItemStatus.RUNNING, job_id=job.id,
                                             started_at="2020-01-01T00:00:00.000Z"))  # fmt: skip
     store.set_plan_status(record.id, PlanStatus.RUNNING)
-    store.set_plan_owner(record.id, 999_999, 1)  # a process that is gone
+    store.set_plan_owner(record.id, dead_owner_lease(store))  # a vmferry that was killed
     engine = FakeEngine(store)
     done = run_plan(record.id, store=store, migrate_fn=engine, poll_s=0.01)
     assert done.status is PlanStatus.COMPLETED
@@ -242,7 +243,7 @@ def test_an_item_left_running_by_a_crash_is_reconciled_not_rerun(
 def test_a_plan_run_by_a_live_process_or_finished_is_refused(store: Store, tmp_path: Path) -> None:
     plan_id = create_plan(plan_path(tmp_path), store=store, measure=fake_measure).id
     store.set_plan_status(plan_id, PlanStatus.RUNNING)
-    store.set_plan_owner(plan_id, os.getpid(), start_ticks(os.getpid()))
+    store.set_plan_owner(plan_id, process_lease(store))
     with pytest.raises(BadInputError, match="being run by vmferry process"):
         run_plan(plan_id, store=store, migrate_fn=FakeEngine(store))
     store.set_plan_status(plan_id, PlanStatus.COMPLETED)

@@ -44,12 +44,16 @@ def test_status_times_owner_and_requests(store: Store) -> None:
     plan_id = store.create_plan(None, SPEC, SCHEDULE, items()).id
     running = store.set_plan_status(plan_id, PlanStatus.RUNNING)
     assert running.started_at is not None and running.finished_at is None
-    store.set_plan_owner(plan_id, 4242, 99)
+    lease = store.take_lease(
+        "c0ffee", host="elsewhere", node="boot/pid:[1]", pid=4242, start_ticks=99, lease_s=15
+    )
+    store.set_plan_owner(plan_id, lease)
     store.request_plan(plan_id, "cancel")
     store.request_plan(plan_id, "pause")  # never replaces a cancel
     assert store.plan_request(plan_id) == "cancel"
     record = store.get_plan(plan_id)
     assert (record.owner_pid, record.owner_start_ticks, record.requested) == (4242, 99, "cancel")
+    assert record.owner_id == "c0ffee"
     store.request_plan(plan_id, None)
     assert store.plan_request(plan_id) is None
     with pytest.raises(BadInputError):
