@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import vmferry as run_vmferry
 
 
 def vmferry(*args: str, db: Path, lab_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}"}
-    if lab_dir is not None:
-        env["VMFERRY_LAB_DIR"] = str(lab_dir)
-    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    extra = {} if lab_dir is None else {"VMFERRY_LAB_DIR": str(lab_dir)}
+    return run_vmferry(*args, db=db, env=extra)
 
 
 @pytest.fixture

@@ -4,15 +4,14 @@ the jobs service over libvirt's test driver; `vmferry jobs` / `vmferry job ...`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
+from support.cli import vmferry as run_vmferry
 from support.leases import dead_owner_lease
 
 from vmferry.errors import NotFoundError, VmferryError
@@ -107,6 +106,7 @@ def test_create_gives_a_pending_job_with_a_created_event(store: Store) -> None:
             "force": False,
             "delete_source_disks": False,
             "tls": None,
+            "require_verification": False,
         }
     }
     assert store.get_job(job.id) == job
@@ -459,9 +459,7 @@ def test_cancel_of_an_orphan_reconciles_it_as_cancelled(
 
 
 def vmferry(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return run_vmferry(*args, db=db, env={"COLUMNS": "200"})
 
 
 def test_cli_jobs_and_job_show(tmp_path: Path) -> None:

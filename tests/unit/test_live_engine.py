@@ -54,7 +54,7 @@ class FakeHost:
 
 
 def verify(src: FakeHost, dst: FakeHost, moved: bool) -> Any:
-    return live._verify(src, dst, "g", moved, REPORT)  # type: ignore[arg-type]
+    return live._verify(src, dst, "g", moved, REPORT, False)  # type: ignore[arg-type]
 
 
 @pytest.fixture

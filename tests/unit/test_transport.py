@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import vmferry as run_vmferry
 
 from vmferry.assess.transport import tls_decision
 from vmferry.model import Severity
@@ -49,9 +48,7 @@ def test_a_jobs_tls_mode_is_kept(store: Store) -> None:
 
 
 def _vmferry(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}"}
-    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return run_vmferry(*args, db=db)
 
 
 def test_the_migration_tls_setting_is_set_listed_and_unset(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from vmferry.cli import (
     predict_cmd,
     profile_cmd,
     settings_cmd,
+    vm_cmd,
 )
 from vmferry.errors import VmferryError
 
@@ -46,6 +47,7 @@ app.add_typer(netprofile_cmd.app, name="netprofile")
 app.command("profile")(profile_cmd.profile)
 app.command("predict")(predict_cmd.predict)
 app.add_typer(settings_cmd.app, name="settings")
+app.add_typer(vm_cmd.app, name="vm")
 
 
 def _version(value: bool) -> None:

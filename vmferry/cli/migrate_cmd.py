@@ -68,6 +68,12 @@ def result_table(result: MigrationResult) -> Table:
         table.add_row("heartbeat max gap", _ms(v.heartbeat_max_gap_ms))
         table.add_row("memory integrity", v.memory_integrity or "-")
         table.add_row("network max gap", _ms(v.network_max_gap_ms))
+        table.add_row("verified by", v.level)
+        for probe in v.probes:
+            state = "answered" if probe.ok else "NO ANSWER" if probe.baseline else "not counted"
+            table.add_row(f"probe {probe.spec}", f"{state}, max gap {_ms(probe.max_gap_ms)}")
+        for warning in v.warnings:
+            table.add_row("warning", warning)
     return table
 
 
@@ -128,6 +134,12 @@ def migrate(
         help="live: --tls requires an encrypted stream (refused when a host has no migration "
         "certificates), --no-tls sends it in the clear; default: the migration.tls setting.",
     ),
+    require_verification: bool = typer.Option(
+        False,
+        "--require-verification",
+        help="Fail the job (exit 4) when nothing beyond liveness proves the move (no guest "
+        "agent, lab witness or answering probe) or a declared probe does not answer after it.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Move a running VM to another host (live, or warm/cold), then prove nothing was lost."""
@@ -150,6 +162,7 @@ def migrate(
         force=force,
         delete_source_disks=delete_source_disks,
         tls=None if tls is None else (TlsMode.REQUIRED if tls else TlsMode.OFF),
+        require_verification=require_verification,
     )
     note = progress_printer()
     with Live(console=err_console, transient=True, refresh_per_second=4) as live:

@@ -41,7 +41,7 @@ from vmferry.model.migration import (
     Verification,
 )
 from vmferry.store.db import Store
-from vmferry.verify.witness import Witness, WitnessReport
+from vmferry.verify.witness import Witness, WitnessReport, verification
 
 ProgressFn = Callable[[ProgressSample, PolicyState], None]
 NoteFn = Callable[[str], None]
@@ -163,7 +163,7 @@ def run_live_migration(
             stats = CompletedStats(stats.total_time_ms, stats.downtime_ms,
                                    stats.transferred_bytes, samples[-1].iteration)  # fmt: skip
         report = witness.finish(moved)
-        verification = _verify(src, dst, plan.vm, moved, report)
+        verification = _verify(src, dst, plan.vm, moved, report, plan.options.require_verification)
         if not moved and verification.problems:
             event("note", "after the failed migration: " + "; ".join(verification.problems))
     if moved and verification.passed:
@@ -278,14 +278,14 @@ def _abort(migration: RunningMigration, event: Callable[..., None], reason: str)
 
 
 def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
-            report: WitnessReport) -> Verification:  # fmt: skip
+            report: WitnessReport, require: bool) -> Verification:  # fmt: skip
     """Where is the VM now? Never leave two running copies (an orphan incoming domain on
     the destination is destroyed when the source copy is running).
 
     A host whose connection broke during the migration (its libvirtd died or restarted)
     is asked once more on a new connection; if it still does not answer, that is one of
     the problems found, not a crash."""
-    problems = list(report.problems)
+    problems: list[str] = []
     with contextlib.ExitStack() as stack:
         src_answered, on_src = _look(src, vm, stack, problems)
         dst_answered, on_dst = _look(dst, vm, stack, problems)
@@ -306,13 +306,12 @@ def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
             problems.append(f"still defined on {src.name}")
     elif src_answered is not None and not src_running:
         problems.append(f"the source copy on {src.name} is not running")
-    return Verification(
+    return verification(
+        report,
         running_on_destination=on_dst is not None and on_dst.state is VmState.RUNNING,
         absent_on_source=src_answered is not None and on_src is None,
-        heartbeat_max_gap_ms=report.heartbeat_max_gap_ms,
-        memory_integrity=report.memory_integrity,
-        network_max_gap_ms=report.network_max_gap_ms,
-        problems=tuple(problems),
+        problems=problems,
+        require=require,
     )
 
 

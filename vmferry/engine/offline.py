@@ -44,7 +44,7 @@ from vmferry.model.migration import (
     Verification,
 )
 from vmferry.store.db import Store
-from vmferry.verify.witness import Witness, WitnessReport
+from vmferry.verify.witness import Witness, WitnessReport, verification
 
 T = TypeVar("T")
 
@@ -219,7 +219,7 @@ def run_offline_move(
             _undo(plan, src, dst, run, event)
         moved = failure is None
         report = witness.finish(moved)
-        verification = _verify(src, dst, plan.vm, moved, report)
+        verification = _verify(src, dst, plan.vm, moved, report, plan.options.require_verification)
     if moved and verification.passed:
         status, reason = JobStatus.COMPLETED, None
     elif moved:
@@ -399,9 +399,9 @@ def _undo(plan: OfflinePlan, src: LibvirtHost, dst: LibvirtHost, run: _Run, even
 
 
 def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
-            report: WitnessReport) -> Verification:  # fmt: skip
+            report: WitnessReport, require: bool) -> Verification:  # fmt: skip
     """Where the VM runs now, with what the witness saw."""
-    problems = list(report.problems)
+    problems: list[str] = []
     views = {}
     for host in (src, dst):
         try:
@@ -420,11 +420,10 @@ def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
             problems.append(f"not persistent on {dst.name}")
     elif on_src is not None and not on_src.running:
         problems.append(f"the source copy on {src.name} is not running")
-    return Verification(
+    return verification(
+        report,
         running_on_destination=running_dst,
         absent_on_source=absent_src,
-        heartbeat_max_gap_ms=report.heartbeat_max_gap_ms,
-        memory_integrity=report.memory_integrity,
-        network_max_gap_ms=report.network_max_gap_ms,
-        problems=tuple(problems),
+        problems=problems,
+        require=require,
     )

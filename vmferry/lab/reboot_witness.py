@@ -53,4 +53,6 @@ class RebootWitness:
         self._tail.stop()
         problems = () if beats else (f"no heartbeat within {self.boot_timeout_s:g} s after "
                                      "the move",)  # fmt: skip
-        return WitnessReport(outage_ms(lines, self._started), None, None, None, problems)
+        return WitnessReport(
+            outage_ms(lines, self._started), None, None, None, problems, level="lab"
+        )

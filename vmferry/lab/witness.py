@@ -89,6 +89,7 @@ class LabWitness:
             network_max_gap_ms=int(net_gap) if isinstance(net_gap, int) else None,
             tcp_connection_kept=kept if isinstance(kept, bool) else None,
             problems=tuple(problems),
+            level="lab",
         )
 
     def _stop_probe(self, problems: list[str]) -> dict[str, object] | None:

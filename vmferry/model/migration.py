@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from vmferry.model.probe import ProbeResult
+
 
 class Strategy(enum.StrEnum):
     """``live``: pre-copy only. ``postcopy``: pre-copy, with post-copy as the last escalation.
@@ -61,6 +63,9 @@ class MigrationOptions:
     force: bool = False  # cold: power the VM off if it ignores the ACPI shutdown
     delete_source_disks: bool = False  # cold: remove the source's copies after success
     tls: TlsMode | None = None  # live: None takes the migration.tls setting
+    # fail the job when nothing beyond liveness proves the move, or a declared probe does
+    # not answer after it
+    require_verification: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,11 @@ class Verification:
     memory_integrity: str | None = None  # ok | fail | None (no witness)
     network_max_gap_ms: int | None = None
     problems: tuple[str, ...] = ()
+    # what proved it: agent | probes | lab | liveness-only (running there, gone here: no more)
+    level: str = "liveness-only"
+    probes: tuple[ProbeResult, ...] = ()
+    warnings: tuple[str, ...] = ()  # checks that could not prove the service (not failures
+    # unless the move required verification)
 
     @property
     def passed(self) -> bool:

@@ -9,9 +9,11 @@ from vmferry.assess.preflight import PreflightFacts, evaluate
 from vmferry.assess.transport import tls_decision
 from vmferry.drivers.libvirt_facts import gather_preflight_facts
 from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.probe_loop import try_once
 from vmferry.model import Finding, is_blocked
-from vmferry.model.finding import by_severity
+from vmferry.model.finding import Severity, by_severity
 from vmferry.model.migration import TlsMode
+from vmferry.model.probe import VmProbes
 from vmferry.service.locate import locate
 from vmferry.service.netprofile import gather_move_facts
 from vmferry.service.settings import migration_tls
@@ -74,5 +76,26 @@ def check_migration(
                                         destination.migration_tls)  # fmt: skip
     if tls_finding is not None and source.name != destination.name:
         findings = tuple(by_severity((*findings, tls_finding)))
+    findings = tuple(by_severity((*findings, *probe_findings(store.vm_probes(vm)))))
     return CheckReport(vm, source.name, destination.name, findings, is_blocked(findings), facts,
                        encrypt)  # fmt: skip
+
+
+def probe_findings(declared: VmProbes) -> list[Finding]:
+    """One try of each probe the VM declares: one that does not answer now cannot witness
+    the move (a warning, never a blocker: the service may be down for a reason)."""
+    if not declared.probes:
+        return []
+    answered = try_once(declared.probes, declared.netns)
+    where = f" from network namespace {declared.netns}" if declared.netns else ""
+    return [
+        Finding(
+            "probe.unreachable",
+            Severity.WARNING,
+            f"probe {spec} does not answer{where}: it cannot witness the move",
+            f"check the service, or change the VM's probes (`vmferry vm set {declared.vm} "
+            "--clear-probes --probe ...`)",
+        )
+        for spec, ok in zip(declared.probes, answered, strict=True)
+        if not ok
+    ]

@@ -22,6 +22,7 @@ from vmferry.service.lease import process_lease
 from vmferry.service.netprofile import NetworkMove, finish_move, prepare_destination
 from vmferry.service.offline_move import check_offline, run_offline
 from vmferry.service.predict import after_migration, before_migration
+from vmferry.service.witnesses import witness_for
 from vmferry.store.db import Store, open_store
 from vmferry.verify import sites
 from vmferry.verify.profile_checks import check_in_force
@@ -102,7 +103,7 @@ def migrate(
     stream = "encrypted (TLS)" if report.encrypt else "not encrypted"
     store.add_event(job.id, "setting", f"migration stream {stream}", {"encrypted": report.encrypt})
     note(f"migration stream {stream}")
-    witness = sites.witness_for(vm, options.strategy)
+    witness = witness_for(vm, options.strategy, store)
     plan = LivePlan(job.id, vm, source, destination, options, request)
     if report.facts is not None:  # keeps the prediction with the job; never raises
         before_migration(store, job.id, vm, source, destination, report.facts.vm.spec.memory_bytes,

@@ -26,6 +26,7 @@ from vmferry.model.migration import (
 )
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.netprofile import finish_move, prepare_destination
+from vmferry.service.witnesses import witness_for
 from vmferry.store.db import Store
 from vmferry.verify import sites
 
@@ -108,7 +109,7 @@ def run_offline(
         raise
     except VmferryError as exc:
         return _failed(store, job_id, vm, source, destination, options, exc.message)
-    witness = sites.witness_for(vm, options.strategy)
+    witness = witness_for(vm, options.strategy, store)
     try:  # the VM's port profiles on the destination before it runs there
         network = prepare_destination(vm, source, destination, store, job_id, note)
     except VmferryError as exc:  # it removed what it had added

@@ -29,6 +29,7 @@ from vmferry.model.jsonable import to_jsonable
 from vmferry.model.lease import Lease
 from vmferry.model.migration import Job, JobEvent, JobStatus, MigrationOptions, MigrationResult
 from vmferry.model.plan_run import ItemStatus, PlanItem, PlanRecord, PlanStatus
+from vmferry.model.probe import VmProbes
 from vmferry.model.workload import PredictionRecord, ProfileSample
 from vmferry.store.codec import DecodeError, from_jsonable
 from vmferry.store.tables import (
@@ -41,6 +42,7 @@ from vmferry.store.tables import (
     PredictionRow,
     ProfileSampleRow,
     SettingRow,
+    VmProbesRow,
     utcnow,
 )
 
@@ -344,6 +346,31 @@ class Store:
                 lease.start_ticks,
             )
             row.updated_at = _now()
+
+    # -- what VMs declare ------------------------------------------------------------------
+
+    def vm_probes(self, vm: str) -> VmProbes:
+        """The probes VM ``vm`` declares (none when it declares nothing)."""
+        with self._sessions() as session:
+            row = session.get(VmProbesRow, vm)
+            if row is None:
+                return VmProbes(vm)
+            return VmProbes(vm, tuple(str(p) for p in row.probes), row.netns)
+
+    def set_vm_probes(self, declared: VmProbes) -> VmProbes:
+        """Replace what VM ``declared.vm`` declares (no probes and no namespace: forget it)."""
+        with self._sessions.begin() as session:
+            row = session.get(VmProbesRow, declared.vm, with_for_update=True)
+            if not declared.probes and declared.netns is None:
+                if row is not None:
+                    session.delete(row)
+            elif row is None:
+                session.add(VmProbesRow(vm=declared.vm, probes=list(declared.probes),
+                                        netns=declared.netns, updated_at=_now()))  # fmt: skip
+            else:
+                row.probes, row.netns = list(declared.probes), declared.netns
+                row.updated_at = _now()
+        return self.vm_probes(declared.vm)
 
     # -- leases ---------------------------------------------------------------------------
     #

@@ -221,3 +221,14 @@ class LeaseRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class VmProbesRow(Base):
+    """A VM's declared service probes (see :class:`vmferry.model.probe.VmProbes`)."""
+
+    __tablename__ = "vm_probes"
+
+    vm: Mapped[str] = mapped_column(String(255), primary_key=True)
+    probes: Mapped[list[str]] = mapped_column(JSON)
+    netns: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

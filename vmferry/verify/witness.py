@@ -7,8 +7,18 @@ witness get :class:`NoWitness` and report ``None`` for what one would show.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
+
+from vmferry.model.migration import Verification
+from vmferry.model.probe import ProbeResult
+
+# What a witness proves, strongest first (`verification.level`); a VM with none is
+# "liveness-only": running on the destination and gone from the source, nothing more.
+LEVELS = ("agent", "probes", "lab")
+LIVENESS_ONLY = "liveness-only"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -17,7 +27,11 @@ class WitnessReport:
     memory_integrity: str | None  # ok | fail | None
     network_max_gap_ms: int | None
     tcp_connection_kept: bool | None
-    problems: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()  # the move went wrong: the job fails
+    probes: tuple[ProbeResult, ...] = ()
+    warnings: tuple[str, ...] = ()  # a check that could not prove the service: the job
+    # fails on them only with --require-verification
+    level: str | None = None  # one of LEVELS, None for no witness
 
 
 class Witness(Protocol):
@@ -34,3 +48,77 @@ class NoWitness:
 
     def finish(self, moved: bool) -> WitnessReport:
         return WitnessReport(None, None, None, None)
+
+
+class Witnesses:
+    """Several witnesses of one VM (a site's and the VM's probes) as one."""
+
+    def __init__(self, parts: Sequence[Witness]) -> None:
+        self.parts = tuple(parts)
+
+    def start(self) -> None:
+        for part in self.parts:
+            part.start()
+
+    def finish(self, moved: bool) -> WitnessReport:
+        return merge([part.finish(moved) for part in self.parts])
+
+
+def merge(reports: Sequence[WitnessReport]) -> WitnessReport:
+    """Pure: one report from several: the first figure each gives, every probe, problem
+    and warning, and the strongest level."""
+    merged = WitnessReport(None, None, None, None)
+    for report in reports:
+        merged = replace(
+            merged,
+            heartbeat_max_gap_ms=_first(merged.heartbeat_max_gap_ms, report.heartbeat_max_gap_ms),
+            memory_integrity=_first(merged.memory_integrity, report.memory_integrity),
+            network_max_gap_ms=_first(merged.network_max_gap_ms, report.network_max_gap_ms),
+            tcp_connection_kept=_first(merged.tcp_connection_kept, report.tcp_connection_kept),
+            problems=merged.problems + report.problems,
+            probes=merged.probes + report.probes,
+            warnings=merged.warnings + report.warnings,
+        )
+    levels = [r.level for r in reports if r.level in LEVELS]
+    return replace(merged, level=min(levels, key=LEVELS.index) if levels else None)
+
+
+def _first(kept: _T | None, other: _T | None) -> _T | None:
+    return kept if kept is not None else other
+
+
+def verification(
+    report: WitnessReport,
+    *,
+    running_on_destination: bool,
+    absent_on_source: bool,
+    problems: Sequence[str],
+    require: bool,
+) -> Verification:
+    """Pure: the job's verification from where the VM runs, the host problems found and what
+    the witnesses saw. With ``require`` (``--require-verification``), a move proved by
+    liveness alone, or a probe that did not answer again, is a problem (the job fails)."""
+    level = report.level or LIVENESS_ONLY
+    warnings = list(report.warnings)
+    if level == LIVENESS_ONLY:
+        warnings.append(
+            "verified by liveness only (running on the destination, gone from the source): "
+            "declare a probe with `vmferry vm set VM --probe SPEC`"
+        )
+    found = [*report.problems, *problems]
+    if require and level == LIVENESS_ONLY:
+        found.append("nothing beyond liveness proves the move (--require-verification)")
+    if require and running_on_destination:
+        found += [f"probe {p.spec} did not answer after the move (--require-verification)"
+                  for p in report.probes if p.baseline and not p.ok]  # fmt: skip
+    return Verification(
+        running_on_destination=running_on_destination,
+        absent_on_source=absent_on_source,
+        heartbeat_max_gap_ms=report.heartbeat_max_gap_ms,
+        memory_integrity=report.memory_integrity,
+        network_max_gap_ms=report.network_max_gap_ms,
+        problems=tuple(found),
+        level=level,
+        probes=report.probes,
+        warnings=tuple(warnings),
+    )

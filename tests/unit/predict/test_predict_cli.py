@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import vmferry as run_vmferry
 from typer.testing import CliRunner
 
 from vmferry.cli import predict_cmd, profile_cmd
@@ -27,9 +26,7 @@ PREDICT_KEYS = {"vm", "destination", "converges", "total_time_ms", "downtime_ms"
 
 
 def vmferry(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}", "VMFERRY_LAB_DIR": str(db.parent)}
-    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return run_vmferry(*args, db=db, env={"VMFERRY_LAB_DIR": str(db.parent)})
 
 
 def fake_report() -> PredictReport:

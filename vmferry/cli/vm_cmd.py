@@ -1,0 +1,61 @@
+"""`vmferry vm set|show`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from vmferry.cli.output import console, print_json
+from vmferry.service import vms as vms_service
+
+app = typer.Typer(help="What a VM declares about itself: its service probes.",
+                  no_args_is_help=True)  # fmt: skip
+
+
+@app.command("set")
+def set_(
+    vm: str = typer.Argument(..., help="The VM's name (as libvirt knows it)."),
+    probe: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--probe",
+            help="A service its users reach, tried before, during and after each move: "
+            "tcp:HOST:PORT, http://HOST:PORT/PATH=STATUS or icmp:HOST (repeatable).",
+        ),
+    ] = None,
+    probe_from: str | None = typer.Option(
+        None, "--probe-from", help="Where the probes run: netns:NAME (on this machine) or local."
+    ),
+    clear: bool = typer.Option(False, "--clear-probes", help="Forget the probes it had."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Declare a VM's service probes."""
+    done = vms_service.set_probes(vm, probe or [], probe_from, clear=clear)
+    if json_out:
+        print_json(done)
+        return
+    _print(done)
+
+
+@app.command("show")
+def show(
+    vm: str = typer.Argument(...),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """What a VM declares."""
+    found = vms_service.show(vm)
+    if json_out:
+        print_json(found)
+        return
+    _print(found)
+
+
+def _print(found: vms_service.VmDeclared) -> None:
+    console.print(f"vm {found.vm}", highlight=False)
+    if not found.probes:
+        console.print("  no probes: a move is verified by liveness only", highlight=False)
+    for spec in found.probes:
+        console.print(f"  probe {spec}", highlight=False)
+    if found.probes:
+        console.print(f"  from {found.probe_from or 'this machine'}", highlight=False)
