@@ -1,0 +1,57 @@
+"""A move proved by the service probes a VM declares, run from the lab's client namespace
+(where the VM's users are), against the lab guest's real echo service."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.cli import vmferry
+
+from vmferry.lab import topology as topo
+from vmferry.lab.state import GuestRecord, LabState
+
+pytestmark = pytest.mark.lab
+
+
+def run(*args: str) -> tuple[int, Any, str]:
+    """vmferry ARGS in this module's store (tests/conftest.py points VMFERRY_DB at it)."""
+    db = Path(os.environ["VMFERRY_DB"].removeprefix("sqlite:///"))
+    done = vmferry(*args, db=db, env={"COLUMNS": "200"})
+    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}, done.stderr
+
+
+def test_a_declared_tcp_probe_proves_the_move_and_measures_the_blackout(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    guest = lab_guests("vp1", "kvm1", memory_mb=256, working_set_mb=64, dirty_mb_s=8)
+    echo, closed = f"tcp:{guest.address}:7", f"tcp:{guest.address}:8"
+    code, declared, err = run("vm", "set", "vp1", "--probe", echo, "--probe", closed,
+                              "--probe-from", f"netns:{topo.CLIENT_NS}", "--json")  # fmt: skip
+    assert code == 0, err
+    assert declared == {"vm": "vp1", "probes": [echo, closed],
+                        "probe_from": f"netns:{topo.CLIENT_NS}"}  # fmt: skip
+
+    code, report, err = run("check", "vp1", "--to", "kvm2", "--json")
+    assert code == 0, err
+    findings = [f for f in report["findings"] if f["id"] == "probe.unreachable"]
+    assert [f["severity"] for f in findings] == ["warning"]
+    assert closed in findings[0]["message"] and echo not in findings[0]["message"]
+
+    code, result, err = run("migrate", "vp1", "--to", "kvm2", "--require-verification", "--json")
+    assert code == 0, err
+    v = result["verification"]
+    assert v["level"] == "probes"
+    by_spec = {p["spec"]: p for p in v["probes"]}
+    answered, silent = by_spec[echo], by_spec[closed]
+    assert answered["ok"] and answered["baseline"] and answered["tries"] > 10
+    # the echo service was away at least while the guest was paused
+    assert isinstance(answered["max_gap_ms"], int) and answered["max_gap_ms"] > 0
+    print(f"blackout {answered['max_gap_ms']} ms (libvirt downtime {result['downtime_ms']} ms, "
+          f"echo witness {v['network_max_gap_ms']} ms)")  # fmt: skip
+    assert not silent["baseline"] and silent["max_gap_ms"] is None
+    assert v["warnings"] == [f"probe {closed} did not answer before the move; it is not counted"]
