@@ -56,7 +56,9 @@ missing=()
 for p in "$@"; do
     [ -n "$(installed_version "$p")" ] || missing+=("$p")
 done
-if [ "$stack_ok" = yes ] && [ ${#missing[@]} -eq 0 ]; then
+# sshd for the lab's hosts and the SSH tests (each starts its own, on its own address).
+have_sshd=$([ -n "$(installed_version openssh-server)" ] && echo yes || echo no)
+if [ "$stack_ok" = yes ] && [ ${#missing[@]} -eq 0 ] && [ "$have_sshd" = yes ]; then
     exit 0
 fi
 
@@ -80,6 +82,23 @@ apt-get update -qq
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ "$have_sshd" = no ]; then
+    # Installing it must not start a machine-wide sshd: service starts are held off while it
+    # installs (unless the machine already holds them off) and the ssh service stays disabled.
+    hold=/usr/sbin/policy-rc.d
+    made_hold=no
+    if [ ! -e "$hold" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$hold"
+        chmod +x "$hold"
+        made_hold=yes
+    fi
+    echo "installing openssh-server (its service left stopped and disabled)"
+    apt-get install -y -qq --no-install-recommends openssh-server
+    [ "$made_hold" = no ] || rm -f "$hold"
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+        systemctl disable --now ssh.service ssh.socket 2>/dev/null || true
+    fi
 fi
 case "$stack" in
 modern)

@@ -62,7 +62,7 @@ def test_a_hosts_shell_and_link_rate_are_registered_and_checked(db: Path) -> Non
     listed = json.loads(vmferry("hosts", "list", "--json", db=db).stdout)
     assert [(h["name"], h["shell"], h["link_mbps"]) for h in listed] == [("t2", "local", 1000)]
     bad = vmferry("hosts", "add", "t3", "test:///default", "--shell", "telnet:x", db=db)
-    assert "local or netns:NAME" in assert_one_line_error(bad, 2)
+    assert "local, netns:NAME or ssh://" in assert_one_line_error(bad, 2)
     slow = vmferry("hosts", "add", "t4", "test:///default", "--link-mbps", "0", db=db)
     assert "--link-mbps" in assert_one_line_error(slow, 2)
     assert [h["name"] for h in json.loads(vmferry("hosts", "list", "--json", db=db).stdout)] == [

@@ -20,7 +20,10 @@ def add(
         None, "--migration-uri", help="Where migration streams go, e.g. tcp://10.0.1.11."
     ),
     shell: str | None = typer.Option(
-        None, "--shell", help="How vmferry runs nft/tc on the host: local or netns:NAME."
+        None,
+        "--shell",
+        help="How vmferry runs nft/tc on the host: local, netns:NAME or "
+        "ssh://[USER@]HOST[:PORT][?keyfile=PATH&known_hosts=PATH].",
     ),
     link_mbps: int | None = typer.Option(
         None, "--link-mbps", help="The migration link's rate (Mbit/s), if known."
