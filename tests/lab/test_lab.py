@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from vmferry.drivers.host_exec import HostExec
 from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.errors import HostUnreachableError
 from vmferry.lab import client, guests, lifecycle, pki
 from vmferry.lab import topology as topo
 from vmferry.lab.console import ConsoleTail, Heartbeat, MemCheck, max_heartbeat_gap_ms, work_stats
@@ -46,6 +48,34 @@ def test_lab_status_lists_hosts_links_and_registers_hosts(lab: LabState) -> None
     # the rate is read back from tc, not echoed from the request
     assert [link["rate_mbps"] for link in status["links"]] == [400, 400]
     assert {h.name for h in hosts_service.list_hosts()} == {"kvm1", "kvm2"}
+
+
+def test_vmferry_runs_host_commands_over_ssh_and_refuses_a_changed_host_key(
+    lab: LabState, tmp_path: Path
+) -> None:
+    assert sorted(p.host for p in lab.processes if p.role == "sshd") == ["kvm1", "kvm2"]
+    for name, addr in (("kvm1", "198.18.0.11"), ("kvm2", "198.18.0.12")):
+        host = hosts_service.open_store().get_host(name)
+        assert host.shell is not None and host.shell.startswith(f"ssh://root@{addr}?keyfile=")
+        hexec = HostExec.for_shell(name, host.shell)
+        assert hexec is not None and hexec.remote
+        # the command ran in that host's network namespace: it sees the host's own address
+        assert f"inet {addr}/" in hexec.run(["ip", "-o", "-4", "addr", "show"]).stdout
+    # the same host with a host key that is not the one it has: one line, nothing run
+    impostor = tmp_path / "impostor"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
+                   check=True)  # fmt: skip
+    known = tmp_path / "known_hosts"
+    known.write_text("198.18.0.12 " + " ".join((tmp_path / "impostor.pub").read_text().split()[:2]))
+    shell = hosts_service.open_store().get_host("kvm2").shell
+    assert shell is not None
+    changed = HostExec.for_shell("kvm2", shell.split("&known_hosts=")[0] + f"&known_hosts={known}")
+    assert changed is not None
+    with pytest.raises(HostUnreachableError) as caught:
+        changed.run(["touch", "/tmp/vmferry-must-not-exist"])
+    assert caught.value.message.startswith("host kvm2: the SSH host key of 198.18.0.12 changed")
+    assert "\n" not in caught.value.message
+    assert not Path("/tmp/vmferry-must-not-exist").exists()
 
 
 def test_each_host_is_its_own_libvirt(lab: LabState) -> None:

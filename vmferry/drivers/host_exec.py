@@ -8,14 +8,15 @@ A host's record says how (:attr:`vmferry.model.Host.shell`):
 - ``ssh://[USER@]HOST[:PORT][?keyfile=PATH&known_hosts=PATH]``: over SSH, as libvirt's
   ``qemu+ssh`` URIs name them (same parameter names). vmferry never answers a prompt
   (``BatchMode``) and never takes an unknown or changed host key (``StrictHostKeyChecking``):
-  add the host's key to the known-hosts file first. One connection per host is kept open for
-  a minute and shared by the commands (``ControlMaster``);
+  add the host's key to the known-hosts file first. One connection per shell value is kept open
+  for a minute and shared by the commands (``ControlMaster``);
 - ``None``: vmferry runs nothing on the host, and the callers leave the job to libvirt or
   report it as not checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -110,7 +111,7 @@ def ssh_prefix(shell: str) -> tuple[str, ...]:
                             "ssh://[USER@]HOST[:PORT][?keyfile=PATH&known_hosts=PATH]")  # fmt: skip
     argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
-            "-o", "ControlMaster=auto", "-o", f"ControlPath={_control_dir()}/%C",
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={_control_path(shell)}",
             "-o", "ControlPersist=60", "-o", "LogLevel=ERROR"]  # fmt: skip
     if "keyfile" in query:
         argv += ["-o", "IdentitiesOnly=yes", "-i", query["keyfile"][-1]]
@@ -120,6 +121,12 @@ def ssh_prefix(shell: str) -> tuple[str, ...]:
         argv += ["-p", str(port)]
     target = parts.hostname if parts.username is None else f"{parts.username}@{parts.hostname}"
     return (*argv, "--", target)
+
+
+def _control_path(shell: str) -> str:
+    """One shared connection per shell value: another key or known-hosts file (or a host
+    key that changed since) never rides on a connection opened with the first."""
+    return f"{_control_dir()}/{hashlib.sha256(shell.encode()).hexdigest()[:20]}"
 
 
 def _control_dir() -> str:

@@ -18,7 +18,7 @@ from vmferry.errors import (
     NotFoundError,
     VmferryError,
 )
-from vmferry.lab import cgroups, daemons, network, pki
+from vmferry.lab import cgroups, daemons, network, pki, ssh
 from vmferry.lab import topology as topo
 from vmferry.lab.processes import is_same_process, start_ticks, stop
 from vmferry.lab.state import LabState, lab_dir, load_state, remove_state, save_state
@@ -115,6 +115,8 @@ def up(
             pki.make_lab_pki(base, topology.hosts)
         progress(f"building {hosts} hosts, migration links at {link_mbps} Mbit/s")
         network.build(topology, state, lambda s: save_state(s, base))
+        progress("making the lab's SSH keys (vmferry runs nft and tc on the hosts over SSH)")
+        ssh.make_lab_ssh(base, topology.hosts)
         shared = base / "shared"
         for sub in ("pool", "consoles"):
             (shared / sub).mkdir(parents=True, exist_ok=True)
@@ -124,13 +126,15 @@ def up(
                                      pki.host_qemu_dir(base, host.name))  # fmt: skip
             state.processes.extend(daemons.start_host_daemons(base, host))
             save_state(state, base)
+            state.processes.append(ssh.start_sshd(base, host))
+            save_state(state, base)
             seeded = daemons.capabilities_seed_dir().is_dir()
             if not seeded:
                 progress("probing QEMU's capabilities once for this machine (about 30 s)")
             _configure_host(host, shared / "pool")
             if not seeded:
                 daemons.save_capabilities_seed(base, host)
-        _register_hosts(topology, state)
+        _register_hosts(base, topology, state)
         save_state(state, base)
         state.status = "up"
         save_state(state, base)
@@ -154,10 +158,10 @@ def _configure_host(host: topo.LabHost, shared_pool: Path) -> None:
         conn.warm_capabilities()
 
 
-def _register_hosts(topology: topo.LabTopology, state: LabState) -> None:
+def _register_hosts(base: Path, topology: topo.LabTopology, state: LabState) -> None:
     store = open_store()
     for host in topology.hosts:
-        shell = f"netns:{host.netns}"  # vmferry runs nft and tc in the host's namespace
+        shell = ssh.shell_for(base, host)  # vmferry runs nft and tc there over SSH
         store.replace_host(Host(host.name, host.uri, host.migration_uri, shell=shell,
                                 link_mbps=state.link_mbps,
                                 migration_tls=host.transport == "tls"))  # fmt: skip
@@ -189,7 +193,7 @@ def down(progress: Progress = _quiet) -> bool:
             ticks = start_ticks(pid)
             if ticks is not None and _is_qemu(pid):
                 stop(pid, ticks)
-    progress("stopping libvirtd and virtlogd")
+    progress("stopping libvirtd, virtlogd and sshd")
     for proc in sorted(state.processes, key=lambda p: p.role != "libvirtd"):
         if not stop(proc.pid, proc.start_ticks):
             problems.append(f"{proc.role} of {proc.host} (pid {proc.pid}) would not stop")
@@ -207,7 +211,7 @@ def down(progress: Progress = _quiet) -> bool:
             problems.append(f"store: {exc.message}")
     if problems:
         raise LabError("lab down left something behind: " + "; ".join(problems))
-    for sub in ("hosts", "shared", "pki"):
+    for sub in ("hosts", "shared", "pki", "ssh"):
         shutil.rmtree(base / sub, ignore_errors=True)
     remove_state(base)
     return True
