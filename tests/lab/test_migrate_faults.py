@@ -436,3 +436,45 @@ def test_timeout_aborts_and_leaves_the_source_running(
     assert_source_intact(console, run.started + 12)
     assert_no_copy_on_destination()
     set_rate(guest, 0)
+
+
+def qemu_pid(host: str) -> int:
+    """The pid of the guest's QEMU on ``host`` (libvirt's pidfile, read under the lab dir)."""
+    pidfile = lab_dir() / "hosts" / host / "run" / "qemu" / f"{GUEST}.pid"
+    return int(pidfile.read_text().strip())
+
+
+def test_destination_qemu_killed_mid_migration(
+    guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
+) -> None:
+    set_rate(guest, 36)
+    run = migration()
+    run.wait_running()
+    run.wait_progress(seconds=2)
+    incoming = qemu_pid("kvm2")
+    killed_at = time.monotonic()
+    os.kill(incoming, signal.SIGKILL)
+    assert_ended(run, JobStatus.FAILED)
+    print(f"vmferry ended {run.seconds - (killed_at - run.started):.1f} s after the kill")
+    assert_source_intact(console, killed_at)
+    assert_no_copy_on_destination()
+    set_rate(guest, 0)
+
+
+# The last case: it kills the module's guest.
+def test_source_qemu_killed_mid_migration_is_reported_and_nothing_is_started(
+    guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
+) -> None:
+    set_rate(guest, 36)
+    run = migration()
+    run.wait_running()
+    run.wait_progress(seconds=2)
+    os.kill(qemu_pid("kvm1"), signal.SIGKILL)
+    died = "the VM died on its source kvm1 during the move; vmferry started it nowhere"
+    doc = assert_ended(run, JobStatus.FAILED, died)
+    # exactly no running copy: vmferry restarted nothing on either host
+    assert source_state() != libvirt.VIR_DOMAIN_RUNNING
+    assert_no_copy_on_destination()
+    time.sleep(3)  # nothing starts it a moment later either
+    assert source_state() != libvirt.VIR_DOMAIN_RUNNING and destination_copies() == []
+    assert doc["result"]["verification"]["running_on_destination"] is False

@@ -176,6 +176,9 @@ def run_live_migration(
         reason = stop_reason or migration.error or "the migration failed"
         if stop_reason and migration.error and not cancelled:
             reason = f"{stop_reason} ({migration.error})"
+        if source_died(plan.source.name) in verification.problems:
+            reason = (f"the VM died on its source {plan.source.name} during the move; vmferry "
+                      f"started it nowhere ({reason})")  # fmt: skip
     result = MigrationResult(
         job_id=plan.job_id,
         vm=plan.vm,
@@ -197,6 +200,11 @@ def run_live_migration(
 
 
 INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+def source_died(source: str) -> str:
+    """The problem a failed move has when the VM no longer runs on its source."""
+    return f"the source copy on {source} is not running"
 
 
 @contextlib.contextmanager
@@ -305,7 +313,7 @@ def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
         if src_answered is not None and on_src is not None:
             problems.append(f"still defined on {src.name}")
     elif src_answered is not None and not src_running:
-        problems.append(f"the source copy on {src.name} is not running")
+        problems.append(source_died(src.name))
     return verification(
         report,
         running_on_destination=on_dst is not None and on_dst.state is VmState.RUNNING,
