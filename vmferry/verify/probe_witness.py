@@ -18,19 +18,24 @@ from vmferry.drivers.probe_loop import loop_command
 from vmferry.model.probe import ProbeResult, ProbeSample, summarize
 from vmferry.verify.witness import WitnessReport
 
-BASELINE_S = 1.5  # tries before the move: long enough for a try that times out (1 s) to end
+BASELINE_S = 1.5  # tries before the move: long enough for tries that time out to end
 SETTLE_S = 10.0  # after the move: a service (ARP, a TCP listener) may take a moment
+# A try gives up after this: a TCP connect whose SYN was lost while the guest was paused
+# would otherwise wait for the kernel's retransmission (1 s), and the blackout would be
+# measured in seconds; the next try sends a new SYN at once instead.
+TRY_TIMEOUT_S = 0.5
 
 
 class ProbeWitness:
     def __init__(self, specs: Sequence[str], netns: str | None = None, *,
                  interval_s: float = 0.1, baseline_s: float = BASELINE_S,
-                 settle_s: float = SETTLE_S) -> None:  # fmt: skip
+                 settle_s: float = SETTLE_S, timeout_s: float = TRY_TIMEOUT_S) -> None:  # fmt: skip
         self.specs = tuple(specs)
         self.netns = netns
         self.interval_s = interval_s
         self.baseline_s = baseline_s
         self.settle_s = settle_s
+        self.timeout_s = timeout_s
         self._samples: list[ProbeSample] = []
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
@@ -38,7 +43,8 @@ class ProbeWitness:
         self.started_at = 0.0
 
     def command(self) -> list[str]:
-        return loop_command(self.specs, self.netns, "--interval", str(self.interval_s))
+        return loop_command(self.specs, self.netns, "--interval", str(self.interval_s),
+                            "--timeout", str(self.timeout_s))  # fmt: skip
 
     def start(self) -> None:
         self._process = subprocess.Popen(self.command(), stdin=subprocess.PIPE,
