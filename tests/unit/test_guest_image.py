@@ -229,6 +229,9 @@ def test_warm_build_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     busybox = tmp_path / "busybox"
     busybox.write_bytes(b"fake busybox")
     monkeypatch.setattr(gi, "BUSYBOX", busybox)
+    agent, libs = gi.agent_files()  # ldd runs here, once; the build must not run it again
+    agent_meta = {"agent_binary_sha": hashlib.sha256(agent[0][1]).hexdigest(),
+                  "agent_libs": ",".join(libs)}  # fmt: skip
 
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("a warm build must not run commands")
@@ -244,8 +247,10 @@ def test_warm_build_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         init_sha=gi.file_digest(gi.INIT_SRC),
         busybox_sha=hashlib.sha256(b"fake busybox").hexdigest(),
         kernel_package=package,
+        agent_sha=gi._files_digest(agent),
     )
-    meta = {"stamp": stamp, "kernel_package": package, "kernel_version": "6.1.0-56-cloud-amd64"}
+    meta = {"stamp": stamp, "kernel_package": package, "kernel_version": "6.1.0-56-cloud-amd64",
+            **agent_meta}  # fmt: skip
     (cache / "guest.json").write_text(json.dumps(meta))
     messages: list[str] = []
     image = gi.build_guest_image(cache, progress=messages.append)
@@ -442,3 +447,27 @@ def test_init_script_is_valid_sh() -> None:
     sh = shutil.which("sh")
     if sh is not None:
         subprocess.run([sh, "-n", str(gi.INIT_SRC)], check=True)
+
+
+def test_ldd_output_gives_the_libraries_paths() -> None:
+    text = """\tlinux-vdso.so.1 (0x00007ffd1e9f2000)
+\tlibglib-2.0.so.0 => /lib/x86_64-linux-gnu/libglib-2.0.so.0 (0x00007f789c7ed000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f789c523000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f789ca72000)
+"""
+    assert gi.parse_ldd(text) == ["/lib/x86_64-linux-gnu/libglib-2.0.so.0",
+                                  "/lib/x86_64-linux-gnu/libc.so.6",
+                                  "/lib64/ld-linux-x86-64.so.2"]  # fmt: skip
+
+
+def test_the_agent_goes_in_with_its_libraries_at_their_paths() -> None:
+    files, libs = gi.agent_files()
+    names = [name for name, _ in files]
+    assert names[0] == "bin/qemu-ga" and files[0][1][:4] == b"\x7fELF"
+    assert "lib64/ld-linux-x86-64.so.2" in names
+    assert any(n.endswith("/libglib-2.0.so.0") for n in names)
+    assert names[1:] == [p.lstrip("/") for p in libs]
+    made = gi._initramfs_entries(init=b"", guestd=b"", busybox=b"", applets=[], modules=[],
+                                 agent=files)  # fmt: skip
+    entries = {e.name for e in made}
+    assert {"lib64", "lib/x86_64-linux-gnu", "bin/qemu-ga"} <= entries

@@ -69,6 +69,12 @@ def result_table(result: MigrationResult) -> Table:
         table.add_row("memory integrity", v.memory_integrity or "-")
         table.add_row("network max gap", _ms(v.network_max_gap_ms))
         table.add_row("verified by", v.level)
+        if v.agent is not None:
+            a = v.agent
+            table.add_row("guest agent", f"{'answered' if a.ping else 'NO ANSWER'}, MACs "
+                          f"{'kept' if a.mac_ok else 'CHANGED'}, addresses "
+                          f"{'kept' if a.addresses_ok else 'CHANGED'}, clock drift "
+                          f"{_ms(a.clock_drift_ms)}")  # fmt: skip
         for probe in v.probes:
             state = "answered" if probe.ok else "NO ANSWER" if probe.baseline else "not counted"
             table.add_row(f"probe {probe.spec}", f"{state}, max gap {_ms(probe.max_gap_ms)}")

@@ -1,7 +1,9 @@
-"""Build the lab's guest: a Debian cloud kernel plus a tiny busybox initramfs running guestd.
+"""Build the lab's guest: a Debian cloud kernel plus a tiny busybox initramfs running guestd
+and the real QEMU guest agent (Debian's ``qemu-ga`` with the shared libraries ``ldd`` names).
 
 The image is cached under ``cache_dir`` and rebuilt only when one of its inputs changes
-(guestd.c, init, the busybox binary, this builder's version, the kernel package). The kernel
+(guestd.c, init, the busybox binary, qemu-ga and its libraries, this builder's version, the
+kernel package). The kernel
 package is resolved once (``apt-cache depends linux-image-cloud-amd64``) and then pinned in the
 cache, so a warm build runs no apt command at all; ``force=True`` resolves and downloads it
 again.
@@ -46,6 +48,7 @@ GUEST_SRC_DIR = Path(__file__).resolve().parent / "guest"
 GUESTD_SRC = GUEST_SRC_DIR / "guestd.c"
 INIT_SRC = GUEST_SRC_DIR / "init"
 GCC_FLAGS = ("-static", "-O2", "-pthread", "-Wall", "-Wextra", "-s")
+QEMU_GA = Path("/usr/sbin/qemu-ga")
 #: Modules the guest needs (their dependencies are added): virtio PCI transport, network
 #: (with net_failover/failover), block, balloon and console.
 WANTED_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "virtio_balloon", "virtio_console")
@@ -238,6 +241,7 @@ def compute_stamp(
     init_sha: str,
     busybox_sha: str,
     kernel_package: str,
+    agent_sha: str = "",
     builder_version: str = BUILDER_VERSION,
     modules: Sequence[str] = WANTED_MODULES,
 ) -> str:
@@ -247,6 +251,7 @@ def compute_stamp(
         "guestd": guestd_sha,
         "init": init_sha,
         "busybox": busybox_sha,
+        "agent": agent_sha,
         "kernel_package": kernel_package,
         "modules": list(modules),
         "gcc_flags": list(GCC_FLAGS),
@@ -478,6 +483,46 @@ def _fetch_kernel(
     return kdir, order
 
 
+def parse_ldd(text: str) -> list[str]:
+    """Pure: the absolute paths of the shared objects in ``ldd``'s output (the vDSO has none)."""
+    found: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        path = line.split("=>", 1)[1].strip() if "=>" in line else line
+        path = path.split(" (", 1)[0].strip()
+        if path.startswith("/"):
+            found.append(path)
+    return found
+
+
+def agent_files(
+    binary: Path = QEMU_GA, known: Mapping[str, str] | None = None
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """qemu-ga and every shared library it loads, as (path in the initramfs, bytes), and the
+    libraries' paths; they keep their absolute paths, where the dynamic loader looks. The
+    list ``ldd`` gave is kept in the cache's metadata (``known``: ``agent_sha`` of the binary
+    and ``agent_libs``), so a warm build runs no command."""
+    if not binary.is_file():
+        raise LabError(f"{binary} not found; apt-get install qemu-guest-agent (make install does)")
+    data = binary.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    libs = [p for p in (known or {}).get("agent_libs", "").split(",") if p]
+    if (known or {}).get("agent_binary_sha") != sha or not libs:
+        ldd = _run(["ldd", str(binary)], what=f"ldd {binary}", hint="reinstall qemu-guest-agent")
+        libs = parse_ldd(ldd.stdout.decode())
+    files = [("bin/qemu-ga", data)]
+    for path in libs:
+        files.append((path.lstrip("/"), Path(path).resolve().read_bytes()))
+    return files, libs
+
+
+def _files_digest(files: Sequence[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
 def _compile_guestd(workdir: Path) -> bytes:
     out = workdir / "guestd"
     _run(
@@ -495,8 +540,13 @@ def _initramfs_entries(
     busybox: bytes,
     applets: Sequence[str],
     modules: Sequence[tuple[str, bytes]],
+    agent: Sequence[tuple[str, bytes]] = (),
 ) -> list[CpioEntry]:
     dirs = ["bin", "dev", "proc", "sys", "tmp", "root", "lib", "lib/modules"]
+    for name, _ in agent:  # the libraries' directories (lib/x86_64-linux-gnu, lib64)
+        parent = str(Path(name).parent)
+        if parent not in dirs:
+            dirs.append(parent)
     entries = [CpioEntry(d, stat.S_IFDIR | 0o755) for d in dirs]
     entries.append(CpioEntry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     entries.append(CpioEntry("dev/null", stat.S_IFCHR | 0o666, rdev=(1, 3)))
@@ -508,6 +558,8 @@ def _initramfs_entries(
             entries.append(CpioEntry(f"bin/{applet}", stat.S_IFLNK | 0o777, b"busybox"))
     for name, data in modules:
         entries.append(CpioEntry(f"lib/modules/{name}", stat.S_IFREG | 0o644, data))
+    for name, data in agent:
+        entries.append(CpioEntry(name, stat.S_IFREG | 0o755, data))
     order = "".join(f"{name}\n" for name, _ in modules).encode()
     entries.append(CpioEntry("modules.order", stat.S_IFREG | 0o644, order))
     return entries
@@ -542,12 +594,14 @@ def build_guest_image(
     meta_path = cache_dir / _META_NAME
     with cache_lock(cache_dir):
         busybox = BUSYBOX.read_bytes()
+        meta = read_meta(meta_path)
+        agent, agent_libs = agent_files(known=meta)
         digests = {
             "guestd_sha": file_digest(GUESTD_SRC),
             "init_sha": file_digest(INIT_SRC),
             "busybox_sha": hashlib.sha256(busybox).hexdigest(),
+            "agent_sha": _files_digest(agent),
         }
-        meta = read_meta(meta_path)
         if not force and meta is not None and meta.get("kernel_package"):
             stamp = compute_stamp(kernel_package=meta["kernel_package"], **digests)
             if is_current(meta, stamp, (kernel_out, initrd_out)):
@@ -586,6 +640,7 @@ def build_guest_image(
                 busybox=busybox,
                 applets=applets,
                 modules=[(m, (kdir / "modules" / m).read_bytes()) for m in order],
+                agent=agent,
             )
             say("writing initramfs")
             initrd_tmp = tmp / "initrd.img"
@@ -609,6 +664,8 @@ def build_guest_image(
                 "kernel_version": version,
                 "modules": ",".join(order),
                 "modules_compressed": kmeta.get("modules_compressed", ""),
+                "agent_binary_sha": hashlib.sha256(agent[0][1]).hexdigest(),
+                "agent_libs": ",".join(agent_libs),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             meta_tmp = tmp / _META_NAME

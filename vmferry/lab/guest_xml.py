@@ -73,6 +73,9 @@ def lab_guest_xml(spec: LabGuestSpec) -> str:
       <source path={q(spec.console_log)} append='on'/>
       <target port='0'/>
     </serial>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
     <memballoon model='virtio'>
       <stats period='1'/>
     </memballoon>

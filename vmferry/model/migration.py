@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from vmferry.model.agent import AgentCheck
 from vmferry.model.probe import ProbeResult
 
 
@@ -115,6 +116,7 @@ class Verification:
     probes: tuple[ProbeResult, ...] = ()
     warnings: tuple[str, ...] = ()  # checks that could not prove the service (not failures
     # unless the move required verification)
+    agent: AgentCheck | None = None  # the guest agent's checks, when the VM has an agent
 
     @property
     def passed(self) -> bool:

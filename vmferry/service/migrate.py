@@ -103,7 +103,7 @@ def migrate(
     stream = "encrypted (TLS)" if report.encrypt else "not encrypted"
     store.add_event(job.id, "setting", f"migration stream {stream}", {"encrypted": report.encrypt})
     note(f"migration stream {stream}")
-    witness = witness_for(vm, options.strategy, store)
+    witness = witness_for(vm, options.strategy, store, source, destination)
     plan = LivePlan(job.id, vm, source, destination, options, request)
     if report.facts is not None:  # keeps the prediction with the job; never raises
         before_migration(store, job.id, vm, source, destination, report.facts.vm.spec.memory_bytes,

@@ -109,7 +109,7 @@ def run_offline(
         raise
     except VmferryError as exc:
         return _failed(store, job_id, vm, source, destination, options, exc.message)
-    witness = witness_for(vm, options.strategy, store)
+    witness = witness_for(vm, options.strategy, store, source, destination)
     try:  # the VM's port profiles on the destination before it runs there
         network = prepare_destination(vm, source, destination, store, job_id, note)
     except VmferryError as exc:  # it removed what it had added

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
+from vmferry.model.agent import AgentCheck
 from vmferry.model.migration import Verification
 from vmferry.model.probe import ProbeResult
 
@@ -32,6 +33,7 @@ class WitnessReport:
     warnings: tuple[str, ...] = ()  # a check that could not prove the service: the job
     # fails on them only with --require-verification
     level: str | None = None  # one of LEVELS, None for no witness
+    agent: AgentCheck | None = None  # the guest agent's verdict, when the VM has one
 
 
 class Witness(Protocol):
@@ -78,6 +80,7 @@ def merge(reports: Sequence[WitnessReport]) -> WitnessReport:
             problems=merged.problems + report.problems,
             probes=merged.probes + report.probes,
             warnings=merged.warnings + report.warnings,
+            agent=_first(merged.agent, report.agent),
         )
     levels = [r.level for r in reports if r.level in LEVELS]
     return replace(merged, level=min(levels, key=LEVELS.index) if levels else None)
@@ -111,6 +114,8 @@ def verification(
     if require and running_on_destination:
         found += [f"probe {p.spec} did not answer after the move (--require-verification)"
                   for p in report.probes if p.baseline and not p.ok]  # fmt: skip
+        if report.agent is not None and not report.agent.passed:
+            found += [f"{n} (--require-verification)" for n in report.agent.notes]
     return Verification(
         running_on_destination=running_on_destination,
         absent_on_source=absent_on_source,
@@ -121,4 +126,5 @@ def verification(
         level=level,
         probes=report.probes,
         warnings=tuple(warnings),
+        agent=report.agent,
     )
