@@ -19,7 +19,7 @@ pytestmark = pytest.mark.lab
 
 MIGRATE_KEYS = {"job_id", "vm", "source", "destination", "strategy", "status", "reason",
                 "total_time_ms", "downtime_ms", "transferred_bytes", "iterations", "escalations",
-                "verification", "encrypted"}  # fmt: skip
+                "verification", "encrypted", "guest_pause_ms"}  # fmt: skip
 VERIFICATION_KEYS = {"running_on_destination", "absent_on_source", "heartbeat_max_gap_ms",
                      "memory_integrity", "network_max_gap_ms", "level", "probes",
                      "warnings", "agent"}  # fmt: skip
@@ -80,6 +80,13 @@ def test_a_working_guest_moves_live_and_is_verified(
     assert isinstance(v["heartbeat_max_gap_ms"], int) and v["heartbeat_max_gap_ms"] > 0
     assert isinstance(v["network_max_gap_ms"], int) and v["network_max_gap_ms"] > 0
     assert result["total_time_ms"] > 0 and result["downtime_ms"] is not None
+    # the guest's pause from the hosts' lifecycle events; the guest's clock stood still for
+    # about as long (docs/performance.md compares them with the bridge's frames)
+    assert isinstance(result["guest_pause_ms"], int) and result["guest_pause_ms"] > 0
+    print(
+        f"guest paused {result['guest_pause_ms']} ms (libvirt downtime "
+        f"{result['downtime_ms']} ms, guest clock drift {agent['clock_drift_ms']} ms)"
+    )
     assert result["transferred_bytes"] > 64 * 2**20  # at least the working set moved
     # migration.tls is "preferred" and both lab hosts have migration certificates
     assert result["encrypted"] is True
@@ -98,6 +105,8 @@ def test_a_working_guest_moves_live_and_is_verified(
     kinds = [e["kind"] for e in job["events"]]
     assert "checks" in kinds and "status" in kinds
     assert {"encrypted": True} in [e["data"] for e in job["events"] if e["kind"] == "setting"]
+    measured = [e["data"] for e in job["events"] if e["kind"] == "measure"]
+    assert [m["pause_ms"] for m in measured] == [result["guest_pause_ms"]]
     listed = json.loads(vmferry("jobs", "--json").stdout)
     assert result["job_id"] in [j["id"] for j in listed]
 

@@ -54,6 +54,8 @@ def result_table(result: MigrationResult) -> Table:
     table.add_row("total time", _ms(result.total_time_ms))
     measured_by = "vmferry" if result.strategy.offline else "QEMU"
     table.add_row(f"downtime ({measured_by})", _ms(result.downtime_ms))
+    if not result.strategy.offline:
+        table.add_row("guest paused (measured)", _ms(result.guest_pause_ms))
     table.add_row("transferred", "-" if result.transferred_bytes is None
                   else f"{result.transferred_bytes / MIB:.0f} MiB")  # fmt: skip
     table.add_row("passes", str(result.iterations))

@@ -15,6 +15,7 @@ import re
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +24,7 @@ from xml.etree.ElementTree import ParseError
 from xml.sax.saxutils import escape
 
 import libvirt
+import libvirt_qemu
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
@@ -267,6 +269,46 @@ class LibvirtHost:
                 f"{message}; lost the connection to {self.uri}: {_CHECK_HINT}", cause=exc
             )
         return VmferryError(message, cause=exc)
+
+    # -- events -------------------------------------------------------------------------
+
+    def listen_lifecycle(self, callback: Callable[[str, int, int], None]) -> int:
+        """Call ``callback(vm name, event, detail)`` for every lifecycle event of every VM on
+        this host (libvirt's event loop must be running: :mod:`vmferry.drivers.libvirt_events`
+        opens its own connections after starting it). Returns the id :meth:`stop_listening`
+        takes."""
+
+        def relay(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+            callback(dom.name(), event, detail)
+
+        try:
+            return int(self._c.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, relay, None))  # fmt: skip
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, "listen to lifecycle events") from exc
+
+    def stop_listening(self, callback_id: int) -> None:
+        with suppress(libvirt.libvirtError):
+            self._c.domainEventDeregisterAny(callback_id)
+
+    def listen_qemu_event(self, name: str, callback: Callable[[str, float], None]) -> int:
+        """Call ``callback(vm name, QEMU's timestamp in s since the epoch)`` for every QMP
+        event ``name`` (``STOP``, ``RESUME``) any VM's QEMU on this host emits. QEMU stamps
+        each event with the host's clock as it happens. Returns the id
+        :meth:`stop_listening_qemu` takes."""
+
+        def relay(_conn: Any, dom: Any, _event: str, seconds: int, micros: int, _details: Any,
+                  _opaque: Any) -> None:  # fmt: skip
+            callback(dom.name(), seconds + micros / 1e6)
+
+        try:
+            return int(libvirt_qemu.qemuMonitorEventRegister(self._c, None, name, relay, None))
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, f"listen to QEMU's {name} events") from exc
+
+    def stop_listening_qemu(self, callback_id: int) -> None:
+        with suppress(libvirt.libvirtError):
+            libvirt_qemu.qemuMonitorEventDeregister(self._c, callback_id)
 
     # -- host ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from vmferry.drivers.libvirt_events import PauseWatch
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import (
     CompletedStats,
@@ -101,6 +102,7 @@ def run_live_migration(
             except VmferryError:
                 continue
         migration = RunningMigration(src, plan.request)
+        pause = _watch_pause(plan, event)
         downtime_set = False
         try:  # from here on Ctrl-C aborts, and the job always ends recorded
             witness.start()
@@ -162,6 +164,12 @@ def run_live_migration(
         if samples and stats.iterations is None:
             stats = CompletedStats(stats.total_time_ms, stats.downtime_ms,
                                    stats.transferred_bytes, samples[-1].iteration)  # fmt: skip
+        paused = pause.stop() if pause is not None else None
+        if moved and paused is not None:
+            event("measure", f"guest paused {paused.pause_ms} ms by libvirt's events, "
+                  f"{paused.qemu_pause_ms} ms by QEMU's", pause_ms=paused.pause_ms,
+                  qemu_pause_ms=paused.qemu_pause_ms, qemu_stop_at=paused.qemu_stop_at,
+                  qemu_resume_at=paused.qemu_resume_at)  # fmt: skip
         report = witness.finish(moved)
         verification = _verify(src, dst, plan.vm, moved, report, plan.options.require_verification)
         if not moved and verification.problems:
@@ -194,12 +202,25 @@ def run_live_migration(
         escalations=tuple(escalations),
         verification=verification,
         encrypted=plan.request.tls,
+        guest_pause_ms=paused.pause_ms if moved and paused is not None else None,
     )
     store.finish(plan.job_id, result)
     return result
 
 
 INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+def _watch_pause(plan: LivePlan, event: Callable[..., None]) -> PauseWatch | None:
+    """Listen for the guest's pause and resume on both hosts; a host that will not give its
+    events leaves the pause unmeasured (an event says why), never the move undone."""
+    watch = PauseWatch(plan.vm, plan.source, plan.destination)
+    try:
+        watch.start()
+    except VmferryError as exc:
+        event("note", f"the guest's pause is not measured: {exc.message}")
+        return None
+    return watch
 
 
 def source_died(source: str) -> str:

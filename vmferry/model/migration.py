@@ -146,6 +146,9 @@ class MigrationResult:
     escalations: tuple[Escalation, ...] = ()
     verification: Verification | None = None
     encrypted: bool = False  # the migration stream ran over TLS
+    # the guest's pause as vmferry measured it (live: from the source's pause event to the
+    # destination's resume event, docs/performance.md); None where it was not measured
+    guest_pause_ms: int | None = None
 
 
 @dataclass(frozen=True)

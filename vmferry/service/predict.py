@@ -173,7 +173,8 @@ def calibration_from_store(store: Store | None = None) -> Calibration:
             Observation(
                 link_bytes_s=inputs.link_bytes_s,
                 total_time_ms=int(actual["total_time_ms"]),
-                downtime_ms=int(actual.get("downtime_ms") or 0),
+                # what the guest saw where it was measured, else libvirt's figure
+                downtime_ms=int(actual.get("guest_pause_ms") or actual.get("downtime_ms") or 0),
                 transferred_bytes=int(actual["transferred_bytes"]),
                 predicted_bytes=modelled.transferred_bytes,
                 predicted_final_ms=float(modelled.downtime_ms),
@@ -335,6 +336,7 @@ def after_migration(store: Store, result: MigrationResult) -> None:
             "escalated": bool(steps - {EscalationStep.DOWNTIME}),
             "total_time_ms": result.total_time_ms,
             "downtime_ms": result.downtime_ms,
+            "guest_pause_ms": result.guest_pause_ms,
             "transferred_bytes": result.transferred_bytes,
             "iterations": result.iterations,
         }

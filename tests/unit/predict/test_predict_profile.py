@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -10,7 +11,9 @@ from vmferry.drivers.libvirt_stats import counters_from_stats, rates
 from vmferry.errors import NotFoundError
 from vmferry.model.migration import MigrationOptions
 from vmferry.model.workload import ProfileSample
+from vmferry.predict.model import Calibration, PredictInputs, predict
 from vmferry.predict.profile import summarise
+from vmferry.service.predict import calibration_from_store
 from vmferry.store import Store
 
 MIB = 2**20
@@ -126,3 +129,24 @@ def test_predictions_need_a_job(store: Store) -> None:
         store.save_prediction("nosuchjob", "web1", "kvm1", "kvm2", {})
     with pytest.raises(NotFoundError):
         store.record_actual("nosuchjob", {})
+
+
+def test_the_calibration_learns_the_switchover_from_the_measured_guest_pause(store: Store) -> None:
+    """A job that measured the guest's pause calibrates the downtime with it, not with
+    libvirt's figure; a job without one falls back to libvirt's."""
+    inputs = PredictInputs(memory_bytes=512 * MIB, dirty_rate_bytes_s=0.0,
+                           link_bytes_s=50 * MIB, zero_fraction=0.5)  # fmt: skip
+    neutral = predict(inputs, Calibration(efficiency=1.0, setup_ms=0, switchover_ms=0,
+                                          bytes_factor=1.0))  # fmt: skip
+    final = neutral.downtime_ms
+    for i, (pause, downtime) in enumerate([(300, 200), (320, 210), (None, 340)]):
+        job = store.create_job("migrate", f"vm{i}", "kvm1", "kvm2", MigrationOptions())
+        store.save_prediction(job.id, f"vm{i}", "kvm1", "kvm2",
+                              {"model_inputs": asdict(inputs)})  # fmt: skip
+        store.record_actual(job.id, {"status": "completed", "moved": True,
+                                     "total_time_ms": 6000, "transferred_bytes": 260 * MIB,
+                                     "downtime_ms": downtime, "guest_pause_ms": pause})  # fmt: skip
+    fitted = calibration_from_store(store)
+    assert fitted.jobs == 3
+    assert final == 0  # an idle guest: nothing left for the last pass, the switchover is all
+    assert fitted.switchover_ms == pytest.approx((300 + 320 + 340) / 3)
