@@ -55,3 +55,24 @@ def test_a_declared_tcp_probe_proves_the_move_and_measures_the_blackout(
           f"echo witness {v['network_max_gap_ms']} ms)")  # fmt: skip
     assert not silent["baseline"] and silent["max_gap_ms"] is None
     assert v["warnings"] == [f"probe {closed} did not answer before the move; it is not counted"]
+
+
+def test_a_vm_with_no_witness_is_liveness_only_and_fails_a_move_that_requires_more(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    # no guest agent channel, no lab witness, no probe: all vmferry has is its hosts' libvirt
+    lab_guests("vbare", "kvm1", memory_mb=256, working_set_mb=32, agent=False, watched=False)
+    code, result, err = run("migrate", "vbare", "--to", "kvm2", "--json")
+    assert code == 0, err
+    v = result["verification"]
+    assert v["level"] == "liveness-only"
+    assert v["agent"] is None and v["probes"] == [] and v["heartbeat_max_gap_ms"] is None
+    assert v["running_on_destination"] and v["absent_on_source"]
+    assert [w for w in v["warnings"] if w.startswith("verified by liveness only")], v["warnings"]
+    # the pause is measured on any VM: libvirt's events, not a witness inside the guest
+    assert isinstance(result["guest_pause_ms"], int) and result["guest_pause_ms"] > 0
+
+    code, result, err = run("migrate", "vbare", "--to", "kvm1", "--require-verification", "--json")
+    assert code == 4, err
+    assert result["status"] == "failed"
+    assert "nothing beyond liveness proves the move (--require-verification)" in result["reason"]

@@ -22,6 +22,7 @@ class LabGuestSpec:
     data_volume: str
     vcpus: int = 1
     portgroup: str | None = None  # a portgroup (port profile) of the lab's VM network
+    agent: bool = True  # a virtio-serial channel for the QEMU guest agent
 
 
 def kernel_cmdline(spec: LabGuestSpec) -> str:
@@ -36,6 +37,13 @@ def lab_guest_xml(spec: LabGuestSpec) -> str:
     """TCG domain (LAB-NOTES: KVM is not usable here) with a direct-boot kernel."""
     q = quoteattr
     portgroup = f" portgroup={q(spec.portgroup)}" if spec.portgroup else ""
+    agent_channel = (
+        "    <channel type='unix'>\n"
+        "      <target type='virtio' name='org.qemu.guest_agent.0'/>\n"
+        "    </channel>\n"
+        if spec.agent
+        else ""
+    )
     return f"""<domain type='qemu'>
   <name>{spec.name}</name>
   <memory unit='MiB'>{spec.memory_mb}</memory>
@@ -73,10 +81,7 @@ def lab_guest_xml(spec: LabGuestSpec) -> str:
       <source path={q(spec.console_log)} append='on'/>
       <target port='0'/>
     </serial>
-    <channel type='unix'>
-      <target type='virtio' name='org.qemu.guest_agent.0'/>
-    </channel>
-    <memballoon model='virtio'>
+{agent_channel}    <memballoon model='virtio'>
       <stats period='1'/>
     </memballoon>
   </devices>

@@ -32,10 +32,16 @@ def create_guest(
     working_set_mb: int = 256,
     dirty_mb_s: int = 0,
     portgroup: str | None = None,
+    agent: bool = True,
+    watched: bool = True,
     boot_timeout_s: float = 60,
     progress: Progress = _quiet,
 ) -> GuestRecord:
-    """Define and start a lab guest on ``host``; return once its heartbeat is seen."""
+    """Define and start a lab guest on ``host``; return once its heartbeat is seen.
+
+    ``agent=False`` leaves out the guest agent's channel; ``watched=False`` keeps the lab's
+    console and echo witness away from it: with both, vmferry knows nothing of the guest
+    beyond its hosts' libvirt, like a VM on a user's host with no agent and no probe."""
     if not _NAME.match(name):
         raise BadInputError(f"guest name {name!r}: use 1-48 letters, digits, '-' or '_'")
     if not 128 <= memory_mb <= 16384:
@@ -74,6 +80,7 @@ def create_guest(
         console_log=str(console_log),
         data_volume=volume,
         portgroup=portgroup,
+        agent=agent,
     )
     with LibvirtHost.connect(lab_host.name, lab_host.uri) as conn:
         if any(r.spec.name == name for r in conn.list_vms()):
@@ -85,7 +92,7 @@ def create_guest(
         console_log.unlink(missing_ok=True)
         record = GuestRecord(name=name, host=host, octet=octet, address=spec.address,
                              mac=spec.mac, console=str(console_log), data_disk=str(data_path),
-                             data_sha256=sha)  # fmt: skip
+                             data_sha256=sha, watched=watched)  # fmt: skip
         progress(f"defining and starting {name} on {host}")
         try:
             conn.define_xml(lab_guest_xml(spec))

@@ -46,7 +46,7 @@ class LabSite:
         """The console and echo witness; a cold move reboots the guest, so only its
         heartbeat coming back is watched."""
         guest = _guest(vm)
-        if guest is None:
+        if guest is None or not guest.watched:
             return None
         return RebootWitness(guest) if strategy is Strategy.COLD else LabWitness(guest)
 

@@ -36,6 +36,7 @@ class GuestRecord:
     console: str
     data_disk: str
     data_sha256: str
+    watched: bool = True  # the lab's witness watches it (lab/site.py)
 
 
 @dataclass
