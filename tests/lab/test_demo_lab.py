@@ -28,7 +28,7 @@ def test_the_demo_moves_its_guest_over_tls_proved_by_its_agent_with_the_pause_me
             pytest.fail("a lab is up (left by hand?): the demo would reuse it; run `vmferry "
                         "lab down` first")  # fmt: skip
         try:
-            done = vmferry("demo", "--json", "--watch", "3", db=db, timeout=600)
+            done = vmferry("demo", "--json", db=db, timeout=600)
         finally:
             lifecycle.down()
     assert done.returncode == 0, done.stderr

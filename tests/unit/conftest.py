@@ -32,9 +32,24 @@ def _pg_version(initdb: str) -> tuple[int, ...]:
 class PgCluster:
     bindir: Path
     socket_dir: Path
+    run_as: str | None = None
+    options: str = ""
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}"
+
+    def pg_ctl(self, *args: str) -> None:
+        """``pg_ctl -D DATA ARGS`` as the cluster's user (a store-fault test stops and
+        starts the server with it)."""
+        data, log = self.socket_dir / "data", self.socket_dir / "postgres.log"
+        subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(log), *args],
+                       user=self.run_as, capture_output=True, text=True, check=True)  # fmt: skip
+
+    def stop(self) -> None:
+        self.pg_ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        self.pg_ctl("-o", self.options, "-w", "-t", "60", "start")
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +90,7 @@ def pg_cluster() -> Iterator[PgCluster]:
         options = f"-c listen_addresses='' -k {root} -c fsync=off -c full_page_writes=off"
         run(bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start")
         started = True
-        yield PgCluster(bindir=bindir, socket_dir=root)
+        yield PgCluster(bindir=bindir, socket_dir=root, run_as=run_as, options=options)
     finally:
         if started:
             run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
@@ -86,7 +101,8 @@ def pg_cluster() -> Iterator[PgCluster]:
 def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
     """A fresh, empty database on the throwaway cluster."""
     name = f"vmferry_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+    admin = create_engine(pg_cluster.url("postgres"), isolation_level="AUTOCOMMIT",
+                          pool_pre_ping=True)  # fmt: skip  (a test may restart the server)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')

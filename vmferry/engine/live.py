@@ -29,6 +29,7 @@ from vmferry.engine.convergence import (
     initial_state,
     throttle_parameters,
 )
+from vmferry.engine.recorder import JobRecorder
 from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
 from vmferry.model import Host, VmRecord, VmState
 from vmferry.model.migration import (
@@ -79,7 +80,30 @@ def run_live_migration(
     note: NoteFn = _quiet,
     poll_s: float = 0.25,
 ) -> MigrationResult:
-    """Run ``plan`` to its end and record it; never leaves two running copies of the VM."""
+    """Run ``plan`` to its end and record it; never leaves two running copies of the VM.
+
+    The record is written by a :class:`JobRecorder` thread: a store that is locked or gone
+    for a while delays the record, never the move (:class:`StoreUnavailableError` when it has
+    not caught up by the end)."""
+    record = JobRecorder(store, plan.job_id)
+    try:
+        result = _drive(plan, record, witness, on_progress=on_progress, note=note, poll_s=poll_s)
+    except BaseException:
+        record.close()
+        raise
+    record.finish(result)
+    return result
+
+
+def _drive(
+    plan: LivePlan,
+    record: JobRecorder,
+    witness: Witness,
+    *,
+    on_progress: ProgressFn,
+    note: NoteFn,
+    poll_s: float,
+) -> MigrationResult:
     config = policy_config(plan.options)
     state = initial_state(config)
     samples: list[ProgressSample] = []
@@ -88,7 +112,7 @@ def run_live_migration(
     cancelled = False
 
     def event(kind: str, message: str, **data: object) -> None:
-        store.add_event(plan.job_id, kind, message, dict(data))
+        record.event(kind, message, dict(data))
         note(message)
 
     with (
@@ -106,7 +130,7 @@ def run_live_migration(
         downtime_set = False
         try:  # from here on Ctrl-C aborts, and the job always ends recorded
             witness.start()
-            store.set_status(plan.job_id, JobStatus.RUNNING)
+            record.status(JobStatus.RUNNING)
             migration.start()
             event("status", f"migrating {plan.vm} from {plan.source.name} to "
                   f"{plan.destination.name}", request=_describe(plan.request))  # fmt: skip
@@ -139,7 +163,7 @@ def run_live_migration(
                 if stop_reason is None and interrupted.is_set():
                     stop_reason, cancelled = INTERRUPTED, True
                     _abort(migration, event, stop_reason)
-                if stop_reason is None and store.is_cancel_requested(plan.job_id):
+                if stop_reason is None and record.cancel_requested():
                     stop_reason, cancelled = "cancelled by `vmferry job cancel`", True
                     _abort(migration, event, stop_reason)
                 migration.wait(poll_s)
@@ -187,7 +211,7 @@ def run_live_migration(
         if source_died(plan.source.name) in verification.problems:
             reason = (f"the VM died on its source {plan.source.name} during the move; vmferry "
                       f"started it nowhere ({reason})")  # fmt: skip
-    result = MigrationResult(
+    return MigrationResult(
         job_id=plan.job_id,
         vm=plan.vm,
         source=plan.source.name,
@@ -204,8 +228,6 @@ def run_live_migration(
         encrypted=plan.request.tls,
         guest_pause_ms=paused.pause_ms if moved and paused is not None else None,
     )
-    store.finish(plan.job_id, result)
-    return result
 
 
 INTERRUPTED = "interrupted (Ctrl-C)"

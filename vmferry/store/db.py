@@ -468,11 +468,14 @@ class Store:
         kind: str,
         message: str,
         data: Mapping[str, object] | None = None,
+        *,
+        at: datetime | None = None,
     ) -> JobEvent:
         """Append an event to the job's history (``data`` must be JSON-ready after
-        :func:`~vmferry.model.jsonable.to_jsonable`)."""
+        :func:`~vmferry.model.jsonable.to_jsonable`); ``at``: when it happened, if earlier
+        than now (an event written late keeps its time)."""
         now = _now()
-        row = _event_row(job_id, now, kind, message, data or {})
+        row = _event_row(job_id, at or now, kind, message, data or {})
         with self._sessions.begin() as session:
             touched = session.execute(
                 update(JobRow).where(JobRow.id == job_id).values(updated_at=now)
@@ -696,8 +699,12 @@ class Store:
             session.execute(update(PlanRow).where(PlanRow.id == plan_id).values(updated_at=_now()))
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
+    """The store's notion of now for the rows it writes (UTC, aware)."""
     return datetime.now(UTC)
+
+
+_now = utc_now
 
 
 def _aware(moment: datetime) -> datetime:
