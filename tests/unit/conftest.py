@@ -101,8 +101,9 @@ def pg_cluster() -> Iterator[PgCluster]:
 def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
     """A fresh, empty database on the throwaway cluster."""
     name = f"vmferry_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_cluster.url("postgres"), isolation_level="AUTOCOMMIT",
-                          pool_pre_ping=True)  # fmt: skip  (a test may restart the server)
+    admin = create_engine(
+        pg_cluster.url("postgres"), isolation_level="AUTOCOMMIT", pool_pre_ping=True
+    )  # fmt: skip  (a test may restart the server)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
