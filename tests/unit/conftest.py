@@ -103,7 +103,7 @@ def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
     name = f"vmferry_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(
         pg_cluster.url("postgres"), isolation_level="AUTOCOMMIT", pool_pre_ping=True
-    )  # fmt: skip  (a test may restart the server)
+    )  # pre-ping: a store-fault test restarts the server
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
