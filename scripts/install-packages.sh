@@ -106,10 +106,23 @@ modern)
     apt-get install -y -qq --no-install-recommends -t bookworm-backports "${wanted[@]}"
     ;;
 stock)
-    # pkg/bookworm picks Debian 12's own version, and apt moves the dependencies with it.
+    # pkg/bookworm picks Debian 12's own version. Coming from the modern stack, every package
+    # installed from backports moves back with it in the same command (apt will not mix
+    # QEMU 7.2 with QEMU 10's data package), and those that Debian 12 does not have (libvirt
+    # 11 split its daemon into more packages) are removed: a trailing '-' asks apt to.
+    back=()
+    for p in $(dpkg-query -W -f='${Package} ${Version}\n' | awk '$2 ~ /bpo/ {print $1}'); do
+        if apt-cache madison "$p" | awk -F'|' '$3 ~ / bookworm\/|bookworm-(updates|security)\// \
+                {found = 1} END {exit !found}'; then
+            back+=("$p/bookworm")
+        else
+            back+=("$p-")
+        fi
+    done
     echo "installing the stock stack (bookworm): ${STACK_PACKAGES[*]}"
+    [ ${#back[@]} -eq 0 ] || echo "moving back from bookworm-backports: ${back[*]}"
     apt-get install -y -qq --no-install-recommends --allow-downgrades \
-        "${STACK_PACKAGES[@]/%//bookworm}"
+        "${STACK_PACKAGES[@]/%//bookworm}" "${back[@]}"
     ;;
 distribution)
     apt-get install -y -qq --no-install-recommends "${STACK_PACKAGES[@]}"
