@@ -12,11 +12,11 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
+from support.pg import PgCluster
 
 from vmferry.store import Store, open_store
 
@@ -26,30 +26,6 @@ from vmferry.store import Store, open_store
 def _pg_version(initdb: str) -> tuple[int, ...]:
     match = re.search(r"/postgresql/([\d.]+)/bin/initdb$", initdb)
     return tuple(int(p) for p in match.group(1).split(".")) if match else (0,)
-
-
-@dataclass(frozen=True)
-class PgCluster:
-    bindir: Path
-    socket_dir: Path
-    run_as: str | None = None
-    options: str = ""
-
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}"
-
-    def pg_ctl(self, *args: str) -> None:
-        """``pg_ctl -D DATA ARGS`` as the cluster's user (a store-fault test stops and
-        starts the server with it)."""
-        data, log = self.socket_dir / "data", self.socket_dir / "postgres.log"
-        subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(log), *args],
-                       user=self.run_as, capture_output=True, text=True, check=True)  # fmt: skip
-
-    def stop(self) -> None:
-        self.pg_ctl("-m", "fast", "-w", "stop")
-
-    def start(self) -> None:
-        self.pg_ctl("-o", self.options, "-w", "-t", "60", "start")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PgCluster
+from support.pg import PgCluster
 
 from vmferry.engine.recorder import JobRecorder, StoreUnavailableError
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
