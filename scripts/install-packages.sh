@@ -123,6 +123,15 @@ stock)
     [ ${#back[@]} -eq 0 ] || echo "moving back from bookworm-backports: ${back[*]}"
     apt-get install -y -qq --no-install-recommends --allow-downgrades \
         "${STACK_PACKAGES[@]/%//bookworm}" "${back[@]}"
+    # A removed backports package takes along files it had taken over from a Debian 12 one
+    # (libvirt-common held libvirt0's CPU maps, and without them no guest starts): unpack
+    # what moved back once more.
+    moved=()
+    for p in "${back[@]}"; do
+        case "$p" in */bookworm) moved+=("$p") ;; esac
+    done
+    [ ${#moved[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends --reinstall \
+        "${moved[@]}"
     ;;
 distribution)
     apt-get install -y -qq --no-install-recommends "${STACK_PACKAGES[@]}"
