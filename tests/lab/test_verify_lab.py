@@ -30,11 +30,16 @@ def test_a_declared_tcp_probe_proves_the_move_and_measures_the_blackout(
 ) -> None:
     guest = lab_guests("vp1", "kvm1", memory_mb=256, working_set_mb=64, dirty_mb_s=8)
     echo, closed = f"tcp:{guest.address}:7", f"tcp:{guest.address}:8"
+    # the guest's own view of its service, run by its guest agent: guestd's echo port listens
+    listening = "grep -q :0007 /proc/net/tcp"
+    health = f"/bin/sh -c '{listening}'"
     code, declared, err = run("vm", "set", "vp1", "--probe", echo, "--probe", closed,
-                              "--probe-from", f"netns:{topo.CLIENT_NS}", "--json")  # fmt: skip
+                              "--probe-from", f"netns:{topo.CLIENT_NS}",
+                              "--health-command", health, "--json")  # fmt: skip
     assert code == 0, err
     assert declared == {"vm": "vp1", "probes": [echo, closed],
-                        "probe_from": f"netns:{topo.CLIENT_NS}"}  # fmt: skip
+                        "probe_from": f"netns:{topo.CLIENT_NS}",
+                        "health_command": ["/bin/sh", "-c", listening]}  # fmt: skip
 
     code, report, err = run("check", "vp1", "--to", "kvm2", "--json")
     assert code == 0, err
@@ -46,6 +51,7 @@ def test_a_declared_tcp_probe_proves_the_move_and_measures_the_blackout(
     assert code == 0, err
     v = result["verification"]
     assert v["level"] == "agent"  # the guest runs qemu-ga: the strongest witness names the level
+    assert v["agent"]["health_ok"] is True  # guest-exec ran the command before and after
     by_spec = {p["spec"]: p for p in v["probes"]}
     answered, silent = by_spec[echo], by_spec[closed]
     assert answered["ok"] and answered["baseline"] and answered["tries"] > 10

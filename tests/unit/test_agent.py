@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vmferry.model.agent import AgentView, compare, view_from
+from vmferry.model.agent import AgentCheck, AgentView, compare, health_verdict, view_from
 
 LO = {
     "name": "lo",
@@ -42,3 +42,21 @@ def test_what_was_lost_is_named_and_a_silent_agent_says_what_could_not_run() -> 
     silent = compare(before, None)
     assert not silent.passed and silent.clock_drift_ms is None
     assert "could not run" in silent.notes[0]
+
+
+def test_the_health_command_must_pass_after_the_move_when_it_passed_before() -> None:
+    cmd = "/bin/sh -c 'pidof nginx'"
+    assert health_verdict(cmd, 0, 0, True) == (True, None)
+    assert health_verdict(cmd, 0, 3, True) == (
+        False, f"health command {cmd} exited 3 after the move")  # fmt: skip
+    assert health_verdict(cmd, 0, None, True) == (
+        False, f"health command {cmd} did not end in time after the move")  # fmt: skip
+    assert health_verdict(cmd, 0, None, False) == (
+        False, f"health command {cmd} could not run after the move (no agent)")  # fmt: skip
+    # a command that did not pass before the move proves nothing either way
+    assert health_verdict(cmd, 1, 0, True) == (
+        None, f"health command {cmd} exited 1 before the move; it is not counted")  # fmt: skip
+    assert health_verdict(cmd, None, 0, True)[0] is None
+    # a failed health command fails the agent's verdict
+    failed = AgentCheck(True, True, True, -200, health_ok=False)
+    assert not failed.passed and AgentCheck(True, True, True, -200, health_ok=None).passed

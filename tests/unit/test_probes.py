@@ -210,15 +210,27 @@ def test_vm_set_keeps_probes_and_refuses_bad_ones_writing_nothing(tmp_path: Path
     again = vmferry(db, "vm", "set", "web1", "--probe", "http://10.0.0.5/=200", "--probe",
                     "tcp:10.0.0.5:80", "--json")  # fmt: skip
     both = ["tcp:10.0.0.5:80", "http://10.0.0.5/=200"]  # kept once each, in order
-    assert json.loads(again.stdout) == {"vm": "web1", "probes": both, "probe_from": None}
+    assert json.loads(again.stdout) == {"vm": "web1", "probes": both, "probe_from": None,
+                                        "health_command": None}  # fmt: skip
     for args, words in ((("--probe", "tcp:10.0.0.5:80", "--probe", "ftp://x"), "is not one"),
                         (("--probe-from", "netns:vmferry-no-such-ns"), "no network namespace"),
-                        (("--probe-from", "ssh:admin"), "takes netns:NAME or local")):  # fmt: skip
+                        (("--probe-from", "ssh:admin"), "takes netns:NAME or local"),
+                        (("--health-command", "pidof nginx"), "absolute path"),
+                        (("--health-command", "/bin/sh -c 'x"), "No closing quotation"),
+                        (("--health-command", ""), "absolute path")):  # fmt: skip
         refused = vmferry(db, "vm", "set", "web1", *args)
         assert refused.returncode == 2 and words in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
     shown = json.loads(vmferry(db, "vm", "show", "web1", "--json").stdout)
     assert shown["probes"] == ["tcp:10.0.0.5:80", "http://10.0.0.5/=200"]
+    healthy = vmferry(db, "vm", "set", "web1", "--health-command",
+                      "/bin/sh -c 'pidof nginx >/dev/null'", "--json")  # fmt: skip
+    assert json.loads(healthy.stdout)["health_command"] == ["/bin/sh", "-c",
+                                                            "pidof nginx >/dev/null"]  # fmt: skip
+    assert "health command (guest agent) /bin/sh -c 'pidof nginx >/dev/null'" in vmferry(
+        db, "vm", "show", "web1").stdout  # fmt: skip
     cleared = json.loads(vmferry(db, "vm", "set", "web1", "--clear-probes", "--json").stdout)
-    assert cleared == {"vm": "web1", "probes": [], "probe_from": None}
+    assert cleared["probes"] == [] and cleared["health_command"] is not None  # kept
+    cleared = json.loads(vmferry(db, "vm", "set", "web1", "--clear-health", "--json").stdout)
+    assert cleared == {"vm": "web1", "probes": [], "probe_from": None, "health_command": None}
     assert "verified by liveness only" in vmferry(db, "vm", "show", "web1").stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated
 
 import typer
@@ -9,7 +10,7 @@ import typer
 from vmferry.cli.output import console, print_json
 from vmferry.service import vms as vms_service
 
-app = typer.Typer(help="What a VM declares about itself: its service probes.",
+app = typer.Typer(help="What a VM declares about itself: its service probes, its health command.",
                   no_args_is_help=True)  # fmt: skip
 
 
@@ -28,10 +29,19 @@ def set_(
         None, "--probe-from", help="Where the probes run: netns:NAME (on this machine) or local."
     ),
     clear: bool = typer.Option(False, "--clear-probes", help="Forget the probes it had."),
+    health_command: str | None = typer.Option(
+        None,
+        "--health-command",
+        help="A command its QEMU guest agent runs (guest-exec) before and after each move; "
+        "exit 0 means healthy. Absolute path, no shell: \"/bin/sh -c 'pidof nginx'\".",
+    ),
+    clear_health: bool = typer.Option(False, "--clear-health", help="Forget its command."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Declare a VM's service probes."""
-    done = vms_service.set_probes(vm, probe or [], probe_from, clear=clear)
+    """Declare a VM's service probes and health command."""
+    done = vms_service.set_probes(vm, probe or [], probe_from, clear=clear,
+                                  health_command=health_command,
+                                  clear_health=clear_health)  # fmt: skip
     if json_out:
         print_json(done)
         return
@@ -59,3 +69,6 @@ def _print(found: vms_service.VmDeclared) -> None:
         console.print(f"  probe {spec}", highlight=False)
     if found.probes:
         console.print(f"  from {found.probe_from or 'this machine'}", highlight=False)
+    if found.health_command:
+        console.print(f"  health command (guest agent) {shlex.join(found.health_command)}",
+                      highlight=False)  # fmt: skip

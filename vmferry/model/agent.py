@@ -31,10 +31,11 @@ class AgentCheck:
     addresses_ok: bool  # and each keeps its addresses
     clock_drift_ms: int | None  # after minus before of (guest clock - host clock)
     notes: tuple[str, ...] = ()  # which checks could not run or failed, one line each
+    health_ok: bool | None = None  # the VM's health command after the move (None: none ran)
 
     @property
     def passed(self) -> bool:
-        return self.ping and self.mac_ok and self.addresses_ok
+        return self.ping and self.mac_ok and self.addresses_ok and self.health_ok is not False
 
 
 def view_from(interfaces: Sequence[Mapping[str, Any]], guest_time_ns: int | None,
@@ -75,3 +76,19 @@ def compare(before: AgentView, after: AgentView | None) -> AgentCheck:
     else:
         notes.append("the guest agent did not give its clock: the drift is not measured")
     return AgentCheck(True, not missing, not missing and not changed, drift, tuple(notes))
+
+
+def health_verdict(command: str, before: int | None, after: int | None,
+                   answered: bool) -> tuple[bool | None, str | None]:  # fmt: skip
+    """Pure: the health command's verdict from its exit codes before and after the move
+    (None: it did not end in time), and the note to make. A command that did not pass before
+    the move is reported and not counted; after the move it must exit 0."""
+    if before != 0:
+        why = "did not end in time" if before is None else f"exited {before}"
+        return None, f"health command {command} {why} before the move; it is not counted"
+    if not answered:
+        return False, f"health command {command} could not run after the move (no agent)"
+    if after != 0:
+        why = "did not end in time" if after is None else f"exited {after}"
+        return False, f"health command {command} {why} after the move"
+    return True, None

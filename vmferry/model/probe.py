@@ -76,12 +76,14 @@ def _port(digits: str, text: str) -> int:
 
 @dataclass(frozen=True)
 class VmProbes:
-    """What a VM declares about itself (`vmferry vm set`): its probes, and the network
-    namespace on the orchestrator's machine to run them from (None: where vmferry runs)."""
+    """What a VM declares about itself (`vmferry vm set`): its probes, the network
+    namespace on the orchestrator's machine to run them from (None: where vmferry runs), and
+    a health command for its guest agent."""
 
     vm: str
     probes: tuple[str, ...] = ()
     netns: str | None = None
+    health: tuple[str, ...] = ()  # argv its guest agent runs to say it is healthy (exit 0)
 
 
 @dataclass(frozen=True)

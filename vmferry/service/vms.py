@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +21,19 @@ class VmDeclared:
     vm: str
     probes: tuple[str, ...]
     probe_from: str | None  # "netns:NAME", or None: where vmferry runs
+    health_command: tuple[str, ...] | None  # argv the guest agent runs; None: none
 
 
 def set_probes(
     vm: str, probes: list[str], probe_from: str | None, *, clear: bool = False,
-    store: Store | None = None,
+    health_command: str | None = None, clear_health: bool = False, store: Store | None = None,
 ) -> VmDeclared:  # fmt: skip
-    """Declare ``vm``'s probes (added to those it has, or in their place with ``clear``) and
-    where they run from. Every spec is checked first: on bad input nothing is written."""
+    """Declare ``vm``'s probes (added to those it has, or in their place with ``clear``),
+    where they run from, and the command its guest agent runs to say it is healthy (a shell
+    word list, run without a shell: ``/bin/sh -c '...'`` for one). Everything is checked
+    first: on bad input nothing is written."""
     store = store or open_store()
+    health = _health(health_command) if health_command is not None else None
     for text in probes:
         try:
             spec = parse_probe(text)
@@ -43,7 +48,21 @@ def set_probes(
         netns = _netns(probe_from)
     kept = () if clear else current.probes
     merged = tuple(dict.fromkeys((*kept, *(p.strip() for p in probes))))
-    return _declared(store.set_vm_probes(VmProbes(vm, merged, netns if merged else None)))
+    kept_health = () if clear_health else current.health
+    declared = VmProbes(vm, merged, netns if merged else None,
+                        health if health is not None else kept_health)  # fmt: skip
+    return _declared(store.set_vm_probes(declared))
+
+
+def _health(command: str) -> tuple[str, ...]:
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise BadInputError(f"--health-command {command!r}: {exc}") from exc
+    if not argv or not argv[0].startswith("/"):
+        raise BadInputError(f"--health-command {command!r}: give the program's absolute "
+                            "path in the guest: /bin/sh -c 'pidof nginx'")  # fmt: skip
+    return argv
 
 
 def show(vm: str, store: Store | None = None) -> VmDeclared:
@@ -63,6 +82,6 @@ def _netns(probe_from: str) -> str | None:
 
 
 def _declared(found: VmProbes) -> VmDeclared:
-    return VmDeclared(
-        found.vm, found.probes, None if found.netns is None else f"netns:{found.netns}"
-    )
+    return VmDeclared(found.vm, found.probes,
+                      None if found.netns is None else f"netns:{found.netns}",
+                      found.health or None)  # fmt: skip

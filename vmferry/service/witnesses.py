@@ -17,11 +17,12 @@ def witness_for(vm: str, strategy: Strategy, store: Store, source: Host,
                 destination: Host) -> Witness:  # fmt: skip
     # a cold move boots the guest again: its agent comes back after the boot
     settle_s = 120.0 if strategy is Strategy.COLD else 15.0
-    parts: list[Witness] = [AgentWitness(vm, source, destination, settle_s=settle_s)]
+    declared = store.vm_probes(vm)
+    parts: list[Witness] = [AgentWitness(vm, source, destination, settle_s=settle_s,
+                                         health=declared.health)]  # fmt: skip
     site = sites.witness_for(vm, strategy)
     if not isinstance(site, NoWitness):
         parts.append(site)
-    declared = store.vm_probes(vm)
     if declared.probes:
         parts.append(ProbeWitness(declared.probes, declared.netns))
     return Witnesses(parts)

@@ -355,20 +355,24 @@ class Store:
             row = session.get(VmProbesRow, vm)
             if row is None:
                 return VmProbes(vm)
-            return VmProbes(vm, tuple(str(p) for p in row.probes), row.netns)
+            return VmProbes(vm, tuple(str(p) for p in row.probes), row.netns,
+                            tuple(str(a) for a in row.health or ()))  # fmt: skip
 
     def set_vm_probes(self, declared: VmProbes) -> VmProbes:
-        """Replace what VM ``declared.vm`` declares (no probes and no namespace: forget it)."""
+        """Replace what VM ``declared.vm`` declares (nothing declared: forget it)."""
+        health = list(declared.health) or None
         with self._sessions.begin() as session:
             row = session.get(VmProbesRow, declared.vm, with_for_update=True)
-            if not declared.probes and declared.netns is None:
+            if not declared.probes and declared.netns is None and health is None:
                 if row is not None:
                     session.delete(row)
             elif row is None:
                 session.add(VmProbesRow(vm=declared.vm, probes=list(declared.probes),
-                                        netns=declared.netns, updated_at=_now()))  # fmt: skip
+                                        netns=declared.netns, health=health,
+                                        updated_at=_now()))  # fmt: skip
             else:
                 row.probes, row.netns = list(declared.probes), declared.netns
+                row.health = health
                 row.updated_at = _now()
         return self.vm_probes(declared.vm)
 

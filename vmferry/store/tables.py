@@ -230,5 +230,6 @@ class VmProbesRow(Base):
 
     vm: Mapped[str] = mapped_column(String(255), primary_key=True)
     probes: Mapped[list[str]] = mapped_column(JSON)
+    health: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # argv (0009)
     netns: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
