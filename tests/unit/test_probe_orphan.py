@@ -60,3 +60,30 @@ def test_the_watch_probe_ends_when_its_parent_is_killed(echo_port: int) -> None:
     while _alive(probe) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(probe), "the probe outlived the process that started it"
+
+
+class FallsSilent(socketserver.BaseRequestHandler):
+    """Echoes the first 10 lines, then reads and answers nothing: a guest gone away."""
+
+    def handle(self) -> None:
+        answered = 0
+        while answered < 10 and (data := self.request.recv(4096)):
+            self.request.sendall(data)
+            answered += data.count(b"\n")
+        while self.request.recv(4096):
+            pass
+
+
+def test_a_blackout_still_open_when_the_watch_stops_counts() -> None:
+    from vmferry.lab.probe import watch
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), FallsSilent)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = watch("127.0.0.1", 0.01, 1.5, port=server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+    # about 0.1 s of answers, then silence until the watch ended at 1.5 s
+    assert isinstance(result["max_gap_ms"], int) and result["max_gap_ms"] >= 1000, result
