@@ -19,9 +19,10 @@ pytestmark = pytest.mark.lab
 
 
 def run(*args: str) -> tuple[int, Any, str]:
-    """vmferry ARGS in this module's store (tests/conftest.py points VMFERRY_DB at it)."""
+    """vmferry ARGS in this module's store (tests/conftest.py points VMFERRY_DB at it); a
+    move waits for its witnesses (the agent's checks, the probes' settle time) afterwards."""
     db = Path(os.environ["VMFERRY_DB"].removeprefix("sqlite:///"))
-    done = vmferry(*args, db=db, env={"COLUMNS": "200"})
+    done = vmferry(*args, db=db, env={"COLUMNS": "200"}, timeout=300)
     return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}, done.stderr
 
 
