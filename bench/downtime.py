@@ -38,7 +38,7 @@ from pathlib import Path
 
 from vmferry.lab import guests, lifecycle
 from vmferry.lab import topology as topo
-from vmferry.lab.console import ConsoleTail, MemCheck
+from vmferry.lab.console import wait_for_memcheck
 from vmferry.model.migration import JobStatus, MigrationOptions, Strategy
 from vmferry.service.migrate import migrate
 from vmferry.store.db import open_store
@@ -176,8 +176,7 @@ def bench(dirty_rates: list[int], moves: int, raw: Path | None) -> list[Row]:
         progress(f"guest {name}: dirty {dirty} MiB/s")
         guests.create_guest(name, "kvm1", memory_mb=512, working_set_mb=128, dirty_mb_s=dirty)
         try:
-            with ConsoleTail(Path(guests.get_guest(name).console)) as tail:
-                tail.wait_for(lambda ln: isinstance(ln.event, MemCheck) and ln.event.ok, 60)
+            wait_for_memcheck(guests.get_guest(name).console)
             for i in range(moves):
                 to = "kvm2" if i % 2 == 0 else "kvm1"
                 row = one_move(name, to, dirty, raw)

@@ -34,7 +34,7 @@ import libvirt
 
 from vmferry.drivers.libvirt_migration import completed_from_stats
 from vmferry.lab import guests, lifecycle
-from vmferry.lab.console import ConsoleTail, MemCheck
+from vmferry.lab.console import wait_for_memcheck
 from vmferry.lab.witness import LabWitness
 from vmferry.model.migration import (
     JobStatus,
@@ -68,12 +68,6 @@ class Row:
 def first_pass_bytes(samples: list[ProgressSample]) -> int | None:
     """What the first pass sent: the memory processed when the second pass began."""
     return next((s.memory_processed_bytes for s in samples if s.iteration >= 2), None)
-
-
-def wait_for_memcheck(console: str, timeout_s: float = 60) -> None:
-    """The workload's first full verification pass: the working set is written and steady."""
-    with ConsoleTail(Path(console)) as tail:
-        tail.wait_for(lambda ln: isinstance(ln.event, MemCheck) and ln.event.ok, timeout_s)
 
 
 def run_virsh(name: str, ratio: float, link_bytes_s: float) -> Row:

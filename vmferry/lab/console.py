@@ -375,3 +375,10 @@ def work_stats(events: Iterable[ConsoleEvent | StampedLine]) -> list[WorkStat]:
         if isinstance(event, WorkStat):
             out.append(event)
     return out
+
+
+def wait_for_memcheck(console: str | Path, timeout_s: float = 60) -> None:
+    """Wait for the guest's first clean MEMCHECK on ``console``: its workload has written its
+    working set and verified it once (the benchmarks start measuring from there)."""
+    with ConsoleTail(Path(console)) as tail:
+        tail.wait_for(lambda ln: isinstance(ln.event, MemCheck) and ln.event.ok, timeout_s)
