@@ -1,4 +1,4 @@
-"""The qemu-img driver on real (small) images: sparse copy, comparison, limits, progress."""
+"""The qemu-img driver on real (small) images: sparse copy, limits, progress."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_parse_progress_takes_the_last_figure() -> None:
     assert qemu_img.parse_progress(b"no figure") is None
 
 
-def test_convert_is_sparse_and_compare_tells_equal_from_different(tmp_path: Path) -> None:
+def test_convert_is_sparse(tmp_path: Path) -> None:
     raw, vmdk, out = tmp_path / "a.raw", tmp_path / "a.vmdk", tmp_path / "a.qcow2"
     _raw_with_data(raw)
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(vmdk)],
@@ -35,18 +35,6 @@ def test_convert_is_sparse_and_compare_tells_equal_from_different(tmp_path: Path
     qemu_img.convert(vmdk, "vmdk", out, on_progress=seen.append)
     assert seen and seen[-1] == 100.0
     assert qemu_img.allocated_bytes(out) < 4 * MIB  # 1 MiB of data, not 64 MiB
-    assert qemu_img.virtual_size(out, "qcow2") == 64 * MIB
-    assert qemu_img.compare(vmdk, "vmdk", out, "qcow2")
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x55 40M 4k", str(out)],
-                   check=True, capture_output=True)  # fmt: skip
-    assert not qemu_img.compare(vmdk, "vmdk", out, "qcow2")
-
-
-def test_compare_fails_on_a_size_difference(tmp_path: Path) -> None:
-    a, b = tmp_path / "a.raw", tmp_path / "b.raw"
-    _raw_with_data(a, 64)
-    _raw_with_data(b, 65)
-    assert not qemu_img.compare(a, "raw", b, "raw")
 
 
 def test_failing_convert_says_why_and_stated_format_is_not_probed(tmp_path: Path) -> None:

@@ -9,9 +9,11 @@ The order, and what each step leaves behind when it fails or is interrupted:
    the findings (pure, ``vmferry.imports``). ``--dry-run`` stops here and changes nothing.
    A blocker stops here too (exit 3).
 3. If the guest needs it, convert it with virt-v2v into the temporary directory.
-4. Copy each disk with qemu-img (format stated, sparse, under resource limits) into the
-   destination pool under a temporary name, then compare what the guest will see with the
-   source.
+4. Copy each disk into the destination pool under a temporary name: the source is read
+   once through qemu-nbd (format stated, under resource limits) and digested as it is
+   read, the clusters that are not zeros are written into a new qcow2; then the copy is
+   read back through QEMU and digested, and the two digests must be equal
+   (``vmferry.drivers.verified_copy``).
 5. Only then: rename the volumes to their final names, check that the host sees them, and
    define the domain (and start it with ``--start``). If defining fails, the volumes are
    removed again.
@@ -27,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vmferry.drivers import qemu_img
+from vmferry.drivers import qemu_img, verified_copy
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_import import (
     destination_facts,
@@ -39,6 +41,7 @@ from vmferry.errors import BadInputError, BlockedError, MigrationFailedError, Vm
 from vmferry.imports.domain_xml import render_domain_xml
 from vmferry.imports.findings import evaluate
 from vmferry.imports.mapping import ImportOptions, ImportPlan, PlannedDisk, plan_import
+from vmferry.model.disk_digest import copy_failure
 from vmferry.model.finding import Finding, Severity, is_blocked
 from vmferry.model.import_target import DestinationFacts
 from vmferry.model.source_vm import SourceVm
@@ -59,6 +62,7 @@ class DiskOutcome:
     volume: str
     bytes_written: int
     checksum_match: bool | None  # None: the guest was converted, so its content changed
+    # (the copy of virt-v2v's output is proved all the same)
 
 
 @dataclass(frozen=True)
@@ -271,9 +275,12 @@ def _copy_disk(
     note: NoteFn,
     on_disk_progress: DiskProgressFn,
 ) -> DiskOutcome:
+    """Copy one disk, digesting what is read from the source (read once), then read the
+    copy back through QEMU and compare the digests; a copy that differs, or whose metadata
+    ``qemu-img check`` faults, raises (the caller removes it)."""
     source = Path(disk.source_path)
     note(f"disk {disk.index}: {source.name} ({disk.source_format}) -> {disk.volume}")
-    qemu_img.convert(
+    copied = verified_copy.copy_with_digest(
         source,
         disk.source_format,
         part,
@@ -281,17 +288,18 @@ def _copy_disk(
         on_progress=lambda pct: on_disk_progress(disk.index, pct),
     )
     clock.lap("copy")
-    match: bool | None = None
-    if not converted:
-        note(f"disk {disk.index}: comparing what the guest sees")
-        match = qemu_img.compare(
-            source, disk.source_format, part, "qcow2", limits=request.tool_limits
+    note(f"disk {disk.index}: reading the copy back to compare what the guest sees")
+    with verified_copy.durable(part):
+        problem = verified_copy.check_image(part, limits=request.tool_limits)
+        written = verified_copy.digest_image(part, "qcow2", limits=request.tool_limits)
+    clock.lap("verify")
+    failure = copy_failure(copied.digest, written, problem)
+    if failure is not None:
+        raise VmferryError(
+            f"disk {disk.index}: the copy of {source.name} {failure}; nothing was defined"
         )
-        if not match:
-            raise VmferryError(
-                f"disk {disk.index}: the copy differs from {source.name}; nothing was defined"
-            )
-        clock.lap("verify")
+    # a converted guest's disk is proved equal to virt-v2v's output, not to the source
+    match = None if converted else True
     return DiskOutcome(disk.volume, qemu_img.allocated_bytes(part), match)
 
 

@@ -1,0 +1,164 @@
+"""The verified copy on real (small) images through real qemu-nbd: one read of the source, a
+sparse qcow2, the same digest from the read-back; and a copy that differs is caught."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.digest_reference import reference_digest
+
+from vmferry.drivers import qemu_nbd, verified_copy
+from vmferry.drivers.nbd_client import NbdClient
+from vmferry.drivers.qcow2_writer import Qcow2Writer
+from vmferry.errors import ToolError
+from vmferry.model.disk_digest import LEAF, copy_failure
+
+MIB = 2**20
+
+
+def _raw(path: Path, size: int = 64 * MIB) -> bytes:
+    """A disk with data at a few places, a run of zeros written as data, and holes."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for at, chunk in ((0, os.urandom(4096)), (8 * MIB, os.urandom(3 * MIB + 512)),
+                          (40 * MIB, bytes(2 * MIB)), (size - 4096, os.urandom(4096))):  # fmt: skip
+            f.seek(at)
+            f.write(chunk)
+    return path.read_bytes()
+
+
+def _convert(raw: Path, fmt: str, out: Path, *options: str) -> Path:
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, *options, str(raw), str(out)],
+                   check=True, capture_output=True)  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [
+        ("vmdk", ("-o", "subformat=monolithicSparse")),
+        ("vmdk", ("-o", "subformat=streamOptimized")),
+        ("qcow2", ()),
+        ("vhdx", ()),
+        ("vpc", ("-o", "subformat=dynamic")),
+        ("raw", ()),
+    ],
+)
+def test_the_copy_proves_itself_and_is_sparse(
+    tmp_path: Path, fmt: str, options: tuple[str, ...]
+) -> None:
+    content = _raw(tmp_path / "disk.raw")
+    source = _convert(tmp_path / "disk.raw", fmt, tmp_path / f"source.{fmt}", *options)
+    target = tmp_path / "copy.qcow2"
+    seen: list[float] = []
+    copied = verified_copy.copy_with_digest(source, fmt, target, on_progress=seen.append)
+    with verified_copy.durable(target):
+        problem = verified_copy.check_image(target)
+        written = verified_copy.digest_image(target, "qcow2")
+    size = copied.digest.size  # vpc rounds the size up to its geometry
+    assert size >= len(content)
+    padded = content + bytes(size - len(content))
+    assert copied.digest == reference_digest(padded)  # the source, zeros included
+    assert copy_failure(copied.digest, written, problem) is None
+    assert seen and seen[-1] == 100.0
+    # sparse: the zeros (holes, and the 2 MiB of zeros stored as data) are not written
+    data = 3 * MIB + 3 * LEAF  # the three pieces of data, rounded to whole clusters
+    assert copied.bytes_sent <= data + LEAF
+    assert target.stat().st_blocks * 512 <= data + 16 * LEAF  # plus the metadata
+
+
+def test_a_copy_changed_after_it_was_written_is_caught(tmp_path: Path) -> None:
+    _raw(tmp_path / "disk.raw")
+    source = _convert(tmp_path / "disk.raw", "vmdk", tmp_path / "disk.vmdk")
+    target = tmp_path / "copy.qcow2"
+    copied = verified_copy.copy_with_digest(source, "vmdk", target)
+    # the fault: one byte of the copy changes between the write and the read-back
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x55 9M 512", str(target)],
+                   check=True, capture_output=True)  # fmt: skip
+    written = verified_copy.digest_image(target, "qcow2")
+    failure = copy_failure(copied.digest, written, verified_copy.check_image(target))
+    assert failure == "differs from it in the GiB at offset 0"
+
+
+def test_a_writer_that_drops_or_mangles_data_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _raw(tmp_path / "disk.raw")
+    source = _convert(tmp_path / "disk.raw", "qcow2", tmp_path / "disk.qcow2")
+    original = Qcow2Writer.write
+
+    def mangled(self: Qcow2Writer, offset: int, data: memoryview) -> None:
+        copy = bytearray(data)
+        copy[-1] ^= 0xFF  # the last byte of every write
+        original(self, offset, memoryview(copy))
+
+    monkeypatch.setattr(Qcow2Writer, "write", mangled)
+    copied = verified_copy.copy_with_digest(source, "qcow2", tmp_path / "copy.qcow2")
+    written = verified_copy.digest_image(tmp_path / "copy.qcow2", "qcow2")
+    assert copy_failure(copied.digest, written, None) is not None
+
+
+def test_faulty_metadata_is_caught(tmp_path: Path) -> None:
+    _raw(tmp_path / "disk.raw")
+    target = tmp_path / "copy.qcow2"
+    verified_copy.copy_with_digest(tmp_path / "disk.raw", "raw", target)
+    assert verified_copy.check_image(target) is None
+    with open(target, "r+b") as f:  # the header cluster's refcount, 1, becomes 0
+        f.seek(48)
+        f.seek(int.from_bytes(f.read(8), "big"))  # the refcount table
+        f.seek(int.from_bytes(f.read(8), "big"))  # its first refcount block
+        f.write(b"\0\0")
+    assert "corruptions" in (verified_copy.check_image(target) or "")
+
+
+def test_an_unreadable_source_fails_in_one_line(tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    _raw(raw)
+    with pytest.raises(ToolError, match=r"qemu-nbd could not serve disk\.raw"):
+        verified_copy.copy_with_digest(raw, "qcow2", tmp_path / "copy.qcow2")  # not a qcow2
+    assert not (tmp_path / "copy.qcow2").exists()
+
+
+def test_an_interrupted_copy_leaves_no_qemu_nbd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = tmp_path / "disk.raw"
+    _raw(raw)
+
+    def interrupt(percent: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verified_copy, "PROGRESS_EVERY_S", 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        verified_copy.copy_with_digest(raw, "raw", tmp_path / "c.qcow2", on_progress=interrupt)
+    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "qemu-nbd"],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+    assert children.stdout == ""
+
+
+def test_the_nbd_client_reports_server_errors(tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(os.urandom(4 * MIB))
+    with qemu_nbd.serve(raw, "raw") as client:
+        assert isinstance(client, NbdClient) and client.size == 4 * MIB and client.read_only
+        buffer = memoryview(bytearray(LEAF))
+        assert bytes(client.read(0, buffer).buffer[:4096]) == raw.read_bytes()[:4096]
+        with pytest.raises(ToolError, match="NBD error"):
+            client.read(4 * MIB, buffer)  # past the end
+        with pytest.raises(ToolError, match="NBD error"):
+            client.write(0, buffer)  # read-only export
+        extents = client.block_status(0, 4 * MIB)
+        assert sum(length for length, _ in extents) <= 4 * MIB
+
+
+def test_qemu_nbd_runs_under_the_limits(tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(os.urandom(4 * MIB))
+    limits = verified_copy.qemu_img.ToolLimits(memory_bytes=16 * MIB)  # too small to start
+    with pytest.raises(ToolError, match="qemu-nbd"):
+        verified_copy.digest_image(raw, "raw", limits=limits)
+    assert sys.platform == "linux"

@@ -1,0 +1,231 @@
+"""A disk copy that proves itself, reading the source once.
+
+``copy_with_digest`` serves the source with ``qemu-nbd`` (read-only, its format stated, under
+the same limits as qemu-img), asks its block status, reads every range that does not read as
+zeros, digests what it read (``vmferry.model.disk_digest``) and writes the clusters that are
+not zeros into a new qcow2 (``qcow2_writer``): one read of the source, a sparse write.
+
+``digest_image`` reads the written image back through a fresh ``qemu-nbd`` (QEMU's own
+qcow2 driver: what the guest will see) and computes the same digest, and ``check_image`` has
+``qemu-img check`` look at its metadata. Equal digests and a clean check prove that a guest
+sees the same bytes in the copy as in the source.
+
+The copy reaches the disk beside the work: a thread fdatasyncs it after every 256 MiB
+written, and ``durable`` fsyncs it (and its directory) while it is read back.
+
+Reads are 512 KiB, four in flight: qemu-nbd allocates a buffer per request, and above about
+1 MiB that allocation (mmap, page faults) halved its throughput here. One thread does it
+all: qemu-nbd works on the next reads while this one hashes and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmferry.drivers import qemu_img, qemu_nbd
+from vmferry.drivers.nbd_client import STATE_ZERO, NbdClient
+from vmferry.drivers.qcow2_writer import CLUSTER, Qcow2Writer
+from vmferry.errors import ToolError
+from vmferry.model.disk_digest import LEAF, Digest, DiskDigester, Extent, nonzero_ranges, plan_runs
+
+ProgressFn = Callable[[float], None]
+
+READ_SIZE = 512 * 1024
+DEPTH = 4
+SYNC_EVERY = 256 * 2**20
+PROGRESS_EVERY_S = 0.2
+
+assert LEAF == CLUSTER  # a leaf that is zeros is a cluster not written
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    digest: Digest  # of the source, from the bytes read
+    bytes_sent: int  # guest bytes written into the copy (its zero clusters are not)
+
+
+def copy_with_digest(
+    source: Path,
+    source_format: str,
+    target: Path,
+    *,
+    limits: qemu_img.ToolLimits = qemu_img.DEFAULT_LIMITS,
+    on_progress: ProgressFn | None = None,
+) -> CopyResult:
+    """Copy ``source`` into a new sparse qcow2 ``target`` and digest the source on the way.
+
+    ``target`` must not exist. When this returns it is complete and closed, and in the page
+    cache; part of it may not be on disk yet (see ``durable``).
+    """
+    with qemu_nbd.serve(source, source_format, limits=limits) as reader:
+        writer = Qcow2Writer(target, reader.size)
+        syncer = _BackgroundSync(writer.fileno())
+        try:
+            result = _pump(reader, writer, syncer, on_progress)
+            writer.finish()
+        finally:
+            syncer.stop()
+            writer.close()
+    return result
+
+
+def digest_image(
+    path: Path,
+    fmt: str,
+    *,
+    limits: qemu_img.ToolLimits = qemu_img.DEFAULT_LIMITS,
+    on_progress: ProgressFn | None = None,
+) -> Digest:
+    """The digest of what a guest sees in ``path`` (read once, through qemu-nbd)."""
+    with qemu_nbd.serve(path, fmt, limits=limits) as reader:
+        return _pump(reader, None, None, on_progress).digest
+
+
+def check_image(path: Path, *, limits: qemu_img.ToolLimits = qemu_img.DEFAULT_LIMITS) -> str | None:
+    """What ``qemu-img check`` finds wrong in a qcow2's metadata, None when nothing."""
+    code, out = qemu_img.run_limited(
+        ["qemu-img", "check", "-f", "qcow2", "--output=json", str(path)],
+        limits,
+        ok_codes=(0, 1, 2, 3),
+    )
+    try:
+        report = json.loads(out[out.index("{") :])
+    except ValueError:
+        return f"qemu-img check exited {code} without a report"
+    problems = {
+        key: int(report.get(key, 0))
+        for key in ("check-errors", "corruptions", "leaks", "corruptions-fixed", "leaks-fixed")
+    }
+    found = {key: value for key, value in problems.items() if value}
+    if code != 0 or found:
+        return ", ".join(f"{k} {v}" for k, v in found.items()) or f"exit {code}"
+    return None
+
+
+@contextlib.contextmanager
+def durable(path: Path) -> Iterator[None]:
+    """fsync ``path`` and its directory in a thread while the block runs; wait for it at the
+    end and raise if it failed."""
+    failure: list[OSError] = []
+
+    def sync() -> None:
+        try:
+            for item in (path, path.parent):
+                fd = os.open(item, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=sync, name="vmferry-fsync", daemon=True)
+    thread.start()
+    yield
+    thread.join()
+    if failure:
+        raise ToolError(f"could not write {path.name} to disk: {failure[0]}")
+
+
+class _BackgroundSync:
+    """fdatasync a file in a thread when asked, one at a time, so the disk writes the copy
+    while the source is still being read."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._wanted = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="vmferry-sync", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wanted.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopped:
+                return
+            with contextlib.suppress(OSError):  # durable() reports a failed sync
+                os.fdatasync(self._fd)
+
+
+def _extents(client: NbdClient) -> Iterator[Extent]:
+    offset = 0
+    while offset < client.size:
+        for length, flags in client.block_status(offset, client.size - offset):
+            length = min(length, client.size - offset)
+            yield Extent(offset, length, bool(flags & STATE_ZERO))
+            offset += length
+            if offset >= client.size:
+                break
+
+
+def _pump(
+    reader: NbdClient,
+    writer: Qcow2Writer | None,
+    syncer: _BackgroundSync | None,
+    on_progress: ProgressFn | None,
+) -> CopyResult:
+    """Read ``reader`` once (what its block status does not call zeros), digest it, and
+    write what is not zeros to ``writer`` when there is one."""
+    size = reader.size
+    digester = DiskDigester(size)
+    free = [bytearray(READ_SIZE) for _ in range(DEPTH)]
+    in_flight: deque[tuple[int, int, int, bytearray | None]] = deque()  # offset, length, cookie
+    sent = synced = 0
+    last_report = 0.0
+    runs = plan_runs(_extents(reader), size, READ_SIZE)
+    exhausted = False
+    while True:
+        while not exhausted and free:
+            run = next(runs, None)
+            if run is None:
+                exhausted = True
+            elif run.zero:
+                in_flight.append((run.offset, run.length, 0, None))
+            else:
+                pool = free.pop()
+                view = memoryview(pool)[: run.length]
+                cookie = reader.submit_read(run.offset, view, whole=True)
+                in_flight.append((run.offset, run.length, cookie, pool))
+        if not in_flight:
+            break
+        offset, length, cookie, buffer = in_flight.popleft()
+        if buffer is None:
+            digester.add_zeros(length)
+        else:
+            result = reader.wait(cookie)
+            assert result is not None
+            data = result.buffer
+            for start, count in result.holes:  # a server may still answer with holes
+                data[start : start + count] = bytes(count)
+            zero = digester.add_data(data)
+            if writer is not None:
+                for start, end in nonzero_ranges(zero, length):
+                    writer.write(offset + start, data[start:end])
+                    sent += end - start
+                if syncer is not None and sent - synced >= SYNC_EVERY:
+                    syncer.request()
+                    synced = sent
+            free.append(buffer)
+        if on_progress is not None and time.monotonic() - last_report >= PROGRESS_EVERY_S:
+            last_report = time.monotonic()
+            on_progress(100.0 * digester.position / size)
+    if on_progress is not None:
+        on_progress(100.0)
+    return CopyResult(digester.finish(), sent)
