@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
@@ -131,17 +130,23 @@ def record_retry(request: pytest.FixtureRequest) -> Callable[[str], None]:
     return record
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests whose subject is a live move where this QEMU cannot move a TCG guest
+    live without losing its writes (tests/support/stack.py)."""
+    from support.stack import live_tcg_moves_work, skip_reason
+
+    if live_tcg_moves_work():
+        return
+    skip = pytest.mark.skip(reason=skip_reason())
+    for item in items:
+        if item.get_closest_marker("live_moves") is not None:
+            item.add_marker(skip)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Every second attempt of the run: reruns (pyproject's --only-rerun) and in-test retries."""
+    """Every second attempt of the run: in-test retries (``record_retry``); no test is rerun."""
     terminalreporter.section("tests that needed more than one attempt")
     lines = [f"{nodeid}: {reason}" for nodeid, reason in _RETRIES]
-    patterns = terminalreporter.config.getoption("only_rerun", None) or []
-    for report in terminalreporter.stats.get("rerun", []):
-        crash = getattr(report.longrepr, "reprcrash", None)
-        text = " ".join((crash.message if crash is not None else str(report.longrepr)).split())
-        found = [m for p in patterns if (m := re.search(p, text))]
-        at = found[0].start() if found else 0
-        lines.append(f"{report.nodeid}: rerun after: ...{text[max(0, at - 200) : at + 100]}")
     for line in lines or ["none"]:
         terminalreporter.write_line(line)
 

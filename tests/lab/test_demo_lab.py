@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import vmferry
+from support.stack import live_tcg_moves_work
 
 from vmferry.lab import lifecycle
 from vmferry.lab.state import load_state
@@ -36,6 +37,13 @@ def test_the_demo_moves_its_guest_over_tls_proved_by_its_agent_with_the_pause_me
     uris = [h["uri"] for h in report["lab"]["hosts"]]
     assert len(uris) == 2 and all(u.startswith("qemu+tls://") for u in uris), uris
     moved = report["migration"]
+    if not live_tcg_moves_work():  # refused live (migration.tcg-lost-writes), moved warm
+        blockers = [f["id"] for f in report["check"]["findings"] if f["severity"] == "blocker"]
+        assert blockers == [], blockers  # the warm move's own check
+        assert (moved["status"], moved["strategy"]) == ("completed", "warm"), moved
+        assert moved["verification"]["memory_integrity"] == "ok"
+        print("demo: refused live on this QEMU, moved warm")
+        return
     assert moved["status"] == "completed" and moved["encrypted"] is True
     v = moved["verification"]
     assert v["level"] == "agent" and v["memory_integrity"] == "ok"

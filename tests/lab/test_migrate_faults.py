@@ -37,7 +37,7 @@ from vmferry.lab.state import GuestRecord, LabState, lab_dir
 from vmferry.model.migration import Job, JobStatus
 from vmferry.service import jobs as jobs_service
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 GUEST = "fault1"
 MIGRATE_TIMEOUT_S = 150  # any one vmferry migrate below; each case is bounded by it

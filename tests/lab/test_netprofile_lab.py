@@ -27,7 +27,7 @@ from vmferry.lab import topology as topo
 from vmferry.lab.state import GuestRecord, LabState, load_state
 from vmferry.netprofile.libvirt_xml import network_view, ports_from_domain
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 GUEST = "np1"
 PROFILE = "web"

@@ -18,7 +18,7 @@ from vmferry.lab.state import GuestRecord, LabState
 from vmferry.model.plan_run import ItemStatus
 from vmferry.store import open_store
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 DIRTY_MB_S = {"pw1": 0, "pw2": 6, "pw3": 16}
 

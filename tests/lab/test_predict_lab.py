@@ -14,7 +14,7 @@ import pytest
 from vmferry.lab.state import GuestRecord, LabState
 from vmferry.store import open_store
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 INPUT_KEYS = {"memory_bytes", "dirty_rate_bytes_s", "link_bytes_s", "zero_fraction",
               "downtime_limit_ms"}  # fmt: skip

@@ -17,6 +17,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from support.stack import lab_qemu_version, live_tcg_moves_work
 
 from vmferry.assess.preflight import CpuVerdict, evaluate
 from vmferry.drivers.libvirt_facts import compare_cpu, gather_preflight_facts
@@ -42,11 +43,27 @@ def vmferry(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 
-def check(*args: str, code: int) -> dict[str, Any]:
-    """Run `vmferry check ARGS --json`, expect exit ``code``, return the JSON document."""
+# On a QEMU that loses a TCG guest's writes in a live copy (Debian 12's 7.2) every live check
+# of a lab guest also has this blocker; test_a_tcg_guest_on_qemu_before_9_... asserts it, the
+# other tests judge the findings they are about.
+TCG_LOST_WRITES = "migration.tcg-lost-writes"
+
+
+def check(*args: str, code: int, raw: bool = False) -> dict[str, Any]:
+    """Run `vmferry check ARGS --json`, expect exit ``code``, return the JSON document.
+
+    Unless ``raw``, the stack's own blocker (only on a QEMU that cannot move a TCG guest
+    live) is left out of the document returned, and the exit code judged without it."""
     done = vmferry("check", *args, "--json")
+    doc: dict[str, Any] = json.loads(done.stdout) if done.stdout else {}
+    if not raw and doc and TCG_LOST_WRITES in blockers(doc):
+        assert not live_tcg_moves_work(), doc
+        assert (done.returncode, doc["blocked"]) == (3, True), (done.stdout, done.stderr)
+        doc["findings"] = [f for f in doc["findings"] if f["id"] != TCG_LOST_WRITES]
+        doc["blocked"] = any(f["severity"] == "blocker" for f in doc["findings"])
+        assert doc["blocked"] is (code == 3), doc
+        return doc
     assert done.returncode == code, (done.stdout, done.stderr)
-    doc: dict[str, Any] = json.loads(done.stdout)
     assert list(doc) == ["vm", "destination", "findings", "blocked"]
     assert doc["blocked"] is (code == 3)
     return doc
@@ -118,6 +135,8 @@ def guest(lab: LabState) -> str:
 
 
 def test_running_guest_can_move_to_kvm2(guest: str) -> None:
+    if not live_tcg_moves_work():
+        pytest.skip("this QEMU cannot move a TCG guest live (see the test after this one)")
     started = time.monotonic()
     doc = check(guest, "--to", "kvm2", code=0)
     print(f"[preflight] check took {time.monotonic() - started:.1f} s")  # measured, not judged
@@ -126,6 +145,28 @@ def test_running_guest_can_move_to_kvm2(guest: str) -> None:
     table = vmferry("check", guest, "--to", "kvm2")
     assert table.returncode == 0, table.stderr
     assert f"ok: {guest} can move live to kvm2" in table.stdout
+
+
+def test_a_tcg_guest_on_qemu_before_9_is_refused_a_live_move_and_stays(guest: str) -> None:
+    """On Debian 12's QEMU 7.2 the lab's TCG guests lose writes in a live copy (a guest
+    kernel oopsed in its timer tree after such a move): the check blocks, the migration is
+    refused with exit 3 and the guest keeps running on its source. On QEMU 9.0 and later
+    the same check has no such finding."""
+    doc = check(guest, "--to", "kvm2", code=0 if live_tcg_moves_work() else 3, raw=True)
+    lost = [f for f in doc["findings"] if f["id"] == "migration.tcg-lost-writes"]
+    if live_tcg_moves_work():
+        assert lost == [], lost
+        return
+    version = ".".join(map(str, lab_qemu_version() or ()))
+    assert [f["id"] for f in doc["findings"] if f["severity"] == "blocker"] == [
+        "migration.tcg-lost-writes"]  # fmt: skip
+    assert f"QEMU {version} on kvm1" in lost[0]["message"], lost
+    moved = vmferry("migrate", guest, "--to", "kvm2", "--json")
+    assert moved.returncode == 3, (moved.stdout, moved.stderr)
+    result = json.loads(moved.stdout)
+    assert result["status"] == "failed" and "migration.tcg-lost-writes" in result["reason"]
+    with LibvirtHost.connect("kvm1", uri("kvm1")) as src:
+        assert src.get_vm(guest).state.value == "running"
 
 
 def test_the_facts_match_the_lab(guest: str) -> None:
@@ -148,7 +189,7 @@ def test_the_facts_match_the_lab(guest: str) -> None:
         facts.destination_interfaces is not None and topo.VM_BRIDGE in facts.destination_interfaces
     )
     assert {p.name for p in facts.destination_pools} >= {topo.SHARED_POOL, topo.LOCAL_POOL}
-    assert evaluate(facts) == []
+    assert [f for f in evaluate(facts) if f.id != TCG_LOST_WRITES] == []
 
 
 def test_checking_against_its_own_host_is_blocked(guest: str) -> None:

@@ -29,7 +29,7 @@ from vmferry.service import jobs as jobs_service
 from vmferry.service.locate import locate
 from vmferry.store.db import open_store
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 GUEST = "rcg"
 

@@ -15,7 +15,7 @@ from support.cli import vmferry
 from vmferry.lab import topology as topo
 from vmferry.lab.state import GuestRecord, LabState
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 
 def run(*args: str) -> tuple[int, Any, str]:

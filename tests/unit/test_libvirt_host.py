@@ -68,6 +68,7 @@ def test_default_driver_host_info(default_host: LibvirtHost) -> None:
     assert info.hypervisor == "TEST"
     assert info.libvirt_version.count(".") == 2
     assert int(info.libvirt_version.split(".")[0]) >= 9
+    assert info.hypervisor_version == "0.0.2"  # the test driver says 2 (0.0.2)
     assert info.cpus == 16
     assert info.memory_bytes == 3 * GiB
     assert 0 <= info.free_memory_bytes <= info.memory_bytes

@@ -266,6 +266,31 @@ def test_incompatible_cpu_names_the_missing_features() -> None:
     assert "hypervisor-cpu-baseline" in finding.remediation
 
 
+# -- the hypervisor ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["7.2.22", "8.2.2", "5.2.0"])
+def test_a_tcg_guest_on_qemu_before_9_cannot_move_live(version: str) -> None:
+    found = evaluate(facts(source=host_info("kvm1", hypervisor_version=version)))
+    lost = only(found, "migration.tcg-lost-writes")
+    assert lost.severity is Severity.BLOCKER
+    assert f"QEMU {version} on kvm1" in lost.message and "TCG" in lost.message
+    assert "--strategy warm or cold" in (lost.remediation or "")
+    assert is_blocked(found)
+
+
+@pytest.mark.parametrize(
+    ("domain_type", "version"),
+    [("qemu", "9.0.0"), ("qemu", "10.0.2"), ("kvm", "7.2.22"), ("qemu", None), ("qemu", "x.y")],
+)
+def test_kvm_guests_new_qemu_and_unknown_versions_move_live(
+    domain_type: str, version: str | None
+) -> None:
+    found = evaluate(facts(spec(domain_type=domain_type),
+                           source=host_info("kvm1", hypervisor_version=version)))  # fmt: skip
+    assert "migration.tcg-lost-writes" not in ids(found)
+
+
 def test_incompatible_cpu_without_features_shows_libvirts_message() -> None:
     cpu = CpuCheck(CpuVerdict.INCOMPATIBLE, "the CPU is incompatible with host CPU")
     finding = only(evaluate(facts(cpu=cpu)), "cpu.incompatible")

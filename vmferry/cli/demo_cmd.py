@@ -56,8 +56,8 @@ def demo(
         table.add_row("echo probe", obs.echo_error or "from the client namespace: "
                       + ", ".join(f"{r:.1f} ms" for r in obs.echo_rtt_ms))  # fmt: skip
         console.print(Panel(table, title="what vmferry sees of the running guest"))
-        console.print(Panel(result_table(moved), title=f"live migration {moved.source} -> "
-                            f"{moved.destination}"))  # fmt: skip
+        console.print(Panel(result_table(moved), title=f"{moved.strategy} migration "
+                            f"{moved.source} -> {moved.destination}"))  # fmt: skip
         console.print(inventory_table(list(report.inventory)))
         console.print("the lab stays up: try `vmferry lab status`, `vmferry inventory`; "
                       "`vmferry lab down` removes it")  # fmt: skip

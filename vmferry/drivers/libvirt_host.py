@@ -324,12 +324,13 @@ class LibvirtHost:
                 hostname=str(conn.getHostname()),
                 uri=str(conn.getURI()),
                 hypervisor=str(conn.getType()),
-                libvirt_version=f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}",
+                libvirt_version=_version_text(version),
                 cpu_model=cpu_model,
                 cpu_arch=cpu_arch or str(node[0]),
                 cpus=int(node[2]),
                 memory_bytes=int(node[1]) * _MiB,
                 free_memory_bytes=int(conn.getFreeMemory()),
+                hypervisor_version=_hypervisor_version(conn),
             )
         except libvirt.libvirtError as exc:
             raise self._error(exc, "reading host information") from exc
@@ -582,6 +583,19 @@ def _sizes_from_block_info(block_info: Any) -> tuple[int, int]:
 def _sizes_from_vol_info(volume: Any) -> tuple[int, int]:
     _type, capacity, allocation = volume.info()
     return int(capacity), int(allocation)
+
+
+def _version_text(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def _hypervisor_version(conn: libvirt.virConnect) -> str | None:
+    """QEMU's version as libvirt reports it (``virConnectGetVersion``), or None."""
+    try:
+        number = int(conn.getVersion())
+    except (libvirt.libvirtError, TypeError, ValueError):
+        return None
+    return _version_text(number) if number > 0 else None
 
 
 def _host_cpu(capabilities_xml: str) -> tuple[str | None, str | None]:

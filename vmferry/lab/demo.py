@@ -10,8 +10,8 @@ from vmferry.lab import guests, lifecycle
 from vmferry.lab.guests import get_guest
 from vmferry.lab.observe import GuestObservation, observe_guest
 from vmferry.lab.state import GuestRecord, load_state
-from vmferry.model import VmRecord
-from vmferry.model.migration import MigrationOptions, MigrationResult
+from vmferry.model import Severity, VmRecord
+from vmferry.model.migration import MigrationOptions, MigrationResult, Strategy
 from vmferry.service.check import CheckReport
 from vmferry.service.hosts import inventory
 from vmferry.service.migrate import migrate
@@ -62,6 +62,12 @@ def run_demo(
     progress(f"moving {DEMO_GUEST} live from {guest.host} to {target}")
     outcome = migrate(DEMO_GUEST, target, MigrationOptions(), on_progress=on_progress,
                       note=progress)  # fmt: skip
+    blockers = {f.id for f in outcome.check.findings if f.severity is Severity.BLOCKER}
+    if outcome.check.blocked and blockers == {"migration.tcg-lost-writes"}:
+        progress("this lab's QEMU cannot move a TCG guest live without losing its writes; "
+                 f"moving {DEMO_GUEST} warm instead (saved, moved, restored)")  # fmt: skip
+        outcome = migrate(DEMO_GUEST, target, MigrationOptions(strategy=Strategy.WARM),
+                          on_progress=on_progress, note=progress)  # fmt: skip
     progress("reading the inventory of every host")
     return DemoReport(lifecycle.status(), get_guest(DEMO_GUEST), observation, outcome.check,
                       outcome.result, tuple(inventory()))  # fmt: skip
