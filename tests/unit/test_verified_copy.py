@@ -162,3 +162,17 @@ def test_qemu_nbd_runs_under_the_limits(tmp_path: Path) -> None:
     with pytest.raises(ToolError, match="qemu-nbd"):
         verified_copy.digest_image(raw, "raw", limits=limits)
     assert sys.platform == "linux"
+
+
+def test_a_full_disk_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = tmp_path / "disk.raw"
+    _raw(raw)
+
+    def no_space(self: Qcow2Writer, offset: int, data: memoryview) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Qcow2Writer, "write", no_space)
+    with pytest.raises(ToolError, match=r"^writing copy\.qcow2 failed: No space left on device$"):
+        verified_copy.copy_with_digest(raw, "raw", tmp_path / "copy.qcow2")
+    with pytest.raises(ToolError, match=r"^cannot create"):
+        verified_copy.copy_with_digest(raw, "raw", tmp_path / "copy.qcow2")  # it exists

@@ -66,11 +66,16 @@ def copy_with_digest(
     cache; part of it may not be on disk yet (see ``durable``).
     """
     with qemu_nbd.serve(source, source_format, limits=limits) as reader:
-        writer = Qcow2Writer(target, reader.size)
+        try:
+            writer = Qcow2Writer(target, reader.size)
+        except OSError as exc:
+            raise ToolError(f"cannot create {target}: {exc.strerror or exc}") from exc
         syncer = _BackgroundSync(writer.fileno())
         try:
             result = _pump(reader, writer, syncer, on_progress)
             writer.finish()
+        except OSError as exc:  # a full disk, an I/O error
+            raise ToolError(f"writing {target.name} failed: {exc.strerror or exc}") from exc
         finally:
             syncer.stop()
             writer.close()
