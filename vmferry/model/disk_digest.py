@@ -1,34 +1,37 @@
 """The canonical digest of what a guest sees on a disk, and the reads that compute it (pure).
 
 The disk's virtual content, zeros included, is cut into 64 KiB leaves (the last one may be
-shorter). A leaf's digest is the SHA-256 of its bytes; a leaf that reads as zeros has the
-digest of that many zero bytes, whether its zeros were read or a block status said so, so
-the digest does not depend on how an image stores its content (allocated zeros, holes,
+shorter). A leaf's digest is the BLAKE3 hash of its bytes; a leaf that reads as zeros has
+the digest of that many zero bytes, whether its zeros were read or a block status said so,
+so the digest does not depend on how an image stores its content (allocated zeros, holes,
 clusters of another size). The leaf digests of each GiB are hashed together into a span
-digest; the disk's digest is the SHA-256 of its size and its span digests. Two images with
-the same digest show a guest the same bytes; where they differ, the first differing span
-says in which GiB.
+digest; the disk's digest is the hash of its size and its span digests. Two images with the
+same digest show a guest the same bytes; where they differ, the first differing span says
+in which GiB.
 
-Zero leaves cost nothing: their digest is a constant, so an 8 GiB disk holding 1 GiB of data
-hashes 1 GiB.
+BLAKE3 rather than SHA-256: both are cryptographic (no one can make two contents with one
+digest), and BLAKE3 hashed 64 KiB leaves at 2.3 GB/s on this machine's CPU against 1.3 GB/s
+for SHA-256 (with SHA-NI); the import hashes every byte twice. Zero leaves cost nothing:
+their digest is a constant, so an 8 GiB disk holding 1 GiB of data hashes 1 GiB.
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from blake3 import blake3
+
 LEAF = 64 * 1024
 SPAN = 2**30
 _LEAVES_PER_SPAN = SPAN // LEAF
-_ZERO_LEAF = hashlib.sha256(bytes(LEAF)).digest()
+_ZERO_LEAF = blake3(bytes(LEAF)).digest()
 
 
 def zero_digest(length: int) -> bytes:
     """The digest of a leaf of ``length`` zero bytes."""
-    return _ZERO_LEAF if length == LEAF else hashlib.sha256(bytes(length)).digest()
+    return _ZERO_LEAF if length == LEAF else blake3(bytes(length)).digest()
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class Digest:
 
     @property
     def hexdigest(self) -> str:
-        h = hashlib.sha256(struct.pack(">Q", self.size))
+        h = blake3(struct.pack(">Q", self.size))
         for span in self.spans:
             h.update(span)
         return h.hexdigest()
@@ -153,7 +156,7 @@ class DiskDigester:
         self.size = size
         self.position = 0
         self._spans: list[bytes] = []
-        self._span = hashlib.sha256()
+        self._span = blake3()
         self._leaves_in_span = 0
 
     def add_zeros(self, length: int) -> None:
@@ -176,7 +179,7 @@ class DiskDigester:
         zero: list[bool] = []
         for start in range(0, len(data), LEAF):
             leaf = data[start : start + LEAF]
-            digest = hashlib.sha256(leaf).digest()
+            digest = blake3(leaf).digest()
             zero.append(digest == zero_digest(len(leaf)))
             self._span.update(digest)
             self._advance(1, len(leaf))
@@ -199,7 +202,7 @@ class DiskDigester:
         self._leaves_in_span += leaves
         if self._leaves_in_span == _LEAVES_PER_SPAN:
             self._spans.append(self._span.digest())
-            self._span = hashlib.sha256()
+            self._span = blake3()
             self._leaves_in_span = 0
 
 
