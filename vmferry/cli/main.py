@@ -1,7 +1,13 @@
-"""The `vmferry` command."""
+"""The `vmferry` command.
+
+Each command's module is imported only when that command runs (``_COMMANDS``): importing
+all of them took longer than a whole `qemu-img convert` of the import benchmark's disk
+(docs/performance.md). Help without a command, and ``app``, load them all.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -9,45 +15,60 @@ import traceback
 import typer
 
 from vmferry import __version__
-from vmferry.cli import (
-    check_cmd,
-    demo_cmd,
-    hosts_cmd,
-    import_cmd,
-    jobs_cmd,
-    lab_cmd,
-    migrate_cmd,
-    netprofile_cmd,
-    plan_cmd,
-    predict_cmd,
-    profile_cmd,
-    settings_cmd,
-    vm_cmd,
-)
 from vmferry.errors import VmferryError
 
-app = typer.Typer(
-    name="vmferry",
-    help="Move virtual machines into and between KVM hosts: check, plan, migrate, verify.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.add_typer(lab_cmd.app, name="lab")
-app.add_typer(hosts_cmd.app, name="hosts")
-app.command("inventory")(hosts_cmd.inventory)
-app.command("demo")(demo_cmd.demo)
-app.command("check")(check_cmd.check)
-app.command("jobs")(jobs_cmd.jobs)
-app.add_typer(jobs_cmd.job_app, name="job")
-app.command("migrate")(migrate_cmd.migrate)
-app.add_typer(plan_cmd.app, name="plan")
-app.command("import")(import_cmd.import_command)
-app.add_typer(netprofile_cmd.app, name="netprofile")
-app.command("profile")(profile_cmd.profile)
-app.command("predict")(predict_cmd.predict)
-app.add_typer(settings_cmd.app, name="settings")
-app.add_typer(vm_cmd.app, name="vm")
+# name: (module, attribute, a group of subcommands or one command), in the order of the help
+_COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "lab": ("vmferry.cli.lab_cmd", "app", True),
+    "hosts": ("vmferry.cli.hosts_cmd", "app", True),
+    "inventory": ("vmferry.cli.hosts_cmd", "inventory", False),
+    "demo": ("vmferry.cli.demo_cmd", "demo", False),
+    "check": ("vmferry.cli.check_cmd", "check", False),
+    "jobs": ("vmferry.cli.jobs_cmd", "jobs", False),
+    "job": ("vmferry.cli.jobs_cmd", "job_app", True),
+    "migrate": ("vmferry.cli.migrate_cmd", "migrate", False),
+    "plan": ("vmferry.cli.plan_cmd", "app", True),
+    "import": ("vmferry.cli.import_cmd", "import_command", False),
+    "netprofile": ("vmferry.cli.netprofile_cmd", "app", True),
+    "profile": ("vmferry.cli.profile_cmd", "profile", False),
+    "predict": ("vmferry.cli.predict_cmd", "predict", False),
+    "settings": ("vmferry.cli.settings_cmd", "app", True),
+    "vm": ("vmferry.cli.vm_cmd", "app", True),
+}
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The command line with every command, or with ``only`` that one."""
+    app = typer.Typer(
+        name="vmferry",
+        help="Move virtual machines into and between KVM hosts: check, plan, migrate, verify.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    app.callback()(main)
+    for name, (module, attribute, group) in _COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        target = getattr(importlib.import_module(module), attribute)
+        if group:
+            app.add_typer(target, name=name)
+        else:
+            app.command(name)(target)
+    return app
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``vmferry.cli.main.app``: the whole command line (for tests and tools)."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
+
+
+def _command_named(args: list[str]) -> str | None:
+    """The command ``args`` runs, when it is one of ours (the top level takes only flags)."""
+    first = next((arg for arg in args if not arg.startswith("-")), None)
+    return first if first in _COMMANDS else None
 
 
 def _version(value: bool) -> None:
@@ -56,7 +77,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
@@ -69,8 +89,9 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point: Typer handles usage errors (exit 2) and Ctrl-C (exit 130); vmferry's own
     errors become one line on stderr and their exit code; anything else exit 1, no traceback
     unless VMFERRY_DEBUG is set."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv)
+        build_app(_command_named(args))(args=args)
     except VmferryError as exc:
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
