@@ -117,17 +117,17 @@ def check_image(path: Path, *, limits: qemu_img.ToolLimits = qemu_img.DEFAULT_LI
 def durable(path: Path) -> Iterator[None]:
     """fsync ``path`` and its directory in a thread while the block runs; wait for it at the
     end and raise if it failed."""
-    failure: list[OSError] = []
+    failure: list[OSError | ToolError] = []
 
     def sync() -> None:
         try:
-            for item in (path, path.parent):
-                fd = os.open(item, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        except OSError as exc:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            sync_directory(path.parent)
+        except (OSError, ToolError) as exc:
             failure.append(exc)
 
     thread = threading.Thread(target=sync, name="vmferry-fsync", daemon=True)
@@ -135,7 +135,22 @@ def durable(path: Path) -> Iterator[None]:
     yield
     thread.join()
     if failure:
-        raise ToolError(f"could not write {path.name} to disk: {failure[0]}")
+        problem = failure[0]
+        if isinstance(problem, ToolError):
+            raise problem
+        raise ToolError(f"could not write {path.name} to disk: {problem.strerror or problem}")
+
+
+def sync_directory(path: Path) -> None:
+    """fsync a directory (after renames in it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ToolError(f"could not write {path} to disk: {exc.strerror or exc}") from exc
 
 
 def _extents(client: NbdClient) -> Iterator[Extent]:

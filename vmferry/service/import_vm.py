@@ -243,6 +243,7 @@ def _run(
             part.rename(target)
             final.append(target)
         written = []
+        verified_copy.sync_directory(pool_path)  # the renames, on disk before the VM is defined
         dst.refresh_pool(plan.pool)
         for disk in plan.disks:
             if volume_capacity(dst, plan.pool, disk.volume) is None:
