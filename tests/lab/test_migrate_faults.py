@@ -29,6 +29,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from support.pg import PgCluster
 
 from vmferry.lab import client, faults, guests
 from vmferry.lab.console import ConsoleTail, Heartbeat, MemCheck, StampedLine
@@ -36,6 +37,7 @@ from vmferry.lab.lifecycle import host_uri
 from vmferry.lab.state import GuestRecord, LabState, lab_dir
 from vmferry.model.migration import Job, JobStatus
 from vmferry.service import jobs as jobs_service
+from vmferry.store.db import open_store
 
 pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
@@ -495,6 +497,51 @@ def test_store_locked_mid_migration_the_move_goes_on_and_the_record_catches_up(
     print(f"\nstore locked {(unlocked_at - locked_at).total_seconds():.1f} s; recorded late: "
           + "; ".join(f"{e['kind']}: {e['message']}" for e in late))  # fmt: skip
     assert "measure" in [e["kind"] for e in late]  # the pause, measured at the move's end
+    back = vmferry("migrate", GUEST, "--to", "kvm1", "--no-cap", timeout=MIGRATE_TIMEOUT_S)
+    assert back.returncode == 0, back.stderr  # the next case starts from kvm1
+    set_rate(guest, 0)
+
+
+def test_postgresql_restarted_mid_migration_the_move_goes_on_and_the_record_catches_up(
+    guest: GuestRecord,
+    console: ConsoleTail,
+    migration: Callable[..., Migration],
+    pg_url: str,
+    pg_cluster: PgCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store on a real PostgreSQL server, stopped while the move runs and started again
+    after it ended: vmferry's recorder holds the events (with their own times) and writes
+    them when the server is back; the move itself never waits for it."""
+    hosts = open_store().list_hosts()  # the module's store: the lab's hosts, as it registered them
+    monkeypatch.setenv("VMFERRY_DB", pg_url)
+    store = open_store()
+    for host in hosts:
+        store.replace_host(host)
+    set_rate(guest, 4)
+    run = migration("--json")
+    run.wait_running()
+    run.wait_progress(seconds=1)
+    stopped_at = datetime.now(UTC)
+    pg_cluster.stop()  # pg_ctl stop -m fast: every connection is cut
+    try:
+        wait_until("the guest runs on kvm2", lambda: source_job_stats() == {}
+                   and destination_copies() != [], 90, poll=0.2)  # fmt: skip
+        time.sleep(3)  # the witnesses' checks run while the server is still down
+    finally:
+        pg_cluster.start()
+    started_at = datetime.now(UTC)
+    code = run.wait()
+    assert code == 0, run.stderr()
+    result = json.loads(run.out.read_text())
+    assert result["status"] == "completed" and result["verification"]["memory_integrity"] == "ok"
+    doc = job_json(result["job_id"])  # read back from PostgreSQL
+    assert doc["status"] == "completed"
+    late = [e for e in doc["events"]
+            if stopped_at <= datetime.fromisoformat(e["at"]) <= started_at]  # fmt: skip
+    print(f"\nPostgreSQL down {(started_at - stopped_at).total_seconds():.1f} s; recorded late: "
+          + "; ".join(f"{e['kind']}: {e['message']}" for e in late))  # fmt: skip
+    assert "measure" in [e["kind"] for e in late]  # the pause, measured while it was down
     back = vmferry("migrate", GUEST, "--to", "kvm1", "--no-cap", timeout=MIGRATE_TIMEOUT_S)
     assert back.returncode == 0, back.stderr  # the next case starts from kvm1
     set_rate(guest, 0)
