@@ -3,17 +3,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 from support.cli import vmferry
 
+from vmferry.drivers.guest_agent import AgentError, agent
+from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.lab import topology as topo
 from vmferry.lab.state import GuestRecord, LabState
+from vmferry.store.db import open_store
 
 pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
@@ -83,3 +91,52 @@ def test_a_vm_with_no_witness_is_liveness_only_and_fails_a_move_that_requires_mo
     assert code == 4, err
     assert result["status"] == "failed"
     assert "nothing beyond liveness proves the move (--require-verification)" in result["reason"]
+
+
+def copied(host: LibvirtHost) -> int:
+    """Bytes of memory the running migration job of ``vga`` on ``host`` has sent (0: none)."""
+    try:
+        return int(host._lookup("vga").jobStats(0).get("memory_processed", 0))
+    except libvirt.libvirtError:
+        return 0
+
+
+def test_a_guest_agent_that_stops_mid_move_does_not_stop_the_move_and_is_named(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """The real qemu-ga answers before the move, then is killed inside the guest while the
+    memory is being copied: the move goes on to the end (one running copy, on kvm2), and the
+    verification says which of the agent's checks could not run after it."""
+    lab_guests("vga", "kvm1", memory_mb=512, working_set_mb=256, dirty_mb_s=12, watched=False)
+    db = Path(os.environ["VMFERRY_DB"].removeprefix("sqlite:///"))
+    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}"}
+    move = subprocess.Popen([sys.executable, "-m", "vmferry.cli.main", "migrate", "vga", "--to",
+                             "kvm2", "--json"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        with LibvirtHost.connect("kvm1", open_store(f"sqlite:///{db}").get_host("kvm1").uri) as src:
+            deadline = time.monotonic() + 60
+            while copied(src) == 0:
+                assert move.poll() is None, move.communicate()
+                assert time.monotonic() < deadline, "the migration did not start copying"
+                time.sleep(0.1)
+            # the agent ends itself; its answer to this may never come
+            with contextlib.suppress(AgentError):
+                agent(src, "vga", "guest-exec", timeout_s=5, arguments={
+                    "path": "/bin/sh", "arg": ["-c", "kill -9 $(pidof qemu-ga)"]})  # fmt: skip
+            killed_during = copied(src) > 0
+        out, err = move.communicate(timeout=300)
+    finally:
+        if move.poll() is None:
+            move.kill()
+    assert killed_during, "the migration had ended before the agent was killed"
+    result = json.loads(out)
+    v = result["verification"]
+    assert v["running_on_destination"] and v["absent_on_source"], (result, err)
+    assert v["agent"] is not None and v["agent"]["ping"] is False, v
+    named = " ".join([result["reason"] or "", *v["warnings"]])
+    assert "could not run" in named or "did not answer" in named, (result, err)
+    print(
+        f"status {result['status']} (exit {move.returncode}): {result['reason']}; "
+        f"warnings: {v['warnings']}"
+    )
