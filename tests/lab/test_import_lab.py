@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import libvirt
 import pytest
@@ -363,5 +364,50 @@ def test_interrupted_import_leaves_nothing(lab: object, tmp_path: Path) -> None:
     conn = libvirt.open(host_uri("kvm1"))
     try:
         assert "imp-int" not in [d.name() for d in conn.listAllDomains(0)]
+    finally:
+        conn.close()
+
+
+def test_a_copy_that_fails_its_proof_is_refused_with_nothing_left(
+    make_disk: DiskFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proof can fail: one 4 KiB block of the copy changes between its write and its
+    read-back (a fault injected into the real import, run in this process). The import
+    fails in one line naming where, exit 4, the partial volume removed, nothing defined."""
+    from vmferry.drivers import verified_copy
+    from vmferry.imports.mapping import ImportOptions
+    from vmferry.service.import_vm import ImportFailedError, ImportRequest, import_vm
+    from vmferry.sources import ImageOverrides
+
+    raw, _, _ = make_disk(244)
+    vmdk = to_vmdk(raw, tmp_path / "imp-bad.vmdk")
+    real = verified_copy.copy_with_digest
+
+    def copy_then_corrupt(source: Path, fmt: str, target: Path, **kw: Any) -> Any:
+        result = real(source, fmt, target, **kw)
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x42 4M 4k", str(target)],
+                       check=True, capture_output=True)  # fmt: skip
+        return result
+
+    monkeypatch.setattr(verified_copy, "copy_with_digest", copy_then_corrupt)
+    before = sorted(p.name for p in _pool().iterdir())
+    request = ImportRequest(
+        vmdk,
+        "kvm1",
+        ImportOptions(name="imp-bad", network_map={"*": "vmnet"}, storage_pool=topo.SHARED_POOL),
+        overrides=ImageOverrides(name="imp-bad", nic_macs=("00:50:56:3f:00:44",)),
+        virt_type="qemu",
+    )
+    with pytest.raises(ImportFailedError) as failed:
+        import_vm(request)
+    assert failed.value.exit_code == 4
+    assert failed.value.message == (
+        "import of imp-bad failed: disk 0: the copy of imp-bad.vmdk differs from it in the GiB "
+        "at offset 0; nothing was defined"
+    )
+    assert sorted(p.name for p in _pool().iterdir()) == before
+    conn = libvirt.open(host_uri("kvm1"))
+    try:
+        assert "imp-bad" not in [d.name() for d in conn.listAllDomains(0)]
     finally:
         conn.close()
