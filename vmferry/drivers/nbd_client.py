@@ -98,8 +98,10 @@ class NbdClient:
         self._pending: dict[int, _Pending] = {}
 
     @classmethod
-    def connect(cls, path: Path, *, export: str = "", timeout_s: float = 60.0) -> NbdClient:
-        """Connect to the Unix socket ``path`` and negotiate ``export``."""
+    def connect(cls, path: Path, *, export: str = "", timeout_s: float = 300.0) -> NbdClient:
+        """Connect to the Unix socket ``path`` and negotiate ``export``. Any later wait for
+        the server longer than ``timeout_s`` fails (a server that hangs; Ctrl-C works
+        meanwhile)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout_s)
         try:
