@@ -97,3 +97,23 @@ def test_writes_must_come_in_order_and_whole(tmp_path: Path) -> None:
     writer.close()
     with pytest.raises(FileExistsError):
         Qcow2Writer(tmp_path / "x.qcow2", CLUSTER)  # never over an existing file
+
+
+def test_refcounts_span_several_blocks(tmp_path: Path) -> None:
+    """A file of more clusters than one refcount block counts (2 GiB): every cluster of it
+    has refcount 1, whichever block holds it (the data clusters are faked: a hole)."""
+    path = tmp_path / "big.qcow2"
+    writer = Qcow2Writer(path, 8 * GIB)
+    writer._next = REFCOUNTS_PER_BLOCK + 100  # as if that many clusters had been written
+    writer.finish()
+    data = path.read_bytes()
+    reftable = int.from_bytes(data[48:56], "big")
+    clusters = int.from_bytes(data[56:60], "big")
+    entries = [int.from_bytes(data[reftable + 8 * i : reftable + 8 * i + 8], "big")
+               for i in range(clusters * CLUSTER // 8)]  # fmt: skip
+    blocks = [e for e in entries if e]
+    total = len(data) // CLUSTER
+    counts = b"".join(data[b : b + CLUSTER] for b in blocks)
+    refcounts = [int.from_bytes(counts[2 * i : 2 * i + 2], "big") for i in range(len(counts) // 2)]
+    assert len(blocks) == 2
+    assert refcounts[:total] == [1] * total and not any(refcounts[total:])

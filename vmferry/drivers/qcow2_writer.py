@@ -149,7 +149,10 @@ class Qcow2Writer:
         self._close_region()
         tail = plan_tail(self._next, self.l1_size)
         _big_endian_write(self._fd, self._l1, tail.l1_start * CLUSTER)
-        _big_endian_write(self._fd, array("H", [1]) * tail.total, tail.refblocks_start * CLUSTER)
+        ones = b"\x00\x01" * REFCOUNTS_PER_BLOCK  # one refcount block of 1s (big-endian)
+        for block in range(math.ceil(tail.total / REFCOUNTS_PER_BLOCK)):  # a block at a time
+            count = min(REFCOUNTS_PER_BLOCK, tail.total - block * REFCOUNTS_PER_BLOCK)
+            os.pwrite(self._fd, ones[: 2 * count], (tail.refblocks_start + block) * CLUSTER)
         blocks = [(tail.refblocks_start + i) * CLUSTER for i in range(tail.refblocks)]
         _big_endian_write(self._fd, array("Q", blocks), tail.reftable_start * CLUSTER)
         os.ftruncate(self._fd, tail.total * CLUSTER)
