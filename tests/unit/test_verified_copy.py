@@ -176,3 +176,11 @@ def test_a_full_disk_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.Monke
         verified_copy.copy_with_digest(raw, "raw", tmp_path / "copy.qcow2")
     with pytest.raises(ToolError, match=r"^cannot create"):
         verified_copy.copy_with_digest(raw, "raw", tmp_path / "copy.qcow2")  # it exists
+
+
+def test_the_wall_clock_limit_holds(tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    _raw(raw)
+    limits = verified_copy.qemu_img.ToolLimits(timeout_s=0.0)
+    with pytest.raises(ToolError, match="did not finish within 0 s"):
+        verified_copy.copy_with_digest(raw, "raw", tmp_path / "copy.qcow2", limits=limits)

@@ -71,7 +71,7 @@ def copy_with_digest(
         except OSError as exc:
             raise ToolError(f"cannot create {target}: {exc.strerror or exc}") from exc
         try:
-            result = _pump(reader, writer, on_progress)
+            result = _pump(reader, writer, on_progress, limits.timeout_s)
             writer.finish()
         except OSError as exc:  # a full disk, an I/O error
             raise ToolError(f"writing {target.name} failed: {exc.strerror or exc}") from exc
@@ -89,7 +89,7 @@ def digest_image(
 ) -> Digest:
     """The digest of what a guest sees in ``path`` (read once, through qemu-nbd)."""
     with qemu_nbd.serve(path, fmt, limits=limits) as reader:
-        return _pump(reader, None, on_progress).digest
+        return _pump(reader, None, on_progress, limits.timeout_s).digest
 
 
 def check_image(path: Path, *, limits: qemu_img.ToolLimits = qemu_img.DEFAULT_LIMITS) -> str | None:
@@ -165,11 +165,16 @@ def _extents(client: NbdClient) -> Iterator[Extent]:
 
 
 def _pump(
-    reader: NbdClient, writer: Qcow2Writer | None, on_progress: ProgressFn | None
+    reader: NbdClient,
+    writer: Qcow2Writer | None,
+    on_progress: ProgressFn | None,
+    timeout_s: float,
 ) -> CopyResult:
     """Read ``reader`` once (what its block status does not call zeros), digest it, and
-    write what is not zeros to ``writer`` when there is one."""
+    write what is not zeros to ``writer`` when there is one; give up after ``timeout_s``
+    (the wall clock qemu-img had under the same limits)."""
     size = reader.size
+    deadline = time.monotonic() + timeout_s
     digester = DiskDigester(size)
     free = [bytearray(READ_SIZE) for _ in range(DEPTH)]
     in_flight: deque[tuple[int, int, int, bytearray | None]] = deque()  # offset, length, cookie
@@ -206,8 +211,11 @@ def _pump(
                     writer.write(offset + start, data[start:end])
                     sent += end - start
             free.append(buffer)
-        if on_progress is not None and time.monotonic() - last_report >= PROGRESS_EVERY_S:
-            last_report = time.monotonic()
+        now = time.monotonic()
+        if now > deadline:
+            raise ToolError(f"reading the disk did not finish within {timeout_s:g} s")
+        if on_progress is not None and now - last_report >= PROGRESS_EVERY_S:
+            last_report = now
             on_progress(100.0 * digester.position / size)
     if on_progress is not None:
         on_progress(100.0)
