@@ -32,6 +32,7 @@ from typing import Any
 
 import libvirt
 
+from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import completed_from_stats
 from vmferry.lab import guests, lifecycle
 from vmferry.lab.console import wait_for_memcheck
@@ -63,6 +64,9 @@ class Row:
     memory_integrity: str | None = None
     escalations: str = ""
     note: str = ""
+    guest_pause_ms: int | None = None  # vmferry's measured pause (hosts' events); virsh: none
+    qemu_version: str | None = None  # the stack the row ran on (kvm1's, as libvirt reports it)
+    libvirt_version: str | None = None
 
 
 def first_pass_bytes(samples: list[ProgressSample]) -> int | None:
@@ -134,13 +138,15 @@ def run_vmferry(
                v.memory_integrity if v else None,
                ", ".join(f"{e.step}{'=' + str(e.value) if e.value else ''}@{e.at_ms / 1000:.1f}s"
                          for e in result.escalations),
-               result.reason or "")  # fmt: skip
+               result.reason or "", result.guest_pause_ms)  # fmt: skip
 
 
 def bench(ratios: list[float], tools: list[str], link_mbps: int, memory_mb: int,
           working_set_mb: int) -> list[Row]:  # fmt: skip
     link_bytes_s = link_mbps * 1_000_000 / 8
     link_mib_s = link_bytes_s / MIB
+    with LibvirtHost.connect("kvm1", lifecycle.host_uri("kvm1")) as kvm1:
+        stack = kvm1.info()
     rows: list[Row] = []
     for ratio in ratios:
         dirty = round(ratio * link_mib_s)
@@ -158,6 +164,7 @@ def bench(ratios: list[float], tools: list[str], link_mbps: int, memory_mb: int,
                                       tls=tool == "vmferry-tls")  # fmt: skip
             finally:
                 guests.delete_guest(name)
+            row.qemu_version, row.libvirt_version = stack.hypervisor_version, stack.libvirt_version
             rows.append(row)
             progress(f"  -> {asdict(row)}")
     return rows
@@ -172,13 +179,16 @@ def table(rows: list[Row]) -> str:
     def ms(v: int | None) -> str:
         return "-" if v is None else f"{v / 1000:.1f} s" if v >= 1000 else f"{v} ms"
 
-    lines = ["| tool | dirty rate | converged | total time | QEMU downtime | blackout | "
-             "transferred | lower bound | memory | escalations |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    stacks = sorted({f"QEMU {r.qemu_version}, libvirt {r.libvirt_version}" for r in rows})
+    lines = [f"Stack: {'; '.join(stacks)}", "",
+             "| tool | dirty rate | converged | total time | QEMU downtime | guest pause | "
+             "blackout | transferred | lower bound | memory | escalations |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         moved = "-" if r.transferred_bytes is None else f"{r.transferred_bytes / MIB:.0f} MiB"
         lines.append(f"| {r.tool} | {r.dirty_ratio}x | {'yes' if r.converged else 'no'} | "
-                     f"{ms(r.total_time_ms)} | {ms(r.downtime_ms)} | {ms(r.blackout_ms)} | "
+                     f"{ms(r.total_time_ms)} | {ms(r.downtime_ms)} | {ms(r.guest_pause_ms)} | "
+                     f"{ms(r.blackout_ms)} | "
                      f"{moved} | {ms(r.lower_bound_ms)} | {r.memory_integrity or '-'} | "
                      f"{r.escalations or '-'} |")  # fmt: skip
     return "\n".join(lines)
@@ -207,7 +217,8 @@ def main() -> int:
     sys.stderr.write(table(rows) + "\n")
     if args.json:
         keys = ["tool", "dirty_ratio", "converged", "total_time_ms", "downtime_ms",
-                "blackout_ms", "transferred_bytes", "lower_bound_ms"]  # fmt: skip
+                "guest_pause_ms", "blackout_ms", "transferred_bytes", "lower_bound_ms",
+                "qemu_version", "libvirt_version"]  # fmt: skip
         print(json.dumps([{k: asdict(r)[k] for k in keys} for r in rows], indent=2))
     else:
         print(table(rows))
