@@ -465,6 +465,35 @@ def test_destination_qemu_killed_mid_migration(
     set_rate(guest, 0)
 
 
+def wait_moved_to_kvm2() -> None:
+    """Until the source has no migration job left and the guest runs on kvm2."""
+    wait_until("the guest runs on kvm2", lambda: source_job_stats() == {}
+               and destination_copies() != [], 90, poll=0.2)  # fmt: skip
+
+
+def assert_completed_and_caught_up(
+    run: Migration, guest: GuestRecord, what: str, away_from: datetime, away_until: datetime
+) -> None:
+    """The move completed and was verified although the store was away (``what``) from
+    ``away_from`` to ``away_until``; what happened meanwhile was written after, each event with
+    its own time (the pause's measure, taken at the move's end, among them). Then the guest
+    goes back to kvm1: the next case starts there."""
+    code = run.wait()
+    assert code == 0, run.stderr()
+    result = json.loads(run.out.read_text())
+    assert result["status"] == "completed" and result["verification"]["memory_integrity"] == "ok"
+    doc = job_json(result["job_id"])  # read back from the store that was away
+    assert doc["status"] == "completed"
+    late = [e for e in doc["events"]
+            if away_from <= datetime.fromisoformat(e["at"]) <= away_until]  # fmt: skip
+    print(f"\n{what} {(away_until - away_from).total_seconds():.1f} s; recorded late: "
+          + "; ".join(f"{e['kind']}: {e['message']}" for e in late))  # fmt: skip
+    assert "measure" in [e["kind"] for e in late]
+    back = vmferry("migrate", GUEST, "--to", "kvm1", "--no-cap", timeout=MIGRATE_TIMEOUT_S)
+    assert back.returncode == 0, back.stderr
+    set_rate(guest, 0)
+
+
 def test_store_locked_mid_migration_the_move_goes_on_and_the_record_catches_up(
     guest: GuestRecord, console: ConsoleTail, migration: Callable[..., Migration]
 ) -> None:
@@ -478,28 +507,12 @@ def test_store_locked_mid_migration_the_move_goes_on_and_the_record_catches_up(
     locked_at, locked = datetime.now(UTC), time.monotonic()
     try:
         # past SQLite's 5 s busy timeout (writes fail, not just wait), and past the move's end
-        wait_until("the guest runs on kvm2", lambda: source_job_stats() == {}
-                   and destination_copies() != [], 90, poll=0.2)  # fmt: skip
+        wait_moved_to_kvm2()
         time.sleep(max(3.0, 8 - (time.monotonic() - locked)))
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    unlocked_at = datetime.now(UTC)
-    code = run.wait()
-    assert code == 0, run.stderr()
-    result = json.loads(run.out.read_text())
-    assert result["status"] == "completed" and result["verification"]["memory_integrity"] == "ok"
-    doc = job_json(result["job_id"])
-    assert doc["status"] == "completed"
-    # what happened while the store was locked was written after, each with its own time
-    late = [e for e in doc["events"]
-            if locked_at <= datetime.fromisoformat(e["at"]) <= unlocked_at]  # fmt: skip
-    print(f"\nstore locked {(unlocked_at - locked_at).total_seconds():.1f} s; recorded late: "
-          + "; ".join(f"{e['kind']}: {e['message']}" for e in late))  # fmt: skip
-    assert "measure" in [e["kind"] for e in late]  # the pause, measured at the move's end
-    back = vmferry("migrate", GUEST, "--to", "kvm1", "--no-cap", timeout=MIGRATE_TIMEOUT_S)
-    assert back.returncode == 0, back.stderr  # the next case starts from kvm1
-    set_rate(guest, 0)
+    assert_completed_and_caught_up(run, guest, "store locked", locked_at, datetime.now(UTC))
 
 
 def test_postgresql_restarted_mid_migration_the_move_goes_on_and_the_record_catches_up(
@@ -525,26 +538,11 @@ def test_postgresql_restarted_mid_migration_the_move_goes_on_and_the_record_catc
     stopped_at = datetime.now(UTC)
     pg_cluster.stop()  # pg_ctl stop -m fast: every connection is cut
     try:
-        wait_until("the guest runs on kvm2", lambda: source_job_stats() == {}
-                   and destination_copies() != [], 90, poll=0.2)  # fmt: skip
+        wait_moved_to_kvm2()
         time.sleep(3)  # the witnesses' checks run while the server is still down
     finally:
         pg_cluster.start()
-    started_at = datetime.now(UTC)
-    code = run.wait()
-    assert code == 0, run.stderr()
-    result = json.loads(run.out.read_text())
-    assert result["status"] == "completed" and result["verification"]["memory_integrity"] == "ok"
-    doc = job_json(result["job_id"])  # read back from PostgreSQL
-    assert doc["status"] == "completed"
-    late = [e for e in doc["events"]
-            if stopped_at <= datetime.fromisoformat(e["at"]) <= started_at]  # fmt: skip
-    print(f"\nPostgreSQL down {(started_at - stopped_at).total_seconds():.1f} s; recorded late: "
-          + "; ".join(f"{e['kind']}: {e['message']}" for e in late))  # fmt: skip
-    assert "measure" in [e["kind"] for e in late]  # the pause, measured while it was down
-    back = vmferry("migrate", GUEST, "--to", "kvm1", "--no-cap", timeout=MIGRATE_TIMEOUT_S)
-    assert back.returncode == 0, back.stderr  # the next case starts from kvm1
-    set_rate(guest, 0)
+    assert_completed_and_caught_up(run, guest, "PostgreSQL down", stopped_at, datetime.now(UTC))
 
 
 # The last case: it kills the module's guest.
