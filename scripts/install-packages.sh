@@ -35,8 +35,11 @@ if [ "$stack" = modern ] && [ "$codename" != bookworm ]; then
     stack=distribution
 fi
 
+# Empty when not installed; dpkg-query fails for a package dpkg has never heard of, which
+# under pipefail must not end the script (a fresh machine has never seen QEMU).
 installed_version() {
-    dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null | awk '/ok installed/ {print $4}'
+    { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null || true; } |
+        awk '/ok installed/ {print $4}'
 }
 
 # Is every stack package installed, from the wanted suite?
