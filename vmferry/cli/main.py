@@ -34,6 +34,8 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "predict": ("vmferry.cli.predict_cmd", "predict", False),
     "settings": ("vmferry.cli.settings_cmd", "app", True),
     "vm": ("vmferry.cli.vm_cmd", "app", True),
+    "users": ("vmferry.cli.users_cmd", "app", True),
+    "audit": ("vmferry.cli.audit_cmd", "audit", False),
 }
 
 

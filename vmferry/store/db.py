@@ -205,6 +205,11 @@ class Store:
         """The database URL, password hidden."""
         return self._engine.url.render_as_string(hide_password=True)
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for the store's other modules: users, audit, tags)."""
+        return self._engine
+
     def close(self) -> None:
         self._engine.dispose()
 

@@ -233,3 +233,47 @@ class VmProbesRow(Base):
     health: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # argv (0009)
     netns: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UserRow(Base):
+    """A user of the server (see :class:`vmferry.model.account.User`). The token is stored
+    as its public id and an argon2 hash of the whole token; ``removed_at`` set: the user was
+    removed (its token no longer works, its name can be added again)."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    project: Mapped[str | None] = mapped_column(String(64))
+    token_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    token_hash: Mapped[str | None] = mapped_column(Text)
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditRow(Base):
+    """One entry of the audit trail (see :class:`vmferry.model.account.AuditEntry`). The
+    database refuses UPDATE and DELETE on it (triggers of migration 0010)."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_at", "at"), Index("ix_audit_user_at", "user", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user: Mapped[str | None] = mapped_column(String(64))
+    remote: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    result: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class VmTagRow(Base):
+    """One tag of a VM, by the VM's name (``project:P`` puts it in project P)."""
+
+    __tablename__ = "vm_tags"
+    __table_args__ = (Index("ix_vm_tags_tag", "tag"),)
+
+    vm: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(128), primary_key=True)
