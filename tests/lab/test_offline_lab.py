@@ -14,6 +14,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from support.stack import live_tcg_moves_work
 
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.lab import client
@@ -79,6 +80,33 @@ def test_a_cold_move_boots_the_guest_on_the_destination(
     assert 0 < result["downtime_ms"] <= result["total_time_ms"]
     assert where("cold1") == [("kvm2", "running")]
     assert len(client.echo(record.address, count=2)) == 2
+
+
+def test_strategy_auto_chooses_what_the_stack_allows_and_says_why(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """Idle, small and on a QEMU that moves TCG guests live: live, because pre-copy
+    converges within 300 ms. On QEMU 7.2 the live move is refused by pre-flight
+    (migration.tcg-lost-writes) and auto moves the same guest warm, memory kept."""
+    lab_guests("auto1", "kvm1", memory_mb=256, working_set_mb=64)
+    done = vmferry("migrate", "auto1", "--to", "kvm2", "--strategy", "auto", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    reason = result["strategy_reason"]
+    print("auto:", result["strategy"], "-", reason)
+    if live_tcg_moves_work():
+        assert result["strategy"] == "live"
+        assert "pre-copy converges" in reason and "within the tolerance of 300 ms" in reason
+        assert isinstance(result["guest_pause_ms"], int)
+    else:
+        assert result["strategy"] == "warm"
+        assert "a live move is refused (migration.tcg-lost-writes)" in reason
+    assert result["status"] == "completed"
+    assert result["verification"]["memory_integrity"] == "ok"
+    assert where("auto1") == [("kvm2", "running")]
+    job = json.loads(vmferry("job", "show", result["job_id"], "--json").stdout)
+    chosen = [e for e in job["events"] if e["kind"] == "strategy"]
+    assert [e["data"] for e in chosen] == [{"strategy": result["strategy"], "reason": reason}]
 
 
 def test_a_cold_move_without_force_gives_up_and_restarts_the_vm(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated
 
 import typer
@@ -17,12 +18,23 @@ from vmferry.model.migration import (
     MigrationOptions,
     MigrationResult,
     ProgressSample,
+    Strategy,
     TlsMode,
 )
-from vmferry.model.migration import Strategy as StrategyEnum
 from vmferry.service.migrate import migrate as migrate_service
+from vmferry.service.migrate import migrate_auto
 
 MIB = 2**20
+
+
+class StrategyEnum(enum.StrEnum):
+    """The strategies the user can name, and ``auto``: vmferry chooses."""
+
+    AUTO = "auto"
+    LIVE = "live"
+    POSTCOPY = "postcopy"
+    WARM = "warm"
+    COLD = "cold"
 
 
 def progress_table(sample: ProgressSample, state: PolicyState) -> Table:
@@ -51,6 +63,10 @@ def result_table(result: MigrationResult) -> Table:
     table = Table(show_header=False, box=None)
     table.add_row("job", result.job_id)
     table.add_row("status", str(result.status) + (f": {result.reason}" if result.reason else ""))
+    strategy = str(result.strategy)
+    if result.strategy_reason is not None:
+        strategy += f" (chosen: {result.strategy_reason})"
+    table.add_row("strategy", strategy)
     table.add_row("total time", _ms(result.total_time_ms))
     measured_by = "vmferry" if result.strategy.offline else "QEMU"
     table.add_row(f"downtime ({measured_by})", _ms(result.downtime_ms))
@@ -107,7 +123,9 @@ def migrate(
             help="live: pre-copy only; postcopy: post-copy as the last escalation; warm: "
             "save the VM's state to a directory both hosts see and restore it on the "
             "destination (memory kept, stopped meanwhile); cold: shut it down, copy the "
-            "disks only the source sees, start it on the destination (it reboots)."
+            "disks only the source sees, start it on the destination (it reboots); auto: "
+            "vmferry chooses from pre-flight, a one-second measurement of the VM and "
+            "--max-downtime-ms, and says why."
         ),
     ] = StrategyEnum.LIVE,
     max_downtime_ms: int = typer.Option(300, "--max-downtime-ms", min=10, max=60_000),
@@ -151,15 +169,16 @@ def migrate(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Move a running VM to another host (live, or warm/cold), then prove nothing was lost."""
-    offline_only = {"--state-dir": state_dir is not None and strategy is not StrategyEnum.WARM,
-                    "--force": force and strategy is not StrategyEnum.COLD,
+    offline_only = {"--state-dir": state_dir is not None
+                    and strategy not in (StrategyEnum.WARM, StrategyEnum.AUTO),
+                    "--force": force and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO),
                     "--delete-source-disks": delete_source_disks
-                    and strategy is not StrategyEnum.COLD}  # fmt: skip
+                    and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO)}  # fmt: skip
     misplaced = [name for name, bad in offline_only.items() if bad]
     if misplaced:
         raise BadInputError(f"{', '.join(misplaced)} do(es) not apply to --strategy {strategy}")
     options = MigrationOptions(
-        strategy,
+        Strategy.LIVE if strategy is StrategyEnum.AUTO else Strategy(strategy.value),
         max_downtime_ms,
         timeout,
         copy_storage,
@@ -178,7 +197,8 @@ def migrate(
         def show(sample: ProgressSample, state: PolicyState) -> None:
             live.update(progress_table(sample, state))
 
-        outcome = migrate_service(vm, to, options, on_progress=show, note=note)
+        run = migrate_auto if strategy is StrategyEnum.AUTO else migrate_service
+        outcome = run(vm, to, options, on_progress=show, note=note)
     result = outcome.result
     if json_out:
         print_json(result_json(result))

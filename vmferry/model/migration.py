@@ -149,6 +149,8 @@ class MigrationResult:
     # the guest's pause as vmferry measured it (live: from the source's pause event to the
     # destination's resume event, docs/performance.md); None where it was not measured
     guest_pause_ms: int | None = None
+    # --strategy auto: why this strategy was chosen (None when the user named it)
+    strategy_reason: str | None = None
 
 
 @dataclass(frozen=True)

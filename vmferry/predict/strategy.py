@@ -48,6 +48,8 @@ def choose_strategy(
     *,
     allow_offline: bool = True,
     postcopy_downtime_ms: int | None = None,
+    live_refused: str | None = None,
+    warm_refused: str | None = None,
 ) -> StrategyChoice:
     """Choose for one VM.
 
@@ -56,7 +58,12 @@ def choose_strategy(
     VM may run on the destination before all its memory is there (a failure of the source
     or the link then loses it). ``allow_offline``: warm or cold moves are acceptable at all.
     ``postcopy_downtime_ms``: the post-copy switchover (default: the calibrated switchover).
+    ``live_refused`` / ``warm_refused``: why the hosts cannot move this VM live (or post-copy)
+    / warm at all (pre-flight blockers that only that kind of move has, such as a QEMU that
+    loses a TCG guest's writes during a live move): the choice is then among what is left.
     """
+    if live_refused is not None:
+        return _offline_choice(prediction, max_downtime_ms, live_refused, warm_refused)
     p = prediction
     inputs = p.inputs
     link = f"{inputs.link_bytes_s / MIB:.1f} MiB/s"
@@ -108,7 +115,7 @@ def choose_strategy(
         if not allow_postcopy
         else (f"post-copy's switch of about {switch} ms exceeds it")
     )
-    if fits(warm):
+    if fits(warm) and warm_refused is None:
         return StrategyChoice(
             MoveStrategy.WARM,
             f"{why_not} and {no_postcopy}; a warm move (suspend, transfer "
@@ -117,10 +124,42 @@ def choose_strategy(
             f"{tolerance}",
             warm,
         )
+    no_warm = (
+        f"a warm move is refused ({warm_refused})"
+        if warm_refused is not None
+        else f"even a warm move would stop it for about {warm / 1000:.1f} s, over the "
+        f"tolerance of {tolerance}"
+    )
     return StrategyChoice(
         MoveStrategy.COLD,
-        f"{why_not}, {no_postcopy}, and even a warm move would stop it for "
-        f"about {warm / 1000:.1f} s, over the tolerance of {tolerance}: "
-        "move it cold (shut down, copy, start) in a maintenance window",
+        f"{why_not}, {no_postcopy}, and {no_warm}: move it cold (shut down, copy, start) in "
+        "a maintenance window",
+        warm,
+    )
+
+
+def _offline_choice(
+    p: Prediction, max_downtime_ms: int | None, live_refused: str, warm_refused: str | None
+) -> StrategyChoice:
+    """Warm when the hosts allow it (it keeps the guest's memory), else cold."""
+    tolerance = "any" if max_downtime_ms is None else f"{max_downtime_ms} ms"
+    warm = warm_downtime_ms(p)
+    if warm_refused is None:
+        over = (
+            ""
+            if max_downtime_ms is None or warm <= max_downtime_ms
+            else (f", over the tolerance of {tolerance}, but nothing shorter is possible")
+        )
+        return StrategyChoice(
+            MoveStrategy.WARM,
+            f"a live move is refused ({live_refused}); a warm move (suspend, transfer "
+            f"{p.inputs.nonzero_bytes / MIB:.0f} MiB of state, resume) keeps the guest's "
+            f"memory and stops it for about {warm / 1000:.1f} s{over}",
+            warm,
+        )
+    return StrategyChoice(
+        MoveStrategy.COLD,
+        f"a live move is refused ({live_refused}) and a warm one too ({warm_refused}): "
+        "move it cold (shut down, copy, start)",
         warm,
     )

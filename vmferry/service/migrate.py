@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vmferry.assess.preflight import DiskReach
 from vmferry.drivers.libvirt_host import LibvirtHost
@@ -16,6 +16,7 @@ from vmferry.errors import VmferryError
 from vmferry.model import Host, VmSpec
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
+from vmferry.service.auto_strategy import choose_move
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.jobs import reconcile_vm
 from vmferry.service.lease import process_lease
@@ -45,7 +46,7 @@ def link_bandwidth_mib_s(link_mbps: int) -> int:
     return -(-link_mbps * 1_000_000 // 8 // MIB)
 
 
-def migrate(
+def migrate_auto(
     vm: str,
     to: str,
     options: MigrationOptions,
@@ -53,11 +54,47 @@ def migrate(
     on_progress: ProgressFn = _quiet,
     note: NoteFn = _quiet,
 ) -> MigrateOutcome:
+    """`--strategy auto`: choose the strategy (:func:`choose_move`), then :func:`migrate`.
+
+    ``options.strategy`` is ignored; the job records the choice and its reason."""
+    choice = choose_move(vm, to, options, note)
+    note(f"strategy {choice.strategy}: {choice.reason}")
+    chosen = replace(options, strategy=Strategy(choice.strategy.value))
+    return migrate(vm, to, chosen, on_progress=on_progress, note=note,
+                   strategy_reason=choice.reason)  # fmt: skip
+
+
+def migrate(
+    vm: str,
+    to: str,
+    options: MigrationOptions,
+    *,
+    on_progress: ProgressFn = _quiet,
+    note: NoteFn = _quiet,
+    strategy_reason: str | None = None,
+) -> MigrateOutcome:
     """Run the pre-flight checks and, unless they block, the live migration.
 
     A blocked check still makes a job (status failed, the findings in its events), so
-    `vmferry jobs` shows every attempt.
+    `vmferry jobs` shows every attempt. ``strategy_reason``: why the strategy was chosen
+    (`--strategy auto`), recorded with the job and returned in the result.
     """
+    outcome = _migrate(vm, to, options, on_progress=on_progress, note=note,
+                       strategy_reason=strategy_reason)  # fmt: skip
+    if strategy_reason is None:
+        return outcome
+    return replace(outcome, result=replace(outcome.result, strategy_reason=strategy_reason))
+
+
+def _migrate(
+    vm: str,
+    to: str,
+    options: MigrationOptions,
+    *,
+    on_progress: ProgressFn,
+    note: NoteFn,
+    strategy_reason: str | None,
+) -> MigrateOutcome:
     reconcile_vm(vm)
     note(f"checking {vm} -> {to}")
     if options.strategy.offline:  # warm and cold: the checks as they apply to them
@@ -68,6 +105,9 @@ def migrate(
     source, destination = store.get_host(report.source), store.get_host(report.destination)
     job = store.create_job("migrate", vm, source.name, destination.name, options)
     store.set_owner(job.id, process_lease(store))
+    if strategy_reason is not None:
+        store.add_event(job.id, "strategy", f"strategy {options.strategy}: {strategy_reason}",
+                        {"strategy": str(options.strategy), "reason": strategy_reason})  # fmt: skip
     store.add_event(job.id, "checks", f"pre-flight: {len(report.findings)} findings, "
                     f"{'blocked' if report.blocked else 'clear'}",
                     {"findings": to_jsonable(list(report.findings))})  # fmt: skip

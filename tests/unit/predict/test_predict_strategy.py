@@ -56,6 +56,32 @@ def test_no_offline_moves_keep_it_live() -> None:
     assert "may not be stopped" in choice.reason
 
 
+def test_a_live_only_blocker_leaves_warm_even_for_a_vm_that_would_converge() -> None:
+    why = "migration.tcg-lost-writes"
+    choice = choose_strategy(prediction(0.1), 300, live_refused=why)  # type: ignore[arg-type]
+    assert choice.strategy is MoveStrategy.WARM
+    assert why in choice.reason and "keeps the guest's memory" in choice.reason
+    assert "nothing shorter is possible" in choice.reason  # its stop is over 300 ms
+    assert choice.predicted_downtime_ms == warm_downtime_ms(prediction(0.1))  # type: ignore[arg-type]
+
+
+def test_live_and_warm_refused_leave_cold_with_both_reasons() -> None:
+    choice = choose_strategy(prediction(0.1), 300, live_refused="migration.x",  # type: ignore[arg-type]
+                             warm_refused="disks.local")  # fmt: skip
+    assert choice.strategy is MoveStrategy.COLD
+    assert "migration.x" in choice.reason and "disks.local" in choice.reason
+
+
+def test_a_refused_warm_move_is_passed_over_for_cold() -> None:
+    p = prediction(1.5)
+    warm = warm_downtime_ms(p)  # type: ignore[arg-type]
+    allowed = choose_strategy(p, warm + 1000, allow_postcopy=False)  # type: ignore[arg-type]
+    refused = choose_strategy(p, warm + 1000, allow_postcopy=False,  # type: ignore[arg-type]
+                              warm_refused="disks.local")  # fmt: skip
+    assert (allowed.strategy, refused.strategy) == (MoveStrategy.WARM, MoveStrategy.COLD)
+    assert "a warm move is refused (disks.local)" in refused.reason
+
+
 def test_no_tolerance_given_means_any_downtime() -> None:
     assert choose_strategy(prediction(0.1), None).strategy is MoveStrategy.LIVE  # type: ignore[arg-type]
     assert choose_strategy(prediction(1.5), None, allow_postcopy=False).strategy is (  # type: ignore[arg-type]

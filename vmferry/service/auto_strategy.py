@@ -1,0 +1,81 @@
+"""`vmferry migrate --strategy auto`: which kind of move fits this VM, and why.
+
+The decision is :func:`vmferry.predict.strategy.choose_strategy` (pure); this module gathers
+what it needs from the hosts:
+
+1. the live pre-flight check: a blocker that only a live move has (``migration.*``, such as
+   a QEMU that loses a TCG guest's writes during a live move) rules out live and post-copy;
+   any other blocker rules out every move, and the move then goes ahead as live only to be
+   refused and recorded by the normal path;
+2. when live is ruled out, the warm check (warm needs the disks shared);
+3. the prediction (the VM measured for about a second: dirty rate, zero pages) against the
+   user's maximum downtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from vmferry.engine.live import NoteFn
+from vmferry.errors import VmferryError
+from vmferry.model.finding import Severity
+from vmferry.model.migration import MigrationOptions, Strategy
+from vmferry.predict.strategy import MoveStrategy, StrategyChoice, choose_strategy
+from vmferry.service.check import CheckReport, check_migration
+from vmferry.service.offline_move import check_offline
+from vmferry.service.predict import predict_migration
+
+LIVE_ONLY_PREFIX = "migration."
+
+
+def _quiet(*_args: object) -> None:
+    return None
+
+
+def _blocker_ids(report: CheckReport) -> list[str]:
+    return [f.id for f in report.findings if f.severity is Severity.BLOCKER]
+
+
+def choose_move(
+    vm: str, to: str, options: MigrationOptions, note: NoteFn = _quiet
+) -> StrategyChoice:
+    """The strategy for moving ``vm`` to ``to`` within ``options.max_downtime_ms``."""
+    note(f"choosing how to move {vm}: pre-flight and a one-second measurement")
+    live = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls)
+    blockers = _blocker_ids(live)
+    if blockers and not all(b.startswith(LIVE_ONLY_PREFIX) for b in blockers):
+        return StrategyChoice(
+            MoveStrategy.LIVE,
+            "pre-flight blocks any move (" + ", ".join(blockers) + "): nothing to choose",
+            0,
+        )
+    live_refused = ", ".join(blockers) or None
+    warm_refused = _warm_refused(vm, to, options) if live_refused is not None else None
+    try:
+        report = predict_migration(
+            vm, to, max_downtime_ms=options.max_downtime_ms, bandwidth_mib_s=options.bandwidth_mib_s
+        )
+    except VmferryError as exc:
+        if live_refused is not None:
+            raise
+        return StrategyChoice(
+            MoveStrategy.LIVE,
+            f"the VM could not be measured ({exc.message}): live, with vmferry's escalations",
+            0,
+        )
+    choice = choose_strategy(report.prediction, options.max_downtime_ms, allow_postcopy=True,
+                             live_refused=live_refused, warm_refused=warm_refused)  # fmt: skip
+    if choice.strategy is MoveStrategy.WARM and live_refused is None:
+        warm_refused = _warm_refused(vm, to, options)  # checked only when it is the choice
+        if warm_refused is not None:
+            choice = choose_strategy(report.prediction, options.max_downtime_ms,
+                                     allow_postcopy=True, warm_refused=warm_refused)  # fmt: skip
+    return choice
+
+
+def _warm_refused(vm: str, to: str, options: MigrationOptions) -> str | None:
+    """Why the hosts cannot move ``vm`` warm (its pre-flight blockers), or None."""
+    if options.copy_storage:
+        return "--copy-storage: a warm move does not copy disks"
+    report = check_offline(vm, to, replace(options, strategy=Strategy.WARM))
+    return ", ".join(_blocker_ids(report)) or None
