@@ -13,17 +13,21 @@ import pytest
 from vmferry.drivers import libvirt_migration
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import (
+    CompletedStats,
     MigrationRequest,
     RunningMigration,
     completed_from_stats,
     sample_from_stats,
 )
 from vmferry.engine import live
+from vmferry.engine.live import measured_stats
 from vmferry.errors import HostUnreachableError, VmferryError
 from vmferry.model import VmRecord, VmSpec, VmState
+from vmferry.model.migration import ProgressSample
 from vmferry.verify.witness import WitnessReport
 
 REPORT = WitnessReport(None, None, None, None)
+MIB = 2**20
 
 
 def record(host: str, state: VmState) -> VmRecord:
@@ -278,3 +282,14 @@ def test_a_downtime_limit_libvirt_cannot_read_back_is_an_error_not_a_crash() -> 
 
     with pytest.raises(VmferryError, match="cannot read the downtime limit back"):
         running(Dom()).set_downtime(30)
+
+
+def test_after_post_copy_the_figures_are_vmferrys_own() -> None:
+    def at(ms: int, processed: int, remaining: int, iteration: int) -> ProgressSample:
+        return ProgressSample(ms, iteration, 512 * MIB, processed, remaining, 0, 0)
+
+    samples = [at(1000, 100 * MIB, 400 * MIB, 1), at(19_000, 900 * MIB, 120 * MIB, 6)]
+    stats = measured_stats(25_400, samples, 83)
+    # the call's time, the pause from the events, and every page left sent once
+    assert stats == CompletedStats(25_400, 83, 1020 * MIB, 6)
+    assert measured_stats(None, [], None) == CompletedStats(None, None, None, None)

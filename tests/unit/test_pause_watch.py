@@ -44,3 +44,16 @@ def test_a_resume_before_the_pause_or_a_missing_event_measures_nothing() -> None
     assert PauseTimes(None, 3.0).pause_ms is None
     assert PauseTimes(3.0, None).pause_ms is None
     assert PauseTimes(3.0, 2.0).pause_ms is None
+
+
+def test_after_post_copy_the_pause_ends_at_the_first_resumption_not_the_last() -> None:
+    watch = _watch([10.000, 10.080, 12.900, 12.901])
+    watch._on_event("source", "vm1", SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY)
+    watch._on_event("destination", "vm1", RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY)
+    # the last page arrived: the destination says RESUMED again, the guest ran meanwhile
+    watch._on_event("destination", "vm1", RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED)
+    watch._on_qmp("destination", "vm1", 10.079)
+    watch._on_qmp("destination", "vm1", 12.899)
+    times = watch.stop()
+    assert (times.paused_at, times.resumed_at, times.pause_ms) == (10.000, 10.080, 80)
+    assert times.qemu_resume_at == 10.079

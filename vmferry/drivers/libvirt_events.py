@@ -131,7 +131,9 @@ class PauseWatch:
         with self._lock:
             if role == "source" and (event, detail) in _PAUSED and self._paused is None:
                 self._paused = now
-            elif role == "destination" and (event, detail) in _RESUMED:
+            elif role == "destination" and (event, detail) in _RESUMED and self._resumed is None:
+                # the first: after post-copy the destination says RESUMED again when the
+                # last page has arrived, seconds after the guest began to run there
                 self._resumed = now
 
     def _on_qmp(self, role: str, vm: str, stamp: float) -> None:
@@ -140,7 +142,7 @@ class PauseWatch:
         with self._lock:
             if role == "source" and self._qemu_stop is None:
                 self._qemu_stop = stamp
-            elif role == "destination":
+            elif role == "destination" and self._qemu_resume is None:
                 self._qemu_resume = stamp
 
     def stop(self) -> PauseTimes:

@@ -135,6 +135,8 @@ class RunningMigration:
         self._postcopy = False
         self._abort_pending = False
         self._succeeded = False
+        self._began: float | None = None  # monotonic, around libvirt's migrate call
+        self._ended: float | None = None
         self._hung: dict[str, threading.Thread] = {}
         self.abort_unanswered = False  # an abort got no answer in time on this connection
 
@@ -149,6 +151,7 @@ class RunningMigration:
         return self._thread is not None
 
     def _run(self) -> None:
+        self._began = time.monotonic()
         try:
             self._dom.migrateToURI3(self.request.destination_uri, _params(self.request),
                                     _flags(self.request))  # fmt: skip
@@ -158,6 +161,16 @@ class RunningMigration:
             self._error = f"{type(exc).__name__}: {exc}"
         else:
             self._succeeded = True
+        finally:
+            self._ended = time.monotonic()
+
+    @property
+    def call_ms(self) -> int | None:
+        """How long libvirt's migrate call took (None until it returned): the job's whole
+        time as vmferry's clock sees it, from the call to the destination running alone."""
+        if self._began is None or self._ended is None:
+            return None
+        return round((self._ended - self._began) * 1000)
 
     def done(self) -> bool:
         return self._thread is not None and not self._thread.is_alive()

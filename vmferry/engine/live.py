@@ -189,6 +189,15 @@ def _drive(
             stats = CompletedStats(stats.total_time_ms, stats.downtime_ms,
                                    stats.transferred_bytes, samples[-1].iteration)  # fmt: skip
         paused = pause.stop() if pause is not None else None
+        if moved and stats.total_time_ms is None:  # after post-copy libvirt keeps none
+            stats = measured_stats(migration.call_ms, samples,
+                                   paused.pause_ms if paused is not None else None)  # fmt: skip
+            event("measure", "libvirt kept no completed statistics (post-copy): total time "
+                  f"{_fmt_ms(stats.total_time_ms)} by vmferry's clock around the migrate call, "
+                  f"downtime {_fmt_ms(stats.downtime_ms)} from the pause events, "
+                  f"{_fmt_mib(stats.transferred_bytes)} from the source's last statistics",
+                  total_time_ms=stats.total_time_ms, downtime_ms=stats.downtime_ms,
+                  transferred_bytes=stats.transferred_bytes)  # fmt: skip
         if moved and paused is not None:
             event("measure", f"guest paused {paused.pause_ms} ms by libvirt's events, "
                   f"{paused.qemu_pause_ms} ms by QEMU's", pause_ms=paused.pause_ms,
@@ -231,6 +240,28 @@ def _drive(
 
 
 INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+def measured_stats(
+    call_ms: int | None, samples: list[ProgressSample], pause_ms: int | None
+) -> CompletedStats:
+    """A completed move's figures measured by vmferry, for when libvirt keeps none (after
+    post-copy): the total is the migrate call's time; the downtime the guest's pause (the
+    pause and resume events); the bytes what the source had sent at its last statistics
+    plus what was left then (post-copy sends each page left exactly once)."""
+    last = samples[-1] if samples else None
+    sent = None if last is None else last.memory_processed_bytes + last.memory_remaining_bytes
+    return CompletedStats(call_ms, pause_ms, sent, last.iteration if last else None)
+
+
+def _fmt_ms(value: int | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"{value / 1000:.1f} s" if value >= 10_000 else f"{value} ms"
+
+
+def _fmt_mib(value: int | None) -> str:
+    return "bytes unknown" if value is None else f"{value / 2**20:.0f} MiB"
 
 
 def _watch_pause(plan: LivePlan, event: Callable[..., None]) -> PauseWatch | None:
