@@ -36,6 +36,7 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "vm": ("vmferry.cli.vm_cmd", "app", True),
     "users": ("vmferry.cli.users_cmd", "app", True),
     "audit": ("vmferry.cli.audit_cmd", "audit", False),
+    "server": ("vmferry.cli.server_cmd", "server", False),
 }
 
 

@@ -1,0 +1,92 @@
+"""The API under test: ``create_app`` on the ``store`` fixture (SQLite and a real
+PostgreSQL, tests/unit/conftest.py), with a fake inventory (no libvirt), one user per role,
+and two self-service users bound to projects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from fastapi.testclient import TestClient
+
+from vmferry.model import Host, VmRecord, VmSpec, VmState
+from vmferry.model.migration import JobStatus, MigrationOptions
+from vmferry.server.app import create_app
+from vmferry.service import users
+from vmferry.service.fleet import Fleet
+from vmferry.store import accounts
+from vmferry.store.db import Store
+
+GIB = 2**30
+
+
+def vm(name: str, host: str, state: VmState = VmState.RUNNING, *, memory_gib: float = 1,
+       cpu_model: str | None = None) -> VmRecord:  # fmt: skip
+    spec = VmSpec(name, f"uuid-{name}", 2, int(memory_gib * GIB), cpu_model=cpu_model)
+    return VmRecord(host, state, True, spec)
+
+
+FLEET = [
+    vm("web1", "kvm1", memory_gib=2, cpu_model="Skylake-Server"),
+    vm("web2", "kvm1", VmState.SHUT_OFF, memory_gib=4),
+    vm("db1", "kvm2", memory_gib=16, cpu_model="Skylake-Server"),
+    vm("db2", "kvm2", VmState.PAUSED, memory_gib=8),
+    vm("cache1", "kvm2", memory_gib=0.5),
+]
+
+
+@dataclass
+class FakeInventory:
+    """What the hosts report: the fleet above; kvm3 never answers."""
+
+    records: list[VmRecord] = field(default_factory=lambda: list(FLEET))
+    calls: int = 0
+
+    def __call__(self, store: Store, host: str | None) -> Fleet:
+        self.calls += 1
+        if host is not None:
+            store.get_host(host)  # 404 for a host that is not registered
+        records = [r for r in self.records if host is None or r.host == host]
+        unreachable = {} if host not in (None, "kvm3") else {"kvm3": "kvm3: no route to host"}
+        return Fleet(records, unreachable)
+
+
+@dataclass
+class Api:
+    client: TestClient
+    store: Store
+    tokens: dict[str, str]
+    inventory: FakeInventory
+
+    def as_(self, who: str | None) -> dict[str, str]:
+        return {} if who is None else {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def job(self, vm_name: str, status: JobStatus = JobStatus.PENDING) -> str:
+        job = self.store.create_job("migrate", vm_name, "kvm1", "kvm2", MigrationOptions())
+        if status is not JobStatus.PENDING:
+            self.store.set_status(job.id, JobStatus.RUNNING)
+        if status.finished:
+            self.store.set_status(job.id, status, f"test: {status}")
+        return job.id
+
+
+ROLE_USERS = {"admin": ("admin", None), "operator": ("operator", None),
+              "planner": ("planner", None), "viewer": ("viewer", None),
+              "selfweb": ("operator", "web"), "selfdb": ("operator", "db")}  # fmt: skip
+
+
+@pytest.fixture
+def api(store: Store) -> Iterator[Api]:
+    for name in ("kvm1", "kvm2", "kvm3"):
+        store.add_host(Host(name, f"qemu+tls://{name}/system"))
+    tokens = {}
+    for name, (role, project) in ROLE_USERS.items():
+        tokens[name] = users.add_user(store, name, role, project)[1]
+    accounts.set_vm_tags(store, "web1", ["project:web", "tier:1"])
+    accounts.set_vm_tags(store, "web2", ["project:web"])
+    accounts.set_vm_tags(store, "db1", ["project:db", "tier:1"])
+    inventory = FakeInventory()
+    app = create_app(store, inventory=inventory, max_body_bytes=4096, event_poll_s=0.01)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Api(client, store, tokens, inventory)

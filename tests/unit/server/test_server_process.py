@@ -1,0 +1,122 @@
+"""The real `vmferry server` process on a free loopback port, with a token from a real
+`vmferry users add`, talked to with httpx, then stopped. Its inventory is libvirt's own
+test driver (test:///default), read for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def read_until(process: subprocess.Popen[str], marker: str, limit_s: float) -> list[str]:
+    """The server's stderr lines up to the one containing ``marker`` (fails when the
+    process ends first or ``limit_s`` passes)."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + limit_s
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = process.stderr.readline()
+            if not line:
+                pytest.fail(f"the server ended before {marker!r}: {''.join(lines)}")
+            lines.append(line)
+            if marker in line:
+                return lines
+    pytest.fail(f"no {marker!r} from the server within {limit_s} s: {''.join(lines)}")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "VMFERRY_DB": f"sqlite:///{tmp_path / 'server.db'}"}
+
+
+@pytest.fixture
+def server(env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vmferry.cli.main", "server", "--listen", f"127.0.0.1:{port}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = read_until(process, "Uvicorn running on", limit_s=60)
+        yield f"http://127.0.0.1:{port}", lines
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=30)
+    # uvicorn shuts down cleanly, then ends by the signal it got (as a service should)
+    assert "Finished server process" in rest
+    assert process.returncode == -signal.SIGTERM
+
+
+def test_the_real_server_answers_with_a_real_token_and_stops(
+    env: dict[str, str], server: tuple[str, list[str]]
+) -> None:
+    added = cli("users", "add", "ops", "--role", "operator", "--json", env=env)
+    assert added.returncode == 0, added.stderr
+    token = json.loads(added.stdout)["token"]
+    hosted = cli("hosts", "add", "t1", "test:///default", env=env)
+    assert hosted.returncode == 0, hosted.stderr
+    url, started = server
+    assert any("jobs run in this process" in line for line in started)
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/api/v1/hosts").status_code == 401
+        hosts = client.get("/api/v1/hosts", headers=auth)
+        assert hosts.status_code == 200 and [h["name"] for h in hosts.json()] == ["t1"]
+        vms = client.get("/api/v1/vms", headers=auth).json()
+        assert [(v["name"], v["host"], v["state"]) for v in vms["items"]] == [
+            ("test", "t1", "running"),
+        ]  # fmt: skip
+        tagged = client.put("/api/v1/vms/test/tags", headers=auth, json={"tags": ["project:a"]})
+        assert tagged.status_code == 200 and tagged.json()["tags"] == ["project:a"]
+        assert client.get("/openapi.json").json()["info"]["title"] == "vmferry"
+    trail = cli("audit", "--json", env=env)
+    rows = [(e["user"], e["remote"], e["action"], e["target"], e["result"])
+            for e in json.loads(trail.stdout)]  # fmt: skip
+    assert rows[-1] == ("ops", "127.0.0.1", "vms.tag", "test", "ok")
+
+
+@pytest.mark.parametrize("listen", ["8470", "localhost", "127.0.0.1:", "127.0.0.1:99999", ":80"])
+def test_a_bad_listen_address_is_one_line_exit_2(env: dict[str, str], listen: str) -> None:
+    done = cli("server", "--listen", listen, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"vmferry: --listen {listen!r}: give HOST:PORT, e.g. 127.0.0.1:8470"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("listen", "parsed"),
+    [("127.0.0.1:8470", ("127.0.0.1", 8470)), ("[::1]:9000", ("::1", 9000)),
+     ("0.0.0.0:1", ("0.0.0.0", 1))],
+)  # fmt: skip
+def test_listen_addresses(listen: str, parsed: tuple[str, int]) -> None:
+    from vmferry.cli.server_cmd import parse_listen
+
+    assert parse_listen(listen) == parsed

@@ -1,0 +1,53 @@
+"""`vmferry server [--listen HOST:PORT]`: the REST API (docs/server.md) on uvicorn.
+
+FastAPI and uvicorn are imported only here, when the server starts, so the other commands
+(and `vmferry --help`) never load them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vmferry.errors import BadInputError
+
+DEFAULT_LISTEN = "127.0.0.1:8470"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); :class:`BadInputError`
+    otherwise."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInputError(f"--listen {text!r}: give HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return host, int(port)
+
+
+def server(
+    listen: str = typer.Option(DEFAULT_LISTEN, "--listen", help="Address and port to serve on."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+) -> None:
+    """Serve the REST API under /api/v1 (schema at /openapi.json, docs at /docs) on the
+    store VMFERRY_DB names."""
+    host, port = parse_listen(listen)
+    import uvicorn
+
+    from vmferry.server.app import create_app
+    from vmferry.store.db import open_store
+
+    store = open_store()
+    app = create_app(store)
+    shown = f"[{host}]" if ":" in host else host
+    sys.stderr.write(f"vmferry server: http://{shown}:{port}/api/v1 (docs at /docs), store "
+                     f"{store.url}\n")  # fmt: skip
+    if app.state.vmferry.jobs_in_process:
+        sys.stderr.write("vmferry server: the store is SQLite: jobs run in this process "
+                         "(workers need PostgreSQL)\n")  # fmt: skip
+    sys.stderr.flush()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+    finally:
+        store.close()

@@ -1,0 +1,53 @@
+"""The FastAPI application: ``create_app(store)``.
+
+Data flow of a request: the body-size limit (413) -> the audit trail's middleware (it
+writes the row when the answer starts) -> the route: ``Authorization: Bearer`` (401),
+the role rule (403, naming the rule), the body and parameters (422, with each field's
+path) -> the service layer and the store -> the answer; vmferry's errors become one JSON
+line (404, 409, 422, 502) and anything unexpected a 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from vmferry import __version__
+from vmferry.server.audit import AuditTrail
+from vmferry.server.context import InventorySource, ServerContext
+from vmferry.server.errors import install_error_handlers
+from vmferry.server.routers import audit, hosts, jobs, users, vms
+from vmferry.service.fleet import fleet_inventory
+from vmferry.store.db import Store
+
+__all__ = ["API_PREFIX", "MAX_BODY_BYTES", "create_app"]
+
+API_PREFIX = "/api/v1"
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(
+    store: Store,
+    *,
+    inventory: InventorySource = fleet_inventory,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    event_poll_s: float = 0.5,
+) -> FastAPI:
+    """The API over ``store``; ``inventory`` reads the hosts' VMs (libvirt by default)."""
+    app = FastAPI(
+        title="vmferry",
+        version=__version__,
+        summary="Move virtual machines into and between KVM hosts.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        max_body_size=max_body_bytes,
+    )
+    jobs_in_process = store.engine.dialect.name == "sqlite"
+    app.state.vmferry = ServerContext(store, inventory, event_poll_s, jobs_in_process)
+    install_error_handlers(app)
+    app.add_middleware(AuditTrail, store=store)
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (hosts, vms, jobs, audit, users):
+        api.include_router(module.router)
+    app.include_router(api)
+    return app

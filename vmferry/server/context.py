@@ -1,0 +1,31 @@
+"""What every request handler reaches: the store, the inventory source, the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from vmferry.service.fleet import Fleet
+from vmferry.store.db import Store
+
+InventorySource = Callable[[Store, str | None], Fleet]  # (store, host or None) -> Fleet
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    store: Store
+    inventory: InventorySource
+    event_poll_s: float = 0.5  # how often a job's event stream looks for new events
+    jobs_in_process: bool = True  # SQLite: jobs started through the API run in the server
+
+
+def context_of(request: Request) -> ServerContext:
+    """The server's context (a FastAPI dependency)."""
+    context: ServerContext = request.app.state.vmferry
+    return context
+
+
+Context = Annotated[ServerContext, Depends(context_of)]
