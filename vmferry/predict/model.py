@@ -11,7 +11,9 @@ converge by itself: vmferry's policy then throttles the guest or, if allowed, sw
 post-copy (see :mod:`vmferry.engine.convergence`).
 
 vmferry gives QEMU a downtime limit below the user's maximum (the switchover overhead is
-kept in reserve, :attr:`PolicyConfig.downtime_ceiling_ms`); the model uses the same limit.
+kept in reserve, :attr:`PolicyConfig.downtime_ceiling_ms`), starting low and doubling while
+the passes after the first would outlast it; the model settles on the limit the policy would
+(:func:`predict`).
 
 The model's two free constants, the link's efficiency and the fixed costs, are fitted from
 completed jobs (:func:`fit_calibration`); with fewer than :data:`MIN_JOBS` jobs the defaults
@@ -107,18 +109,38 @@ class Prediction:
 
 
 def qemu_downtime_limit_ms(max_downtime_ms: int) -> int:
-    """The limit vmferry gives QEMU for a user maximum (the policy's ceiling)."""
+    """The highest limit vmferry gives QEMU for a user maximum (the policy's ceiling)."""
     return PolicyConfig(max_downtime_ms=max_downtime_ms).downtime_ceiling_ms
 
 
+def policy_limits_ms(max_downtime_ms: int) -> list[int]:
+    """The limits the policy tries, in order: its start, doubled up to the ceiling."""
+    config = PolicyConfig(max_downtime_ms=max_downtime_ms)
+    limits = [min(config.initial_downtime_ms, config.downtime_ceiling_ms)]
+    while limits[-1] < config.downtime_ceiling_ms:
+        limits.append(min(config.downtime_ceiling_ms, limits[-1] * 2))
+    return limits
+
+
 def predict(inputs: PredictInputs, calibration: Calibration = DEFAULT_CALIBRATION) -> Prediction:
-    """Run the pre-copy round model (pure)."""
+    """Run the pre-copy round model (pure) at the limit the policy would settle on: the
+    first of its limits (:func:`policy_limits_ms`) at which the passes after the first take
+    no longer than the first (the policy raises the limit while they would), else its
+    ceiling."""
     if inputs.memory_bytes < 0 or inputs.link_bytes_s <= 0:
         raise ValueError("memory must be >= 0 and the link rate > 0")
+    limits = policy_limits_ms(inputs.downtime_limit_ms)
+    for limit_ms in limits[:-1]:
+        found = _predict_at(inputs, calibration, limit_ms)
+        if not policy_would_escalate(found):
+            return found
+    return _predict_at(inputs, calibration, limits[-1])
+
+
+def _predict_at(inputs: PredictInputs, calibration: Calibration, limit_ms: int) -> Prediction:
     dirty = max(0.0, inputs.dirty_rate_bytes_s)
     slowdown = 1 + max(0.0, calibration.dirty_slowdown) * dirty / inputs.link_bytes_s
     rate = inputs.link_bytes_s * max(0.01, calibration.efficiency) / slowdown
-    limit_ms = qemu_downtime_limit_ms(inputs.downtime_limit_ms)
     threshold = rate * limit_ms / 1000
     bound = inputs.dirtiable_bytes
     scale = max(0.1, calibration.bytes_factor)

@@ -16,6 +16,7 @@ from vmferry.predict.model import (
     PredictInputs,
     fit_calibration,
     percentile,
+    policy_limits_ms,
     policy_would_escalate,
     predict,
     qemu_downtime_limit_ms,
@@ -63,11 +64,26 @@ def test_a_dirtying_vm_needs_rounds_that_shrink_geometrically() -> None:
     assert len(sizes) >= 3
     for before, after in itertools.pairwise(sizes):
         assert after == pytest.approx(0.25 * before, rel=0.01)
-    # the switch happens once what is left fits QEMU's limit (user's maximum less the reserve)
-    limit = qemu_downtime_limit_ms(300)
-    assert p.qemu_limit_ms == limit == 220
-    assert 0 < p.downtime_ms <= limit
+    # the switch happens once what is left fits QEMU's limit: the policy's 30 ms start holds,
+    # as the passes after the first take a third of it
+    assert qemu_downtime_limit_ms(300) == 220  # the user's maximum less the reserve
+    assert p.qemu_limit_ms == policy_limits_ms(300)[0] == 30
+    assert 0 < p.downtime_ms <= 30
     assert p.transferred_bytes > 512 * MIB
+
+
+def test_the_model_settles_on_the_limit_the_policy_would() -> None:
+    assert policy_limits_ms(300) == [30, 60, 120, 220]
+    assert policy_limits_ms(50) == [10]  # a maximum under the reserve: the 10 ms floor
+    chosen = []
+    for share in (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8):
+        p = predict(inputs(dirty_rate_bytes_s=share * LINK, working_set_bytes=512 * MIB), EXACT)
+        # at the limit chosen the policy would not raise it, unless it is the ceiling
+        assert p.qemu_limit_ms == 220 or not policy_would_escalate(p)
+        chosen.append(p.qemu_limit_ms)
+    # past half the link the passes after the first outlast it (r / (1 - r) > 1 for a
+    # dirty share r) at any limit: the policy goes on to its ceiling
+    assert chosen == [30, 30, 30, 30, 220, 220, 220], chosen
 
 
 def test_the_working_set_bounds_a_round() -> None:
