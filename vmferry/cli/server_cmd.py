@@ -16,12 +16,12 @@ DEFAULT_LISTEN = "127.0.0.1:8470"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); :class:`BadInputError`
-    otherwise."""
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6; port 0: any free port) -> (host, port);
+    :class:`BadInputError` otherwise."""
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise BadInputError(f"--listen {text!r}: give HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host, int(port)
 
@@ -41,7 +41,8 @@ def server(
     store = open_store()
     app = create_app(store)
     shown = f"[{host}]" if ":" in host else host
-    sys.stderr.write(f"vmferry server: http://{shown}:{port}/api/v1 (docs at /docs), store "
+    where = f"http://{shown}:{port}" if port else f"a free port of {shown} (named below)"
+    sys.stderr.write(f"vmferry server: {where}, API under /api/v1, docs at /docs, store "
                      f"{store.url}\n")  # fmt: skip
     if app.state.vmferry.jobs_in_process:
         sys.stderr.write("vmferry server: the store is SQLite: jobs run in this process "

@@ -63,12 +63,15 @@ def authorize(
         raise Refused(decision.rule, decision.reason)
 
 
-def require(action: Action) -> Callable[..., User]:
+def require(action: Action, target_param: str | None = None) -> Callable[..., User]:
     """A dependency: the current user, refused unless its role allows ``action`` (for
-    actions that do not depend on a VM's tags)."""
+    actions that do not depend on a VM's tags); ``target_param`` names the path parameter
+    the audit trail records as the target. Route dependencies run before the body is
+    checked, so a refused request is 403 whatever its body."""
 
     def check(request: Request, user: CurrentUser) -> User:
-        authorize(request, user, action)
+        target = None if target_param is None else request.path_params.get(target_param)
+        authorize(request, user, action, target=target)
         return user
 
     return check

@@ -334,3 +334,11 @@ def test_the_user_list_is_an_admins_and_shows_no_token(api: Api) -> None:
     assert not any(token in done.text for token in api.tokens.values())
     refused = api.client.get("/api/v1/users", headers=api.as_("operator"))
     assert refused.status_code == 403 and refused.json()["rule"] == "admin-only"
+
+
+def test_a_role_refusal_comes_before_the_body_is_judged(api: Api) -> None:
+    done = api.client.put("/api/v1/vms/web1/tags", headers=api.as_("viewer"),
+                          json={"tags": "not a list"})  # fmt: skip
+    assert done.status_code == 403 and done.json()["rule"] == "role.viewer.read-only"
+    assert accounts.tags_of(api.store, "web1") == ("project:web", "tier:1")
+    assert trail(api) == [("viewer", "vms.tag", "web1", "refused")]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,13 +22,6 @@ import pytest
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def read_until(process: subprocess.Popen[str], marker: str, limit_s: float) -> list[str]:
@@ -58,14 +51,15 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def server(env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vmferry.cli.main", "server", "--listen", f"127.0.0.1:{port}"],
+    process = subprocess.Popen(  # port 0: the kernel picks a free one, uvicorn says which
+        [sys.executable, "-m", "vmferry.cli.main", "server", "--listen", "127.0.0.1:0"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         lines = read_until(process, "Uvicorn running on", limit_s=60)
-        yield f"http://127.0.0.1:{port}", lines
+        address = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", lines[-1])
+        assert address is not None, lines
+        yield address.group(1), lines
     finally:
         process.send_signal(signal.SIGTERM)
         _, rest = process.communicate(timeout=30)
@@ -102,7 +96,7 @@ def test_the_real_server_answers_with_a_real_token_and_stops(
     assert rows[-1] == ("ops", "127.0.0.1", "vms.tag", "test", "ok")
 
 
-@pytest.mark.parametrize("listen", ["8470", "localhost", "127.0.0.1:", "127.0.0.1:99999", ":80"])
+@pytest.mark.parametrize("listen", ["8470", "localhost", "127.0.0.1:", "127.0.0.1:65536", ":80"])
 def test_a_bad_listen_address_is_one_line_exit_2(env: dict[str, str], listen: str) -> None:
     done = cli("server", "--listen", listen, env=env)
     assert done.returncode == 2
@@ -114,7 +108,7 @@ def test_a_bad_listen_address_is_one_line_exit_2(env: dict[str, str], listen: st
 @pytest.mark.parametrize(
     ("listen", "parsed"),
     [("127.0.0.1:8470", ("127.0.0.1", 8470)), ("[::1]:9000", ("::1", 9000)),
-     ("0.0.0.0:1", ("0.0.0.0", 1))],
+     ("0.0.0.0:1", ("0.0.0.0", 1)), ("127.0.0.1:0", ("127.0.0.1", 0))],
 )  # fmt: skip
 def test_listen_addresses(listen: str, parsed: tuple[str, int]) -> None:
     from vmferry.cli.server_cmd import parse_listen

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from vmferry.errors import NotFoundError
 from vmferry.model import VmRecord, VmState
 from vmferry.model.jsonable import to_jsonable
-from vmferry.server.auth import CurrentUser, authorize, names, require
+from vmferry.server.auth import require
 from vmferry.server.context import Context
 from vmferry.server.inventory import VmQuery, find_vm, select_vms
 from vmferry.server.roles import Action
@@ -82,14 +82,10 @@ def get_vm(vm_id: str, context: Context) -> VmOut:
     "/{vm_id}/tags", response_model=TagsOut,
     responses={403: {"model": Problem}, 404: {"model": Problem},
                422: {"model": ValidationProblem}},
-    dependencies=[Depends(names(Action.VMS_TAG, "vm_id"))],
+    dependencies=[Depends(require(Action.VMS_TAG, "vm_id"))],
 )  # fmt: skip
-def put_tags(
-    vm_id: str, body: TagsIn, request: Request, user: CurrentUser,
-    context: Context,
-) -> TagsOut:  # fmt: skip
+def put_tags(vm_id: str, body: TagsIn, request: Request, context: Context) -> TagsOut:
     """Replace the VM's tags (``project:P`` puts it in project P)."""
-    authorize(request, user, Action.VMS_TAG, target=vm_id)
     record = _require_vm(context.inventory(context.store, None), vm_id)
     request.state.target = record.spec.name
     tags = accounts.set_vm_tags(context.store, record.spec.name, list(body.tags))
