@@ -9,6 +9,9 @@ line (404, 409, 422, 502) and anything unexpected a 500 without a traceback.
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 from fastapi import APIRouter, FastAPI
 
 from vmferry import __version__
@@ -16,6 +19,7 @@ from vmferry.server.audit import AuditTrail
 from vmferry.server.context import InventorySource, ServerContext
 from vmferry.server.errors import install_error_handlers
 from vmferry.server.routers import audit, hosts, jobs, users, vms
+from vmferry.server.schemas import Problem
 from vmferry.service.fleet import fleet_inventory
 from vmferry.store.db import Store
 
@@ -23,6 +27,11 @@ __all__ = ["API_PREFIX", "MAX_BODY_BYTES", "create_app"]
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
+COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem, "description": "no valid token"},
+    403: {"model": Problem, "description": "a role rule refused: `rule` names it"},
+    500: {"model": Problem, "description": "an unexpected error (one line, no traceback)"},
+}
 
 
 def create_app(
@@ -46,8 +55,37 @@ def create_app(
     app.state.vmferry = ServerContext(store, inventory, event_poll_s, jobs_in_process)
     install_error_handlers(app)
     app.add_middleware(AuditTrail, store=store)
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, responses=COMMON_RESPONSES)
     for module in (hosts, vms, jobs, audit, users):
         api.include_router(module.router)
     app.include_router(api)
+    _errors_as_json(app)
     return app
+
+
+def json_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every error answer (4xx, 5xx) documented as application/json: FastAPI
+    documents them in the route's own media type (text/event-stream for the job events),
+    but errors are always JSON. Pure: returns a changed copy."""
+    fixed = copy.deepcopy(schema)
+    for operations in fixed.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content")
+                if str(status)[0] not in "45" or not content or "application/json" in content:
+                    continue
+                schemas = [c.get("schema") for c in content.values() if c.get("schema")]
+                response["content"] = {"application/json": {"schema": schemas[0]} if schemas
+                                       else {}}  # fmt: skip
+    return fixed
+
+
+def _errors_as_json(app: FastAPI) -> None:
+    made = FastAPI.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = json_errors(made(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -62,9 +62,13 @@ async def _refused(_request: Request, exc: Exception) -> JSONResponse:
 async def _vmferry_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VmferryError)
     status = status_of(exc)
+    line = exc.message.splitlines()[0]
     if status == 500:
         log.error("vmferry error: %s", exc.message)
-    return JSONResponse({"detail": exc.message.splitlines()[0]}, status_code=status)
+    if status == 422:  # every 422 has one shape: a list of problems (here not one field's)
+        problem = {"loc": [], "path": "", "msg": line, "type": "bad_input"}
+        return JSONResponse({"detail": [problem]}, status_code=422)
+    return JSONResponse({"detail": line}, status_code=status)
 
 
 async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
@@ -77,6 +81,14 @@ async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     headers = getattr(exc, "headers", None)
+    if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, ...): malformed
+        problem = {
+            "loc": ["body"],
+            "path": "body",
+            "msg": str(exc.detail),
+            "type": "body_unreadable",
+        }
+        return JSONResponse({"detail": [problem]}, status_code=422)
     return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers)
 
 

@@ -43,7 +43,10 @@ def parse_since(text: str, now: datetime) -> datetime:
     value = text.strip()
     relative = _RELATIVE.fullmatch(value)
     if relative is not None:
-        return now - timedelta(seconds=int(relative.group(1)) * _UNIT_S[relative.group(2)])
+        try:
+            return now - timedelta(seconds=int(relative.group(1)) * _UNIT_S[relative.group(2)])
+        except OverflowError:  # older than datetime can say: everything
+            return datetime.min.replace(tzinfo=UTC)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -5,6 +5,7 @@ and two self-service users bound to projects."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -76,8 +77,9 @@ ROLE_USERS = {"admin": ("admin", None), "operator": ("operator", None),
               "selfweb": ("operator", "web"), "selfdb": ("operator", "db")}  # fmt: skip
 
 
-@pytest.fixture
-def api(store: Store) -> Iterator[Api]:
+@contextmanager
+def serving(store: Store) -> Iterator[Api]:
+    """The API on ``store`` with the hosts, users and tags above."""
     for name in ("kvm1", "kvm2", "kvm3"):
         store.add_host(Host(name, f"qemu+tls://{name}/system"))
     tokens = {}
@@ -90,3 +92,9 @@ def api(store: Store) -> Iterator[Api]:
     app = create_app(store, inventory=inventory, max_body_bytes=4096, event_poll_s=0.01)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(client, store, tokens, inventory)
+
+
+@pytest.fixture
+def api(store: Store) -> Iterator[Api]:
+    with serving(store) as served:
+        yield served

@@ -32,7 +32,10 @@ def _out(record: VmRecord, tags: tuple[str, ...]) -> VmOut:
                  tags=list(tags), spec=to_jsonable(spec))  # fmt: skip
 
 
-@router.get("", response_model=VmPage, dependencies=[Depends(require(Action.VMS_READ))])
+@router.get(
+    "", response_model=VmPage, responses={404: {"model": Problem, "description": "no such host"}},
+    dependencies=[Depends(require(Action.VMS_READ))],
+)  # fmt: skip
 def list_vms(
     context: Context,
     host: Annotated[str | None, Query(description="only this host's VMs")] = None,
@@ -80,7 +83,7 @@ def get_vm(vm_id: str, context: Context) -> VmOut:
 
 @router.put(
     "/{vm_id}/tags", response_model=TagsOut,
-    responses={403: {"model": Problem}, 404: {"model": Problem},
+    responses={404: {"model": Problem}, 413: {"model": Problem},
                422: {"model": ValidationProblem}},
     dependencies=[Depends(require(Action.VMS_TAG, "vm_id"))],
 )  # fmt: skip
