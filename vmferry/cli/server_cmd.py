@@ -47,6 +47,9 @@ def server(
     if app.state.vmferry.jobs_in_process:
         sys.stderr.write("vmferry server: the store is SQLite: jobs run in this process "
                          "(workers need PostgreSQL)\n")  # fmt: skip
+    else:
+        sys.stderr.write("vmferry server: jobs run in this process (vmferry worker is not "
+                         "built yet)\n")  # fmt: skip
     sys.stderr.flush()
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)

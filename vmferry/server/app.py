@@ -18,7 +18,8 @@ from vmferry import __version__
 from vmferry.server.audit import AuditTrail
 from vmferry.server.context import InventorySource, ServerContext
 from vmferry.server.errors import install_error_handlers
-from vmferry.server.routers import audit, hosts, jobs, users, vms
+from vmferry.server.moves import MigrateFn, MoveStarter
+from vmferry.server.routers import audit, hosts, jobs, migrations, users, vms
 from vmferry.server.schemas import Problem
 from vmferry.service.fleet import fleet_inventory
 from vmferry.store.db import Store
@@ -38,10 +39,13 @@ def create_app(
     store: Store,
     *,
     inventory: InventorySource = fleet_inventory,
+    migrate: MigrateFn | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     event_poll_s: float = 0.5,
+    start_wait_s: float = 180,
 ) -> FastAPI:
-    """The API over ``store``; ``inventory`` reads the hosts' VMs (libvirt by default)."""
+    """The API over ``store``; ``inventory`` reads the hosts' VMs (libvirt by default),
+    ``migrate`` moves a VM (:func:`vmferry.service.migrate.migrate` by default)."""
     app = FastAPI(
         title="vmferry",
         version=__version__,
@@ -52,11 +56,16 @@ def create_app(
         max_body_size=max_body_bytes,
     )
     jobs_in_process = store.engine.dialect.name == "sqlite"
-    app.state.vmferry = ServerContext(store, inventory, event_poll_s, jobs_in_process)
+    if migrate is None:
+        from vmferry.service.migrate import migrate as service_migrate
+
+        migrate = service_migrate
+    moves = MoveStarter(store, migrate, start_wait_s=start_wait_s)
+    app.state.vmferry = ServerContext(store, inventory, event_poll_s, jobs_in_process, moves)
     install_error_handlers(app)
     app.add_middleware(AuditTrail, store=store)
     api = APIRouter(prefix=API_PREFIX, responses=COMMON_RESPONSES)
-    for module in (hosts, vms, jobs, audit, users):
+    for module in (hosts, vms, jobs, migrations, audit, users):
         api.include_router(module.router)
     app.include_router(api)
     _errors_as_json(app)

@@ -24,7 +24,7 @@ from vmferry.errors import (
     VmferryError,
 )
 
-__all__ = ["Refused", "install_error_handlers", "status_of"]
+__all__ = ["Refused", "StartTimeout", "install_error_handlers", "status_of"]
 
 log = logging.getLogger("vmferry.server")
 
@@ -37,8 +37,14 @@ class Refused(Exception):
         self.rule, self.reason = rule, reason
 
 
+class StartTimeout(VmferryError):
+    """A move started through the API runs, but its job did not appear in time (504)."""
+
+
 def status_of(exc: VmferryError) -> int:
     """The HTTP status of one of vmferry's errors."""
+    if isinstance(exc, StartTimeout):
+        return 504
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, AlreadyExistsError):

@@ -277,3 +277,16 @@ class VmTagRow(Base):
 
     vm: Mapped[str] = mapped_column(String(255), primary_key=True)
     tag: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class ApiRequestRow(Base):
+    """A POST that started work through the API, by its user's Idempotency-Key: the same
+    key again gives the same job (``job_id`` None: still starting)."""
+
+    __tablename__ = "api_requests"
+
+    user: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -4,6 +4,7 @@ and two self-service users bound to projects."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,11 +12,13 @@ from dataclasses import dataclass, field
 import pytest
 from fastapi.testclient import TestClient
 
+from vmferry.errors import NotFoundError
 from vmferry.model import Host, VmRecord, VmSpec, VmState
-from vmferry.model.migration import JobStatus, MigrationOptions
+from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.server.app import create_app
 from vmferry.service import users
 from vmferry.service.fleet import Fleet
+from vmferry.service.lease import process_lease
 from vmferry.store import accounts
 from vmferry.store.db import Store
 
@@ -53,12 +56,53 @@ class FakeInventory:
         return Fleet(records, unreachable)
 
 
+@dataclass(frozen=True)
+class FakeOutcome:
+    result: MigrationResult
+
+
+class FakeMigrate:
+    """The service's migrate as the API sees it, without libvirt: it makes the job (owned
+    by this process's lease) after its "checks", runs it, and finishes it: at once, or
+    (``hold``) when ``release`` is set or a cancel is asked for. ``ghost`` is a VM no host
+    has (nothing is made); ``blocked`` fails its checks (the job ends failed at once)."""
+
+    def __init__(self, store: Store, *, hold: bool = False) -> None:
+        self.store, self.hold = store, hold
+        self.release, self.entered = threading.Event(), threading.Event()
+        self.calls: list[tuple[str, str, str]] = []
+
+    def __call__(self, vm: str, to: str, options: MigrationOptions) -> FakeOutcome:
+        self.calls.append((vm, to, options.strategy.value))
+        self.entered.set()
+        if vm == "ghost":
+            raise NotFoundError(f"no VM named {vm!r} on the registered hosts")
+        job = self.store.create_job("migrate", vm, "kvm1", to, options)
+        self.store.set_owner(job.id, process_lease(self.store))
+        if vm == "blocked":
+            return self._finish(job.id, vm, to, options, JobStatus.FAILED, "blocked by checks")
+        self.store.set_status(job.id, JobStatus.RUNNING)
+        self.store.add_event(job.id, "progress", "pass 1")
+        while self.hold and not self.release.wait(0.01):
+            if self.store.is_cancel_requested(job.id):
+                return self._finish(job.id, vm, to, options, JobStatus.CANCELLED, "cancelled")
+        return self._finish(job.id, vm, to, options, JobStatus.COMPLETED, None)
+
+    def _finish(self, job_id: str, vm: str, to: str, options: MigrationOptions,
+                status: JobStatus, reason: str | None) -> FakeOutcome:  # fmt: skip
+        result = MigrationResult(job_id, vm, "kvm1", to, options.strategy, status, reason, 10,
+                                 1, None, None)  # fmt: skip
+        self.store.finish(job_id, result)
+        return FakeOutcome(result)
+
+
 @dataclass
 class Api:
     client: TestClient
     store: Store
     tokens: dict[str, str]
     inventory: FakeInventory
+    migrate: FakeMigrate
 
     def as_(self, who: str | None) -> dict[str, str]:
         return {} if who is None else {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -78,7 +122,7 @@ ROLE_USERS = {"admin": ("admin", None), "operator": ("operator", None),
 
 
 @contextmanager
-def serving(store: Store) -> Iterator[Api]:
+def serving(store: Store, *, hold: bool = False) -> Iterator[Api]:
     """The API on ``store`` with the hosts, users and tags above."""
     for name in ("kvm1", "kvm2", "kvm3"):
         store.add_host(Host(name, f"qemu+tls://{name}/system"))
@@ -88,10 +132,14 @@ def serving(store: Store) -> Iterator[Api]:
     accounts.set_vm_tags(store, "web1", ["project:web", "tier:1"])
     accounts.set_vm_tags(store, "web2", ["project:web"])
     accounts.set_vm_tags(store, "db1", ["project:db", "tier:1"])
-    inventory = FakeInventory()
-    app = create_app(store, inventory=inventory, max_body_bytes=4096, event_poll_s=0.01)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield Api(client, store, tokens, inventory)
+    inventory, migrate = FakeInventory(), FakeMigrate(store, hold=hold)
+    app = create_app(store, inventory=inventory, migrate=migrate, max_body_bytes=4096,
+                     event_poll_s=0.01)  # fmt: skip
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield Api(client, store, tokens, inventory, migrate)
+    finally:
+        migrate.release.set()  # no move thread outlives the test
 
 
 @pytest.fixture

@@ -33,6 +33,9 @@ MATRIX: list[tuple[str, str, int, dict[str, str]]] = [
     ("POST", "/api/v1/jobs/{db_job}/cancel", 202, {
         "admin": OK, "operator": OK, "planner": "role.planner",
         "viewer": "role.viewer.read-only", "selfweb": "self-service.project", "selfdb": OK}),
+    ("POST", "/api/v1/migrations", 202, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": OK, "selfdb": "self-service.project"}),
     ("GET", "/api/v1/audit", 200, {
         "admin": OK, "operator": OK, "planner": OK, "viewer": OK,
         "selfweb": "self-service.fleet-wide", "selfdb": "self-service.fleet-wide"}),
@@ -40,6 +43,9 @@ MATRIX: list[tuple[str, str, int, dict[str, str]]] = [
         "admin": OK, "operator": "admin-only", "planner": "admin-only", "viewer": "admin-only",
         "selfweb": "admin-only", "selfdb": "admin-only"}),
 ]  # fmt: skip
+
+
+BODIES = {"tags": {"tags": ["project:web", "tier:1"]}, "migrations": {"vm": "web1", "to": "kvm2"}}
 
 
 def test_the_matrix_names_every_route_of_the_api(api: Api) -> None:
@@ -63,7 +69,7 @@ def test_a_role_against_every_endpoint(api: Api, role: str) -> None:
     refused_changes = []
     for method, path, success, expected in MATRIX:
         url = path.format(**jobs)
-        body = {"tags": ["project:web", "tier:1"]} if method == "PUT" else None
+        body = BODIES.get(url.rsplit("/", 1)[1])
         done = api.client.request(method, url, headers=api.as_(role), json=body)
         want = expected[role]
         got = OK if done.status_code == success else done.json().get("rule", done.status_code)
@@ -72,7 +78,8 @@ def test_a_role_against_every_endpoint(api: Api, role: str) -> None:
         if got != want:
             wrong.append((method, url, want, got, done.text[:200]))
         if method != "GET" and want != OK:
-            refused_changes.append((role, url.split("/")[4], want))  # the job or the VM
+            target = "web1" if url.endswith("migrations") else url.split("/")[4]  # job or VM
+            refused_changes.append((role, target, want))
     assert wrong == []
     trail = audit_service.entries(api.store)
     refusals = [(e.user, e.target, e.detail.get("rule")) for e in trail if e.result == "refused"]

@@ -1,0 +1,99 @@
+"""`POST /migrations`: start moving a VM (live, post-copy, warm or cold), as
+`vmferry migrate` does; 202 with the job and its URL (``Location``) once the job exists.
+
+``Idempotency-Key`` (1 to 255 characters): the same user sending the same key with the
+same body gets the same job again, without a second move; the key with another body, or
+while the first request with it is still starting: 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from vmferry.errors import AlreadyExistsError, BadInputError, VmferryError
+from vmferry.model.account import User
+from vmferry.model.migration import MigrationOptions, Strategy
+from vmferry.server.auth import CurrentUser, authorize, names
+from vmferry.server.context import Context
+from vmferry.server.roles import Action
+from vmferry.server.routers.jobs import job_json
+from vmferry.server.schemas import JobOut, Problem, ValidationProblem
+from vmferry.store import accounts, idempotency
+
+router = APIRouter(prefix="/migrations", tags=["migrations"])
+
+
+class MigrationIn(BaseModel):
+    """What `vmferry migrate VM --to HOST` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vm: str = Field(min_length=1, max_length=255)
+    to: str = Field(min_length=1, max_length=255)
+    strategy: Literal["live", "postcopy", "warm", "cold"] = "live"
+    max_downtime_ms: int = Field(300, ge=1, le=60_000)
+    timeout_s: float = Field(600, gt=0, le=86_400)
+    copy_storage: bool = False
+    bandwidth_mib_s: int | None = Field(None, ge=1, le=1_000_000)
+
+
+def _options(body: MigrationIn) -> MigrationOptions:
+    return MigrationOptions(strategy=Strategy(body.strategy), max_downtime_ms=body.max_downtime_ms,
+                            timeout_s=body.timeout_s, copy_storage=body.copy_storage,
+                            bandwidth_mib_s=body.bandwidth_mib_s)  # fmt: skip
+
+
+def _started(response: Response, job_id: str, context: Context) -> JobOut:
+    response.headers["Location"] = f"/api/v1/jobs/{job_id}"
+    return JobOut(**job_json(context.store.get_job(job_id)))
+
+
+@router.post(
+    "", response_model=JobOut, status_code=202,
+    responses={404: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem},
+               422: {"model": ValidationProblem}, 502: {"model": Problem},
+               504: {"model": Problem}},
+    dependencies=[Depends(names(Action.MIGRATE))],
+)  # fmt: skip
+def start_migration(
+    body: MigrationIn, request: Request, response: Response, user: CurrentUser,
+    context: Context,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> JobOut:  # fmt: skip
+    """Start moving a VM; the job (`GET /jobs/{id}`, its events at `/jobs/{id}/events`)."""
+    authorize(request, user, Action.MIGRATE, target=body.vm,
+              vm_tags=accounts.tags_of(context.store, body.vm))  # fmt: skip
+    if context.moves is None:
+        raise BadInputError("this server does not start moves")
+    if idempotency_key is None:
+        return _started(response, context.moves.start(body.vm, body.to, _options(body)).id,
+                        context)  # fmt: skip
+    return _start_once(body, response, user, context, idempotency_key)
+
+
+def _start_once(
+    body: MigrationIn, response: Response, user: User, context: Context, key: str
+) -> JobOut:
+    digest = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+    claim = idempotency.claim(context.store, user.name, key, digest)
+    if not claim.new:
+        if not claim.same_request:
+            raise AlreadyExistsError(f"Idempotency-Key {key!r} was used for another request")
+        if claim.job_id is None:
+            raise AlreadyExistsError(f"the request with Idempotency-Key {key!r} is still "
+                                     "starting; ask again in a moment")  # fmt: skip
+        response.headers["Idempotency-Replayed"] = "true"
+        return _started(response, claim.job_id, context)
+    assert context.moves is not None
+    try:
+        job = context.moves.start(body.vm, body.to, _options(body))
+    except VmferryError:
+        idempotency.forget(context.store, user.name, key)  # nothing started: free it again
+        raise
+    idempotency.settle(context.store, user.name, key, job.id)
+    return _started(response, job.id, context)
