@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import libvirt
 
 from vmferry.drivers.libvirt_migration import (
@@ -63,6 +65,10 @@ def test_params_carry_uri_bandwidth_and_a_dormant_auto_converge() -> None:
     assert p[libvirt.VIR_MIGRATE_PARAM_URI] == "tcp://198.18.1.12"
     assert p[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] == 48
     assert p[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] == 1
+    # post-copy, when allowed, is held to the same cap (QEMU leaves it unlimited otherwise)
+    assert libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY not in p
+    postcopy = _params(replace(REQUEST, allow_postcopy=True))
+    assert postcopy[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] == 48
 
 
 def test_link_bandwidth_rounds_up() -> None:

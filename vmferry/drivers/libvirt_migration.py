@@ -77,6 +77,8 @@ def _params(request: MigrationRequest) -> dict[str, Any]:
         params[libvirt.VIR_MIGRATE_PARAM_URI] = request.migration_uri
     if request.bandwidth_mib_s:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = request.bandwidth_mib_s
+        if request.allow_postcopy:  # QEMU's post-copy bandwidth is unlimited unless set
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = request.bandwidth_mib_s
     if request.copy_disks:
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(request.copy_disks)
     return params
