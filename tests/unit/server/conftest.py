@@ -122,8 +122,9 @@ ROLE_USERS = {"admin": ("admin", None), "operator": ("operator", None),
 
 
 @contextmanager
-def serving(store: Store, *, hold: bool = False) -> Iterator[Api]:
-    """The API on ``store`` with the hosts, users and tags above."""
+def serving(store: Store, *, hold: bool = False, service: bool = False) -> Iterator[Api]:
+    """The API on ``store`` with the hosts, users and tags above; its moves run by
+    :class:`FakeMigrate`, or (``service``) by the real service.migrate.migrate."""
     for name in ("kvm1", "kvm2", "kvm3"):
         store.add_host(Host(name, f"qemu+tls://{name}/system"))
     tokens = {}
@@ -133,8 +134,8 @@ def serving(store: Store, *, hold: bool = False) -> Iterator[Api]:
     accounts.set_vm_tags(store, "web2", ["project:web"])
     accounts.set_vm_tags(store, "db1", ["project:db", "tier:1"])
     inventory, migrate = FakeInventory(), FakeMigrate(store, hold=hold)
-    app = create_app(store, inventory=inventory, migrate=migrate, max_body_bytes=4096,
-                     event_poll_s=0.01)  # fmt: skip
+    app = create_app(store, inventory=inventory, migrate=None if service else migrate,
+                     max_body_bytes=4096, event_poll_s=0.01)  # fmt: skip
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
             yield Api(client, store, tokens, inventory, migrate)

@@ -137,3 +137,42 @@ def test_one_start_per_vm_at_a_time_in_the_server(store: Store) -> None:
     thread.join(30)
     assert len(first) == 1 and store.get_job(first[0]).vm == "web1"
     assert [c[0] for c in fake.calls] == ["web1"]
+
+
+def test_the_real_service_migrate_started_through_the_api(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """service.migrate.migrate itself, its host-touching steps replaced as
+    tests/unit/test_offline_moves.py replaces them: its own job, made after its checks and
+    owned by this process's lease, is the one the API answers with."""
+    from vmferry.model.migration import JobStatus, MigrationResult, Strategy
+    from vmferry.service import migrate as migrate_module
+    from vmferry.service.check import CheckReport
+
+    release = threading.Event()
+
+    def run_offline(report: CheckReport, job_id: str, *args: Any) -> MigrationResult:
+        store.set_status(job_id, JobStatus.RUNNING)
+        store.add_event(job_id, "step", "saving")
+        release.wait(30)
+        result = MigrationResult(job_id, "web1", "kvm1", "kvm2", Strategy.WARM,
+                                 JobStatus.COMPLETED, None, 5, 2, None, None)  # fmt: skip
+        return store.finish(job_id, result).result or result
+
+    checked = CheckReport("web1", "kvm1", "kvm2", (), False)
+    monkeypatch.setattr(migrate_module, "reconcile_vm", lambda vm: [])
+    monkeypatch.setattr(migrate_module, "check_offline", lambda vm, to, options: checked)
+    monkeypatch.setattr(migrate_module, "run_offline", run_offline)
+    monkeypatch.setattr(migrate_module, "open_store", lambda: store)
+    with serving(store, service=True) as api:
+        done = post(api, "operator", {**MOVE, "strategy": "warm"})
+        assert done.status_code == 202, done.text
+        job = done.json()
+        assert (job["vm"], job["options"]["strategy"]) == ("web1", "warm")
+        release.set()
+        events = sse(api.client.get(f"/api/v1/jobs/{job['id']}/events",
+                                    headers=api.as_("viewer")).text)  # fmt: skip
+        assert [e["event"] for e in events][:2] == ["created", "checks"]
+        assert "step" in [e["event"] for e in events]
+        assert events[-1]["data"]["status"] == "completed"
+        assert [j.id for j in store.list_jobs()] == [job["id"]]
