@@ -1,4 +1,5 @@
-"""`vmferry audit [--since] [--user] [--json]`: the audit trail, oldest first.
+"""`vmferry audit [--since] [--user] [--limit] [--json]`: the audit trail's newest entries
+(1000 by default), oldest first.
 
 JSON: a list of ``{"at", "user", "remote", "action", "target", "result", "detail"}``.
 """
@@ -18,7 +19,7 @@ def audit(
         None, "--since", help="Only entries at or after this time (ISO 8601) or age (30m, 2h, 7d)."
     ),
     user: str | None = typer.Option(None, "--user", help="Only this user's entries."),
-    limit: int = typer.Option(1000, "--limit", min=1, help="At most this many entries."),
+    limit: int = typer.Option(1000, "--limit", min=1, help="The newest this many entries."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The audit trail: who did what, when, from where, and the result."""

@@ -60,7 +60,8 @@ def parse_since(text: str, now: datetime) -> datetime:
 def entries(
     store: Store, *, since: str | None = None, user: str | None = None, limit: int = 1000
 ) -> list[AuditEntry]:
-    """The trail, oldest first (at or after ``since``, of ``user`` only, when given)."""
+    """The ``limit`` newest entries of the trail, oldest first (at or after ``since``, of
+    ``user`` only, when given)."""
     if limit < 1:
         raise BadInputError(f"the audit limit must be at least 1 (got {limit})")
     moment = None if since is None else parse_since(since, datetime.now(UTC))

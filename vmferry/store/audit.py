@@ -31,7 +31,7 @@ def append(store: Store, entry: AuditEntry) -> AuditEntry:
 def entries(
     store: Store, *, since: datetime | None = None, user: str | None = None, limit: int = 1000
 ) -> list[AuditEntry]:
-    """The ``limit`` oldest entries at or after ``since`` (of ``user`` only, if given),
+    """The ``limit`` newest entries at or after ``since`` (of ``user`` only, if given),
     oldest first."""
     query = select(AuditRow)
     if since is not None:
@@ -39,8 +39,9 @@ def entries(
     if user is not None:
         query = query.where(AuditRow.user == user)
     with Session(store.engine) as session:
-        rows = session.scalars(query.order_by(AuditRow.at, AuditRow.id).limit(limit))
-        return [_entry(row) for row in rows]
+        rows = list(session.scalars(query.order_by(AuditRow.at.desc(), AuditRow.id.desc())
+                                    .limit(limit)))  # fmt: skip
+        return [_entry(row) for row in reversed(rows)]
 
 
 def _parse(value: str) -> datetime:

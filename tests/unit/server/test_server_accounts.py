@@ -129,3 +129,13 @@ def test_the_user_table_keeps_no_token_after_removal(store: Store) -> None:
                                 "FROM users")).one()  # fmt: skip
     assert (row.token_id, row.token_hash, row.password_hash) == (None, None, None)
     assert row.removed_at is not None
+
+
+def test_a_limit_keeps_the_newest_entries_in_order(store: Store) -> None:
+    for n in range(5):
+        audit_service.record(store, user="u", remote="local", action=f"a{n}", target=None,
+                             result="ok")  # fmt: skip
+    assert [e.action for e in audit_service.entries(store, limit=2)] == ["a3", "a4"]
+    assert [e.action for e in audit_service.entries(store)] == ["a0", "a1", "a2", "a3", "a4"]
+    with pytest.raises(BadInputError, match="at least 1"):
+        audit_service.entries(store, limit=0)

@@ -35,7 +35,8 @@ def audit_trail(
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     format: Annotated[Literal["json", "jsonl"], Query()] = "json",
 ) -> list[AuditOut] | StreamingResponse:
-    """Who did what, when, from where, and the result; oldest first."""
+    """Who did what, when, from where, and the result: the ``limit`` newest entries,
+    oldest first."""
     if isinstance(since, datetime):
         since = (since if since.tzinfo else since.replace(tzinfo=UTC)).isoformat()
     found = audit_service.entries(context.store, since=since, user=user, limit=limit)
