@@ -1,19 +1,13 @@
 """Start a move through the API: :func:`vmferry.service.migrate.migrate` runs in a
 background thread of the server (with SQLite, jobs run in the server's process), and the
-request returns as soon as the move's job exists.
-
-The service makes the job itself, after its pre-flight checks (and after reconciling the
-VM's earlier unfinished jobs), and does not hand its id out before the move ends; so the
-job is found in the store: the VM's unfinished job owned by this process's lease that was
-not there before. One start per VM at a time in this process (a lock), so that job is
-this request's. A move that ends before it is seen (blocked by its checks) gives its job
-id in its result; one that fails before making a job raises its error here.
+request returns as soon as the move's job exists: the service calls ``on_job`` with its id
+right after its pre-flight checks made it. One start per VM at a time in this process (a
+lock). A move that fails before making a job raises its error here.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,12 +15,9 @@ from typing import Protocol
 from vmferry.errors import AlreadyExistsError
 from vmferry.model.migration import Job, MigrationOptions, MigrationResult
 from vmferry.server.errors import StartTimeout
-from vmferry.service.lease import process_lease
 from vmferry.store.db import Store
 
 __all__ = ["MigrateFn", "MoveStarter"]
-
-POLL_S = 0.05
 
 
 class _Outcome(Protocol):
@@ -34,12 +25,17 @@ class _Outcome(Protocol):
     def result(self) -> MigrationResult: ...
 
 
-MigrateFn = Callable[[str, str, MigrationOptions], _Outcome]
+class MigrateFn(Protocol):
+    """:func:`vmferry.service.migrate.migrate` as the server calls it."""
+
+    def __call__(
+        self, vm: str, to: str, options: MigrationOptions, *, on_job: Callable[[str], None]
+    ) -> _Outcome: ...
 
 
 @dataclass
 class _Run:
-    done: threading.Event = field(default_factory=threading.Event)
+    ready: threading.Event = field(default_factory=threading.Event)  # a job, or the end
     job_id: str | None = None
     error: BaseException | None = None
 
@@ -67,29 +63,25 @@ class MoveStarter:
                 self._starting.discard(vm)
 
     def _start(self, vm: str, to: str, options: MigrationOptions) -> Job:
-        owner = process_lease(self.store).owner_id
-        before = {j.id for j in self.store.unfinished_jobs(vm)}
         run = _Run()
+
+        def made(job_id: str) -> None:
+            run.job_id = job_id
+            run.ready.set()
 
         def work() -> None:
             try:
-                run.job_id = self.migrate(vm, to, options).result.job_id
+                self.migrate(vm, to, options, on_job=made)
             except BaseException as exc:  # handed to the request, or to the job's record
                 run.error = exc
             finally:
-                run.done.set()
+                run.ready.set()
 
         threading.Thread(target=work, name=f"vmferry-move-{vm}", daemon=True).start()
-        deadline = time.monotonic() + self.start_wait_s
-        while time.monotonic() < deadline:
-            if run.done.wait(POLL_S):
-                if run.error is not None:
-                    raise run.error
-                if run.job_id is not None:
-                    return self.store.get_job(run.job_id)
-            made = [j for j in self.store.unfinished_jobs(vm)
-                    if j.owner_id == owner and j.id not in before]  # fmt: skip
-            if made:
-                return self.store.get_job(made[0].id)
-        raise StartTimeout(f"the move of {vm} is starting but its job did not appear within "
-                           f"{self.start_wait_s:g} s; see GET /api/v1/jobs")  # fmt: skip
+        if not run.ready.wait(self.start_wait_s):
+            raise StartTimeout(f"the move of {vm} is starting but its job did not appear "
+                               f"within {self.start_wait_s:g} s; see GET /api/v1/jobs")  # fmt: skip
+        if run.job_id is None:
+            assert run.error is not None, "the service ended without a job or an error"
+            raise run.error
+        return self.store.get_job(run.job_id)

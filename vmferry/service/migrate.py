@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from vmferry.assess.preflight import DiskReach
@@ -29,6 +30,7 @@ from vmferry.verify import sites
 from vmferry.verify.profile_checks import check_in_force
 
 MIB = 2**20
+JobFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ def migrate_auto(
     *,
     on_progress: ProgressFn = _quiet,
     note: NoteFn = _quiet,
+    on_job: JobFn = _quiet,
 ) -> MigrateOutcome:
     """`--strategy auto`: choose the strategy (:func:`choose_move`), then :func:`migrate`.
 
@@ -61,7 +64,7 @@ def migrate_auto(
     note(f"strategy {choice.strategy}: {choice.reason}")
     chosen = replace(options, strategy=Strategy(choice.strategy.value))
     return migrate(vm, to, chosen, on_progress=on_progress, note=note,
-                   strategy_reason=choice.reason)  # fmt: skip
+                   strategy_reason=choice.reason, on_job=on_job)  # fmt: skip
 
 
 def migrate(
@@ -72,15 +75,18 @@ def migrate(
     on_progress: ProgressFn = _quiet,
     note: NoteFn = _quiet,
     strategy_reason: str | None = None,
+    on_job: JobFn = _quiet,
 ) -> MigrateOutcome:
     """Run the pre-flight checks and, unless they block, the live migration.
 
     A blocked check still makes a job (status failed, the findings in its events), so
     `vmferry jobs` shows every attempt. ``strategy_reason``: why the strategy was chosen
-    (`--strategy auto`), recorded with the job and returned in the result.
+    (`--strategy auto`), recorded with the job and returned in the result. ``on_job`` is
+    called with the job's id as soon as the job exists (after the checks), long before the
+    move ends (the server answers with it).
     """
     outcome = _migrate(vm, to, options, on_progress=on_progress, note=note,
-                       strategy_reason=strategy_reason)  # fmt: skip
+                       strategy_reason=strategy_reason, on_job=on_job)  # fmt: skip
     if strategy_reason is None:
         return outcome
     return replace(outcome, result=replace(outcome.result, strategy_reason=strategy_reason))
@@ -94,6 +100,7 @@ def _migrate(
     on_progress: ProgressFn,
     note: NoteFn,
     strategy_reason: str | None,
+    on_job: JobFn,
 ) -> MigrateOutcome:
     reconcile_vm(vm)
     note(f"checking {vm} -> {to}")
@@ -108,6 +115,7 @@ def _migrate(
     if strategy_reason is not None:
         store.add_event(job.id, "strategy", f"strategy {options.strategy}: {strategy_reason}",
                         {"strategy": str(options.strategy), "reason": strategy_reason})  # fmt: skip
+    on_job(job.id)
     store.add_event(job.id, "checks", f"pre-flight: {len(report.findings)} findings, "
                     f"{'blocked' if report.blocked else 'clear'}",
                     {"findings": to_jsonable(list(report.findings))})  # fmt: skip

@@ -5,7 +5,7 @@ and two self-service users bound to projects."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -72,13 +72,17 @@ class FakeMigrate:
         self.release, self.entered = threading.Event(), threading.Event()
         self.calls: list[tuple[str, str, str]] = []
 
-    def __call__(self, vm: str, to: str, options: MigrationOptions) -> FakeOutcome:
+    def __call__(
+        self, vm: str, to: str, options: MigrationOptions, *,
+        on_job: Callable[[str], None] = lambda _id: None,
+    ) -> FakeOutcome:  # fmt: skip
         self.calls.append((vm, to, options.strategy.value))
         self.entered.set()
         if vm == "ghost":
             raise NotFoundError(f"no VM named {vm!r} on the registered hosts")
         job = self.store.create_job("migrate", vm, "kvm1", to, options)
         self.store.set_owner(job.id, process_lease(self.store))
+        on_job(job.id)
         if vm == "blocked":
             return self._finish(job.id, vm, to, options, JobStatus.FAILED, "blocked by checks")
         self.store.set_status(job.id, JobStatus.RUNNING)

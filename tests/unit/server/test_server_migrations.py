@@ -6,7 +6,7 @@ the same job again, the event stream follows the move to its end, and a cancel r
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -120,10 +120,11 @@ def test_one_start_per_vm_at_a_time_in_the_server(store: Store) -> None:
     fake = FakeMigrate(store)
     gate = threading.Event()
 
-    def slow_checks(vm: str, to: str, options: MigrationOptions) -> Any:
+    def slow_checks(vm: str, to: str, options: MigrationOptions, *,
+                    on_job: Callable[[str], None]) -> Any:  # fmt: skip
         fake.entered.set()
         gate.wait(30)  # the first start is still in its checks
-        return fake(vm, to, options)
+        return fake(vm, to, options, on_job=on_job)
 
     starter = MoveStarter(store, slow_checks)
     first: list[str] = []
