@@ -1,8 +1,9 @@
 """Start a move through the API: :func:`vmferry.service.migrate.migrate` runs in a
 background thread of the server (with SQLite, jobs run in the server's process), and the
 request returns as soon as the move's job exists: the service calls ``on_job`` with its id
-right after its pre-flight checks made it. One start per VM at a time in this process (a
-lock). A move that fails before making a job raises its error here.
+once its pre-flight checks let the move go ahead, and a move they block ends at once with
+its finished job in its result. One start per VM at a time in this process (a lock). A move
+that fails before making a job raises its error here.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class MoveStarter:
 
         def work() -> None:
             try:
-                self.migrate(vm, to, options, on_job=made)
+                outcome = self.migrate(vm, to, options, on_job=made)
+                run.job_id = run.job_id or outcome.result.job_id  # blocked: only returned
             except BaseException as exc:  # handed to the request, or to the job's record
                 run.error = exc
             finally:

@@ -82,8 +82,8 @@ def migrate(
     A blocked check still makes a job (status failed, the findings in its events), so
     `vmferry jobs` shows every attempt. ``strategy_reason``: why the strategy was chosen
     (`--strategy auto`), recorded with the job and returned in the result. ``on_job`` is
-    called with the job's id as soon as the job exists (after the checks), long before the
-    move ends (the server answers with it).
+    called with the job's id once the checks let the move go ahead, long before it ends
+    (the server answers with it); a blocked move's job is finished and only returned.
     """
     outcome = _migrate(vm, to, options, on_progress=on_progress, note=note,
                        strategy_reason=strategy_reason, on_job=on_job)  # fmt: skip
@@ -115,7 +115,6 @@ def _migrate(
     if strategy_reason is not None:
         store.add_event(job.id, "strategy", f"strategy {options.strategy}: {strategy_reason}",
                         {"strategy": str(options.strategy), "reason": strategy_reason})  # fmt: skip
-    on_job(job.id)
     store.add_event(job.id, "checks", f"pre-flight: {len(report.findings)} findings, "
                     f"{'blocked' if report.blocked else 'clear'}",
                     {"findings": to_jsonable(list(report.findings))})  # fmt: skip
@@ -126,6 +125,7 @@ def _migrate(
                                  + ", ".join(blockers), None, None, None, None)  # fmt: skip
         store.finish(job.id, result)
         return MigrateOutcome(result, report)
+    on_job(job.id)  # the move goes ahead (a blocked one ended above, its id in its result)
     if options.strategy.offline:  # warm and cold: vmferry.engine.offline
         offline = run_offline(report, job.id, source, destination, options, store, note)
         return MigrateOutcome(offline, report)

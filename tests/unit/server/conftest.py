@@ -82,9 +82,9 @@ class FakeMigrate:
             raise NotFoundError(f"no VM named {vm!r} on the registered hosts")
         job = self.store.create_job("migrate", vm, "kvm1", to, options)
         self.store.set_owner(job.id, process_lease(self.store))
-        on_job(job.id)
-        if vm == "blocked":
+        if vm == "blocked":  # as the service: a blocked move's job is only returned
             return self._finish(job.id, vm, to, options, JobStatus.FAILED, "blocked by checks")
+        on_job(job.id)
         self.store.set_status(job.id, JobStatus.RUNNING)
         self.store.add_event(job.id, "progress", "pass 1")
         while self.hold and not self.release.wait(0.01):
