@@ -69,6 +69,11 @@ def read_work(tail: ConsoleTail, seconds: float) -> tuple[list[WorkStat], list[S
     return work_stats(lines)[1:], lines
 
 
+def calibrated(rate: int) -> Callable[[StampedLine], bool]:
+    """Matches guestd's CALIB line for ``rate``."""
+    return lambda ln: ln.text.startswith(f"CALIB rate_mb_s={rate} ")
+
+
 def mean_mib_s(work: list[WorkStat]) -> float:
     assert work, "no WORK lines"
     return statistics.fmean(w.dirtied_kib for w in work) / 1024
@@ -92,6 +97,16 @@ def test_vcpu_cap_lowers_dirty_rate_and_lifting_it_restores_it(
             tail.wait_for(lambda ln: isinstance(ln.event, MemCheck), timeout=60)
             calib = tail.wait_for(lambda ln: ln.text.startswith("CALIB "), timeout=5, start=0)
             print(f"[throttle] {calib.text}")
+            # guestd calibrated its per-page work while the guest booted, when TCG's boot
+            # work made every step look dearer (2.6x once: the free rate then took 40% of the
+            # vCPU, not 80%, and the 40% cap hardly cost anything; guestd now keeps the
+            # fastest of three rounds, which has held). A rate change makes it calibrate
+            # again, now that the guest is settled: away and back.
+            for rate in (RATE - 1, RATE):
+                sent_at = tail.count()
+                assert client.control(record.address, f"rate {rate}") == f"ok rate {rate}"
+                calib = tail.wait_for(calibrated(rate), timeout=30, start=sent_at)
+            print(f"[throttle] settled: {calib.text}")
 
             free, free_lines = read_work(tail, 5.2)
             print("[throttle] " + describe("unthrottled", free, free_lines))
@@ -143,6 +158,6 @@ def test_vcpu_cap_lowers_dirty_rate_and_lifting_it_restores_it(
     assert isinstance(check.event, MemCheck) and check.event.ok, check.text
     memchecks = [ln.event for ln in all_lines if isinstance(ln.event, MemCheck)]
     assert memchecks and all(m.ok for m in memchecks), [m for m in memchecks if not m.ok]
-    assert len(calibs) == 3  # at start, rate 12, rate 24 again (how long each took: printed)
-    assert [c.split()[1] for c in calibs] == [f"rate_mb_s={RATE}", "rate_mb_s=12",
-                                              f"rate_mb_s={RATE}"], calibs  # fmt: skip
+    # at start, away and back once settled, rate 12, rate 24 again (each one's time: printed)
+    assert [c.split()[1] for c in calibs] == [
+        f"rate_mb_s={r}" for r in (RATE, RATE - 1, RATE, 12, RATE)], calibs  # fmt: skip
