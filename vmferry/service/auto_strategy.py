@@ -18,22 +18,15 @@ from dataclasses import replace
 
 from vmferry.engine.live import NoteFn
 from vmferry.errors import VmferryError
-from vmferry.model.finding import Severity
 from vmferry.model.migration import MigrationOptions, Strategy
 from vmferry.predict.strategy import MoveStrategy, StrategyChoice, choose_strategy
-from vmferry.service.check import CheckReport, check_migration
-from vmferry.service.offline_move import check_offline
+from vmferry.service.check import check_migration
+from vmferry.service.offline_move import LIVE_ONLY, check_offline
 from vmferry.service.predict import predict_migration
-
-LIVE_ONLY_PREFIX = "migration."
 
 
 def _quiet(*_args: object) -> None:
     return None
-
-
-def _blocker_ids(report: CheckReport) -> list[str]:
-    return [f.id for f in report.findings if f.severity is Severity.BLOCKER]
 
 
 def choose_move(
@@ -42,8 +35,8 @@ def choose_move(
     """The strategy for moving ``vm`` to ``to`` within ``options.max_downtime_ms``."""
     note(f"choosing how to move {vm}: pre-flight and a one-second measurement")
     live = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls)
-    blockers = _blocker_ids(live)
-    if blockers and not all(b.startswith(LIVE_ONLY_PREFIX) for b in blockers):
+    blockers = live.blocker_ids
+    if blockers and not all(b.startswith(LIVE_ONLY) for b in blockers):
         return StrategyChoice(
             MoveStrategy.LIVE,
             "pre-flight blocks any move (" + ", ".join(blockers) + "): nothing to choose",
@@ -78,4 +71,4 @@ def _warm_refused(vm: str, to: str, options: MigrationOptions) -> str | None:
     if options.copy_storage:
         return "--copy-storage: a warm move does not copy disks"
     report = check_offline(vm, to, replace(options, strategy=Strategy.WARM))
-    return ", ".join(_blocker_ids(report)) or None
+    return ", ".join(report.blocker_ids) or None

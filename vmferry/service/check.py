@@ -35,6 +35,11 @@ class CheckReport:
     facts: PreflightFacts | None = field(default=None, compare=False, repr=False)
     encrypt: bool = False  # a live move's stream goes over TLS (assess.transport)
 
+    @property
+    def blocker_ids(self) -> list[str]:
+        """The ids of the findings that block the move."""
+        return [f.id for f in self.findings if f.severity is Severity.BLOCKER]
+
 
 def check_migration(
     vm: str, to: str, *, copy_storage: bool = False, tls: TlsMode | None = None

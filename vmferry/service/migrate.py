@@ -119,7 +119,7 @@ def _migrate(
                     f"{'blocked' if report.blocked else 'clear'}",
                     {"findings": to_jsonable(list(report.findings))})  # fmt: skip
     if report.blocked:
-        blockers = [f.id for f in report.findings if f.severity == "blocker"]
+        blockers = report.blocker_ids
         result = MigrationResult(job.id, vm, source.name, destination.name, options.strategy,
                                  JobStatus.FAILED, "blocked by pre-flight checks: "
                                  + ", ".join(blockers), None, None, None, None)  # fmt: skip

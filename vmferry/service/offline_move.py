@@ -33,7 +33,7 @@ from vmferry.verify import sites
 __all__ = ["check_offline", "copies_for", "run_offline", "state_dir_candidates"]
 
 # Findings about the live migration stream; an offline move sends none.
-_LIVE_ONLY = ("migration.",)
+LIVE_ONLY = ("migration.",)  # finding ids that only a live move has
 
 
 def check_offline(vm: str, to: str, options: MigrationOptions) -> CheckReport:
@@ -48,7 +48,7 @@ def check_offline(vm: str, to: str, options: MigrationOptions) -> CheckReport:
                             "--copy-storage is for live and cold moves")  # fmt: skip
     report = check_migration(vm, to, copy_storage=options.strategy is Strategy.COLD,
                              tls=TlsMode.OFF)  # no migration stream to encrypt  # fmt: skip
-    findings = tuple(f for f in report.findings if not f.id.startswith(_LIVE_ONLY))
+    findings = tuple(f for f in report.findings if not f.id.startswith(LIVE_ONLY))
     return replace(report, findings=findings, blocked=is_blocked(findings))
 
 
