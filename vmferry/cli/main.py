@@ -37,6 +37,7 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "users": ("vmferry.cli.users_cmd", "app", True),
     "audit": ("vmferry.cli.audit_cmd", "audit", False),
     "server": ("vmferry.cli.server_cmd", "server", False),
+    "hooks": ("vmferry.cli.hooks_cmd", "app", True),
 }
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
 from vmferry.errors import BadInputError
+from vmferry.model.hook import Hook, HookSpecError, make_hook, merge_hooks
 
 Loc = tuple[str | int, ...]
 StrategyHint = Literal["auto", "live", "postcopy", "warm", "cold"]
@@ -81,6 +82,34 @@ class HostEntry(_Strict):
     max_concurrent: Annotated[int | None, Field(gt=0)] = None
 
 
+class HookEntry(_Strict):
+    """A hook (docs/hooks.md): ``url`` (a webhook, signed with the secret in the environment
+    variable ``secret_env``) or ``exec`` (an executable's absolute path), run at ``phase``."""
+
+    name: str
+    phase: Literal["pre-migrate", "post-migrate", "on-failure"]
+    url: str | None = None
+    exec: str | None = None
+    timeout_s: float = 10.0
+    retries: Annotated[int | None, Field(ge=0)] = None
+    required: bool = False
+    secret_env: str | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> HookEntry:
+        self.hook()
+        return self
+
+    def hook(self) -> Hook:
+        """The hook this entry declares (``ValueError``, one line, when it cannot be one)."""
+        try:
+            return make_hook(self.name, self.phase, url=self.url, exec_path=self.exec,
+                             timeout_s=self.timeout_s, retries=self.retries,
+                             required=self.required, secret_env=self.secret_env)  # fmt: skip
+        except HookSpecError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class VmEntry(_Strict):
     """A VM to move. No ``destination``: the planner places it. ``predicted_s`` overrides
     the duration; ``bytes`` overrides what is sent (default: ``memory_mb``)."""
@@ -98,6 +127,7 @@ class VmEntry(_Strict):
     predicted_s: Annotated[float | None, Field(gt=0)] = None
     bytes: Annotated[int | None, Field(gt=0)] = None
     tags: dict[str, str] = Field(default_factory=dict)
+    hooks: list[HookEntry] = Field(default_factory=list)
 
 
 class WindowEntry(_Strict):
@@ -118,6 +148,7 @@ class PlanSpec(_Strict):
     hosts: list[HostEntry] = Field(min_length=1)
     vms: list[VmEntry] = Field(min_length=1)
     windows: list[WindowEntry] = Field(default_factory=list)
+    hooks: list[HookEntry] = Field(default_factory=list)
 
     def host(self, name: str) -> HostEntry:
         return next(h for h in self.hosts if h.name == name)
@@ -155,6 +186,14 @@ def vm_max_downtime_ms(vm: VmEntry, defaults: Defaults) -> int:
     if tag is not None and tag.isdigit() and int(tag) > 0:
         return int(tag)
     return defaults.max_downtime_ms
+
+
+def plan_hooks(spec: PlanSpec, vm: str) -> tuple[Hook, ...]:
+    """The hooks a plan gives ``vm``'s move: the plan's, then the VM entry's (which replaces
+    a plan hook of the same name)."""
+    entry = next((v for v in spec.vms if v.name == vm), None)
+    own = () if entry is None else tuple(h.hook() for h in entry.hooks)
+    return merge_hooks(tuple(h.hook() for h in spec.hooks), own)
 
 
 def default_link_slots(link_gbps: float) -> int:
@@ -201,6 +240,9 @@ def check_references(spec: PlanSpec) -> list[tuple[Loc, str]]:
                 problems.append(
                     (("vms", i, "anti_affinity", j), f"{target!r} is neither a vm nor a group")
                 )
+    problems += _duplicate_hooks(spec.hooks, ("hooks",))
+    for i, vm in enumerate(spec.vms):
+        problems += _duplicate_hooks(vm.hooks, ("vms", i, "hooks"))
     for i, w in enumerate(spec.windows):
         try:
             a, b = _as_offset(w.start, spec.start_at), _as_offset(w.end, spec.start_at)
@@ -216,6 +258,16 @@ def check_references(spec: PlanSpec) -> list[tuple[Loc, str]]:
             problems.append((("windows", i, "end"), "the window ends before it starts"))
         elif a < 0:
             problems.append((("windows", i, "start"), "the window starts before start_at"))
+    return problems
+
+
+def _duplicate_hooks(hooks: list[HookEntry], at: Loc) -> list[tuple[Loc, str]]:
+    seen: set[str] = set()
+    problems: list[tuple[Loc, str]] = []
+    for i, h in enumerate(hooks):
+        if h.name in seen:
+            problems.append(((*at, i, "name"), f"hook {h.name!r} is listed twice"))
+        seen.add(h.name)
     return problems
 
 
@@ -332,6 +384,7 @@ def load_plan(path: str | Path) -> PlanSpec:
 __all__ = [
     "Defaults",
     "Fleet",
+    "HookEntry",
     "HostEntry",
     "PlanSpec",
     "VmEntry",
@@ -341,6 +394,7 @@ __all__ = [
     "format_loc",
     "load_plan",
     "parse_plan",
+    "plan_hooks",
     "validate_spec",
     "vm_max_downtime_ms",
 ]

@@ -6,8 +6,10 @@ whenever their source and destination have a free slot (``max_concurrent`` of th
 file's hosts) and their bandwidth fits in what the running ones leave of the fleet budget;
 a group's VMs start together. Under a budget each migration is capped at the bandwidth the
 planner gave it. Each runs in its own thread through
-:func:`vmferry.service.migrate.migrate` with the item's strategy. Each item records its job
-id (as soon as the job exists), its start and end, and the job's total time and downtime.
+:func:`vmferry.service.migrate.migrate` with the item's strategy, and the plan's hooks for
+the VM (``hooks:`` at the plan's top and in its entry) as ``plan_hooks``. Each item records
+its job id (as soon as the job exists), its start and end, and the job's total time and
+downtime.
 
 Stopping:
 
@@ -53,6 +55,7 @@ from vmferry.model.plan_run import (
 )
 from vmferry.plan import PlanSpec
 from vmferry.plan.placement import host_slots
+from vmferry.plan.schema import plan_hooks
 from vmferry.service.jobs import reconcile_job
 from vmferry.service.lease import process_lease
 from vmferry.service.migrate import MigrateOutcome, migrate
@@ -220,6 +223,8 @@ class _Runner:
         self.store, self.plan_id, self.on_event = store, record.id, on_event
         self.migrate_fn, self.poll_s = migrate_fn, poll_s
         self.items = {i.vm: i for i in record.items}
+        spec = PlanSpec.model_validate(record.spec)
+        self.hooks = {i.vm: plan_hooks(spec, i.vm) for i in record.items}
         self.limits = RunLimits.from_schedule(host_slot_limits(record.spec), record.schedule)
         self.threads: dict[str, threading.Thread] = {}
         self.done: queue.Queue[PlanItem] = queue.Queue()
@@ -347,9 +352,12 @@ class _Runner:
             bandwidth_mib_s=budget_share_mib_s(self.limits, vm),
         )
         ended = item
+        # the plan's hooks for this VM (service.migrate adds the VM's own); only when there
+        # are some, so a migrate_fn that takes no plan_hooks still runs plans without hooks
+        hooks = {"plan_hooks": self.hooks[vm]} if self.hooks.get(vm) else {}
         try:
             outcome = self.migrate_fn(
-                vm, item.destination, options, on_progress=progress, note=note
+                vm, item.destination, options, on_progress=progress, note=note, **hooks
             )
             result = outcome.result
             ended = replace(

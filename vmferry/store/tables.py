@@ -290,3 +290,35 @@ class ApiRequestRow(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class VmHookRow(Base):
+    """A hook a VM declares (see :class:`vmferry.model.hook.Hook`), by the VM's name; a
+    webhook's secret is not stored, only the name of the environment variable holding it."""
+
+    __tablename__ = "vm_hooks"
+
+    vm: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(Text)
+    timeout_ms: Mapped[int] = mapped_column(Integer)
+    retries: Mapped[int] = mapped_column(Integer)
+    required: Mapped[bool] = mapped_column(Boolean)
+    secret_env: Mapped[str | None] = mapped_column(String(128))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProjectPolicyRow(Base):
+    """What a project's self-service users may move, how and when (see
+    :class:`vmferry.model.project_policy.ProjectPolicy`): strategies and weekly windows as
+    written (``Sat 22:00-Sun 04:00``), in the time zone ``tz``."""
+
+    __tablename__ = "project_policies"
+
+    project: Mapped[str] = mapped_column(String(64), primary_key=True)
+    strategies: Mapped[list[str]] = mapped_column(JSON)
+    windows: Mapped[list[str]] = mapped_column(JSON)
+    tz: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
