@@ -6,6 +6,7 @@ FastAPI and uvicorn are imported only here, when the server starts, so the other
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import typer
@@ -36,9 +37,10 @@ def server(
     import uvicorn
 
     from vmferry.server.app import create_app
-    from vmferry.store.db import open_store
+    from vmferry.store.db import act_as, open_store
 
     store = open_store()
+    act_as(f"server:{socket.gethostname()}")  # who the jobs' transitions name
     app = create_app(store)
     shown = f"[{host}]" if ":" in host else host
     where = f"http://{shown}:{port}" if port else f"a free port of {shown} (named below)"
@@ -48,10 +50,13 @@ def server(
         sys.stderr.write("vmferry server: the store is SQLite: jobs run in this process "
                          "(workers need PostgreSQL)\n")  # fmt: skip
     else:
-        sys.stderr.write("vmferry server: jobs run in this process (vmferry worker is not "
-                         "built yet)\n")  # fmt: skip
+        sys.stderr.write("vmferry server: the store is PostgreSQL: moves are queued for "
+                         "`vmferry worker` processes\n")  # fmt: skip
     sys.stderr.flush()
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
     finally:
+        close = getattr(app.state.vmferry.moves, "close", None)
+        if close is not None:
+            close()
         store.close()

@@ -10,6 +10,7 @@ line (404, 409, 422, 502) and anything unexpected a 500 without a traceback.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -18,7 +19,7 @@ from vmferry import __version__
 from vmferry.server.audit import AuditTrail
 from vmferry.server.context import InventorySource, ServerContext
 from vmferry.server.errors import install_error_handlers
-from vmferry.server.moves import MigrateFn, MoveStarter
+from vmferry.server.moves import MigrateFn, Mover, MoveStarter, QueuedMoves
 from vmferry.server.routers import audit, hosts, jobs, migrations, users, vms
 from vmferry.server.schemas import Problem
 from vmferry.service.fleet import fleet_inventory
@@ -40,12 +41,16 @@ def create_app(
     *,
     inventory: InventorySource = fleet_inventory,
     migrate: MigrateFn | None = None,
+    mover: Mover | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     event_poll_s: float = 0.5,
     start_wait_s: float = 180,
 ) -> FastAPI:
-    """The API over ``store``; ``inventory`` reads the hosts' VMs (libvirt by default),
-    ``migrate`` moves a VM (:func:`vmferry.service.migrate.migrate` by default)."""
+    """The API over ``store``; ``inventory`` reads the hosts' VMs (libvirt by default).
+
+    Moves: ``mover`` if given; else ``migrate`` (default
+    :func:`vmferry.service.migrate.migrate`) in threads of this process with SQLite or when
+    ``migrate`` is given; else, with PostgreSQL, queued for `vmferry worker` processes."""
     app = FastAPI(
         title="vmferry",
         version=__version__,
@@ -55,12 +60,17 @@ def create_app(
         redoc_url=None,
         max_body_size=max_body_bytes,
     )
-    jobs_in_process = store.engine.dialect.name == "sqlite"
-    if migrate is None:
+    if mover is not None:
+        moves = mover
+    elif migrate is not None:
+        moves = MoveStarter(store, migrate, start_wait_s=start_wait_s)
+    elif store.engine.dialect.name == "sqlite":
         from vmferry.service.migrate import migrate as service_migrate
 
-        migrate = service_migrate
-    moves = MoveStarter(store, migrate, start_wait_s=start_wait_s)
+        moves = MoveStarter(store, service_migrate, start_wait_s=start_wait_s)
+    else:
+        moves = QueuedMoves(store, _locator(store))
+    jobs_in_process = isinstance(moves, MoveStarter)
     app.state.vmferry = ServerContext(store, inventory, event_poll_s, jobs_in_process, moves)
     install_error_handlers(app)
     app.add_middleware(AuditTrail, store=store)
@@ -70,6 +80,18 @@ def create_app(
     app.include_router(api)
     _errors_as_json(app)
     return app
+
+
+def _locator(store: Store) -> Callable[[str], str]:
+    """The host a VM runs on (libvirt asked; :class:`NotFoundError` when none has it)."""
+
+    def locate(vm: str) -> str:
+        from vmferry.service.locate import locate_vm
+
+        host, _record = locate_vm(vm, store.list_hosts())
+        return host.name
+
+    return locate
 
 
 def json_errors(schema: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from vmferry.server.moves import MoveStarter
+from vmferry.server.moves import Mover
 from vmferry.service.fleet import Fleet
 from vmferry.store.db import Store
 
@@ -21,7 +21,7 @@ class ServerContext:
     inventory: InventorySource
     event_poll_s: float = 0.5  # how often a job's event stream looks for new events
     jobs_in_process: bool = True  # SQLite: jobs started through the API run in the server
-    moves: MoveStarter | None = None  # starts moves in this process (None: refused)
+    moves: Mover | None = None  # starts moves here or queues them (None: refused)
 
 
 def context_of(request: Request) -> ServerContext:

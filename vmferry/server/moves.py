@@ -4,6 +4,9 @@ request returns as soon as the move's job exists: the service calls ``on_job`` w
 once its pre-flight checks let the move go ahead, and a move they block ends at once with
 its finished job in its result. One start per VM at a time in this process (a lock). A move
 that fails before making a job raises its error here.
+
+With PostgreSQL (:class:`QueuedMoves`) the server only makes the job and queues it; a
+`vmferry worker` runs it (:mod:`vmferry.service.queue`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vmferry.errors import AlreadyExistsError
-from vmferry.model.migration import Job, MigrationOptions, MigrationResult
+from vmferry.model.migration import Job, JobStatus, MigrationOptions, MigrationResult
 from vmferry.server.errors import StartTimeout
 from vmferry.store.db import Store
 
-__all__ = ["MigrateFn", "MoveStarter"]
+__all__ = ["MigrateFn", "MoveStarter", "Mover", "QueuedMoves"]
 
 
 class _Outcome(Protocol):
@@ -49,9 +52,10 @@ class MoveStarter:
         self._starting: set[str] = set()
         self._lock = threading.Lock()
 
-    def start(self, vm: str, to: str, options: MigrationOptions) -> Job:
+    def start(self, vm: str, to: str, options: MigrationOptions, queue: str | None = None) -> Job:
         """Start moving ``vm`` to ``to``; the move's job once it exists (it may have
-        finished already: blocked by its checks)."""
+        finished already: blocked by its checks). ``queue`` means nothing here."""
+        del queue
         with self._lock:
             if vm in self._starting:
                 raise AlreadyExistsError(f"a move of {vm} is being started through this "
@@ -87,3 +91,48 @@ class MoveStarter:
             assert run.error is not None, "the service ended without a job or an error"
             raise run.error
         return self.store.get_job(run.job_id)
+
+
+class Mover(Protocol):
+    """How the server starts a move: in its own process, or queued for a worker."""
+
+    def start(self, vm: str, to: str, options: MigrationOptions, queue: str | None = None) -> Job:
+        """The move's job once it exists."""
+        ...
+
+
+class QueuedMoves:
+    """PostgreSQL: the job is made here and queued for a `vmferry worker`
+    (:mod:`vmferry.service.queue`); nothing runs in the server. The database refuses a second
+    unfinished job of one VM (409)."""
+
+    def __init__(self, store: Store, locate: Callable[[str], str]) -> None:
+        from vmferry.service import queue as job_queue  # procrastinate: PostgreSQL only
+
+        self.store, self.locate, self._queue = store, locate, job_queue
+        self._app = job_queue.build_app(job_queue.store_url(store), worker=False)
+        self._app.open()
+        job_queue.ensure_schema(store, self._app)
+        self._lock = threading.Lock()  # procrastinate's sync connector: one defer at a time
+
+    def start(self, vm: str, to: str, options: MigrationOptions, queue: str | None = None) -> Job:
+        from vmferry.service.lease import process_lease
+
+        source = self.locate(vm)
+        self.store.get_host(to)  # 404 before anything is written
+        job = self.store.create_job("migrate", vm, source, to, options)
+        self.store.set_owner(job.id, process_lease(self.store))  # the server's, till taken
+        try:
+            with self._lock:
+                self._queue.defer_move(self.store, self._app, job, queue or
+                                       self._queue.DEFAULT_QUEUE)  # fmt: skip
+        except Exception as exc:
+            why = f"could not be queued: {exc}"
+            result = MigrationResult(job.id, vm, source, to, options.strategy, JobStatus.FAILED,
+                                     why, None, None, None, None)  # fmt: skip
+            self.store.finish(job.id, result)
+            raise
+        return self.store.get_job(job.id)
+
+    def close(self) -> None:
+        self._app.close()

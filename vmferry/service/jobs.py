@@ -28,7 +28,7 @@ from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
 from vmferry.model.domain_view import DomainView
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.lease import OwnerState
-from vmferry.model.migration import Job
+from vmferry.model.migration import Job, JobStatus
 from vmferry.service.job_repair import apply_repairs, finish_reconciled, state_file_exists
 from vmferry.service.lease import owner_of
 from vmferry.store.db import Store, open_store
@@ -142,6 +142,12 @@ def cancel_job(job_id: str, *, wait_s: float = 30, poll_s: float = CANCEL_POLL_S
         if job.status.finished:
             return job
         job = store.request_cancel(job_id)
+        if job.status is JobStatus.PENDING and any(e.kind == "queued" for e in job.events):
+            from vmferry.service.queue import cancel_queued  # procrastinate: queued jobs only
+
+            cancelled = cancel_queued(store, job)
+            if cancelled is not None:  # no worker had taken it
+                return cancelled
         if owner_alive(store, job):
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:

@@ -76,6 +76,7 @@ def migrate(
     note: NoteFn = _quiet,
     strategy_reason: str | None = None,
     on_job: JobFn = _quiet,
+    job_id: str | None = None,
 ) -> MigrateOutcome:
     """Run the pre-flight checks and, unless they block, the live migration.
 
@@ -84,9 +85,11 @@ def migrate(
     (`--strategy auto`), recorded with the job and returned in the result. ``on_job`` is
     called with the job's id once the checks let the move go ahead, long before it ends
     (the server answers with it); a blocked move's job is finished and only returned.
+    ``job_id``: run this job, made (``pending``) and owned by this process already (a
+    worker running a queued move, :mod:`vmferry.service.queue`) instead of making one.
     """
     outcome = _migrate(vm, to, options, on_progress=on_progress, note=note,
-                       strategy_reason=strategy_reason, on_job=on_job)  # fmt: skip
+                       strategy_reason=strategy_reason, on_job=on_job, job_id=job_id)  # fmt: skip
     if strategy_reason is None:
         return outcome
     return replace(outcome, result=replace(outcome.result, strategy_reason=strategy_reason))
@@ -101,6 +104,7 @@ def _migrate(
     note: NoteFn,
     strategy_reason: str | None,
     on_job: JobFn,
+    job_id: str | None,
 ) -> MigrateOutcome:
     reconcile_vm(vm)
     note(f"checking {vm} -> {to}")
@@ -110,8 +114,18 @@ def _migrate(
         report = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls)
     store = open_store()
     source, destination = store.get_host(report.source), store.get_host(report.destination)
-    job = store.create_job("migrate", vm, source.name, destination.name, options)
-    store.set_owner(job.id, process_lease(store))
+    if job_id is None:
+        job = store.create_job("migrate", vm, source.name, destination.name, options)
+        store.set_owner(job.id, process_lease(store))
+    else:  # queued: made where the VM was then; it must still be there
+        job = store.get_job(job_id)
+        if job.source != source.name:
+            result = MigrationResult(job.id, vm, job.source, destination.name, options.strategy,
+                                     JobStatus.FAILED, f"{vm} runs on {source.name} now, not "
+                                     f"on {job.source} where the move was asked for", None,
+                                     None, None, None)  # fmt: skip
+            store.finish(job.id, result)
+            return MigrateOutcome(result, report)
     if strategy_reason is not None:
         store.add_event(job.id, "strategy", f"strategy {options.strategy}: {strategy_reason}",
                         {"strategy": str(options.strategy), "reason": strategy_reason})  # fmt: skip

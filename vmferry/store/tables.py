@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -88,6 +89,14 @@ class JobRow(Base):
     __table_args__ = (
         Index("ix_jobs_vm_status", "vm", "status"),
         Index("ix_jobs_created_at", "created_at"),
+        # one unfinished job per VM: two moves of one VM cannot both start (migration 0013)
+        Index(
+            "uq_jobs_vm_unfinished",
+            "vm",
+            unique=True,
+            sqlite_where=text("status IN ('pending', 'running')"),
+            postgresql_where=text("status IN ('pending', 'running')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

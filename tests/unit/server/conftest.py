@@ -137,8 +137,10 @@ def serving(store: Store, *, hold: bool = False, service: bool = False) -> Itera
     accounts.set_vm_tags(store, "web1", ["project:web", "tier:1"])
     accounts.set_vm_tags(store, "web2", ["project:web"])
     accounts.set_vm_tags(store, "db1", ["project:db", "tier:1"])
+    from vmferry.service.migrate import migrate as service_migrate  # in-process, also on PG
+
     inventory, migrate = FakeInventory(), FakeMigrate(store, hold=hold)
-    app = create_app(store, inventory=inventory, migrate=None if service else migrate,
+    app = create_app(store, inventory=inventory, migrate=service_migrate if service else migrate,
                      max_body_bytes=4096, event_poll_s=0.01)  # fmt: skip
     try:
         with TestClient(app, raise_server_exceptions=False) as client:

@@ -40,6 +40,11 @@ class MigrationIn(BaseModel):
     timeout_s: float = Field(600, gt=0, le=86_400)
     copy_storage: bool = False
     bandwidth_mib_s: int | None = Field(None, ge=1, le=1_000_000)
+    queue: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+        description="PostgreSQL: the workers' queue to run it (`vmferry worker --queue`); "
+        "default `vmferry`. Ignored where the server runs moves itself (SQLite).",
+    )  # fmt: skip
 
 
 def _options(body: MigrationIn) -> MigrationOptions:
@@ -71,8 +76,8 @@ def start_migration(
     if context.moves is None:
         raise BadInputError("this server does not start moves")
     if idempotency_key is None:
-        return _started(response, context.moves.start(body.vm, body.to, _options(body)).id,
-                        context)  # fmt: skip
+        return _started(response, context.moves.start(body.vm, body.to, _options(body),
+                                                       body.queue).id, context)  # fmt: skip
     return _start_once(body, response, user, context, idempotency_key)
 
 
@@ -91,7 +96,7 @@ def _start_once(
         return _started(response, claim.job_id, context)
     assert context.moves is not None
     try:
-        job = context.moves.start(body.vm, body.to, _options(body))
+        job = context.moves.start(body.vm, body.to, _options(body), body.queue)
     except VmferryError:
         idempotency.forget(context.store, user.name, key)  # nothing started: free it again
         raise
