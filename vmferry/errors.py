@@ -61,3 +61,44 @@ class LabError(VmferryError):
 
 class ToolError(VmferryError):
     """An external tool (ip, qemu-img, virsh ...) failed; the message carries its stderr."""
+
+
+# -- remote mode (VMFERRY_URL): the server's answers as the local command's errors --------
+# A 404, 409, 422 or 502 from the server becomes NotFoundError, AlreadyExistsError,
+# BadInputError or HostUnreachableError, the class the local command raises for the same
+# failure, so the exit code is the same; the classes below are the failures only a client
+# of the server has (vmferry.client.api).
+
+
+class ServerUnreachableError(BadInputError):
+    """The vmferry server at VMFERRY_URL did not answer (refused, unknown name, timed out):
+    the setting points nowhere usable (exit 2)."""
+
+
+class NotAuthenticatedError(BadInputError):
+    """The server refused VMFERRY_TOKEN (401), or VMFERRY_TOKEN is not set (exit 2)."""
+
+
+class ForbiddenError(BadInputError):
+    """A role rule of the server refused the request (403); ``rule`` names it (exit 2)."""
+
+    def __init__(self, message: str, *, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class ServerError(VmferryError):
+    """The server failed (5xx other than an unreachable libvirt host): exit 1, as an
+    unexpected error of the local command."""
+
+
+class NoRemoteFormError(BadInputError):
+    """The command has no form that runs through the server yet (exit 2): it never runs
+    locally instead while VMFERRY_URL is set."""
+
+
+class StoppedFollowingError(VmferryError):
+    """Ctrl-C stopped the command line following a job that goes on in the server (exit
+    130, as any interrupted command)."""
+
+    exit_code = 130

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
+from vmferry.client.remote import remote_api
 from vmferry.service import audit as audit_service
 from vmferry.store.db import open_store
 
@@ -23,8 +24,13 @@ def audit(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The audit trail: who did what, when, from where, and the result."""
-    with open_store() as store:
-        found = audit_service.entries(store, since=since, user=user, limit=limit)
+    api = remote_api()
+    if api is not None:
+        with api:
+            found = api.audit(since=since, user=user, limit=limit)
+    else:
+        with open_store() as store:
+            found = audit_service.entries(store, since=since, user=user, limit=limit)
     if json_out:
         print_json([audit_service.as_json(e) for e in found])
         return

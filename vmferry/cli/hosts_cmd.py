@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
+from vmferry.client.remote import remote_api
+from vmferry.errors import HostUnreachableError
 from vmferry.model import VmRecord
 from vmferry.service import hosts as hosts_service
+
+if TYPE_CHECKING:
+    from vmferry.client.api import Inventory
 
 app = typer.Typer(help="Register and list the libvirt hosts vmferry manages.", no_args_is_help=True)
 
@@ -45,7 +52,12 @@ def add(
 @app.command("list")
 def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List registered hosts."""
-    hosts = hosts_service.list_hosts()
+    api = remote_api()
+    if api is not None:
+        with api:
+            hosts = api.hosts()
+    else:
+        hosts = hosts_service.list_hosts()
     if json_out:
         print_json(hosts)
         return
@@ -69,11 +81,28 @@ def inventory(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Every VM on the registered hosts, as libvirt reports it now."""
-    records = hosts_service.inventory(host)
+    api = remote_api()
+    if api is not None:
+        with api:
+            order = [host] if host is not None else [h.name for h in api.hosts()]
+            records = remote_inventory(api.vms(host), order)
+    else:
+        records = hosts_service.inventory(host)
     if json_out:
         print_json(records)
         return
     console.print(inventory_table(records))
+
+
+def remote_inventory(found: Inventory, hosts: list[str]) -> list[VmRecord]:
+    """The server's inventory as the local one gives it: in the order of ``hosts`` (the
+    store's), each host's VMs by name; and as the local one stops at the first host that
+    does not answer, that host's error instead of a partial list."""
+    for name in [*hosts, *sorted(found.unreachable)]:
+        if name in found.unreachable:
+            raise HostUnreachableError(found.unreachable[name])
+    position = {name: index for index, name in enumerate(hosts)}
+    return sorted(found.records, key=lambda r: (position.get(r.host, len(hosts)), r.spec.name))
 
 
 def inventory_table(records: list[VmRecord]) -> Table:

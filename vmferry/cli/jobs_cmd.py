@@ -9,13 +9,20 @@ job finishes). `vmferry jobs --json` prints a list of jobs whose ``events`` are 
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 import typer
 from rich import box
 from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json
+from vmferry.client.remote import remote_api
 from vmferry.model.migration import Job, JobStatus
 from vmferry.service import jobs as jobs_service
+
+if TYPE_CHECKING:
+    from vmferry.client.api import ApiClient
 
 job_app = typer.Typer(
     help="Show, cancel or resume one migration job (see `vmferry jobs`).", no_args_is_help=True
@@ -35,7 +42,12 @@ def jobs(
     limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many jobs."),
 ) -> None:
     """List migration jobs, newest first."""
-    found = jobs_service.list_jobs(limit)
+    api = remote_api()
+    if api is not None:
+        with api:
+            found = api.jobs(limit)
+    else:
+        found = jobs_service.list_jobs(limit)
     if json_out:
         print_json(found)
         return
@@ -48,11 +60,16 @@ def show(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """One job with its history and result."""
-    job = jobs_service.get_job(job_id)
+    api = remote_api()
+    if api is not None:
+        with api:
+            job = api.job(job_id)
+    else:
+        job = jobs_service.get_job(job_id)
     if json_out:
         print_json(job)
         return
-    _print_job(job)
+    _print_job(job, remote=api is not None)
 
 
 @job_app.command("cancel")
@@ -67,12 +84,17 @@ def cancel(
 
     If the vmferry process driving it died, the job is resumed (reconciled) instead.
     """
-    before = jobs_service.get_job(job_id)
-    job = jobs_service.cancel_job(job_id, wait_s=wait)
+    api = remote_api()
+    if api is not None:
+        with api:
+            had_finished, job = _cancel_remote(api, job_id, wait)
+    else:
+        had_finished = jobs_service.get_job(job_id).status.finished
+        job = jobs_service.cancel_job(job_id, wait_s=wait)
     if json_out:
         print_json(job)
         return
-    if before.status.finished:
+    if had_finished:
         console.print(f"job {job.id} had already finished: {_status(job)}", highlight=False)
     elif job.status.finished:
         console.print(f"job {job.id}: {_status(job)}", highlight=False)
@@ -82,6 +104,19 @@ def cancel(
             f"see `vmferry job show {job.id}`",
             highlight=False,
         )
+
+
+def _cancel_remote(api: ApiClient, job_id: str, wait: float) -> tuple[bool, Job]:
+    """``POST /jobs/{id}/cancel``, then the job once it has finished or ``wait`` s have
+    passed (as :func:`jobs_service.cancel_job` waits): whether it had finished before, and
+    the job with its events."""
+    asked = api.cancel_job(job_id)
+    deadline = time.monotonic() + wait
+    job = asked.job
+    while not job.status.finished and time.monotonic() < deadline:
+        time.sleep(min(jobs_service.CANCEL_POLL_S, max(0.0, deadline - time.monotonic())))
+        job = api.job(job_id)
+    return asked.had_finished, job
 
 
 @job_app.command("resume")
@@ -139,7 +174,7 @@ def _status(job: Job) -> str:
     return _styled(job.status) + (f": {job.reason}" if job.reason else "")
 
 
-def _print_job(job: Job) -> None:
+def _print_job(job: Job, *, remote: bool = False) -> None:
     summary = Table(show_header=False, box=None)
     summary.add_row("job", job.id)
     summary.add_row("kind", job.kind)
@@ -156,7 +191,9 @@ def _print_job(job: Job) -> None:
         + (", copy storage" if options.copy_storage else "")
         + (f", {options.bandwidth_mib_s} MiB/s" if options.bandwidth_mib_s else ""),
     )
-    if job.owner_pid is not None or job.owner_id is not None:
+    if remote and (job.owner_pid is not None or job.owner_id is not None):
+        summary.add_row("owner", _remote_owner(job))
+    elif job.owner_pid is not None or job.owner_id is not None:
         owner = jobs_service.job_owner(job)
         summary.add_row("owner", owner.why + ("" if owner.alive else " (orphaned)"))
     if job.cancel_requested:
@@ -180,6 +217,13 @@ def _print_job(job: Job) -> None:
     for event in job.events:
         events.add_row(event.at, event.kind, event.message)
     console.print(events, highlight=False)
+
+
+def _remote_owner(job: Job) -> str:
+    """The owner row of a job read from a server: its lease lives in the server's store,
+    and the API does not say yet whether its owner still runs."""
+    who = f"lease {job.owner_id}" if job.owner_id is not None else f"vmferry pid {job.owner_pid}"
+    return f"{who} (whether it still runs: the server does not say yet)"
 
 
 def _ms(value: int | None) -> str:

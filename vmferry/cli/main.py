@@ -96,6 +96,10 @@ def run(argv: list[str] | None = None) -> None:
     unless VMFERRY_DEBUG is set."""
     args = sys.argv[1:] if argv is None else argv
     try:
+        if os.environ.get("VMFERRY_URL"):  # remote mode: a command without one is refused
+            from vmferry.client.remote import gate
+
+            gate(args, {name for name, (_m, _a, group) in _COMMANDS.items() if group})
         build_app(_command_named(args))(args=args)
     except VmferryError as exc:
         _fail(exc.message, exc.exit_code)

@@ -1,19 +1,34 @@
-"""`vmferry migrate`."""
+"""`vmferry migrate`, here or (remote mode, VMFERRY_URL) through a vmferry server."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from typing import Annotated
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json, progress_printer
+from vmferry.client.remote import URL_ENV, remote_api
 from vmferry.engine.convergence import PolicyState
-from vmferry.errors import BadInputError, BlockedError, MigrationFailedError
+from vmferry.errors import (
+    BadInputError,
+    BlockedError,
+    MigrationFailedError,
+    NoRemoteFormError,
+    StoppedFollowingError,
+)
+from vmferry.model.finding import Severity
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import (
+    Job,
+    JobEvent,
     JobStatus,
     MigrationOptions,
     MigrationResult,
@@ -24,7 +39,11 @@ from vmferry.model.migration import (
 from vmferry.service.migrate import migrate as migrate_service
 from vmferry.service.migrate import migrate_auto
 
+if TYPE_CHECKING:
+    from vmferry.client.api import ApiClient
+
 MIB = 2**20
+SHUTDOWN_TIMEOUT_S = 120.0
 
 
 class StrategyEnum(enum.StrEnum):
@@ -146,7 +165,10 @@ def migrate(
         "(default: the shared pool of the VM's disks).",
     ),
     shutdown_timeout: float = typer.Option(
-        120, "--shutdown-timeout", min=1, help="cold: wait this many s for the guest to power off."
+        SHUTDOWN_TIMEOUT_S,
+        "--shutdown-timeout",
+        min=1,
+        help="cold: wait this many s for the guest to power off.",
     ),
     force: bool = typer.Option(
         False, "--force", help="cold: power the VM off if it ignores the ACPI shutdown."
@@ -177,6 +199,26 @@ def migrate(
     misplaced = [name for name, bad in offline_only.items() if bad]
     if misplaced:
         raise BadInputError(f"{', '.join(misplaced)} do(es) not apply to --strategy {strategy}")
+    api = remote_api()
+    if api is not None:
+        not_in_api = {"--strategy auto": strategy is StrategyEnum.AUTO, "--cap": cap,
+                      "--state-dir": state_dir is not None,
+                      "--shutdown-timeout": shutdown_timeout != SHUTDOWN_TIMEOUT_S,
+                      "--force": force, "--delete-source-disks": delete_source_disks,
+                      "--tls/--no-tls": tls is not None,
+                      "--require-verification": require_verification}  # fmt: skip
+        missing = [name for name, asked in not_in_api.items() if asked]
+        if missing:
+            api.close()
+            raise NoRemoteFormError(f"`vmferry migrate {' '.join(missing)}` has no remote form "
+                                    f"yet; unset {URL_ENV} to run it locally")  # fmt: skip
+        body: dict[str, object] = {"vm": vm, "to": to, "strategy": strategy.value,
+                "max_downtime_ms": max_downtime_ms, "timeout_s": timeout,
+                "copy_storage": copy_storage, "bandwidth_mib_s": bandwidth_mib_s}  # fmt: skip
+        with api:
+            result, blocked = migrate_remote(api, body)
+        report(result, blocked, vm, to, json_out)
+        return
     options = MigrationOptions(
         Strategy.LIVE if strategy is StrategyEnum.AUTO else Strategy(strategy.value),
         max_downtime_ms,
@@ -199,12 +241,115 @@ def migrate(
 
         run = migrate_auto if strategy is StrategyEnum.AUTO else migrate_service
         outcome = run(vm, to, options, on_progress=show, note=note)
-    result = outcome.result
+    report(outcome.result, outcome.check.blocked, vm, to, json_out)
+
+
+def report(result: MigrationResult, blocked: bool, vm: str, to: str, json_out: bool) -> None:
+    """Print the result; exit 3 when the checks blocked the move, 4 when it did not
+    complete."""
     if json_out:
         print_json(result_json(result))
     else:
         console.print(result_table(result))
-    if outcome.check.blocked:
+    if blocked:
         raise BlockedError(f"{result.reason}; `vmferry check {vm} --to {to}` shows why")
     if result.status is not JobStatus.COMPLETED:
         raise MigrationFailedError(f"job {result.job_id} {result.status}: {result.reason}")
+
+
+# -- remote mode ----------------------------------------------------------------------------
+
+
+def migrate_remote(api: ApiClient, body: dict[str, object]) -> tuple[MigrationResult, bool]:
+    """Start the move in the server (``POST /migrations``) and follow its job's events to
+    the end, printing each as a progress line: its result, and whether its checks blocked it.
+
+    Ctrl-C does what it does to a local move: the first cancels it (``POST
+    /jobs/{id}/cancel``; the source keeps running) and the job is followed to its end; one
+    during the request is held until the server names the job, then cancels it. A second
+    Ctrl-C stops following (exit 130): the server finishes the cancel on its own.
+    """
+    from vmferry.client.api import JobFollower
+
+    note = progress_printer()
+    with first_ctrl_c(note) as interrupted:
+        try:
+            job = api.start_migration(body, f"vmferry-cli-{uuid.uuid4()}")
+        except KeyboardInterrupt:
+            raise StoppedFollowingError(
+                "interrupted before the server answered: the move may have started there; "
+                "`vmferry jobs` lists it, `vmferry job cancel ID` cancels it"
+            ) from None
+    note(f"job {job.id} runs in the vmferry server at {api.url}")
+    follower = JobFollower(api, job.id, on_event=lambda event: note(event.message))
+    cancelled = False
+    if interrupted.is_set() and not job.status.finished:
+        cancelled = _cancel(api, job.id, note)
+    while True:
+        try:
+            ended = follower.run()
+            break
+        except KeyboardInterrupt:
+            if cancelled:
+                raise StoppedFollowingError(_stopped(job.id, cancelled)) from None
+            cancelled = _cancel(api, job.id, note)
+    return finished_result(ended), blocked_by_checks(follower.events)
+
+
+def _cancel(api: ApiClient, job_id: str, note: Callable[[str], None]) -> bool:
+    note(f"Ctrl-C: asking the server to cancel job {job_id} (the source VM keeps running); "
+         "Ctrl-C again stops waiting for it")  # fmt: skip
+    try:
+        api.cancel_job(job_id)
+    except KeyboardInterrupt:
+        raise StoppedFollowingError(_stopped(job_id, False)) from None
+    return True
+
+
+def _stopped(job_id: str, cancel_asked: bool) -> str:
+    if cancel_asked:
+        return (f"stopped following job {job_id}: the server finishes its cancel; "
+                f"`vmferry job show {job_id}`")  # fmt: skip
+    return f"the move goes on in the server: vmferry job cancel {job_id}"
+
+
+@contextlib.contextmanager
+def first_ctrl_c(note: Callable[[str], None]) -> Iterator[threading.Event]:
+    """While a request must not be cut, the first Ctrl-C only sets the flag (and says
+    so); a second raises KeyboardInterrupt. Outside the main thread signals cannot be
+    caught: the flag stays clear."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def on_sigint(_signum: int, _frame: object) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+        note("Ctrl-C: the move is cancelled as soon as the server names its job")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def finished_result(job: Job) -> MigrationResult:
+    """A finished job's result; for a job finished without one (reconciled), the result
+    its record gives."""
+    if job.result is not None:
+        return job.result
+    return MigrationResult(job.id, job.vm, job.source, job.destination, job.options.strategy,
+                           job.status, job.reason, None, None, None, None)  # fmt: skip
+
+
+def blocked_by_checks(events: Sequence[JobEvent]) -> bool:
+    """Whether the job's pre-flight checks (its last ``checks`` event, as the service
+    records them) found a blocker: the local command's ``outcome.check.blocked``."""
+    checks = [event for event in events if event.kind == "checks"]
+    findings = checks[-1].data.get("findings") if checks else None
+    return isinstance(findings, list) and any(
+        isinstance(f, dict) and f.get("severity") == Severity.BLOCKER.value for f in findings
+    )

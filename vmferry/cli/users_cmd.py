@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
+from vmferry.client.remote import remote_api
 from vmferry.errors import BadInputError
 from vmferry.service import audit as audit_service
 from vmferry.service import users as users_service
@@ -63,8 +64,13 @@ def add(
 @app.command("list")
 def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The active users (never their tokens)."""
-    with open_store() as store:
-        found = users_service.list_users(store)
+    api = remote_api()
+    if api is not None:
+        with api:
+            found = api.users()
+    else:
+        with open_store() as store:
+            found = users_service.list_users(store)
     if json_out:
         print_json(found)
         return

@@ -1,0 +1,398 @@
+"""A typed client of vmferry's API (``/api/v1``, docs/server.md) on httpx, for the command
+line's remote mode.
+
+``ApiClient.from_env()`` talks to VMFERRY_URL with ``Authorization: Bearer
+$VMFERRY_TOKEN``. Answers come back as vmferry's model types, decoded as the store decodes
+its own JSON (:func:`vmferry.store.codec.from_jsonable`), so a command prints them with the
+code it prints local results with. Every failure is one :class:`~vmferry.errors.VmferryError`
+whose exit code is the one the local command has for the same failure (:func:`error_for`):
+
+====================================  =============================================  ====
+what happened                         error                                          exit
+====================================  =============================================  ====
+refused, unknown name, timed out      ServerUnreachableError                         2
+401 (VMFERRY_TOKEN wrong or unset)    NotAuthenticatedError                          2
+403 (a role rule)                     ForbiddenError, naming the rule                2
+404 / 409                             NotFoundError / AlreadyExistsError             2
+422 (each bad field's path), 413      BadInputError                                  2
+502 (a libvirt host did not answer)   HostUnreachableError                           2
+other 5xx                             ServerError                                    1
+====================================  =============================================  ====
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from vmferry.client.remote import TOKEN_ENV, URL_ENV
+from vmferry.errors import (
+    AlreadyExistsError,
+    BadInputError,
+    ForbiddenError,
+    HostUnreachableError,
+    NotAuthenticatedError,
+    NotFoundError,
+    ServerError,
+    ServerUnreachableError,
+    VmferryError,
+)
+from vmferry.model import Host, VmRecord, VmSpec, VmState
+from vmferry.model.account import AuditEntry, User
+from vmferry.model.migration import Job, JobEvent
+from vmferry.store.codec import DecodeError, from_jsonable
+
+__all__ = [
+    "API_PREFIX",
+    "ApiClient",
+    "Cancel",
+    "Inventory",
+    "JobFollower",
+    "SseMessage",
+    "error_for",
+    "parse_sse",
+]
+
+API_PREFIX = "/api/v1"
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# POST /migrations answers once the move's job exists: after its pre-flight checks, which
+# the server waits up to 180 s for (server/moves.py)
+START_TIMEOUT = httpx.Timeout(240.0, connect=5.0)
+# an event stream is silent while nothing happens, but the server sends a ping every 15 s
+STREAM_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+PAGE = 1000  # the most GET /vms gives at once
+FOLLOW_RETRIES = 5
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The server's inventory: the VMs of the hosts that answered, and those that did not."""
+
+    records: list[VmRecord]
+    unreachable: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The job after ``POST /jobs/{id}/cancel``, and whether it had finished before."""
+
+    job: Job
+    had_finished: bool
+
+
+@dataclass(frozen=True)
+class SseMessage:
+    """One Server-Sent Event: its ``event`` name, its ``data`` and its ``id``."""
+
+    event: str
+    data: str
+    id: str | None
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[SseMessage]:
+    """The events of a ``text/event-stream`` given line by line (comments, such as the
+    server's pings, are skipped). Pure."""
+    event, data, last_id = "message", list[str](), None
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield SseMessage(event, "\n".join(data), last_id)
+            event, data, last_id = "message", [], None
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id":
+            last_id = value
+    if data:
+        yield SseMessage(event, "\n".join(data), last_id)
+
+
+def error_for(status: int, body: Any, server: str) -> VmferryError:
+    """The error a command raises for the server's answer ``status`` with ``body`` (its
+    JSON, or None); ``server`` is the server's URL, for people. Pure."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    line = detail if isinstance(detail, str) else None
+    if status == 401:
+        why = line or "no valid token"
+        return NotAuthenticatedError(
+            f"the vmferry server at {server} refused {TOKEN_ENV}: {why}; `vmferry users token "
+            "NAME`, run where the server's store is, gives a new one"
+        )
+    if status == 403:
+        rule = body.get("rule") if isinstance(body, dict) else None
+        return ForbiddenError(
+            f"refused by the server's rule {rule or '(unnamed)'}: {line or 'forbidden'}",
+            rule=rule if isinstance(rule, str) else None,
+        )
+    if status == 404:
+        return NotFoundError(line or "not found on the server")
+    if status == 409:
+        return AlreadyExistsError(line or "the server refused it: a conflict")
+    if status == 422:
+        return BadInputError(_problems(detail))
+    if status == 502:
+        return HostUnreachableError(line or "a host did not answer the server")
+    if status >= 500:
+        return ServerError(f"the vmferry server at {server} failed ({status}): "
+                           f"{line or 'no detail'}")  # fmt: skip
+    return BadInputError(f"the vmferry server at {server} answered {status}: "
+                         f"{line or 'no detail'}")  # fmt: skip
+
+
+def _problems(detail: object) -> str:
+    """A 422's problems in one line: ``path: message`` each (vmferry's own bad input has
+    no path: its message alone, as the local command says it)."""
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, list) or not detail:
+        return "the server refused the request as malformed"
+    parts = []
+    for problem in detail:
+        if not isinstance(problem, dict):
+            parts.append(str(problem))
+            continue
+        path, message = problem.get("path") or "", str(problem.get("msg", "malformed"))
+        parts.append(f"{path}: {message}" if path else message)
+    return "; ".join(parts)
+
+
+def _decode(cls: type[T], value: Any, what: str) -> T:
+    try:
+        return from_jsonable(cls, value)
+    except DecodeError as exc:
+        raise ServerError(f"the server's {what} is not what this vmferry reads ({exc}); "
+                          "is the server another version?") from exc  # fmt: skip
+
+
+def server_root(url: str) -> str:
+    """VMFERRY_URL without a trailing slash or ``/api/v1``."""
+    root = url.strip().rstrip("/")
+    return root.removesuffix(API_PREFIX).rstrip("/")
+
+
+class ApiClient:
+    """The API at ``url`` as the user holding ``token``."""
+
+    def __init__(
+        self, url: str, token: str, *, transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout = TIMEOUT,
+    ) -> None:  # fmt: skip
+        self.url = server_root(url)
+        if not self.url.startswith(("http://", "https://")):
+            raise BadInputError(
+                f"{URL_ENV}={url!r} is not an http:// or https:// URL; e.g. "
+                "http://127.0.0.1:8470 (where `vmferry server` listens)"
+            )
+        self._client = httpx.Client(
+            base_url=self.url + API_PREFIX, transport=transport, timeout=timeout,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        )  # fmt: skip
+
+    @classmethod
+    def from_env(cls) -> ApiClient:
+        """The server at VMFERRY_URL as the user of VMFERRY_TOKEN."""
+        url = os.environ.get(URL_ENV, "").strip()
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if not url:
+            raise BadInputError(f"{URL_ENV} is not set: it names the vmferry server")
+        if not token:
+            raise NotAuthenticatedError(
+                f"{URL_ENV} is set but {TOKEN_ENV} is not: set it to a token from `vmferry "
+                f"users add` (or unset {URL_ENV} to run locally)"
+            )
+        return cls(url, token)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        self.close()
+
+    # -- resources -----------------------------------------------------------------------
+
+    def hosts(self) -> list[Host]:
+        """``GET /hosts``: the registered hosts, by name."""
+        return [_decode(Host, h, "host") for h in self._json("GET", "/hosts")]
+
+    def vms(self, host: str | None = None) -> Inventory:
+        """``GET /vms`` (every page): the VMs of every host, or of ``host``."""
+        records: list[VmRecord] = []
+        unreachable: dict[str, str] = {}
+        offset: int | None = 0
+        while offset is not None:
+            params: dict[str, str | int] = {"limit": PAGE, "offset": offset}
+            if host is not None:
+                params["host"] = host
+            page = self._json("GET", "/vms", params=params)
+            for item in page["items"]:
+                spec = _decode(VmSpec, item["spec"], "VM")
+                records.append(VmRecord(item["host"], VmState(item["state"]),
+                                        bool(item["persistent"]), spec))  # fmt: skip
+            unreachable.update(page.get("unreachable") or {})
+            offset = page.get("next_offset")
+        return Inventory(records, unreachable)
+
+    def jobs(self, limit: int = 50) -> list[Job]:
+        """``GET /jobs``: the newest jobs first, without their events."""
+        found = self._json("GET", "/jobs", params={"limit": limit})
+        return [_decode(Job, j, "job") for j in found]
+
+    def job(self, job_id: str) -> Job:
+        """``GET /jobs/{id}``: the job with its events."""
+        return _decode(Job, self._json("GET", f"/jobs/{_segment(job_id)}"), "job")
+
+    def cancel_job(self, job_id: str) -> Cancel:
+        """``POST /jobs/{id}/cancel``: ask the process driving the job to cancel it."""
+        answer = self._send("POST", f"/jobs/{_segment(job_id)}/cancel")
+        return Cancel(_decode(Job, answer.json(), "job"), had_finished=answer.status_code == 200)
+
+    def audit(self, *, since: str | None, user: str | None, limit: int) -> list[AuditEntry]:
+        """``GET /audit``: the trail's ``limit`` newest entries, oldest first."""
+        params: dict[str, str | int] = {"limit": limit}
+        if since is not None:
+            params["since"] = since
+        if user is not None:
+            params["user"] = user
+        found = self._json("GET", "/audit", params=params)
+        return [_decode(AuditEntry, e, "audit entry") for e in found]
+
+    def users(self) -> list[User]:
+        """``GET /users``: the active users (an admin's read)."""
+        return [_decode(User, u, "user") for u in self._json("GET", "/users")]
+
+    def start_migration(self, body: Mapping[str, object], idempotency_key: str) -> Job:
+        """``POST /migrations``: the move's job once it exists (finished already when its
+        checks blocked it). The key makes a repeated request give the same job."""
+        answer = self._send("POST", "/migrations", json=dict(body), timeout=START_TIMEOUT,
+                            headers={"Idempotency-Key": idempotency_key})  # fmt: skip
+        return _decode(Job, answer.json(), "job")
+
+    def event_stream(self, job_id: str, after: int | None) -> Iterator[SseMessage]:
+        """``GET /jobs/{id}/events``: the job's events after the one numbered ``after``
+        (all, for None), then its ``end``. Transport errors are httpx's, for
+        :class:`JobFollower` to reconnect on."""
+        headers = {"Accept": "text/event-stream"}
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        path = f"/jobs/{_segment(job_id)}/events"
+        with self._client.stream("GET", path, headers=headers, timeout=STREAM_TIMEOUT) as answer:
+            if answer.status_code != 200:
+                answer.read()
+                raise error_for(answer.status_code, _body(answer), self.url)
+            yield from parse_sse(answer.iter_lines())
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            answer = self._client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            started = (
+                "" if method != "POST" else "; the move may have started there: `vmferry jobs`"
+            )
+            raise ServerUnreachableError(
+                f"the vmferry server at {self.url} ({URL_ENV}) did not answer {method} "
+                f"{API_PREFIX}{path} in time ({type(exc).__name__}){started}"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from exc
+        if answer.is_success:
+            return answer
+        body = _body(answer)
+        if answer.status_code == 404 and body == {"detail": "Not Found"}:  # no route matched
+            raise NotFoundError(f"the server has nothing at {method} {API_PREFIX}{path} (404)")
+        raise error_for(answer.status_code, body, self.url)
+
+
+def unreachable(url: str, exc: httpx.TransportError) -> ServerUnreachableError:
+    """The one line for a server that cannot be reached."""
+    why = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError) and "refused" in why.lower():
+        why = "connection refused"
+    return ServerUnreachableError(f"cannot reach the vmferry server at {url} ({URL_ENV}): {why}; "
+                                  "is `vmferry server` running there?")  # fmt: skip
+
+
+def _body(answer: httpx.Response) -> Any:
+    try:
+        return answer.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {"detail": answer.text.strip().splitlines()[0] if answer.text.strip() else None}
+
+
+def _segment(value: str) -> str:
+    """``value`` as one path segment (a job id typed by a user may hold anything)."""
+    return quote(value, safe="")
+
+
+class JobFollower:
+    """Follows a job's event stream to its end, reconnecting after the last event seen when
+    the connection drops (the server resumes from ``Last-Event-ID``). ``on_event`` sees each
+    event once; :attr:`events` keeps them."""
+
+    def __init__(
+        self, api: ApiClient, job_id: str, on_event: Callable[[JobEvent], None] = lambda _e: None,
+        *, retries: int = FOLLOW_RETRIES, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:  # fmt: skip
+        self.api, self.job_id, self.on_event = api, job_id, on_event
+        self.retries, self.sleep = retries, sleep
+        self.last_id: int | None = None
+        self.events: list[JobEvent] = []
+
+    def run(self) -> Job:
+        """The finished job (without its events: they are in :attr:`events`). Ctrl-C
+        (KeyboardInterrupt) goes through; calling :meth:`run` again goes on from the last
+        event seen."""
+        failures = 0
+        while True:
+            try:
+                for message in self.api.event_stream(self.job_id, self.last_id):
+                    failures = 0
+                    data = json.loads(message.data)
+                    if message.event == "end":
+                        return _decode(Job, data, "job")
+                    self.events.append(_decode(JobEvent, data, "job event"))
+                    if message.id is not None and message.id.isdigit():
+                        self.last_id = int(message.id)
+                    self.on_event(self.events[-1])
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                failures += 1
+                if failures > self.retries:
+                    raise ServerUnreachableError(
+                        f"lost the vmferry server at {self.api.url} while following job "
+                        f"{self.job_id} ({type(exc).__name__}); the job goes on there: "
+                        f"`vmferry job show {self.job_id}`"
+                    ) from exc
+                self.sleep(min(0.5 * 2 ** (failures - 1), 8.0))
+                continue
+            failures += 1  # the stream ended without its end event: ask again
+            if failures > self.retries:
+                raise ServerError(f"the server's event stream of job {self.job_id} keeps "
+                                  "ending before the job does")  # fmt: skip
+            self.sleep(0.5)
