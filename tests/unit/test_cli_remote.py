@@ -395,7 +395,7 @@ def test_migrate_json_is_the_same_through_the_server(served: Served, vm: str, co
     job = served.store.get_job(theirs["job_id"])
     assert job.status.value == status and job.options.max_downtime_ms == 200
     assert "checks" in [e.kind for e in job.events]
-    assert "runs in the vmferry server" in there.err  # progress: the job's events
+    assert f"job {theirs['job_id']} in the vmferry server at {served.url}" in there.err
 
 
 def test_migrate_text_is_the_same_through_the_server(served: Served) -> None:

@@ -280,7 +280,7 @@ def migrate_remote(api: ApiClient, body: dict[str, object]) -> tuple[MigrationRe
                 "interrupted before the server answered: the move may have started there; "
                 "`vmferry jobs` lists it, `vmferry job cancel ID` cancels it"
             ) from None
-    note(f"job {job.id} runs in the vmferry server at {api.url}")
+    note(f"job {job.id} in the vmferry server at {api.url}")
     follower = JobFollower(api, job.id, on_event=lambda event: note(event.message))
     cancelled = False
     if interrupted.is_set() and not job.status.finished:
