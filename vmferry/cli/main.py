@@ -38,6 +38,7 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "audit": ("vmferry.cli.audit_cmd", "audit", False),
     "server": ("vmferry.cli.server_cmd", "server", False),
     "hooks": ("vmferry.cli.hooks_cmd", "app", True),
+    "projects": ("vmferry.cli.projects_cmd", "app", True),
     "worker": ("vmferry.cli.worker_cmd", "worker", False),
 }
 
