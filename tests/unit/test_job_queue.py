@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from support.pg import PgCluster
 
 from vmferry.errors import AlreadyExistsError, BadInputError
 from vmferry.model import Host
@@ -225,3 +227,62 @@ def test_workers_need_postgresql() -> None:
     assert job_queue.conninfo("postgresql+psycopg://u:p@h/db?host=/run") == (
         "postgresql://u:p@h/db?host=%2Frun"  # libpq decodes it
     )
+
+
+def test_a_worker_lives_through_a_postgresql_restart(
+    pg_hosts: Store, pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL stops and starts while a worker runs a move: the move's record ends true,
+    and the same worker takes the next move once the database is back."""
+    release, entered = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def move(vm: str, to: str, options: MigrationOptions, *, job_id: str,
+             note: Callable[[str], None]) -> object:  # fmt: skip
+        from vmferry.store.db import open_store
+
+        calls.append(job_id)
+        with open_store(job_queue.store_url(pg_hosts)) as store:
+            job = store.set_status(job_id, JobStatus.RUNNING)
+            entered.set()
+            assert release.wait(60)
+            result = MigrationResult(job_id, vm, job.source, to, options.strategy,
+                                     JobStatus.COMPLETED, None, 10, 1, 100, 1)  # fmt: skip
+            store.finish(job_id, result)
+        return type("Outcome", (), {"result": result})()
+
+    monkeypatch.setattr("vmferry.service.migrate.migrate", move)
+    stop = threading.Event()
+
+    def run() -> None:
+        job_queue.run_worker(pg_hosts, queues=["vmferry"], concurrency=2, name="survivor",
+                             stop_timeout_s=5, stop=stop)  # fmt: skip
+
+    moves = QueuedMoves(pg_hosts, lambda vm: "kvm1")  # makes procrastinate's schema
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        first = moves.start("web1", "kvm2", OPTIONS)
+        assert entered.wait(30), "the worker did not take the move"
+        pg_cluster.stop()  # every connection is cut, the worker's and the move's
+        try:
+            threading.Event().wait(2)
+        finally:
+            pg_cluster.start()
+        release.set()
+        deadline = time.monotonic() + 60
+        while pg_hosts.get_job(first.id).status is not JobStatus.COMPLETED:
+            assert time.monotonic() < deadline, pg_hosts.get_job(first.id)
+            threading.Event().wait(0.2)
+        assert thread.is_alive(), "the worker ended with the database"
+        second = moves.start("db1", "kvm2", OPTIONS)
+        while pg_hosts.get_job(second.id).status is not JobStatus.COMPLETED:
+            assert time.monotonic() < deadline + 60, pg_hosts.get_job(second.id)
+            threading.Event().wait(0.2)
+        assert calls == [first.id, second.id]
+    finally:
+        release.set()
+        moves.close()
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive(), "the worker did not stop when told"

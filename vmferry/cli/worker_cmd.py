@@ -42,19 +42,18 @@ def worker(
             raise BadInputError(f"--queue {one!r}: give a name of 1 to 63 characters")
     who = name or f"{socket.gethostname()}-{os.getpid()}"
     store = open_store()
-    app = job_queue.build_app(job_queue.store_url(store), worker=True)  # SQLite: exit 2
+    sync_app = job_queue.build_app(job_queue.store_url(store), worker=False)  # SQLite: exit 2
     act_as(f"worker:{who}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)  # fmt: skip
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
-    sync_app = job_queue.build_app(job_queue.store_url(store), worker=False)
     with sync_app.open():
         job_queue.ensure_schema(store, sync_app)
     sys.stderr.write(f"vmferry worker {who}: queues {', '.join(queues)}, {concurrency} moves "
                      f"at once, store {store.url}\n")  # fmt: skip
     sys.stderr.flush()
     try:
-        app.run_worker(queues=queues, concurrency=concurrency, name=who,
-                       shutdown_graceful_timeout=stop_timeout_s)  # fmt: skip
+        job_queue.run_worker(store, queues=queues, concurrency=concurrency, name=who,
+                             stop_timeout_s=stop_timeout_s)  # fmt: skip
     finally:
         store.close()

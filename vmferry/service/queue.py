@@ -15,6 +15,12 @@ Data flow (docs/architecture.md, "Workers"):
   ``cancelled`` at once. A worker told to stop (SIGTERM, Ctrl-C) waits ``stop_timeout_s`` for
   its moves, then procrastinate aborts them and each abort becomes a cancel: the source keeps
   running.
+- **Supervise.** procrastinate's worker stops when its database connection fails (a
+  PostgreSQL restart): it lets its running moves finish (their own store connections come
+  back), and :func:`run_worker` starts it again every :data:`RESTART_S` seconds until the
+  database answers. Its stop timeout is vmferry's own: on SIGTERM or Ctrl-C no new move
+  starts; after ``stop_timeout_s`` the moves it still runs are cancelled through the store
+  (a second signal cancels them at once).
 - **Reconcile.** A worker killed (SIGKILL) stops renewing its lease. Every worker runs the
   periodic task ``vmferry.reconcile`` (every :data:`RECONCILE_EVERY_S` seconds, one at a
   time): unfinished jobs whose owner is gone are reconciled (:func:`reconcile_job`: source
@@ -29,12 +35,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 from dataclasses import dataclass
+from types import FrameType
 
 import procrastinate
 from procrastinate.job_context import JobContext
 from procrastinate.jobs import Status
+from procrastinate.worker import Worker
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -56,6 +65,7 @@ __all__ = [
     "ensure_schema",
     "queued_task_id",
     "reconcile_orphans",
+    "run_worker",
     "store_url",
 ]
 
@@ -67,6 +77,7 @@ RECONCILE = "vmferry.reconcile"
 RECONCILE_EVERY_S = 10
 _SCHEMA_LOCK = 0x766D6665  # "vmfe": one process applies procrastinate's schema at a time
 ABORT_POLL_S = 1.0
+RESTART_S = 2.0
 
 
 def conninfo(store_url: str) -> str:
@@ -255,3 +266,69 @@ def reconcile_orphans(store: Store | None = None, *, wait_s: float = 60) -> list
         except VmferryError as exc:
             log.warning("job %s: not reconciled: %s", job.id, exc.message)
     return done
+
+
+# -- the worker process -----------------------------------------------------------------
+
+
+def run_worker(
+    store: Store, *, queues: list[str], concurrency: int, name: str, stop_timeout_s: float,
+    stop: threading.Event | None = None,
+) -> None:  # fmt: skip
+    """Take moves from ``queues`` until SIGTERM or SIGINT (see the module's "Supervise"), or,
+    given ``stop`` (a worker in a thread: no signal handlers), until it is set."""
+    url = store_url(store)
+    stopping = threading.Event()
+    current: list[Worker] = []
+
+    def cancel_mine(why: str) -> None:
+        lease = process_lease(store)
+        for job in store.unfinished_jobs():
+            if job.owner_id == lease.owner_id:
+                with contextlib.suppress(VmferryError):
+                    store.request_cancel(job.id)
+                    store.add_event(job.id, "note", f"the worker is stopping: {why}")
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():  # a second signal: cancel now
+            threading.Thread(target=cancel_mine, args=("asked twice",), daemon=True).start()
+            return
+        stopping.set()
+        log.info("stopping: no new move; running ones get %g s", stop_timeout_s)
+        for worker in current:
+            worker.stop()  # type: ignore[no-untyped-call]
+        timer = threading.Timer(stop_timeout_s, cancel_mine,
+                                args=(f"its moves were not done {stop_timeout_s:g} s after "
+                                      "it was told to stop",))  # fmt: skip
+        timer.daemon = True
+        timer.start()
+
+    if stop is None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)
+    else:
+
+        def stop_when_set() -> None:
+            stop.wait()
+            on_signal(0, None)
+
+        threading.Thread(target=stop_when_set, daemon=True).start()
+    while not stopping.is_set():
+        app = build_app(url, worker=True)
+        worker = Worker(app=app, queues=queues, concurrency=concurrency, name=name,
+                        install_signal_handlers=False, shutdown_graceful_timeout=None)  # fmt: skip
+        current[:] = [worker]
+        try:
+            asyncio.run(_work(app, worker))
+        except Exception as exc:  # the database is gone (or went while it stopped)
+            log.warning("the queue's database: %s", str(exc).strip() or type(exc).__name__)
+        if stopping.is_set():
+            break
+        log.warning("the worker stopped (its database connection failed); starting it "
+                    "again in %g s", RESTART_S)  # fmt: skip
+        stopping.wait(RESTART_S)
+
+
+async def _work(app: procrastinate.App, worker: Worker) -> None:
+    async with app.open_async():
+        await worker.run()  # type: ignore[no-untyped-call]
