@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from vmferry.errors import BadInputError
 from vmferry.model.lease import LEASE_SETTING
 from vmferry.model.migration import TlsMode
-from vmferry.model.settings import SETTINGS, setting_problem
+from vmferry.model.settings import IMPORT_DIRS_SETTING, SETTINGS, setting_problem, split_paths
 from vmferry.store.db import Store, open_store
 
 
@@ -65,3 +66,9 @@ def migration_tls(store: Store | None = None) -> TlsMode:
 
 def owner_lease_s(store: Store | None = None) -> int:
     return int(get_setting(LEASE_SETTING, store))
+
+
+def import_dirs(store: Store | None = None) -> tuple[Path, ...]:
+    """The directories whose files the API's imports may read (``server.import_dirs``);
+    none: the API imports nothing."""
+    return tuple(Path(p) for p in split_paths(get_setting(IMPORT_DIRS_SETTING, store)))
