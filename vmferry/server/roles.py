@@ -3,13 +3,14 @@ target VM's tags. Every refusal names the rule that refused (the API's 403 carri
 
 - ``admin``: everything.
 - ``operator``: hosts, inventory and tags, check, predict, profile, migrations, imports,
-  plans (run them too), cancelling jobs, and every read but the user list.
+  plans (run them too), port profiles, cancelling and resuming jobs, and every read but the
+  user list.
 - ``planner``: profile, predict, check, and plans without running them; reads.
 - ``viewer``: reads only.
 - **self-service**: a user bound to a project (any role but admin) acts only on VMs tagged
-  ``project:P``, and only by check, predict, profile, migrate and cancelling their jobs, as
-  far as its role allows; fleet-wide changes and the audit trail are refused to it. It reads
-  hosts, inventory, jobs and plans like its role.
+  ``project:P``, and only by check, predict, profile, migrate and cancelling or resuming
+  their jobs, as far as its role allows; fleet-wide changes and the audit trail are refused
+  to it. It reads hosts, inventory, jobs, plans and port profiles like its role.
 """
 
 from __future__ import annotations
@@ -39,14 +40,18 @@ class Action(enum.StrEnum):
     PLANS_RUN = "plans.run"
     JOBS_READ = "jobs.read"
     JOBS_CANCEL = "jobs.cancel"
+    JOBS_RESUME = "jobs.resume"
+    NETPROFILES_READ = "netprofiles.read"
+    NETPROFILES_WRITE = "netprofiles.write"
     AUDIT_READ = "audit.read"
     USERS_READ = "users.read"
     USERS_WRITE = "users.write"
 
 
 _READS = frozenset(
-    {Action.HOSTS_READ, Action.VMS_READ, Action.PLANS_READ, Action.JOBS_READ, Action.AUDIT_READ}
-)
+    {Action.HOSTS_READ, Action.VMS_READ, Action.PLANS_READ, Action.JOBS_READ, Action.AUDIT_READ,
+     Action.NETPROFILES_READ}
+)  # fmt: skip
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset(Action),
@@ -62,6 +67,8 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
         Action.PLANS_WRITE,
         Action.PLANS_RUN,
         Action.JOBS_CANCEL,
+        Action.JOBS_RESUME,
+        Action.NETPROFILES_WRITE,
     },
     Role.PLANNER: _READS | {Action.CHECK, Action.PREDICT, Action.PROFILE, Action.PLANS_WRITE},
     Role.VIEWER: _READS,
@@ -69,12 +76,14 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
 
 # What a user bound to a project may do, on its project's VMs only.
 VM_ACTIONS = frozenset(
-    {Action.CHECK, Action.PREDICT, Action.PROFILE, Action.MIGRATE, Action.JOBS_CANCEL}
-)
+    {Action.CHECK, Action.PREDICT, Action.PROFILE, Action.MIGRATE, Action.JOBS_CANCEL,
+     Action.JOBS_RESUME}
+)  # fmt: skip
 # What a user bound to a project may read (fleet-wide, like its role).
 _SELF_SERVICE_READS = frozenset(
-    {Action.HOSTS_READ, Action.VMS_READ, Action.PLANS_READ, Action.JOBS_READ}
-)
+    {Action.HOSTS_READ, Action.VMS_READ, Action.PLANS_READ, Action.JOBS_READ,
+     Action.NETPROFILES_READ}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ def decide(
         return Decision(
             False, "self-service.fleet-wide",
             f"a user bound to project {project!r} may not {action}: only check, predict, "
-            "profile, migrate and cancel the project's VMs' jobs",
+            "profile, migrate, and cancel or resume the jobs of, the project's VMs",
         )  # fmt: skip
     if vm_tags is None or project not in project_of(vm_tags):
         return Decision(

@@ -7,7 +7,7 @@ Responses are built from :mod:`vmferry.model` objects through
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -130,3 +130,260 @@ class UserOut(BaseModel):
     project: str | None
     created_at: str
     has_password: bool
+
+
+# -- actions started through the API (check, predict, profile, plans, port profiles, imports)
+
+VmName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class CheckIn(BaseModel):
+    """What `vmferry check VM --to HOST [--copy-storage]` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vm: VmName
+    to: VmName
+    copy_storage: bool = False
+
+
+class FindingOut(BaseModel):
+    id: str
+    severity: str
+    message: str
+    remediation: str
+
+
+class CheckOut(BaseModel):
+    """The pre-flight report, as `vmferry check --json` prints it."""
+
+    vm: str
+    destination: str
+    findings: list[FindingOut]
+    blocked: bool = Field(description="a blocker stands: the move would be refused")
+
+
+class PredictionIn(BaseModel):
+    """What `vmferry predict VM --to HOST` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vm: VmName
+    to: VmName
+    max_downtime_ms: int = Field(300, ge=10, le=60_000)
+    bandwidth_mib_s: int | None = Field(None, ge=1, le=1_000_000)
+
+
+class PredictionInputsOut(BaseModel):
+    memory_bytes: int
+    dirty_rate_bytes_s: int
+    link_bytes_s: int
+    zero_fraction: float
+    downtime_limit_ms: int
+
+
+class PredictionOut(BaseModel):
+    """As `vmferry predict --json` prints it."""
+
+    vm: str
+    destination: str
+    converges: bool
+    total_time_ms: int
+    downtime_ms: int
+    transferred_bytes: int
+    inputs: PredictionInputsOut
+
+
+class ProfileIn(BaseModel):
+    """What `vmferry profile VM [--duration S] [--interval S]` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vm: VmName
+    duration_s: float = Field(60, ge=0.2, le=86_400)
+    interval_s: float = Field(1, ge=0.2, le=60)
+
+
+class ProfileStarted(BaseModel):
+    """A profiling run started in the server; its samples are stored as they are taken."""
+
+    vm: str
+    host: str
+    duration_s: float
+    interval_s: float
+    first_sample_at: str
+    profile_url: str
+
+
+class StatOut(BaseModel):
+    mean: float
+    p95: float
+    max: float
+
+
+class RightSizingOut(BaseModel):
+    vcpus: int
+    memory_bytes: int
+    recommended_vcpus: int
+    recommended_memory_bytes: int
+    cpu_p95: float | None
+    memory_used_p95_bytes: int | None
+    oversized: bool
+    overutilised: bool
+    reason: str
+
+
+class ProfileOut(BaseModel):
+    """The VM's stored samples summarised, as `vmferry profile --json` prints a run, and
+    whether this server is sampling it now."""
+
+    vm: str
+    host: str
+    samples: int
+    sampling: bool
+    first_at: str | None
+    last_at: str | None
+    stats: dict[str, StatOut]
+    zero_fraction: float | None
+    rightsizing: RightSizingOut
+
+
+class PlanIn(BaseModel):
+    """The plan file's YAML text (docs/planning.md), and how to solve it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    yaml: str = Field(min_length=1, max_length=1_000_000, description="the plan file's text")
+    method: Literal["auto", "heuristic", "cpsat"] = "auto"
+    time_limit_s: float = Field(10.0, ge=0.1, le=600)
+
+
+class PlanOut(BaseModel):
+    """A plan as `vmferry plan show --json` prints it."""
+
+    id: str
+    name: str | None
+    status: str
+    reason: str | None
+    requested: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    makespan_s: float | None
+    lower_bound_s: float | None
+    lower_bound_parts: dict[str, Any] | None
+    method: str | None
+    actual_makespan_s: float | None
+    waves: list[Any]
+    items: list[dict[str, Any]]
+    schedule: dict[str, Any]
+
+
+class PlanSummaryOut(BaseModel):
+    """A plan in the list: its `plan show --json` document without items and schedule."""
+
+    id: str
+    name: str | None
+    status: str
+    reason: str | None
+    requested: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    makespan_s: float | None
+    vms: int
+
+
+class GanttBarOut(BaseModel):
+    vm: str
+    wave: int
+    source: str
+    destination: str
+    strategy: str
+    status: str
+    predicted_start_s: float
+    predicted_end_s: float
+    actual_start_s: float | None
+    actual_end_s: float | None
+
+
+class GanttOut(BaseModel):
+    plan: str
+    makespan_s: float | None
+    actual_makespan_s: float | None
+    bars: list[GanttBarOut]
+
+
+ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,23}$")]
+
+
+class BandwidthOut(BaseModel):
+    average_kib_s: int
+    peak_kib_s: int | None
+    burst_kib: int | None
+
+
+class NetProfileOut(BaseModel):
+    """A named port profile, as `vmferry netprofile show --json` prints it."""
+
+    name: str
+    network: str
+    inbound: BandwidthOut | None
+    outbound: BandwidthOut | None
+    acl: list[str] | None = Field(description="null: no filtering; []: nothing allowed")
+    security_level: str
+    vni: int | None
+
+
+class NetProfileIn(BaseModel):
+    """What `vmferry netprofile define NAME` takes (it replaces a profile of that name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    network: str = Field(min_length=1, max_length=64)
+    in_kib_s: int | None = Field(None, ge=1, le=4_000_000)
+    out_kib_s: int | None = Field(None, ge=1, le=4_000_000)
+    burst_kib: int | None = Field(None, ge=1, le=1_000_000)
+    allow: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
+        None, max_length=64, description="ACL rules PROTO[:PORTS][@PEER]; null: no filtering"
+    )
+    level: ProfileName = "default"
+    vni: int | None = Field(None, ge=1, le=16_777_215)
+
+
+class RemovedOut(BaseModel):
+    removed: list[str]
+
+
+AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/", min_length=1, max_length=4096)]
+
+
+class ImportIn(BaseModel):
+    """What `vmferry import SOURCE --to HOST` takes. ``source`` and ``workdir`` are paths on
+    the server, inside the directories of the setting ``server.import_dirs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: AbsolutePath
+    to: VmName
+    name: VmName | None = None
+    network_map: list[Annotated[str, StringConstraints(min_length=1, max_length=255)]] = Field(
+        default_factory=list, max_length=64, description="SOURCE=DESTINATION; '*=net' maps all"
+    )
+    storage_pool: VmName = "default"
+    disk_bus: Literal["virtio", "sata", "auto"] = "auto"
+    nic_model: Literal["virtio", "e1000e", "auto"] = "auto"
+    convert_guest: Literal["auto", "always", "never"] = "auto"
+    console_log: AbsolutePath | None = Field(None, description="a file on the destination host")
+    start: bool = False
+    dry_run: bool = False
+    virt_type: Literal["kvm", "qemu", "auto"] = "auto"
+    max_virtual_size_tib: float = Field(16, gt=0, le=1024)
+    vcpus: int = Field(2, ge=1, le=1024)
+    memory_mb: int = Field(2048, ge=16, le=16_777_216)
+    firmware: Literal["bios", "efi"] = "bios"
+    guest_family: Literal["linux", "windows", "other", "unknown"] = "unknown"
+    mac: list[Annotated[str, StringConstraints(min_length=1, max_length=32)]] = Field(
+        default_factory=list, max_length=32
+    )
+    workdir: AbsolutePath | None = None

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from action_fakes import FakeActions, plan_migrate_of
 from fastapi.testclient import TestClient
 
 from vmferry.errors import NotFoundError
@@ -107,6 +108,8 @@ class Api:
     tokens: dict[str, str]
     inventory: FakeInventory
     migrate: FakeMigrate
+    actions: FakeActions  # check, predict, profile, plans, imports, job resume
+    plan_moves: FakeMigrate  # the moves of plans
 
     def as_(self, who: str | None) -> dict[str, str]:
         return {} if who is None else {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -126,9 +129,12 @@ ROLE_USERS = {"admin": ("admin", None), "operator": ("operator", None),
 
 
 @contextmanager
-def serving(store: Store, *, hold: bool = False, service: bool = False) -> Iterator[Api]:
+def serving(store: Store, *, hold: bool = False, service: bool = False,
+            plan_hold: bool = False) -> Iterator[Api]:  # fmt: skip
     """The API on ``store`` with the hosts, users and tags above; its moves run by
-    :class:`FakeMigrate`, or (``service``) by the real service.migrate.migrate."""
+    :class:`FakeMigrate`, or (``service``) by the real service.migrate.migrate; its other
+    actions by :class:`action_fakes.FakeActions` (a plan's moves by a FakeMigrate held
+    with ``plan_hold``)."""
     for name in ("kvm1", "kvm2", "kvm3"):
         store.add_host(Host(name, f"qemu+tls://{name}/system"))
     tokens = {}
@@ -140,13 +146,18 @@ def serving(store: Store, *, hold: bool = False, service: bool = False) -> Itera
     from vmferry.service.migrate import migrate as service_migrate  # in-process, also on PG
 
     inventory, migrate = FakeInventory(), FakeMigrate(store, hold=hold)
+    plan_moves = FakeMigrate(store, hold=plan_hold)
+    actions = FakeActions(store, list(FLEET), plan_migrate_of(plan_moves))
     app = create_app(store, inventory=inventory, migrate=service_migrate if service else migrate,
-                     max_body_bytes=4096, event_poll_s=0.01)  # fmt: skip
+                     max_body_bytes=4096, event_poll_s=0.01,
+                     services=actions.services())  # fmt: skip
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
-            yield Api(client, store, tokens, inventory, migrate)
+            yield Api(client, store, tokens, inventory, migrate, actions, plan_moves)
     finally:
         migrate.release.set()  # no move thread outlives the test
+        plan_moves.release.set()
+        actions.release.set()
 
 
 @pytest.fixture

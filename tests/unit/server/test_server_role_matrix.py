@@ -4,11 +4,19 @@ another project's VM; every refused change is in the audit trail with its rule."
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from conftest import Api
 
 from vmferry.model.migration import JobStatus
+from vmferry.model.settings import IMPORT_DIRS_SETTING
+from vmferry.model.workload import ProfileSample
+from vmferry.netprofile.spec import make_profile
 from vmferry.service import audit as audit_service
+from vmferry.service import netprofile
+from vmferry.service.plan import create_plan
 
 OK = "ok"
 ROLES = ["admin", "operator", "planner", "viewer", "selfweb", "selfdb"]
@@ -42,10 +50,79 @@ MATRIX: list[tuple[str, str, int, dict[str, str]]] = [
     ("GET", "/api/v1/users", 200, {
         "admin": OK, "operator": "admin-only", "planner": "admin-only", "viewer": "admin-only",
         "selfweb": "admin-only", "selfdb": "admin-only"}),
+    # actions started through the API (checks, predictions, profiles, plans, port
+    # profiles, imports, job resume)
+    ("POST", "/api/v1/checks", 200, {
+        "admin": OK, "operator": OK, "planner": OK, "viewer": "role.viewer.read-only",
+        "selfweb": OK, "selfdb": "self-service.project"}),
+    ("POST", "/api/v1/predictions", 200, {
+        "admin": OK, "operator": OK, "planner": OK, "viewer": "role.viewer.read-only",
+        "selfweb": OK, "selfdb": "self-service.project"}),
+    ("POST", "/api/v1/profiles", 202, {
+        "admin": OK, "operator": OK, "planner": OK, "viewer": "role.viewer.read-only",
+        "selfweb": OK, "selfdb": "self-service.project"}),
+    ("GET", "/api/v1/vms/web1/profile", 200, dict.fromkeys(ROLES, OK)),
+    ("POST", "/api/v1/plans", 201, {
+        "admin": OK, "operator": OK, "planner": OK, "viewer": "role.viewer.read-only",
+        "selfweb": "self-service.fleet-wide", "selfdb": "self-service.fleet-wide"}),
+    ("GET", "/api/v1/plans", 200, dict.fromkeys(ROLES, OK)),
+    ("GET", "/api/v1/plans/{plan_run}", 200, dict.fromkeys(ROLES, OK)),
+    ("GET", "/api/v1/plans/{plan_run}/gantt", 200, dict.fromkeys(ROLES, OK)),
+    ("POST", "/api/v1/plans/{plan_run}/run", 202, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("POST", "/api/v1/plans/{plan_resume}/resume", 202, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("POST", "/api/v1/plans/{plan_pause}/pause", 200, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("POST", "/api/v1/plans/{plan_cancel}/cancel", 200, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("GET", "/api/v1/netprofiles", 200, dict.fromkeys(ROLES, OK)),
+    ("GET", "/api/v1/netprofiles/web", 200, dict.fromkeys(ROLES, OK)),
+    ("PUT", "/api/v1/netprofiles/web", 200, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("DELETE", "/api/v1/netprofiles/old", 200, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("POST", "/api/v1/imports", 202, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("POST", "/api/v1/jobs/{web_job}/resume", 200, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": OK, "selfdb": "self-service.project"}),
+    ("POST", "/api/v1/jobs/{db_job}/resume", 200, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.project", "selfdb": OK}),
 ]  # fmt: skip
 
+PLAN = """version: 1
+hosts:
+  - {name: kvm1, cpus: 16, memory_mb: 8192}
+  - {name: kvm2, cpus: 16, memory_mb: 8192}
+vms:
+  - {name: p1, source: kvm1, destination: kvm2, memory_mb: 256, vcpus: 1}
+"""
+VM_BODY = {"vm": "web1", "to": "kvm2"}
 
-BODIES = {"tags": {"tags": ["project:web", "tier:1"]}, "migrations": {"vm": "web1", "to": "kvm2"}}
+
+BODIES: dict[str, Any] = {
+    "tags": {"tags": ["project:web", "tier:1"]},
+    "migrations": {"vm": "web2", "to": "kvm2"},  # web1 has a running job already
+    "checks": VM_BODY,
+    "predictions": VM_BODY, "profiles": {"vm": "web1", "duration_s": 1, "interval_s": 1},
+    "plans": {"yaml": PLAN}, "web": {"network": "default"},
+}  # fmt: skip
 
 
 def test_the_matrix_names_every_route_of_the_api(api: Api) -> None:
@@ -54,16 +131,54 @@ def test_the_matrix_names_every_route_of_the_api(api: Api) -> None:
               for method in operations}  # fmt: skip
     covered = {(m, p.replace("{web_job}", "{job_id}").replace("{db_job}", "{job_id}")
                 .replace("{done_job}", "{job_id}").replace("kvm1", "{name}")
-                .replace("web1", "{vm_id}")) for m, p, _, _ in MATRIX}  # fmt: skip
+                .replace("web1", "{vm_id}").replace("/netprofiles/web", "/netprofiles/{name}")
+                .replace("/netprofiles/old", "/netprofiles/{name}")
+                .replace("{plan_run}", "{plan_id}").replace("{plan_resume}", "{plan_id}")
+                .replace("{plan_pause}", "{plan_id}").replace("{plan_cancel}", "{plan_id}"))
+               for m, p, _, _ in MATRIX}  # fmt: skip
     assert routes == covered
 
 
+def expected_target(url: str, rule: str) -> str | None:
+    """What the refused request's audit row names: the VM (for a VM action refused on the
+    VM's tags), nothing (refused by the role before the body is read), or the path's id."""
+    last = url.rsplit("/", 1)[1]
+    if last == "migrations":
+        return "web2"
+    if last in ("checks", "predictions", "profiles") and rule == "self-service.project":
+        return "web1"
+    if last in ("checks", "predictions", "profiles", "plans", "imports"):
+        return None
+    return url.split("/")[4]  # job, plan or port profile
+
+
+@pytest.fixture
+def seeded(api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Plans, port profiles, a profile sample and an import directory, made without the API
+    (no audit rows); the ids to put in the matrix's paths."""
+    monkeypatch.setenv("VMFERRY_NETPROFILES", str(tmp_path / "netprofiles"))
+    for name in ("web", "old"):
+        netprofile.save_profile(make_profile(name, "default"))
+    (tmp_path / "plan.yaml").write_text(PLAN)
+    plans = {key: create_plan(tmp_path / "plan.yaml", store=api.store,
+                              measure=api.actions.measure).id
+             for key in ("plan_run", "plan_resume", "plan_pause", "plan_cancel")}  # fmt: skip
+    api.store.add_profile_samples([ProfileSample("web1", "kvm1", "2026-01-01T00:00:00.000Z",
+                                                 {"cpu_share": 0.5, "vcpus": 2})])  # fmt: skip
+    (tmp_path / "imports").mkdir()
+    (tmp_path / "imports" / "disk.raw").write_bytes(bytes(1 << 20))
+    api.store.set_setting(IMPORT_DIRS_SETTING, str(tmp_path / "imports"))
+    BODIES["imports"] = {"source": str(tmp_path / "imports" / "disk.raw"), "to": "kvm2"}
+    return plans
+
+
 @pytest.mark.parametrize("role", ROLES)
-def test_a_role_against_every_endpoint(api: Api, role: str) -> None:
+def test_a_role_against_every_endpoint(api: Api, role: str, seeded: dict[str, str]) -> None:
     jobs = {
         "web_job": api.job("web1", JobStatus.RUNNING),
         "db_job": api.job("db1", JobStatus.RUNNING),
         "done_job": api.job("db2", JobStatus.COMPLETED),
+        **seeded,
     }
     wrong = []
     refused_changes = []
@@ -78,10 +193,9 @@ def test_a_role_against_every_endpoint(api: Api, role: str) -> None:
         if got != want:
             wrong.append((method, url, want, got, done.text[:200]))
         if method != "GET" and want != OK:
-            target = "web1" if url.endswith("migrations") else url.split("/")[4]  # job or VM
-            refused_changes.append((role, target, want))
+            refused_changes.append((role, expected_target(url, want), want))
     assert wrong == []
-    trail = audit_service.entries(api.store)
+    trail = [e for e in audit_service.entries(api.store) if not e.action.startswith("job.")]
     refusals = [(e.user, e.target, e.detail.get("rule")) for e in trail if e.result == "refused"]
     assert refusals == refused_changes
     assert all(e.user == role for e in trail)

@@ -26,6 +26,9 @@ ALLOWED: dict[Action, set[Role]] = {
     Action.PLANS_RUN: {ADM, OPR},
     Action.JOBS_READ: {ADM, OPR, PLN, VWR},
     Action.JOBS_CANCEL: {ADM, OPR},
+    Action.JOBS_RESUME: {ADM, OPR},
+    Action.NETPROFILES_READ: {ADM, OPR, PLN, VWR},
+    Action.NETPROFILES_WRITE: {ADM, OPR},
     Action.AUDIT_READ: {ADM, OPR, PLN, VWR},
     Action.USERS_READ: {ADM},
     Action.USERS_WRITE: {ADM},
@@ -61,8 +64,9 @@ def test_a_refusal_names_its_rule(role: Role, action: Action, rule: str) -> None
 
 # self-service: an operator bound to project "web"
 SELF_ALLOWED_ON_OWN_VM = {Action.CHECK, Action.PREDICT, Action.PROFILE, Action.MIGRATE,
-                          Action.JOBS_CANCEL, Action.HOSTS_READ, Action.VMS_READ,
-                          Action.PLANS_READ, Action.JOBS_READ}  # fmt: skip
+                          Action.JOBS_CANCEL, Action.JOBS_RESUME, Action.HOSTS_READ,
+                          Action.VMS_READ, Action.PLANS_READ, Action.JOBS_READ,
+                          Action.NETPROFILES_READ}  # fmt: skip
 
 
 @pytest.mark.parametrize("action", list(Action))
@@ -75,8 +79,10 @@ def test_self_service_on_its_own_projects_vm(action: Action) -> None:
 
 
 @pytest.mark.parametrize(
-    "action", [Action.CHECK, Action.PREDICT, Action.PROFILE, Action.MIGRATE, Action.JOBS_CANCEL]
-)
+    "action",
+    [Action.CHECK, Action.PREDICT, Action.PROFILE, Action.MIGRATE, Action.JOBS_CANCEL,
+     Action.JOBS_RESUME],
+)  # fmt: skip
 @pytest.mark.parametrize("tags", [("project:db",), (), None, ("web",), ("project:web2",)])
 def test_self_service_against_another_projects_vm_is_refused(
     action: Action, tags: tuple[str, ...] | None

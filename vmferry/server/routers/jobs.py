@@ -1,4 +1,5 @@
-"""`GET /jobs`, `GET /jobs/{id}`, `POST /jobs/{id}/cancel`, `GET /jobs/{id}/events` (SSE).
+"""`GET /jobs`, `GET /jobs/{id}`, `POST /jobs/{id}/cancel`, `POST /jobs/{id}/resume`,
+`GET /jobs/{id}/events` (SSE).
 
 A job reads as `vmferry job show --json` prints it; its event stream carries the same
 events, one Server-Sent Event each (``event``: the event's kind, ``id``: its index,
@@ -17,6 +18,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import Job
+from vmferry.server.actions import Services, services_of
 from vmferry.server.auth import CurrentUser, authorize, names, require
 from vmferry.server.context import Context
 from vmferry.server.roles import Action
@@ -99,3 +101,24 @@ async def job_events(
             return
         await anyio.sleep(context.event_poll_s)
         job = await anyio.to_thread.run_sync(context.store.get_job, job.id)
+
+
+@router.post(
+    "/{job_id}/resume", response_model=JobOut,
+    responses={403: {"model": Problem}, 404: {"model": Problem}},
+    dependencies=[Depends(names(Action.JOBS_RESUME, "job_id"))],
+)  # fmt: skip
+def resume_job(
+    job_id: str, request: Request, user: CurrentUser, context: Context,
+    services: Annotated[Services, Depends(services_of)],
+) -> JobOut:  # fmt: skip
+    """Finish a job whose vmferry died as libvirt shows it ended (as `vmferry job resume`):
+    recorded completed, failed or cancelled; an incoming copy left on the destination while
+    the source runs the VM is destroyed; a warm or cold move is finished or undone. A job
+    that has finished, or whose vmferry still drives it, is returned as it is; one it
+    cannot tell yet stays unfinished, its last event says why. Running it again changes
+    nothing. It may wait (up to a minute) while libvirt still migrates the VM."""
+    job = context.store.get_job(job_id)
+    authorize(request, user, Action.JOBS_RESUME, target=job_id,
+              vm_tags=accounts.tags_of(context.store, job.vm))  # fmt: skip
+    return JobOut(**job_json(services.resume_job(job_id)))

@@ -1,0 +1,77 @@
+"""POST /api/v1/profiles (202 once the first sample is stored; the sampling goes on in a
+thread of the server) and GET /api/v1/vms/{id}/profile (the stored samples summarised), on
+SQLite and PostgreSQL, with the profiler faked (it stores samples as the real one does)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import Api, serving
+from test_server_api import trail
+
+from vmferry.store.db import Store
+
+
+@pytest.fixture
+def held(store: Store) -> Iterator[Api]:
+    with serving(store) as api:
+        api.actions.hold = True
+        yield api
+
+
+def test_profiling_starts_in_the_server_and_its_profile_grows(held: Api) -> None:
+    body = {"vm": "web1", "duration_s": 3, "interval_s": 1}
+    done = held.client.post("/api/v1/profiles", headers=held.as_("operator"), json=body)
+    assert done.status_code == 202, done.text
+    assert done.headers["location"] == "/api/v1/vms/web1/profile"
+    started = done.json()
+    assert (started["vm"], started["host"], started["duration_s"]) == ("web1", "kvm1", 3)
+    again = held.client.post("/api/v1/profiles", headers=held.as_("operator"), json=body)
+    assert again.status_code == 409  # one run per VM in this server
+    first = held.client.get(done.headers["location"], headers=held.as_("viewer"))
+    assert first.status_code == 200
+    assert (first.json()["samples"], first.json()["sampling"]) == (1, True)
+    held.actions.release.set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        doc = held.client.get(done.headers["location"], headers=held.as_("viewer")).json()
+        if not doc["sampling"]:
+            break
+        time.sleep(0.02)
+    assert (doc["samples"], doc["sampling"]) == (3, False)
+    assert doc["stats"]["cpu_share"]["max"] == pytest.approx(0.3)
+    assert doc["rightsizing"]["vcpus"] == 2 and doc["rightsizing"]["reason"]
+    assert trail(held) == [("operator", "profile", "web1", "ok"),
+                           ("operator", "profile", "web1", "rejected")]  # fmt: skip
+
+
+def test_a_vm_that_cannot_be_profiled_samples_nothing(api: Api) -> None:
+    paused = api.client.post("/api/v1/profiles", headers=api.as_("operator"),
+                             json={"vm": "db2", "duration_s": 1, "interval_s": 1})  # fmt: skip
+    assert paused.status_code == 422 and "running" in paused.json()["detail"][0]["msg"]
+    ghost = api.client.post("/api/v1/profiles", headers=api.as_("operator"), json={"vm": "ghost"})
+    assert ghost.status_code == 404
+    fast = api.client.post("/api/v1/profiles", headers=api.as_("operator"),
+                           json={"vm": "web1", "interval_s": 0.01})  # fmt: skip
+    assert fast.status_code == 422 and fast.json()["detail"][0]["path"] == "body.interval_s"
+    assert api.store.profile_samples("db2") == [] and api.store.profile_samples("web1") == []
+    none = api.client.get("/api/v1/vms/web1/profile", headers=api.as_("viewer"))
+    assert none.status_code == 404 and "POST /api/v1/profiles" in none.json()["detail"]
+
+
+def test_profile_roles_and_a_self_service_user_on_another_projects_vm(api: Api) -> None:
+    body = {"vm": "web1", "duration_s": 1, "interval_s": 1}
+    theirs = api.client.post("/api/v1/profiles", headers=api.as_("selfdb"), json=body)
+    assert (theirs.status_code, theirs.json()["rule"]) == (403, "self-service.project")
+    viewer = api.client.post("/api/v1/profiles", headers=api.as_("viewer"), json=body)
+    assert (viewer.status_code, viewer.json()["rule"]) == (403, "role.viewer.read-only")
+    assert api.store.profile_samples("web1") == []
+    mine = api.client.post("/api/v1/profiles", headers=api.as_("selfweb"), json=body)
+    assert mine.status_code == 202
+    since = api.client.get("/api/v1/vms/web1/profile?since=2999-01-01T00:00:00Z",
+                           headers=api.as_("selfdb"))  # fmt: skip
+    assert since.status_code == 404  # a read of the VM: any role; nothing that new
+    assert api.client.get("/api/v1/vms/web1/profile?since=yesterday",
+                          headers=api.as_("viewer")).status_code == 422  # fmt: skip
