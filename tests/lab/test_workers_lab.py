@@ -1,10 +1,15 @@
 """`vmferry server` and two `vmferry worker` processes on a real PostgreSQL, moving a real lab
 guest: two operators start the same move at once (one job, one 409), the worker running it is
 killed with SIGKILL mid-migration, the other worker reconciles the job once the dead one's
-lease expires, the VM runs exactly once, and the audit trail shows every step."""
+lease expires, the VM runs exactly once, and the audit trail shows every step. Then the
+surviving worker moves the guest back with a pre-migrate executable hook and a required,
+signed post-migrate webhook around the move."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import signal
 import socket
@@ -14,6 +19,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +34,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 GUEST = "wkg"
 LEASE_S = 6  # jobs.owner_lease_s: a killed worker's job is orphaned 6 s after its last renewal
+SECRET_ENV, SECRET = "VMFERRY_HOOK_SECRET_LAB", "lab-hook-secret"
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -105,13 +113,13 @@ def running_on(lab_uris: dict[str, str], name: str) -> list[str]:
     return found
 
 
-def test_a_worker_killed_mid_migration_is_reconciled_by_another(
-    lab: LabState, lab_guests: Callable[..., Any], pg_url: str
+def test_a_killed_workers_move_is_reconciled_by_another_which_runs_hooks(
+    lab: LabState, lab_guests: Callable[..., Any], pg_url: str, tmp_path: Path
 ) -> None:
     lab_guests(GUEST, "kvm1", memory_mb=256, working_set_mb=64)
     hosts = open_store().list_hosts()  # the lab registered them in the module's store
     uris = {h.name: h.uri for h in hosts}
-    env = {**os.environ, "VMFERRY_DB": pg_url}
+    env = {**os.environ, "VMFERRY_DB": pg_url, SECRET_ENV: SECRET}
     with open_store(pg_url) as store:
         for host in hosts:
             store.add_host(host)
@@ -232,6 +240,89 @@ def test_a_worker_killed_mid_migration_is_reconciled_by_another(
                 return None if value == "doing" else str(value)
 
             assert wait_for("the dead worker's task is failed", task_status, 90, logs) == "failed"
+
+        # the surviving worker moves it back, with a pre-migrate executable and a required
+        # post-migrate webhook (signed) around the move
+        back = "kvm1" if where == ["kvm2"] else "kvm2"
+        with hook_receiver() as (hook_url, received):
+            script = tmp_path / "pre-hook.sh"
+            seen = tmp_path / "pre-hook.json"
+            script.write_text(f"#!/bin/sh\ncat > {seen}\necho drained\n")
+            script.chmod(0o755)
+            cli(
+                env, "hooks", "add", GUEST, "drain", "--phase", "pre-migrate", "--exec", str(script)
+            )
+            cli(
+                env,
+                "hooks",
+                "add",
+                GUEST,
+                "smoke",
+                "--phase",
+                "post-migrate",
+                "--url",
+                hook_url,
+                "--secret-env",
+                SECRET_ENV,
+                "--required",
+            )
+            moved = http.post(
+                f"{url}/migrations",
+                json={"vm": GUEST, "to": back},
+                headers={"Authorization": f"Bearer {tokens[winner]}"},
+            )
+            assert moved.status_code == 202, moved.text
+            job_id = moved.json()["id"]
+            done = wait_for(
+                "the move back",
+                lambda: (doc := job())["status"] in ("completed", "failed", "cancelled") and doc,
+                180,
+                logs,
+            )
+            assert done["status"] == "completed", done["reason"]
+            assert running_on(uris, GUEST) == [back]
+            pre = json.loads(seen.read_text())
+            assert pre["id"] == job_id and pre["vm"] == GUEST
+            assert len(received) == 1
+            headers, body = received[0]
+            signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            assert headers["x-vmferry-signature"] == f"sha256={signature}"
+            assert headers["x-vmferry-event"] == "post-migrate"
+            assert json.loads(body)["id"] == job_id
+            hooks = [
+                (e["data"]["hook"], e["data"]["result"])
+                for e in done["events"]
+                if e["kind"] == "hook"
+            ]
+            assert hooks == [("drain", "ok"), ("smoke", "ok")]
+            assert [e["data"]["worker"] for e in done["events"] if e["kind"] == "worker"] == [
+                survivor
+            ]
+
+
+@contextmanager
+def hook_receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """A webhook receiver on loopback: its URL and what it was sent (headers, body)."""
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/smoke", received
+    finally:
+        server.shutdown()
+        thread.join(5)
 
 
 def _answers(http: httpx.Client, url: str) -> bool:

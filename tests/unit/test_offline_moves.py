@@ -267,6 +267,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(migrate_module, "run_offline", run_offline)
     monkeypatch.setattr(migrate_module, "open_store", lambda: seen["store"])
     monkeypatch.setattr(migrate_module, "process_lease", lambda store: None)
+    monkeypatch.setattr(migrate_module, "hooks_for", lambda store, vm, plan_hooks: ())
     return seen
 
 

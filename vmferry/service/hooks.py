@@ -24,11 +24,8 @@ import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from vmferry.drivers.hooks import deliver_webhook, run_executable
 from vmferry.errors import BadInputError
 from vmferry.model.hook import (
     Hook,
@@ -49,6 +46,9 @@ from vmferry.model.migration import JobStatus
 from vmferry.store import hooks as hooks_store
 from vmferry.store.db import Store
 from vmferry.verify.witness import Witness, Witnesses, WitnessReport
+
+if TYPE_CHECKING:  # httpx is loaded only when a hook runs: `vmferry migrate` starts without it
+    import httpx
 
 __all__ = [
     "PostHookWitness",
@@ -202,6 +202,8 @@ def _run_one(
     store: Store, job_id: str, hook: Hook, body: bytes, job_json: Mapping[str, Any],
     environ: Mapping[str, str], backoff_base_s: float, transport: httpx.BaseTransport | None,
 ) -> HookResult:  # fmt: skip
+    from vmferry.drivers.hooks import deliver_webhook, run_executable  # loads httpx
+
     record: Callable[[HookAttempt], None] = lambda a: _record(store, job_id, hook, a)  # noqa: E731
     if hook.kind is HookKind.WEBHOOK:
         delivery = uuid.uuid4().hex

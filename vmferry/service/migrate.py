@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from vmferry.assess.preflight import DiskReach
@@ -15,10 +15,12 @@ from vmferry.engine.convergence import plan_vcpu_cap
 from vmferry.engine.live import LivePlan, NoteFn, ProgressFn, policy_config, run_live_migration
 from vmferry.errors import VmferryError
 from vmferry.model import Host, VmSpec
+from vmferry.model.hook import Hook
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.auto_strategy import choose_move
 from vmferry.service.check import CheckReport, check_migration
+from vmferry.service.hooks import after_failure, before_move, hooks_for, with_post_hooks
 from vmferry.service.jobs import reconcile_vm
 from vmferry.service.lease import process_lease
 from vmferry.service.netprofile import NetworkMove, finish_move, prepare_destination
@@ -77,6 +79,7 @@ def migrate(
     strategy_reason: str | None = None,
     on_job: JobFn = _quiet,
     job_id: str | None = None,
+    plan_hooks: Sequence[Hook] = (),
 ) -> MigrateOutcome:
     """Run the pre-flight checks and, unless they block, the live migration.
 
@@ -87,9 +90,12 @@ def migrate(
     (the server answers with it); a blocked move's job is finished and only returned.
     ``job_id``: run this job, made (``pending``) and owned by this process already (a
     worker running a queued move, :mod:`vmferry.service.queue`) instead of making one.
+    ``plan_hooks``: the hooks a plan declares for this VM, merged with the VM's own
+    (:func:`vmferry.service.hooks.hooks_for`; docs/hooks.md).
     """
     outcome = _migrate(vm, to, options, on_progress=on_progress, note=note,
-                       strategy_reason=strategy_reason, on_job=on_job, job_id=job_id)  # fmt: skip
+                       strategy_reason=strategy_reason, on_job=on_job, job_id=job_id,
+                       plan_hooks=plan_hooks)  # fmt: skip
     if strategy_reason is None:
         return outcome
     return replace(outcome, result=replace(outcome.result, strategy_reason=strategy_reason))
@@ -105,6 +111,7 @@ def _migrate(
     strategy_reason: str | None,
     on_job: JobFn,
     job_id: str | None,
+    plan_hooks: Sequence[Hook],
 ) -> MigrateOutcome:
     reconcile_vm(vm)
     note(f"checking {vm} -> {to}")
@@ -126,6 +133,7 @@ def _migrate(
                                      None, None, None)  # fmt: skip
             store.finish(job.id, result)
             return MigrateOutcome(result, report)
+    hooks = hooks_for(store, vm, plan_hooks)
     if strategy_reason is not None:
         store.add_event(job.id, "strategy", f"strategy {options.strategy}: {strategy_reason}",
                         {"strategy": str(options.strategy), "reason": strategy_reason})  # fmt: skip
@@ -138,10 +146,19 @@ def _migrate(
                                  JobStatus.FAILED, "blocked by pre-flight checks: "
                                  + ", ".join(blockers), None, None, None, None)  # fmt: skip
         store.finish(job.id, result)
+        after_failure(store, job.id, hooks)
         return MigrateOutcome(result, report)
     on_job(job.id)  # the move goes ahead (a blocked one ended above, its id in its result)
+    refused = before_move(store, job.id, hooks)  # pre-migrate hooks: one failing blocks
+    if refused is not None:
+        result = MigrationResult(job.id, vm, source.name, destination.name, options.strategy,
+                                 JobStatus.FAILED, refused, None, None, None, None)  # fmt: skip
+        store.finish(job.id, result)
+        after_failure(store, job.id, hooks)
+        return MigrateOutcome(result, report)
     if options.strategy.offline:  # warm and cold: vmferry.engine.offline
-        offline = run_offline(report, job.id, source, destination, options, store, note)
+        offline = run_offline(report, job.id, source, destination, options, store, note, hooks)
+        after_failure(store, job.id, hooks)  # only when it did not complete
         return MigrateOutcome(offline, report)
 
     bandwidth = options.bandwidth_mib_s
@@ -165,7 +182,8 @@ def _migrate(
     stream = "encrypted (TLS)" if report.encrypt else "not encrypted"
     store.add_event(job.id, "setting", f"migration stream {stream}", {"encrypted": report.encrypt})
     note(f"migration stream {stream}")
-    witness = witness_for(vm, options.strategy, store, source, destination)
+    witness = with_post_hooks(witness_for(vm, options.strategy, store, source, destination),
+                              store, job.id, hooks)  # fmt: skip
     plan = LivePlan(job.id, vm, source, destination, options, request)
     if report.facts is not None:  # keeps the prediction with the job; never raises
         before_migration(store, job.id, vm, source, destination, report.facts.vm.spec.memory_bytes,
@@ -177,6 +195,7 @@ def _migrate(
         result = MigrationResult(job.id, vm, source.name, destination.name, options.strategy,
                                  JobStatus.FAILED, why, None, None, None, None)  # fmt: skip
         store.finish(job.id, result)
+        after_failure(store, job.id, hooks)
         return MigrateOutcome(result, report)
     capped, moved = False, False
     try:
@@ -190,6 +209,7 @@ def _migrate(
             _lift_cap(vm, (destination, source), store, job.id, note)
         finish_move(network, moved, store, job.id, note)  # FDB check, source clean-up or undo
     after_migration(store, result)  # the actual figures beside the prediction; never raises
+    after_failure(store, job.id, hooks)  # on-failure hooks, when it did not complete
     if result.status is JobStatus.COMPLETED:
         sites.note_moved(vm, destination.name)  # a site's own record follows the VM
         vantage = sites.vantage_for(vm)

@@ -8,6 +8,7 @@ here for warm and cold moves.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 
 from vmferry.assess.preflight import DiskReach, PreflightFacts
@@ -17,6 +18,7 @@ from vmferry.engine.live import NoteFn
 from vmferry.engine.offline import DiskCopy, OfflinePlan, run_offline_move
 from vmferry.errors import BadInputError, VmferryError
 from vmferry.model import Host, is_blocked
+from vmferry.model.hook import Hook
 from vmferry.model.migration import (
     JobStatus,
     MigrationOptions,
@@ -25,6 +27,7 @@ from vmferry.model.migration import (
     TlsMode,
 )
 from vmferry.service.check import CheckReport, check_migration
+from vmferry.service.hooks import with_post_hooks
 from vmferry.service.netprofile import finish_move, prepare_destination
 from vmferry.service.witnesses import witness_for
 from vmferry.store.db import Store
@@ -96,8 +99,10 @@ def run_offline(
     options: MigrationOptions,
     store: Store,
     note: NoteFn,
+    hooks: Sequence[Hook] = (),
 ) -> MigrationResult:
-    """Move the VM warm or cold (the job exists, the checks passed) and record it."""
+    """Move the VM warm or cold (the job exists, the checks passed) and record it;
+    ``hooks``' post-migrate ones run within its verification."""
     vm, facts = report.vm, report.facts
     try:
         if facts is None:
@@ -109,7 +114,8 @@ def run_offline(
         raise
     except VmferryError as exc:
         return _failed(store, job_id, vm, source, destination, options, exc.message)
-    witness = witness_for(vm, options.strategy, store, source, destination)
+    witness = with_post_hooks(witness_for(vm, options.strategy, store, source, destination),
+                              store, job_id, hooks)  # fmt: skip
     try:  # the VM's port profiles on the destination before it runs there
         network = prepare_destination(vm, source, destination, store, job_id, note)
     except VmferryError as exc:  # it removed what it had added

@@ -17,7 +17,7 @@ from vmferry.errors import NotFoundError
 from vmferry.model import Host, VmRecord, VmSpec, VmState
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.server.app import create_app
-from vmferry.service import users
+from vmferry.service import projects, users
 from vmferry.service.fleet import Fleet
 from vmferry.service.lease import process_lease
 from vmferry.store import accounts
@@ -140,6 +140,8 @@ def serving(store: Store, *, hold: bool = False, service: bool = False,
     tokens = {}
     for name, (role, project) in ROLE_USERS.items():
         tokens[name] = users.add_user(store, name, role, project)[1]
+    for project in ("web", "db"):  # self-service may move by any strategy, at any time
+        projects.set_policy(store, project, "live,postcopy,warm,cold", ["always"])
     accounts.set_vm_tags(store, "web1", ["project:web", "tier:1"])
     accounts.set_vm_tags(store, "web2", ["project:web"])
     accounts.set_vm_tags(store, "db1", ["project:db", "tier:1"])

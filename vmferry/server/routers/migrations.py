@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -20,6 +21,7 @@ from vmferry.model.account import User
 from vmferry.model.migration import MigrationOptions, Strategy
 from vmferry.server.auth import CurrentUser, authorize, names
 from vmferry.server.context import Context
+from vmferry.server.project_rules import check_self_service_move
 from vmferry.server.roles import Action
 from vmferry.server.routers.jobs import job_json
 from vmferry.server.schemas import JobOut, Problem, ValidationProblem
@@ -73,6 +75,9 @@ def start_migration(
     """Start moving a VM; the job (`GET /jobs/{id}`, its events at `/jobs/{id}/events`)."""
     authorize(request, user, Action.MIGRATE, target=body.vm,
               vm_tags=accounts.tags_of(context.store, body.vm))  # fmt: skip
+    # self-service: only the strategies and time windows its project's policy allows
+    check_self_service_move(context.store, user, body.strategy, datetime.now(UTC),
+                            request=request)  # fmt: skip
     if context.moves is None:
         raise BadInputError("this server does not start moves")
     if idempotency_key is None:
