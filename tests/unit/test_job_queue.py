@@ -286,3 +286,34 @@ def test_a_worker_lives_through_a_postgresql_restart(
         stop.set()
         thread.join(30)
     assert not thread.is_alive(), "the worker did not stop when told"
+
+
+def test_a_plan_run_is_queued_once_and_run_by_a_worker(
+    pg_hosts: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /plans/{id}/run on PostgreSQL queues the plan; one waiting run per plan; a
+    worker runs it through service.plan_run.run_plan (faked here: the lab runs real plans)."""
+    ran: list[str] = []
+
+    def run_plan(plan_id: str, **_kwargs: object) -> object:
+        ran.append(plan_id)
+        return type("Record", (), {"status": "completed"})()
+
+    monkeypatch.setattr("vmferry.service.plan_run.run_plan", run_plan)
+    moves = QueuedMoves(pg_hosts, lambda vm: "kvm1")
+    try:
+        first = moves.queue_plan("p1")
+        with pytest.raises(AlreadyExistsError, match="waits for a worker already"):
+            moves.queue_plan("p1")
+        moves.queue_plan("p2", "site-b")
+    finally:
+        moves.close()
+    run_worker_until_idle(pg_hosts, ["vmferry"])
+    assert ran == ["p1"]
+    run_worker_until_idle(pg_hosts, ["site-b"])
+    assert ran == ["p1", "p2"]
+    again = QueuedMoves(pg_hosts, lambda vm: "kvm1")  # p1 ran: it may be queued again
+    try:
+        assert again.queue_plan("p1") > first
+    finally:
+        again.close()

@@ -134,5 +134,10 @@ class QueuedMoves:
             raise
         return self.store.get_job(job.id)
 
+    def queue_plan(self, plan_id: str, queue: str | None = None) -> int:
+        """Queue a run (or resume) of plan ``plan_id`` for a worker (409 while one waits)."""
+        with self._lock:
+            return self._queue.defer_plan(self._app, plan_id, queue or self._queue.DEFAULT_QUEUE)
+
     def close(self) -> None:
         self._app.close()

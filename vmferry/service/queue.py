@@ -10,6 +10,12 @@ Data flow (docs/architecture.md, "Workers"):
   to its own lease and runs :func:`vmferry.service.migrate.migrate` on it: the same checks,
   move, verification and record as `vmferry migrate`. Events and the end are in the store,
   where the API reads them.
+- **Plans.** ``POST /plans/{id}/run`` (and ``resume``) on PostgreSQL queue
+  ``vmferry.run_plan(plan_id)`` (one waiting run per plan: procrastinate's queueing lock);
+  a worker runs the whole plan as `vmferry plan run` does, its moves in threads of that
+  worker under its lease. Pause and cancel are the plan's store flags, which reach it. A
+  worker told to stop pauses its plans; one killed leaves them to `plan resume`, which
+  reconciles the jobs it left first.
 - **Cancel.** The store's cancel flag reaches the engine in whichever worker runs the job; a
   job no worker took yet is cancelled in the queue (``todo`` -> ``cancelled``) and finished
   ``cancelled`` at once. A worker told to stop (SIGTERM, Ctrl-C) waits ``stop_timeout_s`` for
@@ -41,13 +47,14 @@ from dataclasses import dataclass
 from types import FrameType
 
 import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.job_context import JobContext
 from procrastinate.jobs import Status
 from procrastinate.worker import Worker
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from vmferry.errors import BadInputError, VmferryError
+from vmferry.errors import AlreadyExistsError, BadInputError, VmferryError
 from vmferry.model.migration import Job, JobStatus, MigrationResult
 from vmferry.service.jobs import owner_alive, reconcile_job
 from vmferry.service.lease import process_lease
@@ -73,6 +80,7 @@ log = logging.getLogger("vmferry.worker")
 
 DEFAULT_QUEUE = "vmferry"
 RUN_MOVE = "vmferry.run_move"
+RUN_PLAN = "vmferry.run_plan"
 RECONCILE = "vmferry.reconcile"
 RECONCILE_EVERY_S = 10
 _SCHEMA_LOCK = 0x766D6665  # "vmfe": one process applies procrastinate's schema at a time
@@ -108,6 +116,7 @@ def build_app(store_url: str, *, worker: bool) -> procrastinate.App:
     )  # fmt: skip
     app = procrastinate.App(connector=connector)
     app.task(name=RUN_MOVE, pass_context=True, queue=DEFAULT_QUEUE)(_run_move)
+    app.task(name=RUN_PLAN, pass_context=True, queue=DEFAULT_QUEUE)(_run_plan)
     app.periodic(cron=f"* * * * * */{RECONCILE_EVERY_S}", periodic_id="reconcile")(
         app.task(name=RECONCILE, pass_context=True, queue=DEFAULT_QUEUE, lock=RECONCILE)(_reconcile)
     )
@@ -145,6 +154,18 @@ def defer_move(store: Store, app: procrastinate.App, job: Job, queue: str) -> Qu
     store.add_event(job.id, "queued", f"queued on {queue!r} for a vmferry worker (task "
                     f"{task_id})", {"queue": queue, "task_id": task_id})  # fmt: skip
     return queued
+
+
+def defer_plan(app: procrastinate.App, plan_id: str, queue: str) -> int:
+    """Queue a run (or resume) of plan ``plan_id`` for a worker; :class:`AlreadyExistsError`
+    while a run of it waits in the queue already. ``app`` must be open."""
+    try:
+        deferrer = app.configure_task(RUN_PLAN, queue=queue, queueing_lock=f"plan:{plan_id}")
+        task_id: int = deferrer.defer(plan_id=plan_id)
+    except AlreadyEnqueued as exc:
+        raise AlreadyExistsError(f"a run of plan {plan_id} waits for a worker already",
+                                 cause=exc) from exc  # fmt: skip
+    return task_id
 
 
 def queued_task_id(job: Job) -> int | None:
@@ -209,6 +230,18 @@ def _run_move(context: JobContext, job_id: str) -> str:
             done.set()
             watch.join()
         return f"{outcome.result.status}: {outcome.result.reason or ''}".rstrip(": ")
+
+
+def _run_plan(context: JobContext, plan_id: str) -> str:
+    """Run (or resume) plan ``plan_id`` in this worker: its waves and moves run here, owned
+    by the worker's lease, as `vmferry plan run` runs them."""
+    from vmferry.service.plan_run import run_plan
+
+    name = context.worker_name or "worker"
+    log.info("plan %s: taken by vmferry worker %s", plan_id, name)
+    record = run_plan(plan_id, on_event=lambda event: log.info("plan %s: %s", plan_id,
+                                                               event.message))  # fmt: skip
+    return f"plan {plan_id}: {record.status}"
 
 
 def _fail_unstarted(store: Store, job_id: str, exc: Exception) -> None:
@@ -289,12 +322,23 @@ def run_worker(
                     store.request_cancel(job.id)
                     store.add_event(job.id, "note", f"the worker is stopping: {why}")
 
+    def pause_mine() -> None:
+        """The plans this worker runs start no new move (`plan resume` goes on later)."""
+        from vmferry.service.plan import pause_plan
+
+        lease = process_lease(store)
+        for record in store.list_plans(limit=1000):
+            if not record.status.finished and record.owner_id == lease.owner_id:
+                with contextlib.suppress(VmferryError):
+                    pause_plan(record.id, store=store)
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if stopping.is_set():  # a second signal: cancel now
             threading.Thread(target=cancel_mine, args=("asked twice",), daemon=True).start()
             return
         stopping.set()
         log.info("stopping: no new move; running ones get %g s", stop_timeout_s)
+        threading.Thread(target=pause_mine, daemon=True).start()
         for worker in current:
             worker.stop()  # type: ignore[no-untyped-call]
         timer = threading.Timer(stop_timeout_s, cancel_mine,

@@ -9,6 +9,8 @@
 - ``POST /plans/{id}/run`` and ``/resume`` (the same, as in the CLI): the plan runs in a
   background thread of this server (its migrations in threads of their own, as
   `vmferry plan run` runs them); ``202`` once the plan is ``running``, ``Location`` the plan.
+  With PostgreSQL the run is queued for a `vmferry worker` instead (``202`` at once, the plan
+  as it was until a worker takes it; ``409`` while a run of it waits in the queue).
 - ``POST /plans/{id}/pause``, ``/cancel``: ``202`` while the runner has yet to act on the
   request, ``200`` when it was done at once (no one ran the plan).
 """
@@ -30,6 +32,7 @@ from vmferry.plan import Method
 from vmferry.server.actions import Services, services_of, start_in_thread
 from vmferry.server.auth import require
 from vmferry.server.context import Context
+from vmferry.server.moves import QueuedMoves
 from vmferry.server.roles import Action
 from vmferry.server.schemas import (
     GanttBarOut,
@@ -190,7 +193,13 @@ def gantt(
 
 
 def _start(plan_id: str, response: Response, context: Context, services: Services) -> PlanOut:
-    context.store.get_plan(plan_id)  # 404 before anything starts
+    record = context.store.get_plan(plan_id)  # 404 before anything starts
+    if isinstance(context.moves, QueuedMoves):  # PostgreSQL: a worker runs it
+        if record.status.finished:
+            raise BadInputError(f"plan {plan_id} is {record.status}; there is nothing to run")
+        context.moves.queue_plan(plan_id)
+        response.headers["Location"] = f"/api/v1/plans/{plan_id}"
+        return _plan_out(context.store.get_plan(plan_id))
     running = services.running
     running.claim("plan", plan_id, f"plan {plan_id} is being started or run by this server "
                   "already")  # fmt: skip
