@@ -1,0 +1,282 @@
+"""API benchmark (issue 13): the inventory of 10,000 VMs paged at 100, job event streams under
+load, and the orchestrator's CPU per running migration.
+
+1. **Inventory.** ``--hosts`` libvirt test-driver hosts (``test:///FILE``: a node file with
+   its domains, libvirt's own driver, no QEMU) hold ``--vms`` synthetic VMs between them; a
+   real `vmferry server` (its own SQLite store) answers ``GET /api/v1/vms?limit=100&offset=N``
+   for random pages, one client after the other: p50 and p99 latency. The inventory is read
+   from libvirt at every request (docs/architecture.md), so this is vmferry's whole path.
+2. **Event streams.** 10 jobs "run" (a writer appends an event to each every 0.2 s, as a
+   busy migration's record does) while 50 clients follow them through
+   ``GET /api/v1/jobs/{id}/events`` (SSE): each event's delay from its ``at`` to its arrival
+   (p50, p99), and the server's CPU (``/proc/PID/stat``) over the run, per running job.
+3. **Orchestrator CPU** (``--lab``): the lab is started and a guest moved between its hosts
+   ``--moves`` times by ``service.migrate.migrate`` in this process, as a worker drives a
+   move (checks, move, verification, record): this process's CPU time over the moves' wall
+   time.
+
+    sudo .venv/bin/python bench/api.py [--lab]     # table on stderr, JSON on stdout
+    sudo .venv/bin/python bench/api.py --json      # JSON only
+
+Targets: none for the latencies (the issue asks for the figures); the orchestrator's CPU
+per running migration under 1 % of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from vmferry.model import Host
+from vmferry.model.migration import JobStatus, MigrationOptions
+from vmferry.service import users
+from vmferry.store.db import open_store
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def vmferry(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+
+
+def node_file(path: Path, first: int, count: int) -> Path:
+    """A libvirt test-driver node with ``count`` running domains vm<first>...: 1-4 vCPUs,
+    0.5-16 GiB."""
+    rng = random.Random(first)
+    domains = []
+    for n in range(first, first + count):
+        memory_kib = rng.choice((512, 1024, 2048, 4096, 8192, 16384)) * 1024
+        domains.append(f"<domain type='test'><name>vm{n:05d}</name><uuid>{uuid.UUID(int=n)}"
+                       f"</uuid><memory>{memory_kib}</memory><vcpu>{rng.randint(1, 4)}</vcpu>"
+                       "<os><type>hvm</type></os></domain>")  # fmt: skip
+    path.write_text("<node><cpu><nodes>1</nodes><sockets>2</sockets><cores>32</cores>"
+                    "<threads>2</threads><active>128</active><mhz>2400</mhz><model>x86_64"
+                    "</model></cpu><memory>1073741824</memory>" + "".join(domains)
+                    + "</node>")  # fmt: skip
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "vmferry.cli.main", "server", "--listen",
+               f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2)
+            return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("vmferry server did not start within 60 s")
+
+
+def inventory(base: str, token: str, total: int, requests: int) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    times, pages = [], max(1, total // 100)
+    rng = random.Random(7)
+    with httpx.Client(timeout=120) as client:
+        first = client.get(f"{base}/vms", params={"limit": 100}, headers=headers)
+        first.raise_for_status()
+        assert first.json()["total"] == total, first.json()["total"]
+        for _ in range(requests):
+            offset = rng.randrange(pages) * 100
+            t0 = time.perf_counter()
+            answer = client.get(f"{base}/vms", params={"limit": 100, "offset": offset},
+                                headers=headers)  # fmt: skip
+            times.append((time.perf_counter() - t0) * 1000)
+            answer.raise_for_status()
+            assert len(answer.json()["items"]) == 100
+    return {"vms": total, "requests": requests, "p50_ms": round(statistics.median(times), 1),
+            "p99_ms": round(pct(times, 0.99), 1), "max_ms": round(max(times), 1)}  # fmt: skip
+
+
+def streams(base: str, token: str, db_url: str, server_pid: int, clients: int, jobs: int,
+            seconds: float) -> dict[str, Any]:  # fmt: skip
+    store = open_store(db_url)
+    store.add_host(Host("sim1", "test:///default"))
+    store.add_host(Host("sim2", "test:///default"))
+    ids = []
+    for n in range(jobs):
+        job = store.create_job("migrate", f"sim{n:02d}", "sim1", "sim2", MigrationOptions())
+        store.set_status(job.id, JobStatus.RUNNING)
+        ids.append(job.id)
+    stop, delays, lock = threading.Event(), [], threading.Lock()
+
+    def writer() -> None:
+        n = 0
+        while not stop.wait(0.2):
+            n += 1
+            for job_id in ids:
+                store.add_event(job_id, "progress", f"pass {n}", {"remaining_bytes": 1 << 30})
+
+    def follow(job_id: str) -> None:
+        with httpx.Client(timeout=None) as client, client.stream(
+            "GET", f"{base}/jobs/{job_id}/events", headers={"Authorization": f"Bearer {token}"}
+        ) as answer:  # fmt: skip
+            for line in answer.iter_lines():
+                if stop.is_set():
+                    return
+                if line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    if event.get("kind") != "progress":
+                        continue
+                    at = datetime.fromisoformat(event["at"].replace("Z", "+00:00"))
+                    with lock:
+                        delays.append((datetime.now(UTC) - at).total_seconds() * 1000)
+
+    followers = [threading.Thread(target=follow, args=(ids[i % jobs],), daemon=True)
+                 for i in range(clients)]  # fmt: skip
+    for thread in followers:
+        thread.start()
+    time.sleep(2)  # every client connected
+    with lock:
+        delays.clear()
+    cpu0, t0 = cpu_s(server_pid), time.monotonic()
+    feeding = threading.Thread(target=writer, daemon=True)
+    feeding.start()
+    time.sleep(seconds)
+    cpu = cpu_s(server_pid) - cpu0
+    wall = time.monotonic() - t0
+    stop.set()
+    feeding.join(5)
+    for job_id in ids:  # the streams end with their jobs
+        store.set_status(job_id, JobStatus.CANCELLED, "benchmark over")
+    for thread in followers:
+        thread.join(10)
+    store.close()
+    share = cpu / wall
+    return {"clients": clients, "jobs": jobs, "events_per_job_s": 5, "seconds": round(wall, 1),
+            "events_received": len(delays),
+            "delay_p50_ms": round(statistics.median(delays), 1),
+            "delay_p99_ms": round(pct(delays, 0.99), 1),
+            "server_cpu_share": round(share, 4),
+            "server_cpu_share_per_job": round(share / jobs, 4)}  # fmt: skip
+
+
+def orchestrator(moves: int) -> dict[str, Any]:
+    """Real moves in the lab, driven by :func:`vmferry.service.migrate.migrate` in this
+    process, as a worker drives them: this process's CPU time (every thread: the engine's
+    polling, the record's writer, the witnesses) over each move's wall time."""
+    with tempfile.TemporaryDirectory(prefix="vmferry-bench-api-") as folder:
+        os.environ["VMFERRY_DB"] = f"sqlite:///{folder}/lab.db"
+        from vmferry.lab import guests, lifecycle
+        from vmferry.service.migrate import migrate
+
+        lifecycle.up(hosts=2)
+        try:
+            guests.create_guest("bapi", "kvm1", memory_mb=256, working_set_mb=64)
+            rows = []
+            for n in range(moves):
+                to = "kvm2" if n % 2 == 0 else "kvm1"
+                c0, t0 = time.process_time(), time.monotonic()
+                outcome = migrate("bapi", to, MigrationOptions())
+                wall, cpu = time.monotonic() - t0, time.process_time() - c0
+                result = outcome.result
+                if result.status is not JobStatus.COMPLETED:
+                    raise SystemExit(f"move {n + 1}: {result.status}: {result.reason}")
+                rows.append({"to": to, "wall_s": round(wall, 2), "cpu_s": round(cpu, 3),
+                             "migration_s": round((result.total_time_ms or 0) / 1000, 2),
+                             "cpu_share": round(cpu / wall, 4)})  # fmt: skip
+        finally:
+            lifecycle.down()
+    cpu_total = sum(r["cpu_s"] for r in rows)
+    wall_total = sum(r["wall_s"] for r in rows)
+    return {"moves": rows, "cpu_s_total": round(cpu_total, 3),
+            "wall_s_total": round(wall_total, 2),
+            "cpu_share_per_running_migration": round(cpu_total / wall_total, 4)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vms", type=int, default=10_000)
+    parser.add_argument("--hosts", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--lab", action="store_true", help="also measure real moves (root)")
+    parser.add_argument("--moves", type=int, default=4)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    report: dict[str, Any] = {"python": sys.version.split()[0]}
+    with tempfile.TemporaryDirectory(prefix="vmferry-bench-api-") as folder:
+        root = Path(folder)
+        db_url = f"sqlite:///{root / 'vmferry.db'}"
+        env = {**os.environ, "VMFERRY_DB": db_url}
+        store = open_store(db_url)
+        each = args.vms // args.hosts
+        for h in range(args.hosts):
+            path = node_file(root / f"host{h}.xml", h * each, each)
+            store.add_host(Host(f"t{h}", f"test://{path}"))
+        token = users.add_user(store, "bench", "admin", None)[1]
+        store.close()
+        port = free_port()
+        server = start_server(env, port)
+        base = f"http://127.0.0.1:{port}/api/v1"
+        try:
+            pages = inventory(base, token, each * args.hosts, args.requests)
+            report["inventory"] = {"hosts": args.hosts, **pages}
+            report["streams"] = streams(base, token, db_url, server.pid, args.clients,
+                                        args.jobs, args.seconds)  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(30)
+    if args.lab:
+        report["orchestrator"] = orchestrator(args.moves)
+    if not args.json:
+        inv, st = report["inventory"], report["streams"]
+        lines = ["| figure | vmferry | target |", "|---|---|---|",
+                 f"| GET /vms, {inv['vms']} VMs on {inv['hosts']} hosts, page of 100: p50 | "
+                 f"{inv['p50_ms']} ms | - |",
+                 f"| same: p99 | {inv['p99_ms']} ms | - |",
+                 f"| {st['clients']} SSE clients, {st['jobs']} jobs: event delay p50 | "
+                 f"{st['delay_p50_ms']} ms | - |",
+                 f"| same: p99 | {st['delay_p99_ms']} ms | - |",
+                 f"| server CPU per running job | {100 * st['server_cpu_share_per_job']:.2f} % "
+                 "of a core | - |"]  # fmt: skip
+        if "orchestrator" in report:
+            share = report["orchestrator"]["cpu_share_per_running_migration"]
+            lines.append(f"| orchestrator CPU per running migration | {100 * share:.2f} % of "
+                         "a core | < 1 % |")  # fmt: skip
+        sys.stderr.write("\n".join(lines) + "\n")
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
