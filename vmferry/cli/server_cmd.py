@@ -30,6 +30,12 @@ def parse_listen(text: str) -> tuple[str, int]:
 def server(
     listen: str = typer.Option(DEFAULT_LISTEN, "--listen", help="Address and port to serve on."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+    inventory_ttl_s: float = typer.Option(
+        5.0,
+        "--inventory-ttl",
+        min=0,
+        help="Seconds the hosts' VM lists are reused by GET /vms (0: read them every time).",
+    ),
 ) -> None:
     """Serve the REST API under /api/v1 (schema at /openapi.json, docs at /docs) on the
     store VMFERRY_DB names."""
@@ -41,7 +47,7 @@ def server(
 
     store = open_store()
     act_as(f"server:{socket.gethostname()}")  # who the jobs' transitions name
-    app = create_app(store)
+    app = create_app(store, inventory_ttl_s=inventory_ttl_s)
     shown = f"[{host}]" if ":" in host else host
     where = f"http://{shown}:{port}" if port else f"a free port of {shown} (named below)"
     sys.stderr.write(f"vmferry server: {where}, API under /api/v1, docs at /docs, store "

@@ -23,6 +23,7 @@ from vmferry.server.actions import Services, default_services
 from vmferry.server.audit import AuditTrail
 from vmferry.server.context import InventorySource, ServerContext
 from vmferry.server.errors import install_error_handlers
+from vmferry.server.inventory_cache import CachedInventory
 from vmferry.server.moves import MigrateFn, Mover, MoveStarter, QueuedMoves
 from vmferry.server.routers import (
     audit,
@@ -57,6 +58,7 @@ def create_app(
     store: Store,
     *,
     inventory: InventorySource = fleet_inventory,
+    inventory_ttl_s: float = 5.0,
     migrate: MigrateFn | None = None,
     mover: Mover | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
@@ -64,7 +66,8 @@ def create_app(
     start_wait_s: float = 180,
     services: Services | None = None,
 ) -> FastAPI:
-    """The API over ``store``; ``inventory`` reads the hosts' VMs (libvirt by default).
+    """The API over ``store``; ``inventory`` reads the hosts' VMs (libvirt by default,
+    remembered ``inventory_ttl_s`` seconds: :mod:`vmferry.server.inventory_cache`).
 
     Moves: ``mover`` if given; else ``migrate`` (default
     :func:`vmferry.service.migrate.migrate`) in threads of this process with SQLite or when
@@ -88,6 +91,8 @@ def create_app(
     else:
         moves = QueuedMoves(store, _locator(store))
     jobs_in_process = isinstance(moves, MoveStarter)
+    if inventory is fleet_inventory and inventory_ttl_s > 0:
+        inventory = CachedInventory(fleet_inventory, inventory_ttl_s)
     app.state.vmferry = ServerContext(store, inventory, event_poll_s, jobs_in_process, moves)
     app.state.vmferry_services = services or default_services(start_wait_s)
     install_error_handlers(app)
