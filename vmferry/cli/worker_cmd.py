@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -54,6 +55,13 @@ def worker(
     sys.stderr.flush()
     try:
         job_queue.run_worker(store, queues=queues, concurrency=concurrency, name=who,
-                             stop_timeout_s=stop_timeout_s)  # fmt: skip
+                             stop_timeout_s=stop_timeout_s, tasks=_server_tasks())  # fmt: skip
     finally:
         store.close()
+
+
+def _server_tasks() -> dict[str, Callable[..., object]]:
+    """The tasks the server's routers define (imports), for this worker to run."""
+    from vmferry.server.routers.imports import RUN_IMPORT, run_queued_import
+
+    return {RUN_IMPORT: run_queued_import}

@@ -14,12 +14,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vmferry.errors import AlreadyExistsError
 from vmferry.model.migration import Job, JobStatus, MigrationOptions, MigrationResult
 from vmferry.server.errors import StartTimeout
 from vmferry.store.db import Store
+
+if TYPE_CHECKING:
+    from procrastinate.types import JSONValue
 
 __all__ = ["MigrateFn", "MoveStarter", "Mover", "QueuedMoves"]
 
@@ -133,6 +136,13 @@ class QueuedMoves:
             self.store.finish(job.id, result)
             raise
         return self.store.get_job(job.id)
+
+    def queue_task(self, task: str, job_id: str, kwargs: dict[str, JSONValue],
+                   queue: str | None = None) -> int:  # fmt: skip
+        """Queue another kind of job's task (an import) for a worker; a ``queued`` event."""
+        with self._lock:
+            return self._queue.defer_job(self.store, self._app, task, job_id, kwargs,
+                                         queue or self._queue.DEFAULT_QUEUE)  # fmt: skip
 
     def queue_plan(self, plan_id: str, queue: str | None = None) -> int:
         """Queue a run (or resume) of plan ``plan_id`` for a worker (409 while one waits)."""

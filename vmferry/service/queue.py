@@ -43,6 +43,7 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 
@@ -50,6 +51,7 @@ import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.job_context import JobContext
 from procrastinate.jobs import Status
+from procrastinate.types import JSONValue
 from procrastinate.worker import Worker
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -68,6 +70,7 @@ __all__ = [
     "build_app",
     "cancel_queued",
     "conninfo",
+    "defer_job",
     "defer_move",
     "ensure_schema",
     "queued_task_id",
@@ -106,9 +109,12 @@ def store_url(store: Store) -> str:
     return store.engine.url.render_as_string(hide_password=False)
 
 
-def build_app(store_url: str, *, worker: bool) -> procrastinate.App:
-    """The procrastinate app on the store's database, with vmferry's tasks: an async
-    connector for a worker, a synchronous one for the server that defers."""
+def build_app(
+    store_url: str, *, worker: bool, tasks: Mapping[str, Callable[..., object]] | None = None
+) -> procrastinate.App:
+    """The procrastinate app on the store's database, with vmferry's tasks (and ``tasks``,
+    by name: those the layers above define, given ``JobContext`` first): an async connector
+    for a worker, a synchronous one for the server that defers."""
     info = conninfo(store_url)
     connector: procrastinate.BaseConnector = (
         procrastinate.PsycopgConnector(conninfo=info) if worker
@@ -117,6 +123,8 @@ def build_app(store_url: str, *, worker: bool) -> procrastinate.App:
     app = procrastinate.App(connector=connector)
     app.task(name=RUN_MOVE, pass_context=True, queue=DEFAULT_QUEUE)(_run_move)
     app.task(name=RUN_PLAN, pass_context=True, queue=DEFAULT_QUEUE)(_run_plan)
+    for name, function in (tasks or {}).items():
+        app.task(name=name, pass_context=True, queue=DEFAULT_QUEUE)(function)
     app.periodic(cron=f"* * * * * */{RECONCILE_EVERY_S}", periodic_id="reconcile")(
         app.task(name=RECONCILE, pass_context=True, queue=DEFAULT_QUEUE, lock=RECONCILE)(_reconcile)
     )
@@ -154,6 +162,18 @@ def defer_move(store: Store, app: procrastinate.App, job: Job, queue: str) -> Qu
     store.add_event(job.id, "queued", f"queued on {queue!r} for a vmferry worker (task "
                     f"{task_id})", {"queue": queue, "task_id": task_id})  # fmt: skip
     return queued
+
+
+def defer_job(
+    store: Store, app: procrastinate.App, task: str, job_id: str, kwargs: dict[str, JSONValue],
+    queue: str,
+) -> int:  # fmt: skip
+    """Queue task ``task`` (registered by the workers that run it: ``build_app(tasks=)``)
+    for job ``job_id``; recorded as a ``queued`` event, as a move's is."""
+    task_id: int = app.configure_task(task, queue=queue).defer(job_id=job_id, **kwargs)
+    store.add_event(job_id, "queued", f"queued on {queue!r} for a vmferry worker (task "
+                    f"{task_id})", {"queue": queue, "task_id": task_id})  # fmt: skip
+    return task_id
 
 
 def defer_plan(app: procrastinate.App, plan_id: str, queue: str) -> int:
@@ -235,12 +255,16 @@ def _run_move(context: JobContext, job_id: str) -> str:
 def _run_plan(context: JobContext, plan_id: str) -> str:
     """Run (or resume) plan ``plan_id`` in this worker: its waves and moves run here, owned
     by the worker's lease, as `vmferry plan run` runs them."""
-    from vmferry.service.plan_run import run_plan
+    from vmferry.service import migrate as migrate_module
+    from vmferry.service.plan_run import PlanEvent, run_plan
 
     name = context.worker_name or "worker"
     log.info("plan %s: taken by vmferry worker %s", plan_id, name)
-    record = run_plan(plan_id, on_event=lambda event: log.info("plan %s: %s", plan_id,
-                                                               event.message))  # fmt: skip
+
+    def on_event(event: PlanEvent) -> None:
+        log.info("plan %s: %s", plan_id, event.message)
+
+    record = run_plan(plan_id, migrate_fn=migrate_module.migrate, on_event=on_event)
     return f"plan {plan_id}: {record.status}"
 
 
@@ -306,7 +330,7 @@ def reconcile_orphans(store: Store | None = None, *, wait_s: float = 60) -> list
 
 def run_worker(
     store: Store, *, queues: list[str], concurrency: int, name: str, stop_timeout_s: float,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, tasks: Mapping[str, Callable[..., object]] | None = None,
 ) -> None:  # fmt: skip
     """Take moves from ``queues`` until SIGTERM or SIGINT (see the module's "Supervise"), or,
     given ``stop`` (a worker in a thread: no signal handlers), until it is set."""
@@ -358,7 +382,7 @@ def run_worker(
 
         threading.Thread(target=stop_when_set, daemon=True).start()
     while not stopping.is_set():
-        app = build_app(url, worker=True)
+        app = build_app(url, worker=True, tasks=tasks)
         worker = Worker(app=app, queues=queues, concurrency=concurrency, name=name,
                         install_signal_handlers=False, shutdown_graceful_timeout=None)  # fmt: skip
         current[:] = [worker]

@@ -17,6 +17,7 @@ from vmferry.errors import NotFoundError
 from vmferry.model import Host, VmRecord, VmSpec, VmState
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.server.app import create_app
+from vmferry.server.moves import QueuedMoves
 from vmferry.service import projects, users
 from vmferry.service.fleet import Fleet
 from vmferry.service.lease import process_lease
@@ -130,11 +131,12 @@ ROLE_USERS = {"admin": ("admin", None), "operator": ("operator", None),
 
 @contextmanager
 def serving(store: Store, *, hold: bool = False, service: bool = False,
-            plan_hold: bool = False) -> Iterator[Api]:  # fmt: skip
+            plan_hold: bool = False, queued: bool = False) -> Iterator[Api]:  # fmt: skip
     """The API on ``store`` with the hosts, users and tags above; its moves run by
     :class:`FakeMigrate`, or (``service``) by the real service.migrate.migrate; its other
     actions by :class:`action_fakes.FakeActions` (a plan's moves by a FakeMigrate held
-    with ``plan_hold``)."""
+    with ``plan_hold``). ``queued`` (PostgreSQL): moves, plans and imports are queued for
+    workers (:class:`QueuedMoves`, its VMs located in the fleet above) instead."""
     for name in ("kvm1", "kvm2", "kvm3"):
         store.add_host(Host(name, f"qemu+tls://{name}/system"))
     tokens = {}
@@ -150,8 +152,9 @@ def serving(store: Store, *, hold: bool = False, service: bool = False,
     inventory, migrate = FakeInventory(), FakeMigrate(store, hold=hold)
     plan_moves = FakeMigrate(store, hold=plan_hold)
     actions = FakeActions(store, list(FLEET), plan_migrate_of(plan_moves))
+    mover = QueuedMoves(store, lambda vm: _find_host(vm)) if queued else None
     app = create_app(store, inventory=inventory, migrate=service_migrate if service else migrate,
-                     max_body_bytes=4096, event_poll_s=0.01,
+                     mover=mover, max_body_bytes=4096, event_poll_s=0.01,
                      services=actions.services())  # fmt: skip
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
@@ -160,6 +163,15 @@ def serving(store: Store, *, hold: bool = False, service: bool = False,
         migrate.release.set()  # no move thread outlives the test
         plan_moves.release.set()
         actions.release.set()
+        if mover is not None:
+            mover.close()
+
+
+def _find_host(vm: str) -> str:
+    for record in FLEET:
+        if record.spec.name == vm:
+            return record.host
+    raise NotFoundError(f"no registered host has a VM named {vm!r}")
 
 
 @pytest.fixture

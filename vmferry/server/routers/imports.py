@@ -9,8 +9,9 @@ their own directory by their parsers already). Otherwise ``403`` with the rule
 ``import.path``, and nothing is read or written; with the setting empty every import is
 refused so.
 
-An import copies whole disks (minutes), so it runs in a background thread of the server as
-a job of kind ``import`` (``202``, ``Location: /api/v1/jobs/{id}``): its notes and disk
+An import copies whole disks (minutes), so it runs in a background thread of the server (with
+PostgreSQL: it is queued for a `vmferry worker`, :func:`run_queued_import`) as a job of kind
+``import`` (``202``, ``Location: /api/v1/jobs/{id}``): its notes and disk
 progress are the job's events, and its last event (``import``) carries the
 `vmferry import --json` document. ``dry_run`` changes nothing and answers at once (``200``
 with that document). A cancel (``POST /jobs/{id}/cancel``) stops the import while it
@@ -26,6 +27,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from procrastinate.job_context import JobContext
+from procrastinate.types import JSONValue
 
 from vmferry.errors import VmferryError
 from vmferry.imports.mapping import Choice, ImportOptions, parse_network_map
@@ -36,6 +39,7 @@ from vmferry.server.actions import Services, is_inside, services_of, start_in_th
 from vmferry.server.auth import CurrentUser, names, require
 from vmferry.server.context import Context
 from vmferry.server.errors import Refused
+from vmferry.server.moves import QueuedMoves
 from vmferry.server.roles import Action
 from vmferry.server.routers.jobs import job_json
 from vmferry.server.schemas import ImportIn, JobOut, Problem, ValidationProblem
@@ -57,6 +61,7 @@ router = APIRouter(prefix="/imports", tags=["imports"])
 
 TIB = 2**40
 RULE = "import.path"
+RUN_IMPORT = "vmferry.run_import"  # the workers' task (cli/worker_cmd.py registers it)
 _VMX_FILE_KEY = re.compile(r"^((?:ide|scsi|sata|nvme)\d+:\d+|floppy\d+)\.filename$")
 _NOT_FILES = frozenset({"cdrom-raw", "atapi-cdrom"})  # the host's drive, not a file
 
@@ -212,6 +217,10 @@ def start_import(
         )
         return JSONResponse(doc, status_code=200)  # fmt: skip
     name = body.name or Path(body.source).stem
+    if isinstance(context.moves, QueuedMoves):  # PostgreSQL: a worker imports it
+        job_id = _queue(body, import_request, name, user, context.store, context.moves)
+        response.headers["Location"] = f"/api/v1/jobs/{job_id}"
+        return JobOut(**job_json(context.store.get_job(job_id)))
     services.running.claim("import", name, f"an import of {name} is running in this server "
                            "already; see GET /api/v1/jobs")  # fmt: skip
     try:
@@ -231,13 +240,58 @@ def _quiet_progress(_index: int, _percent: float) -> None:
     return None
 
 
-def _start(request: ImportRequest, name: str, user: User, store: Store, services: Services) -> str:
+def _made(request: ImportRequest, name: str, user: User, store: Store) -> str:
+    """The import's job, pending, owned by this server's lease (one unfinished job per VM
+    name: a second is refused, 409)."""
     job = store.create_job("import", name, request.source.name[:255], request.to,
                            MigrationOptions())  # fmt: skip
     store.set_owner(job.id, process_lease(store))
     store.add_event(job.id, "import", f"import {request.source} -> {request.to} by {user.name}",
                     {"source": str(request.source), "to": request.to, "name": name,
                      "start": request.start})  # fmt: skip
+    return job.id
+
+
+def _queue(body: ImportIn, request: ImportRequest, name: str, user: User, store: Store,
+           moves: QueuedMoves) -> str:  # fmt: skip
+    job_id = _made(request, name, user, store)
+    try:
+        moves.queue_task(RUN_IMPORT, job_id, {"body": _json(body.model_dump(mode="json"))})
+    except Exception as exc:
+        store.set_status(job_id, JobStatus.FAILED, f"could not be queued: {exc}")
+        raise
+    return job_id
+
+
+def _json(value: dict[str, Any]) -> JSONValue:
+    return value  # a JSON-mode dump is JSON
+
+
+def run_queued_import(context: JobContext, job_id: str, body: dict[str, Any]) -> str:
+    """The procrastinate task a `vmferry worker` runs for an import the server queued: the
+    same import, events and end as in a server thread, owned by the worker's lease."""
+    from vmferry.server.actions import default_services
+    from vmferry.store.db import open_store
+
+    with open_store() as store:
+        job = store.get_job(job_id)
+        if job.status.finished:
+            return f"job {job_id} was {job.status} already"
+        store.set_owner(job_id, process_lease(store))
+        name = context.worker_name or "worker"
+        store.add_event(job_id, "worker", f"taken by vmferry worker {name}",
+                        {"worker": name, "task_id": context.job.id})  # fmt: skip
+        if store.is_cancel_requested(job_id):
+            store.set_status(job_id, JobStatus.CANCELLED, "cancelled before it started")
+            return "cancelled before it started"
+        store.set_status(job_id, JobStatus.RUNNING)
+        _run(job_id, _request(ImportIn.model_validate(body)), store, default_services())
+        return str(store.get_job(job_id).status)
+
+
+def _start(request: ImportRequest, name: str, user: User, store: Store, services: Services) -> str:
+    job_id = _made(request, name, user, store)
+    job = store.get_job(job_id)
 
     def work(ready: Any) -> None:
         try:
