@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 TOKEN_PREFIX = "vmf"
@@ -36,6 +37,7 @@ class User:
     project: str | None
     created_at: str  # ISO 8601, UTC
     has_password: bool = False
+    token_expires_at: str | None = None  # ISO 8601, UTC; None: the token never expires
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,12 @@ def parse_token(token: str) -> tuple[str, str] | None:
     if prefix != TOKEN_PREFIX or not _TOKEN_ID.fullmatch(token_id) or not secret:
         return None
     return token_id, secret
+
+
+def token_expired(expires_at: datetime | None, now: datetime) -> bool:
+    """Whether a token that expires at ``expires_at`` (None: never) is expired at ``now``:
+    from its expiry on, not a moment later. Both times must carry a zone."""
+    return expires_at is not None and now >= expires_at
 
 
 def audit_result(status_code: int) -> str:

@@ -2,11 +2,15 @@
 
 The user, the action and its target are kept in the request's state, where the audit
 trail (:mod:`vmferry.server.audit`) finds them.
+
+A token's expiry is judged at the clock ``app.state.vmferry_clock`` (a function returning
+an aware datetime) when the application has one, which tests set; else at the system clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -29,16 +33,23 @@ async def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     context: Context,
 ) -> User:
-    """The user whose token the request carries; 401 for none, a wrong, replaced or removed
-    token."""
+    """The user whose token the request carries; 401 for none, a wrong, replaced, expired or
+    removed token (an expired one says so, and nothing more)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("this request needs Authorization: Bearer TOKEN")
-    user = await run_in_threadpool(users_service.authenticate, context.store,
-                                   credentials.credentials)  # fmt: skip
-    if user is None:
+    checked = await run_in_threadpool(users_service.check_token, context.store,
+                                      credentials.credentials, _now(request))  # fmt: skip
+    if checked.expired:
+        raise _unauthorized("the token expired")
+    if checked.user is None:
         raise _unauthorized("the token is not valid (wrong, replaced or its user removed)")
-    request.state.user = user.name
-    return user
+    request.state.user = checked.user.name
+    return checked.user
+
+
+def _now(request: Request) -> datetime:
+    clock: Callable[[], datetime] | None = getattr(request.app.state, "vmferry_clock", None)
+    return clock() if clock is not None else datetime.now(UTC)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -130,6 +130,7 @@ class UserOut(BaseModel):
     project: str | None
     created_at: str
     has_password: bool
+    token_expires_at: str | None = Field(None, description="ISO 8601, UTC; null: never")
 
 
 # -- actions started through the API (check, predict, profile, plans, port profiles, imports)

@@ -33,18 +33,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class StoredCredentials:
-    """What the store holds to check a token: the user and the hash of its token."""
+    """What the store holds to check a token: the user, the hash of its token and when the
+    token expires (None: never)."""
 
     user: User
     token_hash: str
+    expires_at: datetime | None = None
 
 
 def add_user(
     store: Store, name: str, role: Role, project: str | None, token_id: str, token_hash: str,
-    password_hash: str | None,
+    password_hash: str | None, token_expires_at: datetime | None = None,
 ) -> User:  # fmt: skip
-    """A new user; :class:`AlreadyExistsError` when an active user has that name (a removed
-    one's row is taken over)."""
+    """A new user, its token expiring at ``token_expires_at`` (None: never);
+    :class:`AlreadyExistsError` when an active user has that name (a removed one's row is
+    taken over)."""
     now = datetime.now(UTC)
     try:
         with Session(store.engine) as session, session.begin():
@@ -57,6 +60,7 @@ def add_user(
             row.role, row.project = role.value, project
             row.token_id, row.token_hash, row.password_hash = token_id, token_hash, password_hash
             row.created_at, row.removed_at = now, None
+            row.token_expires_at = _utc(token_expires_at)
             session.flush()
             return _user(row)
     except IntegrityError as exc:  # added by someone else between our read and insert
@@ -84,13 +88,19 @@ def remove_user(store: Store, name: str) -> None:
         row = _require(session, name, lock=True)
         row.removed_at = datetime.now(UTC)
         row.token_id = row.token_hash = row.password_hash = None
+        row.token_expires_at = None
 
 
-def replace_token(store: Store, name: str, token_id: str, token_hash: str) -> User:
-    """Give user ``name`` a new token; the old one stops working at once."""
+def replace_token(
+    store: Store, name: str, token_id: str, token_hash: str,
+    token_expires_at: datetime | None = None,
+) -> User:  # fmt: skip
+    """Give user ``name`` a new token, expiring at ``token_expires_at`` (None: never); the
+    old one stops working at once."""
     with Session(store.engine) as session, session.begin():
         row = _require(session, name, lock=True)
         row.token_id, row.token_hash = token_id, token_hash
+        row.token_expires_at = _utc(token_expires_at)
         return _user(row)
 
 
@@ -102,7 +112,7 @@ def credentials_for_token(store: Store, token_id: str) -> StoredCredentials | No
         ).one_or_none()
         if row is None or row.token_hash is None:
             return None
-        return StoredCredentials(_user(row), row.token_hash)
+        return StoredCredentials(_user(row), row.token_hash, _aware(row.token_expires_at))
 
 
 # -- VM tags --------------------------------------------------------------------------------
@@ -151,6 +161,23 @@ def _exists(name: str, cause: BaseException | None = None) -> AlreadyExistsError
     )
 
 
+def _aware(moment: datetime | None) -> datetime | None:
+    """A stored time with its zone (SQLite gives it back without: it was stored as UTC)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time to store: in UTC (SQLite keeps the wall clock and drops the zone), to the
+    millisecond (as it is shown: what a user reads is what is stored)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValueError("a token's expiry must carry a time zone")
+    return moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -158,6 +185,8 @@ def _iso(moment: datetime) -> str:
 
 
 def _user(row: UserRow) -> User:
+    expires = row.token_expires_at
     return User(name=row.name, role=Role(row.role), project=row.project,
                 created_at=_iso(row.created_at),
-                has_password=row.password_hash is not None)  # fmt: skip
+                has_password=row.password_hash is not None,
+                token_expires_at=None if expires is None else _iso(expires))  # fmt: skip

@@ -48,7 +48,8 @@ def test_add_prints_the_token_once_and_the_token_works(db: Path) -> None:
                    db=db)  # fmt: skip
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
-    assert set(printed) == {"name", "role", "token"}
+    assert set(printed) == {"name", "role", "token", "token_expires_at"}
+    assert printed["token_expires_at"] is None  # without --expires: never
     assert (printed["name"], printed["role"]) == ("alice", "operator")
     plain = vmferry("users", "add", "bob", "--role", "viewer", db=db)
     assert plain.returncode == 0, plain.stderr
