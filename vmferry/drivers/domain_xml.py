@@ -5,6 +5,11 @@ so it is parsed with defusedxml with DTDs, entities and external references forb
 Elements libvirt would fill in with defaults (disk bus, vCPU topology, CPU mode) are
 completed the way libvirt does it, so a hand-written document and the same domain read back
 from a host give the same spec.
+
+The guest OS is the id of the libosinfo metadata that virt-install, virt-manager, virt-v2v
+and vmferry's own import write (``<metadata><libosinfo:libosinfo ...><libosinfo:os
+id="http://debian.org/debian/12"/>``), kept whole: the short name (``debian12``) is not part
+of the id and only the osinfo database knows it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from vmferry.model import (
     VmSpec,
 )
 
-__all__ = ["MAX_DOMAIN_XML_CHARS", "memory_to_bytes", "parse_domain_xml"]
+__all__ = ["LIBOSINFO_NS", "MAX_DOMAIN_XML_CHARS", "memory_to_bytes", "parse_domain_xml"]
+
+LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
+_MAX_GUEST_OS_CHARS = 255
 
 # Real domain XML is a few KiB; anything this big is a mistake or an attack.
 MAX_DOMAIN_XML_CHARS = 4 * 1024 * 1024
@@ -120,6 +128,7 @@ def parse_domain_xml(xml: str) -> VmSpec:
         nics=nics,
         host_devices=host_devices,
         vcpu_pins=_vcpu_pins(root),
+        guest_os=_guest_os(root),
     )
 
 
@@ -229,6 +238,18 @@ def _vcpu_pins(root: Element) -> tuple[VcpuPin, ...]:
 def _os_type_attr(os_el: Element | None, attr: str) -> str | None:
     type_el = os_el.find("type") if os_el is not None else None
     return type_el.get(attr) if type_el is not None else None
+
+
+def _guest_os(root: Element) -> str | None:
+    """The libosinfo id in the domain's metadata; None without one (or an empty one)."""
+    os_el = root.find(f"metadata/{{{LIBOSINFO_NS}}}libosinfo/{{{LIBOSINFO_NS}}}os")
+    found = (os_el.get("id") or "").strip() if os_el is not None else ""
+    if len(found) > _MAX_GUEST_OS_CHARS:
+        raise BadInputError(
+            f"the domain's libosinfo os id is {len(found)} characters long; "
+            f"ids are URLs of at most {_MAX_GUEST_OS_CHARS}"
+        )
+    return found or None
 
 
 def _firmware(os_el: Element | None) -> str:

@@ -1,11 +1,42 @@
-"""Render an ``ImportPlan`` as libvirt domain XML (pure; golden files in tests/data/import)."""
+"""Render an ``ImportPlan`` as libvirt domain XML (pure; golden files in tests/data/import).
+
+When the source names its guest OS precisely enough (a VMX ``guestOS``, an OVF
+OperatingSystemSection), the domain carries it as libosinfo metadata, as virt-install
+writes it: ``<metadata><libosinfo:libosinfo xmlns:libosinfo="..."><libosinfo:os
+id="http://debian.org/debian/12"/>``. :func:`libosinfo_id` knows Debian, RHEL and Windows
+ids; for any other guest, or one without a version, nothing is written rather than a guess.
+"""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
 from vmferry.imports.mapping import ImportPlan
-from vmferry.model.source_vm import Firmware
+from vmferry.model.source_vm import Firmware, GuestOs
+
+LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
+ET.register_namespace("libosinfo", LIBOSINFO_NS)
+
+# GuestOs.version of a Windows guest (vmferry.sources.guest_os) -> the libosinfo id's tail.
+_WINDOWS = {
+    "2022": "2k22", "2019": "2k19", "2016": "2k16", "2012r2": "2k12r2", "2012": "2k12",
+    "2008r2": "2k8r2", "2008": "2k8", "2003": "2k3", "2000": "2k", "11": "11", "10": "10",
+    "8.1": "8.1", "8": "8", "7": "7", "vista": "vista", "xp": "xp", "98": "98", "95": "95",
+}  # fmt: skip
+_RHEL_MAJORS = ("6", "7", "8", "9")  # libosinfo's rhelN-unknown: RHEL N, minor release unknown
+
+
+def libosinfo_id(guest: GuestOs) -> str | None:
+    """The libosinfo id of ``guest``, or None when the source does not say enough."""
+    version = guest.version.strip().lower()
+    if guest.family == "windows":
+        tail = _WINDOWS.get(version)
+        return None if tail is None else f"http://microsoft.com/win/{tail}"
+    if guest.family == "linux" and guest.distro == "debian" and version.isdigit():
+        return f"http://debian.org/debian/{int(version)}"
+    if guest.family == "linux" and guest.distro == "rhel" and version in _RHEL_MAJORS:
+        return f"http://redhat.com/rhel/{version}-unknown"
+    return None
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -20,6 +51,10 @@ def render_domain_xml(plan: ImportPlan) -> str:
     dom = ET.Element("domain", {"type": plan.domain_type})
     _sub(dom, "name", plan.name)
     _sub(dom, "uuid", plan.uuid)
+    osinfo = libosinfo_id(plan.guest_os)
+    if osinfo is not None:
+        libosinfo = _sub(_sub(dom, "metadata"), f"{{{LIBOSINFO_NS}}}libosinfo")
+        _sub(libosinfo, f"{{{LIBOSINFO_NS}}}os", id=osinfo)
     _sub(dom, "memory", str(plan.memory_mb), unit="MiB")
     _sub(dom, "currentMemory", str(plan.memory_mb), unit="MiB")
     _sub(dom, "vcpu", str(plan.vcpus), placement="static")

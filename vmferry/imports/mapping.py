@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vmferry.model.import_target import DestinationFacts
-from vmferry.model.source_vm import Firmware, SourceVm
+from vmferry.model.source_vm import Firmware, GuestOs, SourceVm
 
 
 class Choice(enum.StrEnum):
@@ -93,6 +93,7 @@ class ImportPlan:
     console_log: str | None
     convert_guest: bool
     virtio: bool
+    guest_os: GuestOs = field(default_factory=GuestOs)  # the source's (for the libosinfo id)
 
 
 def valid_name(name: str) -> bool:
@@ -205,6 +206,7 @@ def plan_import(vm: SourceVm, options: ImportOptions, dest: DestinationFacts) ->
         console_log=options.console_log,
         convert_guest=converted,
         virtio=virtio,
+        guest_os=vm.guest_os,
     )
 
 

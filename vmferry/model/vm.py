@@ -105,6 +105,9 @@ class VmSpec:
     nics: tuple[Nic, ...] = ()
     host_devices: tuple[HostDevice, ...] = ()
     vcpu_pins: tuple[VcpuPin, ...] = ()
+    # The guest's OS as the domain's libosinfo metadata names it (virt-install, virt-manager,
+    # virt-v2v, vmferry import write it): the full id, e.g. http://debian.org/debian/12.
+    guest_os: str | None = None
 
     @property
     def removable_media(self) -> tuple[Disk, ...]:

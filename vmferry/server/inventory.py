@@ -22,6 +22,7 @@ class VmQuery:
     name: str | None = None  # a glob: web*, *-db-?
     tags: tuple[str, ...] = ()  # every one of them
     cpu_model: str | None = None
+    guest_os: str | None = None  # a part of the libosinfo id, any case: debian, win/2k19
     memory_min_mib: int | None = None
     memory_max_mib: int | None = None
     limit: int = 100
@@ -37,9 +38,16 @@ def _matches(record: VmRecord, tags: tuple[str, ...], query: VmQuery) -> bool:
         and (query.name is None or fnmatchcase(spec.name, query.name))
         and all(tag in tags for tag in query.tags)
         and (query.cpu_model is None or spec.cpu_model == query.cpu_model)
+        and (query.guest_os is None or _guest_os_matches(spec.guest_os, query.guest_os))
         and (query.memory_min_mib is None or memory_mib >= query.memory_min_mib)
         and (query.memory_max_mib is None or memory_mib <= query.memory_max_mib)
     )
+
+
+def _guest_os_matches(guest_os: str | None, wanted: str) -> bool:
+    """Whether ``wanted`` is a part of ``guest_os``, whatever their case; a VM whose guest OS
+    is unknown matches no filter."""
+    return guest_os is not None and wanted.casefold() in guest_os.casefold()
 
 
 def select_vms(

@@ -60,6 +60,7 @@ class VmOut(BaseModel):
     cpu_model: str | None
     arch: str | None
     machine: str | None
+    guest_os: str | None = Field(None, description="libosinfo id from the domain's metadata")
     tags: list[str]
     spec: dict[str, Any]
 

@@ -22,6 +22,11 @@ from vmferry.service.fleet import Fleet
 from vmferry.store import accounts
 
 router = APIRouter(prefix="/vms", tags=["vms"])
+_GUEST_OS = Query(
+    min_length=1,
+    max_length=255,
+    description="a part of the libosinfo id, any case: debian, microsoft.com/win",
+)
 
 
 def _out(record: VmRecord, tags: tuple[str, ...]) -> VmOut:
@@ -29,7 +34,7 @@ def _out(record: VmRecord, tags: tuple[str, ...]) -> VmOut:
     return VmOut(name=spec.name, uuid=spec.uuid, host=record.host, state=record.state.value,
                  persistent=record.persistent, vcpus=spec.vcpus, memory_bytes=spec.memory_bytes,
                  cpu_model=spec.cpu_model, arch=spec.arch, machine=spec.machine,
-                 tags=list(tags), spec=to_jsonable(spec))  # fmt: skip
+                 guest_os=spec.guest_os, tags=list(tags), spec=to_jsonable(spec))  # fmt: skip
 
 
 @router.get(
@@ -43,6 +48,7 @@ def list_vms(
     name: Annotated[str | None, Query(description="a glob: web*, *-db-?")] = None,
     tag: Annotated[list[str] | None, Query(description="VMs with every one of these tags")] = None,
     cpu_model: Annotated[str | None, Query()] = None,
+    guest_os: Annotated[str | None, _GUEST_OS] = None,
     memory_min_mib: Annotated[int | None, Query(ge=0)] = None,
     memory_max_mib: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -52,8 +58,8 @@ def list_vms(
     fleet = context.inventory(context.store, host)
     tags = accounts.vm_tags(context.store)
     query = VmQuery(host=host, state=state, name=name, tags=tuple(tag or ()), cpu_model=cpu_model,
-                    memory_min_mib=memory_min_mib, memory_max_mib=memory_max_mib, limit=limit,
-                    offset=offset)  # fmt: skip
+                    guest_os=guest_os, memory_min_mib=memory_min_mib,
+                    memory_max_mib=memory_max_mib, limit=limit, offset=offset)  # fmt: skip
     page, total = select_vms(fleet.records, tags, query)
     following = offset + limit
     return VmPage(items=[_out(r, tags.get(r.spec.name, ())) for r in page], total=total,
