@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vmferry import __version__
 from vmferry.server.actions import Services, default_services
 from vmferry.server.audit import AuditTrail
-from vmferry.server.context import InventorySource, ServerContext
+from vmferry.server.context import ChooseFn, InventorySource, ServerContext
 from vmferry.server.errors import install_error_handlers
 from vmferry.server.inventory_cache import CachedInventory
 from vmferry.server.moves import MigrateFn, Mover, MoveStarter, QueuedMoves
@@ -61,6 +61,7 @@ def create_app(
     inventory_ttl_s: float = 5.0,
     migrate: MigrateFn | None = None,
     mover: Mover | None = None,
+    choose: ChooseFn | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     event_poll_s: float = 0.5,
     start_wait_s: float = 180,
@@ -93,7 +94,8 @@ def create_app(
     jobs_in_process = isinstance(moves, MoveStarter)
     if inventory is fleet_inventory and inventory_ttl_s > 0:
         inventory = CachedInventory(fleet_inventory, inventory_ttl_s)
-    app.state.vmferry = ServerContext(store, inventory, event_poll_s, jobs_in_process, moves)
+    app.state.vmferry = ServerContext(store, inventory, event_poll_s, jobs_in_process, moves,
+                                      choose)  # fmt: skip
     app.state.vmferry_services = services or default_services(start_wait_s)
     install_error_handlers(app)
     app.add_middleware(AuditTrail, store=store)

@@ -8,11 +8,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from vmferry.model.migration import MigrationOptions
+from vmferry.predict.strategy import StrategyChoice
 from vmferry.server.moves import Mover
 from vmferry.service.fleet import Fleet
 from vmferry.store.db import Store
 
 InventorySource = Callable[[Store, str | None], Fleet]  # (store, host or None) -> Fleet
+ChooseFn = Callable[[str, str, MigrationOptions], StrategyChoice]  # (vm, to, options)
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class ServerContext:
     event_poll_s: float = 0.5  # how often a job's event stream looks for new events
     jobs_in_process: bool = True  # SQLite: jobs started through the API run in the server
     moves: Mover | None = None  # starts moves here or queues them (None: refused)
+    choose: ChooseFn | None = None  # `auto`'s choice (None: service.auto_strategy's)
 
 
 def context_of(request: Request) -> ServerContext:

@@ -33,11 +33,13 @@ class _Outcome(Protocol):
 
 
 class MigrateFn(Protocol):
-    """:func:`vmferry.service.migrate.migrate` as the server calls it."""
+    """:func:`vmferry.service.migrate.migrate` as the server calls it (``strategy_reason``
+    only for `auto`)."""
 
     def __call__(
-        self, vm: str, to: str, options: MigrationOptions, *, on_job: Callable[[str], None]
-    ) -> _Outcome: ...
+        self, vm: str, to: str, options: MigrationOptions, *, on_job: Callable[[str], None],
+        strategy_reason: str | None = None,
+    ) -> _Outcome: ...  # fmt: skip
 
 
 @dataclass
@@ -55,9 +57,13 @@ class MoveStarter:
         self._starting: set[str] = set()
         self._lock = threading.Lock()
 
-    def start(self, vm: str, to: str, options: MigrationOptions, queue: str | None = None) -> Job:
+    def start(
+        self, vm: str, to: str, options: MigrationOptions, queue: str | None = None,
+        strategy_reason: str | None = None,
+    ) -> Job:  # fmt: skip
         """Start moving ``vm`` to ``to``; the move's job once it exists (it may have
-        finished already: blocked by its checks). ``queue`` means nothing here."""
+        finished already: blocked by its checks). ``queue`` means nothing here;
+        ``strategy_reason``: why `auto` chose ``options.strategy``."""
         del queue
         with self._lock:
             if vm in self._starting:
@@ -65,13 +71,16 @@ class MoveStarter:
                                          "server already; see GET /api/v1/jobs")  # fmt: skip
             self._starting.add(vm)
         try:
-            return self._start(vm, to, options)
+            return self._start(vm, to, options, strategy_reason)
         finally:
             with self._lock:
                 self._starting.discard(vm)
 
-    def _start(self, vm: str, to: str, options: MigrationOptions) -> Job:
+    def _start(
+        self, vm: str, to: str, options: MigrationOptions, strategy_reason: str | None
+    ) -> Job:
         run = _Run()
+        why = {} if strategy_reason is None else {"strategy_reason": strategy_reason}
 
         def made(job_id: str) -> None:
             run.job_id = job_id
@@ -79,7 +88,7 @@ class MoveStarter:
 
         def work() -> None:
             try:
-                outcome = self.migrate(vm, to, options, on_job=made)
+                outcome = self.migrate(vm, to, options, on_job=made, **why)
                 run.job_id = run.job_id or outcome.result.job_id  # blocked: only returned
             except BaseException as exc:  # handed to the request, or to the job's record
                 run.error = exc
@@ -99,7 +108,10 @@ class MoveStarter:
 class Mover(Protocol):
     """How the server starts a move: in its own process, or queued for a worker."""
 
-    def start(self, vm: str, to: str, options: MigrationOptions, queue: str | None = None) -> Job:
+    def start(
+        self, vm: str, to: str, options: MigrationOptions, queue: str | None = None,
+        strategy_reason: str | None = None,
+    ) -> Job:  # fmt: skip
         """The move's job once it exists."""
         ...
 
@@ -118,7 +130,10 @@ class QueuedMoves:
         job_queue.ensure_schema(store, self._app)
         self._lock = threading.Lock()  # procrastinate's sync connector: one defer at a time
 
-    def start(self, vm: str, to: str, options: MigrationOptions, queue: str | None = None) -> Job:
+    def start(
+        self, vm: str, to: str, options: MigrationOptions, queue: str | None = None,
+        strategy_reason: str | None = None,
+    ) -> Job:  # fmt: skip
         from vmferry.service.lease import process_lease
 
         source = self.locate(vm)
@@ -128,7 +143,7 @@ class QueuedMoves:
         try:
             with self._lock:
                 self._queue.defer_move(self.store, self._app, job, queue or
-                                       self._queue.DEFAULT_QUEUE)  # fmt: skip
+                                       self._queue.DEFAULT_QUEUE, strategy_reason)  # fmt: skip
         except Exception as exc:
             why = f"could not be queued: {exc}"
             result = MigrationResult(job.id, vm, source, to, options.strategy, JobStatus.FAILED,

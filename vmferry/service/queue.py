@@ -154,10 +154,15 @@ class QueuedMove:
     task_id: int
 
 
-def defer_move(store: Store, app: procrastinate.App, job: Job, queue: str) -> QueuedMove:
+def defer_move(
+    store: Store, app: procrastinate.App, job: Job, queue: str,
+    strategy_reason: str | None = None,
+) -> QueuedMove:  # fmt: skip
     """Queue job ``job`` (made, ``pending``) for a worker; recorded as a ``queued`` event.
-    ``app`` must be open."""
-    task_id = app.configure_task(RUN_MOVE, queue=queue).defer(job_id=job.id)
+    ``strategy_reason``: why `auto` chose its strategy (the worker records it). ``app`` must
+    be open."""
+    deferrer = app.configure_task(RUN_MOVE, queue=queue)
+    task_id = deferrer.defer(job_id=job.id, strategy_reason=strategy_reason)
     queued = QueuedMove(queue, task_id)
     store.add_event(job.id, "queued", f"queued on {queue!r} for a vmferry worker (task "
                     f"{task_id})", {"queue": queue, "task_id": task_id})  # fmt: skip
@@ -217,7 +222,7 @@ def cancel_queued(store: Store, job: Job) -> Job | None:
 # -- the tasks (run in workers) ---------------------------------------------------------
 
 
-def _run_move(context: JobContext, job_id: str) -> str:
+def _run_move(context: JobContext, job_id: str, strategy_reason: str | None = None) -> str:
     """Run job ``job_id`` in this worker (procrastinate runs this in a thread)."""
     from vmferry.service.migrate import migrate  # the engine and its drivers: workers only
 
@@ -242,6 +247,7 @@ def _run_move(context: JobContext, job_id: str) -> str:
         watch.start()
         try:
             outcome = migrate(job.vm, job.destination, job.options, job_id=job_id,
+                              strategy_reason=strategy_reason,
                               note=lambda message: log.info("%s: %s", job_id, message))  # fmt: skip
         except Exception as exc:  # before the move began (a check could not run): the job ends
             _fail_unstarted(store, job_id, exc)

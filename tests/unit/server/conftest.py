@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from vmferry.errors import NotFoundError
 from vmferry.model import Host, VmRecord, VmSpec, VmState
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
+from vmferry.predict.strategy import MoveStrategy, StrategyChoice
 from vmferry.server.app import create_app
 from vmferry.server.moves import QueuedMoves
 from vmferry.service import projects, users
@@ -73,12 +74,14 @@ class FakeMigrate:
         self.store, self.hold = store, hold
         self.release, self.entered = threading.Event(), threading.Event()
         self.calls: list[tuple[str, str, str]] = []
+        self.reasons: list[str | None] = []  # strategy_reason, as `auto` gives it
 
     def __call__(
         self, vm: str, to: str, options: MigrationOptions, *,
-        on_job: Callable[[str], None] = lambda _id: None,
+        on_job: Callable[[str], None] = lambda _id: None, strategy_reason: str | None = None,
     ) -> FakeOutcome:  # fmt: skip
         self.calls.append((vm, to, options.strategy.value))
+        self.reasons.append(strategy_reason)
         self.entered.set()
         if vm == "ghost":
             raise NotFoundError(f"no VM named {vm!r} on the registered hosts")
@@ -154,7 +157,7 @@ def serving(store: Store, *, hold: bool = False, service: bool = False,
     actions = FakeActions(store, list(FLEET), plan_migrate_of(plan_moves))
     mover = QueuedMoves(store, lambda vm: _find_host(vm)) if queued else None
     app = create_app(store, inventory=inventory, migrate=service_migrate if service else migrate,
-                     mover=mover, max_body_bytes=4096, event_poll_s=0.01,
+                     mover=mover, choose=_live_always, max_body_bytes=4096, event_poll_s=0.01,
                      services=actions.services())  # fmt: skip
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
@@ -165,6 +168,11 @@ def serving(store: Store, *, hold: bool = False, service: bool = False,
         actions.release.set()
         if mover is not None:
             mover.close()
+
+
+def _live_always(vm: str, to: str, options: MigrationOptions) -> StrategyChoice:
+    """`auto`'s choice without libvirt (test_server_auto.py puts others in)."""
+    return StrategyChoice(MoveStrategy.LIVE, "live (the tests' fake choice)", 0)
 
 
 def _find_host(vm: str) -> str:

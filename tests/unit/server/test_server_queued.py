@@ -120,3 +120,35 @@ def test_a_plan_run_is_queued_and_a_worker_runs_it(
     assert plan["status"] == "completed", plan
     assert [(i["vm"], i["status"]) for i in plan["items"]] == [("web1", "completed")]
     assert [c[0] for c in queued.plan_moves.calls] == ["web1"]
+
+
+def test_auto_queues_the_chosen_strategy_and_its_reason(
+    queued: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from vmferry.predict.strategy import MoveStrategy, StrategyChoice
+
+    context = queued.client.app.state.vmferry  # type: ignore[attr-defined]
+    queued.client.app.state.vmferry = replace(  # type: ignore[attr-defined]
+        context, choose=lambda vm, to, options: StrategyChoice(MoveStrategy.WARM, "fake", 90)
+    )
+    seen: list[tuple[str, str | None]] = []
+
+    def migrate(vm: str, to: str, options: MigrationOptions, *, job_id: str,
+                strategy_reason: str | None = None, **_: Any) -> Any:  # fmt: skip
+        seen.append((options.strategy.value, strategy_reason))
+        with open_store(job_queue.store_url(queued.store)) as store:
+            job = store.set_status(job_id, JobStatus.RUNNING)
+            result = MigrationResult(job_id, vm, job.source, to, options.strategy,
+                                     JobStatus.COMPLETED, None, 5, 1, 10, 1)  # fmt: skip
+            store.finish(job_id, result)
+        return type("Outcome", (), {"result": result})()
+
+    monkeypatch.setattr("vmferry.service.migrate.migrate", migrate)
+    done = queued.client.post("/api/v1/migrations", headers=queued.as_("operator"),
+                              json={"vm": "web1", "to": "kvm2", "strategy": "auto"})  # fmt: skip
+    assert done.status_code == 202, done.text
+    assert done.json()["options"]["strategy"] == "warm"
+    work(queued.store)
+    assert seen == [("warm", "fake")]

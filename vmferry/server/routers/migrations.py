@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vmferry.errors import AlreadyExistsError, BadInputError, VmferryError
 from vmferry.model.account import User
-from vmferry.model.migration import MigrationOptions, Strategy
+from vmferry.model.migration import Job, MigrationOptions, Strategy
+from vmferry.predict.strategy import StrategyChoice
 from vmferry.server.auth import CurrentUser, authorize, names
 from vmferry.server.context import Context
 from vmferry.server.project_rules import check_self_service_move
@@ -37,7 +38,10 @@ class MigrationIn(BaseModel):
 
     vm: str = Field(min_length=1, max_length=255)
     to: str = Field(min_length=1, max_length=255)
-    strategy: Literal["live", "postcopy", "warm", "cold"] = "live"
+    strategy: Literal["live", "postcopy", "warm", "cold", "auto"] = Field(
+        "live", description="`auto`: vmferry chooses from the pre-flight checks and a "
+        "one-second measurement against max_downtime_ms, and records why",
+    )  # fmt: skip
     max_downtime_ms: int = Field(300, ge=1, le=60_000)
     timeout_s: float = Field(600, gt=0, le=86_400)
     copy_storage: bool = False
@@ -49,8 +53,8 @@ class MigrationIn(BaseModel):
     )  # fmt: skip
 
 
-def _options(body: MigrationIn) -> MigrationOptions:
-    return MigrationOptions(strategy=Strategy(body.strategy), max_downtime_ms=body.max_downtime_ms,
+def _options(body: MigrationIn, strategy: Strategy) -> MigrationOptions:
+    return MigrationOptions(strategy=strategy, max_downtime_ms=body.max_downtime_ms,
                             timeout_s=body.timeout_s, copy_storage=body.copy_storage,
                             bandwidth_mib_s=body.bandwidth_mib_s)  # fmt: skip
 
@@ -75,20 +79,45 @@ def start_migration(
     """Start moving a VM; the job (`GET /jobs/{id}`, its events at `/jobs/{id}/events`)."""
     authorize(request, user, Action.MIGRATE, target=body.vm,
               vm_tags=accounts.tags_of(context.store, body.vm))  # fmt: skip
-    # self-service: only the strategies and time windows its project's policy allows
-    check_self_service_move(context.store, user, body.strategy, datetime.now(UTC),
-                            request=request)  # fmt: skip
+    if body.strategy != "auto":  # auto: once the strategy is chosen (_begin)
+        _self_service(body.strategy, request, user, context)
     if context.moves is None:
         raise BadInputError("this server does not start moves")
     if idempotency_key is None:
-        return _started(response, context.moves.start(body.vm, body.to, _options(body),
-                                                       body.queue).id, context)  # fmt: skip
-    return _start_once(body, response, user, context, idempotency_key)
+        return _started(response, _begin(body, request, user, context).id, context)
+    return _start_once(body, request, response, user, context, idempotency_key)
+
+
+def _self_service(strategy: str, request: Request, user: User, context: Context) -> None:
+    """Self-service: only the strategies and time windows its project's policy allows."""
+    check_self_service_move(context.store, user, strategy, datetime.now(UTC), request=request)
+
+
+def _begin(body: MigrationIn, request: Request, user: User, context: Context) -> Job:
+    """Start the move (``auto``: the strategy chosen first, and the choice checked against a
+    self-service user's policy); its job."""
+    assert context.moves is not None
+    if body.strategy != "auto":
+        return context.moves.start(body.vm, body.to, _options(body, Strategy(body.strategy)),
+                                   body.queue)  # fmt: skip
+    choose = context.choose or _choose_move
+    choice = choose(body.vm, body.to, _options(body, Strategy.LIVE))
+    strategy = Strategy(choice.strategy.value)
+    _self_service(strategy.value, request, user, context)
+    return context.moves.start(body.vm, body.to, _options(body, strategy), body.queue,
+                               choice.reason)  # fmt: skip
+
+
+def _choose_move(vm: str, to: str, options: MigrationOptions) -> StrategyChoice:
+    from vmferry.service.auto_strategy import choose_move
+
+    return choose_move(vm, to, options)
 
 
 def _start_once(
-    body: MigrationIn, response: Response, user: User, context: Context, key: str
-) -> JobOut:
+    body: MigrationIn, request: Request, response: Response, user: User, context: Context,
+    key: str,
+) -> JobOut:  # fmt: skip
     digest = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
     claim = idempotency.claim(context.store, user.name, key, digest)
     if not claim.new:
@@ -101,7 +130,7 @@ def _start_once(
         return _started(response, claim.job_id, context)
     assert context.moves is not None
     try:
-        job = context.moves.start(body.vm, body.to, _options(body), body.queue)
+        job = _begin(body, request, user, context)
     except VmferryError:
         idempotency.forget(context.store, user.name, key)  # nothing started: free it again
         raise
