@@ -78,6 +78,7 @@ class ImportFn(Protocol):
 MeasureFn = Callable[["PlanSpec", "Store"], tuple[dict[str, "Measured"], dict[str, str]]]
 PlanMigrateFn = Callable[..., Any]  # service.migrate.migrate as plan_run calls it
 ResumeFn = Callable[[str], Job]  # service.jobs.reconcile_job
+ProbeFn = Callable[[str, str], None]  # (name, uri): HostUnreachableError unless it answers
 
 
 class Running:
@@ -115,6 +116,7 @@ class Services:
     plan_migrate: PlanMigrateFn
     import_vm: ImportFn
     resume_job: ResumeFn
+    probe_host: ProbeFn = field(default=lambda name, uri: _probe(name, uri))  # libvirt answers?
     start_wait_s: float = 180  # how long a request waits for long work to start
     running: Running = field(default_factory=Running)
 
@@ -163,6 +165,12 @@ def _import(
     from vmferry.service.import_vm import import_vm
 
     return import_vm(request, note=note, on_disk_progress=on_disk_progress)
+
+
+def _probe(name: str, uri: str) -> None:
+    from vmferry.service.hosts import probe_host
+
+    probe_host(name, uri)
 
 
 def _resume(job_id: str) -> Job:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vmferry.errors import BadInputError, NotFoundError
+from vmferry.errors import BadInputError, HostUnreachableError, NotFoundError
 from vmferry.imports.domain_xml import render_domain_xml
 from vmferry.imports.findings import evaluate
 from vmferry.imports.mapping import plan_import
@@ -59,7 +59,13 @@ class FakeActions:
         return Services(check=self.check, predict=self.predict, profile=self.profile,
                         plan_measure=self.measure, plan_migrate=self.plan_migrate,
                         import_vm=self.import_vm, resume_job=self.resume,
-                        start_wait_s=10)  # fmt: skip
+                        probe_host=self.probe_host, start_wait_s=10)  # fmt: skip
+
+    def probe_host(self, name: str, uri: str) -> None:
+        """No connection is made: a URI naming "unreachable" does not answer."""
+        self.calls.append(("probe", uri))
+        if "unreachable" in uri:
+            raise HostUnreachableError(f"host {name!r}: cannot connect to libvirt at {uri}")
 
     def check(self, vm: str, to: str, *, copy_storage: bool) -> CheckReport:
         self.calls.append(("check", vm))

@@ -104,6 +104,14 @@ MATRIX: list[tuple[str, str, int, dict[str, str]]] = [
     ("POST", "/api/v1/jobs/{db_job}/resume", 200, {
         "admin": OK, "operator": OK, "planner": "role.planner",
         "viewer": "role.viewer.read-only", "selfweb": "self-service.project", "selfdb": OK}),
+    ("POST", "/api/v1/hosts", 201, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("DELETE", "/api/v1/hosts/kvm3", 204, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
 ]  # fmt: skip
 
 PLAN = """version: 1
@@ -122,6 +130,7 @@ BODIES: dict[str, Any] = {
     "checks": VM_BODY,
     "predictions": VM_BODY, "profiles": {"vm": "web1", "duration_s": 1, "interval_s": 1},
     "plans": {"yaml": PLAN}, "web": {"network": "default"},
+    "hosts": {"name": "kvm9", "uri": "test:///default"},
 }  # fmt: skip
 
 
@@ -134,7 +143,8 @@ def test_the_matrix_names_every_route_of_the_api(api: Api) -> None:
                 .replace("web1", "{vm_id}").replace("/netprofiles/web", "/netprofiles/{name}")
                 .replace("/netprofiles/old", "/netprofiles/{name}")
                 .replace("{plan_run}", "{plan_id}").replace("{plan_resume}", "{plan_id}")
-                .replace("{plan_pause}", "{plan_id}").replace("{plan_cancel}", "{plan_id}"))
+                .replace("{plan_pause}", "{plan_id}").replace("{plan_cancel}", "{plan_id}")
+                .replace("/hosts/kvm3", "/hosts/{name}"))
                for m, p, _, _ in MATRIX}  # fmt: skip
     assert routes == covered
 
@@ -147,7 +157,7 @@ def expected_target(url: str, rule: str) -> str | None:
         return "web2"
     if last in ("checks", "predictions", "profiles") and rule == "self-service.project":
         return "web1"
-    if last in ("checks", "predictions", "profiles", "plans", "imports"):
+    if last in ("checks", "predictions", "profiles", "plans", "imports", "hosts"):
         return None
     return url.split("/")[4]  # job, plan or port profile
 
