@@ -3,7 +3,15 @@ guest: two operators start the same move at once (one job, one 409), the worker 
 killed with SIGKILL mid-migration, the other worker reconciles the job once the dead one's
 lease expires, the VM runs exactly once, and the audit trail shows every step. Then the
 surviving worker moves the guest back with a pre-migrate executable hook and a required,
-signed post-migrate webhook around the move."""
+signed post-migrate webhook around the move (PostgreSQL stopped and started in the
+middle), and runs a plan queued through the API.
+
+The command line's remote mode: a guest moves kvm1 -> kvm2 with a local `vmferry migrate
+--json`, then back with the same command through a real `vmferry server` process
+(VMFERRY_URL, VMFERRY_TOKEN), which runs the move with the real service in its own threads
+(the module's store is SQLite). The two results must have the same keys and shape, and agree
+on everything but the job, the direction and the measured times. Both share the module's
+lab."""
 
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ import hashlib
 import hmac
 import json
 import os
+import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -26,8 +36,9 @@ from typing import Any
 import httpx
 import libvirt
 import pytest
+from support.pg import PgCluster
 
-from vmferry.lab.state import LabState
+from vmferry.lab.state import GuestRecord, LabState
 from vmferry.store.db import open_store
 
 pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
@@ -114,7 +125,11 @@ def running_on(lab_uris: dict[str, str], name: str) -> list[str]:
 
 
 def test_a_killed_workers_move_is_reconciled_by_another_which_runs_hooks(
-    lab: LabState, lab_guests: Callable[..., Any], pg_url: str, tmp_path: Path
+    lab: LabState,
+    lab_guests: Callable[..., Any],
+    pg_url: str,
+    pg_cluster: PgCluster,
+    tmp_path: Path,
 ) -> None:
     lab_guests(GUEST, "kvm1", memory_mb=256, working_set_mb=64)
     hosts = open_store().list_hosts()  # the lab registered them in the module's store
@@ -268,11 +283,19 @@ def test_a_killed_workers_move_is_reconciled_by_another_which_runs_hooks(
             )
             moved = http.post(
                 f"{url}/migrations",
-                json={"vm": GUEST, "to": back},
+                json={"vm": GUEST, "to": back, "bandwidth_mib_s": 12},
                 headers={"Authorization": f"Bearer {tokens[winner]}"},
             )
             assert moved.status_code == 202, moved.text
             job_id = moved.json()["id"]
+            # PostgreSQL restarts mid-move: the worker and the server reconnect, the move goes
+            # on (libvirt does not need the store) and its record catches up
+            wait_for("the move back to run", lambda: job()["status"] == "running", 90, logs)
+            pg_cluster.stop()
+            try:
+                time.sleep(3)
+            finally:
+                pg_cluster.start()
             done = wait_for(
                 "the move back",
                 lambda: (doc := job())["status"] in ("completed", "failed", "cancelled") and doc,
@@ -298,6 +321,40 @@ def test_a_killed_workers_move_is_reconciled_by_another_which_runs_hooks(
             assert [e["data"]["worker"] for e in done["events"] if e["kind"] == "worker"] == [
                 survivor
             ]
+
+        # a plan through the API: queued on PostgreSQL, run by the surviving worker
+        cli(env, "hooks", "remove", GUEST, "drain")
+        cli(env, "hooks", "remove", GUEST, "smoke")
+        there = "kvm2" if back == "kvm1" else "kvm1"
+        plan_yaml = "\n".join([
+            "version: 1", "name: api-plan", "defaults: {wave_slice_s: 30}", "hosts:",
+            *(f"  - {{name: {h}, cpus: 16, memory_mb: 8192, link_gbps: 0.4, max_concurrent: 1}}"
+              for h in ("kvm1", "kvm2")),
+            "vms:",
+            f"  - {{name: {GUEST}, source: {back}, destination: {there}, memory_mb: 256, "
+            "vcpus: 1, max_downtime_ms: 500}",
+        ]) + "\n"  # fmt: skip
+        auth = {"Authorization": f"Bearer {tokens[winner]}"}
+        made = http.post(f"{url}/plans", json={"yaml": plan_yaml}, headers=auth)
+        assert made.status_code == 201, made.text
+        plan_id = made.json()["id"]
+        queued = http.post(f"{url}/plans/{plan_id}/run", headers=auth)
+        assert queued.status_code == 202, queued.text
+        again = http.post(f"{url}/plans/{plan_id}/run", headers=auth)
+        assert again.status_code == 409, again.text  # waiting in the queue, or running
+
+        def plan_end() -> dict[str, Any] | None:
+            doc: dict[str, Any] = http.get(f"{url}/plans/{plan_id}", headers=auth).json()
+            return doc if doc["status"] in ("completed", "failed", "cancelled") else None
+
+        plan = wait_for("the plan through a worker", plan_end, 240, logs)
+        assert plan["status"] == "completed", plan
+        assert [(i["vm"], i["status"]) for i in plan["items"]] == [(GUEST, "completed")]
+        assert running_on(uris, GUEST) == [there]
+        item_job = http.get(f"{url}/jobs/{plan['items'][0]['job_id']}", headers=auth).json()
+        assert item_job["status"] == "completed", item_job["reason"]
+        assert any(f"plan {plan_id}: taken by vmferry worker {survivor}" in line
+                   for line in logs), "".join(logs)[-3000:]  # fmt: skip
 
 
 @contextmanager
@@ -330,3 +387,119 @@ def _answers(http: httpx.Client, url: str) -> bool:
         return http.get(f"{url}/hosts").status_code == 401  # up (and asking for a token)
     except httpx.TransportError:
         return False
+
+
+# -- the command line's remote mode (SQLite: the server runs the move itself) -----------
+
+MIGRATE_KEYS = {"job_id", "vm", "source", "destination", "strategy", "status", "reason",
+                "total_time_ms", "downtime_ms", "transferred_bytes", "iterations", "escalations",
+                "verification", "encrypted", "guest_pause_ms", "strategy_reason"}  # fmt: skip
+MEASURED = {"job_id", "source", "destination", "total_time_ms", "downtime_ms",
+            "transferred_bytes", "iterations", "escalations", "guest_pause_ms"}  # fmt: skip
+VERIFICATION_MEASURED = {"heartbeat_max_gap_ms", "network_max_gap_ms", "agent"}
+
+
+def run_vmferry(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args],
+                          env=env or dict(os.environ), capture_output=True, text=True,
+                          timeout=timeout, check=False)  # fmt: skip
+
+
+def _local_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("VMFERRY_URL", "VMFERRY_TOKEN")}
+
+
+@pytest.fixture
+def server(lab: LabState) -> Iterator[str]:
+    """A real `vmferry server` on the module's store, on a free loopback port: its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vmferry.cli.main", "server", "--listen", "127.0.0.1:0"],
+        env=_local_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stderr, selectors.EVENT_READ)
+            address = None
+            while address is None and time.monotonic() < deadline:
+                if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                    break
+                line = process.stderr.readline()
+                if not line:
+                    pytest.fail(f"vmferry server ended before listening: {''.join(seen)}")
+                seen.append(line)
+                address = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
+        if address is None:
+            pytest.fail(f"vmferry server did not listen within 60 s: {''.join(seen)}")
+        yield address.group(1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+def _same_except_measured(local: dict[str, Any], remote: dict[str, Any]) -> None:
+    assert set(remote) == set(local) == MIGRATE_KEYS
+    kept = MEASURED | {"verification"}  # compared below, without its measured figures
+    assert {k: v for k, v in remote.items() if k not in kept} == {
+        k: v for k, v in local.items() if k not in kept
+    }
+    for key in ("total_time_ms", "downtime_ms", "transferred_bytes", "iterations"):
+        assert isinstance(remote[key], int) and isinstance(local[key], int), key
+        assert remote[key] >= 0 and local[key] >= 0, key
+    assert isinstance(remote["escalations"], list) and isinstance(local["escalations"], list)
+    v_local, v_remote = local["verification"], remote["verification"]
+    assert set(v_remote) == set(v_local)
+    assert {k: v for k, v in v_remote.items() if k not in VERIFICATION_MEASURED} == {
+        k: v for k, v in v_local.items() if k not in VERIFICATION_MEASURED
+    }
+    for key in VERIFICATION_MEASURED - {"agent"}:
+        assert type(v_remote[key]) is type(v_local[key]), key
+    assert (v_remote["agent"] is None) == (v_local["agent"] is None)
+    if v_local["agent"] is not None:
+        assert set(v_remote["agent"]) == set(v_local["agent"])
+        for key in ("ping", "mac_ok", "addresses_ok"):
+            assert v_remote["agent"][key] == v_local["agent"][key], key
+
+
+def test_a_move_there_here_and_back_through_the_server_reads_the_same(
+    lab: LabState, lab_guests: Callable[..., GuestRecord], server: str
+) -> None:
+    name = "rc1"
+    lab_guests(name, "kvm1", memory_mb=512, working_set_mb=64, dirty_mb_s=4)
+    there = run_vmferry("migrate", name, "--to", "kvm2", "--json", env=_local_env())
+    assert there.returncode == 0, there.stderr
+    local = json.loads(there.stdout)
+    assert (local["status"], local["source"], local["destination"]) == ("completed", "kvm1",
+                                                                        "kvm2")  # fmt: skip
+
+    added = run_vmferry("users", "add", "ops", "--role", "operator", "--json", env=_local_env())
+    assert added.returncode == 0, added.stderr
+    remote_env = {**_local_env(), "VMFERRY_URL": server,
+                  "VMFERRY_TOKEN": json.loads(added.stdout)["token"]}  # fmt: skip
+    back = run_vmferry("migrate", name, "--to", "kvm1", "--json", env=remote_env)
+    assert back.returncode == 0, back.stderr
+    remote = json.loads(back.stdout)
+    assert (remote["status"], remote["source"], remote["destination"]) == ("completed", "kvm2",
+                                                                           "kvm1")  # fmt: skip
+    assert remote["job_id"] != local["job_id"]
+    assert f"job {remote['job_id']} in the vmferry server at {server}" in back.stderr
+    _same_except_measured(local, remote)
+
+    # the job the server ran is the store's, read the same here and through the server
+    shown_here = run_vmferry("job", "show", remote["job_id"], "--json", env=_local_env())
+    shown_there = run_vmferry("job", "show", remote["job_id"], "--json", env=remote_env)
+    assert shown_here.returncode == shown_there.returncode == 0, shown_there.stderr
+    assert json.loads(shown_there.stdout) == json.loads(shown_here.stdout)
+    assert json.loads(shown_here.stdout)["result"]["status"] == "completed"
+    listed_here = run_vmferry("jobs", "--json", env=_local_env())
+    listed_there = run_vmferry("jobs", "--json", env=remote_env)
+    assert json.loads(listed_there.stdout) == json.loads(listed_here.stdout)
+    assert [j["id"] for j in json.loads(listed_here.stdout)][:2] == [remote["job_id"],
+                                                                     local["job_id"]]  # fmt: skip

@@ -523,12 +523,20 @@ def test_users_add_stays_local_in_remote_mode(served: Served) -> None:
 # -- Ctrl-C: a real signal to a real `vmferry migrate` process --------------------------
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_cancels_the_move_in_the_server_as_it_does_here(served: Served) -> None:
     env = {**os.environ, "VMFERRY_URL": served.url, "VMFERRY_TOKEN": served.tokens["ops"],
            "VMFERRY_DB": UNUSABLE_DB}  # fmt: skip
+    # as from a terminal: SIGINT handled even when this run was started where it is ignored
+    # (a background job of a non-interactive shell, as in a nohup'd `make test`, passes
+    # SIGINT ignored to its children, and Python then leaves it ignored)
     moving = subprocess.Popen([sys.executable, "-m", "vmferry.cli.main", "migrate", "held9",
                                "--to", "t2", "--json"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_default_sigint)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while not [j for j in served.store.list_jobs() if j.status is JobStatus.RUNNING]:

@@ -107,7 +107,7 @@ class FakeMove:
     calls: list[str] | None = None
 
     def __call__(self, vm: str, to: str, options: MigrationOptions, *, job_id: str,
-                 note: Callable[[str], None]) -> object:  # fmt: skip
+                 note: Callable[[str], None], **_: object) -> object:  # fmt: skip
         from vmferry.store.db import open_store
 
         assert self.calls is not None
@@ -238,7 +238,7 @@ def test_a_worker_lives_through_a_postgresql_restart(
     calls: list[str] = []
 
     def move(vm: str, to: str, options: MigrationOptions, *, job_id: str,
-             note: Callable[[str], None]) -> object:  # fmt: skip
+             note: Callable[[str], None], **_: object) -> object:  # fmt: skip
         from vmferry.store.db import open_store
 
         calls.append(job_id)

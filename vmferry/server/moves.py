@@ -162,7 +162,8 @@ class QueuedMoves:
     def queue_plan(self, plan_id: str, queue: str | None = None) -> int:
         """Queue a run (or resume) of plan ``plan_id`` for a worker (409 while one waits)."""
         with self._lock:
-            return self._queue.defer_plan(self._app, plan_id, queue or self._queue.DEFAULT_QUEUE)
+            return self._queue.defer_plan(self.store, self._app, plan_id,
+                                          queue or self._queue.DEFAULT_QUEUE)  # fmt: skip
 
     def close(self) -> None:
         self._app.close()

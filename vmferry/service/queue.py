@@ -181,9 +181,19 @@ def defer_job(
     return task_id
 
 
-def defer_plan(app: procrastinate.App, plan_id: str, queue: str) -> int:
+def defer_plan(store: Store, app: procrastinate.App, plan_id: str, queue: str) -> int:
     """Queue a run (or resume) of plan ``plan_id`` for a worker; :class:`AlreadyExistsError`
-    while a run of it waits in the queue already. ``app`` must be open."""
+    while a run of it waits in the queue or runs in a worker already (two requests at once:
+    procrastinate's queueing lock lets one wait). ``app`` must be open."""
+    with store.engine.connect() as connection:
+        busy = connection.execute(
+            text("SELECT status FROM procrastinate_jobs WHERE task_name = :task AND "
+                 "args->>'plan_id' = :plan AND status IN ('todo', 'doing') LIMIT 1"),
+            {"task": RUN_PLAN, "plan": plan_id},
+        ).scalar()  # fmt: skip
+    if busy is not None:
+        where = "waits for a worker" if busy == "todo" else "runs in a worker"
+        raise AlreadyExistsError(f"a run of plan {plan_id} {where} already")
     try:
         deferrer = app.configure_task(RUN_PLAN, queue=queue, queueing_lock=f"plan:{plan_id}")
         task_id: int = deferrer.defer(plan_id=plan_id)
