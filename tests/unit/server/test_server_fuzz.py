@@ -25,11 +25,15 @@ from vmferry.store.db import open_store
 # one is "schema-violating" to this check, so it is left out. Every other check runs.
 LENIENT = [negative_data_rejection]
 # Bodies that carry a language of their own, which the schema cannot describe: a plan file
-# (YAML) and a port profile's ACL rules. A schema-valid text may still be a bad plan or a
-# bad rule (or a host's shell line): 422 with its line or field, which the positive-data check counts as a refusal
-# of valid data. Every other check (no 500, the answer matching the schema) still runs.
-OWN_LANGUAGE = {("POST", "/api/v1/plans"), ("PUT", "/api/v1/netprofiles/{name}"),
-                ("POST", "/api/v1/hosts")}  # a host's shell: local, netns:NAME or ssh://...
+# (YAML), a port profile's ACL rules and a host's shell line. A schema-valid text may still
+# be a bad plan, rule or shell: 422 with its line or field, which the positive-data check
+# counts as a refusal of valid data. Every other check (no 500, the answer matching the
+# schema) still runs.
+OWN_LANGUAGE = {
+    ("POST", "/api/v1/plans"),
+    ("PUT", "/api/v1/netprofiles/{name}"),
+    ("POST", "/api/v1/hosts"),
+}  # a host's shell: local, netns:NAME or ssh://...
 
 
 def lenient(operation: schemathesis.APIOperation) -> list[Any]:
