@@ -500,11 +500,12 @@ def test_a_server_that_is_not_there_is_one_line_exit_2(served: Served) -> None:
 
 
 def test_commands_without_a_remote_form_are_refused_and_never_run_locally(served: Served) -> None:
-    for args in (("check", "web1", "--to", "t2"), ("hosts", "add", "t5", "test:///default"),
-                 ("job", "resume", "x"), ("settings", "list"), ("vm", "show", "web1")):  # fmt: skip
+    for args in (("hooks", "list"), ("hosts", "add", "t5", "test:///default"),
+                 ("netprofile", "capture", "x"), ("settings", "list"),
+                 ("vm", "show", "web1")):  # fmt: skip
         refused = served.remote(*args)
         assert refused.code == 2 and refused.out == ""
-        path = " ".join(args[:2]) if args[0] in ("hosts", "job", "settings", "vm") else args[0]
+        path = " ".join(args[:2])
         assert refused.line() == (f"vmferry: `vmferry {path}` has no remote form yet; unset "
                                   "VMFERRY_URL to run it locally")  # fmt: skip
     assert [h.name for h in served.store.list_hosts()] == ["t1", "t2"]

@@ -6,8 +6,9 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
+from vmferry.client.remote import remote_api
 from vmferry.errors import BlockedError
-from vmferry.model import Severity
+from vmferry.model import Finding, Severity
 from vmferry.service.check import CheckReport, check_migration
 
 _STYLE = {Severity.BLOCKER: "bold red", Severity.WARNING: "yellow", Severity.INFO: "dim"}
@@ -26,7 +27,15 @@ def check(
     JSON: {"vm", "destination", "findings": [{"id", "severity", "message", "remediation"}],
     "blocked"}.
     """
-    report = check_migration(vm, to, copy_storage=copy_storage)
+    api = remote_api()
+    if api is not None:
+        with api:
+            doc = api.check(vm, to, copy_storage=copy_storage)
+            # the report's text names the source host, which POST /checks does not answer
+            source = "" if json_out else api.vm(doc["vm"]).host
+        report = report_from_json(doc, source)
+    else:
+        report = check_migration(vm, to, copy_storage=copy_storage)
     if json_out:
         print_json(report_json(report))
     else:
@@ -56,6 +65,17 @@ def report_json(report: CheckReport) -> dict[str, object]:
         ],
         "blocked": report.blocked,
     }
+
+
+def report_from_json(doc: dict[str, object], source: str) -> CheckReport:
+    """The report of a `vmferry check --json` document (the server's answer), its VM on
+    ``source``."""
+    findings = doc["findings"]
+    assert isinstance(findings, list)
+    found = tuple(Finding(f["id"], Severity(f["severity"]), f["message"], f["remediation"])
+                  for f in findings)  # fmt: skip
+    return CheckReport(str(doc["vm"]), source, str(doc["destination"]), found,
+                       bool(doc["blocked"]))  # fmt: skip
 
 
 def report_table(report: CheckReport) -> Table:

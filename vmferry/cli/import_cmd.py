@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -11,9 +11,16 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json, progress_printer
-from vmferry.errors import BadInputError
+from vmferry.client.remote import remote_api
+from vmferry.errors import (
+    BadInputError,
+    BlockedError,
+    MigrationFailedError,
+    StoppedFollowingError,
+)
 from vmferry.imports.mapping import DISK_BUSES, NIC_MODELS, Choice, ImportOptions
 from vmferry.imports.mapping import parse_network_map as _parse_map
+from vmferry.model.migration import JobStatus
 from vmferry.model.source_vm import Firmware
 from vmferry.service.import_vm import (
     ImportBlockedError,
@@ -23,6 +30,9 @@ from vmferry.service.import_vm import (
     import_vm,
 )
 from vmferry.sources import ImageOverrides, Limits
+
+if TYPE_CHECKING:
+    from vmferry.client.api import ApiClient
 
 TIB = 2**40
 
@@ -79,31 +89,35 @@ def outcome_json(outcome: ImportOutcome) -> dict[str, Any]:
     }
 
 
-def _findings_table(outcome: ImportOutcome) -> Table:
+def _findings_table(doc: dict[str, Any]) -> Table:
     table = Table(title="findings", show_lines=False)
     for col in ("severity", "id", "message", "remediation"):
         table.add_column(col)
     style = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
-    for f in outcome.findings:
-        table.add_row(f"[{style[str(f.severity)]}]{f.severity}[/]", f.id, f.message, f.remediation)
+    for f in doc["findings"]:
+        sev = str(f["severity"])
+        table.add_row(f"[{style[sev]}]{sev}[/]", f["id"], f["message"], f["remediation"])
     return table
 
 
-def _print_human(outcome: ImportOutcome, show_xml: bool) -> None:
-    if outcome.findings:
-        console.print(_findings_table(outcome))
+def _print_human(doc: dict[str, Any], pool: str, show_xml: bool) -> None:
+    """The import's outcome (its `--json` document: the local outcome's, or the server's)
+    as a table; ``pool`` is the destination storage pool."""
+    if doc["findings"]:
+        console.print(_findings_table(doc))
     if show_xml:
-        console.print(Syntax(outcome.domain_xml, "xml", theme="ansi_dark", word_wrap=True))
+        console.print(Syntax(doc["domain_xml"], "xml", theme="ansi_dark", word_wrap=True))
     table = Table(show_header=False, box=None)
-    table.add_row("vm", outcome.plan.name)
-    table.add_row("destination", f"{outcome.destination} (pool {outcome.plan.pool})")
-    table.add_row("status", outcome.status + (f": {outcome.reason}" if outcome.reason else ""))
-    for d in outcome.disks:
+    table.add_row("vm", doc["vm"])
+    table.add_row("destination", f"{doc['destination']} (pool {pool})")
+    table.add_row("status", doc["status"] + (f": {doc['reason']}" if doc["reason"] else ""))
+    for d in doc["disks"]:
         check = {True: "content identical", False: "DIFFERS", None: "converted by virt-v2v"}
         table.add_row(
-            d.volume, f"{d.bytes_written / 2**20:.1f} MiB written, {check[d.checksum_match]}"
+            d["volume"],
+            f"{d['bytes_written'] / 2**20:.1f} MiB written, {check[d['checksum_match']]}",
         )
-    if outcome.started:
+    if doc["started"]:
         table.add_row("started", "yes")
     console.print(table)
 
@@ -133,7 +147,12 @@ def _options(
 
 def import_command(
     source: Annotated[
-        Path, typer.Argument(help="A .vmx, .ovf, .ova, .vhdx/.vhd, .vmdk, .qcow2 or raw image.")
+        Path,
+        typer.Argument(
+            help="A .vmx, .ovf, .ova, .vhdx/.vhd, .vmdk, .qcow2 or raw image. In remote mode "
+            "(VMFERRY_URL) an absolute path on the server's machine, inside its "
+            "server.import_dirs: nothing is sent from here."
+        ),
     ],
     to: Annotated[str, typer.Option("--to", help="Registered destination host.")],
     name: Annotated[str | None, typer.Option(help="Name of the new VM.")] = None,
@@ -168,11 +187,17 @@ def import_command(
     ] = None,
     workdir: Annotated[
         Path | None,
-        typer.Option(help="Private temporary directory's parent (OVA disks, virt-v2v output)."),
+        typer.Option(
+            help="Private temporary directory's parent (OVA disks, virt-v2v output); in "
+            "remote mode a path on the server's machine."
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Import a VMware/Hyper-V VM or a disk image into a libvirt host, disks verified."""
+    """Import a VMware/Hyper-V VM or a disk image into a libvirt host, disks verified.
+
+    In remote mode (VMFERRY_URL) the server imports it: SOURCE and --workdir are paths on
+    the server's machine (inside its server.import_dirs), not this one's."""
     options = _options(
         name, network_map or [], storage_pool, disk_bus, nic_model, convert_guest, console_log
     )
@@ -205,6 +230,26 @@ def import_command(
         start=start,
         workdir=workdir,
     )
+    api = remote_api()
+    if api is not None:
+        for what, path in (("SOURCE", source), ("--workdir", workdir)):
+            if path is not None and not path.is_absolute():
+                api.close()
+                raise BadInputError(f"{what} {path}: in remote mode it is a path on the "
+                                    "server's machine; give it absolute (inside the "
+                                    "server's server.import_dirs)")  # fmt: skip
+        body: dict[str, object] = {
+            "source": str(source), "to": to, "name": name, "network_map": network_map or [],
+            "storage_pool": storage_pool, "disk_bus": disk_bus, "nic_model": nic_model,
+            "convert_guest": convert_guest, "console_log": console_log, "start": start,
+            "dry_run": dry_run, "virt_type": virt_type,
+            "max_virtual_size_tib": max_virtual_size_tib, "vcpus": vcpus,
+            "memory_mb": memory_mb, "firmware": firmware, "guest_family": guest_family,
+            "mac": mac or [], "workdir": None if workdir is None else str(workdir),
+        }  # fmt: skip
+        with api:
+            import_remote(api, body, json_out)
+        return
     note = progress_printer(True)
     columns = (
         TextColumn("{task.description}"),
@@ -239,7 +284,60 @@ def _stop(progress: Progress, tasks: dict[int, TaskID]) -> None:
 
 
 def _report(outcome: ImportOutcome, json_out: bool, *, show_xml: bool) -> None:
+    _report_doc(outcome_json(outcome), outcome.plan.pool, json_out, show_xml=show_xml)
+
+
+def _report_doc(doc: dict[str, Any], pool: str, json_out: bool, *, show_xml: bool) -> None:
     if json_out:
-        print_json(outcome_json(outcome))
+        print_json(doc)
     else:
-        _print_human(outcome, show_xml)
+        _print_human(doc, pool, show_xml)
+
+
+# -- remote mode ----------------------------------------------------------------------------
+
+
+def import_remote(api: ApiClient, body: dict[str, object], json_out: bool) -> None:
+    """Import through the server (``POST /imports``): a dry run's document at once, else
+    the import's job followed to its end (each event a progress line) and its last
+    ``import`` event's document printed, with the local command's exit code (3 blocked, 4
+    failed or cancelled). The first Ctrl-C asks the server to cancel the job (it stops
+    while a disk is copied), a second stops following (exit 130)."""
+    from vmferry.client.api import JobFollower
+
+    note = progress_printer(True)
+    pool = str(body["storage_pool"])
+    started = api.start_import(body)
+    if isinstance(started, dict):  # a dry run
+        _report_doc(started, pool, json_out, show_xml=True)
+        return
+    note(f"job {started.id} in the vmferry server at {api.url}")
+    follower = JobFollower(api, started.id, on_event=lambda event: note(event.message))
+    cancelled = False
+    while True:
+        try:
+            job = follower.run()
+            break
+        except KeyboardInterrupt:
+            if cancelled:
+                raise StoppedFollowingError(
+                    f"stopped following job {started.id}: the server finishes its cancel; "
+                    f"`vmferry job show {started.id}`"
+                ) from None
+            note(f"Ctrl-C: asking the server to cancel job {started.id}; Ctrl-C again stops "
+                 "waiting for it")  # fmt: skip
+            api.cancel_job(started.id)
+            cancelled = True
+    docs: list[dict[str, Any]] = [
+        dict(e.data) for e in follower.events if e.kind == "import" and "status" in e.data
+    ]
+    if docs:
+        _report_doc(docs[-1], pool, json_out, show_xml=False)
+    name = docs[-1]["vm"] if docs else job.vm
+    if job.status is JobStatus.COMPLETED:
+        return
+    if docs and any(f["severity"] == "blocker" for f in docs[-1]["findings"]):  # as locally
+        raise BlockedError(f"import of {name} {docs[-1]['reason']}")
+    if not docs and job.status is JobStatus.FAILED:  # it failed before it had an outcome
+        raise BadInputError(job.reason or f"import of {name} failed")
+    raise MigrationFailedError(f"import of {name} {job.status}: {job.reason}")

@@ -17,12 +17,15 @@ from rich import box
 from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json
-from vmferry.client.remote import remote_api
+from vmferry.client.remote import URL_ENV, remote_api
+from vmferry.errors import NoRemoteFormError
 from vmferry.model.migration import Job, JobStatus
 from vmferry.service import jobs as jobs_service
 
 if TYPE_CHECKING:
     from vmferry.client.api import ApiClient
+
+RESUME_WAIT_S = 60.0  # what `job resume` waits, and what the server waits for it
 
 job_app = typer.Typer(
     help="Show, cancel or resume one migration job (see `vmferry jobs`).", no_args_is_help=True
@@ -123,7 +126,10 @@ def _cancel_remote(api: ApiClient, job_id: str, wait: float) -> tuple[bool, Job]
 def resume(
     job_id: str = typer.Argument(..., metavar="ID", help="The job's id (see `vmferry jobs`)."),
     wait: float = typer.Option(
-        60, "--wait", min=0, help="Wait at most this many seconds for a running migration."
+        RESUME_WAIT_S,
+        "--wait",
+        min=0,
+        help="Wait at most this many seconds for a running migration.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -134,7 +140,17 @@ def resume(
     undone (the VM restored or started on its source). Touches nothing when it cannot
     tell. Running it again changes nothing.
     """
-    job = jobs_service.reconcile_job(job_id, wait_s=wait)
+    api = remote_api()
+    if api is not None:
+        if wait != RESUME_WAIT_S:
+            api.close()
+            raise NoRemoteFormError(f"`vmferry job resume --wait` has no remote form yet (the "
+                                    f"server waits {RESUME_WAIT_S:g} s); unset {URL_ENV} to "
+                                    "run it locally")  # fmt: skip
+        with api:
+            job = api.resume_job(job_id)
+    else:
+        job = jobs_service.reconcile_job(job_id, wait_s=wait)
     if json_out:
         print_json(job)
         return
@@ -142,9 +158,10 @@ def resume(
         console.print(f"job {job.id}: {_status(job)}", highlight=False)
         return
     why = job.events[-1].message if job.events else ""
-    owner = jobs_service.job_owner(job)
-    if owner.alive:
-        why = f"{owner.why}: it still drives the job"
+    if api is None:  # whether its owner still runs is judged in the server's store
+        owner = jobs_service.job_owner(job)
+        if owner.alive:
+            why = f"{owner.why}: it still drives the job"
     err_console.print(f"job {job.id} is still {job.status}: {why}", highlight=False)
 
 

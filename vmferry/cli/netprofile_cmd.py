@@ -8,8 +8,16 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
+from vmferry.client.remote import URL_ENV, remote_api
+from vmferry.errors import NoRemoteFormError
 from vmferry.model.netprofile import PortProfile
-from vmferry.netprofile.spec import describe, format_acl_rule, make_profile, profile_to_json
+from vmferry.netprofile.spec import (
+    describe,
+    format_acl_rule,
+    make_profile,
+    profile_from_json,
+    profile_to_json,
+)
 from vmferry.service import netprofile as service
 
 app = typer.Typer(
@@ -35,7 +43,12 @@ def _acl(profile: PortProfile) -> str:
 @app.command("list")
 def list_(json_out: bool = JSON) -> None:
     """The named profiles."""
-    profiles = service.list_profiles()
+    api = remote_api()
+    if api is not None:
+        with api:
+            profiles = [profile_from_json(p) for p in api.netprofiles()]
+    else:
+        profiles = service.list_profiles()
     if json_out:
         print_json([profile_to_json(p) for p in profiles])
         return
@@ -52,7 +65,12 @@ def show(
     name: str = typer.Argument(..., help="The profile's name."), json_out: bool = JSON
 ) -> None:
     """One named profile."""
-    profile = service.get_profile(name)
+    api = remote_api()
+    if api is not None:
+        with api:
+            profile = profile_from_json(api.netprofile(name))
+    else:
+        profile = service.get_profile(name)
     if json_out:
         print_json(profile_to_json(profile))
     else:
@@ -86,7 +104,14 @@ def define(
         security_level=level,
         vni=vni,
     )
-    service.save_profile(profile)
+    api = remote_api()
+    if api is not None:  # the profile is checked here first, as locally; the server again
+        body = {"network": network, "in_kib_s": inbound, "out_kib_s": outbound,
+                "burst_kib": burst, "allow": acl, "level": level, "vni": vni}  # fmt: skip
+        with api:
+            profile = profile_from_json(api.define_netprofile(name, body))
+    else:
+        service.save_profile(profile)
     if json_out:
         print_json(profile_to_json(profile))
     else:
@@ -147,7 +172,15 @@ def remove(
 ) -> None:
     """Remove a profile from a host (refused while a VM there uses it), or without --host
     forget the named profile."""
-    if host is None:
+    api = remote_api()
+    if api is not None:
+        if host is not None:
+            api.close()
+            raise NoRemoteFormError(f"`vmferry netprofile remove --host` has no remote form "
+                                    f"yet; unset {URL_ENV} to run it locally")  # fmt: skip
+        with api:
+            removed = list(api.delete_netprofile(name)["removed"])
+    elif host is None:
         service.delete_profile(name)
         removed = [f"named profile {name}"]
     else:

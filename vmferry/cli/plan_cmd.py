@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
@@ -12,8 +14,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from vmferry.cli.output import console, err_console, print_json
-from vmferry.errors import MigrationFailedError
+from vmferry.cli.output import console, err_console, print_json, progress_printer
+from vmferry.client.remote import remote_api
+from vmferry.errors import BadInputError, MigrationFailedError, StoppedFollowingError
 from vmferry.model.migration import ProgressSample
 from vmferry.model.plan_run import PlanItem, PlanRecord, PlanStatus
 from vmferry.plan import Method
@@ -27,11 +30,18 @@ from vmferry.service.plan import (
 )
 from vmferry.service.plan_run import PlanEvent, run_plan
 
+if TYPE_CHECKING:
+    from vmferry.client.api import ApiClient
+
 app = typer.Typer(
     help="Plan waves of migrations, run them, compare predicted with actual.", no_args_is_help=True
 )
 
 MIB = 2**20
+POLL_S = 0.5  # how often a remote run asks for its plan
+PLAN_FILE_HELP = (
+    "The plan file (YAML, docs/planning.md); in remote mode read here and sent to the server."
+)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
 PlanId = Annotated[str, typer.Argument(help="The plan's id (from `vmferry plan create`).")]
 
@@ -44,10 +54,11 @@ def _span(start: float | None, end: float | None) -> str:
     return "-" if start is None else f"{_secs(start)} → {_secs(end)}"
 
 
-def plan_table(record: PlanRecord) -> Table:
-    """One row per VM: wave, move, strategy, predicted and actual times, status."""
+def plan_table(doc: dict[str, Any]) -> Table:
+    """One row per VM: wave, move, strategy, predicted and actual times, status (from the
+    `plan show --json` document: the store's plan, or the server's answer)."""
     table = Table(
-        title=f"plan {record.id}" + (f" ({record.name})" if record.name else ""),
+        title=f"plan {doc['id']}" + (f" ({doc['name']})" if doc["name"] else ""),
         title_justify="left",
     )
     for column in (
@@ -62,28 +73,28 @@ def plan_table(record: PlanRecord) -> Table:
         "job",
     ):
         table.add_column(column)
-    for i in record.items:
-        downtime = f"{_secs(i.predicted_downtime_ms)} / {_secs(i.actual_downtime_ms)}"
+    for i in doc["items"]:
+        predicted, actual = i["predicted"], i["actual"] or {}
+        downtime = f"{_secs(predicted['downtime_ms'])} / {_secs(actual.get('downtime_ms'))}"
         table.add_row(
-            str(i.wave),
-            i.vm,
-            f"{i.source} → {i.destination}",
-            i.strategy,
-            _span(i.predicted_start_s, i.predicted_end_s),
-            _span(i.actual_start_s, i.actual_end_s),
+            str(i["wave"]),
+            i["vm"],
+            f"{i['source']} → {i['destination']}",
+            i["strategy"],
+            _span(predicted["start_s"], predicted["end_s"]),
+            _span(actual.get("start_s"), actual.get("end_s")),
             downtime,
-            str(i.status),
-            i.job_id or "-",
+            str(i["status"]),
+            i["job_id"] or "-",
         )
     return table
 
 
-def plan_summary(record: PlanRecord) -> Group:
+def plan_summary(doc: dict[str, Any]) -> Group:
     """Why each strategy, then the makespan against the lower bound."""
-    doc = plan_json(record)
     lines = [
-        Text.assemble((f"{i.vm}: ", "bold"), f"{i.strategy} — {i.strategy_reason}")
-        for i in record.items
+        Text.assemble((f"{i['vm']}: ", "bold"), f"{i['strategy']} — {i['strategy_reason']}")
+        for i in doc["items"]
     ]
     parts: dict[str, int] = doc["lower_bound_parts"] or {}
     bound_by = max(parts, key=lambda k: parts[k]) if parts else "-"
@@ -98,24 +109,24 @@ def plan_summary(record: PlanRecord) -> Group:
         lines.append(
             Text(f"actual makespan (wall clock, with checks and verification): {took:.1f} s")
         )
-    status = f"status {record.status}" + (f": {record.reason}" if record.reason else "")
-    if record.requested:
-        status += f" ({record.requested} requested)"
+    status = f"status {doc['status']}" + (f": {doc['reason']}" if doc["reason"] else "")
+    if doc["requested"]:
+        status += f" ({doc['requested']} requested)"
     lines.append(Text(status))
     return Group(*lines)
 
 
-def _print(record: PlanRecord, json_out: bool) -> None:
+def _print(doc: dict[str, Any], json_out: bool) -> None:
     if json_out:
-        print_json(plan_json(record))
+        print_json(doc)
     else:
-        console.print(plan_table(record))
-        console.print(plan_summary(record))
+        console.print(plan_table(doc))
+        console.print(plan_summary(doc))
 
 
 @app.command("create")
 def create(
-    path: Annotated[Path, typer.Argument(help="The plan file (YAML, docs/planning.md).")],
+    path: Annotated[Path, typer.Argument(help=PLAN_FILE_HELP)],
     method: Annotated[str, typer.Option(help="auto, heuristic or cpsat.")] = "auto",
     time_limit: Annotated[float, typer.Option(min=0.1, help="CP-SAT's time limit, s.")] = 10.0,
     json_out: JsonOpt = False,
@@ -126,8 +137,27 @@ def create(
     chosen: Method = (
         "cpsat" if method == "cpsat" else "heuristic" if method == "heuristic" else "auto"
     )
+    api = remote_api()
+    if api is not None:
+        err_console.print("[dim]• measuring the VMs and planning[/dim]")
+        text = _plan_text(path)
+        with api:
+            doc = api.create_plan(text, method=chosen, time_limit_s=time_limit,
+                                  shown_as=path.name)  # fmt: skip
+        _print(doc, json_out)
+        return
     err_console.print("[dim]• measuring the VMs and planning[/dim]")
-    _print(create_plan(path, method=chosen, time_limit_s=time_limit), json_out)
+    _print(plan_json(create_plan(path, method=chosen, time_limit_s=time_limit)), json_out)
+
+
+def _plan_text(path: Path) -> str:
+    """The plan file's text, with the errors `load_plan` gives for an unreadable one."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BadInputError(f"cannot read the plan {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"{path}: not UTF-8 text") from e
 
 
 @app.command("show")
@@ -139,11 +169,33 @@ def show(
     ] = None,
 ) -> None:
     """The plan: waves, predicted and (once run) actual times per VM, and why."""
+    api = remote_api()
+    if api is not None:
+        with api:
+            doc = api.plan(plan_id)
+            if gantt is not None:
+                _write_remote_gantt(api, plan_id, gantt)
+        _print(doc, json_out)
+        return
     record = show_plan(plan_id)
     if gantt is not None:
         written = write_plan_gantt(record, gantt)
         err_console.print(f"[dim]• Gantt chart written to {written}[/dim]")
-    _print(record, json_out)
+    _print(plan_json(record), json_out)
+
+
+def _write_remote_gantt(api: ApiClient, plan_id: str, path: Path) -> None:
+    """The server's chart (``GET /plans/{id}/gantt``) written here, as `write_plan_gantt`
+    writes the local one (the suffix chooses the format)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".html", ".htm", ".png"):
+        raise BadInputError(f"--gantt {path}: the file should end in .html or .png")
+    content = api.plan_gantt(plan_id, "png" if suffix == ".png" else "html")
+    try:
+        path.write_bytes(content)
+    except OSError as e:
+        raise BadInputError(f"cannot write {path}: {e.strerror or e}") from e
+    err_console.print(f"[dim]• Gantt chart written to {path}[/dim]")
 
 
 class _RunView:
@@ -185,46 +237,144 @@ class _RunView:
         return table
 
 
-def _run(plan_id: str, json_out: bool) -> None:
-    record = show_plan(plan_id)
-    with Live(console=err_console, transient=True, refresh_per_second=4) as live:
-        record = run_plan(plan_id, on_event=_RunView(record, live))
-    _print(record, json_out)
-    if record.status is PlanStatus.FAILED:
-        raise MigrationFailedError(f"plan {plan_id} failed: {record.reason}")
+def _run(plan_id: str, json_out: bool, *, resume: bool) -> None:
+    api = remote_api()
+    if api is not None:
+        with api:
+            doc = run_remote(api, plan_id, resume=resume)
+    else:
+        record = show_plan(plan_id)
+        with Live(console=err_console, transient=True, refresh_per_second=4) as live:
+            record = run_plan(plan_id, on_event=_RunView(record, live))
+        doc = plan_json(record)
+    _print(doc, json_out)
+    if doc["status"] == PlanStatus.FAILED:
+        raise MigrationFailedError(f"plan {plan_id} failed: {doc['reason']}")
 
 
 @app.command("run")
 def run(plan_id: PlanId, json_out: JsonOpt = False) -> None:
     """Run the plan wave by wave through the migration engine (Ctrl-C pauses it and leaves
-    every source VM running); after a crash, run it again to go on."""
-    _run(plan_id, json_out)
+    every source VM running); after a crash, run it again to go on. In remote mode the
+    server runs it and this follows it (Ctrl-C asks the server to pause it)."""
+    _run(plan_id, json_out, resume=False)
 
 
 @app.command("resume")
 def resume(plan_id: PlanId, json_out: JsonOpt = False) -> None:
     """Go on with a paused, failed or interrupted plan (completed VMs are skipped)."""
-    _run(plan_id, json_out)
+    _run(plan_id, json_out, resume=True)
 
 
 @app.command("pause")
 def pause(plan_id: PlanId, json_out: JsonOpt = False) -> None:
     """Start no new migration; the running ones finish, then the plan is paused."""
-    _print_request(pause_plan(plan_id), json_out, "pause",
-                   "the running migrations finish first")  # fmt: skip
+    api = remote_api()
+    if api is not None:
+        with api:
+            doc = api.pause_plan(plan_id)
+    else:
+        doc = plan_json(pause_plan(plan_id))
+    _print_request(doc, json_out, "pause", "the running migrations finish first")
 
 
 @app.command("cancel")
 def cancel(plan_id: PlanId, json_out: JsonOpt = False) -> None:
     """Cancel the running migrations (their sources keep running) and stop the plan."""
-    _print_request(cancel_plan(plan_id), json_out, "cancel",
-                   "its runner cancels the running migrations")  # fmt: skip
+    api = remote_api()
+    if api is not None:
+        with api:
+            doc = api.cancel_plan(plan_id)
+    else:
+        doc = plan_json(cancel_plan(plan_id))
+    _print_request(doc, json_out, "cancel", "its runner cancels the running migrations")
 
 
-def _print_request(record: PlanRecord, json_out: bool, request: str, pending: str) -> None:
+def _print_request(doc: dict[str, Any], json_out: bool, request: str, pending: str) -> None:
     """The plan after a pause or cancel request; says so while its runner has yet to act."""
     if json_out:
-        print_json(plan_json(record))
+        print_json(doc)
         return
-    waiting = f" ({request} requested; {pending})" if record.requested == request else ""
-    console.print(f"plan {record.id}: {record.status}{waiting}")
+    waiting = f" ({request} requested; {pending})" if doc["requested"] == request else ""
+    console.print(f"plan {doc['id']}: {doc['status']}{waiting}")
+
+
+# -- remote mode ----------------------------------------------------------------------------
+
+_ITEM_ENDS = ("completed", "failed", "cancelled")
+
+
+def _changes(doc: dict[str, Any]) -> tuple[object, ...]:
+    """What a run of the plan changes: its status and times, and each item's."""
+    items = tuple((i["vm"], i["status"], i["attempts"]) for i in doc["items"])
+    return doc["status"], doc["reason"], doc["started_at"], doc["finished_at"], items
+
+
+def run_remote(
+    api: ApiClient, plan_id: str, *, resume: bool, poll_s: float = POLL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:  # fmt: skip
+    """Run (or resume) the plan in the server (``POST /plans/{id}/run|resume``) and follow
+    it (``GET /plans/{id}`` every ``poll_s``) until it no longer runs: the plan then. Each
+    item's start and end is a progress line, as the local run prints them.
+
+    With SQLite the server answers once the plan runs; with PostgreSQL once a worker has
+    it queued: this waits until a worker runs it (or the plan changed in between). The
+    first Ctrl-C asks the server to pause it (``POST /plans/{id}/pause``: the running
+    migrations finish, then the plan is paused; `plan resume` goes on) and follows on; a
+    second stops following (exit 130) while the server goes on."""
+    note = progress_printer()
+    start = api.resume_plan if resume else api.run_plan
+    doc = start(plan_id)
+    note(f"{'resuming' if resume else 'running'} plan {plan_id} in the vmferry server at "
+         f"{api.url}")  # fmt: skip
+    before = _changes(doc)
+    waiting = doc["status"] != PlanStatus.RUNNING
+    if waiting:
+        note(f"plan {plan_id} is queued for a vmferry worker")
+    seen: dict[str, tuple[str, int]] = {}
+    paused = False
+    while True:
+        try:
+            for item in doc["items"]:
+                _note_item(item, seen, note)
+            if doc["status"] == PlanStatus.RUNNING:
+                waiting = False
+            elif not waiting or _changes(doc) != before:
+                break
+            sleep(poll_s)
+            doc = api.plan(plan_id)
+        except KeyboardInterrupt:
+            if paused:
+                raise StoppedFollowingError(
+                    f"stopped following plan {plan_id}: the server pauses it once its "
+                    f"running migrations end; `vmferry plan show {plan_id}`"
+                ) from None
+            paused = True
+            note(f"Ctrl-C: asking the server to pause plan {plan_id} (its running migrations "
+                 f"finish; `vmferry plan resume {plan_id}` goes on); Ctrl-C again stops "
+                 "following")  # fmt: skip
+            doc = api.pause_plan(plan_id)
+    note(f"plan {plan_id} {doc['status']}" + (f": {doc['reason']}" if doc["reason"] else ""))
+    return doc
+
+
+def _note_item(item: dict[str, Any], seen: dict[str, tuple[str, int]],
+               note: Callable[[str], None]) -> None:  # fmt: skip
+    """The progress line of an item that started or ended since it was last seen (the
+    local run's ``start`` and ``done`` lines)."""
+    key = (str(item["status"]), int(item["attempts"]))
+    if seen.get(item["vm"]) == key:
+        return
+    first = item["vm"] not in seen
+    seen[item["vm"]] = key
+    if key[0] == "running":
+        note(f"{item['vm']}: {item['source']} -> {item['destination']} "
+             f"({item['strategy']}, wave {item['wave']})")  # fmt: skip
+    elif key[0] in _ITEM_ENDS and not (first and key[1] == 0):
+        actual = item["actual"] or {}
+        took = actual.get("total_time_ms")
+        took_text = "" if took is None else f" in {took / 1000:.1f} s"
+        why = f": {item['reason']}" if item["reason"] else ""
+        note(f"{item['vm']}: {key[0]}{took_text} (predicted {item['predicted']['duration_s']} s)"
+             f"{why}")  # fmt: skip

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
+from vmferry.client.remote import remote_api
 from vmferry.predict.strategy import choose_strategy
 from vmferry.service.predict import PredictReport, predict_migration, prediction_json
 
@@ -33,6 +36,17 @@ def predict(
     "transferred_bytes", "inputs": {"memory_bytes", "dirty_rate_bytes_s", "link_bytes_s",
     "zero_fraction", "downtime_limit_ms"}}.
     """
+    api = remote_api()
+    if api is not None:
+        with api:
+            doc = api.predict(vm, to, max_downtime_ms=max_downtime_ms,
+                              bandwidth_mib_s=bandwidth_mib_s)  # fmt: skip
+            source = "" if json_out else api.vm(doc["vm"]).host
+        if json_out:
+            print_json(doc)
+            return
+        console.print(remote_table(doc, source))
+        return
     report = predict_migration(
         vm, to, max_downtime_ms=max_downtime_ms, bandwidth_mib_s=bandwidth_mib_s
     )
@@ -62,4 +76,26 @@ def report_table(report: PredictReport, max_downtime_ms: int) -> Table:
     table.add_row("strategy", f"{choice.strategy}: {choice.reason}")
     for key, basis in report.basis.items():
         table.add_row(f"[dim]{key}[/dim]", f"[dim]{basis}[/dim]")
+    return table
+
+
+def remote_table(doc: dict[str, Any], source: str) -> Table:
+    """The rows of :func:`report_table` that the server's answer (the `--json` document)
+    holds: not the QEMU limit, the rounds, the strategy, the escalation note nor the basis
+    of each input, which POST /predictions does not answer."""
+    i = doc["inputs"]
+    table = Table(
+        title=f"{doc['vm']}: {source} -> {doc['destination']} (predicted)", show_header=False
+    )
+    table.add_row(
+        "converges", "yes" if doc["converges"] else "[bold red]no[/bold red] (pre-copy alone)"
+    )
+    table.add_row("total time", f"{doc['total_time_ms'] / 1000:.1f} s")
+    table.add_row("downtime", f"{doc['downtime_ms']} ms")
+    table.add_row("transferred", f"{doc['transferred_bytes'] / MIB:.0f} MiB")
+    table.add_row(
+        "memory", f"{i['memory_bytes'] / MIB:.0f} MiB, {i['zero_fraction']:.0%} zero pages"
+    )
+    table.add_row("dirty rate", f"{i['dirty_rate_bytes_s'] / MIB:.1f} MiB/s")
+    table.add_row("link", f"{i['link_bytes_s'] / MIB:.1f} MiB/s")
     return table

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json
+from vmferry.client.remote import URL_ENV, remote_api
+from vmferry.errors import NoRemoteFormError, StoppedFollowingError
 from vmferry.model.workload import ProfileSample
+from vmferry.predict.profile import ProfileSummary, Stat
+from vmferry.predict.rightsize import RightSizing
 from vmferry.service.profile import ProfileRun
 from vmferry.service.profile import profile as profile_service
+
+if TYPE_CHECKING:
+    from vmferry.client.api import ApiClient
 
 MIB = 2**20
 NET = "{:.2f}"
@@ -41,7 +49,18 @@ def profile(
             highlight=False,
         )
 
-    runs = profile_service(vm, host=host, duration_s=duration, interval_s=interval, on_sample=show)
+    api = remote_api()
+    if api is not None:
+        if host is not None or vm is None:
+            api.close()
+            raise NoRemoteFormError(f"`vmferry profile --host` has no remote form yet; unset "
+                                    f"{URL_ENV} to run it locally")  # fmt: skip
+        with api:
+            runs = [profile_remote(api, vm, duration, interval)]
+    else:
+        runs = profile_service(
+            vm, host=host, duration_s=duration, interval_s=interval, on_sample=show
+        )
     if json_out:
         docs = [run_json(r) for r in runs]
         print_json(docs if host is not None else docs[0])
@@ -65,7 +84,7 @@ def run_json(run: ProfileRun) -> dict[str, Any]:
     return {
         "vm": run.vm,
         "host": run.host,
-        "samples": len(run.samples),
+        "samples": s.samples,
         "interrupted": run.interrupted,
         "first_at": s.first_at,
         "last_at": s.last_at,
@@ -108,7 +127,7 @@ def runs_table(runs: list[ProfileRun]) -> Table:
         zero = r.summary.zero_fraction
         table.add_row(
             r.vm,
-            str(len(r.samples)),
+            str(r.summary.samples),
             _p95(r, "cpu_share", 0.01, "{:.0f}%"),
             _p95(r, "memory_used_bytes", MIB, "{:.0f} MiB"),
             f"{_p95(r, 'disk_read_bytes_s', MIB)}/{_p95(r, 'disk_write_bytes_s', MIB)}",
@@ -118,3 +137,50 @@ def runs_table(runs: list[ProfileRun]) -> Table:
             "-" if zero is None else f"{zero:.0%}",
         )
     return table
+
+
+# -- remote mode ----------------------------------------------------------------------------
+
+
+def profile_remote(api: ApiClient, vm: str, duration: float, interval: float) -> ProfileRun:
+    """Profile ``vm`` in the server (``POST /profiles``) and follow the run: ``GET
+    /vms/{id}/profile?since=`` its first sample every ``interval`` (at least 1 s) until the
+    server stops sampling; the run's summary (its samples are in the server's store).
+
+    The server does not stop a run it was asked for (the API has no such request), so
+    Ctrl-C stops following (exit 130) and the server goes on sampling to the end."""
+    started = api.start_profile(vm, duration_s=duration, interval_s=interval)
+    since = started["first_sample_at"]
+    err_console.print(f"[dim]•[/dim] profiling {vm} on {started['host']} in the vmferry "
+                      f"server at {api.url} for {duration:g} s, from {since}",
+                      highlight=False)  # fmt: skip
+    shown = 0
+    try:
+        while True:
+            doc = api.vm_profile(vm, since=since)
+            if doc["samples"] != shown:
+                shown = doc["samples"]
+                err_console.print(f"[dim]•[/dim] {doc['last_at']} {vm}: {shown} samples",
+                                  highlight=False)  # fmt: skip
+            if not doc["sampling"]:
+                break
+            time.sleep(max(1.0, interval))
+    except KeyboardInterrupt:
+        raise StoppedFollowingError(
+            f"stopped following: the server goes on profiling {vm} until {duration:g} s "
+            f"from {since}; `vmferry profile` cannot stop it remotely"
+        ) from None
+    summary = summary_from_json(doc)
+    return ProfileRun(summary.vm, summary.host, (), summary)
+
+
+def summary_from_json(doc: dict[str, Any]) -> ProfileSummary:
+    """A summary of the server's answer (``GET /vms/{id}/profile``)."""
+    r = doc["rightsizing"]
+    rightsizing = RightSizing(r["vcpus"], r["memory_bytes"], r["recommended_vcpus"],
+                              r["recommended_memory_bytes"], r["cpu_p95"],
+                              r["memory_used_p95_bytes"], r["oversized"], r["overutilised"],
+                              r["reason"])  # fmt: skip
+    stats = {k: Stat(v["mean"], v["p95"], v["max"]) for k, v in doc["stats"].items()}
+    return ProfileSummary(doc["vm"], doc["host"], doc["samples"], doc["first_at"],
+                          doc["last_at"], stats, doc["zero_fraction"], rightsizing)  # fmt: skip

@@ -65,11 +65,15 @@ API_PREFIX = "/api/v1"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # POST /migrations answers once the move's job exists: after its pre-flight checks, which
 # the server waits up to 180 s for (server/moves.py)
-START_TIMEOUT = httpx.Timeout(240.0, connect=5.0)
+START_S = 240.0
+START_TIMEOUT = httpx.Timeout(START_S, connect=5.0)
 # an event stream is silent while nothing happens, but the server sends a ping every 15 s
 STREAM_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+# POST /jobs/{id}/resume waits up to 60 s while libvirt still migrates the VM
+RESUME_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 PAGE = 1000  # the most GET /vms gives at once
 FOLLOW_RETRIES = 5
+SERVER_PLAN_NAME = "plan.yaml"  # the name the server gives the plan file it is sent
 
 T = TypeVar("T")
 
@@ -304,6 +308,138 @@ class ApiClient:
                 raise error_for(answer.status_code, _body(answer), self.url)
             yield from parse_sse(answer.iter_lines())
 
+    # -- actions (checks, predictions, profiles, plans, port profiles, imports) ----------
+
+    def check(self, vm: str, to: str, *, copy_storage: bool) -> dict[str, Any]:
+        """``POST /checks``: the `vmferry check --json` document (a blocked move is a
+        report with ``"blocked": true``, not an error)."""
+        body = {"vm": vm, "to": to, "copy_storage": copy_storage}
+        found: dict[str, Any] = self._json("POST", "/checks", json=body, timeout=START_TIMEOUT)
+        return found
+
+    def vm(self, vm: str) -> VmRecord:
+        """``GET /vms/{id}``: one VM as its host reports it."""
+        item = self._json("GET", f"/vms/{_segment(vm)}")
+        return VmRecord(item["host"], VmState(item["state"]), bool(item["persistent"]),
+                        _decode(VmSpec, item["spec"], "VM"))  # fmt: skip
+
+    def predict(
+        self, vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | None
+    ) -> dict[str, Any]:
+        """``POST /predictions``: the `vmferry predict --json` document."""
+        body = {"vm": vm, "to": to, "max_downtime_ms": max_downtime_ms,
+                "bandwidth_mib_s": bandwidth_mib_s}  # fmt: skip
+        found: dict[str, Any] = self._json("POST", "/predictions", json=body,
+                                           timeout=START_TIMEOUT)  # fmt: skip
+        return found
+
+    def start_profile(self, vm: str, *, duration_s: float, interval_s: float) -> dict[str, Any]:
+        """``POST /profiles``: the run started in the server (``vm``, ``host``,
+        ``first_sample_at``, ...), once its first sample is stored."""
+        body = {"vm": vm, "duration_s": duration_s, "interval_s": interval_s}
+        found: dict[str, Any] = self._json("POST", "/profiles", json=body,
+                                           timeout=START_TIMEOUT)  # fmt: skip
+        return found
+
+    def vm_profile(self, vm: str, *, since: str | None = None) -> dict[str, Any]:
+        """``GET /vms/{id}/profile``: the VM's stored samples (since ``since``) summarised,
+        and whether the server samples it now (``sampling``)."""
+        params = {} if since is None else {"since": since}
+        found: dict[str, Any] = self._json("GET", f"/vms/{_segment(vm)}/profile", params=params)
+        return found
+
+    def create_plan(
+        self, text: str, *, method: str, time_limit_s: float, shown_as: str
+    ) -> dict[str, Any]:
+        """``POST /plans`` with the plan file's YAML: the `plan show --json` document of the
+        stored plan. A bad plan file is :class:`BadInputError` with one problem per line,
+        each naming ``shown_as`` (the file's name here) where the server names its copy."""
+        timeout = httpx.Timeout(START_S + time_limit_s, connect=5.0)  # the solver's limit more
+        try:
+            found: dict[str, Any] = self._json(
+                "POST", "/plans", content=text.encode("utf-8"), timeout=timeout,
+                params={"method": method, "time_limit_s": time_limit_s},
+                headers={"Content-Type": "application/yaml"},
+            )  # fmt: skip
+        except _PlanProblems as exc:
+            lines = [_renamed(p, shown_as) for p in exc.problems]
+            raise BadInputError("\n".join(lines)) from None
+        return plan_doc(found)
+
+    def plans(self, limit: int = 50) -> list[dict[str, Any]]:
+        """``GET /plans``: the newest plans first, without their items."""
+        found: list[dict[str, Any]] = self._json("GET", "/plans", params={"limit": limit})
+        return found
+
+    def plan(self, plan_id: str) -> dict[str, Any]:
+        """``GET /plans/{id}``: the `plan show --json` document."""
+        return plan_doc(self._json("GET", f"/plans/{_segment(plan_id)}"))
+
+    def plan_gantt(self, plan_id: str, fmt: str) -> bytes:
+        """``GET /plans/{id}/gantt?format=``: the chart (``html`` or ``png``) as the file's
+        bytes, or its bars (``json``) as JSON text."""
+        path = f"/plans/{_segment(plan_id)}/gantt"
+        return self._send("GET", path, params={"format": fmt}).content
+
+    def run_plan(self, plan_id: str) -> dict[str, Any]:
+        """``POST /plans/{id}/run``: the plan once the server runs it (with PostgreSQL: once
+        it is queued for a worker, as it was)."""
+        return self._plan_post(plan_id, "run")
+
+    def resume_plan(self, plan_id: str) -> dict[str, Any]:
+        """``POST /plans/{id}/resume``: as :meth:`run_plan`."""
+        return self._plan_post(plan_id, "resume")
+
+    def pause_plan(self, plan_id: str) -> dict[str, Any]:
+        """``POST /plans/{id}/pause``: the plan (``requested: "pause"`` while its runner has
+        yet to act)."""
+        return self._plan_post(plan_id, "pause")
+
+    def cancel_plan(self, plan_id: str) -> dict[str, Any]:
+        """``POST /plans/{id}/cancel``: the plan (``requested: "cancel"`` while its runner
+        has yet to act)."""
+        return self._plan_post(plan_id, "cancel")
+
+    def _plan_post(self, plan_id: str, action: str) -> dict[str, Any]:
+        return plan_doc(self._json("POST", f"/plans/{_segment(plan_id)}/{action}",
+                                   timeout=START_TIMEOUT))  # fmt: skip
+
+    def netprofiles(self) -> list[dict[str, Any]]:
+        """``GET /netprofiles``: the named port profiles (`netprofile list --json`)."""
+        found: list[dict[str, Any]] = self._json("GET", "/netprofiles")
+        return found
+
+    def netprofile(self, name: str) -> dict[str, Any]:
+        """``GET /netprofiles/{name}``."""
+        found: dict[str, Any] = self._json("GET", f"/netprofiles/{_segment(name)}")
+        return found
+
+    def define_netprofile(self, name: str, body: Mapping[str, object]) -> dict[str, Any]:
+        """``PUT /netprofiles/{name}``: define or replace a named profile."""
+        found: dict[str, Any] = self._json("PUT", f"/netprofiles/{_segment(name)}",
+                                           json=dict(body))  # fmt: skip
+        return found
+
+    def delete_netprofile(self, name: str) -> dict[str, Any]:
+        """``DELETE /netprofiles/{name}``: forget the named profile (``{"removed": [...]}``)."""
+        found: dict[str, Any] = self._json("DELETE", f"/netprofiles/{_segment(name)}")
+        return found
+
+    def start_import(self, body: Mapping[str, object]) -> Job | dict[str, Any]:
+        """``POST /imports``: the import's job (202), or for a dry run the `vmferry import
+        --json` document (200). The paths are the server's."""
+        answer = self._send("POST", "/imports", json=dict(body), timeout=START_TIMEOUT)
+        if answer.status_code == 200:
+            doc: dict[str, Any] = answer.json()
+            return doc
+        return _decode(Job, answer.json(), "job")
+
+    def resume_job(self, job_id: str) -> Job:
+        """``POST /jobs/{id}/resume``: reconcile a job whose vmferry died; the job as
+        recorded afterwards (the server waits up to a minute for a running migration)."""
+        answer = self._send("POST", f"/jobs/{_segment(job_id)}/resume", timeout=RESUME_TIMEOUT)
+        return _decode(Job, answer.json(), "job")
+
     # -- plumbing ------------------------------------------------------------------------
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -325,6 +461,9 @@ class ApiClient:
         if answer.is_success:
             return answer
         body = _body(answer)
+        plan_problems = _plan_problems(answer.status_code, body)
+        if plan_problems:
+            raise _PlanProblems(plan_problems)
         if answer.status_code == 404 and body == {"detail": "Not Found"}:  # no route matched
             raise NotFoundError(f"the server has nothing at {method} {API_PREFIX}{path} (404)")
         raise error_for(answer.status_code, body, self.url)
@@ -344,6 +483,45 @@ def _body(answer: httpx.Response) -> Any:
         return answer.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {"detail": answer.text.strip().splitlines()[0] if answer.text.strip() else None}
+
+
+def plan_doc(found: dict[str, Any]) -> dict[str, Any]:
+    """The server's `plan show --json` document as the local command prints it: the
+    schedule's figures it repeats at the top are taken from its ``schedule`` again (as
+    service.plan.plan_json does), since the API's schema gives ``makespan_s`` and
+    ``lower_bound_s`` as floats (``8.0`` where the plan has ``8``)."""
+    schedule = found.get("schedule") or {}
+    for key in ("makespan_s", "lower_bound_s"):
+        if key in found and key in schedule:
+            found[key] = schedule[key]
+    return found
+
+
+class _PlanProblems(BadInputError):
+    """A 422 for a bad plan file: its problems, one per line of the local message."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _plan_problems(status: int, body: Any) -> list[str]:
+    """The plan file's problems of a 422 from ``POST /plans`` (``type`` ``plan_invalid``),
+    or none."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if status != 422 or not isinstance(detail, list):
+        return []
+    found = [str(p.get("msg", "")) for p in detail
+             if isinstance(p, dict) and p.get("type") == "plan_invalid"]  # fmt: skip
+    return found if len(found) == len(detail) else []
+
+
+def _renamed(problem: str, shown_as: str) -> str:
+    """A problem the server names its copy of the plan file in (``plan.yaml:8: ...``), as
+    the local command names the file."""
+    if problem.startswith(SERVER_PLAN_NAME + ":"):
+        return shown_as + problem[len(SERVER_PLAN_NAME) :]
+    return problem
 
 
 def _segment(value: str) -> str:

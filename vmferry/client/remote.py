@@ -46,6 +46,21 @@ REMOTE_FORMS: dict[str, str] = {
     "audit": "GET /api/v1/audit",
     "users list": "GET /api/v1/users",
     "migrate": "POST /api/v1/migrations, then GET /api/v1/jobs/{id}/events",
+    "job resume": "POST /api/v1/jobs/{id}/resume",
+    "check": "POST /api/v1/checks (text: GET /api/v1/vms/{id} for the source host)",
+    "predict": "POST /api/v1/predictions (text: GET /api/v1/vms/{id} for the source host)",
+    "profile": "POST /api/v1/profiles, then GET /api/v1/vms/{id}/profile until it ends",
+    "plan create": "POST /api/v1/plans (the plan file's YAML, read here)",
+    "plan show": "GET /api/v1/plans/{id} (--gantt: GET /api/v1/plans/{id}/gantt)",
+    "plan run": "POST /api/v1/plans/{id}/run, then GET /api/v1/plans/{id} until it stops",
+    "plan resume": "POST /api/v1/plans/{id}/resume, then GET /api/v1/plans/{id} until it stops",
+    "plan pause": "POST /api/v1/plans/{id}/pause",
+    "plan cancel": "POST /api/v1/plans/{id}/cancel",
+    "netprofile list": "GET /api/v1/netprofiles",
+    "netprofile show": "GET /api/v1/netprofiles/{name}",
+    "netprofile define": "PUT /api/v1/netprofiles/{name}",
+    "netprofile remove": "DELETE /api/v1/netprofiles/{name} (not with --host)",
+    "import": "POST /api/v1/imports (the server's paths), then GET /api/v1/jobs/{id}/events",
 }
 
 # Commands that run on this machine even in remote mode, and why.
