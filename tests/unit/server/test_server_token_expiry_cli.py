@@ -35,7 +35,9 @@ def test_add_and_token_store_the_expiry_and_list_shows_it(db: Path) -> None:
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     expires = datetime.fromisoformat(printed["token_expires_at"].replace("Z", "+00:00"))
-    assert started + timedelta(days=30) <= expires <= datetime.now(UTC) + timedelta(days=30)
+    # a duration ends on a whole second, the one before: compare from the second it started
+    assert started.replace(microsecond=0) + timedelta(days=30) <= expires
+    assert expires <= datetime.now(UTC) + timedelta(days=30)
     assert [(u["name"], u["token_expires_at"]) for u in listed(db)] == [
         ("temp", printed["token_expires_at"])
     ]
