@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from vmferry.drivers.libvirt_host import LibvirtHost, client_ca_file, tls_remedy
+from vmferry.drivers.libvirt_host import (
+    LibvirtHost,
+    client_ca_file,
+    shared_connections,
+    tls_remedy,
+)
 from vmferry.errors import (
     AlreadyExistsError,
     BadInputError,
@@ -298,3 +303,27 @@ def test_the_ca_file_a_tls_client_checks_against() -> None:
     assert client_ca_file("qemu+tls://h/system?pkipath=/p&no_verify=0") == "/p/cacert.pem"
     assert client_ca_file("qemu+tls://h/system") == "/etc/pki/CA/cacert.pem"
     assert client_ca_file("qemu+tls://h/system", root=False) == "~/.pki/libvirt/cacert.pem"
+
+
+def test_shared_connections_keep_one_connection_per_uri_for_the_block() -> None:
+    """A test:///FILE host is a new, separate host at every open: what one handle did is
+    seen by the next only when both are the same connection."""
+
+    def names() -> set[str]:
+        return {vm.spec.name for vm in host.list_vms()}
+
+    with shared_connections():
+        with LibvirtHost.connect("t", CUSTOM_URI) as host:
+            before = names()
+            gone = next(v.spec.name for v in host.list_vms() if v.state is VmState.SHUT_OFF)
+            host.undefine(gone)
+        with LibvirtHost.connect("t", CUSTOM_URI) as host:  # the kept one
+            assert names() == before - {gone}
+            kept = host
+        with LibvirtHost.connect("t", CUSTOM_URI, own=True) as host:  # its own: a new host
+            assert names() == before
+        with shared_connections(), LibvirtHost.connect("t", CUSTOM_URI) as host:  # nested
+            assert names() == before - {gone}
+    assert kept._conn is None  # the handle let it go; the block closed the connection
+    with LibvirtHost.connect("t", CUSTOM_URI) as host:  # outside the block: a new one
+        assert names() == before

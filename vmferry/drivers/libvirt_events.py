@@ -113,7 +113,7 @@ class PauseWatch:
         ensure_event_loop()
         qmp = {"source": "STOP", "destination": "RESUME"}
         for role, host in zip(("source", "destination"), self.hosts, strict=True):
-            conn = LibvirtHost.connect(host.name, host.uri)
+            conn = LibvirtHost.connect(host.name, host.uri, own=True)
             try:
                 lifecycle = conn.listen_lifecycle(functools.partial(self._on_event, role))
                 self._listening.append((conn, lifecycle, False))

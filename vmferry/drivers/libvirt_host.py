@@ -12,10 +12,12 @@ import functools
 import logging
 import os
 import re
+import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import suppress
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -39,7 +41,7 @@ from vmferry.errors import (
 )
 from vmferry.model import Disk, HostInfo, VmRecord, VmState
 
-__all__ = ["LibvirtHost"]
+__all__ = ["LibvirtHost", "shared_connections"]
 
 log = logging.getLogger(__name__)
 
@@ -183,30 +185,90 @@ def _open(uri: str, timeout_s: float) -> Any:
     return conn
 
 
+class _Shared:
+    """The connections :func:`shared_connections` keeps open: one per URI."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conns: dict[str, Any] = {}
+
+    def take(self, uri: str, timeout_s: float) -> Any:
+        """The open connection to ``uri``, opened now if there is none or libvirt found the
+        one kept dead (a host that restarted, a connection that broke)."""
+        with self.lock:
+            conn = self.conns.get(uri)
+            if conn is not None:
+                try:
+                    alive = conn.isAlive() == 1
+                except libvirt.libvirtError:
+                    alive = False
+                if alive:
+                    return conn
+                del self.conns[uri]
+                _close_quietly(conn)
+            conn = _open(uri, timeout_s)
+            self.conns[uri] = conn
+            return conn
+
+    def close(self) -> None:
+        with self.lock:
+            conns, self.conns = list(self.conns.values()), {}
+        for conn in conns:
+            _close_quietly(conn)
+
+
+_SHARED: ContextVar[_Shared | None] = ContextVar("vmferry_libvirt_shared", default=None)
+
+
+@contextmanager
+def shared_connections() -> Iterator[None]:
+    """Within this block, in this thread, :meth:`LibvirtHost.connect` hands out one kept
+    connection per URI instead of opening one each time (its ``close`` leaves it open);
+    they are closed when the block ends. A move opened 15 TLS connections without it, each
+    about 6 ms of CPU (docs/performance.md). Nested blocks share the outer one's."""
+    if _SHARED.get() is not None:
+        yield
+        return
+    shared = _Shared()
+    token = _SHARED.set(shared)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+        shared.close()
+
+
 class LibvirtHost:
     """One open connection to a libvirt host, speaking vmferry model types.
 
     Create it with :meth:`connect`; use it as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, name: str, uri: str, conn: Any) -> None:
-        """Wrap an open connection; use :meth:`connect` rather than calling this."""
+    def __init__(self, name: str, uri: str, conn: Any, *, kept: bool = False) -> None:
+        """Wrap an open connection; use :meth:`connect` rather than calling this.
+        ``kept``: a connection :func:`shared_connections` keeps (``close`` lets it go)."""
         self.name = name
         self.uri = uri
         self._conn: Any = conn
+        self._kept = kept
 
     # -- connection ---------------------------------------------------------------------
 
     @classmethod
-    def connect(cls, name: str, uri: str, *, timeout_s: float = 10) -> LibvirtHost:
-        """Open ``uri`` for the host vmferry calls ``name``.
+    def connect(
+        cls, name: str, uri: str, *, timeout_s: float = 10, own: bool = False
+    ) -> LibvirtHost:
+        """Open ``uri`` for the host vmferry calls ``name`` (inside
+        :func:`shared_connections`, the kept one, unless ``own``: a connection that
+        listens for events needs its own, opened after the event loop started).
 
         Raises :class:`HostUnreachableError` when libvirt refuses the connection or does
         not answer within ``timeout_s`` seconds.
         """
         _silence_libvirt()
+        shared = None if own else _SHARED.get()
         try:
-            conn = _open(uri, timeout_s)
+            conn = _open(uri, timeout_s) if shared is None else shared.take(uri, timeout_s)
         except TimeoutError as exc:
             raise HostUnreachableError(
                 f"host {name!r}: no answer from libvirt at {uri} within {timeout_s:g} s; "
@@ -220,12 +282,13 @@ class LibvirtHost:
                 f"{tls_remedy(message, uri) or _CHECK_HINT}",
                 cause=exc,
             ) from exc
-        return cls(name, uri, conn)
+        return cls(name, uri, conn, kept=shared is not None)
 
     def close(self) -> None:
-        """Close the connection; closing twice is harmless."""
+        """Close the connection (a kept one stays open for the next); closing twice is
+        harmless."""
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is not None and not self._kept:
             _close_quietly(conn)
 
     def __enter__(self) -> Self:

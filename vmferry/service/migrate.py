@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from vmferry.assess.preflight import DiskReach
-from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_host import LibvirtHost, shared_connections
 from vmferry.drivers.libvirt_migration import MigrationRequest
 from vmferry.drivers.qemu_monitor import measure_dirty_rate, set_vcpu_cap, vcpu_seconds
 from vmferry.engine.convergence import plan_vcpu_cap
@@ -93,9 +93,10 @@ def migrate(
     ``plan_hooks``: the hooks a plan declares for this VM, merged with the VM's own
     (:func:`vmferry.service.hooks.hooks_for`; docs/hooks.md).
     """
-    outcome = _migrate(vm, to, options, on_progress=on_progress, note=note,
-                       strategy_reason=strategy_reason, on_job=on_job, job_id=job_id,
-                       plan_hooks=plan_hooks)  # fmt: skip
+    with shared_connections():  # one connection per host for the whole move
+        outcome = _migrate(vm, to, options, on_progress=on_progress, note=note,
+                           strategy_reason=strategy_reason, on_job=on_job, job_id=job_id,
+                           plan_hooks=plan_hooks)  # fmt: skip
     if strategy_reason is None:
         return outcome
     return replace(outcome, result=replace(outcome.result, strategy_reason=strategy_reason))
