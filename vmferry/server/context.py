@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from vmferry.model.migration import MigrationOptions
 from vmferry.predict.strategy import StrategyChoice
+from vmferry.server.job_feed import JobFeeds
 from vmferry.server.moves import Mover
 from vmferry.service.fleet import Fleet
 from vmferry.store.db import Store
@@ -26,6 +27,10 @@ class ServerContext:
     jobs_in_process: bool = True  # SQLite: jobs started through the API run in the server
     moves: Mover | None = None  # starts moves here or queues them (None: refused)
     choose: ChooseFn | None = None  # `auto`'s choice (None: service.auto_strategy's)
+    feeds: JobFeeds = field(init=False)  # the followed jobs' shared polls
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feeds", JobFeeds(self.store, self.event_poll_s))
 
 
 def context_of(request: Request) -> ServerContext:

@@ -383,6 +383,19 @@ class Store:
             )
             return _job(row, tuple(_event(e) for e in events))
 
+    def job_after(self, job_id: str, known: int) -> tuple[Job, tuple[JobEvent, ...]]:
+        """The job (without its events) and its events after the first ``known``: what a
+        follower of the job has not seen yet, read without reading what it has."""
+        with self._sessions() as session:
+            row = _require_job(session, job_id)
+            events = session.scalars(
+                select(JobEventRow)
+                .where(JobEventRow.job_id == job_id)
+                .order_by(JobEventRow.id)
+                .offset(max(0, known))
+            )
+            return _job(row), tuple(_event(e) for e in events)
+
     def list_jobs(self, limit: int = 50) -> list[Job]:
         """The ``limit`` newest jobs, newest first, without their events."""
         if limit < 1:

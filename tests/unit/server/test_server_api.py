@@ -281,22 +281,23 @@ def test_the_stream_follows_a_running_job_until_it_ends(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = api.job("web1", JobStatus.RUNNING)
-    real_get_job = api.store.get_job
+    real_job_after = api.store.job_after
     reads = []
 
-    def get_job(wanted: str) -> Any:
-        reads.append(wanted)
-        if len(reads) == 3:  # the stream's second look: the job moves on meanwhile
+    def job_after(wanted: str, known: int) -> Any:
+        reads.append(known)
+        if len(reads) == 2:  # the stream's second look: the job moves on meanwhile
             api.store.add_event(job_id, "progress", "iteration 2")
             api.store.set_status(job_id, JobStatus.COMPLETED)
-        return real_get_job(wanted)
+        return real_job_after(wanted, known)
 
-    monkeypatch.setattr(api.store, "get_job", get_job)
+    monkeypatch.setattr(api.store, "job_after", job_after)
     done = api.client.get(f"/api/v1/jobs/{job_id}/events", headers=api.as_("viewer"))
     events = sse(done.text)
     assert [e["event"] for e in events] == ["created", "status", "progress", "status", "end"]
     assert events[-1]["data"]["status"] == "completed"
     assert events[2]["data"]["message"] == "iteration 2"
+    assert reads == [2, 2]  # each look reads only what came after the events already sent
 
 
 def test_the_events_of_an_unknown_job_are_404(api: Api) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -89,18 +88,14 @@ async def job_events(
 ) -> AsyncIterator[ServerSentEvent]:
     """The job's events as Server-Sent Events, from the first (or after Last-Event-ID),
     until the job has finished."""
-    sent = int(last_event_id) + 1 if last_event_id and last_event_id.isdigit() else 0
-    while True:
-        for index in range(sent, len(job.events)):
-            yield ServerSentEvent(data=to_jsonable(job.events[index]),
-                                  event=job.events[index].kind, id=str(index))  # fmt: skip
-        sent = max(sent, len(job.events))
-        if job.status.finished:
-            ended = {k: v for k, v in job_json(job).items() if k != "events"}
+    after = int(last_event_id) + 1 if last_event_id and last_event_id.isdigit() else 0
+    async for item in context.feeds.follow(job, after):
+        if isinstance(item, Job):
+            ended = {k: v for k, v in job_json(item).items() if k != "events"}
             yield ServerSentEvent(data=ended, event="end")
             return
-        await anyio.sleep(context.event_poll_s)
-        job = await anyio.to_thread.run_sync(context.store.get_job, job.id)
+        index, event = item
+        yield ServerSentEvent(data=to_jsonable(event), event=event.kind, id=str(index))
 
 
 @router.post(
