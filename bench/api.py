@@ -190,37 +190,95 @@ def streams(base: str, token: str, db_url: str, server_pid: int, clients: int, j
             "server_cpu_share_per_job": round(share / jobs, 4)}  # fmt: skip
 
 
-def orchestrator(moves: int) -> dict[str, Any]:
+def _virsh_move(name: str, src: str, dst: str) -> tuple[float, float]:
+    """The baseline: ``virsh migrate --live --p2p`` of ``name`` (no checks, no verification,
+    no record): its wall time and its process's CPU time (user + system, ``wait4``)."""
+    from vmferry.lab import lifecycle
+
+    migration_uri = f"tcp://198.18.1.{11 if dst == 'kvm1' else 12}"
+    argv = ["virsh", "-c", lifecycle.host_uri(src), "migrate", "--live", "--p2p",
+            "--persistent", "--undefinesource", "--unsafe", name, lifecycle.host_uri(dst),
+            migration_uri]  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"virsh migrate {name} {src} -> {dst} failed")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def orchestrator(moves: int, slow_mib_s: int) -> dict[str, Any]:
     """Real moves in the lab, driven by :func:`vmferry.service.migrate.migrate` in this
     process, as a worker drives them: this process's CPU time (every thread: the engine's
-    polling, the record's writer, the witnesses) over each move's wall time."""
+    polling, the record's writer, the event listeners) over each move's wall time, less the
+    lab's console witness (a thread of this process that tails the guest's serial console
+    every 20 ms: the lab's, not vmferry's; reported on its own). ``moves`` at the link's
+    rate, then two at ``slow_mib_s``: their extra CPU over their extra time is the cost of
+    a second more of transfer, the rest the fixed cost of a move (checks, connections,
+    verification). The baseline: ``virsh migrate --live --p2p`` of the same guest."""
     with tempfile.TemporaryDirectory(prefix="vmferry-bench-api-") as folder:
         os.environ["VMFERRY_DB"] = f"sqlite:///{folder}/lab.db"
         from vmferry.lab import guests, lifecycle
+        from vmferry.lab.console import ConsoleTail
         from vmferry.service.migrate import migrate
 
+        witness_cpu = [0.0]
+        tail_run = ConsoleTail._run
+
+        def timed_run(self: ConsoleTail) -> None:
+            try:
+                tail_run(self)
+            finally:
+                witness_cpu[0] += time.thread_time()
+
+        ConsoleTail._run = timed_run  # type: ignore[method-assign]
         lifecycle.up(hosts=2)
         try:
             guests.create_guest("bapi", "kvm1", memory_mb=256, working_set_mb=64)
-            rows = []
-            for n in range(moves):
-                to = "kvm2" if n % 2 == 0 else "kvm1"
-                c0, t0 = time.process_time(), time.monotonic()
-                outcome = migrate("bapi", to, MigrationOptions())
+            rows: list[dict[str, Any]] = []
+            here = "kvm1"
+            for n in range(moves + 2):
+                to = "kvm2" if here == "kvm1" else "kvm1"
+                slow = n >= moves
+                options = MigrationOptions(bandwidth_mib_s=slow_mib_s if slow else None)
+                c0, t0, w0 = time.process_time(), time.monotonic(), witness_cpu[0]
+                outcome = migrate("bapi", to, options)
                 wall, cpu = time.monotonic() - t0, time.process_time() - c0
+                witness = witness_cpu[0] - w0
                 result = outcome.result
                 if result.status is not JobStatus.COMPLETED:
                     raise SystemExit(f"move {n + 1}: {result.status}: {result.reason}")
-                rows.append({"to": to, "wall_s": round(wall, 2), "cpu_s": round(cpu, 3),
+                here = to
+                rows.append({"to": to, "bandwidth_mib_s": options.bandwidth_mib_s,
+                             "wall_s": round(wall, 2), "cpu_s": round(cpu - witness, 3),
+                             "lab_witness_cpu_s": round(witness, 3),
                              "migration_s": round((result.total_time_ms or 0) / 1000, 2),
-                             "cpu_share": round(cpu / wall, 4)})  # fmt: skip
+                             "cpu_share": round((cpu - witness) / wall, 4)})  # fmt: skip
+            virsh: list[dict[str, Any]] = []
+            for _ in range(2):
+                to = "kvm2" if here == "kvm1" else "kvm1"
+                wall, cpu = _virsh_move("bapi", here, to)
+                here = to
+                virsh.append({"to": to, "wall_s": round(wall, 2), "cpu_s": round(cpu, 3)})
         finally:
+            ConsoleTail._run = tail_run  # type: ignore[method-assign]
             lifecycle.down()
-    cpu_total = sum(r["cpu_s"] for r in rows)
-    wall_total = sum(r["wall_s"] for r in rows)
+    fast, slowed = rows[:moves], rows[moves:]
+    cpu_total = sum(r["cpu_s"] for r in fast)
+    wall_total = sum(r["wall_s"] for r in fast)
+    extra_cpu = statistics.mean(r["cpu_s"] for r in slowed) - cpu_total / moves
+    extra_wall = statistics.mean(r["wall_s"] for r in slowed) - wall_total / moves
+    per_s = extra_cpu / extra_wall if extra_wall > 0 else float("nan")
+    fixed = cpu_total / moves - per_s * wall_total / moves
     return {"moves": rows, "cpu_s_total": round(cpu_total, 3),
             "wall_s_total": round(wall_total, 2),
-            "cpu_share_per_running_migration": round(cpu_total / wall_total, 4)}  # fmt: skip
+            "cpu_share_per_running_migration": round(cpu_total / wall_total, 4),
+            "transfer_cpu_share": round(per_s, 4),
+            "fixed_cpu_s_per_move": round(fixed, 3),
+            "virsh": virsh,
+            "virsh_cpu_share": round(sum(v["cpu_s"] for v in virsh)
+                                     / sum(v["wall_s"] for v in virsh), 4)}  # fmt: skip
 
 
 def main() -> None:
@@ -232,9 +290,23 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--lab", action="store_true", help="also measure real moves (root)")
+    parser.add_argument(
+        "--parts",
+        default="inventory,streams",
+        help="which to run, of inventory, streams, lab (--lab adds lab)",
+    )
     parser.add_argument("--moves", type=int, default=4)
+    parser.add_argument(
+        "--slow-mib-s",
+        type=int,
+        default=8,
+        help="the two slow moves' bandwidth (the transfer's own cost)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    parts = set(args.parts.split(",")) | ({"lab"} if args.lab else set())
+    if not parts <= {"inventory", "streams", "lab"}:
+        raise SystemExit(f"--parts: {args.parts}: only inventory, streams and lab")
     report: dict[str, Any] = {"python": sys.version.split()[0]}
     with tempfile.TemporaryDirectory(prefix="vmferry-bench-api-") as folder:
         root = Path(folder)
@@ -248,6 +320,8 @@ def main() -> None:
         token = users.add_user(store, "bench", "admin", None)[1]
         store.close()
         for key, ttl in (("inventory", 0.0), ("inventory_cached", 5.0)):
+            if "inventory" not in parts:
+                break
             port = free_port()
             server = start_server(env, port, ttl)
             try:
@@ -257,34 +331,45 @@ def main() -> None:
             finally:
                 server.terminate()
                 server.wait(30)
-        port = free_port()
-        server = start_server(env, port, 5.0)
-        base = f"http://127.0.0.1:{port}/api/v1"
-        try:
-            report["streams"] = streams(base, token, db_url, server.pid, args.clients,
-                                        args.jobs, args.seconds)  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(30)
-    if args.lab:
-        report["orchestrator"] = orchestrator(args.moves)
+        if "streams" in parts:
+            port = free_port()
+            server = start_server(env, port, 5.0)
+            base = f"http://127.0.0.1:{port}/api/v1"
+            try:
+                report["streams"] = streams(base, token, db_url, server.pid, args.clients,
+                                            args.jobs, args.seconds)  # fmt: skip
+            finally:
+                server.terminate()
+                server.wait(30)
+    if "lab" in parts:
+        report["orchestrator"] = orchestrator(args.moves, args.slow_mib_s)
     if not args.json:
-        inv, st, cached = report["inventory"], report["streams"], report["inventory_cached"]
-        lines = ["| figure | vmferry | target |", "|---|---|---|",
-                 f"| GET /vms, {inv['vms']} VMs on {inv['hosts']} hosts, page of 100: p50 | "
-                 f"{inv['p50_ms']} ms | - |",
-                 f"| same: p99 | {inv['p99_ms']} ms | - |",
-                 f"| same, inventory reused 5 s (the default): p50 | {cached['p50_ms']} ms | - |",
-                 f"| same: p99 | {cached['p99_ms']} ms | - |",
-                 f"| {st['clients']} SSE clients, {st['jobs']} jobs: event delay p50 | "
-                 f"{st['delay_p50_ms']} ms | - |",
-                 f"| same: p99 | {st['delay_p99_ms']} ms | - |",
-                 f"| server CPU per running job | {100 * st['server_cpu_share_per_job']:.2f} % "
-                 "of a core | - |"]  # fmt: skip
+        lines = ["| figure | vmferry | target |", "|---|---|---|"]
+        if "inventory" in report:
+            inv, cached = report["inventory"], report["inventory_cached"]
+            lines += [f"| GET /vms, {inv['vms']} VMs on {inv['hosts']} hosts, page of 100: p50 | "
+                      f"{inv['p50_ms']} ms | - |",
+                      f"| same: p99 | {inv['p99_ms']} ms | - |",
+                      "| same, inventory reused 5 s (the default): p50 | "
+                      f"{cached['p50_ms']} ms | - |",
+                      f"| same: p99 | {cached['p99_ms']} ms | - |"]  # fmt: skip
+        if "streams" in report:
+            st = report["streams"]
+            lines += [f"| {st['clients']} SSE clients, {st['jobs']} jobs: event delay p50 | "
+                      f"{st['delay_p50_ms']} ms | - |",
+                      f"| same: p99 | {st['delay_p99_ms']} ms | - |",
+                      "| server CPU per running job | "
+                      f"{100 * st['server_cpu_share_per_job']:.2f} % of a core | - |"]  # fmt: skip
         if "orchestrator" in report:
-            share = report["orchestrator"]["cpu_share_per_running_migration"]
-            lines.append(f"| orchestrator CPU per running migration | {100 * share:.2f} % of "
-                         "a core | < 1 % |")  # fmt: skip
+            orc = report["orchestrator"]
+            share, virsh = orc["cpu_share_per_running_migration"], orc["virsh_cpu_share"]
+            lines += [f"| orchestrator CPU per running migration ({len(orc['moves']) - 2} "
+                      f"moves at the link's rate) | {100 * share:.2f} % of a core "
+                      f"(virsh migrate: {100 * virsh:.2f} %) | < 1 % |",
+                      "| of which a second more of transfer | "
+                      f"{100 * orc['transfer_cpu_share']:.2f} % of a core | - |",
+                      f"| fixed cost per move (checks, connections, verification) | "
+                      f"{orc['fixed_cpu_s_per_move']:.3f} s of CPU | - |"]  # fmt: skip
         sys.stderr.write("\n".join(lines) + "\n")
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
