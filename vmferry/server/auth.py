@@ -61,11 +61,12 @@ def _unauthorized(detail: str) -> HTTPException:
 
 def authorize(
     request: Request, user: User, action: Action, target: str | None = None,
-    vm_tags: tuple[str, ...] | None = None,
+    vm_tags: tuple[str, ...] | None = None, audit_as: str | None = None,
 ) -> None:  # fmt: skip
     """Raise :class:`Refused` (403, naming the rule) unless ``user`` may do ``action`` on
-    ``target`` (a VM with ``vm_tags``)."""
-    request.state.action = action.value
+    ``target`` (a VM with ``vm_tags``). The audit trail records the request as ``audit_as``
+    (what was asked, e.g. ``plans.pause``) or else as ``action`` (the permission)."""
+    request.state.action = audit_as or action.value
     if target is not None:
         request.state.target = target
     decision = decide(user.role, user.project, action, vm_tags)
@@ -74,15 +75,18 @@ def authorize(
         raise Refused(decision.rule, decision.reason)
 
 
-def require(action: Action, target_param: str | None = None) -> Callable[..., User]:
+def require(
+    action: Action, target_param: str | None = None, audit_as: str | None = None
+) -> Callable[..., User]:
     """A dependency: the current user, refused unless its role allows ``action`` (for
     actions that do not depend on a VM's tags); ``target_param`` names the path parameter
-    the audit trail records as the target. Route dependencies run before the body is
-    checked, so a refused request is 403 whatever its body."""
+    the audit trail records as the target, ``audit_as`` the action it records when it is
+    not the permission's name. Route dependencies run before the body is checked, so a
+    refused request is 403 whatever its body."""
 
     def check(request: Request, user: CurrentUser) -> User:
         target = None if target_param is None else request.path_params.get(target_param)
-        authorize(request, user, action, target=target)
+        authorize(request, user, action, target=target, audit_as=audit_as)
         return user
 
     return check

@@ -237,7 +237,8 @@ def run(plan_id: str, response: Response, context: Context, services: Svc) -> Pl
 
 
 @router.post("/{plan_id}/resume", response_model=PlanOut, status_code=202, responses=_STARTS,
-             dependencies=[Depends(require(Action.PLANS_RUN, "plan_id"))])  # fmt: skip
+             dependencies=[Depends(require(Action.PLANS_RUN, "plan_id",
+                                           "plans.resume"))])  # fmt: skip
 def resume(plan_id: str, response: Response, context: Context, services: Svc) -> PlanOut:
     """Go on with a paused, failed or interrupted plan (completed VMs are skipped; the jobs
     an earlier run left are reconciled first), as `vmferry plan resume`."""
@@ -251,7 +252,8 @@ _STOPS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/{plan_id}/pause", response_model=PlanOut, status_code=202, responses=_STOPS,
-             dependencies=[Depends(require(Action.PLANS_RUN, "plan_id"))])  # fmt: skip
+             dependencies=[Depends(require(Action.PLANS_RUN, "plan_id",
+                                           "plans.pause"))])  # fmt: skip
 def pause(plan_id: str, response: Response, context: Context) -> PlanOut:
     """Start no new migration; the running ones finish, then the plan is paused (202 while
     its runner has yet to do that)."""
@@ -262,7 +264,8 @@ def pause(plan_id: str, response: Response, context: Context) -> PlanOut:
 
 
 @router.post("/{plan_id}/cancel", response_model=PlanOut, status_code=202, responses=_STOPS,
-             dependencies=[Depends(require(Action.PLANS_RUN, "plan_id"))])  # fmt: skip
+             dependencies=[Depends(require(Action.PLANS_RUN, "plan_id",
+                                           "plans.cancel"))])  # fmt: skip
 def cancel(plan_id: str, response: Response, context: Context) -> PlanOut:
     """Cancel the running migrations (their sources keep running) and stop the plan (202
     while its runner has yet to do that)."""
