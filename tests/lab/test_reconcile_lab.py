@@ -165,6 +165,33 @@ def test_a_migration_that_completed_is_recorded_completed(guest: str) -> None:
     assert state_of("kvm2", guest) == libvirt.VIR_DOMAIN_RUNNING
 
 
+def test_a_completed_migration_that_left_the_source_defined_is_tidied(guest: str) -> None:
+    """The migration went through but the source's definition stayed (no
+    --undefinesource, as when vmferry died before its own end removed it): resuming the job
+    removes it, so the VM is defined on one host only."""
+    where = locate(guest).host.name
+    other = "kvm1" if where == "kvm2" else "kvm2"
+    job = orphaned_job(where, other)
+    moved = subprocess.run(
+        ["virsh", "-c", uri(where), "migrate", "--live", "--p2p", "--persistent", "--unsafe",
+         guest, uri(other), f"tcp://198.18.1.{12 if other == 'kvm2' else 11}"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    assert state_of(where, guest) == libvirt.VIR_DOMAIN_SHUTOFF  # still defined there
+
+    done = vmferry("job", "resume", job.id)
+    assert done.returncode == 0, done.stderr
+    after = jobs_service.get_job(job.id)
+    assert after.status is JobStatus.COMPLETED
+    assert after.reason == (
+        f"vmferry was interrupted; the migration completed: found running on {other}; "
+        f"removed the stopped definition left on {where}"
+    )
+    assert state_of(where, guest) is None
+    assert state_of(other, guest) == libvirt.VIR_DOMAIN_RUNNING
+
+
 def test_cancel_of_a_job_whose_owner_died_reconciles_it(guest: str) -> None:
     where = locate(guest).host.name
     other = "kvm1" if where == "kvm2" else "kvm2"

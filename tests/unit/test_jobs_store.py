@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 from support.cli import vmferry as run_vmferry
 from support.leases import dead_owner_lease
 
+from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import NotFoundError, VmferryError
 from vmferry.model import Host
 from vmferry.model.migration import (
@@ -342,7 +343,7 @@ _DOMAIN = """
     <name>{name}</name><memory unit='MiB'>128</memory><os><type>hvm</type></os>
     <test:runstate>{state}</test:runstate>{transient}
   </domain>"""
-RUNNING, PAUSED = 1, 3
+RUNNING, PAUSED, SHUT_OFF = 1, 3, 5
 
 
 def node(path: Path, *domains: tuple[str, int, bool]) -> str:
@@ -401,6 +402,41 @@ def test_resume_completes_a_job_whose_vm_moved(sqlite_store: Store, tmp_path: Pa
     done = jobs_service.reconcile_job(job.id, wait_s=0)
     assert done.status is JobStatus.COMPLETED
     assert done.reason == "vmferry was interrupted; the migration completed: found running on kvm2"
+
+
+def test_resume_removes_the_stopped_definition_left_on_the_source(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = node(tmp_path / "src.xml", ("web1", SHUT_OFF, False))
+    dst = node(tmp_path / "dst.xml", ("web1", RUNNING, False))
+    hosts(sqlite_store, tmp_path, src, dst)
+    undefined: list[tuple[str, str]] = []
+    monkeypatch.setattr(LibvirtHost, "undefine",
+                        lambda self, name, **_: undefined.append((self.name, name)))  # fmt: skip
+    job = orphaned_job(sqlite_store)
+    done = jobs_service.reconcile_job(job.id, wait_s=0)
+    assert done.status is JobStatus.COMPLETED
+    assert done.reason == ("vmferry was interrupted; the migration completed: found running on "
+                           "kvm2; removed the stopped definition left on kvm1")  # fmt: skip
+    assert undefined == [("kvm1", "web1")]
+    assert "removed: the stopped definition of web1 on kvm1" in [e.message for e in done.events]
+
+
+def test_a_source_definition_that_cannot_be_removed_is_said_to_remain(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts(sqlite_store, tmp_path, node(tmp_path / "s.xml", ("web1", SHUT_OFF, False)),
+          node(tmp_path / "d.xml", ("web1", RUNNING, False)))  # fmt: skip
+
+    def refuse(self: LibvirtHost, name: str, **_: object) -> None:
+        raise VmferryError(f"host 'kvm1': undefine {name}: operation forbidden")
+
+    monkeypatch.setattr(LibvirtHost, "undefine", refuse)
+    done = jobs_service.reconcile_job(orphaned_job(sqlite_store).id, wait_s=0)
+    assert done.status is JobStatus.COMPLETED
+    assert (done.reason or "").endswith("; a stopped definition remains on kvm1")
+    assert any("could not be removed: host 'kvm1': undefine web1: operation forbidden"
+               in e.message for e in done.events)  # fmt: skip
 
 
 def test_a_pending_job_whose_vm_moved_goes_through_running(

@@ -36,12 +36,13 @@ PAUSED_PERSISTENT = DomainView(exists=True, paused=True, persistent=True)
 # Rows: the source's view; columns: the destination's, in this order. None: no answer.
 VIEWS: tuple[DomainView | None, ...] = (None, ABSENT, OFF, RUN, PAUSED, RUN_JOB, PAUSED_JOB)
 NAMES = ("none", "absent", "off", "run", "paused", "run+job", "paused+job")
-# W wait, C complete, F fail, D fail-destroy-orphan, U unknown (record failed),
+# W wait, C complete, R complete-undefine-source (the source's stopped definition goes: the
+# destination's is persistent), F fail, D fail-destroy-orphan, U unknown (record failed),
 # ? unknown (record untouched: a host that matters did not answer)
 TABLE = {
     "none":       "? ? ? ? ? W W",
     "absent":     "? U U C U W W",
-    "off":        "? U U C U W W",
+    "off":        "? U U R U W W",
     "run":        "F F F D D W W",
     "paused":     "? U U C U W W",
     "run+job":    "W W W W W W W",
@@ -50,6 +51,7 @@ TABLE = {
 ACTIONS = {
     "W": "wait",
     "C": "complete",
+    "R": "complete-undefine-source",
     "F": "fail",
     "D": "fail-destroy-orphan",
     "U": "unknown",
@@ -59,6 +61,7 @@ STATUS = {
     "W": None,
     "?": None,
     "C": JobStatus.COMPLETED,
+    "R": JobStatus.COMPLETED,
     "F": JobStatus.FAILED,
     "D": JobStatus.FAILED,
     "U": JobStatus.FAILED,
@@ -87,6 +90,7 @@ def test_dead_owner(src: str, dst: str, code: str, status: JobStatus) -> None:
     assert decision.action == ACTIONS[code], decision.reason
     assert decision.status is STATUS[code], decision.reason
     assert decision.destroys_orphan is (code == "D")
+    assert decision.undefines_source is (code == "R")
     assert decision.reason
 
 
@@ -175,7 +179,12 @@ def test_reasons_say_what_happened() -> None:
     assert decide(JOB, False, ABSENT, RUN).reason == (
         "vmferry was interrupted; the migration completed: found running on kvm2"
     )
-    assert decide(JOB, False, OFF, RUN).reason.endswith("; a stopped definition remains on kvm1")
+    assert decide(JOB, False, OFF, RUN).reason.endswith(
+        "; removed the stopped definition left on kvm1"
+    )
+    assert decide(JOB, False, OFF, RUN_TRANSIENT).reason.endswith(
+        "; a stopped definition remains on kvm1 (kept: kvm2's is not persistent)"
+    )
     assert "a paused copy remains on kvm1" in decide(JOB, False, PAUSED, RUN).reason
     assert decide(JOB, False, RUN, ABSENT).reason == (
         "vmferry was interrupted; the migration did not complete: web1 still runs on kvm1"

@@ -10,6 +10,10 @@ and what each host reports about the VM; :func:`decide` turns that into one acti
     again.
 ``complete``
     the destination runs the VM and the source does not: the migration completed.
+``complete-undefine-source``
+    as ``complete``, and the source still holds the VM's stopped definition while the
+    destination's is persistent: remove the source's (as the move's own end does), so the
+    VM is defined on one host only.
 ``fail``
     the source runs the VM and the destination has no active copy: the migration did not
     complete and the source is intact.
@@ -35,7 +39,8 @@ from vmferry.model.migration import Job, JobStatus
 
 __all__ = ["ABSENT", "Action", "Decision", "DomainView", "decide", "describe"]
 
-Action = Literal["leave", "wait", "complete", "fail", "fail-destroy-orphan", "unknown"]
+Action = Literal["leave", "wait", "complete", "complete-undefine-source", "fail",
+                 "fail-destroy-orphan", "unknown"]  # fmt: skip
 
 INTERRUPTED = "vmferry was interrupted; "
 
@@ -55,6 +60,10 @@ class Decision:
     @property
     def destroys_orphan(self) -> bool:
         return self.action == "fail-destroy-orphan"
+
+    @property
+    def undefines_source(self) -> bool:
+        return self.action == "complete-undefine-source"
 
 
 def describe(view: DomainView | None) -> str:
@@ -127,16 +136,21 @@ def decide(
             f"{src} answers",
         )
     if destination is not None and destination.exists and destination.running:
-        left = ""
+        done = f"{INTERRUPTED}the migration completed: found running on {dst}"
         if source.paused:
             left = f"; a paused copy remains on {src}: destroy it there once {dst} is checked"
+        elif source.exists and source.persistent and destination.persistent:
+            return Decision(
+                "complete-undefine-source",
+                f"{done}; removed the stopped definition left on {src}",
+                JobStatus.COMPLETED,
+            )
         elif source.exists:
-            left = f"; a stopped definition remains on {src}"
-        return Decision(
-            "complete",
-            f"{INTERRUPTED}the migration completed: found running on {dst}{left}",
-            JobStatus.COMPLETED,
-        )
+            left = (f"; a stopped definition remains on {src} (kept: {dst}'s is not "
+                    "persistent)")  # fmt: skip
+        else:
+            left = ""
+        return Decision("complete", f"{done}{left}", JobStatus.COMPLETED)
     if destination is None:
         return Decision(
             "unknown",

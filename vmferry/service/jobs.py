@@ -213,6 +213,20 @@ def _apply(
         what = "destroyed" if destroyed else "found already gone"
         store.add_event(job.id, "note", f"{what}: the incoming copy of {job.vm} on "
                         f"{job.destination}", seen)  # fmt: skip
+    elif decision.undefines_source:
+        source = hosts[0]
+        if source is None:  # pragma: no cover - decide() never asks for it then
+            raise VmferryError(f"job {job.id}: no connection to {job.source}")
+        try:
+            source.undefine(job.vm)
+        except VmferryError as exc:  # the move completed all the same: say what is left
+            store.add_event(job.id, "note", f"the stopped definition of {job.vm} on "
+                            f"{job.source} could not be removed: {exc.message}", seen)  # fmt: skip
+            reason = decision.reason.replace("removed the stopped definition left",
+                                             "a stopped definition remains")  # fmt: skip
+            return finish_reconciled(store, job, decision.status, reason)
+        store.add_event(job.id, "note", f"removed: the stopped definition of {job.vm} on "
+                        f"{job.source}", seen)  # fmt: skip
     else:
         store.add_event(job.id, "note", f"resumed: {decision.action}", seen)
     return finish_reconciled(store, job, decision.status, decision.reason)
