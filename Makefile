@@ -10,7 +10,8 @@ STAMPS := .cache/stamps
 VMFERRY_STACK ?= modern
 APT_PACKAGES := pkg-config busybox-static cpio iproute2 nftables gcc libc6-dev make libxml2-utils \
 	postgresql virt-v2v libguestfs-tools nbdkit libnbd-bin debootstrap iperf3 \
-	dosfstools mtools syslinux syslinux-common iputils-ping qemu-guest-agent tcpdump
+	dosfstools mtools syslinux syslinux-common iputils-ping qemu-guest-agent tcpdump \
+	chromium
 
 .PHONY: help install apt venv guest lint unit test demo lab-down clean
 

@@ -95,6 +95,35 @@ def run_live_migration(
     return result
 
 
+SAMPLE_EVERY_S = 1.0  # a progress event at most this often, and at each new pass
+
+
+def _worth_recording(sample: ProgressSample, before: list[ProgressSample],
+                     recorded_at: float) -> bool:  # fmt: skip
+    """Whether ``sample`` goes into the job's events (the console's chart): the first of
+    each pass, or a second after the last one recorded."""
+    new_pass = not before or before[-1].iteration != sample.iteration
+    return new_pass or time.monotonic() - recorded_at >= SAMPLE_EVERY_S
+
+
+def _sample_data(sample: ProgressSample) -> dict[str, object]:
+    return {"elapsed_ms": sample.elapsed_ms, "iteration": sample.iteration,
+            "memory_total_bytes": sample.memory_total_bytes,
+            "memory_remaining_bytes": sample.memory_remaining_bytes,
+            "dirty_rate_bytes_s": sample.dirty_rate_bytes_s,
+            "throughput_bytes_s": sample.throughput_bytes_s,
+            "expected_downtime_ms": sample.expected_downtime_ms,
+            "throttle_pct": sample.throttle_pct, "postcopy": sample.postcopy,
+            "disk_remaining_bytes": sample.disk_remaining_bytes}  # fmt: skip
+
+
+def _describe_sample(sample: ProgressSample) -> str:
+    mib = 2**20
+    return (f"pass {sample.iteration}: {sample.memory_remaining_bytes / mib:.0f} MiB left, "
+            f"dirty {sample.dirty_rate_bytes_s / mib:.1f} MiB/s, sent at "
+            f"{sample.throughput_bytes_s / mib:.1f} MiB/s")  # fmt: skip
+
+
 def _drive(
     plan: LivePlan,
     record: JobRecorder,
@@ -135,6 +164,7 @@ def _drive(
             event("status", f"migrating {plan.vm} from {plan.source.name} to "
                   f"{plan.destination.name}", request=_describe(plan.request))  # fmt: skip
             heard_at = time.monotonic()
+            recorded_at = 0.0  # when the last progress sample went into the job's events
             while not migration.done():
                 sample = migration.sample()
                 silent_s = time.monotonic() - heard_at
@@ -152,6 +182,9 @@ def _drive(
                             event("setting", f"downtime limit {got} ms (asked "
                                   f"{state.downtime_ms})", downtime_ms=got)  # fmt: skip
                     samples.append(sample)
+                    if _worth_recording(sample, samples[:-1], recorded_at):
+                        recorded_at = time.monotonic()
+                        record.event("progress", _describe_sample(sample), _sample_data(sample))
                     decision = decide(samples, state, config)
                     state = decision.state
                     for escalation in decision.escalations:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -43,6 +43,9 @@ from vmferry.server.schemas import Problem
 from vmferry.service.fleet import fleet_inventory
 from vmferry.store.db import Store
 
+if TYPE_CHECKING:
+    from vmferry.console.facts import HostFactsFn
+
 __all__ = ["API_PREFIX", "MAX_BODY_BYTES", "create_app"]
 
 API_PREFIX = "/api/v1"
@@ -66,13 +69,18 @@ def create_app(
     event_poll_s: float = 0.5,
     start_wait_s: float = 180,
     services: Services | None = None,
+    console: bool = True,
+    host_facts: HostFactsFn | None = None,
 ) -> FastAPI:
     """The API over ``store``; ``inventory`` reads the hosts' VMs (libvirt by default,
     remembered ``inventory_ttl_s`` seconds: :mod:`vmferry.server.inventory_cache`).
 
     Moves: ``mover`` if given; else ``migrate`` (default
     :func:`vmferry.service.migrate.migrate`) in threads of this process with SQLite or when
-    ``migrate`` is given; else, with PostgreSQL, queued for `vmferry worker` processes."""
+    ``migrate`` is given; else, with PostgreSQL, queued for `vmferry worker` processes.
+
+    ``console``: serve the web console at ``/`` (:mod:`vmferry.console`; ``host_facts``
+    reads the hosts' capacity for its fleet page, libvirt by default)."""
     app = FastAPI(
         title="vmferry",
         version=__version__,
@@ -106,6 +114,10 @@ def create_app(
     for module in (checks, predictions, profiles, plans, netprofiles, imports):  # actions
         api.include_router(module.router)
     app.include_router(api)
+    if console:
+        from vmferry.console import mount_console
+
+        mount_console(app, host_facts=host_facts)
     _errors_as_json(app)
     return app
 

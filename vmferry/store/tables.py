@@ -332,3 +332,18 @@ class ProjectPolicyRow(Base):
     windows: Mapped[list[str]] = mapped_column(JSON)
     tz: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConsoleSessionRow(Base):
+    """A session of the web console (:mod:`vmferry.store.console_sessions`): the SHA-256 of
+    the cookie's random value (the value itself is never stored), its user, the CSRF token
+    of its forms, and when it ends."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_user", "user"),)
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

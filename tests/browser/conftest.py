@@ -1,0 +1,66 @@
+"""Browser tests: the console in Debian's Chromium (/usr/bin/chromium) driven by
+Playwright's Python package (never `playwright install`: Playwright is pointed at the
+system's Chromium). ``shots`` saves a page's screenshot into docs/console/ when
+VMFERRY_CONSOLE_SHOTS=1 (`make console-shots`); otherwise nothing is written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "console"
+
+
+class Shot(Protocol):
+    def __call__(self, page: Any, name: str, *, full_page: bool = True) -> None: ...
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    opened = context.new_page()
+    opened.set_default_timeout(15_000)
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def static_failed(response: Any) -> None:
+        if "/static/" in response.url and response.status >= 400:
+            errors.append(f"{response.url}: {response.status}")
+
+    opened.on("response", static_failed)
+    try:
+        yield opened
+    finally:
+        context.close()
+    assert errors == [], f"the page's JavaScript or static files failed: {errors}"
+
+
+@pytest.fixture
+def shot() -> Shot:
+    wanted = os.environ.get("VMFERRY_CONSOLE_SHOTS") == "1"
+
+    def take(page: Any, name: str, *, full_page: bool = True) -> None:
+        if wanted:
+            SHOTS_DIR.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS_DIR / f"{name}.png"), full_page=full_page)
+
+    return take

@@ -1,0 +1,212 @@
+"""The console under test: ``create_app`` on a store with a fake inventory (no libvirt),
+fake host facts, a fake move that records progress samples as the live engine does, and
+one user per role with a password."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from vmferry.errors import NotFoundError
+from vmferry.model import Host, VmRecord, VmSpec, VmState
+from vmferry.model.finding import Finding, Severity
+from vmferry.model.hostinfo import HostInfo
+from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
+from vmferry.predict.model import PredictInputs, Prediction
+from vmferry.server.actions import Services
+from vmferry.server.app import create_app
+from vmferry.service import projects, users
+from vmferry.service.check import CheckReport
+from vmferry.service.fleet import Fleet
+from vmferry.service.lease import process_lease
+from vmferry.service.predict import PredictReport
+from vmferry.store import accounts
+from vmferry.store.db import Store
+
+GIB = 2**30
+MIB = 2**20
+PASSWORD = "correct horse battery"
+ROLE_USERS = {"admin": ("admin", None), "operator": ("operator", None),
+              "planner": ("planner", None), "viewer": ("viewer", None),
+              "selfweb": ("operator", "web")}  # fmt: skip
+
+
+def vm(name: str, host: str, state: VmState = VmState.RUNNING, *, vcpus: int = 2,
+       memory_gib: float = 1, guest_os: str | None = None) -> VmRecord:  # fmt: skip
+    spec = VmSpec(name, f"uuid-{name}", vcpus, int(memory_gib * GIB), guest_os=guest_os,
+                  cpu_model="Skylake-Server")  # fmt: skip
+    return VmRecord(host, state, True, spec)
+
+
+FLEET = [
+    vm("web1", "kvm1", memory_gib=2, guest_os="http://debian.org/debian/12"),
+    vm("web2", "kvm1", VmState.SHUT_OFF, memory_gib=4),
+    vm("db1", "kvm2", vcpus=8, memory_gib=16, guest_os="http://microsoft.com/win/2k19"),
+    vm("db2", "kvm2", VmState.PAUSED, vcpus=4, memory_gib=8),
+    vm("cache1", "kvm2", memory_gib=0.5),
+]
+
+
+@dataclass
+class FakeInventory:
+    records: list[VmRecord] = field(default_factory=lambda: list(FLEET))
+
+    def __call__(self, store: Store, host: str | None) -> Fleet:
+        return Fleet([r for r in self.records if host in (None, r.host)], {})
+
+
+def host_facts(store: Store) -> dict[str, HostInfo | str]:
+    info = HostInfo("kvm1", "kvm1", "qemu+tls://kvm1/system", "QEMU", "11.3.0",
+                    "Skylake-Server", "x86_64", 16, 64 * GIB, 40 * GIB)  # fmt: skip
+    return {"kvm1": info, "kvm2": "kvm2: no route to host"}
+
+
+class FakeMove:
+    """A move without libvirt: the job, three progress samples as the live engine records
+    them, then completed (or held until ``release`` is set, or cancelled)."""
+
+    def __init__(self, store: Store, *, hold: bool = False) -> None:
+        self.store, self.hold = store, hold
+        self.release = threading.Event()
+        self.calls: list[tuple[str, str, str, int]] = []
+
+    def __call__(self, vm: str, to: str, options: MigrationOptions, *,
+                 on_job: Callable[[str], None] = lambda _id: None,
+                 strategy_reason: str | None = None) -> Any:  # fmt: skip
+        self.calls.append((vm, to, options.strategy.value, options.max_downtime_ms))
+        if vm == "ghost":
+            raise NotFoundError(f"no VM named {vm!r} on the registered hosts")
+        job = self.store.create_job("migrate", vm, "kvm1", to, options)
+        self.store.set_owner(job.id, process_lease(self.store))
+        on_job(job.id)
+        self.store.set_status(job.id, JobStatus.RUNNING)
+        for index, left in enumerate((900, 300, 40), start=1):
+            self.store.add_event(job.id, "progress", f"pass {index}: {left} MiB left", {
+                "iteration": index, "memory_remaining_bytes": left * MIB,
+                "dirty_rate_bytes_s": 20 * MIB, "throughput_bytes_s": 100 * MIB,
+                "expected_downtime_ms": 120})  # fmt: skip
+        status = JobStatus.COMPLETED
+        while self.hold and not self.release.wait(0.01):
+            if self.store.is_cancel_requested(job.id):
+                status = JobStatus.CANCELLED
+                break
+        result = MigrationResult(job.id, vm, "kvm1", to, options.strategy, status,
+                                 None if status is JobStatus.COMPLETED else "cancelled",
+                                 1000, 50, 1200 * MIB, 3)  # fmt: skip
+        self.store.finish(job.id, result)
+        return result
+
+
+def _check(vm: str, to: str, *, copy_storage: bool) -> CheckReport:
+    finding = Finding("cpu.model", Severity.WARNING, f"{to} has another CPU model",
+                      "pin the CPU model")  # fmt: skip
+    return CheckReport(vm, "kvm1", to, (finding,), False)
+
+
+def _predict(vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | None,
+             store: Store) -> PredictReport:  # fmt: skip
+    inputs = PredictInputs(2 * GIB, 10 * MIB, 100 * MIB, downtime_limit_ms=max_downtime_ms)
+    prediction = Prediction(True, 23_400, 180, 2300 * MIB, (), inputs)
+    return PredictReport(vm, "kvm1", to, prediction, {"link": "kvm1's link, 800 Mbit/s"})
+
+
+def _refuse(*_args: Any, **_kwargs: Any) -> Any:
+    raise AssertionError("not used by the console's tests")
+
+
+def services() -> Services:
+    return Services(check=_check, predict=_predict, profile=_refuse, plan_measure=_refuse,
+                    plan_migrate=_refuse, import_vm=_refuse, resume_job=_refuse)  # fmt: skip
+
+
+@dataclass
+class Console:
+    client: TestClient
+    store: Store
+    move: FakeMove
+    inventory: FakeInventory
+
+    def login(self, name: str, password: str = PASSWORD, next_path: str = "/") -> Any:
+        page = self.client.get("/login")
+        token = form_token(page.text)
+        return self.client.post("/login", data={"username": name, "password": password,
+                                               "csrf_token": token, "next": next_path},
+                                follow_redirects=False)  # fmt: skip
+
+    def csrf(self, path: str = "/") -> str:
+        return form_token(self.client.get(path).text)
+
+
+def form_token(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found is not None, html[:500]
+    return found.group(1)
+
+
+@contextmanager
+def console(store: Store, *, hold: bool = False,
+            records: list[VmRecord] | None = None) -> Iterator[Console]:  # fmt: skip
+    """The console on ``store`` behind FastAPI's TestClient (moves held with ``hold``)."""
+    with (
+        console_app(store, records=records, hold=hold) as app,
+        TestClient(app, raise_server_exceptions=False) as client,
+    ):
+        state = app.state
+        yield Console(client, store, state.console_test_move, state.console_test_inventory)
+
+
+@contextmanager
+def http_server(app: Any) -> Iterator[str]:
+    """``app`` on uvicorn in a thread of this process, on a free port of 127.0.0.1; its
+    base URL."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))  # fmt: skip
+    thread = threading.Thread(target=server.run, name="console-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the console's test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextmanager
+def console_app(store: Store, *, records: list[VmRecord] | None = None,
+                hold: bool = False) -> Iterator[Any]:  # fmt: skip
+    """The console's app on ``store`` as :func:`console` makes it, without a client."""
+    for name in ("kvm1", "kvm2"):
+        store.add_host(Host(name, f"qemu+tls://{name}/system"))
+    for name, (role, project) in ROLE_USERS.items():
+        users.add_user(store, name, role, project, password=PASSWORD)
+    projects.set_policy(store, "web", "live,cold", ["always"])
+    accounts.set_vm_tags(store, "web1", ["project:web", "tier:1"])
+    accounts.set_vm_tags(store, "web2", ["project:web"])
+    accounts.set_vm_tags(store, "db1", ["project:db"])
+    move = FakeMove(store, hold=hold)
+    inventory = FakeInventory(records if records is not None else list(FLEET))
+    app = create_app(store, inventory=inventory, migrate=move, event_poll_s=0.02,
+                     services=services(), host_facts=host_facts)  # fmt: skip
+    app.state.console_test_move, app.state.console_test_inventory = move, inventory
+    try:
+        yield app
+    finally:
+        move.release.set()
