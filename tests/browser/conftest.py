@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from support.browser import chromium
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "console"
 
 
@@ -22,16 +22,8 @@ class Shot(Protocol):
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

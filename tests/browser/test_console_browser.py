@@ -12,18 +12,27 @@ from typing import Any
 
 import pytest
 from conftest import Shot
-from support.console_fakes import PASSWORD, console_app, http_server
+from pypdf import PdfReader
+from support.console_fakes import PASSWORD, console_app, http_server, make_plan
 
+from vmferry.service.settings import IMPORT_DIRS_SETTING
 from vmferry.store.db import open_store
 
 pytestmark = pytest.mark.browser
 
 
+PLAN_ID: list[str] = []  # the module's plan, made by base_url
+
+
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    path = tmp_path_factory.mktemp("console") / "vmferry.db"
-    with open_store(f"sqlite:///{path}") as store, console_app(store) as app, \
+    root = tmp_path_factory.mktemp("console")
+    (root / "imports").mkdir()
+    (root / "imports" / "legacy-web.raw").write_bytes(bytes(1 << 20))
+    with open_store(f"sqlite:///{root / 'vmferry.db'}") as store, console_app(store) as app, \
             http_server(app) as url:  # fmt: skip
+        store.set_setting(IMPORT_DIRS_SETTING, str(root / "imports"))
+        PLAN_ID[:] = [make_plan(store)]
         yield url
 
 
@@ -119,3 +128,38 @@ def test_phone_width_and_keyboard(page: Any, base_url: str, shot: Shot) -> None:
     widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert widths[0] <= widths[1] + 1, widths  # nothing wider than the phone
     shot(page, "fleet-phone")
+
+
+def test_plan_audit_import_and_a_plan_report_as_pdf(page: Any, base_url: str, shot: Shot,
+                                                     tmp_path: Path) -> None:  # fmt: skip
+    login(page, base_url, "admin", "/plans")
+    page.get_by_role("link", name="nightly").click()
+    assert page.get_by_role("heading", name="Wave 2").is_visible()
+    assert page.locator("svg.gantt rect").count() == 6
+    assert page.locator('tr[data-vm="db1"]').inner_text().count("completed") == 1
+    shot(page, "plan")
+    page.get_by_role("link", name="Audit").click()
+    page.get_by_label("User").fill("admin")
+    page.get_by_role("button", name="Search").click()
+    assert "console.login" in page.locator("table.audit").inner_text()
+    shot(page, "audit")
+    page.get_by_role("link", name="Import").click()
+    page.get_by_label("Source", exact=True).select_option(index=1)
+    page.get_by_label("VM name (default: the source's)").fill("legacy-web")
+    page.get_by_role("button", name="Check (changes nothing)").click()
+    page.locator("#import-outcome").wait_for()
+    assert "<name>legacy-web</name>" in page.locator("pre.xml").inner_text()
+    shot(page, "import")
+    page.get_by_role("link", name="Reports").click()
+    shot(page, "reports")
+    with page.expect_download() as waiting:
+        page.get_by_role("link", name="PDF of plan nightly").click()
+    download = waiting.value
+    assert download.suggested_filename == f"vmferry-plan-{PLAN_ID[0]}.pdf"
+    saved = tmp_path / "plan.pdf"
+    download.save_as(saved)
+    text = "\n".join(p.extract_text() for p in PdfReader(saved).pages)
+    assert "Plan report: nightly" in text
+    assert "the furthest over its prediction: db1 (1.5 x)" in text
+    page.goto(base_url + f"/reports/plans/{PLAN_ID[0]}")
+    shot(page, "plan-report")

@@ -25,6 +25,7 @@ from vmferry.server.app import create_app
 from vmferry.service import projects, users
 from vmferry.service.check import CheckReport
 from vmferry.service.fleet import Fleet
+from vmferry.service.import_vm import ImportOutcome, ImportRequest
 from vmferry.service.lease import process_lease
 from vmferry.service.predict import PredictReport
 from vmferry.store import accounts
@@ -117,13 +118,35 @@ def _predict(vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | N
     return PredictReport(vm, "kvm1", to, prediction, {"link": "kvm1's link, 800 Mbit/s"})
 
 
+def _import(request: ImportRequest, *, note: Callable[[str], None],
+            on_disk_progress: Callable[[int, float], None]) -> ImportOutcome:  # fmt: skip
+    """The real source parser and import planning against a made-up destination; a dry run
+    only (nothing is copied or defined)."""
+    from vmferry.imports.domain_xml import render_domain_xml
+    from vmferry.imports.findings import evaluate
+    from vmferry.imports.mapping import plan_import
+    from vmferry.model.import_target import DestinationFacts, PoolFacts
+    from vmferry.sources import open_source
+
+    assert request.dry_run, "the console's tests import by dry run only"
+    vm = open_source(request.source, workdir=request.source.parent, limits=request.limits,
+                     overrides=request.overrides)  # fmt: skip
+    dest = DestinationFacts(request.to, frozenset({"default"}),
+                            {"default": PoolFacts("default", "/nowhere", 2**40)},
+                            frozenset())  # fmt: skip
+    plan = plan_import(vm, request.options, dest)
+    findings = tuple(evaluate(vm, plan, dest, v2v_missing=None))
+    return ImportOutcome(vm, request.to, "dry-run", None, findings, plan,
+                         render_domain_xml(plan))  # fmt: skip
+
+
 def _refuse(*_args: Any, **_kwargs: Any) -> Any:
     raise AssertionError("not used by the console's tests")
 
 
 def services() -> Services:
     return Services(check=_check, predict=_predict, profile=_refuse, plan_measure=_refuse,
-                    plan_migrate=_refuse, import_vm=_refuse, resume_job=_refuse)  # fmt: skip
+                    plan_migrate=_refuse, import_vm=_import, resume_job=_refuse)  # fmt: skip
 
 
 @dataclass
@@ -210,3 +233,35 @@ def console_app(store: Store, *, records: list[VmRecord] | None = None,
         yield app
     finally:
         move.release.set()
+
+
+def make_plan(store: Store, *, moved: bool = True) -> str:
+    """A plan of two waves (web1 then db1) kvm1 -> kvm2; ``moved``: both items ran (web1
+    0-18 s, db1 19-64 s from the plan's start: longer than its 30 s prediction). Its id."""
+    from dataclasses import replace
+    from datetime import datetime, timedelta
+
+    from vmferry.model.plan_run import ItemStatus, PlanItem, PlanStatus
+
+    items = [
+        PlanItem("web1", 1, 0, "kvm1", "kvm2", "live", "fits the downtime", 0, 20, 20, 150),
+        PlanItem("db1", 2, 1, "kvm1", "kvm2", "postcopy", "dirties too fast", 20, 50, 30, 300),
+    ]
+    schedule = {"makespan_s": 50, "lower_bound_s": 45, "method": "cp-sat",
+                "waves": [["web1"], ["db1"]], "migrations": []}  # fmt: skip
+    record = store.create_plan("nightly", {"vms": ["web1", "db1"]}, schedule, items)
+    if not moved:
+        return record.id
+    started = store.set_plan_status(record.id, PlanStatus.RUNNING).started_at
+    assert started is not None
+    origin = datetime.fromisoformat(started.replace("Z", "+00:00"))
+
+    def at(second: int) -> str:
+        return (origin + timedelta(seconds=second)).isoformat()
+
+    for item, (start, end, down) in zip(items, ((0, 18, 120), (19, 64, 280)), strict=True):
+        store.save_plan_item(record.id, replace(item, status=ItemStatus.COMPLETED,
+                                                started_at=at(start), finished_at=at(end),
+                                                actual_downtime_ms=down))  # fmt: skip
+    store.set_plan_status(record.id, PlanStatus.COMPLETED)
+    return record.id

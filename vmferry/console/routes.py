@@ -18,8 +18,10 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from vmferry.console import views
@@ -39,17 +41,24 @@ from vmferry.console.session import (
     set_login_cookie,
     set_session_cookie,
 )
+from vmferry.drivers.pdf_print import print_pdf
 from vmferry.errors import NotFoundError, VmferryError
 from vmferry.model import VmRecord, VmState
 from vmferry.model.migration import Job, MigrationOptions
-from vmferry.server.actions import Services, services_of
+from vmferry.server.actions import Services, is_inside, services_of
 from vmferry.server.auth import authorize
 from vmferry.server.context import Context, ServerContext
 from vmferry.server.errors import Refused, status_of
 from vmferry.server.inventory import find_vm
 from vmferry.server.project_rules import check_self_service_move
 from vmferry.server.roles import Action, decide
+from vmferry.server.routers.imports import start_import
+from vmferry.server.routers.plans import _start as start_plan
+from vmferry.server.schemas import ImportIn
+from vmferry.service import audit as audit_service
+from vmferry.service.plan import cancel_plan, pause_plan, plan_json
 from vmferry.service.profile import stored_summary
+from vmferry.service.settings import import_dirs
 from vmferry.store import accounts, project_policies
 
 __all__ = ["ConsoleProblem", "router", "templates"]
@@ -118,6 +127,8 @@ async def checked_form(request: Request, session: Signed) -> dict[str, str]:
     if not csrf_matches(session.csrf_token, form.get("csrf_token")):
         request.state.action = "console.csrf"
         request.state.rule = "console.csrf"
+        named = [v for k, v in request.path_params.items() if k in ("name", "job_id", "plan_id")]
+        request.state.target = named[0] if named else request.url.path
         raise ConsoleProblem(403, "Form refused", "This form did not come from this console's "
                              "session (its CSRF token is missing or stale). Reload the page and "
                              "send it again.")  # fmt: skip
@@ -484,3 +495,231 @@ def job_retry(job_id: str, request: Request, session: Signed, form: Form,
     except VmferryError as exc:
         raise _problem(exc, f"Could not start {job.vm} again") from exc
     return _redirect(f"/jobs/{again.id}")
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+@router.get("/audit")
+def audit_page(request: Request, session: Signed, context: Context) -> Response:
+    """The audit trail, searched by user, VM (or any target), action, result and time."""
+    _authorize(request, session, Action.AUDIT_READ, None)
+    q = request.query_params
+    asked = {k: q.get(k, "").strip()[:255] for k in ("user", "vm", "action", "result", "since",
+                                                     "until")}  # fmt: skip
+    problem = None
+    until = None
+    try:
+        if asked["until"]:
+            until = audit_service.parse_since(asked["until"], datetime.now(UTC))
+        found = audit_service.entries(context.store, since=asked["since"] or None,
+                                      user=asked["user"] or None, limit=5000)  # fmt: skip
+    except VmferryError as exc:
+        problem, found = exc.message.replace("--since", "the time").splitlines()[0], []
+    entries = views.filter_audit(found, action=asked["action"], target=asked["vm"],
+                                 result=asked["result"], until=until)[:500]  # fmt: skip
+    return render(request, "audit.html", session, entries=entries, asked=asked,
+                  problem=problem, title="Audit")  # fmt: skip
+
+
+# -- plans -----------------------------------------------------------------------------------
+
+
+@router.get("/plans")
+def plans_page(request: Request, session: Signed, context: Context) -> Response:
+    _authorize(request, session, Action.PLANS_READ, None)
+    plans = [plan_json(p) for p in context.store.list_plans(100)]
+    return render(request, "plans.html", session, plans=plans, title="Plans")
+
+
+def _plan_page(request: Request, session: ConsoleSession, context: ServerContext, plan_id: str,
+               status: int = 200, action_error: str | None = None) -> Response:  # fmt: skip
+    try:
+        record = context.store.get_plan(plan_id)
+    except NotFoundError as exc:
+        raise ConsoleProblem(404, "No such plan", f"There is no plan {plan_id!r}. The Plans "
+                             "page lists them.") from exc  # fmt: skip
+    doc = plan_json(record)
+    bars, span = views.gantt_bars(doc["items"])
+    can_run = _allowed(session, Action.PLANS_RUN)
+    return render(request, "plan.html", session, status, plan=doc, bars=bars, span=span,
+                  can_run=can_run, finished=record.status.finished,
+                  action_error=action_error, title=f"Plan {record.name or record.id}")  # fmt: skip
+
+
+@router.get("/plans/{plan_id}")
+def plan_page(plan_id: str, request: Request, session: Signed, context: Context) -> Response:
+    _authorize(request, session, Action.PLANS_READ, None)
+    return _plan_page(request, session, context, plan_id)
+
+
+@router.post("/plans/{plan_id}/{verb}")
+def plan_action(plan_id: str, verb: str, request: Request, session: Signed, form: Form,
+                context: Context, services: Svc) -> Response:  # fmt: skip
+    """Run, resume, pause or cancel the plan, as POST /api/v1/plans/{id}/{verb} does."""
+    if verb not in ("run", "resume", "pause", "cancel"):
+        raise ConsoleProblem(404, "No such action", f"A plan cannot be asked to {verb!r}.")
+    request.state.action = "plans.run" if verb == "run" else f"plans.{verb}"
+    request.state.target = plan_id
+    _authorize(request, session, Action.PLANS_RUN, plan_id)
+    request.state.action = "plans.run" if verb == "run" else f"plans.{verb}"
+    try:
+        if verb in ("run", "resume"):
+            start_plan(plan_id, Response(), context, services)
+        elif verb == "pause":
+            pause_plan(plan_id, store=context.store)
+        else:
+            cancel_plan(plan_id, store=context.store)
+    except VmferryError as exc:
+        return _plan_page(request, session, context, plan_id, status_of(exc),
+                          action_error=exc.message.splitlines()[0])  # fmt: skip
+    return _redirect(f"/plans/{plan_id}")
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+CSS_FILE = Path(__file__).parent / "static" / "console.css"
+
+
+@router.get("/reports")
+def reports_page(request: Request, session: Signed, context: Context) -> Response:
+    _authorize(request, session, Action.JOBS_READ, None)
+    jobs = [j for j in context.store.list_jobs(100) if j.status.finished
+            and _job_visible(session, context, j)]  # fmt: skip
+    plans = [plan_json(p) for p in context.store.list_plans(50)]
+    return render(request, "reports.html", session, jobs=jobs, plans=plans, title="Reports")
+
+
+def _report(request: Request, session: ConsoleSession, name: str, filename: str, pdf: bool,
+            **values: Any) -> Response:  # fmt: skip
+    """The report page, or (``pdf``) the same page printed to PDF by Chromium headless."""
+    if not pdf:
+        return render(request, name, session, printing=False, **values)
+    page = templates.get_template(name).render(
+        session=session, csrf="", path=request.url.path, printing=True,
+        css=CSS_FILE.read_text(encoding="utf-8"), **values,
+    )  # fmt: skip
+    try:
+        document = print_pdf(page)
+    except VmferryError as exc:
+        raise _problem(exc, "Could not make the PDF") from exc
+    response = Response(document, media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip
+    return secure_headers(response)
+
+
+def _job_report(request: Request, session: ConsoleSession, context: ServerContext,
+                job_id: str, pdf: bool) -> Response:  # fmt: skip
+    _authorize(request, session, Action.JOBS_READ, None)
+    job = _job(session, context, job_id)
+    prediction = context.store.get_prediction(job.id)
+    return _report(request, session, "report_job.html", f"vmferry-migration-{job.id}.pdf", pdf,
+                   job=job, prediction=prediction, steps=views.pipeline(job),
+                   points=views.progress_points(job), live=views.job_live(job),
+                   generated=datetime.now(UTC).isoformat(timespec="seconds"),
+                   title=f"Migration report {job.id}")  # fmt: skip
+
+
+@router.get("/reports/jobs/{job_id}.pdf")
+def job_report_pdf(job_id: str, request: Request, session: Signed, context: Context) -> Response:
+    return _job_report(request, session, context, job_id, True)
+
+
+@router.get("/reports/jobs/{job_id}")
+def job_report(job_id: str, request: Request, session: Signed, context: Context) -> Response:
+    return _job_report(request, session, context, job_id, False)
+
+
+def _plan_report(request: Request, session: ConsoleSession, context: ServerContext,
+                 plan_id: str, pdf: bool) -> Response:  # fmt: skip
+    _authorize(request, session, Action.PLANS_READ, None)
+    try:
+        record = context.store.get_plan(plan_id)
+    except NotFoundError as exc:
+        raise ConsoleProblem(404, "No such plan", f"There is no plan {plan_id!r}. The Reports "
+                             "page lists them.") from exc  # fmt: skip
+    doc = plan_json(record)
+    bars, span = views.gantt_bars(doc["items"])
+    return _report(request, session, "report_plan.html", f"vmferry-plan-{record.id}.pdf", pdf,
+                   plan=doc, bars=bars, span=span, summary=views.plan_summary(doc["items"]),
+                   generated=datetime.now(UTC).isoformat(timespec="seconds"),
+                   title=f"Plan report {record.name or record.id}")  # fmt: skip
+
+
+@router.get("/reports/plans/{plan_id}.pdf")
+def plan_report_pdf(plan_id: str, request: Request, session: Signed,
+                    context: Context) -> Response:  # fmt: skip
+    return _plan_report(request, session, context, plan_id, True)
+
+
+@router.get("/reports/plans/{plan_id}")
+def plan_report(plan_id: str, request: Request, session: Signed, context: Context) -> Response:
+    return _plan_report(request, session, context, plan_id, False)
+
+
+# -- import ----------------------------------------------------------------------------------
+
+MAX_LISTED_SOURCES = 500
+
+
+def _sources(roots: tuple[Path, ...]) -> list[str]:
+    """The files under the import directories an import can read (by their suffix), at
+    most three directories deep, symlinks leading out left out."""
+    found: list[str] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            depth = len(path.relative_to(root).parts)
+            if depth > 4 or not path.is_file() or not views.importable(path.name):
+                continue
+            if is_inside(path, roots):
+                found.append(str(path))
+            if len(found) >= MAX_LISTED_SOURCES:
+                return found
+    return found
+
+
+def _import_page(request: Request, session: ConsoleSession, context: ServerContext,
+                 status: int = 200, **values: Any) -> Response:  # fmt: skip
+    roots = import_dirs(context.store)
+    defaults: dict[str, Any] = {"asked": {}, "outcome": None, "error": None}
+    return render(request, "import.html", session, status, roots=roots,
+                  sources=_sources(roots), hosts=[h.name for h in context.store.list_hosts()],
+                  title="Import", **{**defaults, **values})  # fmt: skip
+
+
+@router.get("/import")
+def import_page(request: Request, session: Signed, context: Context) -> Response:
+    _authorize(request, session, Action.IMPORT, None)
+    return _import_page(request, session, context)
+
+
+@router.post("/import")
+def import_run(request: Request, session: Signed, form: Form, context: Context,
+               services: Svc) -> Response:  # fmt: skip
+    """Check (a dry run: findings and the domain XML) or run an import, as POST
+    /api/v1/imports does (its path rule, its request, its service)."""
+    request.state.action = Action.IMPORT.value
+    _authorize(request, session, Action.IMPORT, form.get("source"))
+    asked = {k: form.get(k, "").strip() for k in ("source", "to", "name", "network_map",
+                                                  "storage_pool", "start", "what")}  # fmt: skip
+    body, problem = views.import_body(asked)
+    if body is None:
+        return _import_page(request, session, context, 422, asked=asked, error=problem)
+    try:
+        answer = start_import(ImportIn(**body), request, Response(), session.user, context,
+                              services)  # fmt: skip
+    except Refused as exc:
+        return _import_page(request, session, context, 403, asked=asked,
+                            error=f"{exc.reason} (rule {exc.rule}).")  # fmt: skip
+    except (RequestValidationError, ValidationError) as exc:
+        return _import_page(request, session, context, 422, asked=asked,
+                            error=views.validation_text(exc.errors()))  # fmt: skip
+    except VmferryError as exc:
+        return _import_page(request, session, context, status_of(exc), asked=asked,
+                            error=exc.message.splitlines()[0])  # fmt: skip
+    if isinstance(answer, JSONResponse):  # the dry run's document
+        return _import_page(request, session, context, asked=asked,
+                            outcome=json.loads(bytes(answer.body)))  # fmt: skip
+    return _redirect(f"/jobs/{answer.id}")

@@ -26,17 +26,22 @@ __all__ = [
     "SORT_KEYS",
     "STRATEGIES",
     "Bar",
+    "GanttBar",
     "HostRow",
     "InventoryPage",
     "InventoryRequest",
     "LiveFigures",
     "MoveChoices",
     "MoveRequest",
+    "PlanSummary",
     "Step",
     "StepState",
     "disk_bytes",
     "filter_audit",
     "fleet_rows",
+    "gantt_bars",
+    "import_body",
+    "importable",
     "inventory_page",
     "job_live",
     "job_update",
@@ -46,12 +51,14 @@ __all__ = [
     "parse_inventory",
     "parse_move",
     "pipeline",
+    "plan_summary",
     "profile_series",
     "progress_points",
     "project_of",
     "project_records",
     "short_os",
     "size_text",
+    "validation_text",
 ]
 
 GIB = 2**30
@@ -458,16 +465,60 @@ def progress_points(job: Job) -> list[dict[str, float]]:
 
 
 def filter_audit(entries: list[AuditEntry], *, action: str = "", target: str = "",
-                 result: str = "") -> list[AuditEntry]:  # fmt: skip
+                 result: str = "", until: datetime | None = None) -> list[AuditEntry]:  # fmt: skip
     """The entries whose action and target contain ``action`` and ``target`` (any case),
-    with ``result`` (when given), newest first."""
+    with ``result`` (when given), at or before ``until`` (when given), newest first."""
     act, tgt = action.strip().casefold(), target.strip().casefold()
     found = [
         e for e in entries
         if act in e.action.casefold() and tgt in (e.target or "").casefold()
         and (not result or e.result == result)
+        and (until is None or datetime.fromisoformat(e.at.replace("Z", "+00:00")) <= until)
     ]  # fmt: skip
     return list(reversed(found))
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GanttBar:
+    """One VM's row of a plan's Gantt chart, in SVG units (0..1000 across the span)."""
+
+    vm: str
+    wave: int
+    status: str
+    predicted: tuple[float, float]  # x, width
+    actual: tuple[float, float] | None
+    label: str
+
+
+def gantt_bars(
+    items: Iterable[Mapping[str, Any]], width: float = 1000
+) -> tuple[list[GanttBar], float]:
+    """The Gantt rows of a plan's items (``plan_json``'s ``items``): predicted and actual
+    bars scaled to ``width`` over the longest of the two makespans; and that span (s)."""
+    rows = list(items)
+    ends = [float(i["predicted"]["end_s"]) for i in rows]
+    ends += [float((i.get("actual") or {}).get("end_s") or 0) for i in rows]
+    span = max([1.0, *ends])
+    bars = []
+    for item in rows:
+        p = item["predicted"]
+        actual = item.get("actual") or {}
+        start, end = actual.get("start_s"), actual.get("end_s")
+        drawn = None
+        if start is not None:
+            stop = float(end) if end is not None else float(start) + 1
+            drawn = (width * float(start) / span, max(2.0, width * (stop - float(start)) / span))
+        predicted = (width * p["start_s"] / span,
+                     max(2.0, width * (p["end_s"] - p["start_s"]) / span))  # fmt: skip
+        label = f"predicted {p['start_s']} to {p['end_s']} s"
+        if start is not None:
+            label += f", actual {start} to {end if end is not None else 'now'} s"
+        bars.append(GanttBar(item["vm"], int(item["wave"]), str(item["status"]), predicted,
+                             drawn, label))  # fmt: skip
+    return bars, span
 
 
 def _last_sample(job: Job) -> dict[str, object] | None:
@@ -629,3 +680,82 @@ def profile_series(samples: Iterable[ProfileSample]) -> dict[str, list[float | N
         series["dirty_mib_s"].append(None if dirty is None else round(dirty / MIB, 2))
         series["disk_write_mib_s"].append(None if write is None else round(write / MIB, 2))
     return series
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """A plan's items counted by state, and predicted against actual over the moved ones."""
+
+    by_status: dict[str, int]
+    moved: int
+    predicted_s: int  # the moved VMs' predicted durations, summed
+    actual_s: float  # their actual durations, summed
+    worst_vm: str | None  # the moved VM whose actual time exceeded its prediction most
+    worst_ratio: float | None
+
+
+def plan_summary(items: Iterable[Mapping[str, Any]]) -> PlanSummary:
+    """What a plan report says first, from ``plan_json``'s items."""
+    by_status: dict[str, int] = {}
+    predicted = moved = 0
+    actual = 0.0
+    worst: tuple[float, str] | None = None
+    for item in items:
+        by_status[str(item["status"])] = by_status.get(str(item["status"]), 0) + 1
+        ran = item.get("actual") or {}
+        start, end = ran.get("start_s"), ran.get("end_s")
+        if start is None or end is None:
+            continue
+        moved += 1
+        took = float(end) - float(start)
+        predicted += int(item["predicted"]["duration_s"])
+        actual += took
+        ratio = took / max(1.0, float(item["predicted"]["duration_s"]))
+        if worst is None or ratio > worst[0]:
+            worst = (ratio, str(item["vm"]))
+    return PlanSummary(
+        by_status,
+        moved,
+        predicted,
+        round(actual, 1),
+        worst[1] if worst else None,
+        round(worst[0], 2) if worst else None,
+    )
+
+
+# -- import -----------------------------------------------------------------------------------
+
+IMPORTABLE = (".vmx", ".ova", ".ovf", ".vmdk", ".vhdx", ".qcow2", ".raw", ".img")
+
+
+def importable(name: str) -> bool:
+    """Whether a file named ``name`` is something `vmferry import` reads."""
+    return name.lower().endswith(IMPORTABLE)
+
+
+def import_body(asked: Mapping[str, str]) -> tuple[dict[str, Any] | None, str]:
+    """The body of POST /api/v1/imports the import form asks for (``what``: ``check`` is a
+    dry run), or why there is none. The network map is one ``SOURCE=DESTINATION`` a line."""
+    if not asked.get("source"):
+        return None, "Choose a source under the import directories."
+    if not asked.get("to"):
+        return None, "Choose the host to import it to."
+    mapping = [line.strip() for line in asked.get("network_map", "").splitlines() if line.strip()]
+    body: dict[str, Any] = {"source": asked["source"], "to": asked["to"],
+                            "network_map": mapping, "dry_run": asked.get("what") != "run",
+                            "start": asked.get("start") == "on"}  # fmt: skip
+    if asked.get("name"):
+        body["name"] = asked["name"]
+    if asked.get("storage_pool"):
+        body["storage_pool"] = asked["storage_pool"]
+    return body, ""
+
+
+def validation_text(errors: Iterable[Mapping[str, Any]]) -> str:
+    """Pydantic's or FastAPI's validation errors as one line a user can act on."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {error.get('msg', 'not valid')}" if where else
+                     str(error.get("msg", "not valid")))  # fmt: skip
+    return "; ".join(parts) or "the form is not valid"
