@@ -13,12 +13,12 @@ APT_PACKAGES := pkg-config busybox-static cpio iproute2 nftables gcc libc6-dev m
 	dosfstools mtools syslinux syslinux-common iputils-ping qemu-guest-agent tcpdump \
 	chromium
 
-.PHONY: help install apt venv guest lint unit test demo lab-down clean
+.PHONY: help install apt venv guest lint unit test demo lab-down clean console-shots
 
 help:
-	@echo "make demo   install everything, start the lab, run the demo"
+	@echo "make demo   install everything, start the lab, run the demo, then serve the web console"
 	@echo "make test   install everything, run lint and the whole test suite"
-	@echo "make install | lint | unit | lab-down | clean"
+	@echo "make install | lint | unit | lab-down | clean | console-shots"
 	@echo "VMFERRY_STACK=stock make ...   Debian 12's QEMU 7.2 + libvirt 9.0 instead of QEMU 10 + libvirt 11"
 
 install: apt venv guest
@@ -59,7 +59,11 @@ test: install lint
 	$(VENV)/bin/pytest -q --durations=10
 
 demo: install
-	$(VENV)/bin/vmferry demo
+	$(VENV)/bin/vmferry demo --console
+
+# docs/console/*.png: the console's pages as the browser tests see them (docs/console.md).
+console-shots: $(STAMPS)/venv
+	VMFERRY_CONSOLE_SHOTS=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/browser
 
 lab-down: $(STAMPS)/venv
 	$(VENV)/bin/vmferry lab down

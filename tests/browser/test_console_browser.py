@@ -71,6 +71,8 @@ def test_login_inventory_search_vm_and_move(page: Any, base_url: str, shot: Shot
     page.get_by_label("Destination", exact=True).first.select_option("kvm2")
     page.get_by_label("Strategy").select_option("live")
     page.get_by_label("Maximum downtime").select_option("500")
+    page.locator("#profile-chart canvas").wait_for()  # the stored profile, drawn
+    assert "Right-sizing" in page.locator("#profile-h").locator("..").inner_text()
     shot(page, "vm")
     page.get_by_role("button", name="Move web1").click()
     page.wait_for_url(re.compile(r"/jobs/"))
@@ -81,6 +83,9 @@ def test_login_inventory_search_vm_and_move(page: Any, base_url: str, shot: Shot
     assert page.locator('[data-step="transfer"] .step-state').inner_text() == "done"
     assert "pass 3: 40 MiB left" in page.locator("#events").inner_text()
     shot(page, "job")
+    page.get_by_role("link", name="Jobs").click()
+    assert page.locator("tbody tr").count() == 1
+    shot(page, "jobs")
 
 
 def test_live_job_page_follows_the_events(page: Any, base_url: str, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from vmferry.model import Host, VmRecord, VmSpec, VmState
 from vmferry.model.finding import Finding, Severity
 from vmferry.model.hostinfo import HostInfo
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
+from vmferry.model.workload import ProfileSample
 from vmferry.predict.model import PredictInputs, Prediction
 from vmferry.server.actions import Services
 from vmferry.server.app import create_app
@@ -185,6 +186,26 @@ def console(store: Store, *, hold: bool = False,
         yield Console(client, store, state.console_test_move, state.console_test_inventory)
 
 
+def profile_of(vm: str, samples: int = 60) -> list[ProfileSample]:
+    """A minute of a VM's made-up profile, a sample a second: a CPU that rises and falls,
+    a quarter of its 2 GiB used, a few MiB/s dirtied."""
+    import math
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    found = []
+    for n in range(samples):
+        wave = (1 + math.sin(n / 6)) / 2
+        metrics = {"cpu_share": round(0.05 + 0.2 * wave, 3), "vcpus": 2,
+                   "memory_bytes": 2 * GIB, "memory_used_bytes": int((0.45 + 0.1 * wave) * GIB),
+                   "memory_unused_bytes": int((1.55 - 0.1 * wave) * GIB),
+                   "dirty_rate_bytes_s": int((2 + 6 * wave) * MIB),
+                   "disk_write_bytes_s": int(wave * MIB)}  # fmt: skip
+        found.append(ProfileSample(vm, "kvm1", (start + timedelta(seconds=n)).isoformat(),
+                                   metrics))  # fmt: skip
+    return found
+
+
 @contextmanager
 def http_server(app: Any) -> Iterator[str]:
     """``app`` on uvicorn in a thread of this process, on a free port of 127.0.0.1; its
@@ -224,6 +245,7 @@ def console_app(store: Store, *, records: list[VmRecord] | None = None,
     accounts.set_vm_tags(store, "web1", ["project:web", "tier:1"])
     accounts.set_vm_tags(store, "web2", ["project:web"])
     accounts.set_vm_tags(store, "db1", ["project:db"])
+    store.add_profile_samples(profile_of("web1"))
     move = FakeMove(store, hold=hold)
     inventory = FakeInventory(records if records is not None else list(FLEET))
     app = create_app(store, inventory=inventory, migrate=move, event_poll_s=0.02,

@@ -558,7 +558,12 @@ def job_live(job: Job) -> LiveFigures:
     rate = _number(sample.get("throughput_bytes_s"))
     dirty = _number(sample.get("dirty_rate_bytes_s"))
     eta = None
-    if remaining is not None and rate is not None and rate > (dirty or 0):
+    if (
+        not job.status.finished
+        and remaining is not None
+        and rate is not None
+        and rate > (dirty or 0)
+    ):
         eta = round(remaining / (rate - (dirty or 0)), 1)
     iteration = _number(sample.get("iteration"))
     downtime = _number(sample.get("expected_downtime_ms"))

@@ -117,6 +117,13 @@ def add_user(
     return user, token
 
 
+def set_password(store: Store, name: str, password: str) -> None:
+    """Give user ``name`` a new console password (argon2-hashed); its sessions end."""
+    if not password:
+        raise BadInputError("the password is empty")
+    accounts.set_password_hash(store, name, _PASSWORD_HASHER.hash(password))
+
+
 def list_users(store: Store) -> list[User]:
     return accounts.list_users(store)
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from vmferry.errors import AlreadyExistsError, NotFoundError
 from vmferry.model.account import Role, User
+from vmferry.store import console_sessions
 from vmferry.store.db import Store
 from vmferry.store.tables import UserRow, VmTagRow
 
@@ -89,6 +90,14 @@ def remove_user(store: Store, name: str) -> None:
         row.removed_at = datetime.now(UTC)
         row.token_id = row.token_hash = row.password_hash = None
         row.token_expires_at = None
+
+
+def set_password_hash(store: Store, name: str, password_hash: str) -> None:
+    """Give active user ``name`` a new password (its hash); its console sessions end."""
+    with Session(store.engine) as session, session.begin():
+        row = _require(session, name, lock=True)
+        row.password_hash = password_hash
+    console_sessions.delete_sessions_of(store, name)
 
 
 def replace_token(
