@@ -39,11 +39,13 @@ def page(browser: Any) -> Iterator[Any]:
             errors.append(f"{response.url}: {response.status}")
 
     opened.on("response", static_failed)
+    opened.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text
+              else None)  # fmt: skip
     try:
         yield opened
     finally:
         context.close()
-    assert errors == [], f"the page's JavaScript or static files failed: {errors}"
+    assert errors == [], f"the page's JavaScript, static files or CSP failed: {errors}"
 
 
 @pytest.fixture

@@ -168,3 +168,22 @@ def test_plan_audit_import_and_a_plan_report_as_pdf(page: Any, base_url: str, sh
     assert "the furthest over its prediction: db1 (1.5 x)" in text
     page.goto(base_url + f"/reports/plans/{PLAN_ID[0]}")
     shot(page, "plan-report")
+
+
+def test_a_running_plans_page_follows_its_vms(page: Any, tmp_path: Path) -> None:
+    """htmx refreshes a running plan's page (under the CSP) as its VMs move."""
+    from dataclasses import replace
+
+    from vmferry.model.plan_run import ItemStatus, PlanStatus
+
+    with open_store(f"sqlite:///{tmp_path / 'plan.db'}") as store, console_app(store) as app, \
+            http_server(app) as url:  # fmt: skip
+        plan_id = make_plan(store, moved=False)
+        store.set_plan_status(plan_id, PlanStatus.RUNNING)
+        login(page, url, "operator", f"/plans/{plan_id}")
+        row = page.locator('tr[data-vm="web1"]')
+        assert "pending" in row.inner_text()
+        item = next(i for i in store.get_plan(plan_id).items if i.vm == "web1")
+        store.save_plan_item(plan_id, replace(item, status=ItemStatus.RUNNING))
+        page.locator('tr[data-vm="web1"] .status-running').wait_for(timeout=10_000)
+        assert page.get_by_role("button", name="Pause").is_visible()

@@ -228,7 +228,8 @@ def fleet(request: Request, session: Signed, context: Context) -> Response:
     tags = _tags(context)
     records = _visible(session, inventory.records, tags)
     facts = request.app.state.vmferry_console.host_facts(context.store)
-    jobs = [j for j in context.store.list_jobs(200) if not j.status.finished]
+    running = [j for j in context.store.list_jobs(200) if not j.status.finished]
+    jobs = _visible_jobs(session, context, running)
     rows = views.fleet_rows([(h.name, h.uri) for h in hosts], records, inventory.unreachable,
                             facts, jobs)  # fmt: skip
     return render(request, "fleet.html", session, rows=rows, title="Fleet")
@@ -356,10 +357,20 @@ def vm_move(name: str, request: Request, session: Signed, form: Form,
 # -- jobs ------------------------------------------------------------------------------------
 
 
-def _job_visible(session: ConsoleSession, context: ServerContext, job: Job) -> bool:
+def _job_visible(session: ConsoleSession, context: ServerContext, job: Job,
+                 tags: dict[str, tuple[str, ...]] | None = None) -> bool:  # fmt: skip
+    """Whether the user may see ``job``: a self-service user, its project's VMs' jobs only
+    (``tags``: every VM's tags, when the caller has read them already)."""
     if session.user.project is None:
         return True
-    return session.user.project in views.project_of(accounts.tags_of(context.store, job.vm))
+    vm_tags = tags.get(job.vm, ()) if tags is not None else accounts.tags_of(context.store,
+                                                                             job.vm)  # fmt: skip
+    return session.user.project in views.project_of(vm_tags)
+
+
+def _visible_jobs(session: ConsoleSession, context: ServerContext, jobs: list[Job]) -> list[Job]:
+    tags = _tags(context) if session.user.project is not None else None
+    return [j for j in jobs if _job_visible(session, context, j, tags)]
 
 
 def _job(session: ConsoleSession, context: ServerContext, job_id: str) -> Job:
@@ -376,7 +387,7 @@ def _job(session: ConsoleSession, context: ServerContext, job_id: str) -> Job:
 @router.get("/jobs")
 def jobs_page(request: Request, session: Signed, context: Context) -> Response:
     _authorize(request, session, Action.JOBS_READ, None)
-    jobs = [j for j in context.store.list_jobs(200) if _job_visible(session, context, j)]
+    jobs = _visible_jobs(session, context, context.store.list_jobs(200))
     return render(request, "jobs.html", session, jobs=jobs, title="Jobs")
 
 
@@ -584,8 +595,8 @@ CSS_FILE = Path(__file__).parent / "static" / "console.css"
 @router.get("/reports")
 def reports_page(request: Request, session: Signed, context: Context) -> Response:
     _authorize(request, session, Action.JOBS_READ, None)
-    jobs = [j for j in context.store.list_jobs(100) if j.status.finished
-            and _job_visible(session, context, j)]  # fmt: skip
+    finished = [j for j in context.store.list_jobs(100) if j.status.finished]
+    jobs = _visible_jobs(session, context, finished)
     plans = [plan_json(p) for p in context.store.list_plans(50)]
     return render(request, "reports.html", session, jobs=jobs, plans=plans, title="Reports")
 

@@ -307,3 +307,20 @@ def test_every_vm_of_the_fleet_is_listed(ui: Console) -> None:
     ui.login("admin")
     assert sorted(_names(ui.client.get("/inventory").text)) == sorted(
         r.spec.name for r in FLEET)  # fmt: skip
+
+
+def test_self_service_sees_no_other_projects_jobs(sqlite_store: Store) -> None:
+    with console(sqlite_store, hold=True) as ui:
+        ui.login("operator")
+        token = ui.csrf("/vms/db1")
+        started = ui.client.post("/vms/db1/move", data={
+            "csrf_token": token, "to": "kvm1", "strategy": "live", "max_downtime_ms": "300"},
+            follow_redirects=False)  # fmt: skip
+        job_id = started.headers["location"].rsplit("/", 1)[1]
+        assert f"/jobs/{job_id}" in ui.client.get("/").text  # the operator sees it running
+        ui.client.cookies.clear()
+        ui.login("selfweb")
+        assert job_id not in ui.client.get("/").text
+        assert job_id not in ui.client.get("/jobs").text
+        assert ui.client.get(f"/jobs/{job_id}").status_code == 404
+        assert ui.client.get(f"/jobs/{job_id}/events").status_code == 404
