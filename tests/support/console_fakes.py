@@ -12,10 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from vmferry.errors import NotFoundError
 from vmferry.model import Host, VmRecord, VmSpec, VmState
+from vmferry.model.account import Role
 from vmferry.model.finding import Finding, Severity
 from vmferry.model.hostinfo import HostInfo
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
@@ -23,7 +25,7 @@ from vmferry.model.workload import ProfileSample
 from vmferry.predict.model import PredictInputs, Prediction
 from vmferry.server.actions import Services
 from vmferry.server.app import create_app
-from vmferry.service import projects, users
+from vmferry.service import projects
 from vmferry.service.check import CheckReport
 from vmferry.service.fleet import Fleet
 from vmferry.service.import_vm import ImportOutcome, ImportRequest
@@ -38,6 +40,12 @@ PASSWORD = "correct horse battery"
 ROLE_USERS = {"admin": ("admin", None), "operator": ("operator", None),
               "planner": ("planner", None), "viewer": ("viewer", None),
               "selfweb": ("operator", "web")}  # fmt: skip
+
+
+# The users' password hash, made once with argon2's cheapest parameters: a verify reads its
+# parameters from the hash, so each login of the tests costs microseconds, not 50 ms
+# (`vmferry users add` hashes with the defaults; test_console_demo.py goes that way).
+_FAST_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
 
 
 def vm(name: str, host: str, state: VmState = VmState.RUNNING, *, vcpus: int = 2,
@@ -240,7 +248,8 @@ def console_app(store: Store, *, records: list[VmRecord] | None = None,
     for name in ("kvm1", "kvm2"):
         store.add_host(Host(name, f"qemu+tls://{name}/system"))
     for name, (role, project) in ROLE_USERS.items():
-        users.add_user(store, name, role, project, password=PASSWORD)
+        accounts.add_user(store, name, Role(role), project, f"token-{name}", _FAST_HASH,
+                          _FAST_HASH)  # fmt: skip
     projects.set_policy(store, "web", "live,cold", ["always"])
     accounts.set_vm_tags(store, "web1", ["project:web", "tier:1"])
     accounts.set_vm_tags(store, "web2", ["project:web"])

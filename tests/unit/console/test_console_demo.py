@@ -9,18 +9,17 @@ import pytest
 
 from vmferry.cli import demo_cmd, server_cmd
 from vmferry.console.session import check_password
-from vmferry.store.db import open_store
+from vmferry.store.db import Store, open_store
 
 
-def test_demo_login_gives_a_working_password_and_rotates_it(tmp_path: Path) -> None:
-    with open_store(f"sqlite:///{tmp_path / 'vmferry.db'}") as store:
-        name, first = demo_cmd.demo_login(store)
-        user = check_password(store, name, first)
-        assert user is not None and user.role.value == "operator" and user.project is None
-        again, second = demo_cmd.demo_login(store)
-        assert again == name and second != first
-        assert check_password(store, name, first) is None
-        assert check_password(store, name, second) is not None
+def test_demo_login_gives_a_working_password_and_rotates_it(sqlite_store: Store) -> None:
+    name, first = demo_cmd.demo_login(sqlite_store)
+    user = check_password(sqlite_store, name, first)
+    assert user is not None and user.role.value == "operator" and user.project is None
+    again, second = demo_cmd.demo_login(sqlite_store)
+    assert again == name and second != first
+    assert check_password(sqlite_store, name, first) is None
+    assert check_password(sqlite_store, name, second) is not None
 
 
 def test_serve_console_prints_the_url_and_login_then_serves(

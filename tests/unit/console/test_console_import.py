@@ -11,18 +11,18 @@ import pytest
 from support.console_fakes import Console, console
 
 from vmferry.service.settings import IMPORT_DIRS_SETTING
-from vmferry.store.db import open_store
+from vmferry.store.db import Store
 
 
 @pytest.fixture
-def ui(tmp_path: Path) -> Iterator[Console]:
+def ui(sqlite_store: Store, tmp_path: Path) -> Iterator[Console]:
     allowed, outside = tmp_path / "imports", tmp_path / "elsewhere"
     for folder in (allowed, outside):
         folder.mkdir()
         (folder / "disk.raw").write_bytes(bytes(1 << 20))
     (allowed / "notes.txt").write_text("not a VM")
-    with open_store(f"sqlite:///{tmp_path / 'vmferry.db'}") as store, console(store) as served:
-        store.set_setting(IMPORT_DIRS_SETTING, str(allowed))
+    with console(sqlite_store) as served:
+        sqlite_store.set_setting(IMPORT_DIRS_SETTING, str(allowed))
         yield served
 
 

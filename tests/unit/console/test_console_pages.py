@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from support.console_fakes import FLEET, Console, console, form_token, vm
@@ -16,13 +15,7 @@ from support.console_fakes import FLEET, Console, console, form_token, vm
 from vmferry.console.session import CSP, SESSION_COOKIE
 from vmferry.model.migration import JobStatus
 from vmferry.service import audit as audit_service
-from vmferry.store.db import Store, open_store
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(f"sqlite:///{tmp_path / 'vmferry.db'}") as opened:
-        yield opened
+from vmferry.store.db import Store
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from pypdf import PdfReader
 from support.console_fakes import Console, console, form_token, make_plan
 
 from vmferry.model.plan_run import PlanStatus
-from vmferry.store.db import open_store
+from vmferry.store.db import Store
 
 
 @pytest.fixture
-def ui(tmp_path: Path) -> Iterator[Console]:
-    with open_store(f"sqlite:///{tmp_path / 'vmferry.db'}") as store, console(store) as served:
+def ui(sqlite_store: Store, tmp_path: Path) -> Iterator[Console]:
+    with console(sqlite_store) as served:
         yield served
 
 
