@@ -13,7 +13,7 @@ import pytest
 from support.console_fakes import FLEET, Console, console, form_token, vm
 
 from vmferry.console.session import CSP, SESSION_COOKIE
-from vmferry.model.migration import JobStatus
+from vmferry.model.migration import JobStatus, MigrationOptions
 from vmferry.service import audit as audit_service
 from vmferry.store.db import Store
 
@@ -317,3 +317,13 @@ def test_self_service_sees_no_other_projects_jobs(sqlite_store: Store) -> None:
         assert job_id not in ui.client.get("/jobs").text
         assert ui.client.get(f"/jobs/{job_id}").status_code == 404
         assert ui.client.get(f"/jobs/{job_id}/events").status_code == 404
+
+
+def test_job_page_shows_each_events_record_inline(ui: Console) -> None:
+    ui.login("operator")
+    job = ui.store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
+    ui.store.add_event(job.id, "hook", "post-migrate /opt/smoke exited 1",
+                       {"output": "smoke: <db> unreachable"})  # fmt: skip
+    page = ui.client.get(f"/jobs/{job.id}")
+    assert "post-migrate /opt/smoke exited 1<details><summary>its record</summary>" in page.text
+    assert "smoke: \\u003cdb\\u003e unreachable" in page.text  # escaped, never markup
