@@ -19,8 +19,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
-import selectors
 import signal
 import socket
 import subprocess
@@ -36,6 +34,7 @@ from typing import Any
 import httpx
 import libvirt
 import pytest
+from support.line_reader import LineReader
 from support.pg import PgCluster
 
 from vmferry.lab.state import GuestRecord, LabState
@@ -418,30 +417,19 @@ def server(lab: LabState) -> Iterator[str]:
         env=_local_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stderr is not None
-    seen: list[str] = []
+    reader = LineReader(process.stderr)  # read to the end: a full pipe would stall the server
     try:
-        deadline = time.monotonic() + 60
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stderr, selectors.EVENT_READ)
-            address = None
-            while address is None and time.monotonic() < deadline:
-                if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                    break
-                line = process.stderr.readline()
-                if not line:
-                    pytest.fail(f"vmferry server ended before listening: {''.join(seen)}")
-                seen.append(line)
-                address = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
+        address = reader.until(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", limit_s=60)
         if address is None:
-            pytest.fail(f"vmferry server did not listen within 60 s: {''.join(seen)}")
+            pytest.fail(f"vmferry server did not listen within 60 s: {''.join(reader.seen)}")
         yield address.group(1)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.communicate(timeout=60)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            process.wait()
 
 
 def _same_except_measured(local: dict[str, Any], remote: dict[str, Any]) -> None:

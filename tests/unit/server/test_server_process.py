@@ -6,42 +6,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from support.line_reader import LineReader
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-
-
-def read_until(process: subprocess.Popen[str], marker: str, limit_s: float) -> list[str]:
-    """The server's stderr lines up to the one containing ``marker`` (fails when the
-    process ends first or ``limit_s`` passes)."""
-    assert process.stderr is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + limit_s
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stderr, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            line = process.stderr.readline()
-            if not line:
-                pytest.fail(f"the server ended before {marker!r}: {''.join(lines)}")
-            lines.append(line)
-            if marker in line:
-                return lines
-    pytest.fail(f"no {marker!r} from the server within {limit_s} s: {''.join(lines)}")
 
 
 @pytest.fixture
@@ -55,14 +33,17 @@ def server(env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
         [sys.executable, "-m", "vmferry.cli.main", "server", "--listen", "127.0.0.1:0"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert process.stderr is not None
+    reader = LineReader(process.stderr)
     try:
-        lines = read_until(process, "Uvicorn running on", limit_s=60)
-        address = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", lines[-1])
-        assert address is not None, lines
-        yield address.group(1), lines
+        address = reader.until(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", limit_s=60)
+        if address is None:
+            pytest.fail(f"no 'Uvicorn running on' from the server: {''.join(reader.seen)}")
+        yield address.group(1), list(reader.seen)
     finally:
         process.send_signal(signal.SIGTERM)
-        _, rest = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        rest = reader.rest()
     # uvicorn shuts down cleanly, then ends by the signal it got (as a service should)
     assert "Finished server process" in rest
     assert process.returncode == -signal.SIGTERM
