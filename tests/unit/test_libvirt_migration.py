@@ -60,6 +60,21 @@ def test_flags_follow_the_request() -> None:
     assert libvirt.VIR_MIGRATE_PARAM_URI not in _params(more)
 
 
+def test_parallel_channels_and_compression_follow_the_request() -> None:
+    plain = (_flags(REQUEST), _params(REQUEST))
+    assert not plain[0] & (libvirt.VIR_MIGRATE_PARALLEL | libvirt.VIR_MIGRATE_COMPRESSED)
+    assert libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS not in plain[1]
+    assert libvirt.VIR_MIGRATE_PARAM_COMPRESSION not in plain[1]
+    zstd = MigrationRequest("vm1", "u", None, None, False, parallel=4, compression="zstd")
+    assert _flags(zstd) & libvirt.VIR_MIGRATE_PARALLEL
+    assert _flags(zstd) & libvirt.VIR_MIGRATE_COMPRESSED
+    assert _params(zstd)[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] == 4
+    assert _params(zstd)[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] == "zstd"
+    one = MigrationRequest("vm1", "u", None, None, False, parallel=1, compression="xbzrle")
+    assert not _flags(one) & libvirt.VIR_MIGRATE_PARALLEL  # one channel: the plain stream
+    assert _params(one)[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] == "xbzrle"
+
+
 def test_params_carry_uri_bandwidth_and_a_dormant_auto_converge() -> None:
     p = _params(REQUEST)
     assert p[libvirt.VIR_MIGRATE_PARAM_URI] == "tcp://198.18.1.12"

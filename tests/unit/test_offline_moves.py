@@ -252,7 +252,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["checked"] = ("offline", options.strategy)
         return report(blocked=False)
 
-    def check_migration(vm: str, to: str, *, copy_storage: bool, tls: object = None) -> CheckReport:
+    def check_migration(vm: str, to: str, *, copy_storage: bool, tls: object = None,
+                        parallel: int = 0, compression: object = None) -> CheckReport:  # fmt: skip
         seen["checked"] = ("live", copy_storage)
         return report(blocked=True)  # stops the live path before any host is touched
 

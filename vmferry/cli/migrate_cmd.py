@@ -14,6 +14,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from vmferry.assess.stream_features import MAX_PARALLEL, validate
 from vmferry.cli.output import console, err_console, print_json, progress_printer
 from vmferry.client.remote import URL_ENV, remote_api
 from vmferry.engine.convergence import PolicyState
@@ -27,6 +28,7 @@ from vmferry.errors import (
 from vmferry.model.finding import Severity
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import (
+    Compression,
     Job,
     JobEvent,
     JobStatus,
@@ -188,9 +190,31 @@ def migrate(
         help="Fail the job (exit 4) when nothing beyond liveness proves the move (no guest "
         "agent, lab witness or answering probe) or a declared probe does not answer after it.",
     ),
+    parallel: int = typer.Option(
+        0,
+        "--parallel",
+        min=0,
+        max=MAX_PARALLEL,
+        help="live: send memory over this many multifd channels (2 or more; both hosts need "
+        "libvirt 5.2 and QEMU 4.0).",
+    ),
+    compression: Annotated[
+        Compression,
+        typer.Option(
+            "--compress",
+            help="live: zstd (with --parallel; libvirt 9.4, QEMU 5.0) or xbzrle (a rewritten "
+            "page as its difference; without --parallel).",
+        ),
+    ] = Compression.NONE,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Move a running VM to another host (live, or warm/cold), then prove nothing was lost."""
+    validate(parallel, compression)
+    if (parallel >= 2 or compression is not Compression.NONE) and strategy in (
+        StrategyEnum.WARM, StrategyEnum.COLD
+    ):  # fmt: skip
+        raise BadInputError(f"--parallel and --compress shape a live stream; --strategy "
+                            f"{strategy} sends none")  # fmt: skip
     offline_only = {"--state-dir": state_dir is not None
                     and strategy not in (StrategyEnum.WARM, StrategyEnum.AUTO),
                     "--force": force and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO),
@@ -214,7 +238,8 @@ def migrate(
                                     f"yet; unset {URL_ENV} to run it locally")  # fmt: skip
         body: dict[str, object] = {"vm": vm, "to": to, "strategy": strategy.value,
                 "max_downtime_ms": max_downtime_ms, "timeout_s": timeout,
-                "copy_storage": copy_storage, "bandwidth_mib_s": bandwidth_mib_s}  # fmt: skip
+                "copy_storage": copy_storage, "bandwidth_mib_s": bandwidth_mib_s,
+                "parallel": parallel, "compression": compression.value}  # fmt: skip
         with api:
             result, blocked = migrate_remote(api, body)
         report(result, blocked, vm, to, json_out)
@@ -232,6 +257,8 @@ def migrate(
         delete_source_disks=delete_source_disks,
         tls=None if tls is None else (TlsMode.REQUIRED if tls else TlsMode.OFF),
         require_verification=require_verification,
+        parallel=parallel,
+        compression=compression,
     )
     note = progress_printer()
     with Live(console=err_console, transient=True, refresh_per_second=4) as live:

@@ -37,6 +37,8 @@ class MigrationRequest:
     unsafe: bool = False
     copy_disks: tuple[str, ...] = ()
     tls: bool = False  # encrypt the stream (VIR_MIGRATE_TLS; both hosts' QEMU need certificates)
+    parallel: int = 0  # multifd channels (VIR_MIGRATE_PARALLEL) when 2 or more
+    compression: str | None = None  # "zstd" (multifd) or "xbzrle" (VIR_MIGRATE_COMPRESSED)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ def _flags(request: MigrationRequest) -> int:
         flags |= libvirt.VIR_MIGRATE_TLS
     if request.copy_disks:
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+    if request.parallel >= 2:
+        flags |= libvirt.VIR_MIGRATE_PARALLEL
+    if request.compression:
+        flags |= libvirt.VIR_MIGRATE_COMPRESSED
     return flags
 
 
@@ -81,6 +87,10 @@ def _params(request: MigrationRequest) -> dict[str, Any]:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = request.bandwidth_mib_s
     if request.copy_disks:
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(request.copy_disks)
+    if request.parallel >= 2:
+        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = request.parallel
+    if request.compression:
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = request.compression
     return params
 
 

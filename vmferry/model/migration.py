@@ -35,6 +35,17 @@ class TlsMode(enum.StrEnum):
     OFF = "off"
 
 
+class Compression(enum.StrEnum):
+    """How a live migration's stream compresses memory pages: ``zstd`` (QEMU compresses each
+    multifd channel's pages; needs ``parallel``), ``xbzrle`` (sends a changed page as its
+    difference from the copy sent before: for guests that rewrite the same pages; not with
+    ``parallel``), ``none``."""
+
+    NONE = "none"
+    ZSTD = "zstd"
+    XBZRLE = "xbzrle"
+
+
 class JobStatus(enum.StrEnum):
     PENDING = "pending"  # created, checks running
     RUNNING = "running"  # the migration is under way
@@ -67,6 +78,9 @@ class MigrationOptions:
     # fail the job when nothing beyond liveness proves the move, or a declared probe does
     # not answer after it
     require_verification: bool = False
+    # live: the stream's channels (multifd; 0 or 1: one stream) and its compression
+    parallel: int = 0
+    compression: Compression = Compression.NONE
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ def choose_move(
 ) -> StrategyChoice:
     """The strategy for moving ``vm`` to ``to`` within ``options.max_downtime_ms``."""
     note(f"choosing how to move {vm}: pre-flight and a one-second measurement")
-    live = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls)
+    live = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls,
+                           parallel=options.parallel, compression=options.compression)  # fmt: skip
     blockers = live.blocker_ids
     if blockers and not all(b.startswith(LIVE_ONLY) for b in blockers):
         return StrategyChoice(

@@ -6,13 +6,14 @@ from dataclasses import dataclass, field, replace
 
 from vmferry.assess.network import apply_to_findings
 from vmferry.assess.preflight import PreflightFacts, evaluate
+from vmferry.assess.stream_features import feature_findings
 from vmferry.assess.transport import tls_decision
 from vmferry.drivers.libvirt_facts import gather_preflight_facts
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.probe_loop import try_once
 from vmferry.model import Finding, is_blocked
 from vmferry.model.finding import Severity, by_severity
-from vmferry.model.migration import TlsMode
+from vmferry.model.migration import Compression, TlsMode
 from vmferry.model.probe import VmProbes
 from vmferry.service.locate import locate
 from vmferry.service.netprofile import gather_move_facts
@@ -42,12 +43,15 @@ class CheckReport:
 
 
 def check_migration(
-    vm: str, to: str, *, copy_storage: bool = False, tls: TlsMode | None = None
-) -> CheckReport:
+    vm: str, to: str, *, copy_storage: bool = False, tls: TlsMode | None = None,
+    parallel: int = 0, compression: Compression = Compression.NONE,
+) -> CheckReport:  # fmt: skip
     """Run every pre-flight check for moving ``vm`` live to the registered host ``to``.
 
     ``tls`` is the stream's encryption (None: the ``migration.tls`` setting; warm and cold
-    moves pass ``off``: they send no migration stream). Changes nothing. Raises
+    moves pass ``off``: they send no migration stream); ``parallel`` and ``compression``
+    the stream's features, which both hosts' libvirt and QEMU must do
+    (:mod:`vmferry.assess.stream_features`). Changes nothing. Raises
     :class:`~vmferry.errors.NotFoundError` (exit 2) for an unknown host or VM and
     :class:`~vmferry.errors.HostUnreachableError` (exit 2) when the source or the
     destination does not answer: without them there is nothing to check.
@@ -81,6 +85,9 @@ def check_migration(
                                         destination.migration_tls)  # fmt: skip
     if tls_finding is not None and source.name != destination.name:
         findings = tuple(by_severity((*findings, tls_finding)))
+    if source.name != destination.name:
+        stream = feature_findings(parallel, compression, facts.source, facts.destination)
+        findings = tuple(by_severity((*findings, *stream)))
     findings = tuple(by_severity((*findings, *probe_findings(store.vm_probes(vm)))))
     return CheckReport(vm, source.name, destination.name, findings, is_blocked(findings), facts,
                        encrypt)  # fmt: skip

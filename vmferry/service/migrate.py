@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from vmferry.assess.preflight import DiskReach
+from vmferry.assess.stream_features import validate
 from vmferry.drivers.libvirt_host import LibvirtHost, shared_connections
 from vmferry.drivers.libvirt_migration import MigrationRequest
 from vmferry.drivers.qemu_monitor import measure_dirty_rate, set_vcpu_cap, vcpu_seconds
@@ -17,7 +18,13 @@ from vmferry.errors import VmferryError
 from vmferry.model import Host, VmSpec
 from vmferry.model.hook import Hook
 from vmferry.model.jsonable import to_jsonable
-from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
+from vmferry.model.migration import (
+    Compression,
+    JobStatus,
+    MigrationOptions,
+    MigrationResult,
+    Strategy,
+)
 from vmferry.service.auto_strategy import choose_move
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.hooks import after_failure, before_move, hooks_for, with_post_hooks
@@ -119,7 +126,10 @@ def _migrate(
     if options.strategy.offline:  # warm and cold: the checks as they apply to them
         report = check_offline(vm, to, options)
     else:
-        report = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls)
+        validate(options.parallel, options.compression)
+        report = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls,
+                                 parallel=options.parallel,
+                                 compression=options.compression)  # fmt: skip
     store = open_store()
     source, destination = store.get_host(report.source), store.get_host(report.destination)
     if job_id is None:
@@ -179,6 +189,9 @@ def _migrate(
         copy_disks=tuple(d.target for d in disks if d.reach is DiskReach.LOCAL)
         if options.copy_storage else (),
         tls=report.encrypt,
+        parallel=options.parallel,
+        compression=None if options.compression is Compression.NONE
+        else options.compression.value,
     )  # fmt: skip
     stream = "encrypted (TLS)" if report.encrypt else "not encrypted"
     store.add_event(job.id, "setting", f"migration stream {stream}", {"encrypted": report.encrypt})

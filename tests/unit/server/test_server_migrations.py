@@ -98,6 +98,14 @@ def test_refused_moves_start_nothing(api: Api, who: str, vm: str, rule: str) -> 
     assert trail(api) == [(who, "migrate", vm, "refused")]
 
 
+def test_a_moves_stream_options_reach_the_job(held: Api) -> None:
+    done = post(held, "operator", {**MOVE, "parallel": 4, "compression": "zstd"})
+    assert done.status_code == 202, done.text
+    assert (done.json()["options"]["parallel"], done.json()["options"]["compression"]) == (
+        4, "zstd")  # fmt: skip
+    held.migrate.release.set()
+
+
 def test_self_service_moves_its_own_projects_vm(api: Api) -> None:
     done = post(api, "selfweb", MOVE)
     assert done.status_code == 202 and done.json()["vm"] == "web1"
@@ -106,7 +114,10 @@ def test_self_service_moves_its_own_projects_vm(api: Api) -> None:
 @pytest.mark.parametrize(
     ("body", "path"),
     [({**MOVE, "strategy": "teleport"}, "body.strategy"), ({"vm": "web1"}, "body.to"),
-     ({**MOVE, "max_downtime_ms": 0}, "body.max_downtime_ms"), ({**MOVE, "x": 1}, "body.x")],
+     ({**MOVE, "max_downtime_ms": 0}, "body.max_downtime_ms"), ({**MOVE, "x": 1}, "body.x"),
+     ({**MOVE, "parallel": 33}, "body.parallel"),
+     ({**MOVE, "compression": "lz4"}, "body.compression"),
+     ({**MOVE, "compression": "zstd"}, "body")],  # zstd without channels: the body as a whole
 )  # fmt: skip
 def test_a_malformed_move_is_422_and_starts_nothing(api: Api, body: dict[str, Any],
                                                     path: str) -> None:  # fmt: skip

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from vmferry.assess.stream_features import MAX_PARALLEL, validate
 from vmferry.errors import AlreadyExistsError, BadInputError, VmferryError
 from vmferry.model.account import User
-from vmferry.model.migration import Job, MigrationOptions, Strategy
+from vmferry.model.migration import Compression, Job, MigrationOptions, Strategy
 from vmferry.predict.strategy import StrategyChoice
 from vmferry.server.auth import CurrentUser, authorize, names
 from vmferry.server.context import Context
@@ -31,10 +32,19 @@ from vmferry.store import accounts, idempotency
 router = APIRouter(prefix="/migrations", tags=["migrations"])
 
 
+# zstd compresses multifd channels (parallel 2 or more); xbzrle works on one stream only
+_STREAM_RULES: list[JsonValue] = [
+    {"if": {"properties": {"compression": {"const": "zstd"}}, "required": ["compression"]},
+     "then": {"properties": {"parallel": {"minimum": 2}}, "required": ["parallel"]}},
+    {"if": {"properties": {"compression": {"const": "xbzrle"}}, "required": ["compression"]},
+     "then": {"properties": {"parallel": {"maximum": 1}}}},
+]  # fmt: skip
+
+
 class MigrationIn(BaseModel):
     """What `vmferry migrate VM --to HOST` takes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": _STREAM_RULES})
 
     vm: str = Field(min_length=1, max_length=255)
     to: str = Field(min_length=1, max_length=255)
@@ -51,12 +61,27 @@ class MigrationIn(BaseModel):
         description="PostgreSQL: the workers' queue to run it (`vmferry worker --queue`); "
         "default `vmferry`. Ignored where the server runs moves itself (SQLite).",
     )  # fmt: skip
+    parallel: int = Field(
+        0, ge=0, le=MAX_PARALLEL, description="live: multifd channels (2 or more), `--parallel`"
+    )
+    compression: Literal["none", "zstd", "xbzrle"] = Field(
+        "none", description="live: `zstd` (with parallel) or `xbzrle` (without), `--compress`"
+    )
+
+    @model_validator(mode="after")
+    def _stream_fits(self) -> MigrationIn:
+        try:
+            validate(self.parallel, Compression(self.compression))
+        except BadInputError as exc:
+            raise ValueError(exc.message) from exc
+        return self
 
 
 def _options(body: MigrationIn, strategy: Strategy) -> MigrationOptions:
     return MigrationOptions(strategy=strategy, max_downtime_ms=body.max_downtime_ms,
                             timeout_s=body.timeout_s, copy_storage=body.copy_storage,
-                            bandwidth_mib_s=body.bandwidth_mib_s)  # fmt: skip
+                            bandwidth_mib_s=body.bandwidth_mib_s, parallel=body.parallel,
+                            compression=Compression(body.compression))  # fmt: skip
 
 
 def _started(response: Response, job_id: str, context: Context) -> JobOut:

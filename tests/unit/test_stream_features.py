@@ -1,0 +1,88 @@
+"""The live stream's features: option combinations, and what each host's stack can do."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from vmferry.assess.stream_features import FINDING_ID, feature_findings, validate
+from vmferry.errors import BadInputError
+from vmferry.model import HostInfo, Severity
+from vmferry.model.migration import Compression
+
+# Debian 12's own stack and bookworm-backports' (the lab's two)
+STOCK = HostInfo(name="kvm1", hostname="kvm1", uri="qemu+tls://kvm1/system", hypervisor="QEMU",
+                 libvirt_version="9.0.0", cpu_model=None, cpu_arch="x86_64", cpus=2,
+                 memory_bytes=2**33, free_memory_bytes=2**32,
+                 hypervisor_version="7.2.0")  # fmt: skip
+MODERN = replace(STOCK, name="kvm2", libvirt_version="11.3.0", hypervisor_version="10.0.2")
+
+
+@pytest.mark.parametrize(
+    ("parallel", "compression", "words"),
+    [
+        (-1, Compression.NONE, "--parallel must be between 0 and 32"),
+        (33, Compression.NONE, "--parallel must be between 0 and 32"),
+        (0, Compression.ZSTD, "give --parallel 2 or more"),
+        (1, Compression.ZSTD, "give --parallel 2 or more"),
+        (4, Compression.XBZRLE, "works on the single stream only"),
+    ],
+)
+def test_combinations_that_cannot_work_are_refused(
+    parallel: int, compression: Compression, words: str
+) -> None:
+    with pytest.raises(BadInputError, match=words):
+        validate(parallel, compression)
+
+
+@pytest.mark.parametrize(
+    ("parallel", "compression"),
+    [(0, Compression.NONE), (1, Compression.XBZRLE), (2, Compression.ZSTD), (32, Compression.NONE)],
+)
+def test_combinations_that_work_pass(parallel: int, compression: Compression) -> None:
+    validate(parallel, compression)
+
+
+def test_nothing_asked_nothing_found() -> None:
+    assert feature_findings(0, Compression.NONE, STOCK, STOCK) == []
+
+
+def test_both_modern_hosts_do_everything() -> None:
+    both = replace(MODERN, name="kvm1"), MODERN
+    assert feature_findings(4, Compression.ZSTD, *both) == []
+    assert feature_findings(0, Compression.XBZRLE, *both) == []
+
+
+def test_multifd_and_xbzrle_are_old_enough_on_the_stock_stack() -> None:
+    assert feature_findings(8, Compression.NONE, STOCK, MODERN) == []
+    assert feature_findings(0, Compression.XBZRLE, STOCK, MODERN) == []
+
+
+def test_zstd_needs_libvirt_9_4_on_both_ends_and_names_the_versions() -> None:
+    for source, destination in ((STOCK, MODERN), (MODERN, STOCK)):
+        [finding] = feature_findings(4, Compression.ZSTD, source, destination)
+        assert finding.id == FINDING_ID
+        assert finding.severity is Severity.BLOCKER
+        assert finding.message == (
+            "zstd compression of multifd channels needs libvirt 9.4 and QEMU 5.0 or later on "
+            "both hosts; kvm1 has libvirt 9.0.0"
+        )
+        assert "bookworm-backports" in finding.remediation
+
+
+def test_each_lacking_host_and_component_is_named() -> None:
+    old = replace(STOCK, libvirt_version="5.0.0", hypervisor_version="3.1.0")
+    findings = feature_findings(2, Compression.NONE, old, replace(old, name="kvm2"))
+    assert [f.message for f in findings] == [
+        "multifd channels (--parallel) needs libvirt 5.2 and QEMU 4.0 or later on both hosts; "
+        "kvm1 has libvirt 5.0.0 and QEMU 3.1.0; kvm2 has libvirt 5.0.0 and QEMU 3.1.0"
+    ]
+
+
+def test_a_version_libvirt_does_not_give_is_not_held_against_the_host() -> None:
+    test_driver = replace(STOCK, hypervisor="TEST", libvirt_version="11.3.0",
+                          hypervisor_version="0.0.2")  # fmt: skip
+    assert feature_findings(4, Compression.ZSTD, test_driver, MODERN) == []
+    unknown = replace(MODERN, libvirt_version="", hypervisor_version=None)
+    assert feature_findings(4, Compression.ZSTD, unknown, MODERN) == []

@@ -1,0 +1,102 @@
+"""The live stream's optional features (multifd channels, zstd, XBZRLE): whether the options
+ask for a sane combination, and whether both hosts' libvirt and QEMU can do what is asked
+(pure).
+
+A feature needs a libvirt that passes it to QEMU (the migration flag or parameter) and a
+QEMU that implements it, on both ends: the source sends, the destination's QEMU receives.
+What a host runs is in its :class:`~vmferry.model.HostInfo` (``libvirt_version``,
+``hypervisor_version``). A feature one end lacks is a blocker naming both versions; the
+lab checks them on Debian 12's libvirt 9.0 + QEMU 7.2 and backports' 11.3 + 10.0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmferry.errors import BadInputError
+from vmferry.model import Finding, HostInfo, Severity
+from vmferry.model.migration import Compression
+
+__all__ = ["FINDING_ID", "MAX_PARALLEL", "NEEDS", "Need", "feature_findings", "validate"]
+
+FINDING_ID = "migration.feature-unsupported"
+MAX_PARALLEL = 32
+
+
+@dataclass(frozen=True)
+class Need:
+    """The oldest libvirt and QEMU that do a feature."""
+
+    what: str
+    libvirt: tuple[int, int]
+    qemu: tuple[int, int]
+
+
+NEEDS = {
+    # VIR_MIGRATE_PARALLEL (libvirt 5.2) over QEMU's multifd capability (QEMU 4.0)
+    "parallel": Need("multifd channels (--parallel)", (5, 2), (4, 0)),
+    # zstd for multifd: the "zstd" compression method of parallel migration (libvirt 9.4,
+    # with its level parameter) and QEMU's multifd-compression=zstd (QEMU 5.0)
+    Compression.ZSTD.value: Need("zstd compression of multifd channels", (9, 4), (5, 0)),
+    # XBZRLE: VIR_MIGRATE_COMPRESSED with the xbzrle method (libvirt 1.3), QEMU 1.2
+    Compression.XBZRLE.value: Need("XBZRLE compression", (1, 3), (1, 2)),
+}
+
+
+def validate(parallel: int, compression: Compression) -> None:
+    """Refuse, in one line, options that cannot go together (nothing is checked or
+    started)."""
+    if parallel < 0 or parallel > MAX_PARALLEL:
+        raise BadInputError(f"--parallel must be between 0 and {MAX_PARALLEL} (got {parallel})")
+    if compression is Compression.ZSTD and parallel < 2:
+        raise BadInputError(
+            "--compress zstd compresses multifd channels: give --parallel 2 or more"
+        )
+    if compression is Compression.XBZRLE and parallel >= 2:
+        raise BadInputError(
+            "--compress xbzrle works on the single stream only: drop --parallel, or use "
+            "--compress zstd with it"
+        )
+
+
+def _version(text: str | None) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(part) for part in (text or "").split(".")[:2]) or None
+    except ValueError:
+        return None
+
+
+def _lacks(host: HostInfo, need: Need) -> str | None:
+    """What ``host`` lacks for ``need`` in words, or None. A version libvirt did not give
+    (a test driver) is taken as able: the move itself would say otherwise."""
+    libvirt, qemu = _version(host.libvirt_version), _version(host.hypervisor_version)
+    short = []
+    if libvirt is not None and libvirt < need.libvirt:
+        short.append(f"libvirt {host.libvirt_version}")
+    if qemu is not None and host.hypervisor == "QEMU" and qemu < need.qemu:
+        short.append(f"QEMU {host.hypervisor_version}")
+    return f"{host.name} has {' and '.join(short)}" if short else None
+
+
+def feature_findings(
+    parallel: int, compression: Compression, source: HostInfo, destination: HostInfo
+) -> list[Finding]:
+    """A blocker for each asked-for feature that the source or the destination cannot do."""
+    asked = [key for key, wanted in (("parallel", parallel >= 2),
+                                     (compression.value, compression is not Compression.NONE))
+             if wanted]  # fmt: skip
+    findings = []
+    for key in asked:
+        need = NEEDS[key]
+        lacking = [why for why in (_lacks(source, need), _lacks(destination, need)) if why]
+        if not lacking:
+            continue
+        needs = (f"libvirt {need.libvirt[0]}.{need.libvirt[1]} and QEMU "
+                 f"{need.qemu[0]}.{need.qemu[1]}")  # fmt: skip
+        findings.append(Finding(
+            FINDING_ID, Severity.BLOCKER,
+            f"{need.what} needs {needs} or later on both hosts; {'; '.join(lacking)}",
+            "move without it, or upgrade libvirt and QEMU there (Debian 12: bookworm-backports "
+            "has libvirt 11.3 and QEMU 10.0)",
+        ))  # fmt: skip
+    return findings
