@@ -4,6 +4,7 @@ directories, a check's findings and domain XML, the API's path rule, and who may
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,3 +66,19 @@ def test_viewer_and_self_service_may_not_import(ui: Console) -> None:
     ui.login("selfweb")
     refused = ui.client.get("/import")
     assert refused.status_code == 403 and "self-service.fleet-wide" in refused.text
+
+
+def test_an_import_run_becomes_a_job(ui: Console, tmp_path: Path) -> None:
+    ui.login("operator")
+    token = ui.client.get("/import").text.split('name="csrf_token" value="')[2].split('"')[0]
+    started = ui.client.post("/import", data={
+        "csrf_token": token, "source": str(tmp_path / "imports" / "disk.raw"), "to": "kvm2",
+        "name": "imported2", "what": "run"}, follow_redirects=False)  # fmt: skip
+    assert started.status_code == 303, started.text
+    job_id = started.headers["location"].rsplit("/", 1)[1]
+    deadline = time.monotonic() + 10
+    while not (job := ui.store.get_job(job_id)).status.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (job.kind, job.vm, job.destination, job.status.value) == (
+        "import", "imported2", "kvm2", "completed")  # fmt: skip
+    assert "import completed: imported2 on kvm2" in ui.client.get(f"/jobs/{job_id}").text
