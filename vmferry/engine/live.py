@@ -458,4 +458,6 @@ def _describe(request: MigrationRequest) -> dict[str, object]:
         "postcopy_allowed": request.allow_postcopy,
         "unsafe": request.unsafe,
         "copy_disks": list(request.copy_disks),
+        "parallel": request.parallel,
+        "compression": request.compression,
     }
