@@ -154,7 +154,10 @@ def test_the_witness_measures_an_outage_it_did_not_cause_and_ignores_a_dead_prob
     got = witness.finish(moved=True)
     live, unknown = got.probes
     assert live.ok and live.baseline and live.max_gap_ms is not None
-    assert live.max_gap_ms >= outage * 1000, live  # at least the outage, whatever the host
+    # at least the outage, whatever the host, less the few ms by which the last answer before
+    # it can come after the service went (a try's time is when its answer came: the clean-
+    # clone run of 0d85514 measured 599 ms for this 600 ms outage)
+    assert live.max_gap_ms >= outage * 1000 - 25, live
     print(f"outage {outage * 1000:.0f} ms, measured {live.max_gap_ms} ms over {live.tries} tries")
     assert not unknown.baseline and unknown.max_gap_ms is None
     assert got.level == "probes"
