@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from support.browser import chromium
+from support.line_reader import LineReader
 
 from vmferry.lab.state import GuestRecord, LabState
 from vmferry.store.db import open_store
@@ -42,30 +41,19 @@ def server(lab: LabState) -> Iterator[str]:
         env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stderr is not None
-    seen: list[str] = []
+    reader = LineReader(process.stderr)  # read to the end: a full pipe would stall the server
     try:
-        deadline = time.monotonic() + 60
-        address = None
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stderr, selectors.EVENT_READ)
-            while address is None and time.monotonic() < deadline:
-                if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                    break
-                line = process.stderr.readline()
-                if not line:
-                    pytest.fail(f"vmferry server ended before listening: {''.join(seen)}")
-                seen.append(line)
-                address = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
+        address = reader.until(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", limit_s=60)
         if address is None:
-            pytest.fail(f"vmferry server did not listen within 60 s: {''.join(seen)}")
+            pytest.fail(f"vmferry server did not listen within 60 s: {''.join(reader.seen)}")
         yield address.group(1)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.communicate(timeout=60)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            process.wait()
 
 
 def test_a_live_move_from_the_move_button_is_watched_to_completed(
