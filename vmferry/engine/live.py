@@ -101,7 +101,10 @@ SAMPLE_EVERY_S = 1.0  # a progress event at most this often, and at each new pas
 def _worth_recording(sample: ProgressSample, before: list[ProgressSample],
                      recorded_at: float) -> bool:  # fmt: skip
     """Whether ``sample`` goes into the job's events (the console's chart): the first of
-    each pass, or a second after the last one recorded."""
+    each pass, or a second after the last one recorded; not libvirt's first answer before
+    the copy began (pass 0, nothing remaining yet)."""
+    if sample.iteration == 0 and sample.memory_remaining_bytes == 0:
+        return False
     new_pass = not before or before[-1].iteration != sample.iteration
     return new_pass or time.monotonic() - recorded_at >= SAMPLE_EVERY_S
 

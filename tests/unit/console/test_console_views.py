@@ -145,3 +145,5 @@ def test_live_engine_records_each_pass_and_a_sample_a_second() -> None:
     assert _worth_recording(sample(2), [sample(1)], recorded_at=1e18)  # a new pass
     assert not _worth_recording(sample(2), [sample(2)], recorded_at=1e18)  # just recorded
     assert _worth_recording(sample(2), [sample(2)], recorded_at=0.0)  # long ago
+    before = ProgressSample(0, 0, 0, 0, 0, 0, 0)  # libvirt's answer before the copy began
+    assert not _worth_recording(before, [], recorded_at=0.0)
