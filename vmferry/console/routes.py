@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -437,18 +437,20 @@ async def job_events(job_id: str, request: Request, context: Context) -> Respons
     start = int(last) + 1 if last.isdigit() else int(shown) if shown.isdigit() else 0
 
     async def stream() -> AsyncIterator[str]:
-        nonlocal job
-        sent = start
-        while True:
-            for index in range(sent, len(job.events)):
-                shown = views.job_update(job, index)
-                yield _sse("job", shown, index)
-            sent = max(sent, len(job.events))
-            if job.status.finished:
-                yield _sse("end", {"status": job.status.value})
+        """The API's shared feed of the job (server/job_feed.py: one poll of the store per
+        job whoever follows it), each event sent with the page's figures after it."""
+        known = list(job.events)
+        now = job
+        async for item in context.feeds.follow(job, start):
+            if isinstance(item, Job):
+                yield _sse("end", {"status": item.status.value})
                 return
-            await anyio.sleep(context.event_poll_s)
-            job = await anyio.to_thread.run_sync(context.store.get_job, job.id)
+            index, event = item
+            if index == len(known):
+                known.append(event)
+            now = replace(now, status=views.status_after(now.status, event),
+                          events=tuple(known))  # fmt: skip
+            yield _sse("job", views.job_update(now, index), index)
 
     response = StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",

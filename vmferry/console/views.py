@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from vmferry.model import VmRecord, VmSpec, VmState
 from vmferry.model.account import AuditEntry, Role, project_of
 from vmferry.model.hostinfo import HostInfo
-from vmferry.model.migration import Job, JobStatus, Strategy
+from vmferry.model.migration import Job, JobEvent, JobStatus, Strategy
 from vmferry.model.project_policy import ProjectPolicy
 from vmferry.model.workload import ProfileSample
 from vmferry.server.inventory import VmQuery, select_vms
@@ -58,6 +58,7 @@ __all__ = [
     "project_records",
     "short_os",
     "size_text",
+    "status_after",
     "validation_text",
 ]
 
@@ -574,6 +575,16 @@ def job_live(job: Job) -> LiveFigures:
         None if dirty is None else round(dirty / MIB, 1), eta, downtime,
         tuple(e.message for e in job.events if e.kind == "escalation"),
     )  # fmt: skip
+
+
+def status_after(status: JobStatus, event: JobEvent) -> JobStatus:
+    """A job's status once ``event`` is recorded: a status change's ``to``, else as it was."""
+    if event.kind == "status":
+        try:
+            return JobStatus(str(event.data.get("to")))
+        except ValueError:
+            return status
+    return status
 
 
 def job_update(job: Job, index: int) -> dict[str, object]:

@@ -147,3 +147,10 @@ def test_live_engine_records_each_pass_and_a_sample_a_second() -> None:
     assert _worth_recording(sample(2), [sample(2)], recorded_at=0.0)  # long ago
     before = ProgressSample(0, 0, 0, 0, 0, 0, 0)  # libvirt's answer before the copy began
     assert not _worth_recording(before, [], recorded_at=0.0)
+
+
+def test_status_after_a_status_event() -> None:
+    running = _ev(1, "status", "pending -> running", **{"from": "pending", "to": "running"})
+    assert views.status_after(JobStatus.PENDING, running) is JobStatus.RUNNING
+    assert views.status_after(JobStatus.RUNNING, _ev(2, "status", "aborting")) is JobStatus.RUNNING
+    assert views.status_after(JobStatus.RUNNING, _ev(3, "progress", "pass 1")) is JobStatus.RUNNING
