@@ -20,7 +20,10 @@ class Shot(Protocol):
     def __call__(self, page: Any, name: str, *, full_page: bool = True) -> None: ...
 
 
-@pytest.fixture(scope="session")
+# Per module, never per session: Playwright's sync API runs an asyncio loop in this thread
+# until it stops, and every later test that calls asyncio.run (the queue's, the console
+# lab test's own Playwright) would fail while it runs.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with chromium() as launched:
         yield launched

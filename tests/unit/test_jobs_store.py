@@ -108,6 +108,8 @@ def test_create_gives_a_pending_job_with_a_created_event(store: Store) -> None:
             "delete_source_disks": False,
             "tls": None,
             "require_verification": False,
+            "parallel": 0,
+            "compression": "none",
         }
     }
     assert store.get_job(job.id) == job
