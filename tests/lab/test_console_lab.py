@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 from support.browser import chromium
-from support.line_reader import LineReader
+from support.line_reader import vmferry_server
 
 from vmferry.lab.state import GuestRecord, LabState
 from vmferry.store.db import open_store
@@ -36,24 +35,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def server(lab: LabState) -> Iterator[str]:
     """`vmferry server` on the module's store, on a free loopback port: its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vmferry.cli.main", "server", "--listen", "127.0.0.1:0"],
-        env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stderr is not None
-    reader = LineReader(process.stderr)  # read to the end: a full pipe would stall the server
-    try:
-        address = reader.until(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", limit_s=60)
-        if address is None:
-            pytest.fail(f"vmferry server did not listen within 60 s: {''.join(reader.seen)}")
-        yield address.group(1)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with vmferry_server(dict(os.environ)) as served:
+        yield served.url
 
 
 def test_a_live_move_from_the_move_button_is_watched_to_completed(

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import libvirt
 import pytest
-from support.line_reader import LineReader
+from support.line_reader import vmferry_server
 from support.pg import PgCluster
 
 from vmferry.lab.state import GuestRecord, LabState
@@ -412,24 +412,8 @@ def _local_env() -> dict[str, str]:
 @pytest.fixture
 def server(lab: LabState) -> Iterator[str]:
     """A real `vmferry server` on the module's store, on a free loopback port: its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vmferry.cli.main", "server", "--listen", "127.0.0.1:0"],
-        env=_local_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stderr is not None
-    reader = LineReader(process.stderr)  # read to the end: a full pipe would stall the server
-    try:
-        address = reader.until(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", limit_s=60)
-        if address is None:
-            pytest.fail(f"vmferry server did not listen within 60 s: {''.join(reader.seen)}")
-        yield address.group(1)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with vmferry_server(_local_env()) as served:
+        yield served.url
 
 
 def _same_except_measured(local: dict[str, Any], remote: dict[str, Any]) -> None:

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import queue
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO
+
+import pytest
 
 
 class LineReader:
@@ -63,3 +71,38 @@ class LineReader:
                 more.append(line)
         self.seen.extend(more)
         return "".join(more)
+
+
+@dataclass
+class Served:
+    """A `vmferry server` started by :func:`vmferry_server`: its URL, its process and its
+    stderr as read so far."""
+
+    url: str
+    process: subprocess.Popen[str]
+    reader: LineReader
+
+
+@contextmanager
+def vmferry_server(env: dict[str, str]) -> Iterator[Served]:
+    """`vmferry server` with store ``env`` names on a free loopback port (port 0: the kernel
+    picks it, uvicorn says which); stopped with SIGTERM when the block ends (killed if it
+    does not stop within 60 s). Its stderr is read to the end: a full pipe would stall it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vmferry.cli.main", "server", "--listen", "127.0.0.1:0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    reader = LineReader(process.stderr)
+    try:
+        address = reader.until(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", limit_s=60)
+        if address is None:
+            pytest.fail(f"vmferry server did not listen within 60 s: {''.join(reader.seen)}")
+        yield Served(address.group(1), process, reader)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.line_reader import LineReader
+from support.line_reader import vmferry_server
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -29,24 +29,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def server(env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
-    process = subprocess.Popen(  # port 0: the kernel picks a free one, uvicorn says which
-        [sys.executable, "-m", "vmferry.cli.main", "server", "--listen", "127.0.0.1:0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stderr is not None
-    reader = LineReader(process.stderr)
-    try:
-        address = reader.until(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", limit_s=60)
-        if address is None:
-            pytest.fail(f"no 'Uvicorn running on' from the server: {''.join(reader.seen)}")
-        yield address.group(1), list(reader.seen)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        rest = reader.rest()
+    with vmferry_server(env) as served:
+        yield served.url, list(served.reader.seen)
+    rest = served.reader.rest()
     # uvicorn shuts down cleanly, then ends by the signal it got (as a service should)
     assert "Finished server process" in rest
-    assert process.returncode == -signal.SIGTERM
+    assert served.process.returncode == -signal.SIGTERM
 
 
 def test_the_real_server_answers_with_a_real_token_and_stops(
