@@ -33,6 +33,7 @@ __all__ = [
     "PreflightFacts",
     "address_family",
     "evaluate",
+    "version_of",
 ]
 
 _MiB = 1024 * 1024
@@ -291,7 +292,8 @@ TCG_DIRTY_TRACKING_FIXED = (9, 0)
 """The first QEMU whose TCG keeps every guest write in the migration's dirty bitmap."""
 
 
-def _version(text: str | None) -> tuple[int, ...] | None:
+def version_of(text: str | None) -> tuple[int, ...] | None:
+    """``"10.0.2"`` as ``(10, 0, 2)``; None for no version or one that is not numbers."""
     try:
         return tuple(int(part) for part in (text or "").split(".")) or None
     except ValueError:
@@ -307,7 +309,7 @@ def tcg_dirty_tracking(f: PreflightFacts) -> Iterator[Finding]:
     ran the same moves clean. QEMU 9.0 fixed a bug of this kind ("physmem: Fix migration
     dirty bitmap coherency with TCG memory access"). Warm and cold moves copy no memory: they
     drop the ``migration.`` findings (:mod:`vmferry.service.offline_move`)."""
-    version = _version(f.source.hypervisor_version)
+    version = version_of(f.source.hypervisor_version)
     if f.vm.spec.domain_type != "qemu" or version is None:
         return
     if version[:2] >= TCG_DIRTY_TRACKING_FIXED:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vmferry.assess.preflight import version_of
 from vmferry.errors import BadInputError
 from vmferry.model import Finding, HostInfo, Severity
 from vmferry.model.migration import Compression
@@ -59,17 +60,10 @@ def validate(parallel: int, compression: Compression) -> None:
         )
 
 
-def _version(text: str | None) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(part) for part in (text or "").split(".")[:2]) or None
-    except ValueError:
-        return None
-
-
 def _lacks(host: HostInfo, need: Need) -> str | None:
     """What ``host`` lacks for ``need`` in words, or None. A version libvirt did not give
     (a test driver) is taken as able: the move itself would say otherwise."""
-    libvirt, qemu = _version(host.libvirt_version), _version(host.hypervisor_version)
+    libvirt, qemu = version_of(host.libvirt_version), version_of(host.hypervisor_version)
     short = []
     if libvirt is not None and libvirt < need.libvirt:
         short.append(f"libvirt {host.libvirt_version}")
