@@ -33,6 +33,10 @@ class AlreadyExistsError(BadInputError):
     """The thing to be created is already there."""
 
 
+class InUseError(BadInputError):
+    """The thing to be removed is still in use (the API's 409)."""
+
+
 class HostUnreachableError(BadInputError):
     """A libvirt URI did not answer."""
 

@@ -3,7 +3,9 @@
 kvm1 and kvm2 share the client's VM segment; kvm3 is on another one (``--segments 1,1,2``).
 One guest serves the module, in order: it moves kvm1 -> kvm2 with a profile that kvm2 lacks
 (a rate limit each way and an ACL), is refused a move to kvm3, then fails a move back to kvm1
-(its migration link cut) and stays on kvm2 with its profile intact.
+(its migration link cut) and stays on kvm2 with its profile intact. Then an operator, through
+`vmferry server`, puts the profile on kvm1 and takes it off again, is refused taking it off
+kvm2 (the guest uses it there), captures the guest's profiles and profiles kvm2's VMs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from support.line_reader import vmferry_server
 
 from vmferry.drivers import nft, tc_shaping
 from vmferry.drivers.host_exec import HostExec
@@ -36,9 +39,12 @@ TRANSFER_BYTES = 6 * 2**20  # about 3 s at the limit
 BLACKOUT_TARGET_MS = 1000
 
 
-def vmferry(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=os.environ,
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+def vmferry(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args],
+                          env=os.environ if env is None else env, capture_output=True,
+                          text=True, timeout=timeout, check=False)  # fmt: skip
 
 
 def uri(host: str) -> str:
@@ -224,3 +230,54 @@ def test_a_failed_move_leaves_the_profile_only_on_the_source(guest: GuestRecord)
     assert kvm2["uplink_kbit"] and kvm2["tap_kbit"], kvm2
     assert len(client.echo(guest.address, count=2)) == 2
     assert client.port_open(guest.address, 7001, timeout_s=2) is False
+
+
+def test_an_operator_works_the_profile_through_the_server(guest: GuestRecord) -> None:
+    added = vmferry("users", "add", "ops", "--role", "operator", "--json")
+    assert added.returncode == 0, added.stderr
+    with vmferry_server(dict(os.environ)) as served:
+        env = {**os.environ, "VMFERRY_URL": served.url,
+               "VMFERRY_TOKEN": json.loads(added.stdout)["token"]}  # fmt: skip
+        env.pop("VMFERRY_DB")  # the server's store, not this one, answers
+
+        applied = vmferry("netprofile", "apply", PROFILE, "--host", "kvm1", "--json", env=env)
+        assert applied.returncode == 0, applied.stderr
+        assert (json.loads(applied.stdout)["portgroup"], json.loads(applied.stdout)["rules"]) == (
+            "added", "written")  # fmt: skip
+        kvm1 = host_view("kvm1")
+        assert (kvm1["portgroup"], kvm1["chain"], kvm1["running"]) == (True, True, False)
+
+        removed = vmferry("netprofile", "remove", PROFILE, "--host", "kvm1", "--json", env=env)
+        assert removed.returncode == 0, removed.stderr
+        assert f"portgroup {PROFILE} of {topo.VM_NETWORK_NAME}" in json.loads(removed.stdout)[
+            "removed"]  # fmt: skip
+        kvm1 = host_view("kvm1")
+        assert (kvm1["portgroup"], kvm1["chain"]) == (False, False)
+
+        busy = vmferry("netprofile", "remove", PROFILE, "--host", "kvm2", env=env)
+        assert busy.returncode == 2 and busy.stdout == ""
+        assert busy.stderr.strip() == f"vmferry: profile {PROFILE!r} is in use on kvm2 by {GUEST}"
+        kvm2 = host_view("kvm2")
+        assert kvm2["portgroup"] and kvm2["bound"] == f"vmf-{PROFILE}"  # left as it was
+
+        captured = vmferry("netprofile", "capture", GUEST, "--json", env=env)
+        assert captured.returncode == 0, captured.stderr
+        doc = json.loads(captured.stdout)
+        assert (doc["host"], [p["profile"] for p in doc["ports"]]) == ("kvm2", [PROFILE])
+        assert [p["mac"] for p in doc["ports"]] == [guest.mac.lower()]
+        kept = doc["profiles"][0]
+        assert (kept["inbound"]["average_kib_s"], kept["security_level"]) == (
+            RATE_KIB_S, "restricted")  # fmt: skip
+
+        sampled = vmferry("profile", "--host", "kvm2", "--duration", "2", "--interval", "1",
+                          "--json", env=env)  # fmt: skip
+        assert sampled.returncode == 0, sampled.stderr
+        runs = {r["vm"]: r for r in json.loads(sampled.stdout)}
+        assert runs[GUEST]["host"] == "kvm2" and runs[GUEST]["samples"] == 2, runs
+        assert runs[GUEST]["stats"]["cpu_share"]["max"] >= 0
+
+        trail = json.loads(vmferry("audit", "--user", "ops", "--json", env=env).stdout)
+    assert [(e["action"], e["target"], e["result"]) for e in trail] == [
+        ("netprofiles.write", PROFILE, "ok"), ("netprofiles.write", PROFILE, "ok"),
+        ("netprofiles.write", PROFILE, "rejected"), ("netprofiles.write", GUEST, "ok"),
+        ("profile", "kvm2", "ok")]  # fmt: skip

@@ -501,7 +501,7 @@ def test_a_server_that_is_not_there_is_one_line_exit_2(served: Served) -> None:
 
 def test_commands_without_a_remote_form_are_refused_and_never_run_locally(served: Served) -> None:
     for args in (("hooks", "list"), ("hosts", "add", "t5", "test:///default"),
-                 ("netprofile", "capture", "x"), ("settings", "list"),
+                 ("settings", "list"),
                  ("vm", "show", "web1")):  # fmt: skip
         refused = served.remote(*args)
         assert refused.code == 2 and refused.out == ""

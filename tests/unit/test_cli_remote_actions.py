@@ -39,6 +39,7 @@ from vmferry.model.settings import IMPORT_DIRS_SETTING
 from vmferry.server.app import create_app
 from vmferry.service import audit as audit_service
 from vmferry.service import jobs as jobs_service
+from vmferry.service import netprofile as netprofile_service
 from vmferry.service import users
 from vmferry.service.fleet import Fleet
 from vmferry.service.lease import process_lease
@@ -162,11 +163,13 @@ def served(
         predict_cmd, "predict_migration", functools.partial(actions.predict, store=store)
     )
 
-    def local_profile(vm: str, *, host: str | None, **kwargs: Any) -> Any:
-        assert host is None
-        return actions.profile(vm, store=store, **kwargs)
+    def local_profile(vm: str | None, *, host: str | None, **kwargs: Any) -> Any:
+        return actions.profile(vm, host=host, on_start=None, store=store, **kwargs)
 
     monkeypatch.setattr(profile_cmd, "profile_service", local_profile)
+    monkeypatch.setattr(netprofile_service, "apply", actions.netprofile_apply)
+    monkeypatch.setattr(netprofile_service, "remove", actions.netprofile_remove)
+    monkeypatch.setattr(netprofile_service, "capture", actions.netprofile_capture)
     monkeypatch.setattr(
         plan_cmd, "create_plan", functools.partial(create_plan, measure=actions.measure)
     )
@@ -299,14 +302,37 @@ def test_profile_is_the_same_through_the_server(served: Served) -> None:
     assert (text_there.code, text_there.out) == (text_here.code, text_here.out)
     assert "web1: " in text_here.out and "samples" in text_here.out
     assert [c for c in served.fake.calls if c[0] == "profile"] == [("profile", "web1")] * 4
-    refused = served.remote("profile", "--host", "kvm1")
-    assert refused.code == 2 and refused.out == ""
-    assert refused.line() == (
-        "vmferry: `vmferry profile --host` has no remote form yet; unset "
-        "VMFERRY_URL to run it locally"
-    )
     stopped = same(served, "profile", "off1", "--duration", "1")
     assert stopped.code == 2 and "only a running VM has a workload" in stopped.line()
+
+
+def test_profile_of_a_host_is_the_same_through_the_server(served: Served) -> None:
+    args = ("profile", "--host", "kvm1", "--duration", "1", "--interval", "0.5")
+    here, there = served.local(*args, "--json"), served.remote(*args, "--json")
+    assert here.code == there.code == 0, there.err
+    mine, theirs = json.loads(here.out), json.loads(there.out)
+    assert [(r["vm"], r["samples"]) for r in mine] == [("web1", 2), ("web2", 2)]
+    assert [(r["vm"], r["samples"]) for r in theirs] == [("web1", 2), ("web2", 2)]
+    pairs = [(run[k], k) for run in [*mine, *theirs] for k in ("first_at", "last_at")]
+    assert masked(there.out, *pairs) == masked(here.out, *pairs)
+    assert f"profiling 2 VMs on kvm1 (web1, web2) in the vmferry server at {served.url}" in (
+        " ".join(there.err.split())
+    )
+    text_here, text_there = served.local(*args), served.remote(*args)
+    assert (text_there.code, text_there.out) == (text_here.code, text_here.out)
+    assert "web1: " in text_there.out and "web2: " in text_there.out
+    assert [c for c in served.fake.calls if c[0] == "profile"] == [("profile", "host kvm1")] * 4
+    for bad in (("profile",), ("profile", "web1", "--host", "kvm1")):
+        neither_here, neither_there = served.local(*bad), served.remote(*bad)
+        assert neither_here.code == neither_there.code == 2
+        assert (
+            neither_there.line()
+            == neither_here.line()
+            == ("vmferry: profile either one VM or one host (--host), not both or neither")
+        )
+    unknown = same(served, "profile", "--host", "kvm9", "--duration", "1")
+    assert unknown.code == 2 and "kvm9" in unknown.line()
+    assert served.fake.calls[-1] == ("profile", "host kvm9")  # the server's; refused here
 
 
 # -- plans ------------------------------------------------------------------------------
@@ -528,20 +554,40 @@ def test_netprofiles_are_the_same_through_the_server(served: Served) -> None:
     )
     actions = [(e.user, e.action, e.result) for e in audit_service.entries(served.store)]
     assert ("admin", "netprofiles.write", "ok") in actions
-    for args in (
-        ("remove", "web", "--host", "kvm1"),
-        ("apply", "web", "--host", "kvm1"),
-        ("capture", "web1"),
-    ):
-        refused = served.remote("netprofile", *args)
-        assert refused.code == 2 and refused.out == ""
-        word = "remove --host" if args[0] == "remove" else args[0]
-        assert refused.line() == (
-            f"vmferry: `vmferry netprofile {word}` has no remote form "
-            "yet; unset VMFERRY_URL to run it locally"
-        )
     viewer = served.remote("netprofile", "define", "v", "--network", "n", who="viewer")
     assert viewer.code == 2 and "refused by the server's rule" in viewer.line()
+
+
+def test_netprofiles_on_hosts_are_the_same_through_the_server(served: Served) -> None:
+    """`netprofile apply|remove --host` and `capture`: the same output and exit codes (the
+    services are the fakes: no libvirt), each audited."""
+    same(served, "netprofile", "define", "web", "--network", "default", "--in-kib-s", "1000")
+    for form in ((), ("--json",)):
+        applied = same(served, "netprofile", "apply", "web", "--host", "kvm1", *form)
+        assert applied.code == 0
+    assert json.loads(applied.out)["portgroup"] == "added"
+    assert same(served, "netprofile", "apply", "web", "--host", "kvm1").out == (
+        "web on kvm1: portgroup added, rules none\n"
+    )
+    removed = same(served, "netprofile", "remove", "web", "--host", "kvm1", "--json")
+    assert json.loads(removed.out) == {"removed": ["portgroup web of default"]}
+    served.fake.in_use["web"] = "web1"
+    busy = same(served, "netprofile", "remove", "web", "--host", "kvm1")
+    assert (busy.code, busy.line()) == (2, "vmferry: profile 'web' is in use on kvm1 by web1")
+    unknown = same(served, "netprofile", "apply", "nope", "--host", "kvm1")
+    assert unknown.code == 2 and "no port profile 'nope'" in unknown.line()
+    captured = same(served, "netprofile", "capture", "web1", "--json")
+    doc = json.loads(captured.out)
+    assert (doc["host"], [p["profile"] for p in doc["ports"]]) == ("kvm1", ["captured"])
+    assert doc["profiles"][0]["inbound"]["average_kib_s"] == 1000
+    text = same(served, "netprofile", "capture", "web1")
+    assert "52:54:00:00:00:01" in text.out and "kept captured" in text.out
+    planner = served.remote("netprofile", "apply", "web", "--host", "kvm1", who="planner")
+    assert planner.code == 2 and "refused by the server's rule role.planner" in planner.line()
+    trail = [(e.action, e.target, e.result) for e in audit_service.entries(served.store)
+             if e.action == "netprofiles.write" and e.user == "admin"]  # fmt: skip
+    assert ("netprofiles.write", "web1", "ok") in trail  # the capture
+    assert trail.count(("netprofiles.write", "web", "ok")) >= 5  # define, apply x3, remove
 
 
 # -- imports ----------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
-from vmferry.client.remote import URL_ENV, remote_api
-from vmferry.errors import NoRemoteFormError
+from vmferry.client.remote import remote_api
+from vmferry.model.jsonable import to_jsonable
 from vmferry.model.netprofile import PortProfile
 from vmferry.netprofile.spec import (
     describe,
@@ -125,24 +125,24 @@ def capture(
 ) -> None:
     """Read the profiles of a VM's NICs from its host (portgroup bandwidth, vmferry's rules)
     and keep them by name."""
-    report = service.capture(vm)
+    api = remote_api()
+    if api is not None:
+        with api:
+            doc = api.capture_netprofiles(vm)
+    else:
+        report = service.capture(vm)
+        doc = {"vm": report.vm, "host": report.host, "ports": to_jsonable(report.ports),
+               "profiles": [profile_to_json(p) for p in report.profiles]}  # fmt: skip
     if json_out:
-        print_json(
-            {
-                "vm": report.vm,
-                "host": report.host,
-                "ports": report.ports,
-                "profiles": [profile_to_json(p) for p in report.profiles],
-            }
-        )
+        print_json(doc)
         return
     table = Table("mac", "segment", "profile", "addresses")
-    for port in report.ports:
-        seg = f"{port.segment.network or '-'}/{port.segment.bridge or '-'}"
-        table.add_row(port.mac, seg, port.profile or "-", " ".join(port.addresses) or "-")
+    for port in doc["ports"]:
+        seg = f"{port['segment']['network'] or '-'}/{port['segment']['bridge'] or '-'}"
+        table.add_row(port["mac"], seg, port["profile"] or "-", " ".join(port["addresses"]) or "-")
     console.print(table)
-    for profile in report.profiles:
-        console.print(f"kept {describe(profile)}", highlight=False)
+    for profile in doc["profiles"]:
+        console.print(f"kept {describe(profile_from_json(profile))}", highlight=False)
 
 
 @app.command("apply")
@@ -153,13 +153,18 @@ def apply(
 ) -> None:
     """Put a named profile on a host: the portgroup with its rate limits, and its ACL rules for
     the VMs there that use it."""
-    report = service.apply(name, host)
+    api = remote_api()
+    if api is not None:
+        with api:
+            doc = api.apply_netprofile(name, host)
+    else:
+        doc = to_jsonable(service.apply(name, host))
     if json_out:
-        print_json(report)
+        print_json(doc)
     else:
         console.print(
-            f"{name} on {host}: portgroup {report.portgroup}, rules {report.rules}"
-            + (f", bound {', '.join(report.bound_macs)}" if report.bound_macs else ""),
+            f"{name} on {host}: portgroup {doc['portgroup']}, rules {doc['rules']}"
+            + (f", bound {', '.join(doc['bound_macs'])}" if doc["bound_macs"] else ""),
             highlight=False,
         )
 
@@ -174,12 +179,10 @@ def remove(
     forget the named profile."""
     api = remote_api()
     if api is not None:
-        if host is not None:
-            api.close()
-            raise NoRemoteFormError(f"`vmferry netprofile remove --host` has no remote form "
-                                    f"yet; unset {URL_ENV} to run it locally")  # fmt: skip
         with api:
-            removed = list(api.delete_netprofile(name)["removed"])
+            answer = api.delete_netprofile(name) if host is None else (
+                api.remove_netprofile_from(name, host))  # fmt: skip
+        removed = list(answer["removed"])
     elif host is None:
         service.delete_profile(name)
         removed = [f"named profile {name}"]

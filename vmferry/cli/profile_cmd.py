@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json
-from vmferry.client.remote import URL_ENV, remote_api
-from vmferry.errors import NoRemoteFormError, StoppedFollowingError
+from vmferry.client.remote import remote_api
+from vmferry.errors import BadInputError, StoppedFollowingError
 from vmferry.model.workload import ProfileSample
 from vmferry.predict.profile import ProfileSummary, Stat
 from vmferry.predict.rightsize import RightSizing
@@ -49,14 +49,12 @@ def profile(
             highlight=False,
         )
 
+    if (vm is None) == (host is None):
+        raise BadInputError("profile either one VM or one host (--host), not both or neither")
     api = remote_api()
     if api is not None:
-        if host is not None or vm is None:
-            api.close()
-            raise NoRemoteFormError(f"`vmferry profile --host` has no remote form yet; unset "
-                                    f"{URL_ENV} to run it locally")  # fmt: skip
         with api:
-            runs = [profile_remote(api, vm, duration, interval)]
+            runs = profile_remote(api, vm, host, duration, interval)
     else:
         runs = profile_service(
             vm, host=host, duration_s=duration, interval_s=interval, on_sample=show
@@ -142,36 +140,50 @@ def runs_table(runs: list[ProfileRun]) -> Table:
 # -- remote mode ----------------------------------------------------------------------------
 
 
-def profile_remote(api: ApiClient, vm: str, duration: float, interval: float) -> ProfileRun:
-    """Profile ``vm`` in the server (``POST /profiles``) and follow the run: ``GET
-    /vms/{id}/profile?since=`` its first sample every ``interval`` (at least 1 s) until the
-    server stops sampling; the run's summary (its samples are in the server's store).
+def profile_remote(
+    api: ApiClient, vm: str | None, host: str | None, duration: float, interval: float
+) -> list[ProfileRun]:
+    """Profile ``vm``, or every running VM of ``host``, in the server (``POST /profiles``,
+    ``POST /hosts/{name}/profiles``) and follow the run: ``GET /vms/{id}/profile?since=``
+    its first sample, for each VM, every ``interval`` (at least 1 s) until the server
+    stops sampling them; each VM's summary (the samples are in the server's store).
 
     The server does not stop a run it was asked for (the API has no such request), so
     Ctrl-C stops following (exit 130) and the server goes on sampling to the end."""
-    started = api.start_profile(vm, duration_s=duration, interval_s=interval)
+    if host is not None:
+        started = api.start_host_profile(host, duration_s=duration, interval_s=interval)
+        vms: list[str] = list(started["vms"])
+        what = f"{len(vms)} VMs on {host} ({', '.join(vms)})"
+    else:
+        assert vm is not None
+        started = api.start_profile(vm, duration_s=duration, interval_s=interval)
+        vms, what = [vm], f"{vm} on {started['host']}"
     since = started["first_sample_at"]
-    err_console.print(f"[dim]•[/dim] profiling {vm} on {started['host']} in the vmferry "
-                      f"server at {api.url} for {duration:g} s, from {since}",
-                      highlight=False)  # fmt: skip
-    shown = 0
+    err_console.print(f"[dim]•[/dim] profiling {what} in the vmferry server at {api.url} "
+                      f"for {duration:g} s, from {since}", highlight=False)  # fmt: skip
+    shown: dict[str, int] = {}
+    docs: dict[str, dict[str, Any]] = {}
     try:
         while True:
-            doc = api.vm_profile(vm, since=since)
-            if doc["samples"] != shown:
-                shown = doc["samples"]
-                err_console.print(f"[dim]•[/dim] {doc['last_at']} {vm}: {shown} samples",
-                                  highlight=False)  # fmt: skip
-            if not doc["sampling"]:
+            for name in vms:
+                docs[name] = doc = api.vm_profile(name, since=since)
+                if doc["samples"] != shown.get(name):
+                    shown[name] = doc["samples"]
+                    err_console.print(f"[dim]•[/dim] {doc['last_at']} {name}: "
+                                      f"{doc['samples']} samples", highlight=False)  # fmt: skip
+            if not any(doc["sampling"] for doc in docs.values()):
                 break
             time.sleep(max(1.0, interval))
     except KeyboardInterrupt:
         raise StoppedFollowingError(
-            f"stopped following: the server goes on profiling {vm} until {duration:g} s "
+            f"stopped following: the server goes on profiling {what} until {duration:g} s "
             f"from {since}; `vmferry profile` cannot stop it remotely"
         ) from None
-    summary = summary_from_json(doc)
-    return ProfileRun(summary.vm, summary.host, (), summary)
+    runs = []
+    for name in vms:
+        summary = summary_from_json(docs[name])
+        runs.append(ProfileRun(summary.vm, summary.host, (), summary))
+    return runs
 
 
 def summary_from_json(doc: dict[str, Any]) -> ProfileSummary:

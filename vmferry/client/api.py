@@ -341,6 +341,16 @@ class ApiClient:
                                            timeout=START_TIMEOUT)  # fmt: skip
         return found
 
+    def start_host_profile(
+        self, host: str, *, duration_s: float, interval_s: float
+    ) -> dict[str, Any]:
+        """``POST /hosts/{name}/profiles``: every running VM of ``host`` profiled in the
+        server (``vms``, ``first_sample_at``, ...), once their first samples are stored."""
+        body = {"duration_s": duration_s, "interval_s": interval_s}
+        found: dict[str, Any] = self._json("POST", f"/hosts/{_segment(host)}/profiles",
+                                           json=body, timeout=START_TIMEOUT)  # fmt: skip
+        return found
+
     def vm_profile(self, vm: str, *, since: str | None = None) -> dict[str, Any]:
         """``GET /vms/{id}/profile``: the VM's stored samples (since ``since``) summarised,
         and whether the server samples it now (``sampling``)."""
@@ -423,6 +433,30 @@ class ApiClient:
     def delete_netprofile(self, name: str) -> dict[str, Any]:
         """``DELETE /netprofiles/{name}``: forget the named profile (``{"removed": [...]}``)."""
         found: dict[str, Any] = self._json("DELETE", f"/netprofiles/{_segment(name)}")
+        return found
+
+    def apply_netprofile(self, name: str, host: str) -> dict[str, Any]:
+        """``PUT /hosts/{host}/netprofiles/{name}``: the named profile put on ``host``
+        (`netprofile apply --json`)."""
+        found: dict[str, Any] = self._json(
+            "PUT", f"/hosts/{_segment(host)}/netprofiles/{_segment(name)}",
+            timeout=START_TIMEOUT)  # fmt: skip
+        return found
+
+    def remove_netprofile_from(self, name: str, host: str) -> dict[str, Any]:
+        """``DELETE /hosts/{host}/netprofiles/{name}``: the profile taken off ``host``
+        (``{"removed": [...]}``)."""
+        found: dict[str, Any] = self._json(
+            "DELETE", f"/hosts/{_segment(host)}/netprofiles/{_segment(name)}",
+            timeout=START_TIMEOUT)  # fmt: skip
+        return found
+
+    def capture_netprofiles(self, vm: str) -> dict[str, Any]:
+        """``POST /vms/{id}/netprofiles/capture``: the VM's NICs and the profiles kept
+        (`netprofile capture --json`)."""
+        found: dict[str, Any] = self._json(
+            "POST", f"/vms/{_segment(vm)}/netprofiles/capture", timeout=START_TIMEOUT
+        )
         return found
 
     def start_import(self, body: Mapping[str, object]) -> Job | dict[str, Any]:

@@ -49,7 +49,8 @@ REMOTE_FORMS: dict[str, str] = {
     "job resume": "POST /api/v1/jobs/{id}/resume",
     "check": "POST /api/v1/checks (text: GET /api/v1/vms/{id} for the source host)",
     "predict": "POST /api/v1/predictions (text: GET /api/v1/vms/{id} for the source host)",
-    "profile": "POST /api/v1/profiles, then GET /api/v1/vms/{id}/profile until it ends",
+    "profile": "POST /api/v1/profiles (--host: POST /api/v1/hosts/{name}/profiles), then "
+    "GET /api/v1/vms/{id}/profile until it ends",
     "plan create": "POST /api/v1/plans (the plan file's YAML, read here)",
     "plan show": "GET /api/v1/plans/{id} (--gantt: GET /api/v1/plans/{id}/gantt)",
     "plan run": "POST /api/v1/plans/{id}/run, then GET /api/v1/plans/{id} until it stops",
@@ -59,7 +60,10 @@ REMOTE_FORMS: dict[str, str] = {
     "netprofile list": "GET /api/v1/netprofiles",
     "netprofile show": "GET /api/v1/netprofiles/{name}",
     "netprofile define": "PUT /api/v1/netprofiles/{name}",
-    "netprofile remove": "DELETE /api/v1/netprofiles/{name} (not with --host)",
+    "netprofile remove": "DELETE /api/v1/netprofiles/{name} "
+    "(--host: DELETE /api/v1/hosts/{host}/netprofiles/{name})",
+    "netprofile apply": "PUT /api/v1/hosts/{host}/netprofiles/{name}",
+    "netprofile capture": "POST /api/v1/vms/{id}/netprofiles/capture",
     "import": "POST /api/v1/imports (the server's paths), then GET /api/v1/jobs/{id}/events",
 }
 

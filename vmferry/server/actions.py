@@ -1,8 +1,9 @@
 """What the routers of actions started through the API share (check, predict, profile,
-plans, imports, job resume): the service calls the server makes (:class:`Services`, which
-the tests replace with fakes as ``create_app(migrate=...)`` replaces the move), a role gate
-that runs before the body is judged, and :func:`start_in_thread`, which runs long work in a
-background thread of the server and answers once the work says it has started.
+plans, imports, port profiles on hosts, job resume): the service calls the server makes
+(:class:`Services`, which the tests replace with fakes as ``create_app(migrate=...)``
+replaces the move), a role gate that runs before the body is judged, and
+:func:`start_in_thread`, which runs long work in a background thread of the server and
+answers once the work says it has started.
 
 The default services are the ones the CLI commands call (``vmferry check``, ``predict``,
 ``profile``, ``plan create|run``, ``import``, ``job resume``). They open the store
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from vmferry.plan import PlanSpec
     from vmferry.service.check import CheckReport
     from vmferry.service.import_vm import ImportOutcome, ImportRequest
+    from vmferry.service.netprofile import ApplyReport, CaptureReport
     from vmferry.service.plan import Measured
     from vmferry.service.predict import PredictReport
     from vmferry.service.profile import ProfileRun
@@ -63,8 +65,9 @@ class PredictFn(Protocol):
 
 class ProfileFn(Protocol):
     def __call__(
-        self, vm: str, *, duration_s: float, interval_s: float,
-        on_sample: Callable[[ProfileSample], None], store: Store,
+        self, vm: str | None, *, host: str | None, duration_s: float, interval_s: float,
+        on_sample: Callable[[ProfileSample], None],
+        on_start: Callable[[str, tuple[str, ...]], None] | None, store: Store,
     ) -> list[ProfileRun]: ...  # fmt: skip
 
 
@@ -79,6 +82,9 @@ MeasureFn = Callable[["PlanSpec", "Store"], tuple[dict[str, "Measured"], dict[st
 PlanMigrateFn = Callable[..., Any]  # service.migrate.migrate as plan_run calls it
 ResumeFn = Callable[[str], Job]  # service.jobs.reconcile_job
 ProbeFn = Callable[[str, str], None]  # (name, uri): HostUnreachableError unless it answers
+ApplyFn = Callable[[str, str], "ApplyReport"]  # (profile, host): service.netprofile.apply
+RemoveFn = Callable[[str, str], list[str]]  # (profile, host): service.netprofile.remove
+CaptureFn = Callable[[str], "CaptureReport"]  # (VM): service.netprofile.capture
 
 
 class Running:
@@ -117,6 +123,9 @@ class Services:
     import_vm: ImportFn
     resume_job: ResumeFn
     probe_host: ProbeFn = field(default=lambda name, uri: _probe(name, uri))  # libvirt answers?
+    netprofile_apply: ApplyFn = field(default=lambda name, host: _apply(name, host))
+    netprofile_remove: RemoveFn = field(default=lambda name, host: _remove(name, host))
+    netprofile_capture: CaptureFn = field(default=lambda vm: _capture(vm))
     start_wait_s: float = 180  # how long a request waits for long work to start
     running: Running = field(default_factory=Running)
 
@@ -137,13 +146,14 @@ def _predict(
 
 
 def _profile(
-    vm: str, *, duration_s: float, interval_s: float,
-    on_sample: Callable[[ProfileSample], None], store: Store,
+    vm: str | None, *, host: str | None, duration_s: float, interval_s: float,
+    on_sample: Callable[[ProfileSample], None],
+    on_start: Callable[[str, tuple[str, ...]], None] | None, store: Store,
 ) -> list[ProfileRun]:  # fmt: skip
     from vmferry.service.profile import profile
 
-    return profile(vm, duration_s=duration_s, interval_s=interval_s, on_sample=on_sample,
-                   store=store)  # fmt: skip
+    return profile(vm, host=host, duration_s=duration_s, interval_s=interval_s,
+                   on_sample=on_sample, on_start=on_start, store=store)  # fmt: skip
 
 
 def _measure(spec: PlanSpec, store: Store) -> tuple[dict[str, Measured], dict[str, str]]:
@@ -171,6 +181,24 @@ def _probe(name: str, uri: str) -> None:
     from vmferry.service.hosts import probe_host
 
     probe_host(name, uri)
+
+
+def _apply(name: str, host: str) -> ApplyReport:
+    from vmferry.service.netprofile import apply
+
+    return apply(name, host)
+
+
+def _remove(name: str, host: str) -> list[str]:
+    from vmferry.service.netprofile import remove
+
+    return remove(name, host)
+
+
+def _capture(vm: str) -> CaptureReport:
+    from vmferry.service.netprofile import capture
+
+    return capture(vm)
 
 
 def _resume(job_id: str) -> Job:

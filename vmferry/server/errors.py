@@ -20,6 +20,7 @@ from vmferry.errors import (
     AlreadyExistsError,
     BadInputError,
     HostUnreachableError,
+    InUseError,
     NotFoundError,
     VmferryError,
 )
@@ -47,7 +48,7 @@ def status_of(exc: VmferryError) -> int:
         return 504
     if isinstance(exc, NotFoundError):
         return 404
-    if isinstance(exc, AlreadyExistsError):
+    if isinstance(exc, AlreadyExistsError | InUseError):
         return 409
     if isinstance(exc, HostUnreachableError):
         return 502

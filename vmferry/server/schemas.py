@@ -357,6 +357,71 @@ class RemovedOut(BaseModel):
     removed: list[str]
 
 
+class NetProfileApplied(BaseModel):
+    """What putting a named profile on a host changed, as `vmferry netprofile apply NAME
+    --host H --json` prints it."""
+
+    host: str
+    profile: str
+    network: str
+    portgroup: Literal["added", "modified", "unchanged"]
+    rules: Literal["written", "unchanged", "none", "not-possible"]
+    bound_macs: list[str]
+    chain_was_there: bool
+    notes: list[str]
+    shaped: list[str]
+    shaped_uplinks: dict[str, list[str]]
+
+
+class SegmentOut(BaseModel):
+    network: str | None
+    bridge: str | None
+    vni: int | None
+
+
+class PortOut(BaseModel):
+    """One NIC of a VM and the portgroup (profile) it uses."""
+
+    vm: str
+    mac: str
+    segment: SegmentOut
+    profile: str | None
+    target_dev: str | None
+    addresses: list[str]
+    interface_inbound: BandwidthOut | None
+    interface_outbound: BandwidthOut | None
+
+
+class CaptureOut(BaseModel):
+    """A VM's NICs read from its host and the profiles kept by name, as `vmferry netprofile
+    capture VM --json` prints them."""
+
+    vm: str
+    host: str
+    ports: list[PortOut]
+    profiles: list[NetProfileOut]
+
+
+class HostProfileIn(BaseModel):
+    """What `vmferry profile --host H [--duration S] [--interval S]` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    duration_s: float = Field(60, ge=0.2, le=86_400)
+    interval_s: float = Field(1, ge=0.2, le=60)
+
+
+class HostProfileStarted(BaseModel):
+    """Every running VM of a host being profiled in the server."""
+
+    host: str
+    vms: list[str]
+    duration_s: float
+    interval_s: float
+    first_sample_at: str
+    profile_urls: list[str]
+
+
 AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/", min_length=1, max_length=4096)]
 
 

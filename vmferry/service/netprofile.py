@@ -27,7 +27,7 @@ from vmferry.assess.network import MoveNetworkFacts, PortMoveFacts
 from vmferry.drivers import bridge, libvirt_network, nft, tc_shaping
 from vmferry.drivers.host_exec import HostExec
 from vmferry.drivers.libvirt_host import LibvirtHost
-from vmferry.errors import BadInputError, NotFoundError, VmferryError
+from vmferry.errors import InUseError, NotFoundError, VmferryError
 from vmferry.model import Host
 from vmferry.model.netprofile import AclRule, Bandwidth, L2Reach, PortProfile, VmPort
 from vmferry.netprofile import nft as nft_rules
@@ -351,7 +351,7 @@ def remove(name: str, host_name: str) -> list[str]:
             }
         )
         if users:
-            raise BadInputError(f"profile {name!r} is in use on {host_name} by {', '.join(users)}")
+            raise InUseError(f"profile {name!r} is in use on {host_name} by {', '.join(users)}")
         return remove_from(conn, host_exec(host), profile, (), portgroup=True)
 
 

@@ -31,6 +31,7 @@ from vmferry.store.db import Store, open_store
 __all__ = ["ProfileRun", "profile", "stored_summary"]
 
 SampleFn = Callable[[ProfileSample], None]
+StartFn = Callable[[str, tuple[str, ...]], None]  # (host, the VMs to be sampled)
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,13 @@ def profile(
     interval_s: float = 1,
     dirty_rate: bool = True,
     on_sample: SampleFn = _quiet,
+    on_start: StartFn | None = None,
     store: Store | None = None,
 ) -> list[ProfileRun]:
     """Profile VM ``vm`` (on whichever registered host runs it) or every running VM of
-    ``host`` for ``duration_s`` seconds, one sample every ``interval_s``."""
+    ``host`` for ``duration_s`` seconds, one sample every ``interval_s``. ``on_start`` is
+    told the host and the VMs before the first sample is taken; what it raises ends the
+    run before anything is sampled."""
     if (vm is None) == (host is None):
         raise BadInputError("profile either one VM or one host (--host), not both or neither")
     if not 0.2 <= interval_s <= 3600:
@@ -100,6 +104,8 @@ def profile(
                 raise NotFoundError(f"host {target.name!r} runs no VMs to profile")
         else:
             memory = {n: conn.get_vm(n).spec.memory_bytes for n in names}
+        if on_start is not None:
+            on_start(target.name, tuple(names))
         taken, interrupted, last = _sample_loop(
             conn, target.name, names, duration_s, interval_s, dirty_rate, on_sample, store
         )

@@ -1,7 +1,8 @@
 """Fakes of the services behind the API's actions (check, predict, profile, plan
-measurement and moves, import, job resume), as create_app's ``services``: no libvirt. They
-answer from the fleet of conftest.FLEET and the hosts registered in the store, and raise
-what the real services raise for an unknown VM or host."""
+measurement and moves, import, job resume, port profiles on hosts), as create_app's
+``services``: no libvirt. They answer from the fleet of conftest.FLEET and the hosts
+registered in the store, and raise what the real services raise for an unknown VM or
+host."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vmferry.errors import BadInputError, HostUnreachableError, NotFoundError
+from vmferry.errors import BadInputError, HostUnreachableError, InUseError, NotFoundError
 from vmferry.imports.domain_xml import render_domain_xml
 from vmferry.imports.findings import evaluate
 from vmferry.imports.mapping import plan_import
@@ -19,13 +20,17 @@ from vmferry.model import Finding, VmRecord, VmState, is_blocked
 from vmferry.model.finding import Severity
 from vmferry.model.import_target import DestinationFacts, PoolFacts
 from vmferry.model.migration import Job, MigrationOptions
+from vmferry.model.netprofile import Segment, VmPort
 from vmferry.model.workload import ProfileSample
+from vmferry.netprofile.spec import make_profile
 from vmferry.plan import PlanSpec
 from vmferry.predict.model import DEFAULT_CALIBRATION, PredictInputs, predict
 from vmferry.predict.profile import summarise
 from vmferry.server.actions import Services
+from vmferry.service import netprofile
 from vmferry.service.check import CheckReport
 from vmferry.service.import_vm import DiskOutcome, ImportOutcome, ImportRequest
+from vmferry.service.netprofile import ApplyReport, CaptureReport
 from vmferry.service.plan import Measured
 from vmferry.service.predict import PredictReport
 from vmferry.service.profile import ProfileRun
@@ -53,13 +58,17 @@ class FakeActions:
     hold: bool = False
     release: threading.Event = field(default_factory=threading.Event)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    in_use: dict[str, str] = field(default_factory=dict)  # port profile -> the VM using it
     resumed: list[str] = field(default_factory=list)
 
     def services(self) -> Services:
         return Services(check=self.check, predict=self.predict, profile=self.profile,
                         plan_measure=self.measure, plan_migrate=self.plan_migrate,
                         import_vm=self.import_vm, resume_job=self.resume,
-                        probe_host=self.probe_host, start_wait_s=10)  # fmt: skip
+                        probe_host=self.probe_host, netprofile_apply=self.netprofile_apply,
+                        netprofile_remove=self.netprofile_remove,
+                        netprofile_capture=self.netprofile_capture,
+                        start_wait_s=10)  # fmt: skip
 
     def probe_host(self, name: str, uri: str) -> None:
         """No connection is made: a URI naming "unreachable" does not answer."""
@@ -97,28 +106,79 @@ class FakeActions:
                              predict(inputs, DEFAULT_CALIBRATION), {"test": "fake"})  # fmt: skip
 
     def profile(
-        self, vm: str, *, duration_s: float, interval_s: float,
-        on_sample: Callable[[ProfileSample], None], store: Store,
+        self, vm: str | None, *, host: str | None, duration_s: float, interval_s: float,
+        on_sample: Callable[[ProfileSample], None],
+        on_start: Callable[[str, tuple[str, ...]], None] | None, store: Store,
     ) -> list[ProfileRun]:  # fmt: skip
-        self.calls.append(("profile", vm))
-        record = _find(self.records, vm)
-        if record.state is not VmState.RUNNING:
-            raise BadInputError(f"VM {vm!r} is {record.state}; only a running VM has a workload")
-        samples = []
+        """One VM, or every running VM of ``host`` (kvm3 does not answer)."""
+        self.calls.append(("profile", vm or f"host {host}"))
+        if vm is not None:
+            records = [_find(self.records, vm)]
+            if records[0].state is not VmState.RUNNING:
+                raise BadInputError(f"VM {vm!r} is {records[0].state}; only a running VM has "
+                                    "a workload")  # fmt: skip
+        else:
+            assert host is not None
+            if store.get_host(host).name == "kvm3":
+                raise HostUnreachableError("host 'kvm3': cannot connect to libvirt")
+            records = sorted((r for r in self.records
+                              if r.host == host and r.state is VmState.RUNNING),
+                             key=lambda r: r.spec.name)  # fmt: skip
+            if not records:
+                raise NotFoundError(f"host {host!r} runs no VMs to profile")
+        if on_start is not None:
+            on_start(records[0].host, tuple(r.spec.name for r in records))
+        samples: dict[str, list[ProfileSample]] = {r.spec.name: [] for r in records}
         for i in range(max(1, int(duration_s / interval_s))):
             at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            metrics = {"cpu_share": 0.1 * (i + 1), "vcpus": record.spec.vcpus,
-                       "memory_bytes": record.spec.memory_bytes,
-                       "memory_used_bytes": record.spec.memory_bytes // 4,
-                       "dirty_rate_bytes_s": MIB}  # fmt: skip
-            sample = ProfileSample(vm, record.host, at, metrics)
-            store.add_profile_samples([sample])
-            samples.append(sample)
-            on_sample(sample)
+            for record in records:
+                metrics = {"cpu_share": 0.1 * (i + 1), "vcpus": record.spec.vcpus,
+                           "memory_bytes": record.spec.memory_bytes,
+                           "memory_used_bytes": record.spec.memory_bytes // 4,
+                           "dirty_rate_bytes_s": MIB}  # fmt: skip
+                sample = ProfileSample(record.spec.name, record.host, at, metrics)
+                store.add_profile_samples([sample])
+                samples[record.spec.name].append(sample)
+                on_sample(sample)
             if self.hold:
                 self.release.wait(10)
-        summary = summarise(vm, record.host, samples, record.spec.vcpus, record.spec.memory_bytes)
-        return [ProfileRun(vm, record.host, tuple(samples), summary)]
+        return [ProfileRun(r.spec.name, r.host, tuple(samples[r.spec.name]),
+                           summarise(r.spec.name, r.host, samples[r.spec.name], r.spec.vcpus,
+                                     r.spec.memory_bytes))
+                for r in records]  # fmt: skip
+
+    def netprofile_apply(self, name: str, host: str) -> ApplyReport:
+        """The named profile (read from $VMFERRY_NETPROFILES) on a registered host; no
+        libvirt: the report says the portgroup was added."""
+        self.calls.append(("netprofile-apply", f"{name}@{host}"))
+        profile = netprofile.get_profile(name)
+        self._answering(host)
+        return ApplyReport(host, name, profile.network, "added", "none")
+
+    def netprofile_remove(self, name: str, host: str) -> list[str]:
+        """As :meth:`netprofile_apply`; a profile named in ``in_use`` is in use there."""
+        self.calls.append(("netprofile-remove", f"{name}@{host}"))
+        profile = netprofile.get_profile(name)
+        self._answering(host)
+        if name in self.in_use:
+            raise InUseError(f"profile {name!r} is in use on {host} by {self.in_use[name]}")
+        return [f"portgroup {name} of {profile.network}"]
+
+    def netprofile_capture(self, vm: str) -> CaptureReport:
+        """The VM's one NIC uses the portgroup ``captured`` of ``default``, 1000 KiB/s in;
+        that profile is kept by name, as the real capture does."""
+        self.calls.append(("netprofile-capture", vm))
+        record = _find(self.records, vm)
+        self._answering(record.host)
+        profile = make_profile("captured", "default", inbound_kib_s=1000)
+        netprofile.save_profile(profile)
+        port = VmPort(vm, "52:54:00:00:00:01", Segment("default", "virbr0"), "captured",
+                      "vnet0", ("198.18.2.10",))  # fmt: skip
+        return CaptureReport(vm, record.host, (port,), (profile,))
+
+    def _answering(self, host: str) -> None:
+        if self.store.get_host(host).name == "kvm3":
+            raise HostUnreachableError(f"host {host!r}: cannot connect to libvirt")
 
     def measure(self, spec: PlanSpec, _store: Store) -> tuple[dict[str, Measured], dict[str, str]]:
         self.calls.append(("measure", ",".join(vm.name for vm in spec.vms)))

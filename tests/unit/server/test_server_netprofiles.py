@@ -73,3 +73,44 @@ def test_netprofile_roles(api: Api, profiles_dir: Path) -> None:
         gone = api.client.delete("/api/v1/netprofiles/web", headers=api.as_(who))
         assert (gone.status_code, gone.json()["rule"]) == (403, rule)
     assert not profiles_dir.exists()
+
+
+def test_a_profile_put_on_a_host_taken_off_and_captured(api: Api, profiles_dir: Path) -> None:
+    service.save_profile(make_profile("web", "default", inbound_kib_s=1000))
+    put = api.client.put("/api/v1/hosts/kvm1/netprofiles/web", headers=api.as_("operator"))
+    assert put.status_code == 200, put.text
+    assert (put.json()["host"], put.json()["portgroup"], put.json()["rules"]) == (
+        "kvm1", "added", "none")  # fmt: skip
+    api.actions.in_use["web"] = "web1"
+    busy = api.client.delete("/api/v1/hosts/kvm1/netprofiles/web", headers=api.as_("operator"))
+    assert busy.status_code == 409 and busy.json()["detail"].endswith("by web1")
+    api.actions.in_use.clear()
+    off = api.client.delete("/api/v1/hosts/kvm1/netprofiles/web", headers=api.as_("admin"))
+    assert off.json() == {"removed": ["portgroup web of default"]}
+    assert service.get_profile("web").inbound is not None  # the named profile stays
+    captured = api.client.post("/api/v1/vms/web1/netprofiles/capture",
+                               headers=api.as_("operator"))  # fmt: skip
+    assert captured.status_code == 200, captured.text
+    doc = captured.json()
+    assert (doc["vm"], doc["host"], doc["ports"][0]["segment"]["network"]) == (
+        "web1", "kvm1", "default")  # fmt: skip
+    assert [p["name"] for p in doc["profiles"]] == ["captured"]
+    assert (profiles_dir / "captured.json").is_file()
+    assert [(a, t, r) for _, a, t, r in trail(api)] == [
+        ("netprofiles.write", "web", "ok"), ("netprofiles.write", "web", "rejected"),
+        ("netprofiles.write", "web", "ok"), ("netprofiles.write", "web1", "ok")]  # fmt: skip
+
+
+def test_unknown_profiles_hosts_and_vms_and_a_host_that_does_not_answer(
+    api: Api, profiles_dir: Path
+) -> None:
+    service.save_profile(make_profile("web", "default"))
+    who = api.as_("operator")
+    assert api.client.put("/api/v1/hosts/kvm1/netprofiles/nope", headers=who).status_code == 404
+    assert api.client.put("/api/v1/hosts/kvm9/netprofiles/web", headers=who).status_code == 404
+    assert api.client.put("/api/v1/hosts/kvm3/netprofiles/web", headers=who).status_code == 502
+    bad = api.client.delete("/api/v1/hosts/kvm1/netprofiles/Bad_1", headers=who)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["path"] == "path.name"
+    ghost = api.client.post("/api/v1/vms/ghost/netprofiles/capture", headers=who)
+    assert ghost.status_code == 404
+    assert sorted(p.name for p in profiles_dir.iterdir()) == ["web.json"]

@@ -75,3 +75,47 @@ def test_profile_roles_and_a_self_service_user_on_another_projects_vm(api: Api) 
     assert since.status_code == 404  # a read of the VM: any role; nothing that new
     assert api.client.get("/api/v1/vms/web1/profile?since=yesterday",
                           headers=api.as_("viewer")).status_code == 422  # fmt: skip
+
+
+def test_a_hosts_running_vms_are_profiled_together(held: Api) -> None:
+    body = {"duration_s": 2, "interval_s": 1}
+    done = held.client.post("/api/v1/hosts/kvm2/profiles", headers=held.as_("planner"),
+                            json=body)  # fmt: skip
+    assert done.status_code == 202, done.text
+    started = done.json()
+    assert (started["host"], started["vms"]) == ("kvm2", ["cache1", "db1"])  # db2 is paused
+    assert started["profile_urls"] == ["/api/v1/vms/cache1/profile", "/api/v1/vms/db1/profile"]
+    one = held.client.post("/api/v1/profiles", headers=held.as_("operator"),
+                           json={"vm": "db1", "duration_s": 1, "interval_s": 1})  # fmt: skip
+    assert one.status_code == 409 and "db1" in one.json()["detail"]
+    again = held.client.post("/api/v1/hosts/kvm2/profiles", headers=held.as_("operator"),
+                             json=body)  # fmt: skip
+    assert again.status_code == 409
+    held.actions.release.set()
+    deadline = time.monotonic() + 10
+    docs = {}
+    while time.monotonic() < deadline:
+        docs = {url: held.client.get(url, headers=held.as_("viewer")).json()
+                for url in started["profile_urls"]}  # fmt: skip
+        if not any(d["sampling"] for d in docs.values()):
+            break
+        time.sleep(0.02)
+    assert [(d["vm"], d["samples"], d["sampling"]) for d in docs.values()] == [
+        ("cache1", 2, False), ("db1", 2, False)]  # fmt: skip
+    later = held.client.post("/api/v1/profiles", headers=held.as_("operator"),
+                             json={"vm": "db1", "duration_s": 1, "interval_s": 1})  # fmt: skip
+    assert later.status_code == 202  # the host's run released its VMs
+
+
+def test_a_host_that_cannot_be_profiled_samples_nothing(api: Api) -> None:
+    body = {"duration_s": 1, "interval_s": 1}
+    gone = api.client.post("/api/v1/hosts/kvm9/profiles", headers=api.as_("operator"), json=body)
+    assert gone.status_code == 404 and "kvm9" in gone.json()["detail"]
+    down = api.client.post("/api/v1/hosts/kvm3/profiles", headers=api.as_("operator"), json=body)
+    assert down.status_code == 502
+    extra = api.client.post("/api/v1/hosts/kvm1/profiles", headers=api.as_("operator"),
+                            json={**body, "vm": "web1"})  # fmt: skip
+    assert extra.status_code == 422 and extra.json()["detail"][0]["path"] == "body.vm"
+    mine = api.client.post("/api/v1/hosts/kvm1/profiles", headers=api.as_("selfweb"), json=body)
+    assert (mine.status_code, mine.json()["rule"]) == (403, "self-service.project")
+    assert api.store.profile_samples("web1") == []

@@ -94,6 +94,21 @@ MATRIX: list[tuple[str, str, int, dict[str, str]]] = [
         "admin": OK, "operator": OK, "planner": "role.planner",
         "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
         "selfdb": "self-service.fleet-wide"}),
+    ("PUT", "/api/v1/hosts/kvm1/netprofiles/web", 200, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("DELETE", "/api/v1/hosts/kvm1/netprofiles/web", 200, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("POST", "/api/v1/vms/web1/netprofiles/capture", 200, {
+        "admin": OK, "operator": OK, "planner": "role.planner",
+        "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
+        "selfdb": "self-service.fleet-wide"}),
+    ("POST", "/api/v1/hosts/kvm1/profiles", 202, {
+        "admin": OK, "operator": OK, "planner": OK, "viewer": "role.viewer.read-only",
+        "selfweb": "self-service.project", "selfdb": "self-service.project"}),
     ("POST", "/api/v1/imports", 202, {
         "admin": OK, "operator": OK, "planner": "role.planner",
         "viewer": "role.viewer.read-only", "selfweb": "self-service.fleet-wide",
@@ -129,6 +144,7 @@ BODIES: dict[str, Any] = {
     "migrations": {"vm": "web2", "to": "kvm2"},  # web1 has a running job already
     "checks": VM_BODY,
     "predictions": VM_BODY, "profiles": {"vm": "web1", "duration_s": 1, "interval_s": 1},
+    "/api/v1/hosts/kvm1/profiles": {"duration_s": 1, "interval_s": 1},
     "plans": {"yaml": PLAN}, "web": {"network": "default"},
     "hosts": {"name": "kvm9", "uri": "test:///default"},
 }  # fmt: skip
@@ -138,7 +154,8 @@ def test_the_matrix_names_every_route_of_the_api(api: Api) -> None:
     schema = api.client.get("/openapi.json").json()
     routes = {(method.upper(), path) for path, operations in schema["paths"].items()
               for method in operations}  # fmt: skip
-    covered = {(m, p.replace("{web_job}", "{job_id}").replace("{db_job}", "{job_id}")
+    covered = {(m, p.replace("/hosts/kvm1/netprofiles/web", "/hosts/{host}/netprofiles/{name}")
+                .replace("{web_job}", "{job_id}").replace("{db_job}", "{job_id}")
                 .replace("{done_job}", "{job_id}").replace("kvm1", "{name}")
                 .replace("web1", "{vm_id}").replace("/netprofiles/web", "/netprofiles/{name}")
                 .replace("/netprofiles/old", "/netprofiles/{name}")
@@ -153,6 +170,8 @@ def expected_target(url: str, rule: str) -> str | None:
     """What the refused request's audit row names: the VM (for a VM action refused on the
     VM's tags), nothing (refused by the role before the body is read), or the path's id."""
     last = url.rsplit("/", 1)[1]
+    if url.startswith("/api/v1/hosts/kvm1/"):  # a port profile on the host, or its VMs
+        return "web" if "/netprofiles/" in url else "kvm1"
     if last == "migrations":
         return "web2"
     if last in ("checks", "predictions", "profiles") and rule == "self-service.project":
@@ -194,7 +213,7 @@ def test_a_role_against_every_endpoint(api: Api, role: str, seeded: dict[str, st
     refused_changes = []
     for method, path, success, expected in MATRIX:
         url = path.format(**jobs)
-        body = BODIES.get(url.rsplit("/", 1)[1])
+        body = BODIES.get(url, BODIES.get(url.rsplit("/", 1)[1]))
         done = api.client.request(method, url, headers=api.as_(role), json=body)
         want = expected[role]
         got = OK if done.status_code == success else done.json().get("rule", done.status_code)

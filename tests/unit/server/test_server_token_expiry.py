@@ -192,7 +192,7 @@ def routes(api: Api) -> list[tuple[str, str]]:
     for path, operations in schema["paths"].items():
         for method in operations:
             filled = path
-            for name in ("job_id", "vm_id", "name", "plan_id"):
+            for name in ("job_id", "vm_id", "name", "plan_id", "host"):
                 filled = filled.replace("{" + name + "}", "web1")
             assert "{" not in filled, path
             found.append((method.upper(), filled))

@@ -1,5 +1,6 @@
-"""`POST /profiles` (start sampling a VM's workload, as `vmferry profile VM`) and
-`GET /vms/{id}/profile` (its stored samples summarised, with the right-sizing advice).
+"""`POST /profiles` (start sampling a VM's workload, as `vmferry profile VM`), `POST
+/hosts/{name}/profiles` (every running VM of a host, as `vmferry profile --host H`) and
+`GET /vms/{id}/profile` (a VM's stored samples summarised, with the right-sizing advice).
 
 `vmferry profile` samples for ``--duration`` seconds (60 by default, up to a week) and
 stores each sample as it is taken, so the API does not hold the request for the run: the
@@ -11,7 +12,8 @@ goes on and after. Profiling makes no job: it changes nothing on the host and ne
 reconciling (a run the server's end stops keeps what it sampled, as Ctrl-C does).
 
 Reading a VM's stored profile is a read of the VM (``vms.read``); sampling it is
-``profile`` (self-service: its project's VMs).
+``profile`` (self-service: its project's VMs; a whole host's VMs: not for a user bound to
+a project).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from vmferry.errors import NotFoundError
+from vmferry.errors import AlreadyExistsError, NotFoundError
 from vmferry.model.workload import ProfileSample
 from vmferry.predict.profile import ProfileSummary
 from vmferry.server.actions import Services, role_gate, services_of, start_in_thread
@@ -29,6 +31,8 @@ from vmferry.server.auth import CurrentUser, authorize, names, require
 from vmferry.server.context import Context
 from vmferry.server.roles import Action
 from vmferry.server.schemas import (
+    HostProfileIn,
+    HostProfileStarted,
     Problem,
     ProfileIn,
     ProfileOut,
@@ -95,8 +99,9 @@ def start_profile(
             started(sample)
 
         try:
-            services.profile(body.vm, duration_s=body.duration_s, interval_s=body.interval_s,
-                             on_sample=on_sample, store=context.store)  # fmt: skip
+            services.profile(body.vm, host=None, duration_s=body.duration_s,
+                             interval_s=body.interval_s, on_sample=on_sample, on_start=None,
+                             store=context.store)  # fmt: skip
         finally:
             running.release("profile", body.vm)
 
@@ -109,6 +114,57 @@ def start_profile(
     return ProfileStarted(vm=body.vm, host=first.host, duration_s=body.duration_s,
                           interval_s=body.interval_s, first_sample_at=first.taken_at,
                           profile_url=url)  # fmt: skip
+
+
+@router.post(
+    "/hosts/{name}/profiles", response_model=HostProfileStarted, status_code=202,
+    responses={404: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem},
+               422: {"model": ValidationProblem}, 502: {"model": Problem},
+               504: {"model": Problem}},
+    dependencies=[Depends(require(Action.PROFILE, "name"))],
+)  # fmt: skip
+def start_host_profile(
+    name: str, body: HostProfileIn, context: Context, services: Svc
+) -> HostProfileStarted:
+    """Sample every VM running on the host (as `vmferry profile --host H`) for
+    ``duration_s``; 202 once the first samples are stored, with each VM's profile URL.
+    409 when one of them is being profiled by this server already (nothing is sampled)."""
+    running = services.running
+    claimed: list[str] = []
+
+    def claim(_host: str, vms: tuple[str, ...]) -> None:
+        try:
+            for vm in vms:
+                running.claim("profile", vm, f"{vm} on {name} is being profiled by this "
+                              f"server already; see GET /api/v1/vms/{vm}/profile")  # fmt: skip
+                claimed.append(vm)
+        except AlreadyExistsError:
+            release()
+            raise
+
+    def release() -> None:
+        while claimed:
+            running.release("profile", claimed.pop())
+
+    def work(started: Any) -> None:
+        def on_sample(sample: ProfileSample) -> None:
+            started((list(claimed), sample))
+
+        try:
+            services.profile(None, host=name, duration_s=body.duration_s,
+                             interval_s=body.interval_s, on_sample=on_sample, on_start=claim,
+                             store=context.store)  # fmt: skip
+        finally:
+            release()
+
+    begun: tuple[list[str], ProfileSample] = start_in_thread(
+        f"vmferry-profile-host-{name}", work, body.interval_s + services.start_wait_s,
+        f"profiling the VMs of {name}",
+    )  # fmt: skip
+    vms, first = begun
+    return HostProfileStarted(host=name, vms=vms, duration_s=body.duration_s,
+                              interval_s=body.interval_s, first_sample_at=first.taken_at,
+                              profile_urls=[f"/api/v1/vms/{vm}/profile" for vm in vms])  # fmt: skip
 
 
 @router.get(
