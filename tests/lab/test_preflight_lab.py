@@ -267,6 +267,38 @@ def test_a_disk_in_the_private_pool_needs_copy_storage(guest: str) -> None:
     check(guest, "--to", "kvm2", code=0)
 
 
+def test_a_lab_guest_on_its_hosts_own_pool_needs_copy_storage(guest: str) -> None:
+    """`lab guest create --disk-pool local`: the data disk in kvm1's own pool, which kvm2
+    does not see; a live move then needs --copy-storage; `lab guest delete` removes it."""
+    made = vmferry("lab", "guest", "create", "pfl", "--host", "kvm1", "--memory-mb", "256",
+                   "--working-set-mb", "64", "--disk-pool", "local", "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    disk = json.loads(made.stdout)["data_disk"]
+    try:
+        assert disk.endswith("/hosts/kvm1/lib/images/pfl-data.qcow2"), disk
+        with conn("kvm1") as c:
+            path = c.storagePoolLookupByName(topo.LOCAL_POOL).storageVolLookupByName(
+                "pfl-data.qcow2").path()  # fmt: skip
+            assert path == "/var/lib/libvirt/images/pfl-data.qcow2"
+            xml = c.lookupByName("pfl").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            assert f"<source pool='{topo.LOCAL_POOL}' volume='pfl-data.qcow2'/>" in xml
+        with conn("kvm2") as c:
+            pool = c.storagePoolLookupByName(topo.LOCAL_POOL)
+            pool.refresh(0)
+            assert "pfl-data.qcow2" not in pool.listVolumes()
+        doc = check("pfl", "--to", "kvm2", code=3)
+        assert blockers(doc) == ["storage.not-shared"], doc
+        doc = check("pfl", "--to", "kvm2", "--copy-storage", code=0)
+        assert ("storage.copy", "info") in [(f["id"], f["severity"]) for f in doc["findings"]]
+    finally:
+        gone = vmferry("lab", "guest", "delete", "pfl")
+    assert gone.returncode == 0, gone.stderr
+    assert not os.path.exists(disk)
+    bad = vmferry("lab", "guest", "create", "pfx", "--host", "kvm1", "--disk-pool", "nfs")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "vmferry: --disk-pool must be one of shared, local (got 'nfs')"
+
+
 def test_a_stopped_network_on_the_destination_is_blocked(guest: str) -> None:
     with conn("kvm2") as c:
         net = c.networkLookupByName(topo.VM_NETWORK_NAME)

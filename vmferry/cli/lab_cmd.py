@@ -85,12 +85,17 @@ def guest_create(
     portgroup: str | None = typer.Option(
         None, "--portgroup", help="Portgroup (port profile) of vmnet for the NIC."
     ),
+    disk_pool: str = typer.Option(
+        "shared",
+        "--disk-pool",
+        help="shared: the pool every lab host sees; local: the host's own pool (default).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create and start a lab guest; returns once its heartbeat is seen."""
     record = guests.create_guest(name, host, memory_mb=memory_mb, working_set_mb=working_set_mb,
                                  dirty_mb_s=dirty_mb_s, portgroup=portgroup,
-                                 progress=progress_printer())  # fmt: skip
+                                 disk_pool=disk_pool, progress=progress_printer())  # fmt: skip
     if json_out:
         print_json(record)
     else:

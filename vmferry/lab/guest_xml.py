@@ -23,6 +23,7 @@ class LabGuestSpec:
     vcpus: int = 1
     portgroup: str | None = None  # a portgroup (port profile) of the lab's VM network
     agent: bool = True  # a virtio-serial channel for the QEMU guest agent
+    data_pool: str = topo.SHARED_POOL  # or topo.LOCAL_POOL: the host's own disk
 
 
 def kernel_cmdline(spec: LabGuestSpec) -> str:
@@ -69,7 +70,7 @@ def lab_guest_xml(spec: LabGuestSpec) -> str:
   <devices>
     <disk type='volume' device='disk'>
       <driver name='qemu' type='qcow2' cache='none'/>
-      <source pool={q(topo.SHARED_POOL)} volume={q(spec.data_volume)}/>
+      <source pool={q(spec.data_pool)} volume={q(spec.data_volume)}/>
       <target dev='vda' bus='virtio'/>
     </disk>
     <interface type='network'>

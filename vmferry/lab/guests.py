@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import AlreadyExistsError, BadInputError, NotFoundError
+from vmferry.lab import daemons
 from vmferry.lab import topology as topo
 from vmferry.lab.console import ConsoleTail, Heartbeat
 from vmferry.lab.guest_image import build_guest_image, default_cache_dir, make_data_disk
@@ -18,6 +19,7 @@ from vmferry.lab.state import GuestRecord, lab_dir, load_state, save_state
 Progress = Callable[[str], None]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
 DATA_DISK_MB = 16
+DISK_POOLS = {"shared": topo.SHARED_POOL, "local": topo.LOCAL_POOL}  # --disk-pool: its pool
 
 
 def _quiet(_message: str) -> None:
@@ -34,10 +36,15 @@ def create_guest(
     portgroup: str | None = None,
     agent: bool = True,
     watched: bool = True,
+    disk_pool: str = "shared",
     boot_timeout_s: float = 60,
     progress: Progress = _quiet,
 ) -> GuestRecord:
     """Define and start a lab guest on ``host``; return once its heartbeat is seen.
+
+    ``disk_pool``: ``shared`` puts its data disk in the pool every lab host sees (a live move
+    needs no disk copy), ``local`` in ``host``'s own pool (``default``, the host's private
+    /var/lib/libvirt/images): no other host sees it, as with a server's local disks.
 
     ``agent=False`` leaves out the guest agent's channel; ``watched=False`` keeps the lab's
     console and echo witness away from it: with both, vmferry knows nothing of the guest
@@ -51,6 +58,9 @@ def create_guest(
                             f"(memory minus 96 MiB for the guest's kernel)")  # fmt: skip
     if not 0 <= dirty_mb_s <= 4096:
         raise BadInputError("--dirty-mb-s must be between 0 and 4096")
+    if disk_pool not in DISK_POOLS:
+        raise BadInputError(f"--disk-pool must be one of {', '.join(DISK_POOLS)} "
+                            f"(got {disk_pool!r})")  # fmt: skip
     base = lab_dir()
     state = load_state(base)
     if state is None or not is_running(state):
@@ -81,14 +91,19 @@ def create_guest(
         data_volume=volume,
         portgroup=portgroup,
         agent=agent,
+        data_pool=DISK_POOLS[disk_pool],
     )
     with LibvirtHost.connect(lab_host.name, lab_host.uri) as conn:
         if any(r.spec.name == name for r in conn.list_vms()):
             raise AlreadyExistsError(f"a VM named {name!r} is already defined on {host}")
-        data_path = shared / "pool" / volume
+        local = disk_pool == "local"
+        data_path = (local_pool_dir(base, lab_host) if local else shared / "pool") / volume
         progress(f"writing the data disk {data_path}")
         sha = make_data_disk(data_path, DATA_DISK_MB)
-        _refresh_shared_pool(topology_of(state))
+        if local:
+            conn.refresh_pool(topo.LOCAL_POOL)
+        else:
+            _refresh_shared_pool(topology_of(state))
         console_log.unlink(missing_ok=True)
         record = GuestRecord(name=name, host=host, octet=octet, address=spec.address,
                              mac=spec.mac, console=str(console_log), data_disk=str(data_path),
@@ -107,6 +122,12 @@ def create_guest(
     state.guests[name] = record
     save_state(state, base)
     return record
+
+
+def local_pool_dir(base: Path, lab_host: topo.LabHost) -> Path:
+    """Where ``lab_host``'s own pool (``default``) keeps its volumes, seen from outside the
+    host (its libvirtd sees /var/lib/libvirt/images)."""
+    return daemons.host_dir(base, lab_host) / "lib" / "images"
 
 
 def _refresh_shared_pool(topology: topo.LabTopology) -> None:
@@ -145,6 +166,8 @@ def delete_guest(name: str, progress: Progress = _quiet) -> None:
                 progress(f"removing {name} from {lab_host.name}")
                 _undo(conn, name)
     Path(record.data_disk).unlink(missing_ok=True)
+    for lab_host in topology_of(state).hosts:  # a copy a disk-copying move left there
+        (local_pool_dir(base, lab_host) / Path(record.data_disk).name).unlink(missing_ok=True)
     Path(record.console).unlink(missing_ok=True)
     _refresh_shared_pool(topology_of(state))
     del state.guests[name]
