@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from vmferry.drivers.guest_agent import agent
+from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import LabError
 from vmferry.lab import client, guests
 from vmferry.lab.observe import observe_guest
 from vmferry.lab.state import GuestRecord, LabState, lab_dir, load_state
+from vmferry.store.db import open_store
 
 pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 MIGRATE_KEYS = {"job_id", "vm", "source", "destination", "strategy", "status", "reason",
                 "total_time_ms", "downtime_ms", "transferred_bytes", "iterations", "escalations",
-                "verification", "encrypted", "guest_pause_ms", "strategy_reason"}  # fmt: skip
+                "verification", "encrypted", "guest_pause_ms", "strategy_reason",
+                "disks"}  # fmt: skip
 VERIFICATION_KEYS = {"running_on_destination", "absent_on_source", "heartbeat_max_gap_ms",
                      "memory_integrity", "network_max_gap_ms", "level", "probes",
                      "warnings", "agent"}  # fmt: skip
@@ -103,6 +111,100 @@ def test_a_working_guest_moves_live_and_is_verified(
     assert [m["pause_ms"] for m in measured] == [result["guest_pause_ms"]]
     listed = json.loads(vmferry("jobs", "--json").stdout)
     assert result["job_id"] in [j["id"] for j in listed]
+
+
+# The guest rewrites 256 KiB of its disk (with fsync) every 0.1 s, counting, until told to
+# stop (at most 3000 times: about 10 minutes).
+DISK_WRITER = (
+    "i=0; while [ ! -e /tmp/stop ] && [ $i -lt 3000 ]; do "
+    "dd if=/dev/urandom of=/dev/vda bs=64k count=4 seek=$(( (i % 56) * 4 )) "
+    "conv=fsync,notrunc 2>/dev/null || exit 1; i=$((i + 1)); echo $i > /tmp/count; "
+    "sleep 0.1; done"
+)
+
+
+def in_guest(host: str, vm: str, script: str, *, wait_s: float | None = 60) -> Any:
+    """Run ``script`` with the guest's shell through its agent: its pid (``wait_s`` None),
+    or its status once it ended (exit code and output)."""
+    with LibvirtHost.connect(host, open_store().get_host(host).uri) as conn:
+        pid = agent(conn, vm, "guest-exec", arguments={
+            "path": "/bin/sh", "arg": ["-c", script], "capture-output": True})["pid"]  # fmt: skip
+        if wait_s is None:
+            return pid
+        return wait_exec(conn, vm, pid, wait_s)
+
+
+def wait_exec(conn: LibvirtHost, vm: str, pid: int, wait_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        status: dict[str, Any] = agent(conn, vm, "guest-exec-status", arguments={"pid": pid})
+        if status.get("exited"):
+            status["out"] = base64.b64decode(status.get("out-data", "")).decode()
+            return status
+        assert time.monotonic() < deadline, f"guest command {pid} still runs after {wait_s} s"
+        time.sleep(0.2)
+
+
+def writes_counted(host: str, vm: str) -> int:
+    out = in_guest(host, vm, "cat /tmp/count 2>/dev/null || echo 0")["out"]
+    return int(out.strip() or 0)
+
+
+def wait_for_writes(host: str, vm: str, at_least: int) -> int:
+    deadline = time.monotonic() + 60
+    while (count := writes_counted(host, vm)) < at_least:
+        assert time.monotonic() < deadline, f"the guest wrote {count} times, not {at_least}"
+        time.sleep(0.3)
+    return count
+
+
+def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """A guest whose disk is on its host's own pool moves live with --copy-storage while it
+    writes to that disk; vmferry reports the copied disk checked and removes the source's
+    copy; the guest's own checksum of its disk after the move equals the destination's
+    image read offline."""
+    name = "cs1"
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=64, disk_pool="local")
+    images = {h: lab_dir() / "hosts" / h / "lib" / "images" / f"{name}-data.qcow2"
+              for h in ("kvm1", "kvm2")}  # fmt: skip
+    assert record.data_disk == str(images["kvm1"]) and not images["kvm2"].exists()
+    writer = in_guest("kvm1", name, DISK_WRITER, wait_s=None)
+    before = wait_for_writes("kvm1", name, 3)
+    done = vmferry("migrate", name, "--to", "kvm2", "--copy-storage", "--delete-source-disks",
+                   "--json")  # fmt: skip
+    result = json.loads(done.stdout) if done.stdout else {}
+    assert done.returncode == 0, (done.stderr, result)
+    after = writes_counted("kvm2", name)
+    wait_for_writes("kvm2", name, after + 3)  # it goes on writing there
+    in_guest("kvm2", name, "touch /tmp/stop")
+    with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as conn:
+        ended = wait_exec(conn, name, writer, 60)
+    assert ended["exitcode"] == 0, ended
+    total = writes_counted("kvm2", name)
+    print(f"\ncopy-storage move: {result['total_time_ms']} ms, guest paused "
+          f"{result['guest_pause_ms']} ms; the guest wrote {before} times before it, "
+          f"{after - before} during it, {total - after} after it")  # fmt: skip
+    assert after > before  # it wrote while the disk was mirrored
+    path = "/var/lib/libvirt/images/cs1-data.qcow2"
+    assert result["disks"] == [{
+        "target": "vda", "source_path": path, "destination_path": path, "verified": True,
+        "checks": [f"vda on kvm2: {path}", "capacity 16 MiB as on kvm1",
+                   "format qcow2 as on kvm1"], "source_removed": True}]  # fmt: skip
+    assert not images["kvm1"].exists() and images["kvm2"].exists()
+
+    seen = in_guest("kvm2", name, "sync; sha256sum /dev/vda")["out"].split()[0]
+    with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as conn:
+        conn.destroy(name)
+    raw = lab_dir() / f"{name}-offline.raw"
+    try:
+        subprocess.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw",
+                        str(images["kvm2"]), str(raw)], check=True, timeout=60)  # fmt: skip
+        offline = hashlib.sha256(raw.read_bytes()).hexdigest()
+    finally:
+        raw.unlink(missing_ok=True)
+    assert offline == seen != record.data_sha256  # every write is in the copy
 
 
 def test_a_guest_moves_over_multifd_channels_compressed_with_zstd(

@@ -36,6 +36,7 @@ import libvirt
 import pytest
 from support.line_reader import vmferry_server
 from support.pg import PgCluster
+from test_migrate_lab import MIGRATE_KEYS
 
 from vmferry.lab.state import GuestRecord, LabState
 from vmferry.store.db import open_store
@@ -390,9 +391,6 @@ def _answers(http: httpx.Client, url: str) -> bool:
 
 # -- the command line's remote mode (SQLite: the server runs the move itself) -----------
 
-MIGRATE_KEYS = {"job_id", "vm", "source", "destination", "strategy", "status", "reason",
-                "total_time_ms", "downtime_ms", "transferred_bytes", "iterations", "escalations",
-                "verification", "encrypted", "guest_pause_ms", "strategy_reason"}  # fmt: skip
 MEASURED = {"job_id", "source", "destination", "total_time_ms", "downtime_ms",
             "transferred_bytes", "iterations", "escalations", "guest_pause_ms"}  # fmt: skip
 VERIFICATION_MEASURED = {"heartbeat_max_gap_ms", "network_max_gap_ms", "agent"}

@@ -176,7 +176,10 @@ def migrate(
         False, "--force", help="cold: power the VM off if it ignores the ACPI shutdown."
     ),
     delete_source_disks: bool = typer.Option(
-        False, "--delete-source-disks", help="cold: remove the source's copied disks after success."
+        False,
+        "--delete-source-disks",
+        help="cold, or live with --copy-storage: remove the source's copied disks after a "
+        "verified move.",
     ),
     tls: bool | None = typer.Option(
         None,
@@ -218,7 +221,7 @@ def migrate(
     offline_only = {"--state-dir": state_dir is not None
                     and strategy not in (StrategyEnum.WARM, StrategyEnum.AUTO),
                     "--force": force and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO),
-                    "--delete-source-disks": delete_source_disks
+                    "--delete-source-disks": delete_source_disks and not copy_storage
                     and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO)}  # fmt: skip
     misplaced = [name for name, bad in offline_only.items() if bad]
     if misplaced:

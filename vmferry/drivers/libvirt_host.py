@@ -487,6 +487,23 @@ class LibvirtHost:
         """The VM called ``name``; :class:`NotFoundError` if the host has none."""
         return self._record(self._lookup(name))
 
+    def disk_path(self, disk: Disk) -> str | None:
+        """The path of ``disk``'s source on this host: a volume (``pool/volume``) resolved
+        through its pool, a file or block device as it is if it is a volume libvirt knows
+        here; None otherwise (never raises)."""
+        if disk.source is None:
+            return None
+        try:
+            if disk.source_kind == "volume" and disk.pool:
+                pool = self._c.storagePoolLookupByName(disk.pool)
+                volume = pool.storageVolLookupByName(disk.source.removeprefix(f"{disk.pool}/"))
+                return str(volume.path())
+            if disk.source_kind in ("file", "block"):
+                return str(self._c.storageVolLookupByPath(disk.source).path())
+        except libvirt.libvirtError as exc:
+            log.debug("host %s: no volume for disk %s: %s", self.name, disk.target, exc)
+        return None
+
     def domain_xml(self, name: str) -> str:
         """The current (live when running) libvirt XML of VM ``name``."""
         dom = self._lookup(name)

@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vmferry.drivers.libvirt_events import PauseWatch
 from vmferry.drivers.libvirt_host import LibvirtHost
@@ -22,6 +22,7 @@ from vmferry.drivers.libvirt_migration import (
     RunningMigration,
     completed_stats,
 )
+from vmferry.drivers.libvirt_offline import delete_volume
 from vmferry.engine.convergence import (
     PolicyConfig,
     PolicyState,
@@ -31,8 +32,10 @@ from vmferry.engine.convergence import (
 )
 from vmferry.engine.recorder import JobRecorder
 from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
-from vmferry.model import Host, VmRecord, VmState
+from vmferry.model import Disk, Host, VmRecord, VmState
+from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import (
+    DiskCopy,
     Escalation,
     EscalationStep,
     JobStatus,
@@ -43,6 +46,7 @@ from vmferry.model.migration import (
     Verification,
 )
 from vmferry.store.db import Store
+from vmferry.verify.disk_copies import judge_copies
 from vmferry.verify.witness import Witness, WitnessReport, verification
 
 ProgressFn = Callable[[ProgressSample, PolicyState], None]
@@ -157,6 +161,7 @@ def _drive(
                 dst.refresh_pool(pool)
             except VmferryError:
                 continue
+        copies = _before_copy(src, plan)  # the disks to copy as the source has them
         migration = RunningMigration(src, plan.request)
         pause = _watch_pause(plan, event)
         downtime_set = False
@@ -243,6 +248,19 @@ def _drive(
         verification = _verify(src, dst, plan.vm, moved, report, plan.options.require_verification)
         if not moved and verification.problems:
             event("note", "after the failed migration: " + "; ".join(verification.problems))
+        disks: tuple[DiskCopy, ...] = ()
+        if moved and plan.request.copy_disks:
+            disks = _after_copy(dst, plan, copies)
+            for disk in disks:
+                event("storage-verify", f"disk {disk.target} copied to {plan.destination.name}: "
+                      f"{'verified' if disk.verified else 'NOT verified'} "
+                      f"({'; '.join(disk.checks)})", **to_jsonable(disk))  # fmt: skip
+            failed = [f"disk {d.target}: {'; '.join(d.checks)}" for d in disks if not d.verified]
+            if failed:
+                verification = replace(verification,
+                                       problems=(*verification.problems, *failed))  # fmt: skip
+            if plan.options.delete_source_disks and verification.passed:
+                disks = _remove_source_copies(src, plan, disks, event)
     if moved and verification.passed:
         status, reason = JobStatus.COMPLETED, None
     elif moved:
@@ -272,6 +290,7 @@ def _drive(
         verification=verification,
         encrypted=plan.request.tls,
         guest_pause_ms=paused.pause_ms if moved and paused is not None else None,
+        disks=disks,
     )
 
 
@@ -393,6 +412,56 @@ def _abort(migration: RunningMigration, event: Callable[..., None], reason: str)
     event("status", f"aborting the migration: {reason}; the source keeps running")
     if migration.abort_unanswered:
         _abort_on_new_connection(migration.source, migration.request, event, reason)
+
+
+def _before_copy(src: LibvirtHost, plan: LivePlan) -> tuple[list[Disk], dict[str, str | None]]:
+    """The VM's disks on the source and the path of each one to copy (``--copy-storage``);
+    nothing when no disk is copied. Never raises: what it cannot read is judged after."""
+    if not plan.request.copy_disks:
+        return [], {}
+    try:
+        disks = list(src.get_vm(plan.vm).spec.disks)
+    except VmferryError:
+        return [], {}
+    return disks, {d.target: src.disk_path(d) for d in disks if d.target in plan.request.copy_disks}
+
+
+def _after_copy(
+    dst: LibvirtHost, plan: LivePlan, copies: tuple[list[Disk], dict[str, str | None]]
+) -> tuple[DiskCopy, ...]:
+    """Each copied disk as the destination has it now, judged against the source's."""
+    before, source_paths = copies
+    try:
+        after: list[Disk] | None = list(dst.get_vm(plan.vm).spec.disks)
+    except VmferryError:
+        after = None
+    paths = {d.target: dst.disk_path(d) for d in after or ()}
+    return judge_copies(plan.request.copy_disks, before, source_paths, after, paths,
+                        source=plan.source.name, destination=plan.destination.name)  # fmt: skip
+
+
+def _remove_source_copies(
+    src: LibvirtHost, plan: LivePlan, disks: tuple[DiskCopy, ...], event: Callable[..., None]
+) -> tuple[DiskCopy, ...]:
+    """``--delete-source-disks``: remove the source's copy of each verified disk, now that
+    the VM runs on its copies at the destination; a copy that cannot be removed is noted
+    and left (the move stands)."""
+    done = []
+    for disk in disks:
+        if disk.source_path is None:
+            done.append(disk)
+            continue
+        try:
+            delete_volume(src, disk.source_path)
+        except VmferryError as exc:
+            event("note", f"the source's copy of disk {disk.target} ({disk.source_path}) is "
+                  f"left on {plan.source.name}: {exc.message}")  # fmt: skip
+            done.append(disk)
+            continue
+        event("progress", f"removed the source's copy of disk {disk.target} "
+              f"({disk.source_path}) from {plan.source.name}")  # fmt: skip
+        done.append(replace(disk, source_removed=True))
+    return tuple(done)
 
 
 def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,

@@ -73,7 +73,8 @@ class MigrationOptions:
     state_dir: str | None = None  # warm: where the saved state goes (default: a shared pool)
     shutdown_timeout_s: float = 120.0  # cold: how long the guest may take to power off
     force: bool = False  # cold: power the VM off if it ignores the ACPI shutdown
-    delete_source_disks: bool = False  # cold: remove the source's copies after success
+    # cold, or live with copy_storage: remove the source's copies after a verified move
+    delete_source_disks: bool = False
     tls: TlsMode | None = None  # live: None takes the migration.tls setting
     # fail the job when nothing beyond liveness proves the move, or a declared probe does
     # not answer after it
@@ -143,6 +144,22 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class DiskCopy:
+    """One disk a move copied to the destination (``--copy-storage``) and what vmferry
+    checked of the copy: the destination's volume is the disk the VM runs on there, of the
+    source's capacity and format. ``checks`` says what was looked at, one line each. The
+    content is libvirt's mirror (the switchover waits for it to be in sync); vmferry does
+    not read it again (docs/storage.md)."""
+
+    target: str
+    source_path: str | None
+    destination_path: str | None
+    verified: bool
+    checks: tuple[str, ...] = ()
+    source_removed: bool = False  # --delete-source-disks: the source's copy removed after
+
+
+@dataclass(frozen=True)
 class MigrationResult:
     """The `vmferry migrate --json` document (docs/json.md)."""
 
@@ -165,6 +182,7 @@ class MigrationResult:
     guest_pause_ms: int | None = None
     # --strategy auto: why this strategy was chosen (None when the user named it)
     strategy_reason: str | None = None
+    disks: tuple[DiskCopy, ...] = ()  # --copy-storage: the disks copied, as checked after
 
 
 @dataclass(frozen=True)
