@@ -11,9 +11,9 @@ VMFERRY_STACK ?= modern
 APT_PACKAGES := pkg-config busybox-static cpio iproute2 nftables gcc libc6-dev make libxml2-utils \
 	postgresql virt-v2v libguestfs-tools nbdkit libnbd-bin debootstrap iperf3 \
 	dosfstools mtools syslinux syslinux-common iputils-ping qemu-guest-agent tcpdump \
-	chromium
+	chromium golang-go golang-github-vmware-govmomi-dev
 
-.PHONY: help install apt venv guest lint unit test demo lab-down clean console-shots
+.PHONY: help install apt venv guest vcsim lint unit test demo lab-down clean console-shots
 
 help:
 	@echo "make demo   install everything, start the lab, run the demo, then serve the web console"
@@ -21,7 +21,7 @@ help:
 	@echo "make install | lint | unit | lab-down | clean | console-shots"
 	@echo "VMFERRY_STACK=stock make ...   Debian 12's QEMU 7.2 + libvirt 9.0 instead of QEMU 10 + libvirt 11"
 
-install: apt venv guest
+install: apt venv guest vcsim
 
 # Debian packages: apt runs only when one is missing or the stack changed (one stamp a stack).
 apt: $(STAMPS)/apt-$(VMFERRY_STACK)
@@ -45,6 +45,16 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt-$(VMFERRY_STACK)
 # The lab guest (kernel + busybox initramfs + guestd); cached, rebuilt only when its inputs change.
 guest: $(STAMPS)/venv
 	$(VENV)/bin/vmferry lab guest build
+
+# The vSphere simulator the vSphere tests talk to (tests/support/vcsim): govmomi's simulator
+# package from Debian, built offline; rebuilt only when its main.go changes (apt is only
+# needed first, so a new Makefile does not rebuild it).
+VCSIM := .cache/vcsim/vcsim
+vcsim: $(VCSIM)
+$(VCSIM): tests/support/vcsim/main.go | $(STAMPS)/apt-$(VMFERRY_STACK)
+	@mkdir -p $(@D)/gopath
+	GO111MODULE=off GOPATH=$(CURDIR)/$(@D)/gopath:/usr/share/gocode GOCACHE=$(CURDIR)/$(@D)/go-build \
+		go build -o $@ ./tests/support/vcsim/main.go
 
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check vmferry tests bench

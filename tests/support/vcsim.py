@@ -1,0 +1,84 @@
+"""VMware's vSphere simulator for the vSphere tests: tests/support/vcsim/main.go, built by
+`make install` (`make vcsim`) into .cache/vcsim/vcsim.
+
+:func:`running_vcsim` starts it on a free loopback port (port 0: the simulator binds it
+and prints its URL), over HTTPS with a fresh self-signed certificate written to the test's
+directory, and stops exactly that process when the block ends. A missing binary fails the
+test, naming `make install`: nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from support.line_reader import LineReader
+
+VCSIM_BINARY = Path(__file__).resolve().parents[2] / ".cache" / "vcsim" / "vcsim"
+USER = "vmferry"
+PASSWORD = "vcsim-secret-7"
+START_LIMIT_S = 30
+
+
+@dataclass(frozen=True)
+class Vcsim:
+    """A running simulator: its SDK URL (``https://127.0.0.1:PORT/sdk``), the only user
+    and password it accepts, and its certificate (PEM), the CA to trust for it."""
+
+    url: str
+    user: str
+    password: str
+    ca_file: Path
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 443
+
+    def vsphere_url(self) -> str:
+        """The `vmferry sources add` form: ``vsphere://USER@HOST:PORT``."""
+        return f"vsphere://{self.user}@{self.host}:{self.port}"
+
+
+@contextmanager
+def running_vcsim(workdir: Path) -> Iterator[Vcsim]:
+    """A simulator (vCenter model: one datacenter DC0, a standalone host and a cluster of
+    three, four VMs) whose files are in ``workdir``; SIGTERM when the block ends, killed
+    if it has not exited 10 s later."""
+    if not VCSIM_BINARY.is_file():
+        pytest.fail(f"the vSphere simulator {VCSIM_BINARY} is not built: `make install` "
+                    "(or `make vcsim`) builds it")  # fmt: skip
+    ca_file = workdir / "vcsim-ca.pem"
+    with (workdir / "vcsim.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(VCSIM_BINARY), "-cert", str(ca_file), "-user", USER, "-password", PASSWORD],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True,
+        )  # fmt: skip
+    assert process.stdout is not None
+    reader = LineReader(process.stdout)
+    try:
+        line = reader.until(r"^\{.*\}$", limit_s=START_LIMIT_S)
+        if line is None:
+            log_text = (workdir / "vcsim.log").read_text()
+            pytest.fail(f"the vSphere simulator did not start within {START_LIMIT_S} s: "
+                        f"{''.join(reader.seen)}{log_text}")  # fmt: skip
+        started = json.loads(line.group(0))
+        yield Vcsim(started["url"], USER, PASSWORD, Path(started["ca"]))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
