@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
-from vmferry.client.remote import remote_api
-from vmferry.errors import HostUnreachableError
+from vmferry.client.remote import remote_api, remote_url
+from vmferry.errors import BadInputError, HostUnreachableError, NoRemoteFormError
 from vmferry.model import VmRecord
 from vmferry.service import hosts as hosts_service
 
@@ -78,9 +78,23 @@ def remove(name: str = typer.Argument(..., help="The host's name.")) -> None:
 
 def inventory(
     host: str | None = typer.Option(None, "--host", help="Only this host."),
+    source: str | None = typer.Option(
+        None, "--source", help="The VMs of this vSphere source instead (`vmferry sources`)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Every VM on the registered hosts, as libvirt reports it now."""
+    """Every VM on the registered hosts, as libvirt reports it now; with --source, every VM
+    of a vSphere source, as vSphere reports it now."""
+    if source is not None:
+        if host is not None:
+            raise BadInputError("--host and --source exclude each other: one inventory a run")
+        if remote_url() is not None:
+            raise NoRemoteFormError("`vmferry inventory --source` has no remote form yet; "
+                                    "unset VMFERRY_URL to run it locally")  # fmt: skip
+        from vmferry.cli.sources_cmd import print_inventory  # pyvmomi only when asked for
+
+        print_inventory(source, json_out)
+        return
     api = remote_api()
     if api is not None:
         with api:

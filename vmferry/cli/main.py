@@ -22,6 +22,7 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "lab": ("vmferry.cli.lab_cmd", "app", True),
     "hosts": ("vmferry.cli.hosts_cmd", "app", True),
     "inventory": ("vmferry.cli.hosts_cmd", "inventory", False),
+    "sources": ("vmferry.cli.sources_cmd", "app", True),
     "demo": ("vmferry.cli.demo_cmd", "demo", False),
     "check": ("vmferry.cli.check_cmd", "check", False),
     "jobs": ("vmferry.cli.jobs_cmd", "jobs", False),

@@ -347,3 +347,20 @@ class ConsoleSessionRow(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class VsphereSourceRow(Base):
+    """A vCenter or ESXi registered as a source (see
+    :class:`vmferry.model.vsphere.VsphereSource`): where it is, who logs in, which
+    certificate to trust. Never the password."""
+
+    __tablename__ = "vsphere_sources"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(Text)
+    port: Mapped[int] = mapped_column(Integer)
+    user: Mapped[str] = mapped_column(Text)
+    datacenter: Mapped[str | None] = mapped_column(Text)
+    ca_file: Mapped[str | None] = mapped_column(Text)
+    insecure: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

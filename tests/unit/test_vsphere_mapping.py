@@ -1,0 +1,121 @@
+"""The pure parts of vSphere sources, with hand-made input: the URL `sources add` takes,
+and a VM's properties -> :class:`VsphereVm` -> the `inventory --source --json` schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmferry.errors import BadInputError
+from vmferry.model.jsonable import to_jsonable
+from vmferry.model.vsphere import VsphereDisk, VsphereNic, VsphereSource
+from vmferry.sources.vsphere_inventory import RawDisk, RawNic, RawVm, vm_from_raw, vms_from_raw
+from vmferry.sources.vsphere_url import VsphereAddress, parse_vsphere_url
+
+NETWORKS = {"network-7": "VM Network", "dvportgroup-13": "prod-pg"}
+
+
+def raw(name: str = "web1", uuid: str | None = "4210-aa", **props: object) -> RawVm:
+    base: dict[str, object] = {
+        "name": name, "config.uuid": uuid, "runtime.powerState": "poweredOff",
+        "config.hardware.numCPU": 4, "config.hardware.memoryMB": 8192,
+        "config.guestFullName": "Debian GNU/Linux 12 (64-bit)",
+        "config.guestId": "debian12_64Guest",
+        "config.firmware": "efi", "config.changeTrackingEnabled": True,
+        "guest.toolsRunningStatus": "guestToolsRunning",
+    }  # fmt: skip
+    base.update(props)
+    return RawVm(base, [RawDisk("[ds1] web1/web1.vmdk", 21474836480, 20971520)],
+                 [RawNic("00:50:56:AB:CD:EF", portgroup_key="dvportgroup-13")])  # fmt: skip
+
+
+def test_a_vm_maps_to_the_contract_in_order() -> None:
+    vm = vm_from_raw(raw(), NETWORKS)
+    assert vm is not None
+    assert to_jsonable(vm) == {
+        "name": "web1", "uuid": "4210-aa", "power_state": "poweredOff", "vcpus": 4,
+        "memory_mb": 8192, "guest_os": "Debian GNU/Linux 12 (64-bit)",
+        "disks": [{"path": "[ds1] web1/web1.vmdk", "capacity_bytes": 21474836480}],
+        "nics": [{"mac": "00:50:56:ab:cd:ef", "network": "prod-pg"}],
+        "guest_id": "debian12_64Guest", "firmware": "efi", "cbt_enabled": True,
+        "tools_state": "guestToolsRunning",
+    }  # fmt: skip
+    assert list(to_jsonable(vm))[:8] == ["name", "uuid", "power_state", "vcpus", "memory_mb",
+                                         "guest_os", "disks", "nics"]  # fmt: skip
+
+
+def test_a_disk_size_only_in_kib_is_counted_in_bytes() -> None:
+    only_kb = RawVm(raw().properties, [RawDisk("[ds1] a.vmdk", None, 1024)], [])
+    vm = vm_from_raw(only_kb, {})
+    assert vm is not None and vm.disks == (VsphereDisk("[ds1] a.vmdk", 1048576),)
+
+
+@pytest.mark.parametrize(
+    ("nic", "network"),
+    [
+        (RawNic("00:50:56:00:00:01", network="network-7", device_name="VM Network"), "VM Network"),
+        (RawNic("00:50:56:00:00:01", portgroup_key="dvportgroup-13"), "prod-pg"),
+        (RawNic("00:50:56:00:00:01", device_name="nsx-segment"), "nsx-segment"),
+        (RawNic("00:50:56:00:00:01", portgroup_key="dvportgroup-99"), "dvportgroup-99"),
+        (RawNic("00:50:56:00:00:01"), None),
+    ],
+)
+def test_a_nic_names_its_network(nic: RawNic, network: str | None) -> None:
+    vm = vm_from_raw(RawVm(raw().properties, [], [nic]), NETWORKS)
+    assert vm is not None and vm.nics == (VsphereNic("00:50:56:00:00:01", network),)
+
+
+def test_a_vm_without_configuration_is_left_out_and_the_rest_sorted() -> None:
+    found = vms_from_raw([raw("db1", "2"), raw("being-created", None), raw("app1", "1")], {})
+    assert [vm.name for vm in found] == ["app1", "db1"]
+
+
+def test_missing_or_odd_properties_have_plain_defaults() -> None:
+    bare = RawVm({"config.uuid": "u1", "config.hardware.numCPU": True,
+                  "config.changeTrackingEnabled": "yes"}, [], [])  # fmt: skip
+    vm = vm_from_raw(bare, {})
+    assert vm is not None
+    assert (vm.name, vm.power_state, vm.vcpus, vm.memory_mb, vm.guest_os) == (
+        "u1", "unknown", 0, 0, None)  # fmt: skip
+    assert vm.cbt_enabled is False and vm.tools_state is None
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("vsphere://root@esx1", VsphereAddress("root", "esx1", 443)),
+        ("vsphere://admin@vc.example.org:8443", VsphereAddress("admin", "vc.example.org", 8443)),
+        ("vsphere://administrator@vsphere.local@vc1:443",
+         VsphereAddress("administrator@vsphere.local", "vc1", 443)),
+        ("vsphere://administrator%40vsphere.local@vc1/",
+         VsphereAddress("administrator@vsphere.local", "vc1", 443)),
+        ("vsphere://u@[fd00::5]:9443", VsphereAddress("u", "fd00::5", 9443)),
+    ],
+)  # fmt: skip
+def test_vsphere_urls(url: str, address: VsphereAddress) -> None:
+    assert parse_vsphere_url(url) == address
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("https://root@esx1", "is not a vSphere URL"),
+        ("vsphere://esx1", "needs a user and a host"),
+        ("vsphere://root@", "needs a user and a host"),
+        ("vsphere://root:secret@esx1", "holds a password"),
+        ("vsphere://root@esx1/sdk", "more than a user, host and port"),
+        ("vsphere://root@esx1?dc=x", "more than a user, host and port"),
+        ("vsphere://root@esx1:99999", "is not a vSphere URL"),
+        ("vsphere://root@esx1:0", "port 0"),
+    ],
+)
+def test_bad_vsphere_urls_are_refused(url: str, says: str) -> None:
+    with pytest.raises(BadInputError, match=says):
+        parse_vsphere_url(url)
+
+
+def test_a_source_url_round_trips() -> None:
+    for source in (VsphereSource("a", "vc1", 443, "administrator@vsphere.local"),
+                   VsphereSource("b", "fd00::5", 9443, "u")):  # fmt: skip
+        address = parse_vsphere_url(source.url)
+        assert (address.user, address.host, address.port) == (source.user, source.host,
+                                                              source.port)  # fmt: skip

@@ -1,0 +1,72 @@
+"""vSphere as a source (`vmferry sources`, docs/vsphere.md): a registered vCenter or ESXi,
+and its VMs as the inventory shows them.
+
+A :class:`VsphereSource` is what the store keeps: never the password, which comes from
+``VMFERRY_VSPHERE_PASSWORD`` or a prompt each time vmferry connects. The field order of
+:class:`VsphereVm`, :class:`VsphereDisk` and :class:`VsphereNic` is the `inventory --source
+--json` schema: the contract's keys first, then the extra ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PASSWORD_ENV", "VsphereDisk", "VsphereNic", "VsphereSource", "VsphereVm"]
+
+PASSWORD_ENV = "VMFERRY_VSPHERE_PASSWORD"
+
+
+@dataclass(frozen=True)
+class VsphereSource:
+    """A vCenter or ESXi vmferry reads VMs from: how to reach it and which certificate to
+    trust (``ca_file``, or none at all when ``insecure``; else the system's CAs)."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    datacenter: str | None = None
+    ca_file: str | None = None
+    insecure: bool = False
+
+    @property
+    def url(self) -> str:
+        """``vsphere://USER@HOST:PORT``, as `sources add` takes it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"vsphere://{self.user}@{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class VsphereDisk:
+    """A virtual disk: its datastore path (``[DS] dir/file.vmdk``) and its size."""
+
+    path: str
+    capacity_bytes: int
+
+
+@dataclass(frozen=True)
+class VsphereNic:
+    """A virtual NIC: its MAC and the network (port group) it is connected to."""
+
+    mac: str
+    network: str | None
+
+
+@dataclass(frozen=True)
+class VsphereVm:
+    """A VM of a vSphere source. ``guest_os`` is the configured guest's full name;
+    ``firmware`` is bios or efi; ``cbt_enabled`` is changed block tracking;
+    ``tools_state`` is VMware Tools' running status as vSphere says it."""
+
+    name: str
+    uuid: str
+    power_state: str
+    vcpus: int
+    memory_mb: int
+    guest_os: str | None
+    disks: tuple[VsphereDisk, ...]
+    nics: tuple[VsphereNic, ...]
+    guest_id: str | None = None
+    firmware: str | None = None
+    cbt_enabled: bool = False
+    tools_state: str | None = None
