@@ -7,8 +7,8 @@ import pytest
 
 from vmferry.errors import BadInputError
 from vmferry.model.jsonable import to_jsonable
-from vmferry.model.vsphere import VsphereDisk, VsphereNic, VsphereSource
-from vmferry.sources.vsphere_inventory import RawDisk, RawNic, RawVm, vm_from_raw, vms_from_raw
+from vmferry.model.vsphere import RawDisk, RawNic, RawVm, VsphereDisk, VsphereNic, VsphereSource
+from vmferry.sources.vsphere_inventory import vm_from_raw, vms_from_raw
 from vmferry.sources.vsphere_url import VsphereAddress, parse_vsphere_url
 
 NETWORKS = {"network-7": "VM Network", "dvportgroup-13": "prod-pg"}

@@ -1,6 +1,6 @@
 """vSphere through pyvmomi: connect with the certificate check a source asks for, read its
 VMs in one PropertyCollector call, log out whatever happens. The only module that imports
-pyvmomi; it returns the plain ``Raw*`` types of :mod:`vmferry.sources.vsphere_inventory`
+pyvmomi; it returns the plain ``Raw*`` types of :mod:`vmferry.model.vsphere`
 and raises :mod:`vmferry.errors`, one line each (exit 2).
 
 Every connection passes an explicit SSL context: without one pyvmomi skips the certificate
@@ -18,8 +18,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from vmferry.errors import BadInputError, HostUnreachableError, NotFoundError
-from vmferry.model.vsphere import VsphereSource
-from vmferry.sources.vsphere_inventory import RawDisk, RawNic, RawVm
+from vmferry.model.vsphere import RawDisk, RawNic, RawVm, VsphereSource
 
 __all__ = ["VM_PROPERTIES", "VsphereSession", "ssl_context", "vsphere_session"]
 

@@ -4,14 +4,25 @@ and its VMs as the inventory shows them.
 A :class:`VsphereSource` is what the store keeps: never the password, which comes from
 ``VMFERRY_VSPHERE_PASSWORD`` or a prompt each time vmferry connects. The field order of
 :class:`VsphereVm`, :class:`VsphereDisk` and :class:`VsphereNic` is the `inventory --source
---json` schema: the contract's keys first, then the extra ones.
+--json` schema: the contract's keys first, then the extra ones. The ``Raw*`` types are
+what the driver read, before :mod:`vmferry.sources.vsphere_inventory` decides what it means.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["PASSWORD_ENV", "VsphereDisk", "VsphereNic", "VsphereSource", "VsphereVm"]
+__all__ = [
+    "PASSWORD_ENV",
+    "RawDisk",
+    "RawNic",
+    "RawVm",
+    "VsphereDisk",
+    "VsphereNic",
+    "VsphereSource",
+    "VsphereVm",
+]
 
 PASSWORD_ENV = "VMFERRY_VSPHERE_PASSWORD"
 
@@ -70,3 +81,35 @@ class VsphereVm:
     firmware: str | None = None
     cbt_enabled: bool = False
     tools_state: str | None = None
+
+
+@dataclass(frozen=True)
+class RawDisk:
+    """A ``VirtualDisk``: its backing's ``fileName`` and both sizes vSphere may give."""
+
+    file_name: str
+    capacity_in_bytes: int | None
+    capacity_in_kb: int | None
+
+
+@dataclass(frozen=True)
+class RawNic:
+    """A ``VirtualEthernetCard``: its MAC and what its backing names: a standard network's
+    managed object id (``network``), a distributed port group's key (``portgroup_key``),
+    or only a device name (``device_name``, for opaque networks)."""
+
+    mac: str | None
+    network: str | None = None
+    portgroup_key: str | None = None
+    device_name: str | None = None
+
+
+@dataclass(frozen=True)
+class RawVm:
+    """A VM's properties by their vSphere paths (``name``, ``config.uuid``,
+    ``runtime.powerState``, ...: see :data:`vmferry.drivers.vsphere.VM_PROPERTIES`) and
+    its disks and NICs."""
+
+    properties: Mapping[str, object]
+    disks: Sequence[RawDisk]
+    nics: Sequence[RawNic]

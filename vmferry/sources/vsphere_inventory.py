@@ -1,6 +1,7 @@
 """A vSphere VM's properties, as the driver read them (:mod:`vmferry.drivers.vsphere`), ->
 :class:`VsphereVm`. Pure: the driver turns pyvmomi's objects into the plain ``Raw*`` types
-below, so this mapping is tested with hand-made input and never needs a server.
+of :mod:`vmferry.model.vsphere`, so this mapping is tested with hand-made input and never
+needs a server.
 
 vSphere leaves fields unset that one would expect: the simulator gives a disk's size only
 in KiB (``capacityInKB``), a NIC on a distributed switch names its port group only by key,
@@ -10,43 +11,10 @@ and a VM being created has no ``config`` yet. Those cases are decided here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-from vmferry.model.vsphere import VsphereDisk, VsphereNic, VsphereVm
+from vmferry.model.vsphere import RawDisk, RawNic, RawVm, VsphereDisk, VsphereNic, VsphereVm
 
-__all__ = ["RawDisk", "RawNic", "RawVm", "vm_from_raw", "vms_from_raw"]
-
-
-@dataclass(frozen=True)
-class RawDisk:
-    """A ``VirtualDisk``: its backing's ``fileName`` and both sizes vSphere may give."""
-
-    file_name: str
-    capacity_in_bytes: int | None
-    capacity_in_kb: int | None
-
-
-@dataclass(frozen=True)
-class RawNic:
-    """A ``VirtualEthernetCard``: its MAC and what its backing names: a standard network's
-    managed object id (``network``), a distributed port group's key (``portgroup_key``),
-    or only a device name (``device_name``, for opaque networks)."""
-
-    mac: str | None
-    network: str | None = None
-    portgroup_key: str | None = None
-    device_name: str | None = None
-
-
-@dataclass(frozen=True)
-class RawVm:
-    """A VM's properties by their vSphere paths (``name``, ``config.uuid``,
-    ``runtime.powerState``, ...: see :data:`vmferry.drivers.vsphere.VM_PROPERTIES`) and
-    its disks and NICs."""
-
-    properties: Mapping[str, object]
-    disks: Sequence[RawDisk]
-    nics: Sequence[RawNic]
+__all__ = ["vm_from_raw", "vms_from_raw"]
 
 
 def vms_from_raw(raws: Sequence[RawVm], networks: Mapping[str, str]) -> list[VsphereVm]:
