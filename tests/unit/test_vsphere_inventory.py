@@ -116,6 +116,7 @@ def test_inventory_table(db: Path, sim: Vcsim) -> None:
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if "[LocalDS_0]" in line]
     assert {name for name in SIMULATOR_VMS for row in rows if f" {name} " in row} == SIMULATOR_VMS
+    assert all("disk1.vmdk 1.0MiB" in row and "DC0_DVPG0" in row for row in rows), done.stdout
 
 
 def test_inventory_refusals(db: Path, sim: Vcsim) -> None:

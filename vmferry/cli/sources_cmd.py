@@ -94,7 +94,7 @@ def source_json(source: VsphereSource) -> dict[str, object]:
 def inventory_table(source: str, vms: list[VsphereVm]) -> Table:
     table = Table("source", "vm", "state", "vcpus", "memory", "guest", "disks", "nics", "cbt")
     for vm in vms:
-        disks = "\n".join(f"{d.path} {d.capacity_bytes / 2**30:.2f}GiB" for d in vm.disks)
+        disks = "\n".join(f"{d.path} {_size(d.capacity_bytes)}" for d in vm.disks)
         nics = "\n".join(f"{n.mac} {n.network or '?'}" for n in vm.nics)
         table.add_row(source, vm.name, vm.power_state, str(vm.vcpus), f"{vm.memory_mb} MiB",
                       vm.guest_os or "-", disks or "-", nics or "-",
@@ -106,3 +106,8 @@ def _trust(source: VsphereSource) -> str:
     if source.insecure:
         return "not checked (--insecure)"
     return f"CA {source.ca_file}" if source.ca_file else "system CAs"
+
+
+def _size(value: int) -> str:
+    """GiB with two decimals, or MiB below one GiB (a small disk is not 0.00GiB)."""
+    return f"{value / 2**30:.2f}GiB" if value >= 2**30 else f"{value / 2**20:.1f}MiB"
