@@ -10,6 +10,7 @@ test, naming `make install`: nothing is skipped silently.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -31,12 +32,23 @@ START_LIMIT_S = 30
 @dataclass(frozen=True)
 class Vcsim:
     """A running simulator: its SDK URL (``https://127.0.0.1:PORT/sdk``), the only user
-    and password it accepts, and its certificate (PEM), the CA to trust for it."""
+    and password it accepts, its certificate (PEM), the CA to trust for it, and its
+    stderr (the SOAP traffic, when traced)."""
 
     url: str
     user: str
     password: str
     ca_file: Path
+    log_file: Path
+
+    def requests_since(self, offset: int) -> list[str]:
+        """The SOAP methods called after the log's first ``offset`` bytes, in order
+        (needs ``trace``)."""
+        with self.log_file.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        bodies = re.findall(r"<soapenv:Body><(\w+)\s", text)  # requests and responses
+        return [name for name in bodies if not name.endswith("Response")]
 
     @property
     def host(self) -> str:
@@ -52,17 +64,18 @@ class Vcsim:
 
 
 @contextmanager
-def running_vcsim(workdir: Path) -> Iterator[Vcsim]:
+def running_vcsim(workdir: Path, *, trace: bool = False) -> Iterator[Vcsim]:
     """A simulator (vCenter model: one datacenter DC0, a standalone host and a cluster of
-    three, four VMs) whose files are in ``workdir``; SIGTERM when the block ends, killed
-    if it has not exited 10 s later."""
+    three, four VMs) whose files are in ``workdir``, tracing its SOAP traffic to its log
+    when ``trace``; SIGTERM when the block ends, killed if it has not exited 10 s later."""
     if not VCSIM_BINARY.is_file():
         pytest.fail(f"the vSphere simulator {VCSIM_BINARY} is not built: `make install` "
                     "(or `make vcsim`) builds it")  # fmt: skip
-    ca_file = workdir / "vcsim-ca.pem"
-    with (workdir / "vcsim.log").open("w") as log:
+    ca_file, log_file = workdir / "vcsim-ca.pem", workdir / "vcsim.log"
+    command = [str(VCSIM_BINARY), "-cert", str(ca_file), "-user", USER, "-password", PASSWORD]
+    with log_file.open("w") as log:
         process = subprocess.Popen(
-            [str(VCSIM_BINARY), "-cert", str(ca_file), "-user", USER, "-password", PASSWORD],
+            [*command, *(["-trace"] if trace else [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True,
         )  # fmt: skip
     assert process.stdout is not None
@@ -70,11 +83,11 @@ def running_vcsim(workdir: Path) -> Iterator[Vcsim]:
     try:
         line = reader.until(r"^\{.*\}$", limit_s=START_LIMIT_S)
         if line is None:
-            log_text = (workdir / "vcsim.log").read_text()
+            log_text = log_file.read_text()
             pytest.fail(f"the vSphere simulator did not start within {START_LIMIT_S} s: "
                         f"{''.join(reader.seen)}{log_text}")  # fmt: skip
         started = json.loads(line.group(0))
-        yield Vcsim(started["url"], USER, PASSWORD, Path(started["ca"]))
+        yield Vcsim(started["url"], USER, PASSWORD, Path(started["ca"]), log_file)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

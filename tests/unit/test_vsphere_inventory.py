@@ -25,7 +25,7 @@ SIMULATOR_VMS = {"DC0_H0_VM0", "DC0_H0_VM1", "DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"}
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vcsim]:
-    with running_vcsim(tmp_path_factory.mktemp("vcsim")) as started:
+    with running_vcsim(tmp_path_factory.mktemp("vcsim"), trace=True) as started:
         yield started
 
 
@@ -105,6 +105,17 @@ def test_inventory_json_is_the_contract_and_matches_the_simulator(db: Path, sim:
         assert [n["mac"] for n in vm["nics"]] == known["macs"]
         assert sorted(n["network"] for n in vm["nics"]) == known["networks"]
         assert vm["guest_os"] and vm["firmware"] == "bios" and vm["cbt_enabled"] is False
+
+
+def test_inventory_reads_every_vm_in_one_property_collector_call(db: Path, sim: Vcsim) -> None:
+    """Not one call per VM: the whole inventory is one RetrievePropertiesEx (the simulator
+    has four VMs), and no property is fetched on its own (RetrieveProperties)."""
+    offset = sim.log_file.stat().st_size
+    inventory_json(db, "vc", sim.password)
+    calls = sim.requests_since(offset)
+    assert calls.count("RetrievePropertiesEx") == 1, calls
+    assert "RetrieveProperties" not in calls and "ContinueRetrievePropertiesEx" not in calls
+    assert calls[-1] == "Logout", calls
 
 
 def test_inventory_of_a_datacenter_source_over_insecure(db: Path, sim: Vcsim) -> None:

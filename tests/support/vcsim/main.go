@@ -5,7 +5,8 @@
 // It generates a fresh self-signed certificate for 127.0.0.1 and localhost, writes it (PEM)
 // to -cert, accepts only -user/-password, listens on -listen (port 0: a free one) and prints
 // one JSON line on stdout, {"url": "https://127.0.0.1:PORT/sdk", "ca": "<-cert>"}, once it
-// answers. It stops on SIGTERM or SIGINT.
+// answers. With -trace it writes every SOAP request and response to stderr. It stops on
+// SIGTERM or SIGINT.
 package main
 
 import (
@@ -64,7 +65,9 @@ func main() {
 	certPath := flag.String("cert", "", "where to write the server's certificate (PEM)")
 	user := flag.String("user", "vmferry", "the only user name accepted")
 	password := flag.String("password", "vcsim-pass", "the only password accepted")
+	trace := flag.Bool("trace", false, "write the SOAP traffic to stderr")
 	flag.Parse()
+	simulator.Trace = *trace
 	if *certPath == "" {
 		log.Fatal("-cert PATH is required")
 	}
