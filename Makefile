@@ -62,7 +62,7 @@ lint: $(STAMPS)/venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-unit: $(STAMPS)/venv
+unit: $(STAMPS)/venv $(VCSIM)
 	$(VENV)/bin/pytest -m "not lab" -q
 
 test: install lint
