@@ -6,10 +6,12 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,6 +160,28 @@ def wait_for_writes(host: str, vm: str, at_least: int) -> int:
     return count
 
 
+def stop_writer(host: str, vm: str, writer: int) -> int:
+    """Let the disk writer end; how many writes it made."""
+    in_guest(host, vm, "touch /tmp/stop")
+    with LibvirtHost.connect(host, open_store().get_host(host).uri) as conn:
+        ended = wait_exec(conn, vm, writer, 60)
+    assert ended["exitcode"] == 0, ended
+    return writes_counted(host, vm)
+
+
+def offline_sha256(host: str, vm: str, image: Path) -> str:
+    """Stop ``vm`` on ``host`` and hash what its guest sees of ``image``, read offline."""
+    with LibvirtHost.connect(host, open_store().get_host(host).uri) as conn:
+        conn.destroy(vm)
+    raw = lab_dir() / f"{vm}-offline.raw"
+    try:
+        subprocess.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", str(image),
+                        str(raw)], check=True, timeout=60)  # fmt: skip
+        return hashlib.sha256(raw.read_bytes()).hexdigest()
+    finally:
+        raw.unlink(missing_ok=True)
+
+
 def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
     lab: LabState, lab_guests: Callable[..., GuestRecord]
 ) -> None:
@@ -178,11 +202,7 @@ def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
     assert done.returncode == 0, (done.stderr, result)
     after = writes_counted("kvm2", name)
     wait_for_writes("kvm2", name, after + 3)  # it goes on writing there
-    in_guest("kvm2", name, "touch /tmp/stop")
-    with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as conn:
-        ended = wait_exec(conn, name, writer, 60)
-    assert ended["exitcode"] == 0, ended
-    total = writes_counted("kvm2", name)
+    total = stop_writer("kvm2", name, writer)
     print(f"\ncopy-storage move: {result['total_time_ms']} ms, guest paused "
           f"{result['guest_pause_ms']} ms; the guest wrote {before} times before it, "
           f"{after - before} during it, {total - after} after it")  # fmt: skip
@@ -195,16 +215,76 @@ def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
     assert not images["kvm1"].exists() and images["kvm2"].exists()
 
     seen = in_guest("kvm2", name, "sync; sha256sum /dev/vda")["out"].split()[0]
-    with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as conn:
-        conn.destroy(name)
-    raw = lab_dir() / f"{name}-offline.raw"
-    try:
-        subprocess.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw",
-                        str(images["kvm2"]), str(raw)], check=True, timeout=60)  # fmt: skip
-        offline = hashlib.sha256(raw.read_bytes()).hexdigest()
-    finally:
-        raw.unlink(missing_ok=True)
+    offline = offline_sha256("kvm2", name, images["kvm2"])
     assert offline == seen != record.data_sha256  # every write is in the copy
+
+
+def test_a_disk_moves_to_another_pool_of_its_host_while_the_guest_writes(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """`vmferry move-storage`: the guest's disk from the shared pool into kvm1's own pool
+    while the guest writes to it; every write is in the new volume, the old one is gone.
+    Then a move back is cancelled with Ctrl-C, and another one's vmferry is killed and the
+    job resumed: each time the guest stays on its disk and the new volume is removed."""
+    name = "ms1"
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=64)
+    shared, local = Path(record.data_disk), lab_dir() / "hosts/kvm1/lib/images/ms1-data.qcow2"
+    writer = in_guest("kvm1", name, DISK_WRITER, wait_s=None)
+    before = wait_for_writes("kvm1", name, 3)
+    done = vmferry("move-storage", name, "--disk", "vda", "--to-pool", "default",
+                   "--bandwidth-mib-s", "8", "--json")  # fmt: skip
+    result = json.loads(done.stdout) if done.stdout else {}
+    assert done.returncode == 0, (done.stderr, result)
+    after = writes_counted("kvm1", name)
+    wait_for_writes("kvm1", name, after + 3)
+    print(f"\nmove-storage: {result['total_time_ms']} ms; the guest wrote {before} times "
+          f"before it, {after - before} during it")  # fmt: skip
+    assert after > before
+    assert (result["status"], set(result)) == ("completed", MIGRATE_KEYS)
+    path = "/var/lib/libvirt/images/ms1-data.qcow2"
+    assert [(d["target"], d["source_path"], d["destination_path"], d["verified"],
+             d["source_removed"]) for d in result["disks"]] == [
+        ("vda", str(shared), path, True, True)]  # fmt: skip
+    assert not shared.exists() and local.exists()
+    job = json.loads(vmferry("job", "show", result["job_id"], "--json").stdout)
+    assert job["kind"] == "move-storage"
+
+    back = ("move-storage", name, "--disk", "vda", "--to-pool", "lab-shared",
+            "--bandwidth-mib-s", "1", "--json")  # fmt: skip
+    for stop in (signal.SIGINT, signal.SIGKILL):
+        moving = subprocess.Popen([sys.executable, "-m", "vmferry.cli.main", *back],
+                                  env=os.environ, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not shared.exists():  # the new volume: the copy is starting
+                assert moving.poll() is None, moving.communicate()
+                assert time.monotonic() < deadline, "the copy did not start"
+                time.sleep(0.1)
+            time.sleep(2)  # a few MiB copied, far from in sync at 1 MiB/s
+            moving.send_signal(stop)
+            out, err = moving.communicate(timeout=60)
+        finally:
+            if moving.poll() is None:
+                moving.kill()
+        if stop is signal.SIGINT:
+            assert moving.returncode == 4, err
+            cancelled = json.loads(out)
+            assert (cancelled["status"], cancelled["reason"]) == (
+                "cancelled", "cancelled: interrupted (Ctrl-C)")  # fmt: skip
+        else:
+            assert moving.returncode == -signal.SIGKILL
+            job_id = json.loads(vmferry("jobs", "--json").stdout)[0]["id"]
+            resumed = json.loads(vmferry("job", "resume", job_id, "--json").stdout)
+            assert resumed["status"] == "failed", resumed
+            assert resumed["reason"].startswith(f"vmferry ended before the switch; {name} "
+                                                f"stays on {path}")  # fmt: skip
+        assert not shared.exists() and local.exists()
+        assert len(client.echo(record.address, count=2)) == 2
+    total = stop_writer("kvm1", name, writer)
+    assert total > after
+    seen = in_guest("kvm1", name, "sync; sha256sum /dev/vda")["out"].split()[0]
+    assert offline_sha256("kvm1", name, local) == seen != record.data_sha256
 
 
 def test_a_guest_moves_over_multifd_channels_compressed_with_zstd(

@@ -100,6 +100,10 @@ def result_table(result: MigrationResult) -> Table:
         table.add_row("stream", "encrypted (TLS)" if result.encrypted else "not encrypted")
     for e in result.escalations:
         table.add_row(f"escalation at {e.at_ms / 1000:.1f} s", f"{e.step} {e.value or ''}")
+    for d in result.disks:
+        table.add_row(f"disk {d.target}", f"{'verified' if d.verified else 'NOT verified'}: "
+                      f"{d.destination_path or '-'}" + (", the source's copy removed"
+                                                        if d.source_removed else ""))  # fmt: skip
     v = result.verification
     if v is not None:
         table.add_row("on destination", "running" if v.running_on_destination else "NO")

@@ -31,7 +31,7 @@ from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
 from vmferry.model import Disk, VmSpec
 
-__all__ = ["compare_cpu", "cpu_xml_of", "gather_preflight_facts"]
+__all__ = ["compare_cpu", "cpu_xml_of", "gather_preflight_facts", "pool_facts"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def gather_preflight_facts(
     """
     record = source.get_vm(vm)
     spec = record.spec
-    pools = _pools(destination)
+    pools = pool_facts(destination)
     names, uuids, running_vcpus = _destination_vms(destination)
     return PreflightFacts(
         vm=record,
@@ -233,7 +233,8 @@ def _interfaces(host: LibvirtHost) -> tuple[str, ...] | None:
 # -- storage ----------------------------------------------------------------------------
 
 
-def _pools(host: LibvirtHost) -> tuple[PoolFacts, ...]:
+def pool_facts(host: LibvirtHost) -> tuple[PoolFacts, ...]:
+    """Every storage pool of ``host``: active or not, its directory, its free bytes."""
     try:
         raw = [(str(p.name()), bool(p.isActive()), p.info(), str(p.XMLDesc(0)))
                for p in host._c.listAllStoragePools(0)]  # fmt: skip

@@ -91,6 +91,10 @@ def reconcile_job(job_id: str, *, wait_s: float = 60, poll_s: float = POLL_S) ->
         job = store.get_job(job_id)
         if job.status.finished or owner_alive(store, job):
             return job
+        if job.kind == "move-storage":  # a disk moved within its host: no migration to find
+            from vmferry.service.move_storage import reconcile_storage_move
+
+            return reconcile_storage_move(store, job)
         with ExitStack() as stack:
             unreachable: dict[str, str] = {}
             source = _connect(store, job.source, stack, unreachable)
