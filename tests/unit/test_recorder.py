@@ -70,6 +70,33 @@ def test_a_locked_sqlite_store_delays_the_record_and_the_record_catches_up(
     assert statuses == [("pending", "running"), ("running", "completed")]
 
 
+def test_an_outage_met_first_by_the_cancel_poll_is_counted_once(
+    sqlite_store: tuple[Store, Path],
+) -> None:
+    """The store locked while the move has nothing to record: the writer's cancel poll meets
+    the outage first (in the suite's run of 2026-12-04 it sometimes did, and the outage went
+    uncounted); the writes after it belong to the same outage."""
+    store, path = sqlite_store
+    job = store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
+    recorder = JobRecorder(store, job.id, retry_s=0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        _wait(lambda: recorder.behind is not None)  # the poll, with nothing to write
+        assert recorder.outages == 1
+        recorder.status(JobStatus.RUNNING)
+        recorder.event("progress", "during the lock")
+        time.sleep(1.0)  # the writes fail too, within the same outage
+        assert recorder.outages == 1 and recorder.behind is not None
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    recorder.finish(_result(job.id))
+    assert recorder.outages == 1 and recorder.behind is None
+    assert _recorded(store, job.id) == ["during the lock"]
+    assert store.get_job(job.id).status is JobStatus.COMPLETED
+
+
 def test_a_stopped_postgresql_delays_the_record_and_it_catches_up_after_the_restart(
     pg_cluster: PgCluster, pg_url: str
 ) -> None:

@@ -101,7 +101,7 @@ class JobRecorder:
                     self.store.finish(self.job_id, result)
                     return
                 except SQLAlchemyError as exc:
-                    self._outage = _first_line(exc)
+                    self._lost(exc)
             if time.monotonic() >= deadline:
                 self._stop.set()
                 raise StoreUnavailableError(
@@ -153,6 +153,7 @@ class JobRecorder:
     def _write_pending(self) -> bool:
         """Write the pending operations in order; False (the rest kept) at the first that
         the store refuses."""
+        wrote = False
         while self._pending:
             op = self._pending[0]
             try:
@@ -165,14 +166,12 @@ class JobRecorder:
                 self._pending.pop(0)
                 continue
             except SQLAlchemyError as exc:
-                if self._outage is None:
-                    self.outages += 1
-                    log.warning("the store did not answer (%s); the move goes on, its record "
-                                "will catch up", _first_line(exc))  # fmt: skip
-                self._outage = _first_line(exc)
+                self._lost(exc)
                 return False
             self._pending.pop(0)
-        self._outage = None
+            wrote = True
+        if wrote:
+            self._outage = None
         return True
 
     def _poll_cancel(self) -> None:
@@ -180,7 +179,18 @@ class JobRecorder:
             if self.store.is_cancel_requested(self.job_id):
                 self._cancel.set()
         except SQLAlchemyError as exc:
-            self._outage = _first_line(exc)
+            self._lost(exc)
+            return
+        self._outage = None
+
+    def _lost(self, exc: SQLAlchemyError) -> None:
+        """The store did not answer: an outage begins unless one is on already (a write or
+        the cancel poll may be the first to meet it)."""
+        if self._outage is None:
+            self.outages += 1
+            log.warning("the store did not answer (%s); the move goes on, its record will "
+                        "catch up", _first_line(exc))  # fmt: skip
+        self._outage = _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
