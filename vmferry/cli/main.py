@@ -29,6 +29,7 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "job": ("vmferry.cli.jobs_cmd", "job_app", True),
     "migrate": ("vmferry.cli.migrate_cmd", "migrate", False),
     "move-storage": ("vmferry.cli.move_storage_cmd", "move_storage", False),
+    "balance": ("vmferry.cli.balance_cmd", "balance", False),
     "plan": ("vmferry.cli.plan_cmd", "app", True),
     "import": ("vmferry.cli.import_cmd", "import_command", False),
     "netprofile": ("vmferry.cli.netprofile_cmd", "app", True),
