@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json
+from vmferry.errors import BadInputError
 from vmferry.fleetops.imbalance import host_loads
+from vmferry.fleetops.plan_file import plan_yaml
 from vmferry.model.jsonable import to_jsonable
 from vmferry.service.balance import BalanceReport
 from vmferry.service.balance import balance as balance_service
@@ -24,6 +30,10 @@ def balance(
         20, "--headroom", help="Percent of a host's CPU and memory a move leaves free."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    plan_out: Annotated[
+        Path | None,
+        typer.Option("--plan-out", help="Write the moves as a plan file for `plan create`."),
+    ] = None,
 ) -> None:
     """Recommend the fewest, cheapest live moves that bring the fleet's load imbalance under
     the threshold, from the hosts now and the VMs' stored profiles. Nothing moves.
@@ -34,6 +44,15 @@ def balance(
     report = balance_service(metric=metric, threshold=threshold, max_moves=max_moves,
                              headroom=headroom / 100)  # fmt: skip
     doc = report_json(report)
+    if plan_out is not None:
+        if not report.recommendation.moves:
+            raise BadInputError(f"no moves to write to {plan_out}: the fleet is "
+                                f"{report.recommendation.stop}")  # fmt: skip
+        text = plan_yaml(report.recommendation, report.hosts, report.vms,
+                         link_bytes_s=report.link_bytes_s)  # fmt: skip
+        _write_whole(plan_out, text)
+        err_console.print(f"wrote {plan_out}: `vmferry plan create {plan_out}`, then `vmferry "
+                          "plan run ID`, carry the moves out", highlight=False)  # fmt: skip
     if json_out:
         print_json(doc)
         return
@@ -71,3 +90,14 @@ def report_json(report: BalanceReport) -> dict[str, object]:
         "unreachable": report.unreachable,
         "hosts": [{"name": name, "load": load} for name, load in loads.items()],
     }
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed)."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -9,9 +9,13 @@ from pathlib import Path
 
 from support.cli import vmferry
 
+from vmferry.fleetops.balance import recommend
 from vmferry.fleetops.loads import host_load, vm_load
+from vmferry.fleetops.model import HostLoad, VmLoad
+from vmferry.fleetops.plan_file import plan_yaml
 from vmferry.model import HostInfo, VmRecord, VmSpec, VmState
 from vmferry.model.workload import ProfileSample
+from vmferry.plan import load_plan
 from vmferry.predict.profile import summarise
 from vmferry.store.db import open_store
 
@@ -76,3 +80,19 @@ def test_bad_input_is_one_line_and_no_host_is_said(tmp_path: Path) -> None:
     empty = vmferry("balance", db=tmp_path / "x.db")
     assert (empty.returncode, empty.stderr.strip()) == (
         2, "vmferry: no registered host answered; `vmferry hosts list` shows them")  # fmt: skip
+
+
+def test_a_recommendation_becomes_a_plan_file_the_planner_takes(tmp_path: Path) -> None:
+    hosts = [HostLoad("kvm1", 8, 32 * GIB, "Skylake"), HostLoad("kvm2", 8, 32 * GIB, "Skylake")]
+    vms = [VmLoad(f"v{i}", "kvm1", 2, 4 * GIB, 2.0, 3 * GIB) for i in range(4)]
+    rec = recommend(hosts, vms, metric="cpu", threshold=0.05)
+    assert [(m.source, m.destination) for m in rec.moves] == [("kvm1", "kvm2")] * 2
+    path = tmp_path / "moves.yaml"
+    path.write_text(plan_yaml(rec, hosts, vms, link_bytes_s=1.25e8))
+    spec = load_plan(path)
+    assert [(v.name, v.source, v.destination, v.memory_mb, v.vcpus, v.strategy)
+            for v in spec.vms] == [(m.vm, "kvm1", "kvm2", 4096, 2, "live")
+                                   for m in rec.moves]  # fmt: skip
+    # kvm1 offers the plan what its two staying VMs leave; kvm2 all of it
+    assert {h.name: h.memory_mb for h in spec.hosts} == {"kvm1": 24 * 1024, "kvm2": 32 * 1024}
+    assert spec.defaults.link_gbps == 1.0
