@@ -48,7 +48,7 @@ def balance(
         if not report.recommendation.moves:
             raise BadInputError(f"no moves to write to {plan_out}: the fleet is "
                                 f"{report.recommendation.stop}")  # fmt: skip
-        text = plan_yaml(report.recommendation, report.hosts, report.vms,
+        text = plan_yaml(report.recommendation.moves, report.hosts, report.vms,
                          link_bytes_s=report.link_bytes_s)  # fmt: skip
         _write_whole(plan_out, text)
         err_console.print(f"wrote {plan_out}: `vmferry plan create {plan_out}`, then `vmferry "

@@ -21,6 +21,7 @@ from vmferry.errors import VmferryError
 _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "lab": ("vmferry.cli.lab_cmd", "app", True),
     "hosts": ("vmferry.cli.hosts_cmd", "app", True),
+    "host": ("vmferry.cli.host_cmd", "app", True),
     "inventory": ("vmferry.cli.hosts_cmd", "inventory", False),
     "sources": ("vmferry.cli.sources_cmd", "app", True),
     "demo": ("vmferry.cli.demo_cmd", "demo", False),

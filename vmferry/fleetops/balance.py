@@ -39,7 +39,6 @@ SOURCE_HOSTS = 4  # the most loaded hosts whose VMs a step considers
 DESTINATIONS = 4  # per VM, how many allowed destinations (least loaded first) a step scores
 MIN_GAIN = 1e-12  # a variance reduction below this is float noise, not an improvement
 NO_GAIN = "no move of it to the least loaded hosts that may take it lowers the imbalance"
-RULES = ("its own host", "maintenance", "cpu", "headroom", "anti-affinity")  # refusal order
 
 
 def recommend(
@@ -175,18 +174,8 @@ def _reasons(state: FleetState, moved: set[int], stop: str) -> tuple[str, ...]:
     top = max(state.active, key=lambda h: (state.score(h), state.hosts[h].name))
     lines = []
     for v in sorted(state.on_host[top] - moved, key=lambda v: state.vms[v].name):
-        vm = state.vms[v]
-        refusals = [state.refusal(v, h) for h in range(len(state.hosts))]
-        if None in refusals:
+        why = state.why_not(v)
+        if why is None:
             why = stop if stop.startswith("max_moves") else NO_GAIN
-        else:
-            furthest = max(RULES.index(r) for r in refusals if r is not None)
-            why = {
-                "its own host": "no other host outside maintenance",
-                "maintenance": "no other host outside maintenance",
-                "cpu": f"no host outside maintenance has its CPU ({vm.cpu_key})",
-                "headroom": f"no host with its CPU has room within {state.headroom:.0%} headroom",
-                "anti-affinity": f"each host with its CPU and room holds one of {vm.anti_affinity}",
-            }[RULES[furthest]]
-        lines.append(f"{vm.name}: {why}")
+        lines.append(f"{state.vms[v].name}: {why}")
     return tuple(lines)

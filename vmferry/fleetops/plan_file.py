@@ -1,5 +1,6 @@
-"""A balancing recommendation as a plan file (pure), so that `vmferry plan create` and
-`plan run` carry it out with the plan engine's limits, pause, resume and record.
+"""Moves (a balancing recommendation's, a host evacuation's) as a plan file (pure), so
+that `vmferry plan create` and `plan run` carry them out with the plan engine's limits,
+pause, resume and record.
 
 Each move is a VM with its source and destination, moved live. Each host involved offers the
 plan its logical CPUs and the memory its VMs that stay do not take (the plan file's
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from vmferry.fleetops.model import HostLoad, Recommendation, VmLoad
+from vmferry.fleetops.model import HostLoad, Move, VmLoad
 
 __all__ = ["plan_yaml"]
 
@@ -20,17 +21,18 @@ MIB = 2**20
 
 
 def plan_yaml(
-    recommendation: Recommendation,
+    moves: Sequence[Move],
     hosts: Sequence[HostLoad],
     vms: Sequence[VmLoad],
     *,
     link_bytes_s: float,
     name: str = "balance",
 ) -> str:
-    """The plan file's text (``version: 1``) for the recommendation's moves."""
-    moving = {m.vm for m in recommendation.moves}
+    """The plan file's text (``version: 1``) for ``moves`` (a recommendation's, or an
+    evacuation's)."""
+    moving = {m.vm for m in moves}
     by_vm = {v.name: v for v in vms}
-    involved = {h for m in recommendation.moves for h in (m.source, m.destination)}
+    involved = {h for m in moves for h in (m.source, m.destination)}
     staying: dict[str, int] = {}
     for vm in vms:
         if vm.name not in moving:
@@ -50,7 +52,7 @@ def plan_yaml(
             {"name": m.vm, "source": m.source, "destination": m.destination,
              "memory_mb": max(1, by_vm[m.vm].memory_bytes // MIB), "vcpus": by_vm[m.vm].vcpus,
              "strategy": "live"}
-            for m in recommendation.moves
+            for m in moves
         ],
     }  # fmt: skip
     return yaml.safe_dump(doc, sort_keys=False)

@@ -19,6 +19,7 @@ from vmferry.fleetops.imbalance import Metric, check_metric, load
 from vmferry.fleetops.model import HostLoad, VmLoad, check_fleet
 
 EPSILON = 1e-9  # slack for float sums at a capacity limit
+RULES = ("its own host", "maintenance", "cpu", "headroom", "anti-affinity")  # refusal order
 
 
 class FleetState:
@@ -91,6 +92,22 @@ class FleetState:
         if vm.anti_affinity is not None and self.groups[(vm.anti_affinity, h)] > 0:
             return "anti-affinity"
         return None
+
+    def why_not(self, v: int) -> str | None:
+        """Why VM ``v`` may go to no host (the furthest rule any host passed), in words;
+        None when some host may take it."""
+        refusals = [self.refusal(v, h) for h in range(len(self.hosts))]
+        if None in refusals:
+            return None
+        vm = self.vms[v]
+        furthest = max(RULES.index(r) for r in refusals if r is not None)
+        return {
+            "its own host": "no other host outside maintenance",
+            "maintenance": "no other host outside maintenance",
+            "cpu": f"no host outside maintenance has its CPU ({vm.cpu_key})",
+            "headroom": f"no host with its CPU has room within {self.headroom:.0%} headroom",
+            "anti-affinity": f"each host with its CPU and room holds one of {vm.anti_affinity}",
+        }[RULES[furthest]]
 
     def move(self, v: int, h: int) -> None:
         """Move VM ``v`` to host ``h`` (the caller checked :meth:`refusal`)."""

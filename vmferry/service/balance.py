@@ -18,7 +18,7 @@ from vmferry.fleetops.loads import host_load, vm_load
 from vmferry.fleetops.model import HostLoad, Recommendation, VmLoad
 from vmferry.model import VmState
 from vmferry.service.profile import stored_summary
-from vmferry.store import accounts
+from vmferry.store import accounts, maintenance
 from vmferry.store.db import Store, open_store
 
 __all__ = ["BalanceReport", "balance", "gather_loads"]
@@ -47,6 +47,7 @@ def gather_loads(
     at_size: list[str] = []
     unreachable: dict[str, str] = {}
     links = []
+    held = maintenance.states(store)
     for registered in store.list_hosts():
         try:
             with LibvirtHost.connect(registered.name, registered.uri, timeout_s=timeout_s) as conn:
@@ -54,7 +55,7 @@ def gather_loads(
         except HostUnreachableError as exc:
             unreachable[registered.name] = exc.message
             continue
-        hosts.append(host_load(info))
+        hosts.append(host_load(info, in_maintenance=registered.name in held))
         if registered.link_mbps:
             links.append(registered.link_mbps * 1e6 / 8)
         for record in records:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from vmferry.assess.maintenance import maintenance_finding
 from vmferry.assess.network import apply_to_findings
 from vmferry.assess.preflight import PreflightFacts, evaluate
 from vmferry.assess.stream_features import feature_findings
@@ -19,6 +20,7 @@ from vmferry.service.locate import locate
 from vmferry.service.netprofile import gather_move_facts
 from vmferry.service.settings import migration_tls
 from vmferry.store.db import open_store
+from vmferry.store.maintenance import maintenance_of
 
 __all__ = ["CheckReport", "check_migration"]
 
@@ -89,6 +91,9 @@ def check_migration(
         stream = feature_findings(parallel, compression, facts.source, facts.destination)
         findings = tuple(by_severity((*findings, *stream)))
     findings = tuple(by_severity((*findings, *probe_findings(store.vm_probes(vm)))))
+    held = maintenance_finding(maintenance_of(store, destination.name))
+    if held is not None and source.name != destination.name:
+        findings = tuple(by_severity((*findings, held)))
     return CheckReport(vm, source.name, destination.name, findings, is_blocked(findings), facts,
                        encrypt)  # fmt: skip
 

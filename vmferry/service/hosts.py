@@ -8,6 +8,7 @@ from vmferry.drivers.host_exec import parse_shell
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import BadInputError
 from vmferry.model import Host, VmRecord
+from vmferry.store import maintenance
 from vmferry.store.db import Store, open_store
 
 
@@ -51,7 +52,10 @@ def list_hosts() -> list[Host]:
 
 
 def remove_host(name: str, store: Store | None = None) -> None:
-    (store or open_store()).remove_host(name)
+    """Forget host ``name`` (and its maintenance state: a host added again is in service)."""
+    store = store or open_store()
+    store.remove_host(name)
+    maintenance.clear(store, name)
 
 
 def inventory(host_name: str | None = None) -> list[VmRecord]:

@@ -364,3 +364,15 @@ class VsphereSourceRow(Base):
     ca_file: Mapped[str | None] = mapped_column(Text)
     insecure: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class HostMaintenanceRow(Base):
+    """A host in maintenance (see :class:`vmferry.model.maintenance.HostMaintenance`); no row:
+    in service."""
+
+    __tablename__ = "host_maintenance"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text)

@@ -88,7 +88,7 @@ def test_a_recommendation_becomes_a_plan_file_the_planner_takes(tmp_path: Path) 
     rec = recommend(hosts, vms, metric="cpu", threshold=0.05)
     assert [(m.source, m.destination) for m in rec.moves] == [("kvm1", "kvm2")] * 2
     path = tmp_path / "moves.yaml"
-    path.write_text(plan_yaml(rec, hosts, vms, link_bytes_s=1.25e8))
+    path.write_text(plan_yaml(rec.moves, hosts, vms, link_bytes_s=1.25e8))
     spec = load_plan(path)
     assert [(v.name, v.source, v.destination, v.memory_mb, v.vcpus, v.strategy)
             for v in spec.vms] == [(m.vm, "kvm1", "kvm2", 4096, 2, "live")

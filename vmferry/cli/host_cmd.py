@@ -1,0 +1,115 @@
+"""`vmferry host maintenance enter|exit|status`: empty a host for maintenance, keep VMs off
+it, take it back (docs/operations.md)."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from vmferry.cli.output import console, err_console, print_json
+from vmferry.errors import BlockedError, MigrationFailedError
+from vmferry.model.jsonable import to_jsonable
+from vmferry.model.maintenance import MaintenanceState
+from vmferry.service import maintenance as service
+from vmferry.service.maintenance import MaintenanceOutcome
+from vmferry.service.plan_run import PlanEvent
+
+app = typer.Typer(help="One host's operations: maintenance.", no_args_is_help=True)
+maintenance_app = typer.Typer(
+    help="Empty a host for maintenance, keep VMs off it, take it back.", no_args_is_help=True
+)
+app.add_typer(maintenance_app, name="maintenance")
+JSON = typer.Option(False, "--json", help="Print JSON.")
+GIB = 2**30
+
+
+@maintenance_app.command("enter")
+def enter(
+    host: str = typer.Argument(..., help="The registered host to empty."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the moves; change nothing."),
+    metric: str = typer.Option("both", "--metric", help="cpu, memory or both: what 'least "
+                               "loaded' means when placing its VMs."),
+    headroom: int = typer.Option(20, "--headroom", help="Percent of each destination's CPU "
+                                 "and memory left free."),
+    json_out: bool = JSON,
+) -> None:  # fmt: skip
+    """Mark the host so nothing is placed on it, then move each of its running VMs live to
+    the least loaded host that may take it, as a plan. Exit 3 (nothing moved, the host left
+    'entering') when a VM cannot be placed; 4 when a move failed.
+
+    JSON: {"host", "dry_run", "state", "note", "moves": [{"vm", "source", "destination",
+    "predicted_bytes", "predicted_seconds"}], "stuck", "plan_id", "plan_status"}."""
+
+    def show(event: PlanEvent) -> None:
+        if event.kind != "progress":  # a line per move's step, not per memory pass
+            err_console.print(f"[dim]•[/dim] {event.message}", highlight=False)
+
+    outcome = service.enter(host, dry_run=dry_run, metric=metric, headroom=headroom / 100,
+                            on_event=show)  # fmt: skip
+    if json_out:
+        print_json(outcome_json(outcome))
+    else:
+        _print(outcome)
+    if outcome.evacuation.stuck and not dry_run:
+        raise BlockedError(f"{host} stays entering maintenance, nothing moved: "
+                           + "; ".join(outcome.evacuation.stuck))  # fmt: skip
+    state = outcome.state
+    if not dry_run and (state is None or state.state is not MaintenanceState.IN_MAINTENANCE):
+        raise MigrationFailedError(f"{host} stays entering maintenance: "
+                                   f"{state.note if state else 'not marked'}")  # fmt: skip
+
+
+@maintenance_app.command("exit")
+def exit_(host: str = typer.Argument(..., help="The host to take back into service.")) -> None:
+    """Take the host back into service: VMs may be placed on it again."""
+    was = service.exit_maintenance(host)
+    console.print(f"{host} is back in service" if was else f"{host} was not in maintenance",
+                  highlight=False)  # fmt: skip
+
+
+@maintenance_app.command("status")
+def status(json_out: bool = JSON) -> None:
+    """The hosts in maintenance or entering it."""
+    held = service.status()
+    if json_out:
+        print_json(to_jsonable(held))
+        return
+    table = Table("host", "state", "since", "note")
+    for h in held:
+        table.add_row(h.host, str(h.state), h.since, h.note or "")
+    console.print(table)
+
+
+def outcome_json(outcome: MaintenanceOutcome) -> dict[str, object]:
+    state = outcome.state
+    return {
+        "host": outcome.host,
+        "dry_run": outcome.dry_run,
+        "state": None if state is None else str(state.state),
+        "note": None if state is None else state.note,
+        "moves": to_jsonable(list(outcome.evacuation.moves)),
+        "stuck": list(outcome.evacuation.stuck),
+        "plan_id": outcome.plan_id,
+        "plan_status": outcome.plan_status,
+    }
+
+
+def _print(outcome: MaintenanceOutcome) -> None:
+    moves = outcome.evacuation.moves
+    if outcome.evacuation.stuck and not outcome.dry_run:
+        console.print(f"{outcome.host}: nothing moved, a VM cannot be placed", highlight=False)
+    else:
+        verb = "would move" if outcome.dry_run else "moved"
+        console.print(f"{outcome.host}: {verb} {len(moves)} VMs", highlight=False)
+    if moves:
+        table = Table("VM", "to", "predicted", "sent")
+        for m in moves:
+            table.add_row(m.vm, m.destination, f"{m.predicted_seconds:.1f} s",
+                          f"{m.predicted_bytes / GIB:.2f} GiB")  # fmt: skip
+        console.print(table)
+    for line in outcome.evacuation.stuck:
+        console.print(f"  cannot move {line}", highlight=False)
+    if outcome.state is not None:
+        console.print(f"{outcome.host} is {outcome.state.state}"
+                      + (f": {outcome.state.note}" if outcome.state.note else ""),
+                      highlight=False)  # fmt: skip

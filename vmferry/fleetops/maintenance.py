@@ -1,0 +1,61 @@
+"""Where the VMs of a host going into maintenance go (pure).
+
+The host is taken out of the fleet (``in_maintenance``: no VM is placed on it), then its VMs,
+largest memory first, each go to the host that may take it (the rules of
+:class:`~vmferry.fleetops.state.FleetState`: CPU key, headroom, no memory overcommit,
+anti-affinity, not in maintenance) and is least loaded once it has it. A VM no host may take
+is listed with the rule that stopped it; the caller moves nothing then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from vmferry.errors import NotFoundError
+from vmferry.fleetops.balance import predicted_cost
+from vmferry.fleetops.model import HostLoad, Move, VmLoad
+from vmferry.fleetops.state import FleetState
+
+__all__ = ["Evacuation", "evacuate"]
+
+
+@dataclass(frozen=True)
+class Evacuation:
+    """The moves that empty ``host``, and the VMs that cannot move (one line each: why)."""
+
+    host: str
+    moves: tuple[Move, ...]
+    stuck: tuple[str, ...] = ()
+
+
+def evacuate(
+    hosts: Sequence[HostLoad],
+    vms: Sequence[VmLoad],
+    host: str,
+    *,
+    metric: str = "both",
+    headroom: float = 0.2,
+    link_bytes_s: float = 1.25e9,
+) -> Evacuation:
+    """The moves that empty ``host`` (see the module's text)."""
+    if not any(h.name == host for h in hosts):
+        raise NotFoundError(f"no host {host!r} among {', '.join(h.name for h in hosts)}")
+    marked = [replace(h, in_maintenance=True) if h.name == host else h for h in hosts]
+    state = FleetState(marked, vms, metric, headroom)
+    leaving = sorted((v for v, vm in enumerate(state.vms) if vm.host == host),
+                     key=lambda v: (-state.vms[v].memory_bytes, state.vms[v].name))  # fmt: skip
+    moves: list[Move] = []
+    stuck: list[str] = []
+    for v in leaving:
+        allowed = [h for h in state.active if state.refusal(v, h) is None]
+        vm = state.vms[v]
+        if not allowed:
+            stuck.append(f"{vm.name}: {state.why_not(v) or 'no host may take it'}")
+            continue
+        best = min(allowed, key=lambda h: (state.score(h) + state.share(v, h),
+                                           state.hosts[h].name))  # fmt: skip
+        sent, seconds = predicted_cost(vm, link_bytes_s)
+        moves.append(Move(vm.name, host, state.hosts[best].name, sent, seconds))
+        state.move(v, best)
+    return Evacuation(host, tuple(moves), tuple(stuck))

@@ -1,0 +1,108 @@
+"""`vmferry host maintenance enter|exit|status`: empty a host for maintenance and keep VMs off
+it until it is back (docs/operations.md).
+
+`enter` marks the host ``entering`` (from then on the pre-flight blocks any move to it and
+balancing leaves it out), plans where each of its running VMs goes (the pure
+:func:`vmferry.fleetops.maintenance.evacuate`, from the hosts now and the VMs' stored
+profiles), and runs those moves as a plan (`plan create` and `plan run`: the plan engine's
+limits, pause and resume). Once the host runs no VM it is ``in-maintenance``. When a VM
+cannot be placed, nothing moves and the host stays ``entering``, the reason noted, until the
+admin decides. `exit` takes it back into service.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.errors import HostUnreachableError
+from vmferry.fleetops.maintenance import Evacuation, evacuate
+from vmferry.fleetops.plan_file import plan_yaml
+from vmferry.model.maintenance import HostMaintenance, MaintenanceState
+from vmferry.service.balance import gather_loads
+from vmferry.service.plan import create_plan
+from vmferry.service.plan_run import EventFn, run_plan
+from vmferry.store import maintenance
+from vmferry.store.db import Store, open_store
+
+__all__ = ["MaintenanceOutcome", "enter", "exit_maintenance", "status"]
+
+
+@dataclass(frozen=True)
+class MaintenanceOutcome:
+    host: str
+    evacuation: Evacuation
+    state: HostMaintenance | None  # after (None: a dry run of a host in service)
+    dry_run: bool
+    plan_id: str | None = None
+    plan_status: str | None = None
+
+
+def _quiet(_event: object) -> None:
+    return None
+
+
+def enter(
+    host: str,
+    *,
+    dry_run: bool = False,
+    metric: str = "both",
+    headroom: float = 0.2,
+    on_event: EventFn = _quiet,
+    store: Store | None = None,
+) -> MaintenanceOutcome:
+    """Empty ``host`` and mark it (see the module's text); with ``dry_run`` only the plan."""
+    store = store or open_store()
+    store.get_host(host)  # NotFoundError for a host not registered
+    hosts, vms, _at_size, unreachable, link = gather_loads(store)
+    if host in unreachable:
+        raise HostUnreachableError(f"{host} does not answer, so its VMs cannot be moved off "
+                                   f"it: {unreachable[host]}")  # fmt: skip
+    evacuation = evacuate(hosts, vms, host, metric=metric, headroom=headroom,
+                          link_bytes_s=link)  # fmt: skip
+    if dry_run:
+        return MaintenanceOutcome(host, evacuation, maintenance.maintenance_of(store, host), True)
+    if evacuation.stuck:
+        maintenance.set_state(store, host, MaintenanceState.ENTERING,
+                              "cannot move: " + "; ".join(evacuation.stuck))  # fmt: skip
+        return MaintenanceOutcome(host, evacuation, maintenance.maintenance_of(store, host), False)
+    maintenance.set_state(store, host, MaintenanceState.ENTERING)
+    plan_id = plan_status = None
+    if evacuation.moves:
+        with tempfile.TemporaryDirectory(prefix="vmferry-maintenance-") as folder:
+            path = Path(folder) / f"maintenance-{host}.yaml"
+            path.write_text(plan_yaml(evacuation.moves, hosts, vms, link_bytes_s=link,
+                                      name=f"maintenance-{host}"))  # fmt: skip
+            plan_id = create_plan(path, store=store).id
+        ran = run_plan(plan_id, on_event=on_event, store=store)
+        plan_status = str(ran.status)
+    left = _running(store, host)
+    if left:
+        why = f"still runs {', '.join(left)}"
+        if plan_id is not None:
+            why += f" (plan {plan_id} {plan_status})"
+        maintenance.set_state(store, host, MaintenanceState.ENTERING, why)
+    else:
+        maintenance.set_state(store, host, MaintenanceState.IN_MAINTENANCE)
+    return MaintenanceOutcome(host, evacuation, maintenance.maintenance_of(store, host), False,
+                              plan_id, plan_status)  # fmt: skip
+
+
+def exit_maintenance(host: str, *, store: Store | None = None) -> bool:
+    """Take ``host`` back into service; False when it was not in maintenance."""
+    store = store or open_store()
+    store.get_host(host)
+    return maintenance.clear(store, host)
+
+
+def status(*, store: Store | None = None) -> list[HostMaintenance]:
+    """The hosts in maintenance."""
+    return list(maintenance.states(store or open_store()).values())
+
+
+def _running(store: Store, host: str) -> list[str]:
+    registered = store.get_host(host)
+    with LibvirtHost.connect(registered.name, registered.uri) as conn:
+        return sorted(conn.running_vm_names())
