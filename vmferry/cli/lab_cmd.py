@@ -15,6 +15,34 @@ app = typer.Typer(help="The local multi-host KVM lab (root; namespaces + libvirt
 guest_app = typer.Typer(help="Lab guests: tiny VMs with a heartbeat and a memory workload.",
                         no_args_is_help=True)  # fmt: skip
 app.add_typer(guest_app, name="guest")
+host_app = typer.Typer(help="Lab host faults: a host killed or cut off, and restored (HA tests).",
+                       no_args_is_help=True)  # fmt: skip
+app.add_typer(host_app, name="host")
+
+
+@host_app.command("fail")
+def host_fail(
+    host: str = typer.Argument(..., help="The lab host."),
+    mode: str = typer.Option(..., "--mode", help="kill: every process of the host's "
+                             "namespace; partition: its management and migration links "
+                             "down, its VMs left running."),
+) -> None:  # fmt: skip
+    """Make a lab host fail (undo with `lab host restore`)."""
+    from vmferry.lab.host_faults import fail_host
+
+    killed = fail_host(host, mode)
+    console.print(f"{host} failed ({mode})" + (f": {len(killed)} processes killed"
+                                               if killed else ""), highlight=False)  # fmt: skip
+
+
+@host_app.command("restore")
+def host_restore(host: str = typer.Argument(..., help="The failed lab host.")) -> None:
+    """Undo a lab host's failure: links up, or its daemons started again (its guests stay
+    off)."""
+    from vmferry.lab.host_faults import restore_host
+
+    restore_host(host)
+    console.print(f"{host} restored", highlight=False)
 
 
 @app.command("up")

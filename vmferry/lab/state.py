@@ -51,6 +51,7 @@ class LabState:
     guests: dict[str, GuestRecord] = field(default_factory=dict)
     segments: list[int] = field(default_factory=list)  # VM segment per host; empty: all 1
     transport: str = "tls"  # how vmferry reaches the hosts' libvirtd: tls | tcp
+    failed: dict[str, str] = field(default_factory=dict)  # host -> kill | partition
 
 
 def _from_json(data: dict[str, Any]) -> LabState:
@@ -63,6 +64,7 @@ def _from_json(data: dict[str, Any]) -> LabState:
     state.guests = {k: GuestRecord(**v) for k, v in data.get("guests", {}).items()}
     state.segments = [int(s) for s in data.get("segments", [])]
     state.transport = str(data.get("transport", "tcp"))  # labs from before TLS used tcp
+    state.failed = {str(k): str(v) for k, v in data.get("failed", {}).items()}
     return state
 
 
