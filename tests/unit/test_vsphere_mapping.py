@@ -3,12 +3,25 @@ and a VM's properties -> :class:`VsphereVm` -> the `inventory --source --json` s
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from vmferry.errors import BadInputError
+from vmferry.imports.placement_settings import placement_findings
+from vmferry.model.finding import Severity
 from vmferry.model.jsonable import to_jsonable
-from vmferry.model.vsphere import RawDisk, RawNic, RawVm, VsphereDisk, VsphereNic, VsphereSource
-from vmferry.sources.vsphere_inventory import vm_from_raw, vms_from_raw
+from vmferry.model.placement_settings import PlacementSettings, SourceSetting
+from vmferry.model.vsphere import (
+    RawAllocation,
+    RawDisk,
+    RawNic,
+    RawVm,
+    VsphereDisk,
+    VsphereNic,
+    VsphereSource,
+)
+from vmferry.sources.vsphere_inventory import placement_from_raw, vm_from_raw, vms_from_raw
 from vmferry.sources.vsphere_url import VsphereAddress, parse_vsphere_url
 
 NETWORKS = {"network-7": "VM Network", "dvportgroup-13": "prod-pg"}
@@ -38,6 +51,8 @@ def test_a_vm_maps_to_the_contract_in_order() -> None:
         "nics": [{"mac": "00:50:56:ab:cd:ef", "network": "prod-pg"}],
         "guest_id": "debian12_64Guest", "firmware": "efi", "cbt_enabled": True,
         "tools_state": "guestToolsRunning",
+        "placement": {f.name: None for f in dataclasses.fields(PlacementSettings)},
+        "placement_findings": [],
     }  # fmt: skip
     assert list(to_jsonable(vm))[:8] == ["name", "uuid", "power_state", "vcpus", "memory_mb",
                                          "guest_os", "disks", "nics"]  # fmt: skip
@@ -77,6 +92,70 @@ def test_missing_or_odd_properties_have_plain_defaults() -> None:
     assert (vm.name, vm.power_state, vm.vcpus, vm.memory_mb, vm.guest_os) == (
         "u1", "unknown", 0, 0, None)  # fmt: skip
     assert vm.cbt_enabled is False and vm.tools_state is None
+
+
+# Each placement property as the driver hands it over -> the setting it records.
+PLACEMENT_CASES = [
+    ({"config.cpuAffinity": (0, 1)}, "cpu_affinity",
+     SourceSetting("config.cpuAffinity.affinitySet", "0,1")),
+    ({"config.memoryAffinity": (1,)}, "numa_node_affinity",
+     SourceSetting("config.memoryAffinity.affinitySet", "1")),
+    ({"config.cpuAllocation": RawAllocation(reservation=1500)}, "cpu_reservation",
+     SourceSetting("config.cpuAllocation.reservation", "1500")),
+    ({"config.cpuAllocation": RawAllocation(limit=3000)}, "cpu_limit",
+     SourceSetting("config.cpuAllocation.limit", "3000")),
+    ({"config.cpuAllocation": RawAllocation(shares_level="high", shares=8000)}, "cpu_shares",
+     SourceSetting("config.cpuAllocation.shares", "high")),
+    ({"config.memoryAllocation": RawAllocation(reservation=2048)}, "memory_reservation",
+     SourceSetting("config.memoryAllocation.reservation", "2048")),
+    ({"config.memoryAllocation": RawAllocation(limit=1024)}, "memory_limit",
+     SourceSetting("config.memoryAllocation.limit", "1024")),
+    ({"config.memoryAllocation": RawAllocation(shares_level="custom", shares=500)},
+     "memory_shares", SourceSetting("config.memoryAllocation.shares", "custom (500)")),
+    ({"config.memoryReservationLockedToMax": True}, "memory_pinned",
+     SourceSetting("config.memoryReservationLockedToMax", "true")),
+    ({"config.latencySensitivity": "high"}, "latency_sensitivity",
+     SourceSetting("config.latencySensitivity.level", "high")),
+    ({"config.cpuHotAddEnabled": True}, "cpu_hot_add",
+     SourceSetting("config.cpuHotAddEnabled", "true")),
+    ({"config.memoryHotAddEnabled": True}, "memory_hot_add",
+     SourceSetting("config.memoryHotAddEnabled", "true")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("props", "field", "setting"), PLACEMENT_CASES,
+                         ids=[c[1] for c in PLACEMENT_CASES])  # fmt: skip
+def test_each_vsphere_placement_property_is_recorded(
+    props: dict[str, object], field: str, setting: SourceSetting
+) -> None:
+    vm = vm_from_raw(raw(**props), NETWORKS)
+    assert vm is not None and vm.placement == PlacementSettings(**{field: setting})
+
+
+def test_vsphere_placement_covers_every_setting_but_the_guest_numa_layout() -> None:
+    fields = {f.name for f in dataclasses.fields(PlacementSettings)}
+    assert {field for _p, field, _s in PLACEMENT_CASES} == fields - {"numa_vcpus_per_node"}
+
+
+def test_vsphere_defaults_record_nothing() -> None:
+    defaults = {
+        "config.cpuAffinity": (), "config.memoryAffinity": (),
+        "config.cpuAllocation": RawAllocation(0, -1, "normal", 4000),
+        "config.memoryAllocation": RawAllocation(0, -1, "normal", 81920),
+        "config.memoryReservationLockedToMax": False, "config.latencySensitivity": "normal",
+        "config.cpuHotAddEnabled": False, "config.memoryHotAddEnabled": False,
+    }  # fmt: skip
+    assert placement_from_raw(raw(**defaults).properties) == PlacementSettings()
+
+
+def test_vsphere_cpu_affinity_gives_the_vmx_finding_naming_the_property() -> None:
+    """The same pure function as a file import's: the same id, severity and remediation."""
+    vm = vm_from_raw(raw(**{"config.cpuAffinity": (0, 1)}), NETWORKS)
+    assert vm is not None
+    [found] = placement_findings(vm.placement)
+    assert (found.id, found.severity) == ("import.placement.cpu_affinity", Severity.WARNING)
+    assert found.message.startswith("config.cpuAffinity.affinitySet = 0,1 is not carried over")
+    assert "virsh vcpupin" in found.remediation
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from vmferry.errors import BadInputError, HostUnreachableError, NotFoundError
-from vmferry.model.vsphere import RawDisk, RawNic, RawVm, VsphereSource
+from vmferry.model.vsphere import RawAllocation, RawDisk, RawNic, RawVm, VsphereSource
 
 __all__ = ["VM_PROPERTIES", "VsphereSession", "ssl_context", "vsphere_session"]
 
@@ -35,6 +35,14 @@ VM_PROPERTIES = (
     "config.hardware.device",
     "runtime.powerState",
     "guest.toolsRunningStatus",
+    "config.cpuAffinity",
+    "config.memoryAffinity",
+    "config.cpuAllocation",
+    "config.memoryAllocation",
+    "config.memoryReservationLockedToMax",
+    "config.latencySensitivity",
+    "config.cpuHotAddEnabled",
+    "config.memoryHotAddEnabled",
 )
 CONNECT_TIMEOUT_S = 30
 
@@ -162,11 +170,30 @@ def _retrieve(collector: Any, view: Any) -> list[Any]:
 
 
 def _raw_vm(props: dict[str, Any]) -> RawVm:
-    """A VM's properties, its devices turned into plain disks and NICs."""
+    """A VM's properties, its devices turned into plain disks and NICs and its placement
+    settings into plain values."""
+    for path in ("config.cpuAffinity", "config.memoryAffinity"):
+        if props.get(path) is not None:
+            props[path] = tuple(int(n) for n in props[path].affinitySet or ())
+    for path in ("config.cpuAllocation", "config.memoryAllocation"):
+        if props.get(path) is not None:
+            props[path] = _raw_allocation(props[path])
+    if props.get("config.latencySensitivity") is not None:
+        props["config.latencySensitivity"] = str(props["config.latencySensitivity"].level)
     devices = props.pop("config.hardware.device", None) or []
     disks = [_raw_disk(d) for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
     nics = [_raw_nic(d) for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
     return RawVm(props, disks, nics)
+
+
+def _raw_allocation(allocation: Any) -> RawAllocation:
+    shares = allocation.shares
+    return RawAllocation(
+        reservation=allocation.reservation,
+        limit=allocation.limit,
+        shares_level=str(shares.level) if shares is not None else None,
+        shares=shares.shares if shares is not None else None,
+    )
 
 
 def _raw_disk(disk: Any) -> RawDisk:

@@ -57,6 +57,8 @@ def render_domain_xml(plan: ImportPlan) -> str:
         _sub(libosinfo, f"{{{LIBOSINFO_NS}}}os", id=osinfo)
     _sub(dom, "memory", str(plan.memory_mb), unit="MiB")
     _sub(dom, "currentMemory", str(plan.memory_mb), unit="MiB")
+    if plan.memory_locked:
+        _sub(_sub(dom, "memoryBacking"), "locked")
     _sub(dom, "vcpu", str(plan.vcpus), placement="static")
     _os(dom, plan)
     features = _sub(dom, "features")

@@ -7,6 +7,7 @@ blockers first.
 from __future__ import annotations
 
 from vmferry.imports.mapping import ImportPlan, valid_name
+from vmferry.imports.placement_settings import placement_findings
 from vmferry.model.finding import Finding, Severity
 from vmferry.model.import_target import DestinationFacts
 from vmferry.model.source_vm import Firmware, SourceVm
@@ -35,6 +36,7 @@ def evaluate(
     out += _firmware(plan, dest)
     out += _guest(vm, plan, v2v_missing)
     out += _devices(vm, plan)
+    out += placement_findings(vm.placement)
     out += [
         Finding(
             "import.source.unmapped",

@@ -22,6 +22,7 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from vmferry.imports.placement_settings import locks_memory
 from vmferry.model.import_target import DestinationFacts
 from vmferry.model.source_vm import Firmware, GuestOs, SourceVm
 
@@ -94,6 +95,7 @@ class ImportPlan:
     convert_guest: bool
     virtio: bool
     guest_os: GuestOs = field(default_factory=GuestOs)  # the source's (for the libosinfo id)
+    memory_locked: bool = False  # <memoryBacking><locked/>: the source locked all its memory
 
 
 def valid_name(name: str) -> bool:
@@ -207,6 +209,7 @@ def plan_import(vm: SourceVm, options: ImportOptions, dest: DestinationFacts) ->
         convert_guest=converted,
         virtio=virtio,
         guest_os=vm.guest_os,
+        memory_locked=locks_memory(vm.placement),
     )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from vmferry.model.placement_settings import PlacementSettings
+
 
 class SourceFormat(enum.StrEnum):
     VMX = "vmx"
@@ -113,3 +115,4 @@ class SourceVm:
     passthrough: tuple[str, ...] = ()  # pciPassthru0, a USB device by id, ...
     uuid: str | None = None
     warnings: tuple[str, ...] = ()
+    placement: PlacementSettings = field(default_factory=PlacementSettings)

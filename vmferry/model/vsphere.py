@@ -11,10 +11,14 @@ what the driver read, before :mod:`vmferry.sources.vsphere_inventory` decides wh
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from vmferry.model.finding import Finding
+from vmferry.model.placement_settings import PlacementSettings
 
 __all__ = [
     "PASSWORD_ENV",
+    "RawAllocation",
     "RawDisk",
     "RawNic",
     "RawVm",
@@ -67,7 +71,9 @@ class VsphereNic:
 class VsphereVm:
     """A VM of a vSphere source. ``guest_os`` is the configured guest's full name;
     ``firmware`` is bios or efi; ``cbt_enabled`` is changed block tracking;
-    ``tools_state`` is VMware Tools' running status as vSphere says it."""
+    ``tools_state`` is VMware Tools' running status as vSphere says it; ``placement`` its
+    non-default placement and performance settings and ``placement_findings`` what an
+    import makes of them (the same findings a VMX with those settings gives)."""
 
     name: str
     uuid: str
@@ -81,6 +87,8 @@ class VsphereVm:
     firmware: str | None = None
     cbt_enabled: bool = False
     tools_state: str | None = None
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
+    placement_findings: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,10 +113,24 @@ class RawNic:
 
 
 @dataclass(frozen=True)
+class RawAllocation:
+    """A ``ResourceAllocationInfo`` (``config.cpuAllocation`` in MHz,
+    ``config.memoryAllocation`` in MB): ``limit`` -1 is unlimited; ``shares_level`` is
+    ``low``, ``normal``, ``high`` or ``custom`` (then ``shares`` counts)."""
+
+    reservation: int | None = None
+    limit: int | None = None
+    shares_level: str | None = None
+    shares: int | None = None
+
+
+@dataclass(frozen=True)
 class RawVm:
     """A VM's properties by their vSphere paths (``name``, ``config.uuid``,
     ``runtime.powerState``, ...: see :data:`vmferry.drivers.vsphere.VM_PROPERTIES`) and
-    its disks and NICs."""
+    its disks and NICs. Plain values only: the driver turns ``config.cpuAffinity`` and
+    ``config.memoryAffinity`` into tuples of ints, the allocations into
+    :class:`RawAllocation` and ``config.latencySensitivity`` into its level."""
 
     properties: Mapping[str, object]
     disks: Sequence[RawDisk]

@@ -8,10 +8,12 @@ datacenter; the password itself is the caller's (environment or prompt) and neve
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from vmferry.drivers.vsphere import vsphere_session
 from vmferry.errors import BadInputError
+from vmferry.imports.placement_settings import placement_findings
 from vmferry.model.vsphere import VsphereSource, VsphereVm
 from vmferry.sources.vsphere_inventory import vms_from_raw
 from vmferry.sources.vsphere_url import parse_vsphere_url
@@ -84,7 +86,9 @@ def get_source(name: str, store: Store | None = None) -> VsphereSource:
 
 
 def inventory(source: VsphereSource, password: str) -> list[VsphereVm]:
-    """The source's VMs as vSphere reports them now, by name."""
+    """The source's VMs as vSphere reports them now, by name, each with the findings its
+    placement settings give (the same as a file import's)."""
     with vsphere_session(source, password) as session:
         raws, networks = session.read_inventory()
-    return vms_from_raw(raws, networks)
+    return [replace(vm, placement_findings=tuple(placement_findings(vm.placement)))
+            for vm in vms_from_raw(raws, networks)]  # fmt: skip

@@ -18,6 +18,7 @@ from xml.etree.ElementTree import Element
 import defusedxml.ElementTree as SafeET
 from defusedxml.common import DefusedXmlException, DTDForbidden, EntitiesForbidden
 
+from vmferry.model.placement_settings import PlacementSettings, SourceSetting
 from vmferry.model.source_vm import (
     Firmware,
     GuestOs,
@@ -31,6 +32,7 @@ from vmferry.sources import guest_os, manifest
 from vmferry.sources.devices import normalize_mac, order_disks
 from vmferry.sources.image import ImageFacts, check_image
 from vmferry.sources.limits import Limits
+from vmferry.sources.placement_keys import OVF_CONFIG_KEYS, VMX_KEYS, merge, read_placement
 from vmferry.sources.refusal import Refused, bad_input, printable, read_descriptor
 
 OVF1_NS = "http://schemas.dmtf.org/ovf/envelope/1"
@@ -80,11 +82,11 @@ NIC_SUBTYPES = {
 }
 # vmw:Config keys that carry nothing the import needs.
 _HARMLESS_CONFIG = re.compile(
-    r"^(?:tools\..*|powerOpInfo\..*|cpuHotAddEnabled|cpuHotRemoveEnabled|memoryHotAddEnabled"
+    r"^(?:tools\..*|powerOpInfo\..*|cpuHotRemoveEnabled"
     r"|virtualICH7MPresent|virtualSMCPresent|bootOptions\.bootDelay|bootOptions\.efiSecureBootEnabled"
     r"|nestedHVEnabled|simultaneousThreads|vmxStats\..*|svga\..*|vmware\.tools\..*"
-    r"|latencySensitivity\.level|flags\..*|hpet0\.present|firmware|uefi\.secureBoot\.enabled"
-    r"|virtualHW\..*|numa\..*|monitor\.phys_bits_used|pciBridge\d+\..*|sched\.swap\..*"
+    r"|flags\..*|hpet0\.present|firmware|uefi\.secureBoot\.enabled"
+    r"|virtualHW\..*|numa\.autosize.*|monitor\.phys_bits_used|pciBridge\d+\..*|sched\.swap\..*"
     r"|vmotion\..*|migrate\..*|guestOS\.detailed\.data|ctkEnabled|disk\.EnableUUID)$"
 )
 _UNITS = re.compile(r"^byte\s*(?:\*\s*(\d+)\s*\^\s*(\d+))?$", re.IGNORECASE)
@@ -140,6 +142,7 @@ class OvfDescription:
     uuid: str | None = None
     files: tuple[OvfFile, ...] = ()
     warnings: tuple[str, ...] = ()
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
 
 
 def local(tag: str) -> str:
@@ -236,6 +239,11 @@ class _Hardware:
     passthrough: list[str] = field(default_factory=list)
     firmware: Firmware = Firmware.BIOS
     secure_boot: bool = False
+    # placement keys by lowercase key: vmw:ExtraConfig (VMX keys), vmw:Config (API names)
+    extra_config: dict[str, str] = field(default_factory=dict)
+    config: dict[str, str] = field(default_factory=dict)
+    cpu_item: dict[str, str] = field(default_factory=dict)
+    memory_item: dict[str, str] = field(default_factory=dict)
 
 
 def parse_ovf(data: bytes) -> OvfDescription:
@@ -297,6 +305,11 @@ def parse_ovf(data: bytes) -> OvfDescription:
         uuid=vm_uuid,
         files=tuple(files.values()),
         warnings=tuple(warnings),
+        placement=merge(
+            read_placement(hw.extra_config, VMX_KEYS)[0],
+            read_placement(hw.config, OVF_CONFIG_KEYS)[0],
+            _allocations(hw),
+        ),
     )
 
 
@@ -392,7 +405,7 @@ def _hardware(
                         f"{printable(fields.get('ElementName', ''), 40)} is not imported"
                     )
         elif kind in ("Config", "ExtraConfig"):
-            _vmw_config(element, hw)
+            _vmw_config(element, kind, hw)
         elif kind not in ("System", "Info"):
             hw.warnings.append(f"OVF hardware element {printable(kind, 40)} is not imported")
     counts: dict[str, int] = {}
@@ -434,10 +447,12 @@ def _item(
     label = fields.get("ElementName") or fields.get("Caption") or f"item {fields.get('InstanceID')}"
     label = printable(label, 60)
     if rtype == RT_CPU:
+        hw.cpu_item = fields
         hw.vcpus = max(1, _integer(fields.get("VirtualQuantity"), "CPU VirtualQuantity"))
         cores = fields.get("CoresPerSocket")
         hw.cores = max(1, _integer(cores, "CoresPerSocket")) if cores else 1
     elif rtype == RT_MEMORY:
+        hw.memory_item = fields
         quantity = _integer(fields.get("VirtualQuantity"), "memory VirtualQuantity")
         units = _units(fields.get("AllocationUnits") or "byte * 2^20")
         hw.memory_mb = quantity * units // (1024 * 1024)
@@ -523,10 +538,15 @@ def _disk_item(
     hw.disks.append(OvfDiskSlot(href, capacity, bus, controller, unit, label))
 
 
-def _vmw_config(element: Element, hw: _Hardware) -> None:
+def _vmw_config(element: Element, kind: str, hw: _Hardware) -> None:
     key = _attr(element, "key") or ""
-    value = (_attr(element, "value") or "").strip().lower()
-    if key == "firmware":
+    raw_value = _attr(element, "value") or ""
+    value = raw_value.strip().lower()
+    if kind == "ExtraConfig" and key.lower() in VMX_KEYS:
+        hw.extra_config[key.lower()] = raw_value
+    elif kind == "Config" and key.lower() in OVF_CONFIG_KEYS:
+        hw.config[key.lower()] = raw_value
+    elif key == "firmware":
         if value in ("efi", "bios"):
             hw.firmware = Firmware(value)
         else:
@@ -537,6 +557,27 @@ def _vmw_config(element: Element, hw: _Hardware) -> None:
         hw.warnings.append(
             f"vmw:Config {printable(key, 60)} = {printable(value, 40)!r} is not imported"
         )
+
+
+def _allocations(hw: _Hardware) -> PlacementSettings:
+    """The CPU and memory items' ``rasd:Reservation``, ``Limit`` and ``Weight`` (in the
+    item's units: MHz, and the memory's AllocationUnits), when not VMware's defaults: no
+    reservation, no limit (absent or -1), normal shares (1000 per vCPU, 10 per MB)."""
+    found: dict[str, SourceSetting] = {}
+    normal_weights = {"cpu": 1000 * hw.vcpus, "memory": 10 * hw.memory_mb}
+    for item, fields in (("cpu", hw.cpu_item), ("memory", hw.memory_item)):
+        for rasd, name, default in (
+            ("Reservation", f"{item}_reservation", {"0"}),
+            ("Limit", f"{item}_limit", {"-1"}),
+            ("Weight", f"{item}_shares", {str(normal_weights[item])}),
+        ):
+            value = fields.get(rasd, "").strip()
+            if value and value not in default:
+                found[name] = SourceSetting(
+                    f"rasd:{rasd} of the {'CPU' if item == 'cpu' else 'memory'} item",
+                    printable(value, 40),
+                )
+    return PlacementSettings(**found)
 
 
 def _vbox_machine(system: Element, hw: _Hardware) -> None:
@@ -606,6 +647,7 @@ def build_vm(
         passthrough=desc.passthrough,
         uuid=desc.uuid,
         warnings=tuple(warnings),
+        placement=desc.placement,
     )
 
 

@@ -29,6 +29,7 @@ from vmferry.sources import guest_os
 from vmferry.sources.devices import normalize_mac, order_disks
 from vmferry.sources.image import FORMAT_NAMES, ImageFacts, check_image
 from vmferry.sources.limits import Limits
+from vmferry.sources.placement_keys import VMX_KEYS, read_placement
 from vmferry.sources.refusal import Refused, bad_input, printable, read_descriptor
 
 _LINE = re.compile(r"^([A-Za-z0-9_.:\-\[\]]+)\s*=\s*(.*?)\s*$")
@@ -68,9 +69,8 @@ _HARMLESS = re.compile(
     r"|rtc\.difffromutc|time\.synchronize\..*|featmask\..*|vmware\.tools\..*|log\..*"
     r"|usb:\d+\..*|usb\.vbluetooth\..*|ehci:\d+\..*|usb_xhci:\d+\..*|keyboardandmouseprofile"
     r"|policy\..*|isolation\.tools\..*|svga\.present|vmx\.buildtype|cpuid\.corespersocket\.cfg"
-    r"|mem\.hotadd|vcpu\.hotadd|numvcpus\.cfg|sched\.cpu\.units|sched\.mem\.minsize"
-    r"|sched\.cpu\.affinity|sched\.mem\.shares|sched\.cpu\.shares|sched\.cpu\.min"
-    r"|sched\.mem\.min|sched\.scsi\d+:\d+\..*|ide\d+:\d+\.redo|scsi\d+:\d+\.redo"
+    r"|numvcpus\.cfg|sched\.cpu\.units"
+    r"|sched\.scsi\d+:\d+\..*|ide\d+:\d+\.redo|scsi\d+:\d+\.redo"
     r"|floppy\d+\.clientdevice|ethernet\d+\.pcislotnumber"
     r")$"
 )
@@ -211,6 +211,8 @@ def build_vm(
     passthrough.extend(_pci_passthrough(r))
     media.extend(_floppies(r, resolve_media))
     vm_uuid = _uuid(r)
+    placement, placement_keys = read_placement(vmx.entries, VMX_KEYS)
+    r.used.update(placement_keys)
     for key in sorted(vmx.entries):
         if key not in r.used and not _HARMLESS.match(key):
             r.warnings.append(
@@ -235,6 +237,7 @@ def build_vm(
         passthrough=tuple(passthrough),
         uuid=vm_uuid,
         warnings=tuple(r.warnings),
+        placement=placement,
     )
 
 

@@ -6,15 +6,29 @@ needs a server.
 vSphere leaves fields unset that one would expect: the simulator gives a disk's size only
 in KiB (``capacityInKB``), a NIC on a distributed switch names its port group only by key,
 and a VM being created has no ``config`` yet. Those cases are decided here.
+
+PlacementSettings and performance settings (``config.cpuAffinity``, the allocations, latency
+sensitivity, hot-add) become the same :class:`PlacementSettings` a VMX gives, non-defaults only,
+named by their vSphere property paths; the guest's virtual NUMA layout
+(``numa.vcpu.maxPerVirtualNode``, in ``config.extraConfig``) is not read from vSphere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from vmferry.model.vsphere import RawDisk, RawNic, RawVm, VsphereDisk, VsphereNic, VsphereVm
+from vmferry.model.placement_settings import PlacementSettings, SourceSetting
+from vmferry.model.vsphere import (
+    RawAllocation,
+    RawDisk,
+    RawNic,
+    RawVm,
+    VsphereDisk,
+    VsphereNic,
+    VsphereVm,
+)
 
-__all__ = ["vm_from_raw", "vms_from_raw"]
+__all__ = ["placement_from_raw", "vm_from_raw", "vms_from_raw"]
 
 
 def vms_from_raw(raws: Sequence[RawVm], networks: Mapping[str, str]) -> list[VsphereVm]:
@@ -43,7 +57,66 @@ def vm_from_raw(raw: RawVm, networks: Mapping[str, str]) -> VsphereVm | None:
         firmware=_text(props, "config.firmware"),
         cbt_enabled=props.get("config.changeTrackingEnabled") is True,
         tools_state=_text(props, "guest.toolsRunningStatus"),
+        placement=placement_from_raw(props),
     )
+
+
+def placement_from_raw(props: Mapping[str, object]) -> PlacementSettings:
+    """The VM's non-default placement settings: an affinity that names host CPUs or NUMA
+    nodes, a reservation above 0, a limit other than -1, shares other than normal, a latency
+    sensitivity other than normal, memory locked to its reservation, hot-add enabled."""
+    cpu = props.get("config.cpuAllocation")
+    memory = props.get("config.memoryAllocation")
+    cpu = cpu if isinstance(cpu, RawAllocation) else RawAllocation()
+    memory = memory if isinstance(memory, RawAllocation) else RawAllocation()
+    level = _text(props, "config.latencySensitivity")
+    return PlacementSettings(
+        cpu_affinity=_affinity(props, "config.cpuAffinity"),
+        numa_node_affinity=_affinity(props, "config.memoryAffinity"),
+        cpu_reservation=_reservation(cpu, "config.cpuAllocation"),
+        cpu_limit=_limit(cpu, "config.cpuAllocation"),
+        cpu_shares=_shares(cpu, "config.cpuAllocation"),
+        memory_reservation=_reservation(memory, "config.memoryAllocation"),
+        memory_limit=_limit(memory, "config.memoryAllocation"),
+        memory_shares=_shares(memory, "config.memoryAllocation"),
+        memory_pinned=_enabled(props, "config.memoryReservationLockedToMax"),
+        latency_sensitivity=(
+            SourceSetting("config.latencySensitivity.level", level)
+            if level not in (None, "normal") else None),
+        cpu_hot_add=_enabled(props, "config.cpuHotAddEnabled"),
+        memory_hot_add=_enabled(props, "config.memoryHotAddEnabled"),
+    )  # fmt: skip
+
+
+def _affinity(props: Mapping[str, object], path: str) -> SourceSetting | None:
+    value = props.get(path)
+    if not isinstance(value, tuple) or not value:
+        return None
+    return SourceSetting(f"{path}.affinitySet", ",".join(str(n) for n in value))
+
+
+def _reservation(allocation: RawAllocation, path: str) -> SourceSetting | None:
+    if not allocation.reservation:
+        return None
+    return SourceSetting(f"{path}.reservation", str(allocation.reservation))
+
+
+def _limit(allocation: RawAllocation, path: str) -> SourceSetting | None:
+    if allocation.limit is None or allocation.limit == -1:
+        return None
+    return SourceSetting(f"{path}.limit", str(allocation.limit))
+
+
+def _shares(allocation: RawAllocation, path: str) -> SourceSetting | None:
+    level = allocation.shares_level
+    if level in (None, "normal"):
+        return None
+    value = f"custom ({allocation.shares})" if level == "custom" else str(level)
+    return SourceSetting(f"{path}.shares", value)
+
+
+def _enabled(props: Mapping[str, object], path: str) -> SourceSetting | None:
+    return SourceSetting(path, "true") if props.get(path) is True else None
 
 
 def _disk(disk: RawDisk) -> VsphereDisk:

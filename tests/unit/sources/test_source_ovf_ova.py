@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from vmferry.errors import BadInputError
+from vmferry.model.placement_settings import PlacementSettings, SourceSetting
 from vmferry.model.source_vm import Firmware, ImageFormat, SourceFormat, SourceMedia
 from vmferry.sources import Limits, open_source
 from vmferry.sources.ovf import parse_ovf
@@ -55,7 +56,10 @@ def test_vmware_ovf1(
     assert vm.media == (SourceMedia("cdrom", str(tmp_path / "tools.iso"), "ide"),)
     assert (vm.usb, vm.serial_ports) == (True, 1)
     warned = " | ".join(vm.warnings)
-    assert "sched.cpu.latencySensitivity" in warned
+    assert "sched.cpu.latencySensitivity" not in warned  # a placement setting, not lost:
+    assert vm.placement == PlacementSettings(
+        latency_sensitivity=SourceSetting("sched.cpu.latencySensitivity", "high")
+    )
     assert "Sound Card (ResourceType 1 vmware.soundcard.hdaudio)" in warned
     assert "backing.writeThrough" in warned
     assert "VirtualVideoCard" not in warned and "cpuHotAddEnabled" not in warned

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmferry.errors import BadInputError
+from vmferry.model.placement_settings import PlacementSettings, SourceSetting
 from vmferry.model.source_vm import Firmware, ImageFormat, SourceFormat, SourceMedia
 from vmferry.sources import open_source
 from vmferry.sources.image import ImageFacts
@@ -118,7 +119,10 @@ def test_debian_efi_vm(
     assert vm.passthrough == ("pciPassthru0 0000:3b:00.0",)
     warned = " | ".join(vm.warnings)
     assert "sound.present" in warned
-    assert "sched.cpu.latencysensitivity" in warned
+    assert "sched.cpu.latencysensitivity" not in warned  # a placement setting, not lost:
+    assert vm.placement == PlacementSettings(
+        latency_sensitivity=SourceSetting("sched.cpu.latencySensitivity", "high")
+    )
     assert "scsi0:2" not in warned  # present = FALSE is a decision, not a loss
     assert "uuid.location" not in warned and "nvram" not in warned
     assert list(workdir.iterdir()) == []
