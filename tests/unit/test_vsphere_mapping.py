@@ -146,6 +146,9 @@ def test_vsphere_defaults_record_nothing() -> None:
         "config.cpuHotAddEnabled": False, "config.memoryHotAddEnabled": False,
     }  # fmt: skip
     assert placement_from_raw(raw(**defaults).properties) == PlacementSettings()
+    memory_sized_limit = {"config.memoryAllocation": RawAllocation(0, 8192, "normal", 81920)}
+    vm = vm_from_raw(raw(**memory_sized_limit), NETWORKS)  # 8192 MB: a limit of all of it
+    assert vm is not None and vm.placement == PlacementSettings()
 
 
 def test_vsphere_cpu_affinity_gives_the_vmx_finding_naming_the_property() -> None:

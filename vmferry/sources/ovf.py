@@ -32,7 +32,13 @@ from vmferry.sources import guest_os, manifest
 from vmferry.sources.devices import normalize_mac, order_disks
 from vmferry.sources.image import ImageFacts, check_image
 from vmferry.sources.limits import Limits
-from vmferry.sources.placement_keys import OVF_CONFIG_KEYS, VMX_KEYS, merge, read_placement
+from vmferry.sources.placement_keys import (
+    OVF_CONFIG_KEYS,
+    VMX_KEYS,
+    merge,
+    read_placement,
+    settle,
+)
 from vmferry.sources.refusal import Refused, bad_input, printable, read_descriptor
 
 OVF1_NS = "http://schemas.dmtf.org/ovf/envelope/1"
@@ -305,10 +311,13 @@ def parse_ovf(data: bytes) -> OvfDescription:
         uuid=vm_uuid,
         files=tuple(files.values()),
         warnings=tuple(warnings),
-        placement=merge(
-            read_placement(hw.extra_config, VMX_KEYS)[0],
-            read_placement(hw.config, OVF_CONFIG_KEYS)[0],
-            _allocations(hw),
+        placement=settle(
+            merge(
+                read_placement(hw.extra_config, VMX_KEYS)[0],
+                read_placement(hw.config, OVF_CONFIG_KEYS)[0],
+                _allocations(hw),
+            ),
+            hw.memory_mb,
         ),
     )
 

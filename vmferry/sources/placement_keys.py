@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from vmferry.model.placement_settings import PlacementSettings, SourceSetting
 from vmferry.sources.refusal import printable
 
-__all__ = ["OVF_CONFIG_KEYS", "VMX_KEYS", "merge", "read_placement"]
+__all__ = ["OVF_CONFIG_KEYS", "VMX_KEYS", "merge", "read_placement", "settle"]
 
 IsDefault = Callable[[str], bool]
 
@@ -86,6 +86,19 @@ def read_placement(
         if not is_default(value) and name not in found:
             found[name] = SourceSetting(shown, printable(value.strip(), 60))
     return PlacementSettings(**found), read
+
+
+def settle(placement: PlacementSettings, memory_mb: int) -> PlacementSettings:
+    """``placement`` without the settings that add nothing: a memory limit at or above the
+    VM's memory (exports carry ``sched.mem.max`` = ``memsize``), and the memory reservation
+    of a VM whose memory is locked (``sched.mem.pin`` comes with ``sched.mem.min`` =
+    ``memsize``): the lock carries that reservation over."""
+    limit = placement.memory_limit
+    if limit is not None and limit.value.isdigit() and int(limit.value) >= memory_mb:
+        placement = dataclasses.replace(placement, memory_limit=None)
+    if placement.memory_pinned is not None:
+        placement = dataclasses.replace(placement, memory_reservation=None)
+    return placement
 
 
 def merge(first: PlacementSettings, *others: PlacementSettings) -> PlacementSettings:

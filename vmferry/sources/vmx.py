@@ -29,7 +29,7 @@ from vmferry.sources import guest_os
 from vmferry.sources.devices import normalize_mac, order_disks
 from vmferry.sources.image import FORMAT_NAMES, ImageFacts, check_image
 from vmferry.sources.limits import Limits
-from vmferry.sources.placement_keys import VMX_KEYS, read_placement
+from vmferry.sources.placement_keys import VMX_KEYS, read_placement, settle
 from vmferry.sources.refusal import Refused, bad_input, printable, read_descriptor
 
 _LINE = re.compile(r"^([A-Za-z0-9_.:\-\[\]]+)\s*=\s*(.*?)\s*$")
@@ -237,7 +237,7 @@ def build_vm(
         passthrough=tuple(passthrough),
         uuid=vm_uuid,
         warnings=tuple(r.warnings),
-        placement=placement,
+        placement=settle(placement, memory_mb),
     )
 
 

@@ -27,6 +27,7 @@ from vmferry.model.vsphere import (
     VsphereNic,
     VsphereVm,
 )
+from vmferry.sources.placement_keys import settle
 
 __all__ = ["placement_from_raw", "vm_from_raw", "vms_from_raw"]
 
@@ -57,14 +58,15 @@ def vm_from_raw(raw: RawVm, networks: Mapping[str, str]) -> VsphereVm | None:
         firmware=_text(props, "config.firmware"),
         cbt_enabled=props.get("config.changeTrackingEnabled") is True,
         tools_state=_text(props, "guest.toolsRunningStatus"),
-        placement=placement_from_raw(props),
+        placement=settle(placement_from_raw(props), _number(props, "config.hardware.memoryMB")),
     )
 
 
 def placement_from_raw(props: Mapping[str, object]) -> PlacementSettings:
-    """The VM's non-default placement settings: an affinity that names host CPUs or NUMA
-    nodes, a reservation above 0, a limit other than -1, shares other than normal, a latency
-    sensitivity other than normal, memory locked to its reservation, hot-add enabled."""
+    """The VM's non-default placement settings (before :func:`settle`): an affinity that
+    names host CPUs or NUMA nodes, a reservation above 0, a limit other than -1, shares other
+    than normal, a latency sensitivity other than normal, memory locked to its reservation,
+    hot-add enabled."""
     cpu = props.get("config.cpuAllocation")
     memory = props.get("config.memoryAllocation")
     cpu = cpu if isinstance(cpu, RawAllocation) else RawAllocation()

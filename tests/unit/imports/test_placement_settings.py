@@ -112,6 +112,16 @@ def test_defaults_give_no_finding_and_no_warning() -> None:
     assert vmx_vm(DEFAULTS).warnings == ()
 
 
+def test_settings_that_add_nothing_give_no_finding() -> None:
+    """A memory limit at the VM's memory limits nothing; a locked memory carries its full
+    reservation (ESXi writes sched.mem.min and minSize = memsize beside sched.mem.pin)."""
+    assert placement_ones(imported(vmx_vm('sched.mem.max = "4096"\n'))[0]) == []
+    pinned = 'sched.mem.pin = "TRUE"\nsched.mem.min = "4096"\nsched.mem.minSize = "4096"\n'
+    assert [f.id for f in placement_ones(imported(vmx_vm(pinned))[0])] == [
+        "import.placement.memory_locked"
+    ]
+
+
 def test_other_sched_keys_are_still_reported_as_unmapped() -> None:
     findings, _xml = imported(vmx_vm('sched.cpu.htsharing = "none"\n'))
     assert [f.message for f in findings if f.id == "import.source.unmapped"] == [

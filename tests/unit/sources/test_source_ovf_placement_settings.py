@@ -32,8 +32,6 @@ def test_allocations_config_and_extra_config_are_read(import_data: Path) -> None
         memory="<rasd:Reservation>2048</rasd:Reservation><rasd:Limit>4096</rasd:Limit>"
                "<rasd:Weight>30720</rasd:Weight>",
         config='<vmw:Config ovf:required="false" vmw:key="memoryHotAddEnabled" vmw:value="true"/>'
-               '<vmw:Config ovf:required="false" vmw:key="memoryReservationLockedToMax"'
-               ' vmw:value="true"/>'
                '<vmw:ExtraConfig ovf:required="false" vmw:key="numa.nodeAffinity" vmw:value="0"/>'
                '<vmw:ExtraConfig ovf:required="false" vmw:key="sched.cpu.affinity"'
                ' vmw:value="2,3"/>',
@@ -47,7 +45,6 @@ def test_allocations_config_and_extra_config_are_read(import_data: Path) -> None
         memory_reservation=SourceSetting("rasd:Reservation of the memory item", "2048"),
         memory_limit=SourceSetting("rasd:Limit of the memory item", "4096"),
         memory_shares=SourceSetting("rasd:Weight of the memory item", "30720"),
-        memory_pinned=SourceSetting("memoryReservationLockedToMax", "true"),
         latency_sensitivity=SourceSetting("sched.cpu.latencySensitivity", "high"),
         memory_hot_add=SourceSetting("memoryHotAddEnabled", "true"),
     )
@@ -55,17 +52,31 @@ def test_allocations_config_and_extra_config_are_read(import_data: Path) -> None
 
 
 def test_vmware_defaults_give_no_setting(import_data: Path) -> None:
-    """No reservation, unlimited, normal weights (1000 per vCPU, 10 per MB), hot-add off:
-    only the sample's own latency sensitivity remains."""
+    """No reservation, unlimited (or limited to all the memory), normal weights (1000 per
+    vCPU, 10 per MB), hot-add off: only the sample's own latency sensitivity remains."""
     desc = parse_ovf(vmware_ovf(
         import_data,
         cpu="<rasd:Reservation>0</rasd:Reservation><rasd:Limit>-1</rasd:Limit>"
             "<rasd:Weight>4000</rasd:Weight>",
-        memory="<rasd:Reservation>0</rasd:Reservation><rasd:Weight>61440</rasd:Weight>",
+        memory="<rasd:Reservation>0</rasd:Reservation><rasd:Limit>6144</rasd:Limit>"
+               "<rasd:Weight>61440</rasd:Weight>",
         config='<vmw:Config ovf:required="false" vmw:key="cpuHotAddEnabled" vmw:value="false"/>'
                '<vmw:Config ovf:required="false" vmw:key="latencySensitivity.level"'
                ' vmw:value="normal"/>',
     ))  # fmt: skip
     assert desc.placement == PlacementSettings(
         latency_sensitivity=SourceSetting("sched.cpu.latencySensitivity", "high")
+    )
+
+
+def test_locked_memory_carries_its_reservation(import_data: Path) -> None:
+    desc = parse_ovf(vmware_ovf(
+        import_data,
+        memory="<rasd:Reservation>6144</rasd:Reservation>",
+        config='<vmw:Config ovf:required="false" vmw:key="memoryReservationLockedToMax"'
+               ' vmw:value="true"/>',
+    ))  # fmt: skip
+    assert desc.placement == PlacementSettings(
+        memory_pinned=SourceSetting("memoryReservationLockedToMax", "true"),
+        latency_sensitivity=SourceSetting("sched.cpu.latencySensitivity", "high"),
     )
