@@ -1,11 +1,11 @@
 """What becomes of a source VM's placement and performance settings on KVM (pure).
 
 One rule for VMX, OVF and vCenter alike: every setting the source recorded
-(:class:`PlacementSettings`, non-defaults only) is either mapped to libvirt or reported, one finding
-per setting naming the source's key and value. Only a fully locked memory (``sched.mem.pin``,
-``memoryReservationLockedToMax``) has a faithful libvirt equivalent, ``<memoryBacking>
-<locked/>`` (:func:`locks_memory`); it is reported too, as an info, because libvirt advises a
-hard limit beside it. The rest does not carry over as is:
+(:class:`PlacementSettings`, non-defaults only) is either mapped to libvirt or reported,
+one finding per setting naming the source's key and value. Only a fully locked memory
+(``sched.mem.pin``, ``memoryReservationLockedToMax``) has a faithful libvirt equivalent,
+``<memoryBacking><locked/>`` (:func:`locks_memory`); it is reported too, as an info,
+because libvirt advises a hard limit beside it. The rest does not carry over as is:
 
 - host CPU and NUMA node numbers are the ESXi host's and mean nothing on the KVM host;
 - reservations, limits and shares weigh the VM against the other VMs of one ESXi host, in
@@ -31,8 +31,8 @@ W, INFO = Severity.WARNING, Severity.INFO
 
 @dataclass(frozen=True)
 class _Rule:
-    """The finding for one :class:`PlacementSettings` field: its id's tail, its severity, why it
-    does not carry over (or how it does) and what the user can do."""
+    """The finding for one :class:`PlacementSettings` field: its id's tail, its severity,
+    why it does not carry over (or how it does) and what the user can do."""
 
     field: str
     id: str

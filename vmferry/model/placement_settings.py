@@ -1,13 +1,13 @@
 """A source VM's placement and performance settings: where its vCPUs and memory may live and
 how much of the host it is guaranteed, capped at or weighted for (docs/import.md,
-"PlacementSettings and performance settings").
+"Placement and performance settings").
 
 VMX files, OVF descriptors and vCenter all spell them differently; each parser records a
 setting only when it differs from the source's default (affinity "all", no reservation, no
 limit, normal shares, normal latency sensitivity, no hot-add), as a :class:`SourceSetting`
 that keeps the source's own key and value so a finding can name them. The import either
-maps each recorded setting to libvirt or reports it (``imports/placement_settings.py``): none is
-dropped in silence.
+maps each recorded setting to libvirt or reports it (``imports/placement_settings.py``):
+none is dropped in silence.
 """
 
 from __future__ import annotations

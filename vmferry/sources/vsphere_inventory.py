@@ -7,9 +7,9 @@ vSphere leaves fields unset that one would expect: the simulator gives a disk's 
 in KiB (``capacityInKB``), a NIC on a distributed switch names its port group only by key,
 and a VM being created has no ``config`` yet. Those cases are decided here.
 
-PlacementSettings and performance settings (``config.cpuAffinity``, the allocations, latency
-sensitivity, hot-add) become the same :class:`PlacementSettings` a VMX gives, non-defaults only,
-named by their vSphere property paths; the guest's virtual NUMA layout
+Placement and performance settings (``config.cpuAffinity``, the allocations, latency
+sensitivity, hot-add) become the same :class:`PlacementSettings` a VMX gives, non-defaults
+only, named by their vSphere property paths; the guest's virtual NUMA layout
 (``numa.vcpu.maxPerVirtualNode``, in ``config.extraConfig``) is not read from vSphere.
 """
 

@@ -1,4 +1,4 @@
-"""PlacementSettings and performance settings of a VMX through the whole pure import: each one maps
+"""Placement and performance settings of a VMX through the whole pure import: each one maps
 to libvirt or is a finding naming its key and value, never dropped; defaults give nothing."""
 
 from __future__ import annotations
