@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from vmferry.errors import LabError
+from vmferry.lab import client
 from vmferry.lab.state import GuestRecord, LabState
 from vmferry.store import open_store
 
@@ -67,3 +70,113 @@ def test_profile_predict_and_migrate_keep_prediction_and_actuals(
 def test_unknown_vm_is_bad_input(lab: LabState) -> None:
     assert vmferry("predict", "nope", "--to", "kvm2").returncode == 2
     assert vmferry("profile", "nope", "--duration", "1").returncode == 2
+
+
+def test_balance_moves_load_off_the_busy_host_through_a_plan(
+    lab: LabState, lab_guests: Callable[..., GuestRecord], tmp_path: Path
+) -> None:
+    """Two busy guests on kvm1, none on kvm2: profiled, `vmferry balance` recommends moving
+    one to kvm2; its plan file runs through `plan create` and `plan run`; balancing again
+    recommends nothing."""
+    for name in ("bl1", "bl2"):
+        lab_guests(name, "kvm1", memory_mb=256, working_set_mb=96, dirty_mb_s=16)
+    profiled = vmferry("profile", "--host", "kvm1", "--duration", "4", "--interval", "1",
+                       "--json")  # fmt: skip
+    assert profiled.returncode == 0, profiled.stderr
+    cpu = {r["vm"]: r["stats"]["cpu_share"]["p95"] for r in json.loads(profiled.stdout)}
+    plan_file = tmp_path / "moves.yaml"
+    first = vmferry("balance", "--metric", "cpu", "--threshold", "0.05", "--json",
+                    "--plan-out", str(plan_file))  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    rec = json.loads(first.stdout)
+    loads = {h["name"]: h["load"] for h in rec["hosts"]}
+    print(f"\nCPU p95 {cpu}; loads {loads}; imbalance {rec['imbalance_before']:.3f} -> "
+          f"{rec['imbalance_after']:.3f}; moves {rec['moves']}")  # fmt: skip
+    assert rec["counted_at_size"] == [] and loads["kvm2"] == 0 < loads["kvm1"]
+    assert rec["imbalance_before"] > 0.05, rec  # both guests burn CPU (asserted above)
+    assert [(m["source"], m["destination"]) for m in rec["moves"]] == [("kvm1", "kvm2")]
+    moved = rec["moves"][0]["vm"]
+    created = vmferry("plan", "create", str(plan_file), "--json")
+    assert created.returncode == 0, created.stderr
+    plan_id = json.loads(created.stdout)["id"]
+    ran = vmferry("plan", "run", plan_id, "--json", timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    where = json.loads(vmferry("inventory", "--json").stdout)
+    assert {v["spec"]["name"]: v["host"] for v in where if v["spec"]["name"] in cpu} == {
+        moved: "kvm2", ({"bl1", "bl2"} - {moved}).pop(): "kvm1"}  # fmt: skip
+    again = json.loads(vmferry("balance", "--metric", "cpu", "--threshold", "0.05",
+                               "--json").stdout)  # fmt: skip
+    assert again["moves"] == [] and again["imbalance_before"] <= 0.05, again
+
+
+def test_maintenance_empties_a_host_and_keeps_vms_off_it_until_exit(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """`vmferry host maintenance enter kvm1` moves its guests to kvm2 through a plan, marks it;
+    a move to it is then blocked until `maintenance exit`."""
+    for name in ("mt1", "mt2"):
+        lab_guests(name, "kvm1", memory_mb=256, working_set_mb=64)
+    unprofiled = vmferry("host", "maintenance", "enter", "kvm1", "--dry-run", "--json")
+    assert sorted(json.loads(unprofiled.stdout)["counted_at_size"]) == ["mt1", "mt2"]
+    # each counts at one busy vCPU then: a 2-CPU kvm2 cannot take both within 20 % headroom
+    profiled = vmferry("profile", "--host", "kvm1", "--duration", "3", "--interval", "1")
+    assert profiled.returncode == 0, profiled.stderr
+    dry = vmferry("host", "maintenance", "enter", "kvm1", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert planned["counted_at_size"] == []
+    assert sorted((m["vm"], m["destination"]) for m in planned["moves"]) == [
+        ("mt1", "kvm2"), ("mt2", "kvm2")]  # fmt: skip
+    assert planned["state"] is None  # a dry run marks nothing
+    done = vmferry("host", "maintenance", "enter", "kvm1", "--json", timeout=600)
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert (outcome["state"], outcome["plan_status"], outcome["stuck"]) == (
+        "in-maintenance", "completed", [])  # fmt: skip
+    where = json.loads(vmferry("inventory", "--json").stdout)
+    assert {v["spec"]["name"]: v["host"] for v in where
+            if v["spec"]["name"] in ("mt1", "mt2")} == {"mt1": "kvm2", "mt2": "kvm2"}  # fmt: skip
+    try:
+        back = vmferry("migrate", "mt1", "--to", "kvm1", "--json")
+        assert back.returncode == 3, back.stderr
+        check = json.loads(vmferry("check", "mt1", "--to", "kvm1", "--json").stdout)
+        assert "host.maintenance" in [f["id"] for f in check["findings"]
+                                      if f["severity"] == "blocker"]  # fmt: skip
+        balance = json.loads(vmferry("balance", "--json").stdout)
+        assert "kvm1" not in [h["name"] for h in balance["hosts"]]  # outside the metric
+    finally:
+        out = vmferry("host", "maintenance", "exit", "kvm1")
+    assert out.returncode == 0 and out.stdout.strip() == "kvm1 is back in service"
+    again = vmferry("check", "mt1", "--to", "kvm1", "--json")
+    assert "host.maintenance" not in again.stdout
+
+
+def test_a_host_cut_off_or_killed_and_restored(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """`vmferry lab host fail|restore` (the HA tests' fault injector): cut off, kvm2's libvirt
+    does not answer while its guest still serves; killed, the guest is gone too; restored,
+    kvm2 answers again and the guest is defined there, stopped."""
+    guest = lab_guests("hf1", "kvm2", memory_mb=256, working_set_mb=64)
+    cut = vmferry("lab", "host", "fail", "kvm2", "--mode", "partition")
+    assert cut.returncode == 0, cut.stderr
+    try:
+        seen = json.loads(vmferry("balance", "--json").stdout)
+        assert list(seen["unreachable"]) == ["kvm2"], seen
+        assert len(client.echo(guest.address, count=2)) == 2  # its VM segment is up
+        again = vmferry("lab", "host", "fail", "kvm2", "--mode", "kill")
+        assert again.returncode == 2 and "has failed already (partition)" in again.stderr
+    finally:
+        assert vmferry("lab", "host", "restore", "kvm2").returncode == 0
+    assert json.loads(vmferry("balance", "--json").stdout)["unreachable"] == {}
+    killed = vmferry("lab", "host", "fail", "kvm2", "--mode", "kill")
+    assert killed.returncode == 0 and "processes killed" in killed.stdout, killed.stderr
+    try:
+        assert list(json.loads(vmferry("balance", "--json").stdout)["unreachable"]) == ["kvm2"]
+        with pytest.raises(LabError):
+            client.echo(guest.address, count=1)
+    finally:
+        restored = vmferry("lab", "host", "restore", "kvm2")
+    assert restored.returncode == 0, restored.stderr
+    there = json.loads(vmferry("inventory", "--host", "kvm2", "--json").stdout)
+    assert [(v["spec"]["name"], v["state"]) for v in there] == [("hf1", "shut-off")]

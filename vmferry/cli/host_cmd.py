@@ -38,7 +38,8 @@ def enter(
     'entering') when a VM cannot be placed; 4 when a move failed.
 
     JSON: {"host", "dry_run", "state", "note", "moves": [{"vm", "source", "destination",
-    "predicted_bytes", "predicted_seconds"}], "stuck", "plan_id", "plan_status"}."""
+    "predicted_bytes", "predicted_seconds"}], "stuck", "plan_id", "plan_status",
+    "counted_at_size"}."""
 
     def show(event: PlanEvent) -> None:
         if event.kind != "progress":  # a line per move's step, not per memory pass
@@ -50,6 +51,10 @@ def enter(
         print_json(outcome_json(outcome))
     else:
         _print(outcome)
+    if outcome.counted_at_size:
+        err_console.print("counted at their size (no stored profile; `vmferry profile --host "
+                          f"{host}`): " + ", ".join(outcome.counted_at_size),
+                          highlight=False)  # fmt: skip
     if outcome.evacuation.stuck and not dry_run:
         raise BlockedError(f"{host} stays entering maintenance, nothing moved: "
                            + "; ".join(outcome.evacuation.stuck))  # fmt: skip
@@ -91,6 +96,7 @@ def outcome_json(outcome: MaintenanceOutcome) -> dict[str, object]:
         "stuck": list(outcome.evacuation.stuck),
         "plan_id": outcome.plan_id,
         "plan_status": outcome.plan_status,
+        "counted_at_size": list(outcome.counted_at_size),
     }
 
 

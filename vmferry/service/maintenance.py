@@ -38,6 +38,7 @@ class MaintenanceOutcome:
     dry_run: bool
     plan_id: str | None = None
     plan_status: str | None = None
+    counted_at_size: tuple[str, ...] = ()  # running VMs without a stored profile
 
 
 def _quiet(_event: object) -> None:
@@ -56,18 +57,21 @@ def enter(
     """Empty ``host`` and mark it (see the module's text); with ``dry_run`` only the plan."""
     store = store or open_store()
     store.get_host(host)  # NotFoundError for a host not registered
-    hosts, vms, _at_size, unreachable, link = gather_loads(store)
+    hosts, vms, at_size, unreachable, link = gather_loads(store)
     if host in unreachable:
         raise HostUnreachableError(f"{host} does not answer, so its VMs cannot be moved off "
                                    f"it: {unreachable[host]}")  # fmt: skip
     evacuation = evacuate(hosts, vms, host, metric=metric, headroom=headroom,
                           link_bytes_s=link)  # fmt: skip
+    sized = tuple(at_size)
     if dry_run:
-        return MaintenanceOutcome(host, evacuation, maintenance.maintenance_of(store, host), True)
+        return MaintenanceOutcome(host, evacuation, maintenance.maintenance_of(store, host), True,
+                                  counted_at_size=sized)  # fmt: skip
     if evacuation.stuck:
         maintenance.set_state(store, host, MaintenanceState.ENTERING,
                               "cannot move: " + "; ".join(evacuation.stuck))  # fmt: skip
-        return MaintenanceOutcome(host, evacuation, maintenance.maintenance_of(store, host), False)
+        return MaintenanceOutcome(host, evacuation, maintenance.maintenance_of(store, host), False,
+                                  counted_at_size=sized)  # fmt: skip
     maintenance.set_state(store, host, MaintenanceState.ENTERING)
     plan_id = plan_status = None
     if evacuation.moves:
@@ -87,7 +91,7 @@ def enter(
     else:
         maintenance.set_state(store, host, MaintenanceState.IN_MAINTENANCE)
     return MaintenanceOutcome(host, evacuation, maintenance.maintenance_of(store, host), False,
-                              plan_id, plan_status)  # fmt: skip
+                              plan_id, plan_status, sized)  # fmt: skip
 
 
 def exit_maintenance(host: str, *, store: Store | None = None) -> bool:
