@@ -130,9 +130,7 @@ def capture(
         with api:
             doc = api.capture_netprofiles(vm)
     else:
-        report = service.capture(vm)
-        doc = {"vm": report.vm, "host": report.host, "ports": to_jsonable(report.ports),
-               "profiles": [profile_to_json(p) for p in report.profiles]}  # fmt: skip
+        doc = service.capture_json(service.capture(vm))
     if json_out:
         print_json(doc)
         return

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from platformdirs import user_data_dir
 
@@ -29,6 +30,7 @@ from vmferry.drivers.host_exec import HostExec
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import InUseError, NotFoundError, VmferryError
 from vmferry.model import Host
+from vmferry.model.jsonable import to_jsonable
 from vmferry.model.netprofile import AclRule, Bandwidth, L2Reach, PortProfile, VmPort
 from vmferry.netprofile import nft as nft_rules
 from vmferry.netprofile.fdb import FdbVerdict, fdb_verdict
@@ -135,6 +137,12 @@ class CaptureReport:
     host: str
     ports: tuple[VmPort, ...]
     profiles: tuple[PortProfile, ...]
+
+
+def capture_json(report: CaptureReport) -> dict[str, Any]:
+    """`vmferry netprofile capture --json`'s document (and the API's answer to it)."""
+    return {"vm": report.vm, "host": report.host, "ports": to_jsonable(report.ports),
+            "profiles": [profile_to_json(p) for p in report.profiles]}  # fmt: skip
 
 
 def capture(vm: str, *, save: bool = True) -> CaptureReport:

@@ -127,7 +127,4 @@ def remove_profile_from_host(host: str, name: Name, services: Svc) -> RemovedOut
 def capture_profiles(vm_id: str, services: Svc) -> CaptureOut:
     """Read the profiles of the VM's NICs from the host it runs on (portgroup bandwidth,
     vmferry's rules) and keep them by name (as `vmferry netprofile capture VM --json`)."""
-    report = services.netprofile_capture(vm_id)
-    return CaptureOut(vm=report.vm, host=report.host, ports=to_jsonable(report.ports),
-                      profiles=[NetProfileOut(**profile_to_json(p))
-                                for p in report.profiles])  # fmt: skip
+    return CaptureOut(**service.capture_json(services.netprofile_capture(vm_id)))
