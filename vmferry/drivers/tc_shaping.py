@@ -23,8 +23,13 @@ def _show(host: HostExec, args: list[str]) -> str:
 
 
 def shape_tap(host: HostExec, tap: str, bw: Bandwidth) -> None:
-    """Limit traffic to the VM on its tap (htb root, one class)."""
-    for args in shaping.tap_commands(tap, bw):
+    """Limit traffic to the VM on its tap (htb root, one class). A tap shaped already keeps
+    its root (``tc qdisc replace`` of an htb root fails: htb cannot change its default) and
+    gets its class replaced, as the uplink does."""
+    root, *classes = shaping.tap_commands(tap, bw)
+    if not shaping.root_is_htb(_show(host, ["qdisc", "show", "dev", tap])):
+        _tc(host, root)
+    for args in classes:
         _tc(host, args)
 
 
