@@ -140,6 +140,10 @@ def guest(lab3: LabState) -> GuestRecord:
     applied = json.loads(bind.stdout)
     assert applied["bound_macs"] == [record.mac.lower()], applied
     assert len(applied["shaped"]) == 2, applied  # uplink (from the VM) and tap (to it)
+    again = vmferry("netprofile", "apply", PROFILE, "--host", "kvm1", "--json")
+    assert again.returncode == 0, again.stderr  # the tap shaped already: its class replaced
+    assert (json.loads(again.stdout)["portgroup"], json.loads(again.stdout)["rules"]) == (
+        "unchanged", "unchanged")  # fmt: skip
     return record
 
 
