@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,36 @@ def test_an_unreadable_source_fails_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ToolError, match=r"qemu-nbd could not serve disk\.raw"):
         verified_copy.copy_with_digest(raw, "qcow2", tmp_path / "copy.qcow2")  # not a qcow2
     assert not (tmp_path / "copy.qcow2").exists()
+
+
+def test_a_connection_that_meets_qemu_nbd_exiting_says_why_it_exited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """qemu-nbd binds its socket before it opens the image: a connection can meet it while it
+    exits on a bad image (seen in CI as "Connection refused"); the error is still qemu-nbd's."""
+    raw = tmp_path / "disk.raw"
+    _raw(raw)
+    connect = NbdClient.connect
+    connecting: list[bool] = []
+
+    class Unnoticed(subprocess.Popen[bytes]):
+        """Its exit is seen only once a connection was tried: the race, made certain."""
+
+        def poll(self) -> int | None:
+            return super().poll() if connecting else None
+
+    def late(path: Path, export: str = "") -> NbdClient:
+        while not path.exists():
+            time.sleep(0.01)
+        time.sleep(1.0)  # qemu-nbd has given up on the image by now
+        connecting.append(True)
+        return connect(path, export=export)
+
+    monkeypatch.setattr(qemu_nbd.subprocess, "Popen", Unnoticed)
+    monkeypatch.setattr(qemu_nbd.NbdClient, "connect", late)
+    with pytest.raises(ToolError, match=r"qemu-nbd could not serve disk\.raw: .*qcow2"):
+        with qemu_nbd.serve(raw, "qcow2"):
+            pass
 
 
 def test_an_interrupted_copy_leaves_no_qemu_nbd(

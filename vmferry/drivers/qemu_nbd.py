@@ -82,16 +82,22 @@ def _connect(
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if proc.poll() is not None:
-            raise ToolError(f"qemu-nbd could not serve {image.name}: {_last_line(errors)}")
+            raise _could_not_serve(image, errors)
         if socket_path.exists():
             try:
                 return NbdClient.connect(socket_path)
             except ToolError:
-                if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is not None:  # it bound its socket, then gave up: say why
+                    raise _could_not_serve(image, errors) from None
+                if time.monotonic() > deadline:
                     raise
         if time.monotonic() > deadline:
             raise ToolError(f"qemu-nbd did not serve {image.name} within {START_TIMEOUT_S:g} s")
         time.sleep(0.01)
+
+
+def _could_not_serve(image: Path, errors: IO[bytes]) -> ToolError:
+    return ToolError(f"qemu-nbd could not serve {image.name}: {_last_line(errors)}")
 
 
 def _wait_exit(proc: subprocess.Popen[bytes], errors: IO[bytes], image: Path) -> None:
