@@ -146,3 +146,43 @@ def test_the_writer_reads_the_cancel_flag_for_the_loop(store: Store) -> None:
         _wait(recorder.cancel_requested)
     finally:
         recorder.close()
+
+
+def test_what_settles_the_move_is_recorded_before_the_job_ends(
+    sqlite_store: tuple[Store, Path],
+) -> None:
+    """The work after the move (the network's check) is the job's: a client that follows the
+    job until it ends saw the job end first and missed its events (CI, 2026-12-04)."""
+    store, _ = sqlite_store
+    job = store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
+    recorder = JobRecorder(store, job.id)
+    recorder.status(JobStatus.RUNNING)
+    recorder.event("progress", "pass 1")
+    seen: list[JobStatus] = []
+
+    def settle(result: MigrationResult) -> None:
+        seen.append(store.get_job(job.id).status)  # what a follower sees meanwhile
+        store.add_event(job.id, "network", f"{result.vm}: the MAC moved", {})
+
+    recorder.finish(_result(job.id), settle)
+    done = store.get_job(job.id)
+    assert seen == [JobStatus.RUNNING]
+    kinds = [(e.kind, e.message) for e in done.events]
+    assert kinds[-3:] == [("progress", "pass 1"), ("network", "web1: the MAC moved"),
+                          ("status", "running -> completed")]  # fmt: skip
+
+
+def test_a_settle_that_fails_still_ends_the_job_and_raises(
+    sqlite_store: tuple[Store, Path],
+) -> None:
+    store, _ = sqlite_store
+    job = store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
+    recorder = JobRecorder(store, job.id)
+    recorder.status(JobStatus.RUNNING)
+
+    def settle(result: MigrationResult) -> None:
+        raise KeyboardInterrupt  # Ctrl-C during the clean-up
+
+    with pytest.raises(KeyboardInterrupt):
+        recorder.finish(_result(job.id), settle)
+    assert store.get_job(job.id).status is JobStatus.COMPLETED

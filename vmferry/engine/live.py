@@ -83,8 +83,11 @@ def run_live_migration(
     on_progress: ProgressFn = _quiet,
     note: NoteFn = _quiet,
     poll_s: float = 0.25,
+    settle: Callable[[MigrationResult], None] | None = None,
 ) -> MigrationResult:
     """Run ``plan`` to its end and record it; never leaves two running copies of the VM.
+    ``settle`` runs once the outcome is known and before the job ends (the caller's work
+    after the move, its events part of the job's record).
 
     The record is written by a :class:`JobRecorder` thread: a store that is locked or gone
     for a while delays the record, never the move (:class:`StoreUnavailableError` when it has
@@ -95,7 +98,7 @@ def run_live_migration(
     except BaseException:
         record.close()
         raise
-    record.finish(result)
+    record.finish(result, settle)
     return result
 
 

@@ -166,9 +166,11 @@ def run_offline_move(
     *,
     note: NoteFn = _quiet,
     poll_s: float = 0.25,
+    settle: Callable[[MigrationResult], None] | None = None,
 ) -> MigrationResult:
     """Run a warm or cold ``plan`` to its end and record it; unless the move completed,
-    the VM is left running on the source whenever the undos can do it."""
+    the VM is left running on the source whenever the undos can do it. ``settle`` runs once
+    the outcome is known and before the job ends."""
     strategy = plan.options.strategy
     if not strategy.offline:
         raise ValueError(f"{strategy} is not a warm or cold move")
@@ -247,7 +249,11 @@ def run_offline_move(
         iterations=None,
         verification=verification,
     )
-    store.finish(plan.job_id, result)
+    try:
+        if settle is not None:
+            settle(result)
+    finally:  # the result is written whatever settle met
+        store.finish(plan.job_id, result)
     return result
 
 

@@ -89,26 +89,42 @@ class JobRecorder:
         """Why the record is behind the move right now (None: it is up to date)."""
         return self._outage
 
-    def finish(self, result: MigrationResult) -> None:
-        """Write what is queued, then the result; raise :class:`StoreUnavailableError`
-        when the store has not taken them within ``catch_up_s``."""
+    def finish(
+        self, result: MigrationResult, settle: Callable[[MigrationResult], None] | None = None
+    ) -> None:
+        """Write what is queued, run ``settle`` (the work after the move whose events belong
+        to the job: they are written before it ends), then the result; raise
+        :class:`StoreUnavailableError` when the store has not taken them within
+        ``catch_up_s`` (``settle`` not run)."""
         deadline = time.monotonic() + max(0.0, self.catch_up_s)
+        failed: BaseException | None = None
         self._queue.put(None)  # the writer drains and stops
         self._thread.join(timeout=self.catch_up_s)
         while True:
             if self._drained.is_set():
+                if settle is not None:
+                    began = time.monotonic()
+                    try:
+                        settle(result)
+                    except BaseException as exc:  # the result is written all the same
+                        failed = exc
+                    settle = None
+                    deadline += time.monotonic() - began  # its time is not the store's
                 try:
                     self.store.finish(self.job_id, result)
-                    return
                 except SQLAlchemyError as exc:
                     self._lost(exc)
+                else:
+                    if failed is not None:
+                        raise failed
+                    return
             if time.monotonic() >= deadline:
                 self._stop.set()
                 raise StoreUnavailableError(
                     f"the move {result.status} but its record could not be written: the store "
                     f"did not answer for {self.catch_up_s:g} s ({self._outage}); once it is "
                     f"back, `vmferry job resume {self.job_id}` settles the job from the hosts"
-                )
+                ) from failed
             time.sleep(min(self.retry_s, max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:

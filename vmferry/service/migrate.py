@@ -211,24 +211,34 @@ def _migrate(
         store.finish(job.id, result)
         after_failure(store, job.id, hooks)
         return MigrateOutcome(result, report)
-    capped, moved = False, False
+    capped, settled = False, False
+
+    def settle(result: MigrationResult | None) -> None:
+        """The work after the move; on its way out normally, before the job ends, so that
+        its events are the job's (a client that follows the job until it ends sees them)."""
+        nonlocal settled
+        settled = True
+        moved = result is not None and result.status is JobStatus.COMPLETED
+        if capped:
+            _lift_cap(vm, (destination, source), store, job.id, note)
+        finish_move(network, moved, store, job.id, note)  # FDB check, source clean-up or undo
+        if moved:
+            sites.note_moved(vm, destination.name)  # a site's own record follows the VM
+            vantage = sites.vantage_for(vm)
+            if vantage is not None:
+                _verify_profiles(vantage, network, store, job.id, note)
+
     try:
         if options.precopy_cap and bandwidth and report.facts is not None:
             capped = _plan_cap(source, vm, report.facts.vm.spec, bandwidth, options, store,
                                job.id, note)  # fmt: skip
-        result = run_live_migration(plan, store, witness, on_progress=on_progress, note=note)
-        moved = result.status is JobStatus.COMPLETED
+        result = run_live_migration(plan, store, witness, on_progress=on_progress, note=note,
+                                    settle=settle)  # fmt: skip
     finally:
-        if capped:
-            _lift_cap(vm, (destination, source), store, job.id, note)
-        finish_move(network, moved, store, job.id, note)  # FDB check, source clean-up or undo
+        if not settled:  # interrupted, or the store fell behind: the same clean-up
+            settle(None)
     after_migration(store, result)  # the actual figures beside the prediction; never raises
     after_failure(store, job.id, hooks)  # on-failure hooks, when it did not complete
-    if result.status is JobStatus.COMPLETED:
-        sites.note_moved(vm, destination.name)  # a site's own record follows the VM
-        vantage = sites.vantage_for(vm)
-        if vantage is not None:
-            _verify_profiles(vantage, network, store, job.id, note)
     return MigrateOutcome(result, report)
 
 

@@ -122,14 +122,22 @@ def run_offline(
         why = f"port profiles could not be applied on {destination.name}: {exc.message}"
         return _failed(store, job_id, vm, source, destination, options, why)
     plan = OfflinePlan(job_id, vm, source, destination, options, state_dir, copies)
-    result: MigrationResult | None = None
-    try:
-        result = run_offline_move(plan, store, witness, note=note)
-    finally:  # FDB check and source clean-up, or the destination's profiles removed
+    settled = False
+
+    def settle(result: MigrationResult | None) -> None:
+        """FDB check and source clean-up, or the destination's profiles removed: before the
+        job ends, so that their events are the job's."""
+        nonlocal settled
+        settled = True
         finish_move(network, _runs_on_destination(result), store, job_id, note)
-    if result.status is JobStatus.COMPLETED:
-        sites.note_moved(vm, destination.name)
-    return result
+        if result is not None and result.status is JobStatus.COMPLETED:
+            sites.note_moved(vm, destination.name)
+
+    try:
+        return run_offline_move(plan, store, witness, note=note, settle=settle)
+    finally:
+        if not settled:  # a step raised past the engine (Ctrl-C): the same clean-up
+            settle(None)
 
 
 def _runs_on_destination(result: MigrationResult | None) -> bool:
