@@ -415,3 +415,62 @@ def test_unknown_vm_or_host_is_bad_input(
     lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, dirty_mb_s=0)
     unknown_host = vmferry("migrate", name, "--to", "kvm9")
     assert unknown_host.returncode == 2 and "kvm9" in unknown_host.stderr
+
+
+def test_a_backup_before_the_move_and_a_failed_verification_rolled_back(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """`--backup default` backs the guest's disk up on kvm1 while it runs, before anything
+    changes; the move's verification fails (nothing beyond liveness proves it and it is
+    required), so `--rollback` moves the guest back: exit 5, the guest runs on kvm1 again.
+    The backup holds the disk's content; `vmferry rollback` again changes nothing; a moved
+    guest is rolled back by hand; prune removes the backup volume."""
+    name = "bk1"
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, agent=False,
+                        watched=False)  # fmt: skip
+    done = vmferry("migrate", name, "--to", "kvm2", "--backup", "default",
+                   "--require-verification", "--rollback", "--json")  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "failed" and "rolled back by job" in result["reason"], result
+    assert _runs_on(name) == "kvm1"
+
+    listed = json.loads(vmferry("backups", "list", "--vm", name, "--json").stdout)
+    assert [(b["job_id"], b["host"], b["pool"], b["target"]) for b in listed] == [
+        (result["job_id"], "kvm1", "default", "vda")]  # fmt: skip
+    image = lab_dir() / "hosts" / "kvm1" / "lib" / "images" / listed[0]["volume"]
+    raw = lab_dir() / f"{name}-backup.raw"
+    try:
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(image), str(raw)],
+                       check=True, timeout=60)  # fmt: skip
+        assert hashlib.sha256(raw.read_bytes()).hexdigest() == record.data_sha256
+    finally:
+        raw.unlink(missing_ok=True)
+    events = open_store().get_job(result["job_id"]).events
+    assert [e.kind for e in events if e.kind in ("backup", "rollback")] == [
+        "backup", "backup", "rollback"]  # fmt: skip
+
+    again = vmferry("rollback", result["job_id"], "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["status"] == "already-rolled-back"
+
+    moved = vmferry("migrate", name, "--to", "kvm2", "--json")
+    assert moved.returncode == 0, moved.stderr
+    back = vmferry("rollback", json.loads(moved.stdout)["job_id"], "--json")
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["status"] == "rolled-back"
+    assert _runs_on(name) == "kvm1"
+
+    pruned = vmferry("backups", "prune", "--keep", "0", "--vm", name, "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert [b["id"] for b in json.loads(pruned.stdout)] == [listed[0]["id"]]
+    assert not image.exists()
+    assert json.loads(vmferry("backups", "list", "--vm", name, "--json").stdout) == []
+
+
+def _runs_on(name: str) -> str:
+    inventory = json.loads(vmferry("inventory", "--json").stdout)
+    running = [r["host"] for r in inventory
+               if r["spec"]["name"] == name and r["state"] == "running"]  # fmt: skip
+    assert len(running) == 1, inventory
+    return str(running[0])

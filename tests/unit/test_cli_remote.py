@@ -70,6 +70,8 @@ class FakeCheck:
 class FakeOutcome:
     result: MigrationResult
     check: FakeCheck
+    backup_blocked: bool = False
+    rolled_back_by: str | None = None
 
 
 @dataclass

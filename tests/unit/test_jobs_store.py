@@ -110,6 +110,8 @@ def test_create_gives_a_pending_job_with_a_created_event(store: Store) -> None:
             "require_verification": False,
             "parallel": 0,
             "compression": "none",
+            "backup_pool": None,
+            "rollback": False,
         }
     }
     assert store.get_job(job.id) == job

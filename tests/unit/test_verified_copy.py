@@ -149,9 +149,11 @@ def test_a_connection_that_meets_qemu_nbd_exiting_says_why_it_exited(
 
     monkeypatch.setattr(qemu_nbd.subprocess, "Popen", Unnoticed)
     monkeypatch.setattr(qemu_nbd.NbdClient, "connect", late)
-    with pytest.raises(ToolError, match=r"qemu-nbd could not serve disk\.raw: .*qcow2"):
-        with qemu_nbd.serve(raw, "qcow2"):
-            pass
+    with (
+        pytest.raises(ToolError, match=r"qemu-nbd could not serve disk\.raw: .*qcow2"),
+        qemu_nbd.serve(raw, "qcow2"),
+    ):
+        pass
 
 
 def test_an_interrupted_copy_leaves_no_qemu_nbd(

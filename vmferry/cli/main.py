@@ -30,6 +30,8 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "job": ("vmferry.cli.jobs_cmd", "job_app", True),
     "migrate": ("vmferry.cli.migrate_cmd", "migrate", False),
     "move-storage": ("vmferry.cli.move_storage_cmd", "move_storage", False),
+    "rollback": ("vmferry.cli.rollback_cmd", "rollback", False),
+    "backups": ("vmferry.cli.backups_cmd", "app", True),
     "balance": ("vmferry.cli.balance_cmd", "balance", False),
     "plan": ("vmferry.cli.plan_cmd", "app", True),
     "import": ("vmferry.cli.import_cmd", "import_command", False),

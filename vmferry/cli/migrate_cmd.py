@@ -8,6 +8,7 @@ import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -23,6 +24,7 @@ from vmferry.errors import (
     BlockedError,
     MigrationFailedError,
     NoRemoteFormError,
+    RolledBackError,
     StoppedFollowingError,
 )
 from vmferry.model.finding import Severity
@@ -213,6 +215,20 @@ def migrate(
             "page as its difference; without --parallel).",
         ),
     ] = Compression.NONE,
+    backup: str | None = typer.Option(
+        None,
+        "--backup",
+        metavar="POOL",
+        help="Before any change, back up the VM's disks into this storage pool of its host "
+        "(libvirt's backup API, while it runs; `vmferry backups list`). Exit 3 when the pool "
+        "cannot hold them.",
+    ),
+    rollback: bool = typer.Option(
+        False,
+        "--rollback",
+        help="When the move's verification fails with the VM on the destination, move it "
+        "back (exit 5).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Move a running VM to another host (live, or warm/cold), then prove nothing was lost."""
@@ -237,7 +253,8 @@ def migrate(
                       "--shutdown-timeout": shutdown_timeout != SHUTDOWN_TIMEOUT_S,
                       "--force": force, "--delete-source-disks": delete_source_disks,
                       "--tls/--no-tls": tls is not None,
-                      "--require-verification": require_verification}  # fmt: skip
+                      "--require-verification": require_verification,
+                      "--backup": backup is not None, "--rollback": rollback}  # fmt: skip
         missing = [name for name, asked in not_in_api.items() if asked]
         if missing:
             api.close()
@@ -266,6 +283,8 @@ def migrate(
         require_verification=require_verification,
         parallel=parallel,
         compression=compression,
+        backup_pool=backup,
+        rollback=rollback,
     )
     note = progress_printer()
     with Live(console=err_console, transient=True, refresh_per_second=4) as live:
@@ -275,18 +294,29 @@ def migrate(
 
         run = migrate_auto if strategy is StrategyEnum.AUTO else migrate_service
         outcome = run(vm, to, options, on_progress=show, note=note)
-    report(outcome.result, outcome.check.blocked, vm, to, json_out)
+    result = outcome.result
+    if outcome.rolled_back_by is not None:  # the JSON's reason says so too
+        result = replace(result, reason=f"{result.reason}; rolled back by job "
+                         f"{outcome.rolled_back_by}")  # fmt: skip
+    report(result, outcome.check.blocked, vm, to, json_out,
+           backup_blocked=outcome.backup_blocked,
+           rolled_back=outcome.rolled_back_by is not None)  # fmt: skip
 
 
-def report(result: MigrationResult, blocked: bool, vm: str, to: str, json_out: bool) -> None:
-    """Print the result; exit 3 when the checks blocked the move, 4 when it did not
-    complete."""
+def report(result: MigrationResult, blocked: bool, vm: str, to: str, json_out: bool, *,
+           backup_blocked: bool = False, rolled_back: bool = False) -> None:  # fmt: skip
+    """Print the result; exit 3 when the checks (or the backup pool) blocked the move, 5 when
+    it failed and was rolled back, 4 when it did not complete."""
     if json_out:
         print_json(result_json(result))
     else:
         console.print(result_table(result))
     if blocked:
         raise BlockedError(f"{result.reason}; `vmferry check {vm} --to {to}` shows why")
+    if backup_blocked:
+        raise BlockedError(f"job {result.job_id}: {result.reason}")
+    if rolled_back:
+        raise RolledBackError(f"job {result.job_id} {result.status}: {result.reason}")
     if result.status is not JobStatus.COMPLETED:
         raise MigrationFailedError(f"job {result.job_id} {result.status}: {result.reason}")
 

@@ -82,6 +82,10 @@ class MigrationOptions:
     # live: the stream's channels (multifd; 0 or 1: one stream) and its compression
     parallel: int = 0
     compression: Compression = Compression.NONE
+    # before any change: back up the VM's disks into this pool of the source host
+    backup_pool: str | None = None
+    # a move whose verification fails with the VM on the destination is moved back (exit 5)
+    rollback: bool = False
 
 
 @dataclass(frozen=True)

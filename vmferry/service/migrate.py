@@ -14,7 +14,7 @@ from vmferry.drivers.libvirt_migration import MigrationRequest
 from vmferry.drivers.qemu_monitor import measure_dirty_rate, set_vcpu_cap, vcpu_seconds
 from vmferry.engine.convergence import plan_vcpu_cap
 from vmferry.engine.live import LivePlan, NoteFn, ProgressFn, policy_config, run_live_migration
-from vmferry.errors import VmferryError
+from vmferry.errors import BlockedError, VmferryError
 from vmferry.model import Host, VmSpec
 from vmferry.model.hook import Hook
 from vmferry.model.jsonable import to_jsonable
@@ -26,6 +26,7 @@ from vmferry.model.migration import (
     Strategy,
 )
 from vmferry.service.auto_strategy import choose_move
+from vmferry.service.backup import back_up
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.hooks import after_failure, before_move, hooks_for, with_post_hooks
 from vmferry.service.jobs import reconcile_vm
@@ -33,6 +34,7 @@ from vmferry.service.lease import process_lease
 from vmferry.service.netprofile import NetworkMove, finish_move, prepare_destination
 from vmferry.service.offline_move import check_offline, run_offline
 from vmferry.service.predict import after_migration, before_migration
+from vmferry.service.rollback import needs_rollback, roll_back
 from vmferry.service.witnesses import witness_for
 from vmferry.store.db import Store, open_store
 from vmferry.verify import sites
@@ -46,6 +48,8 @@ JobFn = Callable[[str], None]
 class MigrateOutcome:
     result: MigrationResult
     check: CheckReport
+    backup_blocked: bool = False  # --backup: the pool cannot hold it (exit 3)
+    rolled_back_by: str | None = None  # --rollback: the job that moved the VM back
 
 
 def _quiet(*_args: object) -> None:
@@ -104,9 +108,13 @@ def migrate(
         outcome = _migrate(vm, to, options, on_progress=on_progress, note=note,
                            strategy_reason=strategy_reason, on_job=on_job, job_id=job_id,
                            plan_hooks=plan_hooks)  # fmt: skip
-    if strategy_reason is None:
-        return outcome
-    return replace(outcome, result=replace(outcome.result, strategy_reason=strategy_reason))
+    if strategy_reason is not None:
+        outcome = replace(outcome, result=replace(outcome.result,
+                                                  strategy_reason=strategy_reason))  # fmt: skip
+    if options.rollback and needs_rollback(outcome.result):
+        back = roll_back(outcome.result.job_id, note=note)
+        outcome = replace(outcome, rolled_back_by=back.job_id)
+    return outcome
 
 
 def _migrate(
@@ -145,6 +153,7 @@ def _migrate(
             store.finish(job.id, result)
             return MigrateOutcome(result, report)
     hooks = hooks_for(store, vm, plan_hooks)
+    backup_blocked = False
     if strategy_reason is not None:
         store.add_event(job.id, "strategy", f"strategy {options.strategy}: {strategy_reason}",
                         {"strategy": str(options.strategy), "reason": strategy_reason})  # fmt: skip
@@ -161,12 +170,18 @@ def _migrate(
         return MigrateOutcome(result, report)
     on_job(job.id)  # the move goes ahead (a blocked one ended above, its id in its result)
     refused = before_move(store, job.id, hooks)  # pre-migrate hooks: one failing blocks
+    if refused is None and options.backup_pool is not None:  # before any change
+        try:
+            back_up(store, job.id, vm, source, options.backup_pool, note=note)
+        except VmferryError as exc:
+            refused = f"no backup, so no move: {exc.message}"
+            backup_blocked = isinstance(exc, BlockedError)
     if refused is not None:
         result = MigrationResult(job.id, vm, source.name, destination.name, options.strategy,
                                  JobStatus.FAILED, refused, None, None, None, None)  # fmt: skip
         store.finish(job.id, result)
         after_failure(store, job.id, hooks)
-        return MigrateOutcome(result, report)
+        return MigrateOutcome(result, report, backup_blocked)
     if options.strategy.offline:  # warm and cold: vmferry.engine.offline
         offline = run_offline(report, job.id, source, destination, options, store, note, hooks)
         after_failure(store, job.id, hooks)  # only when it did not complete

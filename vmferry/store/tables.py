@@ -376,3 +376,23 @@ class HostMaintenanceRow(Base):
     state: Mapped[str] = mapped_column(String(32))
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class DiskBackupRow(Base):
+    """A disk backup taken before a move (see :class:`vmferry.model.backup.DiskBackup`)."""
+
+    __tablename__ = "disk_backups"
+    __table_args__ = (Index("ix_disk_backups_job_id", "job_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    vm: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))
+    pool: Mapped[str] = mapped_column(String(255))
+    target: Mapped[str] = mapped_column(String(64))
+    volume: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(32))
+    capacity_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

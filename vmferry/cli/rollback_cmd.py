@@ -1,0 +1,30 @@
+"""`vmferry rollback JOB`: a move undone, the VM moved back to where it was (docs/storage.md)."""
+
+from __future__ import annotations
+
+import typer
+
+from vmferry.cli.output import console, print_json, progress_printer
+from vmferry.errors import MigrationFailedError
+from vmferry.service.rollback import roll_back
+
+
+def rollback(
+    job: str = typer.Argument(..., help="The move's job id (`vmferry jobs`)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Move the job's VM back live to the job's source. Again on a job rolled back already:
+    nothing changes. Exit 4 when the move back did not complete.
+
+    JSON: {"job_id", "vm", "source", "status": "rolled-back|already-rolled-back|failed",
+    "rollback_job_id", "reason"}."""
+    outcome = roll_back(job, note=progress_printer())
+    if json_out:
+        print_json(outcome)
+    elif outcome.status == "already-rolled-back":
+        console.print(f"nothing to do: {outcome.reason}")
+    else:
+        console.print(f"job {job}: {outcome.vm} {outcome.status} to {outcome.source} by job "
+                      f"{outcome.rollback_job_id}")  # fmt: skip
+    if outcome.status == "failed":
+        raise MigrationFailedError(f"the rollback of job {job} failed: {outcome.reason}")

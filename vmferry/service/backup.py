@@ -1,0 +1,156 @@
+"""`--backup POOL`: the disks of a running VM backed up into a pool of its host before a move
+changes anything, recorded with the job (docs/storage.md).
+
+The data flow: the pure plan (:mod:`vmferry.assess.backup`) from the VM's disks and the
+pool's free space (too little: :class:`BlockedError`, exit 3, nothing written); one new
+qcow2 volume per disk; libvirt's push-mode backup into them
+(:mod:`vmferry.drivers.libvirt_backup`), followed with progress events until it ends; the
+backups recorded (:mod:`vmferry.store.backups`). A backup that fails, Ctrl-C or `vmferry
+job cancel` stop it and remove its volumes: the move does not start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import suppress
+
+from vmferry.assess.backup import BackupPlan, plan_backup
+from vmferry.drivers.libvirt_backup import abort_backup, backup_state, begin_backup
+from vmferry.drivers.libvirt_backup import pool_free_bytes as free_bytes
+from vmferry.drivers.libvirt_blockcopy import create_volume
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_offline import delete_volume
+from vmferry.engine.live import ctrl_c_flag
+from vmferry.errors import BadInputError, BlockedError, MigrationFailedError, VmferryError
+from vmferry.model import Host
+from vmferry.model.backup import DiskBackup
+from vmferry.model.jsonable import to_jsonable
+from vmferry.store import backups as backup_store
+from vmferry.store.db import Store, open_store
+
+__all__ = ["back_up", "list_backups", "prune", "prune_choice", "remove_backup"]
+
+NoteFn = Callable[[str], None]
+POLL_S = 0.25
+PROGRESS_EVERY_S = 2.0
+
+
+def _quiet(*_args: object) -> None:
+    return None
+
+
+def back_up(
+    store: Store,
+    job_id: str,
+    vm: str,
+    host: Host,
+    pool: str,
+    *,
+    note: NoteFn = _quiet,
+    timeout_s: float = 3600.0,
+) -> list[DiskBackup]:
+    """Back up every writable disk of running ``vm`` on ``host`` into ``pool`` there; the
+    recorded backups. Raises (nothing left behind) when it cannot be done."""
+    with LibvirtHost.connect(host.name, host.uri) as conn:
+        disks = conn.get_vm(vm).spec.disks
+        plan = plan_backup(vm, job_id, disks, pool, free_bytes(conn, pool))
+        if plan.refused is not None:
+            store.add_event(job_id, "backup", f"no backup: {plan.refused}", {"pool": pool})
+            raise BlockedError(plan.refused)
+        paths: dict[str, str] = {}
+        try:
+            for t in plan.targets:
+                paths[t.target] = create_volume(conn, pool, t.volume, t.capacity_bytes, "qcow2")
+            _run(conn, store, job_id, vm, plan, paths, note, timeout_s)
+        except BaseException:
+            for path in paths.values():
+                with suppress(VmferryError):
+                    delete_volume(conn, path)
+            raise
+    recorded = [
+        backup_store.add(store, DiskBackup(0, job_id, vm, host.name, pool, t.target, t.volume,
+                                           paths[t.target], "qcow2", t.capacity_bytes, ""))
+        for t in plan.targets
+    ]  # fmt: skip
+    message = (f"backed up {', '.join(t.target for t in plan.targets)} of {vm} into pool "
+               f"{pool} on {host.name}")  # fmt: skip
+    store.add_event(job_id, "backup", message, {"backups": to_jsonable(recorded)})
+    note(message)
+    return recorded
+
+
+def _run(conn: LibvirtHost, store: Store, job_id: str, vm: str, plan: BackupPlan,
+         paths: dict[str, str], note: NoteFn, timeout_s: float) -> None:  # fmt: skip
+    others = [d.target for d in conn.get_vm(vm).spec.disks if d.target not in paths]
+    started = time.monotonic()
+    with ctrl_c_flag() as interrupted:
+        begin_backup(conn, vm, paths, others)
+        message = f"backing up {', '.join(paths)} of {vm} into pool {plan.pool}"
+        store.add_event(job_id, "backup", message, {"pool": plan.pool, "volumes": paths})
+        note(message)
+        last = 0.0
+        while True:
+            state = backup_state(conn, vm)
+            if not state.running:
+                break
+            stop = ("interrupted (Ctrl-C)" if interrupted.is_set()
+                    else "cancelled by `vmferry job cancel`"
+                    if store.is_cancel_requested(job_id)
+                    else f"it took longer than {timeout_s:g} s"
+                    if time.monotonic() - started > timeout_s else None)  # fmt: skip
+            if stop is not None:
+                abort_backup(conn, vm)
+                store.add_event(job_id, "backup", f"backup stopped: {stop}", {})
+                raise MigrationFailedError(f"the backup of {vm} was stopped: {stop}; the move "
+                                           "did not start")  # fmt: skip
+            if time.monotonic() - last >= PROGRESS_EVERY_S and state.total_bytes:
+                last = time.monotonic()
+                store.add_event(job_id, "backup-progress",
+                                f"backup {state.processed_bytes * 100 // state.total_bytes}%",
+                                {"processed_bytes": state.processed_bytes,
+                                 "total_bytes": state.total_bytes})  # fmt: skip
+            time.sleep(POLL_S)
+    if state.error is not None:
+        store.add_event(job_id, "backup", f"backup failed: {state.error}", {})
+        raise MigrationFailedError(f"the backup of {vm} failed: {state.error}; the move did "
+                                   "not start")  # fmt: skip
+
+
+def remove_backup(store: Store, backup: DiskBackup, host: Host) -> None:
+    """Delete the backup's volume on ``host`` and mark it removed."""
+    with LibvirtHost.connect(host.name, host.uri) as conn:
+        delete_volume(conn, backup.path)
+    backup_store.mark_removed(store, backup.id)
+
+
+def list_backups(vm: str | None = None, *, all_: bool = False,
+                 store: Store | None = None) -> list[DiskBackup]:  # fmt: skip
+    """The backups kept (``all_``: also the pruned ones), oldest first."""
+    return backup_store.backups(store or open_store(), vm=vm, kept_only=not all_)
+
+
+def prune(*, keep: int, vm: str | None = None, store: Store | None = None) -> list[DiskBackup]:
+    """Remove all but the newest ``keep`` backups of each VM (of ``vm``): their volumes
+    deleted through the host's libvirt; the backups removed."""
+    if keep < 0:
+        raise BadInputError(f"--keep must be 0 or more, not {keep}")
+    store = store or open_store()
+    kept = backup_store.backups(store, vm=vm, kept_only=True)
+    removed: list[DiskBackup] = []
+    for backup in prune_choice(kept, keep):
+        remove_backup(store, backup, store.get_host(backup.host))
+        removed.append(backup)
+    return removed
+
+
+def prune_choice(backups: list[DiskBackup], keep: int) -> list[DiskBackup]:
+    """Of ``backups`` (oldest first), what goes when each VM keeps its newest ``keep`` moves'
+    backups (a move's disks stay or go together). Pure."""
+    jobs: dict[str, list[str]] = {}
+    for b in backups:
+        order = jobs.setdefault(b.vm, [])
+        if b.job_id not in order:
+            order.append(b.job_id)
+    going = {job for order in jobs.values() for job in order[: max(0, len(order) - keep)]}
+    return [b for b in backups if b.job_id in going]

@@ -1,0 +1,85 @@
+"""`vmferry rollback JOB`, and `migrate --rollback`: a move undone, the VM back where it was
+(docs/storage.md).
+
+A move that ended with the VM on its destination (completed, or failed its verification
+there) is undone by moving the VM back live to the job's source, as a new ``migrate`` job;
+the first job records it (a ``rollback`` event naming the new job). Rolling back twice
+changes nothing more: a job whose rollback completed, or whose VM already runs on its
+source, is left as it is. Restoring a VM from its backup (``--backup``) on the source is not
+built yet: the backup is kept and listed by `vmferry backups list`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vmferry.errors import BadInputError, BlockedError
+from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
+from vmferry.service.locate import locate
+from vmferry.store.db import Store, open_store
+
+__all__ = ["Rollback", "needs_rollback", "roll_back"]
+
+NoteFn = Callable[[str], None]
+
+
+def _quiet(*_args: object) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Rollback:
+    job_id: str  # the job rolled back
+    vm: str
+    source: str  # where the VM is back (or was all along)
+    status: str  # rolled-back | already-rolled-back | failed
+    rollback_job_id: str | None  # the move back (None: nothing had to move)
+    reason: str | None = None
+
+
+def needs_rollback(result: MigrationResult) -> bool:
+    """A move that failed after the VM reached its destination (its verification failed):
+    what `--rollback` undoes. A move that failed earlier left the VM on its source."""
+    return (
+        result.status is JobStatus.FAILED
+        and result.verification is not None
+        and result.verification.running_on_destination
+    )
+
+
+def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None) -> Rollback:
+    """Move the VM of move ``job_id`` back to that move's source (see the module docstring)."""
+    from vmferry.service.migrate import migrate  # here: migrate's --rollback calls this module
+
+    store = store or open_store()
+    job = store.get_job(job_id)
+    if job.kind != "migrate":
+        raise BadInputError(f"job {job_id} is a {job.kind} job; only moves are rolled back")
+    if not job.status.finished:
+        raise BadInputError(f"job {job_id} has not ended ({job.status}); wait for it or "
+                            f"`vmferry job cancel {job_id}`")  # fmt: skip
+    done = [e for e in job.events if e.kind == "rollback" and e.data.get("status") == "completed"]
+    if done:
+        return Rollback(job_id, job.vm, job.source, "already-rolled-back",
+                        str(done[-1].data.get("job_id")), "rolled back before")  # fmt: skip
+    where = locate(job.vm).host.name
+    if where == job.source:
+        return Rollback(job_id, job.vm, job.source, "already-rolled-back", None,
+                        f"{job.vm} runs on {job.source} already")  # fmt: skip
+    if where != job.destination:
+        raise BlockedError(f"{job.vm} runs on {where} now, neither {job.source} nor "
+                           f"{job.destination}: job {job_id} is not the move to undo")  # fmt: skip
+    note(f"rolling back job {job_id}: {job.vm} {job.destination} -> {job.source}")
+    options = MigrationOptions(Strategy.LIVE, job.options.max_downtime_ms, job.options.timeout_s,
+                               job.options.copy_storage, job.options.bandwidth_mib_s,
+                               tls=job.options.tls)  # fmt: skip
+    back = migrate(job.vm, job.source, options, note=note).result
+    ok = back.status is JobStatus.COMPLETED
+    message = (f"rolled back by job {back.job_id}: {job.vm} runs on {job.source} again" if ok
+               else f"rollback by job {back.job_id} {back.status}: {back.reason}")  # fmt: skip
+    store.add_event(job_id, "rollback", message,
+                    {"job_id": back.job_id, "status": str(back.status)})  # fmt: skip
+    note(message)
+    return Rollback(job_id, job.vm, job.source, "rolled-back" if ok else "failed", back.job_id,
+                    None if ok else back.reason)  # fmt: skip
