@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vmferry.cli.output import console, err_console, print_json
-from vmferry.errors import BadInputError
+from vmferry.cli.output import console, err_console, print_json, show_plan_event
+from vmferry.errors import BadInputError, MigrationFailedError
 from vmferry.fleetops.imbalance import host_loads
 from vmferry.fleetops.plan_file import plan_yaml
 from vmferry.model.jsonable import to_jsonable
 from vmferry.service.balance import BalanceReport
+from vmferry.service.balance import apply as apply_service
 from vmferry.service.balance import balance as balance_service
 
 GIB = 2**30
@@ -34,13 +35,18 @@ def balance(
         Path | None,
         typer.Option("--plan-out", help="Write the moves as a plan file for `plan create`."),
     ] = None,
+    apply: bool = typer.Option(
+        False, "--apply", help="Carry the moves out now, as the plan `balance` (live moves)."
+    ),
 ) -> None:
     """Recommend the fewest, cheapest live moves that bring the fleet's load imbalance under
-    the threshold, from the hosts now and the VMs' stored profiles. Nothing moves.
+    the threshold, from the hosts now and the VMs' stored profiles. Nothing moves unless
+    --apply: then the moves run as a plan, and exit 4 when it did not complete.
 
     JSON: {"metric", "threshold", "imbalance_before", "imbalance_after", "stop", "moves":
     [{"vm", "source", "destination", "predicted_bytes", "predicted_seconds"}], "unmoved",
-    "counted_at_size", "unreachable", "hosts": [{"name", "load"}]}."""
+    "counted_at_size", "unreachable", "hosts": [{"name", "load"}], "plan_id",
+    "plan_status"} (the last two null without --apply)."""
     report = balance_service(metric=metric, threshold=threshold, max_moves=max_moves,
                              headroom=headroom / 100)  # fmt: skip
     doc = report_json(report)
@@ -53,9 +59,23 @@ def balance(
         _write_whole(plan_out, text)
         err_console.print(f"wrote {plan_out}: `vmferry plan create {plan_out}`, then `vmferry "
                           "plan run ID`, carry the moves out", highlight=False)  # fmt: skip
+    if apply:
+        if not report.recommendation.moves:  # balanced already: nothing to carry out
+            err_console.print(f"nothing to apply: the fleet is {report.recommendation.stop}",
+                              highlight=False)  # fmt: skip
+        else:
+            doc["plan_id"], doc["plan_status"] = apply_service(report, on_event=show_plan_event)
     if json_out:
         print_json(doc)
-        return
+    else:
+        _print(report, doc)
+    if doc["plan_status"] not in (None, "completed"):
+        plan = doc["plan_id"]
+        raise MigrationFailedError(f"plan {plan} {doc['plan_status']}; `vmferry plan show "
+                                   f"{plan}` says which move did not complete")  # fmt: skip
+
+
+def _print(report: BalanceReport, doc: dict[str, object]) -> None:
     rec = report.recommendation
     console.print(f"imbalance ({rec.metric}): {rec.imbalance_before:.3f} now, "
                   f"{rec.imbalance_after:.3f} after {len(rec.moves)} moves "
@@ -73,6 +93,8 @@ def balance(
                           + ", ".join(report.counted_at_size), highlight=False)  # fmt: skip
     for host, why in report.unreachable.items():
         err_console.print(f"left out: {host}: {why}", highlight=False)
+    if doc["plan_id"] is not None:
+        console.print(f"plan {doc['plan_id']} {doc['plan_status']}", highlight=False)
 
 
 def report_json(report: BalanceReport) -> dict[str, object]:
@@ -89,6 +111,8 @@ def report_json(report: BalanceReport) -> dict[str, object]:
         "counted_at_size": list(report.counted_at_size),
         "unreachable": report.unreachable,
         "hosts": [{"name": name, "load": load} for name, load in loads.items()],
+        "plan_id": None,
+        "plan_status": None,
     }
 
 

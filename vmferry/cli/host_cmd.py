@@ -6,13 +6,12 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from vmferry.cli.output import console, err_console, print_json
+from vmferry.cli.output import console, err_console, print_json, show_plan_event
 from vmferry.errors import BlockedError, MigrationFailedError
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.maintenance import MaintenanceState
 from vmferry.service import maintenance as service
 from vmferry.service.maintenance import MaintenanceOutcome
-from vmferry.service.plan_run import PlanEvent
 
 app = typer.Typer(help="One host's operations: maintenance.", no_args_is_help=True)
 maintenance_app = typer.Typer(
@@ -41,12 +40,8 @@ def enter(
     "predicted_bytes", "predicted_seconds"}], "stuck", "plan_id", "plan_status",
     "counted_at_size"}."""
 
-    def show(event: PlanEvent) -> None:
-        if event.kind != "progress":  # a line per move's step, not per memory pass
-            err_console.print(f"[dim]•[/dim] {event.message}", highlight=False)
-
     outcome = service.enter(host, dry_run=dry_run, metric=metric, headroom=headroom / 100,
-                            on_event=show)  # fmt: skip
+                            on_event=show_plan_event)  # fmt: skip
     if json_out:
         print_json(outcome_json(outcome))
     else:

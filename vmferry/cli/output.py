@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 
@@ -18,6 +18,20 @@ def print_json(value: Any) -> None:
     """Print ``value`` as JSON on stdout (plain, no colour, one document)."""
     sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+class _PlanEventLike(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+def show_plan_event(event: _PlanEventLike) -> None:
+    """A plan's event as a progress line on stderr: one per move's step, not per memory
+    pass (``progress``)."""
+    if event.kind != "progress":
+        err_console.print(f"[dim]•[/dim] {event.message}", highlight=False)
 
 
 def progress_printer(enabled: bool = True) -> Any:

@@ -4,7 +4,8 @@ say now and the VMs' stored profiles (docs/operations.md).
 The data flow: every registered host's capacity and running VMs (libvirt; a host that does
 not answer is left out and named), each VM's stored profile summary and tags (the store)
 ─► the pure loads (:mod:`vmferry.fleetops.loads`) ─► the pure recommender
-(:func:`vmferry.fleetops.balance.recommend`). Nothing moves: the recommendation is printed.
+(:func:`vmferry.fleetops.balance.recommend`). Nothing moves: the recommendation is printed;
+with ``--apply`` (:func:`apply`) its moves run as a plan (:mod:`vmferry.service.fleet_plan`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from vmferry.fleetops.balance import recommend
 from vmferry.fleetops.loads import host_load, vm_load
 from vmferry.fleetops.model import HostLoad, Recommendation, VmLoad
 from vmferry.model import VmState
+from vmferry.service.fleet_plan import run_moves
+from vmferry.service.plan_run import EventFn, PlanEvent
 from vmferry.service.profile import stored_summary
 from vmferry.store import accounts, maintenance
 from vmferry.store.db import Store, open_store
 
-__all__ = ["BalanceReport", "balance", "gather_loads"]
+__all__ = ["BalanceReport", "apply", "balance", "gather_loads"]
 
 DEFAULT_LINK_BYTES_S = 1.25e9  # 10 Gbit/s where no host records its link rate
 MAX_THRESHOLD = 1.0
@@ -88,3 +91,18 @@ def balance(
     found = recommend(hosts, vms, metric=metric, threshold=threshold, max_moves=max_moves,
                       headroom=headroom, link_bytes_s=link)  # fmt: skip
     return BalanceReport(found, tuple(hosts), tuple(vms), tuple(at_size), unreachable, link)
+
+
+def _quiet(_event: PlanEvent) -> None:
+    return None
+
+
+def apply(report: BalanceReport, *, on_event: EventFn = _quiet,
+          store: Store | None = None) -> tuple[str, str]:  # fmt: skip
+    """Carry the recommendation's moves out as the plan ``balance``, to its end: (plan id,
+    its status). :class:`BadInputError` when there is nothing to move."""
+    rec = report.recommendation
+    if not rec.moves:
+        raise BadInputError(f"nothing to apply: the fleet is {rec.stop}")
+    return run_moves(rec.moves, report.hosts, report.vms, link_bytes_s=report.link_bytes_s,
+                     name="balance", on_event=on_event, store=store or open_store())  # fmt: skip

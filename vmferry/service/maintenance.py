@@ -12,18 +12,15 @@ admin decides. `exit` takes it back into service.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import HostUnreachableError
 from vmferry.fleetops.maintenance import Evacuation, evacuate
-from vmferry.fleetops.plan_file import plan_yaml
 from vmferry.model.maintenance import HostMaintenance, MaintenanceState
 from vmferry.service.balance import gather_loads
-from vmferry.service.plan import create_plan
-from vmferry.service.plan_run import EventFn, run_plan
+from vmferry.service.fleet_plan import run_moves
+from vmferry.service.plan_run import EventFn
 from vmferry.store import maintenance
 from vmferry.store.db import Store, open_store
 
@@ -75,13 +72,9 @@ def enter(
     maintenance.set_state(store, host, MaintenanceState.ENTERING)
     plan_id = plan_status = None
     if evacuation.moves:
-        with tempfile.TemporaryDirectory(prefix="vmferry-maintenance-") as folder:
-            path = Path(folder) / f"maintenance-{host}.yaml"
-            path.write_text(plan_yaml(evacuation.moves, hosts, vms, link_bytes_s=link,
-                                      name=f"maintenance-{host}"))  # fmt: skip
-            plan_id = create_plan(path, store=store).id
-        ran = run_plan(plan_id, on_event=on_event, store=store)
-        plan_status = str(ran.status)
+        plan_id, plan_status = run_moves(evacuation.moves, hosts, vms, link_bytes_s=link,
+                                         name=f"maintenance-{host}", on_event=on_event,
+                                         store=store)  # fmt: skip
     left = _running(store, host)
     if left:
         why = f"still runs {', '.join(left)}"
