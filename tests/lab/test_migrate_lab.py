@@ -474,3 +474,36 @@ def _runs_on(name: str) -> str:
                if r["spec"]["name"] == name and r["state"] == "running"]  # fmt: skip
     assert len(running) == 1, inventory
     return str(running[0])
+
+
+def test_a_rehearsal_boots_a_copy_on_the_destination_and_leaves_nothing_behind(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """`vmferry rehearse rh1 --to kvm2`: the guest's disk backed up on kvm1 while it runs, a
+    copy booted on kvm2 from an overlay, on the isolated network, its guest agent answering;
+    then the copy, the overlay, the backup and the network are gone, and the guest runs on
+    kvm1 as before."""
+    name = "rh1"
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32)
+    before = observe_guest(record, seconds=3.0).heartbeats
+    done = vmferry("rehearse", name, "--to", "kvm2", "--json", timeout=600)
+    result = json.loads(done.stdout) if done.stdout else {}
+    assert done.returncode == 0, (done.stderr, result)
+    print(f"\nrehearsal phases: {result['phases_ms']}; {result['verification']}")
+    assert set(result) == {"vm", "destination", "status", "phases_ms", "verification",
+                           "left_behind", "job_id", "reason"}  # fmt: skip
+    assert (result["vm"], result["destination"], result["status"]) == (name, "kvm2",
+                                                                      "completed")  # fmt: skip
+    assert list(result["phases_ms"]) == ["backup", "overlay", "network", "boot", "cleanup"]
+    assert result["verification"]["running"] is True and result["verification"]["agent"] is True
+    assert result["left_behind"] == []
+
+    with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as kvm2:
+        assert [r.spec.name for r in kvm2.list_vms() if "rehearsal" in r.spec.name] == []
+        assert "vmferry-rehearsal" not in kvm2.networks()
+    pool = Path(record.data_disk).parent
+    assert sorted(p.name for p in pool.iterdir() if name in p.name) == [Path(record.data_disk).name]
+    kept = json.loads(vmferry("backups", "list", "--vm", name, "--json").stdout)
+    assert kept == []  # the rehearsal's backup was removed with it
+    assert _runs_on(name) == "kvm1"
+    assert before > 0 and observe_guest(guests.get_guest(name), seconds=3.0).heartbeats > 0

@@ -31,6 +31,7 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "migrate": ("vmferry.cli.migrate_cmd", "migrate", False),
     "move-storage": ("vmferry.cli.move_storage_cmd", "move_storage", False),
     "rollback": ("vmferry.cli.rollback_cmd", "rollback", False),
+    "rehearse": ("vmferry.cli.rehearse_cmd", "rehearse", False),
     "backups": ("vmferry.cli.backups_cmd", "app", True),
     "balance": ("vmferry.cli.balance_cmd", "balance", False),
     "plan": ("vmferry.cli.plan_cmd", "app", True),
