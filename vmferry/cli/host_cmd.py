@@ -8,16 +8,21 @@ from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json, show_plan_event
 from vmferry.errors import BlockedError, MigrationFailedError
+from vmferry.model.ha import HostPower
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.maintenance import MaintenanceState
+from vmferry.service import ha as service_ha
 from vmferry.service import maintenance as service
 from vmferry.service.maintenance import MaintenanceOutcome
 
-app = typer.Typer(help="One host's operations: maintenance.", no_args_is_help=True)
+app = typer.Typer(help="One host's operations: maintenance, power.", no_args_is_help=True)
 maintenance_app = typer.Typer(
     help="Empty a host for maintenance, keep VMs off it, take it back.", no_args_is_help=True
 )
 app.add_typer(maintenance_app, name="maintenance")
+power_app = typer.Typer(help="A host's power driver (HA fencing): set it, ask it, use it.",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(power_app, name="power")
 JSON = typer.Option(False, "--json", help="Print JSON.")
 GIB = 2**30
 
@@ -114,3 +119,35 @@ def _print(outcome: MaintenanceOutcome) -> None:
         console.print(f"{outcome.host} is {outcome.state.state}"
                       + (f": {outcome.state.note}" if outcome.state.note else ""),
                       highlight=False)  # fmt: skip
+
+
+@power_app.command("set")
+def power_set(
+    host: str = typer.Argument(..., help="The registered host."),
+    on: str = typer.Option(..., "--on", help="The command that powers it on."),
+    off: str = typer.Option(..., "--off", help="The command that powers it off."),
+    state: str = typer.Option(..., "--status", help="The command that prints on or off."),
+    timeout: float = typer.Option(60, "--timeout", min=1, help="Seconds each may take."),
+) -> None:
+    """Record how vmferry powers the host off (to fence it) and on: commands run without a
+    shell, e.g. `ipmitool -I lanplus -H BMC -U admin -E chassis power off`."""
+    service_ha.set_power(HostPower(host, on, off, state, timeout))
+    console.print(f"{host}: power driver recorded", highlight=False)
+
+
+@power_app.command("status")
+def power_status(host: str = typer.Argument(..., help="The registered host.")) -> None:
+    """Ask the host's power driver: prints on or off."""
+    console.print(service_ha.power(host, "status"), highlight=False)
+
+
+@power_app.command("on")
+def power_on(host: str = typer.Argument(..., help="The registered host.")) -> None:
+    """Power the host on through its driver; prints its state after."""
+    console.print(service_ha.power(host, "on"), highlight=False)
+
+
+@power_app.command("off")
+def power_off(host: str = typer.Argument(..., help="The registered host.")) -> None:
+    """Power the host off through its driver (its VMs stop at once); prints its state after."""
+    console.print(service_ha.power(host, "off"), highlight=False)

@@ -45,6 +45,19 @@ def host_restore(host: str = typer.Argument(..., help="The failed lab host.")) -
     console.print(f"{host} restored", highlight=False)
 
 
+@host_app.command("power")
+def host_power(
+    host: str = typer.Argument(..., help="The lab host."),
+    action: str = typer.Argument(..., help="on, off or status."),
+) -> None:
+    """The lab's power driver for HA fencing: off cuts the host's power (every process of
+    its namespace killed), on starts it again; prints on or off (use it as a host's power
+    commands: `vmferry host power set kvm1 --off 'vmferry lab host power kvm1 off' ...`)."""
+    from vmferry.lab.host_faults import power_host
+
+    console.print(power_host(host, action), highlight=False)
+
+
 @app.command("up")
 def up(
     hosts: int = typer.Option(2, "--hosts", help="How many hosts (1-8)."),

@@ -34,6 +34,8 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "rehearse": ("vmferry.cli.rehearse_cmd", "rehearse", False),
     "backups": ("vmferry.cli.backups_cmd", "app", True),
     "balance": ("vmferry.cli.balance_cmd", "balance", False),
+    "ha": ("vmferry.cli.ha_cmd", "app", True),
+    "watch": ("vmferry.cli.ha_cmd", "watch", False),
     "plan": ("vmferry.cli.plan_cmd", "app", True),
     "import": ("vmferry.cli.import_cmd", "import_command", False),
     "netprofile": ("vmferry.cli.netprofile_cmd", "app", True),

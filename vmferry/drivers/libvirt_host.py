@@ -512,6 +512,14 @@ class LibvirtHost:
         except libvirt.libvirtError as exc:
             raise self._error(exc, f"reading the XML of VM {name!r}") from exc
 
+    def definition_xml(self, name: str) -> str:
+        """VM ``name``'s persistent definition (what starts it again elsewhere)."""
+        dom = self._lookup(name)
+        try:
+            return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, f"reading the definition of VM {name!r}") from exc
+
     def define_xml(self, xml: str) -> None:
         """Define (or redefine) a persistent VM from libvirt domain XML."""
         try:

@@ -9,7 +9,7 @@ is listed with the rule that stopped it; the caller moves nothing then.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from vmferry.errors import NotFoundError
@@ -37,14 +37,18 @@ def evacuate(
     metric: str = "both",
     headroom: float = 0.2,
     link_bytes_s: float = 1.25e9,
+    first: Callable[[VmLoad], int] | None = None,
 ) -> Evacuation:
-    """The moves that empty ``host`` (see the module's text)."""
+    """The moves that empty ``host`` (see the module's text); ``first``: placed in the order
+    of this rank (lowest first), then largest memory first (HA restarts: by priority)."""
     if not any(h.name == host for h in hosts):
         raise NotFoundError(f"no host {host!r} among {', '.join(h.name for h in hosts)}")
     marked = [replace(h, in_maintenance=True) if h.name == host else h for h in hosts]
     state = FleetState(marked, vms, metric, headroom)
+    rank = first or (lambda _vm: 0)
     leaving = sorted((v for v, vm in enumerate(state.vms) if vm.host == host),
-                     key=lambda v: (-state.vms[v].memory_bytes, state.vms[v].name))  # fmt: skip
+                     key=lambda v: (rank(state.vms[v]), -state.vms[v].memory_bytes,
+                                    state.vms[v].name))  # fmt: skip
     moves: list[Move] = []
     stuck: list[str] = []
     for v in leaving:

@@ -25,9 +25,10 @@ from vmferry.lab import topology as topo
 from vmferry.lab.lifecycle import is_running, topology_of
 from vmferry.lab.state import LabState, lab_dir, load_state, save_state
 
-__all__ = ["MODES", "fail_host", "restore_host"]
+__all__ = ["MODES", "POWER_ACTIONS", "fail_host", "power_host", "restore_host"]
 
 MODES = ("kill", "partition")
+POWER_ACTIONS = ("on", "off", "status")
 LINKS = ("mgmt0", "mig0")
 
 
@@ -78,6 +79,34 @@ def restore_host(host: str) -> None:
         state.processes.append(ssh.start_sshd(base, lab_host))
     del state.failed[host]
     save_state(state)
+
+
+def power_host(host: str, action: str) -> str:
+    """The lab's power driver (a BMC reached from outside the host's links): ``off`` kills
+    every process of the host as a power cut would (its links, if cut off, are put back up
+    for the next power on), ``on`` starts its daemons again, ``status`` says which; the
+    state after, ``on`` or ``off``."""
+    if action not in POWER_ACTIONS:
+        raise BadInputError(f"power action must be one of {', '.join(POWER_ACTIONS)} "
+                            f"(got {action!r})")  # fmt: skip
+    state, lab_host = _lab_host(host)
+    mode = state.failed.get(host)
+    if action == "status":
+        return "off" if mode == "kill" else "on"
+    if action == "on":
+        if mode == "kill":
+            restore_host(host)
+        return "on"
+    if mode == "kill":
+        return "off"
+    if mode == "partition":
+        for link in LINKS:
+            run_tool(["ip", "-n", lab_host.netns, "link", "set", link, "up"])
+    _kill_namespace(lab_host.netns)
+    state.processes = [p for p in state.processes if p.host != host]
+    state.failed[host] = "kill"
+    save_state(state)
+    return "off"
 
 
 def _kill_namespace(netns: str, timeout_s: float = 10) -> list[int]:

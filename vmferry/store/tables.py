@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -396,3 +397,31 @@ class DiskBackupRow(Base):
     capacity_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class HaVmRow(Base):
+    """An HA-enabled VM (see :class:`vmferry.model.ha.HaVm`)."""
+
+    __tablename__ = "ha_vms"
+
+    vm: Mapped[str] = mapped_column(String(255), primary_key=True)
+    priority: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    definition_xml: Mapped[str] = mapped_column(Text)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class HostPowerRow(Base):
+    """A host's power driver (see :class:`vmferry.model.ha.HostPower`)."""
+
+    __tablename__ = "host_power"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    on_command: Mapped[str] = mapped_column(Text)
+    off_command: Mapped[str] = mapped_column(Text)
+    status_command: Mapped[str] = mapped_column(Text)
+    timeout_s: Mapped[float] = mapped_column(Float)

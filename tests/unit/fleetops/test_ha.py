@@ -1,0 +1,149 @@
+"""HA restart: the pure verdicts and fencing rule (fleetops/ha.py), the placement by
+priority (fleetops/maintenance.evacuate's ``first``), the command power driver with real
+commands, and one monitor round (service/ha.watch_round) over libvirt's test driver: a host
+whose libvirt is gone is fenced through its power commands before its HA VM is started on
+the host that answers, exactly once; not fenced, nothing is restarted."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.power_command import power_off, power_status
+from vmferry.errors import ToolError, VmferryError
+from vmferry.fleetops.ha import FenceOutcome, HostVerdict, fence_outcome, host_verdict
+from vmferry.fleetops.maintenance import evacuate
+from vmferry.fleetops.model import HostLoad, VmLoad
+from vmferry.model import Host
+from vmferry.model.ha import HaPriority, HaVm, HostPower
+from vmferry.service import ha as service
+from vmferry.store import Store
+from vmferry.store import ha as ha_store
+
+GIB = 2**30
+DOWN_URI = "qemu+tcp://127.0.0.1:9/system"  # nothing listens: refused at once
+
+
+def test_a_host_is_suspect_only_when_neither_libvirt_nor_its_heartbeat_answers() -> None:
+    assert host_verdict(True, False) is HostVerdict.UP
+    assert host_verdict(False, True) is HostVerdict.LIBVIRT_DOWN
+    assert host_verdict(False, False) is HostVerdict.SUSPECT
+    assert host_verdict(False, None) is HostVerdict.SUSPECT  # no heartbeat to ask: fence
+
+
+def test_only_a_power_off_confirmed_off_counts_as_fenced() -> None:
+    assert fence_outcome(True, True, "off") is FenceOutcome.FENCED
+    assert fence_outcome(False, False, None) is FenceOutcome.NO_DRIVER
+    assert fence_outcome(True, False, None) is FenceOutcome.FAILED
+    assert fence_outcome(True, True, "on") is FenceOutcome.UNCONFIRMED
+    assert fence_outcome(True, True, None) is FenceOutcome.UNCONFIRMED
+
+
+def test_restarts_are_placed_by_priority_before_size() -> None:
+    hosts = [HostLoad("dead", 1, 1, ""), HostLoad("kvm2", 4, 10 * GIB, "x")]
+    vms = [VmLoad("big-low", "dead", 2, 6 * GIB, 2.0, 6 * GIB),
+           VmLoad("small-high", "dead", 1, 4 * GIB, 1.0, 4 * GIB)]  # fmt: skip
+    rank = {"big-low": HaPriority.LOW.rank, "small-high": HaPriority.HIGH.rank}
+    placed = evacuate(hosts, vms, "dead", headroom=0.0, first=lambda vm: rank[vm.name])
+    assert [m.vm for m in placed.moves] == ["small-high", "big-low"]
+    tight = [HostLoad("dead", 1, 1, ""), HostLoad("kvm2", 4, 7 * GIB, "x")]
+    placed = evacuate(tight, vms, "dead", headroom=0.0, first=lambda vm: rank[vm.name])
+    assert [m.vm for m in placed.moves] == ["small-high"]  # the high one got the room
+    assert [s.split(":")[0] for s in placed.stuck] == ["big-low"]
+
+
+def _bmc(tmp_path: Path, state: str = "on", off_works: bool = True) -> HostPower:
+    """Power commands over a state file: a BMC as far as vmferry can tell."""
+    power = tmp_path / "power"
+    power.write_text(state)
+    script = tmp_path / "bmc"
+    script.write_text("#!/bin/sh\n"
+                      f"case $1 in\n  status) echo \"Chassis Power is $(cat {power})\";;\n"
+                      f"  off) {'echo off >' + str(power) if off_works else 'exit 1'};;\n"
+                      f"  on) echo on > {power};;\nesac\n")  # fmt: skip
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return HostPower("t2", f"{script} on", f"{script} off", f"{script} status", 5)
+
+
+def test_the_command_driver_runs_the_commands_and_reads_on_or_off(tmp_path: Path) -> None:
+    bmc = _bmc(tmp_path)
+    assert power_status(bmc) == "on"
+    power_off(bmc)
+    assert power_status(bmc) == "off"
+    with pytest.raises(ToolError, match="printed neither 'on' nor 'off'"):
+        power_status(HostPower("t2", "true", "true", "echo unknown", 5))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    with pytest.raises(ToolError):
+        power_off(_bmc(broken, off_works=False))
+
+
+TEST_VM = ("<domain type='test'><name>web</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>"
+           "<os><type>hvm</type></os></domain>")  # fmt: skip
+
+
+@pytest.fixture
+def fleet(store: Store) -> Iterator[Store]:
+    """t1 answers (libvirt's test driver, its 8 GiB "test" VM stopped for the test: it
+    claims more than the 3 GiB host has), t2 does not; "web" is HA-protected on t2."""
+    store.add_host(Host("t1", "test:///default"))
+    store.add_host(Host("t2", DOWN_URI))
+    ha_store.put_ha_vm(store, HaVm("web", HaPriority.HIGH, "t2", TEST_VM, 1, 256 * 2**20))
+    with LibvirtHost.connect("t1", "test:///default", own=True) as t1:
+        t1.destroy("test")
+        try:
+            yield store
+        finally:  # the test driver's state lasts as long as this process: leave it as found
+            if "web" in [r.spec.name for r in t1.list_vms()]:
+                with suppress(VmferryError):
+                    t1.destroy("web")
+                t1.undefine("web")
+            t1.start("test")
+
+
+def test_a_dead_host_is_fenced_then_its_vm_restarts_once_elsewhere(
+    fleet: Store, tmp_path: Path
+) -> None:
+    ha_store.set_power(fleet, _bmc(tmp_path))
+    first = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert first[0] == "t2: fenced (powered off and confirmed off)", first
+    assert first[1].startswith("web: restarted on t1 (job "), first
+    assert (tmp_path / "power").read_text().strip() == "off"
+    (status,) = service.status(store=fleet)
+    assert (status.vm, status.host, status.state) == ("web", "t1", "restarted")
+    jobs = [j for j in fleet.list_jobs() if j.kind == "ha-restart"]
+    assert [(j.vm, j.source, j.destination, str(j.status)) for j in jobs] == [
+        ("web", "t2", "t1", "completed")]  # fmt: skip
+    again = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert not [line for line in again if "restarted" in line], again  # runs on t1: once
+    assert len([j for j in fleet.list_jobs() if j.kind == "ha-restart"]) == 1
+
+
+def test_without_a_confirmed_power_off_nothing_is_restarted(fleet: Store, tmp_path: Path) -> None:
+    ha_store.set_power(fleet, _bmc(tmp_path, off_works=False))
+    lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert lines == ["t2: not fenced (power-off-failed); nothing restarted"]
+    (status,) = service.status(store=fleet)
+    assert (status.host, status.state) == ("t2", "protected")
+    assert "could not be fenced (power-off-failed)" in (status.note or "")
+    assert [j for j in fleet.list_jobs() if j.kind == "ha-restart"] == []
+
+
+def test_no_power_driver_means_no_restart(fleet: Store) -> None:
+    lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert lines == ["t2: not fenced (no-power-driver); nothing restarted"]
+
+
+def test_a_host_whose_heartbeat_answers_is_only_an_alert(fleet: Store, tmp_path: Path) -> None:
+    fleet.remove_host("t2")
+    fleet.add_host(Host("t2", DOWN_URI, shell="local"))  # its shell answers: it runs
+    ha_store.set_power(fleet, _bmc(tmp_path))
+    lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert len(lines) == 1 and lines[0].startswith("t2: libvirt down ("), lines
+    assert lines[0].endswith("the host answers: alert only")
+    assert (tmp_path / "power").read_text().strip() == "on"  # never powered off
