@@ -12,7 +12,7 @@ The rules a move must keep (the recommender's and the benchmark's baselines' ali
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from vmferry.errors import BadInputError
 from vmferry.fleetops.imbalance import Metric, check_metric, load
@@ -93,10 +93,11 @@ class FleetState:
             return "anti-affinity"
         return None
 
-    def why_not(self, v: int) -> str | None:
-        """Why VM ``v`` may go to no host (the furthest rule any host passed), in words;
-        None when some host may take it."""
-        refusals = [self.refusal(v, h) for h in range(len(self.hosts))]
+    def why_not(self, v: int, among: Iterable[int] | None = None) -> str | None:
+        """Why VM ``v`` may go to no host (of ``among``; None: any host) in words, the
+        furthest rule any host passed; None when one of them may take it."""
+        candidates = range(len(self.hosts)) if among is None else among
+        refusals = [self.refusal(v, h) for h in candidates] or ["its own host"]
         if None in refusals:
             return None
         vm = self.vms[v]
