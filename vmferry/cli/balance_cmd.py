@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from vmferry.cli.output import console, err_console, print_json, show_plan_event
+from vmferry.cli.output import console, err_console, print_json, show_plan_event, write_whole
 from vmferry.errors import BadInputError, MigrationFailedError
 from vmferry.fleetops.imbalance import host_loads
 from vmferry.fleetops.plan_file import plan_yaml
@@ -56,7 +55,7 @@ def balance(
                                 f"{report.recommendation.stop}")  # fmt: skip
         text = plan_yaml(report.recommendation.moves, report.hosts, report.vms,
                          link_bytes_s=report.link_bytes_s)  # fmt: skip
-        _write_whole(plan_out, text)
+        write_whole(plan_out, text)
         err_console.print(f"wrote {plan_out}: `vmferry plan create {plan_out}`, then `vmferry "
                           "plan run ID`, carry the moves out", highlight=False)  # fmt: skip
     if apply:
@@ -114,14 +113,3 @@ def report_json(report: BalanceReport) -> dict[str, object]:
         "plan_id": None,
         "plan_status": None,
     }
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed)."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -36,6 +36,7 @@ _COMMANDS: dict[str, tuple[str, str, bool]] = {
     "balance": ("vmferry.cli.balance_cmd", "balance", False),
     "ha": ("vmferry.cli.ha_cmd", "app", True),
     "watch": ("vmferry.cli.ha_cmd", "watch", False),
+    "consolidate": ("vmferry.cli.consolidate_cmd", "consolidate", False),
     "plan": ("vmferry.cli.plan_cmd", "app", True),
     "import": ("vmferry.cli.import_cmd", "import_command", False),
     "netprofile": ("vmferry.cli.netprofile_cmd", "app", True),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any, Protocol
 
 from rich.console import Console
 
+from vmferry.errors import BadInputError
 from vmferry.model.jsonable import to_jsonable
 
 console = Console()
@@ -42,3 +45,14 @@ def progress_printer(enabled: bool = True) -> Any:
             err_console.print(f"[dim]•[/dim] {message}", highlight=False)
 
     return show
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed)."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
