@@ -264,3 +264,44 @@ def test_ha_restarts_a_dead_hosts_vm_elsewhere_only_after_fencing_it(
         for host in ("kvm1", "kvm2"):
             vmferry("lab", "host", "power", host, "on")
         vmferry("ha", "disable", "ha1")
+
+
+def test_consolidation_empties_a_host_powers_it_off_and_wakes_it(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """A quiet guest on each host, profiled: `vmferry consolidate --apply --power-off` moves
+    one guest so one host runs both, puts the emptied host in standby and powers it off
+    through the lab's power driver; `vmferry host wake` brings it back into service."""
+    guests = {
+        "cn1": lab_guests("cn1", "kvm1", memory_mb=256, working_set_mb=16, dirty_mb_s=0),
+        "cn2": lab_guests("cn2", "kvm2", memory_mb=256, working_set_mb=16, dirty_mb_s=0),
+    }
+    for host in ("kvm1", "kvm2"):
+        assert vmferry(*_lab_power(host)).returncode == 0
+        profiled = vmferry("profile", "--host", host, "--duration", "4", "--interval", "1")
+        assert profiled.returncode == 0, profiled.stderr
+    freed: list[str] = []
+    try:
+        done = vmferry("consolidate", "--apply", "--power-off", "--json", timeout=900)
+        doc = json.loads(done.stdout) if done.stdout else {}
+        assert done.returncode == 0, (done.stderr, doc)
+        freed = doc["hosts_freed"]
+        assert len(freed) == 1 and len(doc["moves"]) == 1, doc
+        (kept,) = {"kvm1", "kvm2"} - set(freed)
+        assert doc["plan_status"] == "completed"
+        assert doc["standby"] == [{"host": freed[0], "powered_off": True,
+                                   "why": "empty, powered off"}]  # fmt: skip
+        assert vmferry("lab", "host", "power", freed[0], "status").stdout.strip() == "off"
+        for guest in guests.values():
+            _answers(guest.address, within_s=30)
+        assert _runs_on("cn1") == _runs_on("cn2") == [kept]
+        held = json.loads(vmferry("host", "maintenance", "status", "--json").stdout)
+        assert [(h["host"], h["state"]) for h in held] == [(freed[0], "standby")]
+        woken = vmferry("host", "wake", freed[0], timeout=400)
+        assert woken.returncode == 0, woken.stderr
+        assert woken.stdout.strip() == f"{freed[0]} is awake and back in service"
+        assert json.loads(vmferry("host", "maintenance", "status", "--json").stdout) == []
+    finally:
+        for host in freed:
+            vmferry("lab", "host", "power", host, "on")
+            vmferry("host", "maintenance", "exit", host)

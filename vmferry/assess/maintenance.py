@@ -14,11 +14,13 @@ def maintenance_finding(maintenance: HostMaintenance | None) -> Finding | None:
     """A blocker when the destination is in maintenance (``maintenance`` is its state)."""
     if maintenance is None:
         return None
-    state = ("being emptied for maintenance" if maintenance.state == "entering"
-             else "in maintenance")  # fmt: skip
+    states = {"entering": "being emptied for maintenance", "standby": "in standby (consolidated)"}
+    state = states.get(maintenance.state, "in maintenance")
+    back = (f"`vmferry host wake {maintenance.host}`" if maintenance.state == "standby"
+            else f"`vmferry host maintenance exit {maintenance.host}`")  # fmt: skip
     return Finding(
         "host.maintenance",
         Severity.BLOCKER,
         f"{maintenance.host} is {state} since {maintenance.since}: nothing is placed on it",
-        f"choose another host, or `vmferry host maintenance exit {maintenance.host}` first",
+        f"choose another host, or {back} first",
     )

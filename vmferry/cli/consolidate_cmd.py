@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vmferry.cli.output import console, err_console, print_json, write_whole
-from vmferry.errors import BadInputError
+from vmferry.cli.output import console, err_console, print_json, show_plan_event, write_whole
+from vmferry.errors import BadInputError, MigrationFailedError
 from vmferry.fleetops.model import Move
 from vmferry.fleetops.plan_file import plan_yaml
 from vmferry.fleetops.power import DEFAULT_TARGET, DEFAULT_TOLERANCE, DpmBand
@@ -37,14 +37,20 @@ def consolidate(
         Path | None,
         typer.Option("--plan-out", help="Write the moves as a plan file for `plan create`."),
     ] = None,
-) -> None:
+    apply: bool = typer.Option(False, "--apply", help="Carry it out: the moves as the plan "
+                               "`consolidate`, the emptied hosts put in standby."),
+    power_off: bool = typer.Option(False, "--power-off", help="With --apply: power the "
+                                   "emptied hosts off through their power driver."),
+) -> None:  # fmt: skip
     """Recommend the hosts to empty so the fleet runs on fewer (each host that stays under
     100 % - headroom and the band's top, the fleet at the target or under), and the live
-    moves that empty them. Nothing moves and no host is powered off.
+    moves that empty them. Nothing moves unless --apply (then exit 4 when a move did not
+    complete); no host is powered off unless --power-off.
 
     JSON: {"hosts_freed": [...], "moves": [{"vm", "source", "destination", "bytes"}],
     "utilisation_after": {host: utilisation}, "kept": [{"host", "why"}], "metric",
-    "headroom", "target", "tolerance", "at_least_kept", "counted_at_size", "unreachable"}."""
+    "headroom", "target", "tolerance", "at_least_kept", "counted_at_size", "unreachable"};
+    with --apply also "plan_id", "plan_status", "standby": [{"host", "powered_off", "why"}]."""
     if not 0 <= headroom <= 90:
         raise BadInputError(f"--headroom must be in 0-90 % (got {headroom})")
     band = DpmBand(target / 100, tolerance / 100)
@@ -59,10 +65,25 @@ def consolidate(
                                         name="consolidate"))  # fmt: skip
         err_console.print(f"wrote {plan_out}: `vmferry plan create {plan_out}`, then `vmferry "
                           "plan run ID`, carry the moves out", highlight=False)  # fmt: skip
+    if power_off and not apply:
+        raise BadInputError("--power-off needs --apply")
+    doc = report_json(report, headroom, band)
+    applied = None
+    if apply:
+        applied = service.apply(report, power_off=power_off, on_event=show_plan_event)
+        doc |= {"plan_id": applied.plan_id, "plan_status": applied.plan_status,
+                "standby": [{"host": s.host, "powered_off": s.powered_off, "why": s.why}
+                            for s in applied.standby]}  # fmt: skip
     if json_out:
-        print_json(report_json(report, headroom, band))
-        return
-    _print(report)
+        print_json(doc)
+    else:
+        _print(report)
+        for s in applied.standby if applied is not None else ():
+            console.print(f"{s.host}: {s.why}", highlight=False)
+    if applied is not None and applied.plan_status not in (None, "completed"):
+        raise MigrationFailedError(f"plan {applied.plan_id} {applied.plan_status}; `vmferry "
+                                   f"plan show {applied.plan_id}` says which move did not "
+                                   "complete")  # fmt: skip
 
 
 def report_json(report: ConsolidationReport, headroom: int, band: DpmBand) -> dict[str, object]:

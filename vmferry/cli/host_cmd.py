@@ -151,3 +151,14 @@ def power_on(host: str = typer.Argument(..., help="The registered host.")) -> No
 def power_off(host: str = typer.Argument(..., help="The registered host.")) -> None:
     """Power the host off through its driver (its VMs stop at once); prints its state after."""
     console.print(service_ha.power(host, "off"), highlight=False)
+
+
+@app.command("wake")
+def wake(
+    host: str = typer.Argument(..., help="A host in standby (`vmferry consolidate`)."),
+) -> None:
+    """Power a host in standby on through its driver, wait for its libvirt, and take it back
+    into service."""
+    from vmferry.service.consolidate import wake as wake_service
+
+    console.print(wake_service(host), highlight=False)

@@ -1,5 +1,7 @@
 """A host's maintenance state: ``entering`` (nothing is placed on it; its VMs are being moved
-off, or could not all be) or ``in-maintenance`` (empty; nothing is placed on it)."""
+off, or could not all be), ``in-maintenance`` (empty; nothing is placed on it) or
+``standby`` (emptied by consolidation, powered off or to be; `vmferry host wake` brings it
+back)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 class MaintenanceState(enum.StrEnum):
     ENTERING = "entering"
     IN_MAINTENANCE = "in-maintenance"
+    STANDBY = "standby"  # emptied by `vmferry consolidate --apply` (powered off, or to be)
 
 
 @dataclass(frozen=True)

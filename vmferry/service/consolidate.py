@@ -5,22 +5,40 @@ The data flow is balance's: :func:`vmferry.service.balance.gather_loads` (every 
 host's capacity and running VMs, each VM's stored profile and tags; hosts in maintenance
 marked; a host that does not answer left out and named) ─► the pure planner
 (:func:`vmferry.fleetops.consolidate.consolidate`). Nothing moves and no host is powered
-off: the recommendation is returned (a power driver will act on it later).
+off unless :func:`apply` is asked to: the moves then run as a plan, the emptied hosts go to
+``standby`` and, with ``power_off``, are powered off through their power driver;
+:func:`wake` powers one on and takes it back into service.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
-from vmferry.errors import BadInputError
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.errors import BadInputError, HostUnreachableError, VmferryError
 from vmferry.fleetops.consolidate import Consolidation, consolidate
 from vmferry.fleetops.imbalance import check_metric
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.fleetops.power import DPM_BAND, DpmBand
+from vmferry.model.maintenance import MaintenanceState
+from vmferry.service import ha
 from vmferry.service.balance import DEFAULT_LINK_BYTES_S, gather_loads
+from vmferry.service.fleet_plan import run_moves
+from vmferry.service.plan_run import EventFn, PlanEvent
+from vmferry.store import ha as ha_store
+from vmferry.store import maintenance
 from vmferry.store.db import Store, open_store
 
-__all__ = ["MAX_HEADROOM", "ConsolidationReport", "consolidate_fleet"]
+__all__ = [
+    "MAX_HEADROOM",
+    "Applied",
+    "ConsolidationReport",
+    "Standby",
+    "apply",
+    "consolidate_fleet",
+    "wake",
+]
 
 MAX_HEADROOM = 0.9
 
@@ -59,3 +77,92 @@ def consolidate_fleet(
                         max_moves=max_moves, link_bytes_s=link)  # fmt: skip
     return ConsolidationReport(found, tuple(hosts), tuple(vms), tuple(at_size), unreachable,
                                link)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Standby:
+    """A freed host after `--apply`: in standby (nothing placed on it), powered off or not."""
+
+    host: str
+    powered_off: bool
+    why: str  # what happened to it, one line
+
+
+@dataclass(frozen=True)
+class Applied:
+    plan_id: str | None
+    plan_status: str | None
+    standby: tuple[Standby, ...]
+
+
+def _quiet(_event: PlanEvent) -> None:
+    return None
+
+
+def apply(report: ConsolidationReport, *, power_off: bool = False, on_event: EventFn = _quiet,
+          store: Store | None = None) -> Applied:  # fmt: skip
+    """Carry a consolidation out: the freed hosts marked so nothing is placed on them, the
+    moves run as the plan ``consolidate``, then each host found empty put in ``standby``
+    and, with ``power_off``, powered off through its power driver and confirmed off. A host
+    that still runs a VM stays ``entering`` with the reason."""
+    found = report.consolidation
+    if not found.hosts_freed:
+        raise BadInputError("nothing to apply: no host can be freed")
+    store = store or open_store()
+    for host in found.hosts_freed:
+        maintenance.set_state(store, host, MaintenanceState.ENTERING, "being consolidated")
+    plan_id = plan_status = None
+    if found.moves:
+        plan_id, plan_status = run_moves(found.moves, report.hosts, report.vms,
+                                         link_bytes_s=report.link_bytes_s, name="consolidate",
+                                         on_event=on_event, store=store)  # fmt: skip
+    return Applied(plan_id, plan_status,
+                   tuple(_to_standby(store, h, power_off) for h in found.hosts_freed))  # fmt: skip
+
+
+def _to_standby(store: Store, name: str, power_off: bool) -> Standby:
+    host = store.get_host(name)
+    with LibvirtHost.connect(host.name, host.uri) as conn:
+        left = conn.running_vm_names()
+    if left:
+        why = f"still runs {', '.join(left)}"
+        maintenance.set_state(store, name, MaintenanceState.ENTERING, why)
+        return Standby(name, False, why)
+    if not power_off:
+        maintenance.set_state(store, name, MaintenanceState.STANDBY, "empty, left powered on")
+        return Standby(name, False, "empty, in standby, left powered on")
+    try:
+        state = ha.power(name, "off", store=store)
+    except VmferryError as exc:
+        why = f"empty, in standby; not powered off: {exc.message}"
+        maintenance.set_state(store, name, MaintenanceState.STANDBY, why)
+        return Standby(name, False, why)
+    off = state == "off"
+    why = "empty, powered off" if off else f"empty, in standby; its driver says {state}"
+    maintenance.set_state(store, name, MaintenanceState.STANDBY, why)
+    return Standby(name, off, why)
+
+
+def wake(name: str, *, store: Store | None = None, timeout_s: float = 300.0) -> str:
+    """Bring a host in standby back: powered on through its driver when it has one, then
+    (once its libvirt answers) taken out of standby; what happened, one line."""
+    store = store or open_store()
+    held = maintenance.maintenance_of(store, name)
+    if held is None or held.state is not MaintenanceState.STANDBY:
+        raise BadInputError(f"{name} is not in standby; `vmferry host maintenance status`")
+    host = store.get_host(name)
+    if ha_store.get_power(store, name) is not None:
+        ha.power(name, "on", store=store)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with LibvirtHost.connect(host.name, host.uri, timeout_s=5) as conn:
+                conn.info()
+            break
+        except HostUnreachableError as exc:
+            if time.monotonic() > deadline:
+                raise HostUnreachableError(f"{name} did not answer within {timeout_s:g} s of "
+                                           f"its power-on: {exc.message}") from exc  # fmt: skip
+            time.sleep(2.0)
+    maintenance.clear(store, name)
+    return f"{name} is awake and back in service"

@@ -43,11 +43,12 @@ from vmferry.fleetops.maintenance import evacuate
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.model import Host, VmState
 from vmferry.model.ha import HaPriority, HaVm, HostPower
+from vmferry.model.maintenance import MaintenanceState
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.balance import gather_loads
 from vmferry.service.locate import locate
 from vmferry.service.netprofile import host_exec
-from vmferry.store import accounts
+from vmferry.store import accounts, maintenance
 from vmferry.store import ha as ha_store
 from vmferry.store.db import Store, open_store
 
@@ -151,7 +152,11 @@ def watch_round(*, store: Store | None = None, note: NoteFn = _quiet,
                     conn.undefine(vm)
                 say(f"{vm}: its stale definition on {name} removed (it runs on "
                     f"{seen.running[vm]})")  # fmt: skip
+    standby = {h for h, m in maintenance.states(store).items()
+               if m.state is MaintenanceState.STANDBY}  # fmt: skip
     for name, why in seen.down.items():
+        if name in standby:  # powered off on purpose (`vmferry consolidate --apply`)
+            continue
         victims = [v for v in protected.values() if v.host == name and v.vm not in seen.running]
         verdict = host_verdict(False, _heartbeat(hosts[name]))
         if verdict is HostVerdict.LIBVIRT_DOWN:

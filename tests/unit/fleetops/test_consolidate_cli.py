@@ -150,3 +150,22 @@ def test_consolidate_reads_a_real_libvirt(tmp_path: Path) -> None:
     assert (doc["hosts_freed"], doc["moves"], doc["counted_at_size"]) == ([], [], ["test"])
     assert doc["kept"] == [{"host": "t1", "why": "at least 1 host(s) stay powered"}]
     assert list(doc["utilisation_after"]) == ["t1"]
+
+
+def test_apply_with_nothing_to_free_and_power_off_alone_are_refused(tmp_path: Path) -> None:
+    """Over libvirt's test driver (one host: nothing can be freed): `--apply` says so and
+    moves nothing; `--power-off` without `--apply`, and waking a host that is not in
+    standby, are bad input."""
+    db = tmp_path / "x.db"
+    assert vmferry("hosts", "add", "t1", "test:///default", db=db).returncode == 0
+    applied = vmferry("consolidate", "--apply", "--json", db=db)
+    assert (applied.returncode, applied.stderr.strip(), applied.stdout) == (
+        2, "vmferry: nothing to apply: no host can be freed", "")  # fmt: skip
+    alone = vmferry("consolidate", "--power-off", db=db)
+    assert (alone.returncode, alone.stderr.strip()) == (2, "vmferry: --power-off needs --apply")
+    awake = vmferry("host", "wake", "t1", db=db)
+    assert awake.returncode == 2
+    assert awake.stderr.strip() == ("vmferry: t1 is not in standby; `vmferry host maintenance "
+                                    "status`")  # fmt: skip
+    held = json.loads(vmferry("host", "maintenance", "status", "--json", db=db).stdout)
+    assert held == []  # nothing was marked
