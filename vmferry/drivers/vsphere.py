@@ -10,6 +10,7 @@ check for localhost and 127.0.0.1, so a missing ``--ca`` would go unnoticed ther
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
-from vmferry.errors import BadInputError, HostUnreachableError, NotFoundError
+from vmferry.errors import BadInputError, HostUnreachableError, NotFoundError, ToolError
 from vmferry.model.vsphere import RawAllocation, RawDisk, RawNic, RawVm, VsphereSource
 
-__all__ = ["VM_PROPERTIES", "VsphereSession", "ssl_context", "vsphere_session"]
+__all__ = ["VM_PROPERTIES", "VsphereSession", "VsphereVmHandle", "ssl_context", "vsphere_session"]
 
 # What the inventory reads of each VM (paths as vSphere names them; RawVm.properties).
 VM_PROPERTIES = (
@@ -31,6 +32,7 @@ VM_PROPERTIES = (
     "config.firmware",
     "config.changeTrackingEnabled",
     "config.hardware.numCPU",
+    "config.hardware.numCoresPerSocket",
     "config.hardware.memoryMB",
     "config.hardware.device",
     "runtime.powerState",
@@ -68,7 +70,43 @@ class VsphereSession:
 
     def __init__(self, source: VsphereSource, instance: Any) -> None:
         self._source = source
+        self._instance = instance
         self._content = instance.RetrieveContent()
+
+    @property
+    def session_cookie(self) -> str:
+        """The ``vmware_soap_session=...`` cookie of this login, for the datastore's
+        ``/folder`` URLs (vCenter accepts the SOAP session there)."""
+        raw = str(self._instance._stub.cookie or "")
+        for part in raw.split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == "vmware_soap_session":
+                return f"vmware_soap_session={value}"
+        raise HostUnreachableError(f"vSphere at {self._source.host} gave no session cookie")
+
+    def find_vm(self, name: str) -> VsphereVmHandle:
+        """The VM called ``name`` (in the source's datacenter, when it names one);
+        :class:`NotFoundError` naming the source when there is none."""
+        objects = self._objects()
+        for obj, props in objects:
+            if isinstance(obj, vim.VirtualMachine) and props.get("name") == name:
+                raw = _raw_vm(props)
+                return VsphereVmHandle(obj, raw, _networks(objects), _datacenter_of(obj))
+        source = self._source.name
+        raise NotFoundError(f"vSphere source {source} has no VM named {name!r} "
+                            f"(`vmferry inventory --source {source}` lists them)")  # fmt: skip
+
+    def _objects(self) -> list[tuple[Any, dict[str, Any]]]:
+        name = self._source.datacenter
+        root = self.datacenter(name) if name else self._content.rootFolder
+        view = self._content.viewManager.CreateContainerView(
+            root, [vim.VirtualMachine, vim.Network], True
+        )
+        try:
+            objects = _retrieve(self._content.propertyCollector, view)
+        finally:
+            view.Destroy()
+        return [(obj.obj, {prop.name: prop.val for prop in obj.propSet}) for obj in objects]
 
     def datacenter(self, name: str) -> Any:
         """The datacenter ``name``; :class:`NotFoundError` listing those there are."""
@@ -84,26 +122,86 @@ class VsphereSession:
         """Every VM of the source (of its datacenter, when it names one) and the names of
         the networks and port groups there (by object id and by port group key), from one
         PropertyCollector call over a container view (plus its pages, if any)."""
-        name = self._source.datacenter
-        root = self.datacenter(name) if name else self._content.rootFolder
-        view = self._content.viewManager.CreateContainerView(
-            root, [vim.VirtualMachine, vim.Network], True
-        )
+        objects = self._objects()
+        raws = [_raw_vm(props) for obj, props in objects if isinstance(obj, vim.VirtualMachine)]
+        return raws, _networks(objects)
+
+
+class VsphereVmHandle:
+    """One VM of a session: what was read of it (``raw``, the ``networks`` by id and key,
+    its ``datacenter``'s name) and its power operations, each waited for."""
+
+    def __init__(self, vm: Any, raw: RawVm, networks: dict[str, str], datacenter: str) -> None:
+        self._vm = vm
+        self.raw = raw
+        self.networks = networks
+        self.datacenter = datacenter
+        self.name = str(raw.properties.get("name"))
+
+    def power_state(self) -> str:
+        """``runtime.powerState`` now: poweredOn, poweredOff or suspended."""
+        return str(self._vm.runtime.powerState)
+
+    def tools_state(self) -> str | None:
+        """``guest.toolsRunningStatus`` now (guestToolsRunning, guestToolsNotRunning, ...)."""
+        guest = self._vm.guest
+        status = getattr(guest, "toolsRunningStatus", None) if guest is not None else None
+        return str(status) if status else None
+
+    def shutdown_guest(self, timeout_s: float, poll_s: float = 0.5) -> None:
+        """Ask VMware Tools to shut the guest down (``ShutdownGuest``) and wait until the VM
+        is powered off; :class:`ToolError` when it is not within ``timeout_s``."""
         try:
-            objects = _retrieve(self._content.propertyCollector, view)
-        finally:
-            view.Destroy()
-        raws: list[RawVm] = []
-        networks: dict[str, str] = {}
-        for obj in objects:
-            props = {prop.name: prop.val for prop in obj.propSet}
-            if isinstance(obj.obj, vim.VirtualMachine):
-                raws.append(_raw_vm(props))
-            elif isinstance(obj.obj, vim.Network) and "name" in props:
-                networks[obj.obj._moId] = str(props["name"])
-                if "key" in props:
-                    networks[str(props["key"])] = str(props["name"])
-        return raws, networks
+            self._vm.ShutdownGuest()
+        except vmodl.MethodFault as exc:
+            raise ToolError(f"vSphere refused to shut down {self.name} through VMware Tools: "
+                            f"{_fault_message(exc)}") from exc  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while self.power_state() != "poweredOff":
+            if time.monotonic() > deadline:
+                raise ToolError(f"{self.name} was still {self.power_state()} {timeout_s:g} s "
+                                "after its guest was asked to shut down: see its console, or "
+                                "retry with --force to power it off")  # fmt: skip
+            time.sleep(poll_s)
+
+    def power_off(self, timeout_s: float) -> None:
+        """``PowerOffVM_Task`` (no guest involved), waited for."""
+        self._task(self._vm.PowerOffVM_Task(), "power off", timeout_s)
+
+    def power_on(self, timeout_s: float) -> None:
+        """``PowerOnVM_Task``, waited for."""
+        self._task(self._vm.PowerOnVM_Task(), "power on", timeout_s)
+
+    def _task(self, task: Any, what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while task.info.state not in ("success", "error"):
+            if time.monotonic() > deadline:
+                raise ToolError(f"vSphere did not {what} {self.name} within {timeout_s:g} s")
+            time.sleep(0.2)
+        if task.info.state == "error":
+            raise ToolError(f"vSphere could not {what} {self.name}: "
+                            f"{_fault_message(task.info.error)}")  # fmt: skip
+
+
+def _networks(objects: list[tuple[Any, dict[str, Any]]]) -> dict[str, str]:
+    """Network names by managed object id, and port group names by key."""
+    networks: dict[str, str] = {}
+    for obj, props in objects:
+        if isinstance(obj, vim.Network) and "name" in props:
+            networks[obj._moId] = str(props["name"])
+            if "key" in props:
+                networks[str(props["key"])] = str(props["name"])
+    return networks
+
+
+def _datacenter_of(entity: Any) -> str:
+    """The name of the datacenter ``entity`` is in (the datastore URL's ``dcPath``)."""
+    parent = entity.parent
+    while parent is not None and not isinstance(parent, vim.Datacenter):
+        parent = parent.parent
+    if parent is None:
+        raise NotFoundError(f"vSphere shows no datacenter above {entity.name}")
+    return str(parent.name)
 
 
 @contextmanager
@@ -181,7 +279,11 @@ def _raw_vm(props: dict[str, Any]) -> RawVm:
     if props.get("config.latencySensitivity") is not None:
         props["config.latencySensitivity"] = str(props["config.latencySensitivity"].level)
     devices = props.pop("config.hardware.device", None) or []
-    disks = [_raw_disk(d) for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
+    controllers: dict[Any, Any] = {
+        d.key: d for d in devices if isinstance(d, vim.vm.device.VirtualController)
+    }
+    disks = [_raw_disk(d, controllers.get(d.controllerKey)) for d in devices
+             if isinstance(d, vim.vm.device.VirtualDisk)]  # fmt: skip
     nics = [_raw_nic(d) for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
     return RawVm(props, disks, nics)
 
@@ -196,9 +298,45 @@ def _raw_allocation(allocation: Any) -> RawAllocation:
     )
 
 
-def _raw_disk(disk: Any) -> RawDisk:
-    return RawDisk(str(getattr(disk.backing, "fileName", "") or ""),
-                   disk.capacityInBytes, disk.capacityInKB)  # fmt: skip
+_BACKINGS = (
+    (vim.vm.device.VirtualDisk.FlatVer2BackingInfo, "flat"),
+    (vim.vm.device.VirtualDisk.SparseVer2BackingInfo, "sparse"),
+    (vim.vm.device.VirtualDisk.SeSparseBackingInfo, "sparse"),
+    (vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo, "rdm"),
+)
+_CONTROLLERS = (
+    (vim.vm.device.ParaVirtualSCSIController, "pvscsi"),
+    (vim.vm.device.VirtualLsiLogicSASController, "lsisas1068"),
+    (vim.vm.device.VirtualLsiLogicController, "lsilogic"),
+    (vim.vm.device.VirtualBusLogicController, "buslogic"),
+    (vim.vm.device.VirtualAHCIController, "sata"),
+    (vim.vm.device.VirtualIDEController, "ide"),
+    (vim.vm.device.VirtualNVMEController, "nvme"),
+)
+_NICS = (
+    (vim.vm.device.VirtualVmxnet3, "vmxnet3"),
+    (vim.vm.device.VirtualVmxnet2, "vmxnet2"),
+    (vim.vm.device.VirtualE1000e, "e1000e"),
+    (vim.vm.device.VirtualE1000, "e1000"),
+    (vim.vm.device.VirtualPCNet32, "vlance"),
+)
+
+
+def _kind(obj: Any, table: tuple[tuple[type, str], ...], default: str) -> str:
+    return next((name for cls, name in table if isinstance(obj, cls)), default)
+
+
+def _raw_disk(disk: Any, controller: Any) -> RawDisk:
+    backing = disk.backing
+    return RawDisk(
+        str(getattr(backing, "fileName", "") or ""), disk.capacityInBytes, disk.capacityInKB,
+        backing=_kind(backing, _BACKINGS, type(backing).__name__),
+        disk_mode=str(getattr(backing, "diskMode", None) or "persistent"),
+        bus=_kind(controller, _CONTROLLERS, "unknown") if controller is not None else "unknown",
+        bus_number=int(getattr(controller, "busNumber", 0) or 0),
+        unit=int(disk.unitNumber or 0),
+        has_parent=getattr(backing, "parent", None) is not None,
+    )  # fmt: skip
 
 
 def _raw_nic(nic: Any) -> RawNic:
@@ -210,6 +348,8 @@ def _raw_nic(nic: Any) -> RawNic:
         network=network._moId if network is not None else None,
         portgroup_key=getattr(port, "portgroupKey", None),
         device_name=getattr(backing, "deviceName", None),
+        model=_kind(nic, _NICS, "unknown"),
+        connected=bool(getattr(nic.connectable, "startConnected", True)),
     )
 
 

@@ -20,6 +20,7 @@ class SourceFormat(enum.StrEnum):
     OVA = "ova"
     VHDX = "vhdx"
     IMAGE = "image"
+    VSPHERE = "vsphere"  # a VM of a vSphere source, read through its API
 
 
 class ImageFormat(enum.StrEnum):

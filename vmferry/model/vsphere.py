@@ -93,11 +93,23 @@ class VsphereVm:
 
 @dataclass(frozen=True)
 class RawDisk:
-    """A ``VirtualDisk``: its backing's ``fileName`` and both sizes vSphere may give."""
+    """A ``VirtualDisk``: its backing's ``fileName`` and both sizes vSphere may give; for an
+    import also its backing's kind (``flat``: ``FlatVer2BackingInfo``, ``sparse``:
+    ``SparseVer2BackingInfo``/``SeSparseBackingInfo``, ``rdm``:
+    ``RawDiskMappingVer1BackingInfo``, else the backing's class name), its ``diskMode``
+    (``persistent``, ``independent_persistent``, ...), the controller it hangs on (``bus``:
+    ``pvscsi``, ``lsilogic``, ``lsisas1068``, ``buslogic``, ``sata``, ``ide``, ``nvme``;
+    ``bus_number``) and its ``unitNumber``."""
 
     file_name: str
     capacity_in_bytes: int | None
     capacity_in_kb: int | None
+    backing: str = "flat"
+    disk_mode: str = "persistent"
+    bus: str = "unknown"
+    bus_number: int = 0
+    unit: int = 0
+    has_parent: bool = False  # a snapshot's delta disk: the backing has a parent
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,8 @@ class RawNic:
     network: str | None = None
     portgroup_key: str | None = None
     device_name: str | None = None
+    model: str = "unknown"  # vmxnet3 | vmxnet2 | e1000 | e1000e | vlance | unknown
+    connected: bool = True  # connectable.startConnected
 
 
 @dataclass(frozen=True)

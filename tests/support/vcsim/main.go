@@ -7,6 +7,14 @@
 // one JSON line on stdout, {"url": "https://127.0.0.1:PORT/sdk", "ca": "<-cert>"}, once it
 // answers. With -trace it writes every SOAP request and response to stderr. It stops on
 // SIGTERM or SIGINT.
+//
+// For the import tests (tests/support/vcsim.py): -tools-running NAME,... says VMware Tools
+// run in those VMs (the simulator's default: not running). The datastore's /folder URL
+// (PUT and GET, the simulator's own handler) answers only a request carrying a
+// vmware_soap_session cookie, as vCenter does. /vcsim-test/stats says how many /folder GETs
+// came, how many ran at once at most and the Range headers; /vcsim-test/fault?cut_after=N&count=K
+// cuts the next K /folder GET responses after N body bytes (the connection dropped), and
+// delay_ms=D makes each /folder GET wait D ms first (so that parallel readers overlap).
 package main
 
 import (
@@ -22,14 +30,138 @@ import (
 	"log"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
 )
+
+// folderGuard wraps the simulator's handler: /folder needs a session cookie, is counted
+// and may be made to fail; /vcsim-test/ reads and sets that.
+type folderGuard struct {
+	next       http.Handler
+	mu         sync.Mutex
+	gets       int
+	active     int
+	maxActive  int
+	ranges     []string
+	cutAfter   int64
+	cutCount   int
+	delay      time.Duration
+	cutsServed int
+}
+
+type cutWriter struct {
+	http.ResponseWriter
+	left int64
+}
+
+func (w *cutWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > w.left {
+		n, _ := w.ResponseWriter.Write(p[:w.left])
+		w.left = 0
+		if f, ok := w.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		_ = n
+		panic(http.ErrAbortHandler) // drops the connection mid-body
+	}
+	w.left -= int64(len(p))
+	return w.ResponseWriter.Write(p)
+}
+
+func (g *folderGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/vcsim-test/") {
+		g.control(w, r)
+		return
+	}
+	if !strings.HasPrefix(r.URL.Path, "/folder/") {
+		g.next.ServeHTTP(w, r)
+		return
+	}
+	if c, err := r.Cookie("vmware_soap_session"); err != nil || c.Value == "" {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		g.next.ServeHTTP(w, r)
+		return
+	}
+	g.mu.Lock()
+	g.gets++
+	g.active++
+	if g.active > g.maxActive {
+		g.maxActive = g.active
+	}
+	g.ranges = append(g.ranges, r.Header.Get("Range"))
+	delay := g.delay
+	cut := int64(-1)
+	if g.cutCount > 0 {
+		g.cutCount--
+		g.cutsServed++
+		cut = g.cutAfter
+	}
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.active--
+		g.mu.Unlock()
+	}()
+	time.Sleep(delay)
+	if cut >= 0 {
+		w = &cutWriter{w, cut}
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+func (g *folderGuard) control(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	q := r.URL.Query()
+	switch r.URL.Path {
+	case "/vcsim-test/fault":
+		g.cutAfter, _ = strconv.ParseInt(q.Get("cut_after"), 10, 64)
+		g.cutCount, _ = strconv.Atoi(q.Get("count"))
+		ms, _ := strconv.Atoi(q.Get("delay_ms"))
+		g.delay = time.Duration(ms) * time.Millisecond
+	case "/vcsim-test/reset":
+		g.gets, g.maxActive, g.ranges, g.cutsServed = 0, 0, nil, 0
+	}
+	out, _ := json.Marshal(map[string]interface{}{
+		"gets": g.gets, "max_concurrent": g.maxActive, "ranges": g.ranges,
+		"cuts_served": g.cutsServed,
+	})
+	w.Write(out)
+}
+
+// toolsRunning marks VMware Tools as running in the VMs named.
+func toolsRunning(names string) {
+	wanted := map[string]bool{}
+	for _, name := range strings.Split(names, ",") {
+		if name != "" {
+			wanted[name] = true
+		}
+	}
+	for _, entity := range simulator.Map.All("VirtualMachine") {
+		vm := entity.(*simulator.VirtualMachine)
+		if wanted[vm.Name] {
+			vm.Guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+			vm.Guest.ToolsStatus = types.VirtualMachineToolsStatusToolsOk
+			delete(wanted, vm.Name)
+		}
+	}
+	for name := range wanted {
+		log.Fatalf("-tools-running: no VM %q", name)
+	}
+}
 
 // selfSigned makes a certificate for 127.0.0.1 and localhost and writes it to path.
 func selfSigned(path string) tls.Certificate {
@@ -66,6 +198,7 @@ func main() {
 	user := flag.String("user", "vmferry", "the only user name accepted")
 	password := flag.String("password", "vcsim-pass", "the only password accepted")
 	trace := flag.Bool("trace", false, "write the SOAP traffic to stderr")
+	tools := flag.String("tools-running", "", "VM names (comma-separated) whose VMware Tools run")
 	flag.Parse()
 	simulator.Trace = *trace
 	if *certPath == "" {
@@ -77,10 +210,13 @@ func main() {
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
 	}
+	toolsRunning(*tools)
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(*certPath)}}
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, *password)}
 	server := model.Service.NewServer()
 	defer server.Close()
+	// swapped before anyone knows the URL (printed below), so before the first request
+	server.Config.Handler = &folderGuard{next: server.Config.Handler}
 
 	shown := *server.URL
 	shown.User = nil
