@@ -16,12 +16,14 @@ from vmferry.errors import (
     BadInputError,
     BlockedError,
     MigrationFailedError,
+    NoRemoteFormError,
     StoppedFollowingError,
 )
 from vmferry.imports.mapping import DISK_BUSES, NIC_MODELS, Choice, ImportOptions
 from vmferry.imports.mapping import parse_network_map as _parse_map
 from vmferry.model.migration import JobStatus
 from vmferry.model.source_vm import Firmware
+from vmferry.model.vsphere import VsphereVmRef
 from vmferry.service.import_vm import (
     ImportBlockedError,
     ImportFailedError,
@@ -146,12 +148,14 @@ def _options(
 
 
 def import_command(
-    source: Annotated[
-        Path,
+    source_arg: Annotated[
+        str,
         typer.Argument(
-            help="A .vmx, .ovf, .ova, .vhdx/.vhd, .vmdk, .qcow2 or raw image. In remote mode "
-            "(VMFERRY_URL) an absolute path on the server's machine, inside its "
-            "server.import_dirs: nothing is sent from here."
+            metavar="SOURCE",
+            help="A .vmx, .ovf, .ova, .vhdx/.vhd, .vmdk, .qcow2 or raw image, or "
+            "vsphere://SOURCE/VM (a VM of a registered vSphere source, read from its "
+            "datastore: docs/vsphere.md). In remote mode (VMFERRY_URL) an absolute path on "
+            "the server's machine, inside its server.import_dirs: nothing is sent from here.",
         ),
     ],
     to: Annotated[str, typer.Option("--to", help="Registered destination host.")],
@@ -192,6 +196,16 @@ def import_command(
             "remote mode a path on the server's machine."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="vSphere: power the VM off when VMware Tools cannot shut it down."),
+    ] = False,
+    rollback: Annotated[
+        bool, typer.Option(help="vSphere: power the VM on again if the import fails.")
+    ] = False,
+    connections: Annotated[
+        int, typer.Option(help="vSphere: parallel range requests per disk.")
+    ] = 4,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Import a VMware/Hyper-V VM or a disk image into a libvirt host, disks verified.
@@ -211,8 +225,17 @@ def import_command(
         raise BadInputError(f"--firmware {firmware!r}: expected bios or efi")
     if max_virtual_size_tib <= 0 or vcpus < 1 or memory_mb < 16:
         raise BadInputError("--max-virtual-size-tib, --vcpus and --memory-mb must be positive")
+    source: Path | VsphereVmRef
+    if source_arg.startswith("vsphere://"):
+        source = _vsphere_ref(source_arg, force, rollback, connections)
+        stem = source.vm
+    else:
+        if force or rollback or connections != 4:
+            raise BadInputError("--force, --rollback and --connections are for vsphere:// sources")
+        source = Path(source_arg)
+        stem = source.stem
     overrides = ImageOverrides(
-        name=name or source.stem,
+        name=name or stem,
         vcpus=vcpus,
         memory_mb=memory_mb,
         firmware=Firmware(firmware),
@@ -231,7 +254,11 @@ def import_command(
         workdir=workdir,
     )
     api = remote_api()
+    if api is not None and isinstance(source, VsphereVmRef):
+        api.close()
+        raise NoRemoteFormError("import vsphere:// has no remote form yet: unset VMFERRY_URL")
     if api is not None:
+        assert isinstance(source, Path)
         for what, path in (("SOURCE", source), ("--workdir", workdir)):
             if path is not None and not path.is_absolute():
                 api.close()
@@ -276,6 +303,20 @@ def import_command(
     finally:
         _stop(progress, tasks)
     _report(outcome, json_out, show_xml=dry_run)
+
+
+def _vsphere_ref(text: str, force: bool, rollback: bool, connections: int) -> VsphereVmRef:
+    """``vsphere://SOURCE/VM`` with its source's password (environment, else a prompt)."""
+    from vmferry.cli.sources_cmd import password_for
+    from vmferry.service.vsphere_sources import get_source
+    from vmferry.sources.vsphere_vm import parse_vsphere_vm_ref
+
+    source_name, vm = parse_vsphere_vm_ref(text)
+    if not 1 <= connections <= 32:
+        raise BadInputError(f"--connections {connections}: expected 1 to 32")
+    password = password_for(get_source(source_name))
+    return VsphereVmRef(source_name, vm, password, force=force, rollback=rollback,
+                        connections=connections)  # fmt: skip
 
 
 def _stop(progress: Progress, tasks: dict[int, TaskID]) -> None:

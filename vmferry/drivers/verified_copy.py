@@ -30,9 +30,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from vmferry.drivers import qemu_img, qemu_nbd
-from vmferry.drivers.nbd_client import STATE_ZERO, NbdClient
+from vmferry.drivers.nbd_client import STATE_ZERO, ReadResult
 from vmferry.drivers.qcow2_writer import CLUSTER, Qcow2Writer
 from vmferry.errors import ToolError
 from vmferry.model.disk_digest import LEAF, Digest, DiskDigester, Extent, nonzero_ranges, plan_runs
@@ -44,6 +45,18 @@ DEPTH = 4
 PROGRESS_EVERY_S = 0.2
 
 assert LEAF == CLUSTER  # a leaf that is zeros is a cluster not written
+
+
+class BlockReader(Protocol):
+    """What ``_pump`` reads from: an ``NbdClient``, or a datastore's ``RangeReader``."""
+
+    size: int
+
+    def block_status(self, offset: int, length: int) -> list[tuple[int, int]]: ...
+
+    def submit_read(self, offset: int, buffer: memoryview, *, whole: bool = False) -> int: ...
+
+    def wait(self, cookie: int) -> ReadResult | None: ...
 
 
 @dataclass(frozen=True)
@@ -66,17 +79,31 @@ def copy_with_digest(
     cache; part of it may not be on disk yet (see ``durable``).
     """
     with qemu_nbd.serve(source, source_format, limits=limits) as reader:
-        try:
-            writer = Qcow2Writer(target, reader.size)
-        except OSError as exc:
-            raise ToolError(f"cannot create {target}: {exc.strerror or exc}") from exc
-        try:
-            result = _pump(reader, writer, on_progress, limits.timeout_s)
-            writer.finish()
-        except OSError as exc:  # a full disk, an I/O error
-            raise ToolError(f"writing {target.name} failed: {exc.strerror or exc}") from exc
-        finally:
-            writer.close()
+        return copy_reader(reader, target, timeout_s=limits.timeout_s, on_progress=on_progress)
+
+
+def copy_reader(
+    reader: BlockReader,
+    target: Path,
+    *,
+    timeout_s: float,
+    on_progress: ProgressFn | None = None,
+    read_size: int = READ_SIZE,
+    depth: int = DEPTH,
+) -> CopyResult:
+    """``copy_with_digest`` from any ``reader``: ``depth`` reads of ``read_size`` in flight
+    (a datastore's ``RangeReader`` reads raw extents this way, several connections at once)."""
+    try:
+        writer = Qcow2Writer(target, reader.size)
+    except OSError as exc:
+        raise ToolError(f"cannot create {target}: {exc.strerror or exc}") from exc
+    try:
+        result = _pump(reader, writer, on_progress, timeout_s, read_size, depth)
+        writer.finish()
+    except OSError as exc:  # a full disk, an I/O error
+        raise ToolError(f"writing {target.name} failed: {exc.strerror or exc}") from exc
+    finally:
+        writer.close()
     return result
 
 
@@ -153,7 +180,7 @@ def sync_directory(path: Path) -> None:
         raise ToolError(f"could not write {path} to disk: {exc.strerror or exc}") from exc
 
 
-def _extents(client: NbdClient) -> Iterator[Extent]:
+def _extents(client: BlockReader) -> Iterator[Extent]:
     offset = 0
     while offset < client.size:
         for length, flags in client.block_status(offset, client.size - offset):
@@ -165,10 +192,12 @@ def _extents(client: NbdClient) -> Iterator[Extent]:
 
 
 def _pump(
-    reader: NbdClient,
+    reader: BlockReader,
     writer: Qcow2Writer | None,
     on_progress: ProgressFn | None,
     timeout_s: float,
+    read_size: int = READ_SIZE,
+    depth: int = DEPTH,
 ) -> CopyResult:
     """Read ``reader`` once (what its block status does not call zeros), digest it, and
     write what is not zeros to ``writer`` when there is one; give up after ``timeout_s``
@@ -176,11 +205,11 @@ def _pump(
     size = reader.size
     deadline = time.monotonic() + timeout_s
     digester = DiskDigester(size)
-    free = [bytearray(READ_SIZE) for _ in range(DEPTH)]
+    free = [bytearray(read_size) for _ in range(depth)]
     in_flight: deque[tuple[int, int, int, bytearray | None]] = deque()  # offset, length, cookie
     sent = 0
     last_report = 0.0
-    runs = plan_runs(_extents(reader), size, READ_SIZE)
+    runs = plan_runs(_extents(reader), size, read_size)
     exhausted = False
     while True:
         while not exhausted and free:

@@ -26,6 +26,7 @@ __all__ = [
     "VsphereNic",
     "VsphereSource",
     "VsphereVm",
+    "VsphereVmRef",
 ]
 
 PASSWORD_ENV = "VMFERRY_VSPHERE_PASSWORD"
@@ -49,6 +50,26 @@ class VsphereSource:
         """``vsphere://USER@HOST:PORT``, as `sources add` takes it."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"vsphere://{self.user}@{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class VsphereVmRef:
+    """An import's source when it is a VM of a registered vSphere source
+    (``vsphere://SOURCE/VM``): the password (never stored, never shown), whether it may be
+    powered off without its guest (``force``), powered on again when the import fails
+    (``rollback``), how many range requests read a disk at once (``connections``) and how
+    long its guest may take to shut down."""
+
+    source: str
+    vm: str
+    password: str = field(repr=False)
+    force: bool = False
+    rollback: bool = False
+    connections: int = 4
+    shutdown_timeout_s: float = 600.0
+
+    def __str__(self) -> str:
+        return f"vsphere://{self.source}/{self.vm}"
 
 
 @dataclass(frozen=True)

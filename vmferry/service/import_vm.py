@@ -17,6 +17,10 @@ The order, and what each step leaves behind when it fails or is interrupted:
 5. Only then: rename the volumes to their final names, check that the host sees them, and
    define the domain (and start it with ``--start``). If defining fails, the volumes are
    removed again.
+
+A source is a file (step 1 here) or a VM of a vSphere source (``VsphereVmRef``: step 1 and
+the disks' reading in :mod:`vmferry.service.vsphere_import`, which stops the VM between
+steps 2 and 3); both go through :func:`import_source` for steps 2 to 5.
 """
 
 from __future__ import annotations
@@ -45,11 +49,16 @@ from vmferry.model.disk_digest import copy_failure
 from vmferry.model.finding import Finding, Severity, is_blocked
 from vmferry.model.import_target import DestinationFacts
 from vmferry.model.source_vm import SourceVm
+from vmferry.model.vsphere import VsphereVmRef
 from vmferry.sources import ImageOverrides, Limits, open_source
 from vmferry.store.db import open_store
 
 NoteFn = Callable[[str], None]
 DiskProgressFn = Callable[[int, float], None]
+ProgressFn = Callable[[float], None]
+CopyResult = verified_copy.CopyResult
+# one disk of the plan into the new qcow2 ``part``: the source read once and digested
+CopyFn = Callable[[PlannedDisk, Path, ProgressFn], verified_copy.CopyResult]
 PART_SUFFIX = ".vmferry-part"
 
 
@@ -81,7 +90,7 @@ class ImportOutcome:
 
 @dataclass(frozen=True)
 class ImportRequest:
-    source: Path
+    source: Path | VsphereVmRef
     to: str
     options: ImportOptions = field(default_factory=ImportOptions)
     overrides: ImageOverrides | None = None
@@ -127,44 +136,91 @@ def import_vm(
     blocks (the outcome is on the exception's ``outcome``), and VmferryError when a step
     fails; in every failure nothing is left on the destination.
     """
-    if not request.source.exists():
-        raise BadInputError(f"{request.source}: no such file")
-    host = open_store().get_host(request.to)
-    clock = _Clock()
+    if isinstance(request.source, VsphereVmRef):
+        from vmferry.service.vsphere_import import import_from_vsphere
+
+        return import_from_vsphere(request, request.source, note, on_disk_progress)
+    source = request.source
+    if not source.exists():
+        raise BadInputError(f"{source}: no such file")
     with _private_dir(request.workdir) as workdir:
-        note(f"reading {request.source.name}")
-        vm = open_source(
-            request.source, workdir=workdir, limits=request.limits, overrides=request.overrides
-        )
+        note(f"reading {source.name}")
+        clock = _Clock()
+        vm = open_source(source, workdir=workdir, limits=request.limits,
+                         overrides=request.overrides)  # fmt: skip
         clock.lap("read")
-        with LibvirtHost.connect(host.name, host.uri) as dst:
-            dest = destination_facts(dst, request.virt_type)
-            pool = dest.pools.get(request.options.storage_pool)
-            if pool is not None and not request.dry_run:
-                pools = dict(dest.pools)
-                pools[pool.name] = replace(pool, reachable=pool_reachable(dst, pool))
-                dest = replace(dest, pools=pools)
-            plan = plan_import(vm, request.options, dest)
-            findings = list(evaluate(vm, plan, dest, v2v_missing=_v2v_missing(plan)))
-            findings += _existing_volumes(dst, plan, dest)
-            xml = render_domain_xml(plan)
-            clock.lap("plan")
-            outcome = ImportOutcome(vm, host.name, "dry-run", None, tuple(findings), plan, xml,
-                                    phases_ms=clock.phases)  # fmt: skip
-            if request.dry_run:
-                return outcome
-            if is_blocked(findings):
-                ids = ", ".join(f.id for f in findings if f.severity is Severity.BLOCKER)
-                raise ImportBlockedError(
-                    replace(outcome, status="failed", reason=f"blocked by checks: {ids}")
-                )
-            try:
-                return _run(
-                    request, vm, plan, dest, dst, workdir, outcome, clock, note, on_disk_progress
-                )
-            except VmferryError as exc:
-                failed = replace(outcome, status="failed", reason=exc.message)
-                raise ImportFailedError(failed) from exc
+        return import_source(
+            request, vm, _file_copier(request), workdir=workdir, clock=clock, note=note,
+            on_disk_progress=on_disk_progress,
+        )  # fmt: skip
+
+
+def import_source(
+    request: ImportRequest,
+    vm: SourceVm,
+    copy: CopyFn,
+    *,
+    workdir: Path,
+    clock: _Clock,
+    note: NoteFn = _quiet,
+    on_disk_progress: DiskProgressFn = _quiet,
+    source_findings: tuple[Finding, ...] = (),
+    before_copy: Callable[[], None] | None = None,
+) -> ImportOutcome:
+    """Steps 2 to 5 for a source read into ``vm``: ``source_findings`` join the import's
+    own; ``before_copy`` runs once nothing blocks and it is no dry run (a vSphere VM is
+    stopped there); ``copy`` reads each disk."""
+    host = open_store().get_host(request.to)
+    with LibvirtHost.connect(host.name, host.uri) as dst:
+        dest = destination_facts(dst, request.virt_type)
+        pool = dest.pools.get(request.options.storage_pool)
+        if pool is not None and not request.dry_run:
+            pools = dict(dest.pools)
+            pools[pool.name] = replace(pool, reachable=pool_reachable(dst, pool))
+            dest = replace(dest, pools=pools)
+        plan = plan_import(vm, request.options, dest)
+        findings = [*source_findings, *evaluate(vm, plan, dest, v2v_missing=_v2v_missing(plan))]
+        findings += _existing_volumes(dst, plan, dest)
+        if plan.convert_guest and isinstance(request.source, VsphereVmRef):
+            findings.append(_NO_V2V_FROM_VSPHERE)
+        xml = render_domain_xml(plan)
+        clock.lap("plan")
+        outcome = ImportOutcome(vm, host.name, "dry-run", None, tuple(findings), plan, xml,
+                                phases_ms=clock.phases)  # fmt: skip
+        if request.dry_run:
+            return outcome
+        if is_blocked(findings):
+            ids = ", ".join(f.id for f in findings if f.severity is Severity.BLOCKER)
+            raise ImportBlockedError(
+                replace(outcome, status="failed", reason=f"blocked by checks: {ids}")
+            )
+        if before_copy is not None:
+            before_copy()
+            clock.lap("stop")
+        try:
+            return _run(request, vm, plan, dest, dst, workdir, outcome, clock, note,
+                        on_disk_progress, copy)  # fmt: skip
+        except VmferryError as exc:
+            failed = replace(outcome, status="failed", reason=exc.message)
+            raise ImportFailedError(failed) from exc
+
+
+_NO_V2V_FROM_VSPHERE = Finding(
+    "import.vsphere.convert_unsupported",
+    Severity.BLOCKER,
+    "the guest needs virt-v2v, which vmferry does not run on a vSphere source yet",
+    "Pass --convert-guest never when the guest has virtio drivers, or export the VM (OVA) "
+    "and import the file.",
+)
+
+
+def _file_copier(request: ImportRequest) -> CopyFn:
+    def copy(disk: PlannedDisk, part: Path, progress: ProgressFn) -> verified_copy.CopyResult:
+        return verified_copy.copy_with_digest(Path(disk.source_path), disk.source_format,
+                                              part, limits=request.tool_limits,
+                                              on_progress=progress)  # fmt: skip
+
+    return copy
 
 
 class ImportBlockedError(BlockedError):
@@ -217,6 +273,7 @@ def _run(
     clock: _Clock,
     note: NoteFn,
     on_disk_progress: DiskProgressFn,
+    copy: CopyFn,
 ) -> ImportOutcome:
     pool_path = Path(dest.pools[plan.pool].path or "")
     sources = list(plan.disks)
@@ -224,6 +281,7 @@ def _run(
     if plan.convert_guest:
         sources, restored = _convert_guest(request, vm, plan, workdir, note)
         converted = True
+        copy = _file_copier(request)  # virt-v2v's output is local
         outcome = replace(outcome, findings=(*outcome.findings, *restored))
         clock.lap("convert")
     written: list[Path] = []
@@ -234,7 +292,7 @@ def _run(
             part = pool_path / (disk.volume + PART_SUFFIX)
             written.append(part)
             results.append(
-                _copy_disk(request, disk, part, converted, clock, note, on_disk_progress)
+                _copy_disk(request, disk, part, converted, clock, note, on_disk_progress, copy)
             )
         for part in written:
             target = part.with_name(part.name.removesuffix(PART_SUFFIX))
@@ -275,19 +333,14 @@ def _copy_disk(
     clock: _Clock,
     note: NoteFn,
     on_disk_progress: DiskProgressFn,
+    copy: CopyFn,
 ) -> DiskOutcome:
     """Copy one disk, digesting what is read from the source (read once), then read the
     copy back through QEMU and compare the digests; a copy that differs, or whose metadata
     ``qemu-img check`` faults, raises (the caller removes it)."""
     source = Path(disk.source_path)
     note(f"disk {disk.index}: {source.name} ({disk.source_format}) -> {disk.volume}")
-    copied = verified_copy.copy_with_digest(
-        source,
-        disk.source_format,
-        part,
-        limits=request.tool_limits,
-        on_progress=lambda pct: on_disk_progress(disk.index, pct),
-    )
+    copied = copy(disk, part, lambda pct: on_disk_progress(disk.index, pct))
     clock.lap("copy")
     note(f"disk {disk.index}: reading the copy back to compare what the guest sees")
     with verified_copy.durable(part):
@@ -312,6 +365,7 @@ def _convert_guest(
     from vmferry.drivers.virt_v2v import convert_with_virt_v2v
 
     note("converting the guest with virt-v2v (minutes)")
+    assert isinstance(request.source, Path)  # import_source blocks conversion from vSphere
     if request.source.suffix.lower() == ".vmx":
         result = convert_with_virt_v2v(
             request.source, input_mode="vmx", out_dir=workdir / "v2v", on_progress=note

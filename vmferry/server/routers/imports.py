@@ -243,7 +243,9 @@ def _quiet_progress(_index: int, _percent: float) -> None:
 def _made(request: ImportRequest, name: str, user: User, store: Store) -> str:
     """The import's job, pending, owned by this server's lease (one unfinished job per VM
     name: a second is refused, 409)."""
-    job = store.create_job("import", name, request.source.name[:255], request.to,
+    source = request.source
+    label = source.name if isinstance(source, Path) else str(source)
+    job = store.create_job("import", name, label[:255], request.to,
                            MigrationOptions())  # fmt: skip
     store.set_owner(job.id, process_lease(store))
     store.add_event(job.id, "import", f"import {request.source} -> {request.to} by {user.name}",

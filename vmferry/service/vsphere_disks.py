@@ -1,0 +1,96 @@
+"""A vSphere VM's disk read from its datastore into the pool, proved as a file import's.
+
+The datastore URL (``/folder/...?dcPath=&dsName=``) is read with the session's cookie and
+the certificate check the source asks for, through :class:`RangeReader` (``connections``
+range requests at once, retried). The file's first bytes decide
+(:func:`vmferry.sources.vsphere_disk.remote_vmdk`):
+
+- ESXi's descriptor + ``-flat.vmdk``: the flat extent is raw; it is read once from the
+  datastore, digested and written sparse into the pool (``verified_copy.copy_reader``);
+- a single sparse file (monolithicSparse, streamOptimized): fetched whole into the private
+  directory, its headers checked like a file import's, then copied through qemu-nbd with
+  format vmdk (QEMU decodes the grains), digested as it is read.
+
+Either way the caller reads the copy back through QEMU and compares the digests.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from vmferry.drivers import qemu_img, verified_copy
+from vmferry.drivers.datastore_http import DatastoreFile, RangeReader, download_to
+from vmferry.errors import BadInputError
+from vmferry.model.vsphere import VsphereSource
+from vmferry.sources import Limits, inspect_image
+from vmferry.sources.vsphere_disk import HEAD_BYTES, MAX_DESCRIPTOR_BYTES, remote_vmdk
+from vmferry.sources.vsphere_vm import DatastorePath, datastore_url, parse_datastore_path
+
+__all__ = ["DatastoreAccess", "copy_datastore_disk"]
+
+RANGE_BYTES = 4 * 2**20  # one range request
+
+
+class DatastoreAccess:
+    """How to reach a VM's datastore files: the source's address, the VM's datacenter, the
+    session cookie, the TLS context, the connections per disk; ``readers`` keeps every
+    reader opened (their request and retry counts, for tests and notes)."""
+
+    def __init__(self, source: VsphereSource, datacenter: str, cookie: str,
+                 context: ssl.SSLContext, connections: int) -> None:  # fmt: skip
+        self.source = source
+        self.datacenter = datacenter
+        self.cookie = cookie
+        self.context = context
+        self.connections = connections
+        self.readers: list[RangeReader] = []
+
+    def open(self, path: DatastorePath) -> RangeReader:
+        url = datastore_url(self.source.host, self.source.port, path, self.datacenter)
+        reader = RangeReader(DatastoreFile(url, self.cookie, self.context, str(path)),
+                             connections=self.connections)  # fmt: skip
+        self.readers.append(reader)
+        return reader
+
+
+def copy_datastore_disk(
+    access: DatastoreAccess,
+    datastore_path: str,
+    part: Path,
+    *,
+    workdir: Path,
+    limits: Limits,
+    tool_limits: qemu_img.ToolLimits,
+    on_progress: Callable[[float], None] | None = None,
+) -> verified_copy.CopyResult:
+    """Copy the disk at ``datastore_path`` into the new qcow2 ``part`` (see the module)."""
+    path = parse_datastore_path(datastore_path)
+    with access.open(path) as reader:
+        head = bytearray(min(reader.size, MAX_DESCRIPTOR_BYTES, max(HEAD_BYTES, reader.size)))
+        if len(head) < HEAD_BYTES:
+            raise BadInputError(f"{path}: {reader.size} bytes is too small for a VMDK")
+        reader.read(0, memoryview(head))
+        layout = remote_vmdk(str(path), bytes(head), reader.size)
+        if layout.kind == "sparse":
+            staged = workdir / f"{part.name}.vmdk"
+            download_to(reader, staged, chunk=RANGE_BYTES)
+            reader.close()
+            try:
+                inspect_image(staged, limits)
+                return verified_copy.copy_with_digest(staged, "vmdk", part, limits=tool_limits,
+                                                      on_progress=on_progress)  # fmt: skip
+            finally:
+                staged.unlink(missing_ok=True)
+    assert layout.extent is not None
+    extent = path.sibling(layout.extent)
+    with access.open(extent) as flat:
+        if flat.size < layout.capacity_bytes:
+            raise BadInputError(f"{extent} holds {flat.size} bytes; its descriptor "
+                                f"declares {layout.capacity_bytes}")  # fmt: skip
+        flat.size = layout.capacity_bytes
+        return verified_copy.copy_reader(
+            flat, part, timeout_s=tool_limits.timeout_s, on_progress=on_progress,
+            read_size=RANGE_BYTES, depth=2 * access.connections,
+        )  # fmt: skip

@@ -1,0 +1,131 @@
+"""`vmferry import vsphere://SOURCE/VM`: a cold import from a running vSphere, no export.
+
+1. Log in to the source (its password from the caller), find the VM (none: one line, exit
+   2, naming the source), read it into the same ``SourceVm`` a VMX gives
+   (:func:`vmferry.sources.vsphere_vm.source_vm_from_vsphere`) and decide how to stop it
+   (:func:`vmferry.imports.vsphere_power.decide_power_off`): a refusal (VMware Tools not
+   running, no ``--force``) ends here with nothing changed; in a dry run it is a blocker
+   finding instead, and nothing is ever powered off.
+2. The shared import (:func:`vmferry.service.import_vm.import_source`): destination facts,
+   mapping, findings (the disks vmferry cannot read are blockers), then, when nothing
+   blocks, the VM is stopped (guest shutdown through VMware Tools, waited for; with
+   ``--force`` a power-off when Tools do not run or the guest does not stop in time), then
+   every disk is read from the datastore (:mod:`vmferry.service.vsphere_disks`), proved,
+   renamed, defined, started.
+3. When the import fails after vmferry powered the VM off, ``--rollback`` powers it on
+   again. The VM is otherwise left as it is: powered off, its configuration untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from vmferry.drivers.vsphere import VsphereVmHandle, ssl_context, vsphere_session
+from vmferry.errors import BadInputError, VmferryError
+from vmferry.imports.mapping import PlannedDisk
+from vmferry.imports.vsphere_power import PowerAction, decide_power_off
+from vmferry.model.finding import Finding, Severity
+from vmferry.model.vsphere import VsphereVmRef
+from vmferry.service import import_vm as core
+from vmferry.service.vsphere_disks import DatastoreAccess, copy_datastore_disk
+from vmferry.service.vsphere_sources import get_source
+from vmferry.sources.vsphere_inventory import vm_from_raw
+from vmferry.sources.vsphere_vm import disk_blockers, source_vm_from_vsphere
+
+__all__ = ["import_from_vsphere"]
+
+POWER_TASK_TIMEOUT_S = 300.0
+
+
+def import_from_vsphere(
+    request: core.ImportRequest,
+    ref: VsphereVmRef,
+    note: core.NoteFn,
+    on_disk_progress: core.DiskProgressFn,
+) -> core.ImportOutcome:
+    """Import the vSphere VM ``ref`` as ``request`` says (see the module)."""
+    if ref.connections < 1 or ref.connections > 32:
+        raise BadInputError(f"--connections {ref.connections}: expected 1 to 32")
+    source = get_source(ref.source)
+    with vsphere_session(source, ref.password) as session:
+        note(f"reading {ref.vm} from vSphere source {source.name}")
+        clock = core._Clock()
+        handle = session.find_vm(ref.vm)
+        inventory_vm = vm_from_raw(handle.raw, handle.networks)
+        if inventory_vm is None:
+            raise BadInputError(f"{ref.vm} on {source.name} has no configuration yet")
+        vm = source_vm_from_vsphere(handle.raw, inventory_vm)
+        findings = disk_blockers(vm.name, list(handle.raw.disks))
+        decision = decide_power_off(vm.name, handle.power_state(), handle.tools_state(),
+                                    ref.force)  # fmt: skip
+        if decision.refusal is not None:
+            if not request.dry_run:
+                raise BadInputError(decision.refusal)
+            findings.append(Finding("import.vsphere.power", Severity.BLOCKER,
+                                    decision.refusal.split(":")[0],
+                                    "Shut the guest down, or pass --force."))  # fmt: skip
+        clock.lap("read")
+        access = DatastoreAccess(source, handle.datacenter, session.session_cookie,
+                                 ssl_context(source.ca_file, source.insecure),
+                                 ref.connections)  # fmt: skip
+        stopper = _Stopper(handle, decision.action, ref, note)
+        with core._private_dir(request.workdir) as workdir:
+
+            def copy(disk: PlannedDisk, part: Path, progress: core.ProgressFn) -> core.CopyResult:
+                return copy_datastore_disk(access, disk.source_path, part, workdir=workdir,
+                                           limits=request.limits,
+                                           tool_limits=request.tool_limits,
+                                           on_progress=progress)  # fmt: skip
+
+            try:
+                return core.import_source(
+                    request, vm, copy, workdir=workdir, clock=clock, note=note,
+                    on_disk_progress=on_disk_progress, source_findings=tuple(findings),
+                    before_copy=stopper.stop,
+                )  # fmt: skip
+            except core.ImportFailedError as exc:
+                if not (stopper.stopped and ref.rollback):
+                    raise
+                raise core.ImportFailedError(_rolled_back(exc.outcome, stopper, note)) from exc
+
+
+class _Stopper:
+    """Stops the VM once the import may go on; remembers whether it did."""
+
+    def __init__(self, handle: VsphereVmHandle, action: PowerAction | None, ref: VsphereVmRef,
+                 note: core.NoteFn) -> None:  # fmt: skip
+        self.handle, self.action, self.ref, self.note = handle, action, ref, note
+        self.stopped = False
+
+    def stop(self) -> None:
+        name = self.handle.name
+        if self.action is PowerAction.NONE:
+            self.note(f"{name} is powered off: read as it is")
+            return
+        if self.action is PowerAction.SHUTDOWN_GUEST:
+            self.note(f"shutting {name} down through VMware Tools")
+            try:
+                self.handle.shutdown_guest(self.ref.shutdown_timeout_s)
+            except VmferryError:
+                if not self.ref.force or self.handle.power_state() == "poweredOff":
+                    raise
+                self.note(f"{name} did not stop in time: powering it off (--force)")
+                self.handle.power_off(POWER_TASK_TIMEOUT_S)
+        else:
+            self.note(f"powering {name} off (--force: its guest is not asked)")
+            self.handle.power_off(POWER_TASK_TIMEOUT_S)
+        self.stopped = True
+
+
+def _rolled_back(
+    outcome: core.ImportOutcome, stopper: _Stopper, note: core.NoteFn
+) -> core.ImportOutcome:
+    name = stopper.handle.name
+    note(f"--rollback: powering {name} on again on vSphere")
+    try:
+        stopper.handle.power_on(POWER_TASK_TIMEOUT_S)
+    except VmferryError as exc:
+        return replace(outcome, reason=f"{outcome.reason}; {name} could NOT be powered on "
+                                       f"again: {exc.message}")  # fmt: skip
+    return replace(outcome, reason=f"{outcome.reason}; {name} is powered on again on vSphere")
