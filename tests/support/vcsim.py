@@ -64,15 +64,19 @@ class Vcsim:
 
 
 @contextmanager
-def running_vcsim(workdir: Path, *, trace: bool = False) -> Iterator[Vcsim]:
+def running_vcsim(
+    workdir: Path, *, trace: bool = False, tools_running: tuple[str, ...] = ()
+) -> Iterator[Vcsim]:
     """A simulator (vCenter model: one datacenter DC0, a standalone host and a cluster of
     three, four VMs) whose files are in ``workdir``, tracing its SOAP traffic to its log
-    when ``trace``; SIGTERM when the block ends, killed if it has not exited 10 s later."""
+    when ``trace``, VMware Tools running in the VMs ``tools_running`` names; SIGTERM when
+    the block ends, killed if it has not exited 10 s later."""
     if not VCSIM_BINARY.is_file():
         pytest.fail(f"the vSphere simulator {VCSIM_BINARY} is not built: `make install` "
                     "(or `make vcsim`) builds it")  # fmt: skip
     ca_file, log_file = workdir / "vcsim-ca.pem", workdir / "vcsim.log"
-    command = [str(VCSIM_BINARY), "-cert", str(ca_file), "-user", USER, "-password", PASSWORD]
+    command = [str(VCSIM_BINARY), "-cert", str(ca_file), "-user", USER, "-password", PASSWORD,
+               "-tools-running", ",".join(tools_running)]  # fmt: skip
     with log_file.open("w") as log:
         process = subprocess.Popen(
             [*command, *(["-trace"] if trace else [])],
@@ -95,3 +99,18 @@ def running_vcsim(workdir: Path, *, trace: bool = False) -> Iterator[Vcsim]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def control(sim: Vcsim, action: str, **query: int) -> dict[str, object]:
+    """The test switches of tests/support/vcsim/main.go: ``stats``, ``reset``, ``fault``
+    (``cut_after``, ``count``, ``delay_ms``); its answer (gets, max_concurrent, ranges,
+    cuts_served)."""
+    import ssl
+    import urllib.request
+    from urllib.parse import urlencode
+
+    context = ssl.create_default_context(cafile=str(sim.ca_file))
+    url = f"https://{sim.host}:{sim.port}/vcsim-test/{action}?{urlencode(query)}"
+    with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+        found: dict[str, object] = json.loads(answer.read())
+    return found

@@ -35,7 +35,7 @@ def _copy(tmp_path: Path, disk: PlannedDisk) -> tuple[import_vm.DiskOutcome, dic
     part = tmp_path / ("web1-disk0.qcow2" + import_vm.PART_SUFFIX)
     notes: list[str] = []
     outcome = import_vm._copy_disk(request, disk, part, False, clock, notes.append,
-                                   lambda i, p: None)  # fmt: skip
+                                   lambda i, p: None, import_vm._file_copier(request))  # fmt: skip
     return outcome, clock.phases
 
 

@@ -13,7 +13,8 @@
 // (PUT and GET, the simulator's own handler) answers only a request carrying a
 // vmware_soap_session cookie, as vCenter does. /vcsim-test/stats says how many /folder GETs
 // came, how many ran at once at most and the Range headers; /vcsim-test/fault?cut_after=N&count=K
-// cuts the next K /folder GET responses after N body bytes (the connection dropped), and
+// cuts the next K /folder GET responses longer than N bytes after N body bytes (the
+// connection dropped), and
 // delay_ms=D makes each /folder GET wait D ms first (so that parallel readers overlap).
 package main
 
@@ -27,6 +28,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"flag"
+	"fmt"
 	"log"
 	"math/big"
 	"net"
@@ -104,7 +106,7 @@ func (g *folderGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.ranges = append(g.ranges, r.Header.Get("Range"))
 	delay := g.delay
 	cut := int64(-1)
-	if g.cutCount > 0 {
+	if g.cutCount > 0 && rangeLonger(r.Header.Get("Range"), g.cutAfter) {
 		g.cutCount--
 		g.cutsServed++
 		cut = g.cutAfter
@@ -120,6 +122,15 @@ func (g *folderGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w = &cutWriter{w, cut}
 	}
 	g.next.ServeHTTP(w, r)
+}
+
+// rangeLonger: does a GET with this Range header ask for more than n bytes (no header: yes)?
+func rangeLonger(header string, n int64) bool {
+	var first, last int64
+	if _, err := fmt.Sscanf(header, "bytes=%d-%d", &first, &last); err != nil {
+		return true
+	}
+	return last-first+1 > n
 }
 
 func (g *folderGuard) control(w http.ResponseWriter, r *http.Request) {
