@@ -78,7 +78,7 @@ def test_a_disk_is_read_on_several_connections_at_once(
     control(sim, "reset")
     control(sim, "fault", delay_ms=50)
     try:
-        part, access = copy(sim, "DC0_H0_VM1", tmp_path, connections=4)
+        part, _access = copy(sim, "DC0_H0_VM1", tmp_path, connections=4)
     finally:
         control(sim, "fault")
     stats = control(sim, "stats")
