@@ -1,0 +1,156 @@
+"""`vmferry import vsphere://SOURCE/VM` against the simulator: how the source VM is stopped
+(VMware Tools, --force, the refusal), what never touches it (a dry run, a blocked import,
+an unknown VM, a wrong password), and --rollback powering it on again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.vcsim import Vcsim, running_vcsim
+from support.vcsim_disks import power_state
+
+from vmferry.drivers.vsphere import vsphere_session
+from vmferry.imports.vsphere_power import PowerAction, decide_power_off
+from vmferry.model.vsphere import VsphereSource, VsphereVmRef
+from vmferry.service import import_vm, vsphere_import
+
+TOOLS = "DC0_H0_VM0"  # VMware Tools run in it (the harness's -tools-running)
+NO_TOOLS = "DC0_H0_VM1"  # powered on, Tools not running
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Vcsim]:
+    workdir = tmp_path / "sim"
+    workdir.mkdir()
+    with running_vcsim(workdir, tools_running=(TOOLS,)) as started:
+        yield started
+
+
+@pytest.fixture
+def db(sim: Vcsim, tmp_path: Path) -> Path:
+    """A store with the simulator as source vc1 and libvirt's test driver as host t1."""
+    path = tmp_path / "v.db"
+    added = vmferry(path, "sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file),
+                    password=sim.password)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    host = vmferry(path, "hosts", "add", "t1", "test:///default", password=None)
+    assert host.returncode == 0, host.stderr
+    return path
+
+
+def vmferry(db: Path, *args: str, password: str | None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}"}
+    env.pop("VMFERRY_VSPHERE_PASSWORD", None)
+    if password is not None:
+        env["VMFERRY_VSPHERE_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+
+
+def error_line(done: subprocess.CompletedProcess[str], code: int) -> str:
+    assert done.returncode == code, (done.stdout, done.stderr)
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("vmferry: ")]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
+def test_tools_not_running_and_no_force_is_refused_and_nothing_changes(
+    sim: Vcsim, db: Path
+) -> None:
+    done = vmferry(db, "import", f"vsphere://vc1/{NO_TOOLS}", "--to", "t1", password=sim.password)
+    assert error_line(done, 2) == (
+        f"vmferry: {NO_TOOLS} is powered on and VMware Tools do not run in it "
+        "(guestToolsNotRunning): shut it down in the guest, or pass --force to power it off "
+        "(the guest is not asked); nothing was changed")  # fmt: skip
+    assert power_state(sim, NO_TOOLS) == "poweredOn"
+
+
+def test_a_dry_run_never_powers_anything_off(sim: Vcsim, db: Path) -> None:
+    for vm in (TOOLS, NO_TOOLS):
+        done = vmferry(db, "import", f"vsphere://vc1/{vm}", "--to", "t1", "--dry-run", "--force",
+                       "--json", password=sim.password)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert (doc["status"], doc["source_format"]) == ("dry-run", "vsphere")
+        assert doc["spec"]["nics"][0]["mac"].startswith("00:0c:29:")
+        assert doc["spec"]["disks"][0]["source"] == f"[LocalDS_0] {vm}/disk1.vmdk"
+        assert power_state(sim, vm) == "poweredOn"
+    refused = vmferry(db, "import", f"vsphere://vc1/{NO_TOOLS}", "--to", "t1", "--dry-run",
+                      "--json", password=sim.password)  # fmt: skip
+    findings = {f["id"]: f["severity"] for f in json.loads(refused.stdout)["findings"]}
+    assert findings["import.vsphere.power"] == "blocker"  # what the real run would refuse
+    assert power_state(sim, NO_TOOLS) == "poweredOn"
+
+
+def test_a_blocked_import_leaves_the_vm_running(sim: Vcsim, db: Path) -> None:
+    done = vmferry(db, "import", f"vsphere://vc1/{TOOLS}", "--to", "t1", password=sim.password)
+    assert "blocked by checks: import.pool.missing" in error_line(done, 3)
+    assert power_state(sim, TOOLS) == "poweredOn"
+
+
+def test_unknown_vm_and_wrong_password_are_one_line_errors(sim: Vcsim, db: Path) -> None:
+    done = vmferry(db, "import", "vsphere://vc1/nope", "--to", "t1", password=sim.password)
+    assert error_line(done, 2) == ("vmferry: vSphere source vc1 has no VM named 'nope' "
+                                   "(`vmferry inventory --source vc1` lists them)")  # fmt: skip
+    done = vmferry(db, "import", f"vsphere://vc1/{TOOLS}", "--to", "t1", password="wrong")
+    assert error_line(done, 2).startswith(f"vmferry: vSphere at {sim.host} refused the user ")
+    done = vmferry(db, "import", "vsphere://vc9/x", "--to", "t1", password=sim.password)
+    assert "vc9" in error_line(done, 2)
+    assert power_state(sim, TOOLS) == "poweredOn"
+
+
+def source(sim: Vcsim) -> VsphereSource:
+    return VsphereSource("vc1", sim.host, sim.port, sim.user, ca_file=str(sim.ca_file))
+
+
+@pytest.mark.parametrize(("vm", "force", "action", "said"), [
+    (TOOLS, False, PowerAction.SHUTDOWN_GUEST, "through VMware Tools"),
+    (NO_TOOLS, True, PowerAction.POWER_OFF, "--force: its guest is not asked"),
+])  # fmt: skip
+def test_the_vm_is_stopped_then_powered_on_again_by_rollback(
+    sim: Vcsim, vm: str, force: bool, action: PowerAction, said: str
+) -> None:
+    ref = VsphereVmRef("vc1", vm, sim.password, force=force, rollback=True)
+    notes: list[str] = []
+    with vsphere_session(source(sim), sim.password) as session:
+        handle = session.find_vm(vm)
+        decision = decide_power_off(vm, handle.power_state(), handle.tools_state(), force)
+        assert decision.action is action
+        stopper = vsphere_import._Stopper(handle, decision.action, ref, notes.append)
+        stopper.stop()
+        assert stopper.stopped and handle.power_state() == "poweredOff"
+        assert power_state(sim, vm) == "poweredOff"
+        failed = _failed_outcome(vm)
+        rolled = vsphere_import._rolled_back(failed, stopper, notes.append)
+    assert rolled.reason == f"the copy broke; {vm} is powered on again on vSphere"
+    assert power_state(sim, vm) == "poweredOn"
+    assert any(said in note for note in notes), notes
+
+
+def test_a_powered_off_vm_is_read_as_it_is(sim: Vcsim) -> None:
+    with vsphere_session(source(sim), sim.password) as session:
+        handle = session.find_vm(NO_TOOLS)
+        handle.power_off(30)
+        decision = decide_power_off(NO_TOOLS, handle.power_state(), handle.tools_state(), False)
+        ref = VsphereVmRef("vc1", NO_TOOLS, sim.password, rollback=True)
+        stopper = vsphere_import._Stopper(handle, decision.action, ref, lambda _n: None)
+        stopper.stop()
+    assert decision.action is PowerAction.NONE
+    assert not stopper.stopped  # so --rollback would not power it on
+    assert power_state(sim, NO_TOOLS) == "poweredOff"
+
+
+def _failed_outcome(vm: str) -> import_vm.ImportOutcome:
+    from vmferry.imports.mapping import ImportPlan
+    from vmferry.model.source_vm import SourceFormat, SourceVm
+
+    plan = ImportPlan.__new__(ImportPlan)
+    return import_vm.ImportOutcome(SourceVm(vm, SourceFormat.VSPHERE, 1, 32), "t1", "failed",
+                                   "the copy broke", (), plan, "")  # fmt: skip
