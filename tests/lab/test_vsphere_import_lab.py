@@ -1,0 +1,110 @@
+"""`vmferry import vsphere://SOURCE/VM` into a real lab host: a VM of the vSphere simulator
+whose disk is the lab's bootable guest disk (ESXi's shape: a descriptor plus its raw
+``-flat.vmdk`` on the simulator's datastore) is stopped through VMware Tools, read from the
+datastore over HTTPS, imported to kvm1 with --start, boots, keeps its MAC, and checks its
+disk from inside the guest; the source VM is left powered off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.vcsim import Vcsim, running_vcsim
+from support.vcsim_disks import admin, attach, find_vm, power_state, upload, wait
+
+from vmferry.lab import client
+from vmferry.lab import topology as topo
+from vmferry.lab.boot_disk import build_boot_disk
+from vmferry.lab.guest_image import build_guest_image, default_cache_dir
+from vmferry.lab.imported import remove_imported, to_vmdk
+from vmferry.lab.state import lab_dir
+
+pytestmark = pytest.mark.lab
+
+VM = "DC0_H0_VM0"
+NAME = "imp-vsphere"
+
+
+def _vmferry(*args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+    """In the module's store (tests/conftest.py), where the lab registered its hosts."""
+    env = dict(os.environ)
+    if password is not None:
+        env["VMFERRY_VSPHERE_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Vcsim]:
+    workdir = tmp_path / "vcsim"
+    workdir.mkdir()
+    with running_vcsim(workdir, tools_running=(VM,)) as started:
+        yield started
+
+
+@pytest.fixture
+def cleanup() -> Iterator[None]:
+    yield
+    remove_imported("kvm1", NAME)
+
+
+def test_a_running_vsphere_vm_is_imported_boots_and_verifies(
+    lab: object, sim: Vcsim, tmp_path: Path, cleanup: None
+) -> None:
+    addr = topo.guest_addr(244)
+    raw = tmp_path / "boot.raw"
+    digest = build_boot_disk(raw, build_guest_image(default_cache_dir()), size_mb=64, data_mb=8,
+                             ip=f"{addr}/24")  # fmt: skip
+    vmdk = tmp_path / f"{VM}.vmdk"
+    to_vmdk(raw, vmdk, "monolithicFlat")  # VM.vmdk (descriptor) + VM-flat.vmdk
+    flat = tmp_path / f"{VM}-flat.vmdk"
+    assert flat.is_file()
+    with admin(sim) as instance:
+        upload(sim, instance, vmdk, f"{VM}/{vmdk.name}")
+        upload(sim, instance, flat, f"{VM}/{flat.name}")
+        attach(instance, VM, f"{VM}/{vmdk.name}", raw.stat().st_size)
+        vm = find_vm(instance, VM)  # a Linux guest: virtio disk and NIC on KVM
+        from pyVmomi import vim
+
+        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(guestId="debian12_64Guest")))
+        mac = next(d.macAddress for d in vm.config.hardware.device
+                   if isinstance(d, vim.vm.device.VirtualEthernetCard)).lower()  # fmt: skip
+    added = _vmferry("sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file),
+                     password=sim.password)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    console = lab_dir() / "shared" / "consoles" / f"{NAME}.log"
+    console.unlink(missing_ok=True)
+    done = _vmferry("import", f"vsphere://vc1/{VM}", "--to", "kvm1", "--name", NAME,
+                    "--network-map", "DC0_DVPG0=vmnet", "--storage-pool", topo.SHARED_POOL,
+                    "--console-log", str(console), "--virt-type", "qemu",
+                    "--convert-guest", "never", "--start", "--json",
+                    password=sim.password)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["status"], report["source_format"]) == ("completed", "vsphere")
+    assert report["disks"][0]["checksum_match"] is True
+    assert report["spec"]["nics"][0]["mac"] == mac
+    assert "shutting DC0_H0_VM0 down through VMware Tools" in done.stderr
+    text = _wait_console(console, "HB 3")
+    assert f"DISK sha256={digest}" in text  # the guest read its whole disk: the same bytes
+    assert f"NET eth0 {mac} {addr}/24" in text  # the source's MAC kept
+    assert client.echo(addr, count=3)
+    assert power_state(sim, VM) == "poweredOff"  # the source is left stopped, not deleted
+
+
+def _wait_console(path: Path, needle: str, timeout_s: float = 120) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if needle in text:
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"{needle!r} not on the console within {timeout_s} s:\n{text[-2000:]}")
