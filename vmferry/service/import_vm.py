@@ -136,6 +136,7 @@ def import_vm(
     blocks (the outcome is on the exception's ``outcome``), and VmferryError when a step
     fails; in every failure nothing is left on the destination.
     """
+    open_store().get_host(request.to)  # an unknown host is bad input before any reading
     if isinstance(request.source, VsphereVmRef):
         from vmferry.service.vsphere_import import import_from_vsphere
 
