@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fleets import fleets, host, vm
 
 from vmferry.errors import BadInputError
 from vmferry.fleetops.balance import predicted_cost, recommend
@@ -19,19 +20,6 @@ from vmferry.fleetops.state import FleetState
 
 GIB = 2**30
 LINK = 1.25e9
-
-
-def host(name: str, cpus: int = 10, memory_gib: int = 100, key: str = "a",
-         maintenance: bool = False) -> HostLoad:  # fmt: skip
-    return HostLoad(name=name, cpus=cpus, memory_bytes=memory_gib * GIB, cpu_key=key,
-                    in_maintenance=maintenance)  # fmt: skip
-
-
-def vm(name: str, on: str, cores: float = 1.0, *, given_gib: int = 4, used_gib: int = 1,
-       group: str | None = None, key: str | None = None) -> VmLoad:  # fmt: skip
-    return VmLoad(name=name, host=on, vcpus=4, memory_bytes=given_gib * GIB, cpu_demand=cores,
-                  memory_demand_bytes=used_gib * GIB, dirty_rate_bytes_s=1e6, anti_affinity=group,
-                  cpu_key=key)  # fmt: skip
 
 
 def applied(vms: Sequence[VmLoad], moves: Sequence[Move]) -> list[VmLoad]:
@@ -207,23 +195,8 @@ def test_same_input_same_output_whatever_its_order() -> None:
     assert recommend(hosts, vms, metric="cpu", threshold=0.05, link_bytes_s=LINK) == first
 
 
-@st.composite
-def fleets(draw: st.DrawFn) -> tuple[list[HostLoad], list[VmLoad]]:
-    count = draw(st.integers(2, 6))
-    hosts = [host(f"h{i}", cpus=draw(st.sampled_from((4, 8, 16))),
-                  memory_gib=draw(st.sampled_from((8, 32))), key=draw(st.sampled_from("ab")),
-                  maintenance=draw(st.booleans()) and i > 0)
-             for i in range(count)]  # fmt: skip
-    vms = [vm(f"v{i}", f"h{draw(st.integers(0, count - 1))}",
-              draw(st.floats(0, 4, allow_nan=False)), given_gib=draw(st.sampled_from((1, 2, 4))),
-              group=draw(st.sampled_from((None, "g1", "g2"))),
-              key=draw(st.sampled_from((None, "a", "b"))))
-           for i in range(draw(st.integers(0, 20)))]  # fmt: skip
-    return hosts, vms
-
-
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fleets(), st.sampled_from(("cpu", "memory", "both")), st.floats(0.01, 0.3),
+@given(fleets(2), st.sampled_from(("cpu", "memory", "both")), st.floats(0.01, 0.3),
        st.sampled_from((0.0, 0.2)))  # fmt: skip
 def test_moves_are_feasible_and_never_raise_the_imbalance(
     fleet: tuple[list[HostLoad], list[VmLoad]], metric: str, threshold: float, headroom: float
