@@ -71,7 +71,9 @@ def test_a_running_vsphere_vm_is_imported_boots_and_verifies(
         vm = find_vm(instance, VM)  # a Linux guest: virtio disk and NIC on KVM
         from pyVmomi import vim
 
-        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(guestId="debian12_64Guest")))
+        # a Debian guest the simulator knows (its list ends at Debian 10), and the memory
+        # the lab guest needs (the simulator's VMs have 32 MiB: it never boots in that)
+        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(guestId="debian10_64Guest", memoryMB=256)))
         mac = next(d.macAddress for d in vm.config.hardware.device
                    if isinstance(d, vim.vm.device.VirtualEthernetCard)).lower()  # fmt: skip
     added = _vmferry("sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file),
