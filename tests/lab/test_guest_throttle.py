@@ -44,6 +44,10 @@ QUOTA = 4000  # of a 10000 us period: 40% of a CPU
 # and lifting the cap must bring back at least RESTORED_MIN of it.
 CAPPED_MAX = 0.75
 RESTORED_MIN = 0.8
+# The free run must be CPU-bound for a cap to bite: its busy share at least this (calibrated
+# for 80%), else the calibration was taken in a slow moment and is taken again.
+MIN_FREE_BUSY = 0.6
+CALIBRATIONS = 3
 
 
 def set_vcpu_quota(quota: int) -> None:
@@ -74,6 +78,11 @@ def calibrated(rate: int) -> Callable[[StampedLine], bool]:
     return lambda ln: ln.text.startswith(f"CALIB rate_mb_s={rate} ")
 
 
+def busy_share(work: list[WorkStat]) -> float:
+    """The workload's mean busy share over ``work`` (0..1)."""
+    return statistics.fmean(w.busy_pct or 0 for w in work) / 100 if work else 0.0
+
+
 def mean_mib_s(work: list[WorkStat]) -> float:
     assert work, "no WORK lines"
     return statistics.fmean(w.dirtied_kib for w in work) / 1024
@@ -102,14 +111,25 @@ def test_vcpu_cap_lowers_dirty_rate_and_lifting_it_restores_it(
             # vCPU, not 80%, and the 40% cap hardly cost anything; guestd now keeps the
             # fastest of three rounds, which has held). A rate change makes it calibrate
             # again, now that the guest is settled: away and back.
-            for rate in (RATE - 1, RATE):
-                sent_at = tail.count()
-                assert client.control(record.address, f"rate {rate}") == f"ok rate {rate}"
-                calib = tail.wait_for(calibrated(rate), timeout=30, start=sent_at)
-            print(f"[throttle] settled: {calib.text}")
-
-            free, free_lines = read_work(tail, 5.2)
-            print("[throttle] " + describe("unthrottled", free, free_lines))
+            # A calibration can still be taken in a slow moment of the host (the suite's run
+            # of 2026-12-05: step_ps 4502 where it was 2441 and 2465 before and after, so
+            # the free rate took 43% of the vCPU and the 40% cap cost only 15%). What the
+            # test needs is a workload that is CPU-bound at its free rate: its busy share
+            # near the calibrated 80%. So each calibration is checked by what the free run
+            # then measures, and one taken in a slow moment is taken again (at most
+            # CALIBRATIONS times; each is printed, and the test fails if none holds).
+            for attempt in range(1, CALIBRATIONS + 1):
+                for rate in (RATE - 1, RATE):
+                    sent_at = tail.count()
+                    assert client.control(record.address, f"rate {rate}") == f"ok rate {rate}"
+                    calib = tail.wait_for(calibrated(rate), timeout=30, start=sent_at)
+                print(f"[throttle] settled ({attempt}): {calib.text}")
+                free, free_lines = read_work(tail, 5.2)
+                print("[throttle] " + describe("unthrottled", free, free_lines))
+                if busy_share(free) >= MIN_FREE_BUSY:
+                    break
+            assert busy_share(free) >= MIN_FREE_BUSY, describe("never CPU-bound", free,
+                                                               free_lines)  # fmt: skip
 
             capped_from = tail.count()
             set_vcpu_quota(QUOTA)
