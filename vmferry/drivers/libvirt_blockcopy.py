@@ -28,10 +28,15 @@ __all__ = [
 ]
 
 
-def create_volume(host: LibvirtHost, pool: str, name: str, capacity: int, fmt: str) -> str:
-    """A new, empty volume ``name`` of ``capacity`` bytes in ``pool``; its path."""
+def create_volume(host: LibvirtHost, pool: str, name: str, capacity: int, fmt: str,
+                  backing: str | None = None) -> str:  # fmt: skip
+    """A new volume ``name`` of ``capacity`` bytes in ``pool``, empty, or with ``backing``
+    (a qcow2 file) an overlay whose reads fall through to it and whose writes stay in it;
+    its path."""
+    below = ("" if backing is None else f"<backingStore><path>{_text(backing)}</path>"
+             "<format type='qcow2'/></backingStore>")  # fmt: skip
     xml = (f"<volume><name>{_text(name)}</name><capacity unit='bytes'>{capacity}</capacity>"
-           f"<target><format type={quoteattr(fmt)}/></target></volume>")  # fmt: skip
+           f"<target><format type={quoteattr(fmt)}/></target>{below}</volume>")  # fmt: skip
     try:
         found = host._c.storagePoolLookupByName(pool)
         found.refresh(0)

@@ -1,5 +1,6 @@
-"""What a rehearsal makes on the destination through its libvirt, and removes again: qcow2
-overlays on the VM's backups, an isolated network, a transient copy of the VM."""
+"""What a rehearsal makes on the destination through its libvirt, and removes again: an
+isolated network and a transient copy of the VM (its overlays are
+:func:`vmferry.drivers.libvirt_blockcopy.create_volume` with a backing file)."""
 
 from __future__ import annotations
 
@@ -10,27 +11,11 @@ import libvirt
 from vmferry.drivers.libvirt_host import LibvirtHost
 
 __all__ = [
-    "create_overlay",
     "destroy_copy",
     "ensure_isolated_network",
     "remove_network",
     "start_copy",
 ]
-
-
-def create_overlay(host: LibvirtHost, pool: str, name: str, backing: str, capacity: int) -> str:
-    """A new qcow2 volume ``name`` in ``pool`` whose reads fall through to ``backing`` (a
-    qcow2 file) and whose writes stay in it; its path."""
-    xml = (f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{capacity}</capacity>"
-           "<target><format type='qcow2'/></target>"
-           f"<backingStore><path>{escape(backing)}</path><format type='qcow2'/></backingStore>"
-           "</volume>")  # fmt: skip
-    try:
-        found = host._c.storagePoolLookupByName(pool)
-        found.refresh(0)
-        return str(found.createXML(xml, 0).path())
-    except libvirt.libvirtError as exc:
-        raise host._error(exc, f"creating overlay {name} in pool {pool}") from exc
 
 
 def ensure_isolated_network(host: LibvirtHost, name: str) -> bool:

@@ -17,7 +17,7 @@ from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.model import HostInfo, VmRecord
 from vmferry.predict.profile import ProfileSummary
 
-__all__ = ["ANTI_AFFINITY_TAG", "host_load", "vm_load"]
+__all__ = ["ANTI_AFFINITY_TAG", "anti_affinity_group", "host_load", "vm_load"]
 
 ANTI_AFFINITY_TAG = "anti-affinity:"
 UNKNOWN_CPU = "unknown"
@@ -26,6 +26,14 @@ UNKNOWN_CPU = "unknown"
 def host_load(info: HostInfo, *, in_maintenance: bool = False) -> HostLoad:
     return HostLoad(info.name, info.cpus, info.memory_bytes, info.cpu_model or UNKNOWN_CPU,
                     in_maintenance)  # fmt: skip
+
+
+def anti_affinity_group(tags: Sequence[str]) -> str | None:
+    """The VM's anti-affinity group from its tags (``anti-affinity:GROUP``; of several, the
+    first by name), or None."""
+    groups = sorted(t.removeprefix(ANTI_AFFINITY_TAG) for t in tags
+                    if t.startswith(ANTI_AFFINITY_TAG))  # fmt: skip
+    return groups[0] if groups else None
 
 
 def vm_load(
@@ -42,8 +50,6 @@ def vm_load(
             memory = min(spec.memory_bytes, int(stats["memory_used_bytes"].p95))
         if "dirty_rate_bytes_s" in stats:
             dirty = stats["dirty_rate_bytes_s"].p95
-    groups = sorted(t.removeprefix(ANTI_AFFINITY_TAG) for t in tags
-                    if t.startswith(ANTI_AFFINITY_TAG))  # fmt: skip
     return VmLoad(
         name=spec.name,
         host=record.host,
@@ -52,6 +58,6 @@ def vm_load(
         cpu_demand=cpu,
         memory_demand_bytes=memory,
         dirty_rate_bytes_s=dirty,
-        anti_affinity=groups[0] if groups else None,
+        anti_affinity=anti_affinity_group(tags),
         cpu_key=host_cpu if spec.cpu_mode == "host-passthrough" else None,
     )

@@ -38,7 +38,7 @@ from vmferry.errors import (
     VmferryError,
 )
 from vmferry.fleetops.ha import FenceOutcome, HostVerdict, fence_outcome, host_verdict
-from vmferry.fleetops.loads import ANTI_AFFINITY_TAG
+from vmferry.fleetops.loads import anti_affinity_group
 from vmferry.fleetops.maintenance import evacuate
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.model import Host, VmState
@@ -239,7 +239,8 @@ def _restart(store: Store, hosts: dict[str, Host], dead: str, victims: list[HaVm
     loads, running, _at_size, _down, link = gather_loads(store, timeout_s=timeout_s)
     loads.append(HostLoad(dead, 1, 1, ""))  # out of the fleet: evacuate marks it
     lost = [VmLoad(v.vm, dead, v.vcpus, v.memory_bytes, float(v.vcpus), v.memory_bytes,
-                   anti_affinity=_group(store, v.vm)) for v in victims]  # fmt: skip
+                   anti_affinity=anti_affinity_group(accounts.tags_of(store, v.vm)))
+            for v in victims]  # fmt: skip
     by_name = {v.vm: v for v in victims}
     placed = evacuate(loads, [*running, *lost], dead, link_bytes_s=link,
                       first=lambda vm: by_name[vm.name].priority.rank)  # fmt: skip
@@ -276,12 +277,6 @@ def _start_on(store: Store, target: Host, dead: str, vm: HaVm) -> str:
                                          None, None, None))  # fmt: skip
     return (f"{vm.vm}: restarted on {target.name} (job {job.id})" if reason is None
             else f"{vm.vm}: restart on {target.name} failed: {reason}")  # fmt: skip
-
-
-def _group(store: Store, vm: str) -> str | None:
-    groups = sorted(t.removeprefix(ANTI_AFFINITY_TAG) for t in accounts.tags_of(store, vm)
-                    if t.startswith(ANTI_AFFINITY_TAG))  # fmt: skip
-    return groups[0] if groups else None
 
 
 def _note_all(store: Store, victims: list[HaVm], note: str) -> None:

@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vmferry.drivers.guest_agent import agent
+from vmferry.drivers.libvirt_blockcopy import create_volume
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_offline import delete_volume
 from vmferry.drivers.libvirt_rehearsal import (
-    create_overlay,
     destroy_copy,
     ensure_isolated_network,
     remove_network,
@@ -125,8 +125,8 @@ def rehearse(vm: str, to: str, *, pool: str | None = None, boot_timeout_s: float
         with LibvirtHost.connect(destination.name, destination.uri) as dst:
             overlays: dict[str, str] = {}
             for b in backups:
-                path = create_overlay(dst, pool, f"{rehearsal_name(vm, job.id)}-{b.target}.qcow2",
-                                      b.path, b.capacity_bytes)  # fmt: skip
+                path = create_volume(dst, pool, f"{rehearsal_name(vm, job.id)}-{b.target}.qcow2",
+                                     b.capacity_bytes, "qcow2", backing=b.path)  # fmt: skip
                 made.overlays.append(path)
                 _made(store, job.id, "overlay", path)
                 overlays[b.target] = path
