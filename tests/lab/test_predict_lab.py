@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -77,8 +78,9 @@ def test_balance_moves_load_off_the_busy_host_through_a_plan(
     lab: LabState, lab_guests: Callable[..., GuestRecord], tmp_path: Path
 ) -> None:
     """Two busy guests on kvm1, none on kvm2: profiled, `vmferry balance` recommends moving
-    one to kvm2 and writes it as a plan file; `balance --apply` carries that move out as a
-    plan; balancing again recommends nothing."""
+    one to kvm2 and writes it as a plan file; `vmferry watch --balance`, measuring the
+    guests itself, waits the rounds it must and carries that move out as a plan; then
+    `balance --apply` finds nothing to apply."""
     for name in ("bl1", "bl2"):
         lab_guests(name, "kvm1", memory_mb=256, working_set_mb=96, dirty_mb_s=16)
     profiled = vmferry("profile", "--host", "kvm1", "--duration", "4", "--interval", "1",
@@ -98,18 +100,26 @@ def test_balance_moves_load_off_the_busy_host_through_a_plan(
     assert [(m["source"], m["destination"]) for m in rec["moves"]] == [("kvm1", "kvm2")]
     moved = rec["moves"][0]["vm"]
     assert moved in plan_file.read_text()  # `plan create` takes it (tests/unit/fleetops)
-    applied = vmferry("balance", "--metric", "cpu", "--threshold", "0.05", "--apply", "--json",
+    watched = vmferry("watch", "--balance", "--metric", "cpu", "--threshold", "0.05",
+                      "--persist", "2", "--rounds", "3", "--interval", "2", "--timeout", "5",
                       timeout=600)  # fmt: skip
-    assert applied.returncode == 0, applied.stderr
-    done = json.loads(applied.stdout)
-    assert [m["vm"] for m in done["moves"]] == [moved]
-    assert done["plan_status"] == "completed" and done["plan_id"], done
+    assert watched.returncode == 0, watched.stderr
+    lines = watched.stdout.splitlines()
+    print(f"watch --balance: {lines}")
+    assert lines[0] == "balance: waiting for samples of bl1, bl2", lines  # round 1: counters
+    assert lines[1].endswith("(1 of 2 rounds)"), lines  # the guests' own load, measured live
+    assert lines[2].endswith("for 2 rounds: balancing"), lines
+    ran = re.match(r"balance: plan \S+ completed: (bl[12]) kvm1->kvm2; imbalance ", lines[3])
+    assert ran is not None and len(lines) == 4, lines
+    moved = ran.group(1)  # the live figures may pick the other guest: they are alike
     where = json.loads(vmferry("inventory", "--json").stdout)
     assert {v["spec"]["name"]: v["host"] for v in where if v["spec"]["name"] in cpu} == {
         moved: "kvm2", ({"bl1", "bl2"} - {moved}).pop(): "kvm1"}  # fmt: skip
-    again = json.loads(vmferry("balance", "--metric", "cpu", "--threshold", "0.05",
-                               "--json").stdout)  # fmt: skip
-    assert again["moves"] == [] and again["imbalance_before"] <= 0.05, again
+    again = vmferry("balance", "--metric", "cpu", "--threshold", "0.05", "--apply", "--json")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to apply" in again.stderr
+    doc = json.loads(again.stdout)
+    assert doc["moves"] == [] and doc["imbalance_before"] <= 0.05 and doc["plan_id"] is None
 
 
 def test_maintenance_empties_a_host_and_keeps_vms_off_it_until_exit(
@@ -278,7 +288,9 @@ def test_consolidation_empties_a_host_powers_it_off_and_wakes_it(
 ) -> None:
     """A quiet guest on each host, profiled: `vmferry consolidate --apply --power-off` moves
     one guest so one host runs both, puts the emptied host in standby and powers it off
-    through the lab's power driver; `vmferry host wake` brings it back into service."""
+    through the lab's power driver; `vmferry watch --power` leaves it off while the guests
+    are quiet and wakes it, back into service, when they get busy (DPM's band, narrowed and
+    with a short window for the test; `vmferry host wake` is the same service, by hand)."""
     guests = {
         "cn1": lab_guests("cn1", "kvm1", memory_mb=256, working_set_mb=16, dirty_mb_s=0),
         "cn2": lab_guests("cn2", "kvm2", memory_mb=256, working_set_mb=16, dirty_mb_s=0),
@@ -304,9 +316,22 @@ def test_consolidation_empties_a_host_powers_it_off_and_wakes_it(
         assert _runs_on("cn1") == _runs_on("cn2") == [kept]
         held = json.loads(vmferry("host", "maintenance", "status", "--json").stdout)
         assert [(h["host"], h["state"]) for h in held] == [(freed[0], "standby")]
-        woken = vmferry("host", "wake", freed[0], timeout=400)
+        dpm = ["watch", "--power", "--target", "40", "--tolerance", "10", "--power-on-window",
+               "4", "--power-off-window", "3600", "--interval", "2", "--timeout", "3"]  # fmt: skip
+        quiet = vmferry(*dpm, "--rounds", "2")
+        assert quiet.returncode == 0, quiet.stderr
+        print(f"quiet: {quiet.stdout.splitlines()}")
+        assert "awake" not in quiet.stdout and "power:" in quiet.stdout, quiet.stdout
+        for guest in guests.values():  # each guest's vCPU about 80 % busy: demand rises
+            assert client.control(guest.address, "rate 8").startswith("ok rate 8")
+        woken = vmferry(*dpm, "--rounds", "2", timeout=400)
         assert woken.returncode == 0, woken.stderr
-        assert woken.stdout.strip() == f"{freed[0]} is awake and back in service"
+        lines = woken.stdout.splitlines()
+        print(f"busy: {lines}")
+        assert re.fullmatch(r"power: \d+% over 4 s is above 50%: waking 1 brings it to \d+%",
+                            lines[-2]), lines  # fmt: skip
+        assert lines[-1] == f"power: {freed[0]} is awake and back in service", lines
+        freed = []
         assert json.loads(vmferry("host", "maintenance", "status", "--json").stdout) == []
     finally:
         for host in freed:

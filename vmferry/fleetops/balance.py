@@ -27,7 +27,7 @@ nor destinations (emptying them is maintenance's work).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from vmferry.errors import BadInputError
 from vmferry.fleetops.imbalance import pstdev
@@ -53,11 +53,13 @@ def recommend(
     move_overhead_s: float = 30.0,
     downtime_limit_ms: int = 300,
     calibration: Calibration = DEFAULT_CALIBRATION,
+    fixed: Collection[str] = (),
 ) -> Recommendation:
     """Moves that bring the fleet's imbalance to ``threshold`` or under (see the module's
     text). ``BadInputError`` (one line) for a threshold outside (0, 1], an unknown metric,
     a headroom outside [0, 1), a negative ``max_moves`` or overhead, a link rate <= 0, a VM
-    on a host that does not exist, duplicate names, or negative figures."""
+    on a host that does not exist, duplicate names, or negative figures. VMs named in
+    ``fixed`` count in the loads but are not moved (the continuous mode's cool-down)."""
     if not 0 < threshold <= 1:
         raise BadInputError(f"threshold must be in (0, 1] (got {threshold})")
     if max_moves is not None and max_moves < 0:
@@ -78,7 +80,7 @@ def recommend(
 
     before = pstdev(state.loads())
     moves: list[Move] = []
-    moved: set[int] = set()
+    moved: set[int] = {v for v, vm in enumerate(state.vms) if vm.name in fixed}
     while True:
         if pstdev(state.loads()) <= threshold:
             stop = "under the threshold"

@@ -41,10 +41,11 @@ class BalanceReport:
 
 
 def gather_loads(
-    store: Store, *, timeout_s: float = 10
+    store: Store, *, timeout_s: float = 10, since: str | None = None
 ) -> tuple[list[HostLoad], list[VmLoad], list[str], dict[str, str], float]:
-    """The hosts' capacities, their running VMs' loads, the VMs counted at their size, the
-    hosts that did not answer and the slowest recorded link (bytes/s)."""
+    """The hosts' capacities, their running VMs' loads (from their profile samples taken at
+    or after ``since``, ISO 8601; None: all), the VMs counted at their size, the hosts that
+    did not answer and the slowest recorded link (bytes/s)."""
     hosts: list[HostLoad] = []
     vms: list[VmLoad] = []
     at_size: list[str] = []
@@ -64,7 +65,7 @@ def gather_loads(
         for record in records:
             if record.state is not VmState.RUNNING:
                 continue
-            summary = stored_summary(record.spec.name, store=store)
+            summary = stored_summary(record.spec.name, since=since, store=store)
             if summary is None:
                 at_size.append(record.spec.name)
             vms.append(vm_load(record, summary, hosts[-1].cpu_key,
@@ -80,16 +81,19 @@ def balance(
     max_moves: int | None = None,
     headroom: float = 0.2,
     store: Store | None = None,
+    fixed: frozenset[str] = frozenset(),
+    since: str | None = None,
 ) -> BalanceReport:
-    """The recommendation for the registered hosts now (nothing moves)."""
+    """The recommendation for the registered hosts now (nothing moves): VMs in ``fixed``
+    stay put, profiles count from ``since`` (ISO 8601; None: all their samples)."""
     if not 0 < threshold <= MAX_THRESHOLD:
         raise BadInputError(f"--threshold must be in (0, 1] (got {threshold:g})")
     store = store or open_store()
-    hosts, vms, at_size, unreachable, link = gather_loads(store)
+    hosts, vms, at_size, unreachable, link = gather_loads(store, since=since)
     if not hosts:
         raise BadInputError("no registered host answered; `vmferry hosts list` shows them")
     found = recommend(hosts, vms, metric=metric, threshold=threshold, max_moves=max_moves,
-                      headroom=headroom, link_bytes_s=link)  # fmt: skip
+                      headroom=headroom, link_bytes_s=link, fixed=fixed)  # fmt: skip
     return BalanceReport(found, tuple(hosts), tuple(vms), tuple(at_size), unreachable, link)
 
 
