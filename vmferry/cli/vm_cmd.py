@@ -1,4 +1,4 @@
-"""`vmferry vm set|show`."""
+"""`vmferry vm set|show|tag`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from vmferry.cli.output import console, print_json
+from vmferry.errors import BadInputError
 from vmferry.service import vms as vms_service
 
 app = typer.Typer(help="What a VM declares about itself: its service probes, its health command.",
@@ -59,6 +60,29 @@ def show(
         print_json(found)
         return
     _print(found)
+
+
+@app.command("tag")
+def tag(
+    vm: str = typer.Argument(..., help="The VM's name (as libvirt knows it)."),
+    tags: Annotated[
+        list[str] | None,
+        typer.Argument(help="Its tags, replacing those it had: anti-affinity:GROUP, "
+                       "project:NAME, any label. None: show them."),
+    ] = None,
+    clear: bool = typer.Option(False, "--clear", help="Remove all its tags."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:  # fmt: skip
+    """Show or replace a VM's tags (placement reads anti-affinity:GROUP; roles read
+    project:NAME)."""
+    if clear and tags:
+        raise BadInputError("give tags or --clear, not both")
+    found = (vms_service.set_tags(vm, tags or []) if tags or clear
+             else vms_service.tags(vm))  # fmt: skip
+    if json_out:
+        print_json({"vm": vm, "tags": list(found)})
+        return
+    console.print(f"{vm}: {' '.join(found) if found else 'no tags'}", highlight=False)
 
 
 def _print(found: vms_service.VmDeclared) -> None:

@@ -1,4 +1,4 @@
-"""`vmferry vm set|show`: what a VM declares about itself (its service probes)."""
+"""`vmferry vm set|show|tag`: what a VM declares about itself (its service probes, its tags)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmferry.errors import BadInputError
+from vmferry.model.account import check_tags
 from vmferry.model.probe import ProbeKind, ProbeSpecError, VmProbes, parse_probe
+from vmferry.store import accounts
 from vmferry.store.db import Store, open_store
 
 NETNS_DIR = Path("/run/netns")
@@ -85,3 +87,16 @@ def _declared(found: VmProbes) -> VmDeclared:
     return VmDeclared(found.vm, found.probes,
                       None if found.netns is None else f"netns:{found.netns}",
                       found.health or None)  # fmt: skip
+
+
+def set_tags(vm: str, tags: list[str], *, store: Store | None = None) -> tuple[str, ...]:
+    """Replace VM ``vm``'s tags (``anti-affinity:G``, ``project:P``, ...); its tags now.
+    ``BadInputError`` for a tag that cannot be one, nothing written."""
+    why = check_tags(tags)
+    if why is not None:
+        raise BadInputError(why)
+    return accounts.set_vm_tags(store or open_store(), vm, sorted(set(tags)))
+
+
+def tags(vm: str, *, store: Store | None = None) -> tuple[str, ...]:
+    return accounts.tags_of(store or open_store(), vm)
