@@ -4,17 +4,13 @@ its prediction beside the actual figures in the store."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.lab_fleet import answers, lab_power, runs_on, vmferry
 
-from vmferry.errors import LabError
 from vmferry.lab import client
 from vmferry.lab.state import GuestRecord, LabState
 from vmferry.store import open_store
@@ -23,11 +19,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 INPUT_KEYS = {"memory_bytes", "dirty_rate_bytes_s", "link_bytes_s", "zero_fraction",
               "downtime_limit_ms"}  # fmt: skip
-
-
-def vmferry(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=os.environ,
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
 
 
 def test_profile_predict_and_migrate_keep_prediction_and_actuals(
@@ -164,125 +155,6 @@ def test_maintenance_empties_a_host_and_keeps_vms_off_it_until_exit(
     assert "host.maintenance" not in again.stdout
 
 
-def test_a_host_cut_off_or_killed_and_restored(
-    lab: LabState, lab_guests: Callable[..., GuestRecord]
-) -> None:
-    """`vmferry lab host fail|restore` (the HA tests' fault injector): cut off, kvm2's libvirt
-    does not answer while its guest still serves; killed, the guest is gone too; restored,
-    kvm2 answers again and the guest is defined there, stopped."""
-    guest = lab_guests("hf1", "kvm2", memory_mb=256, working_set_mb=64)
-    cut = vmferry("lab", "host", "fail", "kvm2", "--mode", "partition")
-    assert cut.returncode == 0, cut.stderr
-    try:
-        seen = json.loads(vmferry("balance", "--json").stdout)
-        assert list(seen["unreachable"]) == ["kvm2"], seen
-        assert len(client.echo(guest.address, count=2)) == 2  # its VM segment is up
-        again = vmferry("lab", "host", "fail", "kvm2", "--mode", "kill")
-        assert again.returncode == 2 and "has failed already (partition)" in again.stderr
-    finally:
-        assert vmferry("lab", "host", "restore", "kvm2").returncode == 0
-    assert json.loads(vmferry("balance", "--json").stdout)["unreachable"] == {}
-    killed = vmferry("lab", "host", "fail", "kvm2", "--mode", "kill")
-    assert killed.returncode == 0 and "processes killed" in killed.stdout, killed.stderr
-    try:
-        assert list(json.loads(vmferry("balance", "--json").stdout)["unreachable"]) == ["kvm2"]
-        with pytest.raises(LabError):
-            client.echo(guest.address, count=1)
-    finally:
-        restored = vmferry("lab", "host", "restore", "kvm2")
-    assert restored.returncode == 0, restored.stderr
-    there = json.loads(vmferry("inventory", "--host", "kvm2", "--json").stdout)
-    assert [(v["spec"]["name"], v["state"]) for v in there] == [("hf1", "shut-off")]
-
-
-def _lab_power(host: str) -> list[str]:
-    """`vmferry host power set HOST` with the lab's power commands (a BMC outside the host)."""
-    lab = f"{sys.executable} -m vmferry.cli.main lab host power {host}"
-    return ["host", "power", "set", host, "--on", f"{lab} on", "--off", f"{lab} off",
-            "--status", f"{lab} status"]  # fmt: skip
-
-
-def _answers(address: str, within_s: float) -> None:
-    """The guest's echo service answers within ``within_s`` (it booted and its network is
-    up); fails the test otherwise."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            client.echo(address, count=1)
-            return
-        except LabError:
-            assert time.monotonic() < deadline, f"{address} did not answer in {within_s:g} s"
-            time.sleep(1.0)
-
-
-def _runs_on(name: str) -> list[str]:
-    """The lab hosts where ``name`` runs, among those that answer (the inventory of all
-    hosts stops at one that is powered off)."""
-    hosts = []
-    for host in ("kvm1", "kvm2"):
-        listed = vmferry("inventory", "--host", host, "--json")
-        if listed.returncode == 0:
-            hosts += [r["host"] for r in json.loads(listed.stdout)
-                      if r["spec"]["name"] == name and r["state"] == "running"]  # fmt: skip
-    return hosts
-
-
-def test_ha_restarts_a_dead_hosts_vm_elsewhere_only_after_fencing_it(
-    lab: LabState, lab_guests: Callable[..., GuestRecord]
-) -> None:
-    """An HA guest on kvm1; kvm1 cut off: with a power driver that fails nothing is
-    restarted; with the lab's power driver kvm1 is powered off (fenced, its QEMU gone with
-    it) and only then the guest is started on kvm2, once; kvm1 powered on again keeps no
-    second definition. Then kvm2 killed outright: fenced, the guest back on kvm1."""
-    guest = lab_guests("ha1", "kvm1", memory_mb=256, working_set_mb=32)
-    assert vmferry("ha", "enable", "ha1", "--priority", "high").returncode == 0
-    failing = ["host", "power", "set", "kvm1", "--on", "true", "--off", "false", "--status",
-               "echo on"]  # fmt: skip
-    assert vmferry(*failing).returncode == 0
-    assert vmferry(*_lab_power("kvm2")).returncode == 0
-    failed: list[str] = []
-    try:
-        assert vmferry("lab", "host", "fail", "kvm1", "--mode", "partition").returncode == 0
-        failed.append("kvm1")
-        refused = vmferry("watch", "--once", "--timeout", "3")
-        assert refused.returncode == 0, refused.stderr
-        assert "kvm1: not fenced (power-off-failed); nothing restarted" in refused.stdout
-        assert len(client.echo(guest.address, count=2)) == 2  # it still serves, on kvm1
-        assert vmferry(*_lab_power("kvm1")).returncode == 0
-        began = time.monotonic()
-        fenced = vmferry("watch", "--once", "--timeout", "3")
-        assert fenced.returncode == 0, fenced.stderr
-        lines = fenced.stdout.splitlines()
-        assert lines[0] == "kvm1: fenced (powered off and confirmed off)", lines
-        assert lines[1].startswith("ha1: restarted on kvm2 (job "), lines
-        assert vmferry("lab", "host", "power", "kvm1", "status").stdout.strip() == "off"
-        failed.remove("kvm1")  # powered off: `power on` brings it back
-        _answers(guest.address, within_s=120)
-        print(f"\nkvm1 cut off -> ha1 answering on kvm2: {time.monotonic() - began:.1f} s")
-        assert _runs_on("ha1") == ["kvm2"]
-        assert vmferry("lab", "host", "power", "kvm1", "on").returncode == 0
-        tidy = vmferry("watch", "--once", "--timeout", "3")
-        assert "ha1: its stale definition on kvm1 removed (it runs on kvm2)" in tidy.stdout
-        assert _runs_on("ha1") == ["kvm2"]
-        status = json.loads(vmferry("ha", "status", "--json").stdout)
-        assert [(s["vm"], s["host"], s["state"]) for s in status] == [
-            ("ha1", "kvm2", "restarted")]  # fmt: skip
-
-        assert vmferry("lab", "host", "fail", "kvm2", "--mode", "kill").returncode == 0
-        failed.append("kvm2")
-        back = vmferry("watch", "--once", "--timeout", "3")
-        assert back.stdout.splitlines()[:1] == ["kvm2: fenced (powered off and confirmed off)"]
-        assert "ha1: restarted on kvm1 (job " in back.stdout, back.stdout
-        _answers(guest.address, within_s=120)
-        assert _runs_on("ha1") == ["kvm1"]
-    finally:
-        for host in failed:
-            vmferry("lab", "host", "restore", host)
-        for host in ("kvm1", "kvm2"):
-            vmferry("lab", "host", "power", host, "on")
-        vmferry("ha", "disable", "ha1")
-
-
 def test_consolidation_empties_a_host_powers_it_off_and_wakes_it(
     lab: LabState, lab_guests: Callable[..., GuestRecord]
 ) -> None:
@@ -296,7 +168,7 @@ def test_consolidation_empties_a_host_powers_it_off_and_wakes_it(
         "cn2": lab_guests("cn2", "kvm2", memory_mb=256, working_set_mb=16, dirty_mb_s=0),
     }
     for host in ("kvm1", "kvm2"):
-        assert vmferry(*_lab_power(host)).returncode == 0
+        assert vmferry(*lab_power(host)).returncode == 0
         profiled = vmferry("profile", "--host", host, "--duration", "4", "--interval", "1")
         assert profiled.returncode == 0, profiled.stderr
     freed: list[str] = []
@@ -312,8 +184,8 @@ def test_consolidation_empties_a_host_powers_it_off_and_wakes_it(
                                    "why": "empty, powered off"}]  # fmt: skip
         assert vmferry("lab", "host", "power", freed[0], "status").stdout.strip() == "off"
         for guest in guests.values():
-            _answers(guest.address, within_s=30)
-        assert _runs_on("cn1") == _runs_on("cn2") == [kept]
+            answers(guest.address, within_s=30)
+        assert runs_on("cn1") == runs_on("cn2") == [kept]
         held = json.loads(vmferry("host", "maintenance", "status", "--json").stdout)
         assert [(h["host"], h["state"]) for h in held] == [(freed[0], "standby")]
         dpm = ["watch", "--power", "--target", "40", "--tolerance", "10", "--power-on-window",
