@@ -44,8 +44,11 @@ from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.model import Host, VmState
 from vmferry.model.ha import HaPriority, HaVm, HostPower
 from vmferry.model.maintenance import MaintenanceState
-from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
+from vmferry.model.migration import Job, JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.balance import gather_loads
+from vmferry.service.job_repair import finish_reconciled
+from vmferry.service.jobs import owner_alive, owner_of_job
+from vmferry.service.lease import process_lease
 from vmferry.service.locate import locate
 from vmferry.service.netprofile import host_exec
 from vmferry.store import accounts, maintenance
@@ -144,6 +147,10 @@ def watch_round(*, store: Store | None = None, note: NoteFn = _quiet,
     def say(line: str) -> None:
         done.append(line)
         note(line)
+
+    for job in store.unfinished_jobs():  # a monitor that stopped mid-restart: its jobs end
+        if job.kind == "ha-restart" and not owner_alive(store, job):
+            say(_settle_restart(store, job, seen.running.get(job.vm)))
 
     for vm, where in seen.stopped.items():  # a host back after its VMs were restarted
         if vm in protected and vm in seen.running:
@@ -253,11 +260,43 @@ def _restart(store: Store, hosts: dict[str, Host], dead: str, victims: list[HaVm
     return lines
 
 
+def _settle_restart(store: Store, job: Job, running_on: str | None) -> str:
+    """End the ``ha-restart`` job of a monitor that stopped: completed when its VM runs on
+    the job's destination, failed otherwise (this round restarts it if it runs nowhere)."""
+    who = owner_of_job(store, job).why
+    vm, there = job.vm, job.destination
+    if running_on == there:
+        why = f"its monitor stopped ({who}); {vm} runs on {there}"
+        finish_reconciled(store, job, JobStatus.COMPLETED, why)
+        return f"{vm}: restart job {job.id} of a stopped monitor completed (it runs on {there})"
+    why = f"its monitor stopped before {vm} ran on {there} ({who})"
+    finish_reconciled(store, job, JobStatus.FAILED, why)
+    return f"{vm}: restart job {job.id} of a stopped monitor ended failed ({who})"
+
+
+def reconcile_restart(store: Store, job: Job) -> Job:
+    """`vmferry job resume` of an ``ha-restart`` job whose monitor died: its end recorded from
+    where the VM runs (its destination asked through libvirt)."""
+    host = store.get_host(job.destination)
+    running_on = None
+    try:
+        with LibvirtHost.connect(host.name, host.uri) as conn:
+            if job.vm in conn.running_vm_names():
+                running_on = host.name
+    except HostUnreachableError as exc:
+        store.add_event(job.id, "note", f"resuming: {host.name} does not answer, so whether "
+                        f"{job.vm} runs there cannot be told yet: {exc.message}")  # fmt: skip
+        return store.get_job(job.id)
+    _settle_restart(store, job, running_on)
+    return store.get_job(job.id)
+
+
 def _start_on(store: Store, target: Host, dead: str, vm: HaVm) -> str:
     try:
         job = store.create_job("ha-restart", vm.vm, dead, target.name, MigrationOptions())
     except AlreadyExistsError as exc:  # another monitor is restarting it
         return f"{vm.vm}: left alone: {exc.message}"
+    store.set_owner(job.id, process_lease(store))
     store.set_status(job.id, JobStatus.RUNNING)
     store.add_event(job.id, "fence", f"{dead} fenced: powered off and confirmed off", {})
     started = time.monotonic()

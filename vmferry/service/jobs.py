@@ -95,6 +95,10 @@ def reconcile_job(job_id: str, *, wait_s: float = 60, poll_s: float = POLL_S) ->
             from vmferry.service.move_storage import reconcile_storage_move
 
             return reconcile_storage_move(store, job)
+        if job.kind == "ha-restart":  # a VM started from its definition: where is it?
+            from vmferry.service.ha import reconcile_restart
+
+            return reconcile_restart(store, job)
         if job.kind == "rehearse":  # a throw-away copy: remove what it made
             from vmferry.service.rehearse import reconcile_rehearsal
 

@@ -21,6 +21,7 @@ from vmferry.fleetops.maintenance import evacuate
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.model import Host
 from vmferry.model.ha import HaPriority, HaVm, HostPower
+from vmferry.model.migration import JobStatus, MigrationOptions
 from vmferry.service import ha as service
 from vmferry.store import Store
 from vmferry.store import ha as ha_store
@@ -147,3 +148,42 @@ def test_a_host_whose_heartbeat_answers_is_only_an_alert(fleet: Store, tmp_path:
     assert len(lines) == 1 and lines[0].startswith("t2: libvirt down ("), lines
     assert lines[0].endswith("the host answers: alert only")
     assert (tmp_path / "power").read_text().strip() == "on"  # never powered off
+
+
+def test_a_monitor_that_stopped_before_starting_the_vm_is_settled_and_the_vm_restarted_once(
+    fleet: Store, tmp_path: Path
+) -> None:
+    """A monitor died after recording its restart job, before the VM started: the next
+    monitor ends that job failed (its owner is gone) and restarts the VM itself, once."""
+    ha_store.set_power(fleet, _bmc(tmp_path))
+    stale = fleet.create_job("ha-restart", "web", "t2", "t1", MigrationOptions())
+    fleet.set_status(stale.id, JobStatus.RUNNING)  # no owner holds it: its monitor is gone
+    lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert lines[0] == (f"web: restart job {stale.id} of a stopped monitor ended failed "
+                        "(no vmferry process owns it)"), lines  # fmt: skip
+    assert lines[1] == "t2: fenced (powered off and confirmed off)"
+    assert lines[2].startswith("web: restarted on t1 (job "), lines
+    jobs = {j.id: j for j in fleet.list_jobs() if j.kind == "ha-restart"}
+    assert str(jobs.pop(stale.id).status) == "failed"
+    assert [str(j.status) for j in jobs.values()] == ["completed"]
+    assert fleet.get_job(next(iter(jobs))).owner_id is not None  # this monitor owned it
+    again = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert not [line for line in again if "restarted" in line or "job" in line], again
+
+
+def test_a_monitor_that_stopped_after_starting_the_vm_is_settled_completed(
+    fleet: Store, tmp_path: Path
+) -> None:
+    """A monitor died after the VM started on t1: the next sees it running there, ends the
+    job completed and starts nothing; `job resume` of such a job says the same."""
+    ha_store.set_power(fleet, _bmc(tmp_path))
+    stale = fleet.create_job("ha-restart", "web", "t2", "t1", MigrationOptions())
+    fleet.set_status(stale.id, JobStatus.RUNNING)
+    with LibvirtHost.connect("t1", "test:///default") as t1:
+        t1.define_xml(TEST_VM)
+        t1.start("web")
+    resumed = service.reconcile_restart(fleet, fleet.get_job(stale.id))
+    assert str(resumed.status) == "completed" and "runs on t1" in (resumed.reason or "")
+    lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert not [line for line in lines if "restarted" in line or "fenced" in line], lines
+    assert len([j for j in fleet.list_jobs() if j.kind == "ha-restart"]) == 1
