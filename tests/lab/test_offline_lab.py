@@ -86,8 +86,9 @@ def test_strategy_auto_chooses_what_the_stack_allows_and_says_why(
     lab: LabState, lab_guests: Callable[..., GuestRecord]
 ) -> None:
     """Idle, small and on a QEMU that moves TCG guests live: live, because pre-copy
-    converges within 300 ms. On QEMU 7.2 the live move is refused by pre-flight
-    (migration.tcg-lost-writes) and auto moves the same guest warm, memory kept."""
+    converges within 300 ms, over 4 multifd channels with zstd (both hosts can). On QEMU
+    7.2 the live move is refused by pre-flight (migration.tcg-lost-writes) and auto moves
+    the same guest warm, memory kept."""
     lab_guests("auto1", "kvm1", memory_mb=256, working_set_mb=64)
     done = vmferry("migrate", "auto1", "--to", "kvm2", "--strategy", "auto", "--json")
     assert done.returncode == 0, done.stderr
@@ -97,6 +98,7 @@ def test_strategy_auto_chooses_what_the_stack_allows_and_says_why(
     if live_tcg_moves_work():
         assert result["strategy"] == "live"
         assert "pre-copy converges" in reason and "within the tolerance of 300 ms" in reason
+        assert "; stream: 4 multifd channels with zstd, which both hosts can do" in reason
         assert isinstance(result["guest_pause_ms"], int)
     else:
         assert result["strategy"] == "warm"
@@ -107,6 +109,8 @@ def test_strategy_auto_chooses_what_the_stack_allows_and_says_why(
     job = json.loads(vmferry("job", "show", result["job_id"], "--json").stdout)
     chosen = [e for e in job["events"] if e["kind"] == "strategy"]
     assert [e["data"] for e in chosen] == [{"strategy": result["strategy"], "reason": reason}]
+    stream = (job["options"]["parallel"], job["options"]["compression"])
+    assert stream == ((4, "zstd") if live_tcg_moves_work() else (0, "none")), job["options"]
 
 
 def test_a_cold_move_without_force_gives_up_and_restarts_the_vm(

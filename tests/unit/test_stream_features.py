@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from vmferry.assess.stream_features import FINDING_ID, feature_findings, validate
+from vmferry.assess.stream_features import FINDING_ID, choose_stream, feature_findings, validate
 from vmferry.errors import BadInputError
 from vmferry.model import HostInfo, Severity
-from vmferry.model.migration import Compression
+from vmferry.model.migration import Compression, MigrationOptions, Strategy
+from vmferry.predict.strategy import MoveStrategy, StrategyChoice, with_choice
 
 # Debian 12's own stack and bookworm-backports' (the lab's two)
 STOCK = HostInfo(name="kvm1", hostname="kvm1", uri="qemu+tls://kvm1/system", hypervisor="QEMU",
@@ -86,3 +87,34 @@ def test_a_version_libvirt_does_not_give_is_not_held_against_the_host() -> None:
     assert feature_findings(4, Compression.ZSTD, test_driver, MODERN) == []
     unknown = replace(MODERN, libvirt_version="", hypervisor_version=None)
     assert feature_findings(4, Compression.ZSTD, unknown, MODERN) == []
+
+
+def test_auto_chooses_multifd_with_zstd_where_both_hosts_can() -> None:
+    both = choose_stream(MODERN, replace(MODERN, name="kvm3"), precopy_only=True, dirty_share=0.1)
+    assert (both.parallel, both.compression) == (4, Compression.ZSTD)
+    assert both.why.startswith("4 multifd channels with zstd, which both hosts can do: measured")
+    busy = choose_stream(MODERN, MODERN, precopy_only=True, dirty_share=0.11)
+    assert (busy.parallel, busy.compression) == (0, Compression.NONE)
+    assert busy.why.startswith("single stream: the guest dirties 11% of the link, and on a")
+
+
+def test_auto_keeps_the_single_stream_where_a_host_cannot_or_post_copy_may_come() -> None:
+    stock = choose_stream(MODERN, STOCK, precopy_only=True, dirty_share=0.0)
+    assert (stock.parallel, stock.compression) == (0, Compression.NONE)
+    assert stock.why == ("single stream: multifd with zstd needs libvirt 9.4 and QEMU 5.0 on "
+                         "both hosts; kvm1 has libvirt 9.0.0")  # fmt: skip
+    post = choose_stream(MODERN, MODERN, precopy_only=False, dirty_share=0.0)
+    assert (post.parallel, post.compression) == (0, Compression.NONE)
+    assert "post-copy" in post.why
+
+
+def test_the_choice_lands_in_the_options_unless_none_was_made() -> None:
+    asked = MigrationOptions(strategy=Strategy.LIVE, max_downtime_ms=150)
+    live = StrategyChoice(MoveStrategy.LIVE, "fits", 100, parallel=4, compression="zstd")
+    chosen = with_choice(asked, live)
+    assert (chosen.strategy, chosen.parallel, chosen.compression) == (
+        Strategy.LIVE, 4, Compression.ZSTD)  # fmt: skip
+    assert chosen.max_downtime_ms == 150
+    warm = with_choice(asked, StrategyChoice(MoveStrategy.WARM, "fits", 900))
+    assert (warm.strategy, warm.parallel, warm.compression) == (
+        Strategy.WARM, 0, Compression.NONE)  # fmt: skip

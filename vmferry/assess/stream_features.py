@@ -18,7 +18,17 @@ from vmferry.errors import BadInputError
 from vmferry.model import Finding, HostInfo, Severity
 from vmferry.model.migration import Compression
 
-__all__ = ["FINDING_ID", "MAX_PARALLEL", "NEEDS", "Need", "feature_findings", "validate"]
+__all__ = [
+    "AUTO_PARALLEL",
+    "FINDING_ID",
+    "MAX_PARALLEL",
+    "NEEDS",
+    "Need",
+    "StreamChoice",
+    "choose_stream",
+    "feature_findings",
+    "validate",
+]
 
 FINDING_ID = "migration.feature-unsupported"
 MAX_PARALLEL = 32
@@ -94,3 +104,51 @@ def feature_findings(
             "has libvirt 11.3 and QEMU 10.0)",
         ))  # fmt: skip
     return findings
+
+
+AUTO_PARALLEL = 4
+QUIET_SHARE = 0.1  # a guest dirtying at most this share of the link counts as quiet
+# What the choice rests on: bench/live_migration.py --tools vmferry,vmferry-multifd, one run on
+# QEMU 10.0.2 + libvirt 11.3.0 (docs/performance.md): idle, 4 channels with zstd moved the
+# guest in 7.2 s instead of 8.3 s and paused it 70 ms instead of 93; dirtying at 0.75x of the
+# link, in 16.9 s instead of 20.3 s but paused it 378 ms instead of 257.
+QUIET_GAIN = (
+    "measured on a quiet guest: 0.87x of the single stream's time and a 70 ms "
+    "pause instead of 93 (bench/live_migration.py, QEMU 10.0 + libvirt 11.3)"
+)
+BUSY_COST = (
+    "on a guest dirtying at 0.75x of the link multifd with zstd was faster (0.83x) "
+    "but paused it 378 ms instead of 257 (bench/live_migration.py)"
+)
+
+
+@dataclass(frozen=True)
+class StreamChoice:
+    parallel: int
+    compression: Compression
+    why: str
+
+
+def choose_stream(source: HostInfo, destination: HostInfo, *, precopy_only: bool,
+                  dirty_share: float) -> StreamChoice:  # fmt: skip
+    """The stream `--strategy auto` uses when the user named none, from what was measured:
+    4 multifd channels with zstd for a quiet guest (``dirty_share``, its dirty rate over the
+    link, at most :data:`QUIET_SHARE`) where both hosts can; the single stream for a busy
+    guest (its pause was longer with channels), where a host cannot, and for a move that may
+    switch to post-copy (not measured with channels)."""
+    single = Compression.NONE
+    if not precopy_only:
+        return StreamChoice(0, single, "single stream: post-copy was not measured with "
+                            "multifd channels")  # fmt: skip
+    lacking = [why for need in (NEEDS["parallel"], NEEDS[Compression.ZSTD.value])
+               for why in (_lacks(source, need), _lacks(destination, need)) if why]  # fmt: skip
+    if lacking:
+        hosts = "; ".join(sorted(set(lacking)))
+        return StreamChoice(0, single, "single stream: multifd with zstd needs libvirt 9.4 "
+                            f"and QEMU 5.0 on both hosts; {hosts}")  # fmt: skip
+    if dirty_share > QUIET_SHARE:
+        return StreamChoice(0, single, f"single stream: the guest dirties {dirty_share:.0%} of "
+                            f"the link, and {BUSY_COST}")  # fmt: skip
+    return StreamChoice(AUTO_PARALLEL, Compression.ZSTD,
+                        f"{AUTO_PARALLEL} multifd channels with zstd, which both hosts can do: "
+                        f"{QUIET_GAIN}")  # fmt: skip

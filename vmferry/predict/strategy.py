@@ -13,8 +13,9 @@ The reason is one sentence with the numbers that decided.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from vmferry.model.migration import Compression, MigrationOptions, Strategy
 from vmferry.predict.model import Prediction
 
 MIB = 2**20
@@ -32,6 +33,8 @@ class StrategyChoice:
     strategy: MoveStrategy
     reason: str
     predicted_downtime_ms: int
+    parallel: int = 0  # the stream chosen with it (live only): multifd channels
+    compression: str = "none"  # and their compression ("zstd"), as MigrationOptions names it
 
 
 def warm_downtime_ms(prediction: Prediction) -> int:
@@ -163,3 +166,12 @@ def _offline_choice(
         "move it cold (shut down, copy, start)",
         warm,
     )
+
+
+def with_choice(options: MigrationOptions, choice: StrategyChoice) -> MigrationOptions:
+    """``options`` with the chosen strategy and, when one was chosen, the stream."""
+    chosen = replace(options, strategy=Strategy(choice.strategy.value))
+    if choice.parallel:
+        chosen = replace(chosen, parallel=choice.parallel,
+                         compression=Compression(choice.compression))  # fmt: skip
+    return chosen

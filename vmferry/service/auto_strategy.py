@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from vmferry.assess.stream_features import choose_stream
 from vmferry.engine.live import NoteFn
 from vmferry.errors import VmferryError
-from vmferry.model.migration import MigrationOptions, Strategy
+from vmferry.model.migration import Compression, MigrationOptions, Strategy
 from vmferry.predict.strategy import MoveStrategy, StrategyChoice, choose_strategy
-from vmferry.service.check import check_migration
+from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.offline_move import LIVE_ONLY, check_offline
 from vmferry.service.predict import predict_migration
 
@@ -64,7 +65,20 @@ def choose_move(
         if warm_refused is not None:
             choice = choose_strategy(report.prediction, options.max_downtime_ms,
                                      allow_postcopy=True, warm_refused=warm_refused)  # fmt: skip
-    return choice
+    inputs = report.prediction.inputs
+    return _with_stream(choice, live, options, inputs.dirty_rate_bytes_s / inputs.link_bytes_s)
+
+
+def _with_stream(choice: StrategyChoice, live: CheckReport, options: MigrationOptions,
+                 dirty_share: float) -> StrategyChoice:  # fmt: skip
+    """A live choice gets the stream :func:`choose_stream` picks, unless the user named one."""
+    asked = options.parallel > 0 or options.compression is not Compression.NONE
+    if choice.strategy is not MoveStrategy.LIVE or asked or live.facts is None:
+        return choice
+    stream = choose_stream(live.facts.source, live.facts.destination, precopy_only=True,
+                           dirty_share=dirty_share)  # fmt: skip
+    return replace(choice, reason=f"{choice.reason}; stream: {stream.why}",
+                   parallel=stream.parallel, compression=stream.compression.value)  # fmt: skip
 
 
 def _warm_refused(vm: str, to: str, options: MigrationOptions) -> str | None:

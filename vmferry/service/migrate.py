@@ -25,6 +25,7 @@ from vmferry.model.migration import (
     MigrationResult,
     Strategy,
 )
+from vmferry.predict.strategy import with_choice
 from vmferry.service.auto_strategy import choose_move
 from vmferry.service.backup import back_up
 from vmferry.service.check import CheckReport, check_migration
@@ -75,7 +76,7 @@ def migrate_auto(
     ``options.strategy`` is ignored; the job records the choice and its reason."""
     choice = choose_move(vm, to, options, note)
     note(f"strategy {choice.strategy}: {choice.reason}")
-    chosen = replace(options, strategy=Strategy(choice.strategy.value))
+    chosen = with_choice(options, choice)
     return migrate(vm, to, chosen, on_progress=on_progress, note=note,
                    strategy_reason=choice.reason, on_job=on_job)  # fmt: skip
 

@@ -51,3 +51,18 @@ def test_auto_holds_self_service_to_its_strategies_after_the_choice(api: Api) ->
                               json={"vm": "web1", "to": "kvm2", "strategy": "auto"})  # fmt: skip
     assert allowed.status_code == 202, allowed.text
     assert api.migrate.calls == [("web1", "kvm2", "live")]
+
+
+def test_auto_starts_the_chosen_stream(api: Api) -> None:
+    """A live choice with a stream (multifd channels, zstd) starts the move with it."""
+    context = api.client.app.state.vmferry  # type: ignore[attr-defined]
+    api.client.app.state.vmferry = replace(  # type: ignore[attr-defined]
+        context, choose=lambda vm, to, options: StrategyChoice(
+            MoveStrategy.LIVE, "live fits; stream: 4 multifd channels (fake)", 80,
+            parallel=4, compression="zstd"))  # fmt: skip
+    done = api.client.post("/api/v1/migrations", headers=api.as_("operator"),
+                           json={"vm": "web1", "to": "kvm2", "strategy": "auto"})  # fmt: skip
+    assert done.status_code == 202, done.text
+    options = done.json()["options"]
+    assert (options["strategy"], options["parallel"], options["compression"]) == (
+        "live", 4, "zstd")  # fmt: skip

@@ -20,7 +20,7 @@ from vmferry.assess.stream_features import MAX_PARALLEL, validate
 from vmferry.errors import AlreadyExistsError, BadInputError, VmferryError
 from vmferry.model.account import User
 from vmferry.model.migration import Compression, Job, MigrationOptions, Strategy
-from vmferry.predict.strategy import StrategyChoice
+from vmferry.predict.strategy import StrategyChoice, with_choice
 from vmferry.server.auth import CurrentUser, authorize, names
 from vmferry.server.context import Context
 from vmferry.server.project_rules import check_self_service_move
@@ -126,10 +126,10 @@ def _begin(body: MigrationIn, request: Request, user: User, context: Context) ->
         return context.moves.start(body.vm, body.to, _options(body, Strategy(body.strategy)),
                                    body.queue)  # fmt: skip
     choose = context.choose or _choose_move
-    choice = choose(body.vm, body.to, _options(body, Strategy.LIVE))
-    strategy = Strategy(choice.strategy.value)
-    _self_service(strategy.value, request, user, context)
-    return context.moves.start(body.vm, body.to, _options(body, strategy), body.queue,
+    asked = _options(body, Strategy.LIVE)
+    choice = choose(body.vm, body.to, asked)
+    _self_service(choice.strategy.value, request, user, context)
+    return context.moves.start(body.vm, body.to, with_choice(asked, choice), body.queue,
                                choice.reason)  # fmt: skip
 
 
