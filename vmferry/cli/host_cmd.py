@@ -3,6 +3,9 @@ it, take it back (docs/operations.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
@@ -124,15 +127,32 @@ def _print(outcome: MaintenanceOutcome) -> None:
 @power_app.command("set")
 def power_set(
     host: str = typer.Argument(..., help="The registered host."),
-    on: str = typer.Option(..., "--on", help="The command that powers it on."),
-    off: str = typer.Option(..., "--off", help="The command that powers it off."),
-    state: str = typer.Option(..., "--status", help="The command that prints on or off."),
+    on: str = typer.Option("", "--on", help="The command that powers it on."),
+    off: str = typer.Option("", "--off", help="The command that powers it off."),
+    state: str = typer.Option("", "--status", help="The command that prints on or off."),
+    redfish: str = typer.Option("", "--redfish", help="Instead of commands: the BMC's Redfish "
+                                "ComputerSystem URL, https://BMC/redfish/v1/Systems/ID."),
+    user: str = typer.Option("", "--user", help="Redfish: the BMC user."),
+    password_env: str = typer.Option("", "--password-env", help="Redfish: the environment "
+                                     "variable holding its password (never stored)."),
+    ca: Annotated[Path | None, typer.Option("--ca", help="Redfish: the CA that signed the "
+                                            "BMC's certificate (default: the system's).")] = None,
+    insecure: bool = typer.Option(False, "--insecure", help="Redfish: do not check the BMC's "
+                                  "certificate."),
     timeout: float = typer.Option(60, "--timeout", min=1, help="Seconds each may take."),
-) -> None:
+) -> None:  # fmt: skip
     """Record how vmferry powers the host off (to fence it) and on: commands run without a
-    shell, e.g. `ipmitool -I lanplus -H BMC -U admin -E chassis power off`."""
-    service_ha.set_power(HostPower(host, on, off, state, timeout))
-    console.print(f"{host}: power driver recorded", highlight=False)
+    shell, e.g. `ipmitool -I lanplus -H BMC -U admin -E chassis power off`, or the BMC's
+    Redfish API (`--redfish URL --user U --password-env VAR`)."""
+    if redfish:
+        power = HostPower(host, timeout_s=timeout, driver="redfish", url=redfish, user=user,
+                          password_env=password_env, ca=str(ca) if ca else None,
+                          insecure=insecure)  # fmt: skip
+    else:
+        power = HostPower(host, on, off, state, timeout)
+    service_ha.set_power(power)
+    console.print(f"{host}: power driver recorded ({power.describe()})", highlight=False,
+                  soft_wrap=True)  # fmt: skip
 
 
 @power_app.command("status")

@@ -4,6 +4,7 @@ powered off (fenced) before that (docs/operations.md)."""
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 
@@ -35,12 +36,57 @@ class HaVm:
 
 @dataclass(frozen=True)
 class HostPower:
-    """How a host is powered off, on and asked: commands vmferry runs (the power driver
-    ``command``: ipmitool, a Redfish client, or the lab's own), each exiting 0 on success;
-    the status command prints ``on`` or ``off``."""
+    """How a host is powered off, on and asked. The ``command`` driver: commands vmferry
+    runs (ipmitool, a Redfish client, or the lab's own), each exiting 0 on success, the
+    status command printing ``on`` or ``off``. The ``redfish`` driver: vmferry speaks Redfish
+    itself to the BMC's ComputerSystem at ``url`` (HTTPS, basic authentication as ``user``
+    with the password in the environment variable ``password_env``; the BMC's certificate
+    checked against ``ca``, the system's trust store when None, not at all if ``insecure``)."""
 
     host: str
-    on_command: str
-    off_command: str
-    status_command: str
+    on_command: str = ""
+    off_command: str = ""
+    status_command: str = ""
     timeout_s: float = 60.0
+    driver: str = "command"  # command | redfish
+    url: str | None = None
+    user: str | None = None
+    password_env: str | None = None
+    ca: str | None = None
+    insecure: bool = False
+
+    def describe(self) -> str:
+        """One line: which driver, and what it reaches."""
+        if self.driver == "redfish":
+            return f"redfish {self.url} as {self.user}"
+        return f"commands (off: {self.off_command})"
+
+
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def power_problem(power: HostPower) -> str | None:
+    """Why ``power`` cannot be a host's power driver, in one line, or None (pure)."""
+    if power.driver == "command":
+        if power.url or power.user or power.password_env or power.ca or power.insecure:
+            return "give commands (--on, --off, --status) or --redfish, not both"
+        missing = [flag for flag, command in (("--on", power.on_command),
+                   ("--off", power.off_command), ("--status", power.status_command))
+                   if not command.strip()]  # fmt: skip
+        if missing:
+            return (f"the command driver needs {', '.join(missing)} (or --redfish URL for a "
+                    "BMC's Redfish API)")  # fmt: skip
+        return None
+    if power.driver != "redfish":
+        return f"power driver must be command or redfish, not {power.driver!r}"
+    if power.on_command or power.off_command or power.status_command:
+        return "give commands (--on, --off, --status) or --redfish, not both"
+    if not (power.url or "").startswith("https://"):
+        return f"--redfish {power.url!r}: a BMC's Redfish API is reached over https://"
+    if not power.user:
+        return "--redfish needs --user"
+    if not power.password_env or not _ENV.fullmatch(power.password_env):
+        return "--redfish needs --password-env VAR, the environment variable with the password"
+    if power.ca and power.insecure:
+        return "give --ca FILE or --insecure, not both"
+    return None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.power_command import power_off, power_on, power_status
@@ -42,7 +43,7 @@ from vmferry.fleetops.loads import anti_affinity_group
 from vmferry.fleetops.maintenance import evacuate
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.model import Host, VmState
-from vmferry.model.ha import HaPriority, HaVm, HostPower
+from vmferry.model.ha import HaPriority, HaVm, HostPower, power_problem
 from vmferry.model.maintenance import MaintenanceState
 from vmferry.model.migration import Job, JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.balance import gather_loads
@@ -104,6 +105,13 @@ def status(*, store: Store | None = None) -> list[HaStatus]:
 
 
 def set_power(power_record: HostPower, *, store: Store | None = None) -> None:
+    """Record a host's power driver; ``BadInputError`` (one line, nothing written) for one
+    that cannot work (:func:`vmferry.model.ha.power_problem`)."""
+    why = power_problem(power_record)
+    if why is None and power_record.ca and not Path(power_record.ca).is_file():
+        why = f"--ca {power_record.ca}: no such file"
+    if why is not None:
+        raise BadInputError(why)
     store = store or open_store()
     store.get_host(power_record.host)  # NotFoundError for a host vmferry does not know
     ha_store.set_power(store, power_record)

@@ -46,6 +46,8 @@ def set_power(store: Store, power: HostPower) -> None:
         row = session.get(HostPowerRow, power.host) or HostPowerRow(host=power.host)
         row.on_command, row.off_command = power.on_command, power.off_command
         row.status_command, row.timeout_s = power.status_command, power.timeout_s
+        row.driver, row.url, row.user = power.driver, power.url, power.user
+        row.password_env, row.ca, row.insecure = power.password_env, power.ca, power.insecure
         session.add(row)
 
 
@@ -55,7 +57,8 @@ def get_power(store: Store, host: str) -> HostPower | None:
         if row is None:
             return None
         return HostPower(row.host, row.on_command, row.off_command, row.status_command,
-                         row.timeout_s)  # fmt: skip
+                         row.timeout_s, row.driver, row.url, row.user, row.password_env,
+                         row.ca, row.insecure)  # fmt: skip
 
 
 def remove_power(store: Store, host: str) -> bool:

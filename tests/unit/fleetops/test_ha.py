@@ -12,6 +12,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
+from support.redfish_bmc import ENV, PASSWORD, USER, Bmc
 
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.power_command import power_off, power_status
@@ -187,3 +188,17 @@ def test_a_monitor_that_stopped_after_starting_the_vm_is_settled_completed(
     lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
     assert not [line for line in lines if "restarted" in line or "fenced" in line], lines
     assert len([j for j in fleet.list_jobs() if j.kind == "ha-restart"]) == 1
+
+
+def test_a_redfish_bmc_fences_the_dead_host_before_the_restart(
+    fleet: Store, bmc: Bmc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """t2's BMC speaks Redfish and applies its ForceOff seconds later, as real ones do: the
+    monitor waits for it to say Off, then restarts web on t1."""
+    monkeypatch.setenv(ENV, PASSWORD)
+    ha_store.set_power(fleet, HostPower("t2", timeout_s=10, driver="redfish", url=bmc.url,
+                                        user=USER, password_env=ENV, ca=str(bmc.ca)))  # fmt: skip
+    lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=30)
+    assert lines[0] == "t2: fenced (powered off and confirmed off)", lines
+    assert lines[1].startswith("web: restarted on t1 (job "), lines
+    assert service.power("t2", "status", store=fleet) == "off"
