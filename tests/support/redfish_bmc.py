@@ -15,6 +15,8 @@ from pathlib import Path
 
 import bcrypt
 
+from vmferry.lab import pki
+
 SYSTEM_UUID = "6d1b4a2e-4c8f-4b1e-9a51-2f0c6c1f7e10"
 USER, PASSWORD = "admin", "s3cret-bmc"
 ENV = "VMFERRY_TEST_BMC_PASSWORD"  # where the tests put the password for vmferry
@@ -34,22 +36,14 @@ def _free_port() -> int:
 
 
 def _certificates(root: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate it signed for 127.0.0.1 (openssl)."""
-    ca_key, ca, key, csr, cert = (root / n for n in ("ca.key", "ca.pem", "bmc.key", "bmc.csr",
-                                                     "bmc.pem"))  # fmt: skip
-    ext = root / "ext.cnf"
-    ext.write_text("subjectAltName = IP:127.0.0.1\n")
-
-    def openssl(*args: str | Path) -> None:
-        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
-            "-days", "2", "-subj", "/CN=vmferry test BMC CA")  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj",
-            "/CN=127.0.0.1")  # fmt: skip
-    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out",
-            cert, "-days", "2", "-extfile", ext)  # fmt: skip
-    return ca, cert, key
+    """A CA, and a server certificate it signed for 127.0.0.1 (the lab's PKI helpers)."""
+    ca = pki.make_ca("vmferry test BMC CA")
+    server = pki.issue(ca, "127.0.0.1", server=True, addrs=["127.0.0.1"])
+    paths = root / "ca.pem", root / "bmc.pem", root / "bmc.key"
+    for path, data in zip(paths, (pki._cert_pem(ca.cert), pki._cert_pem(server.cert),
+                                  pki._key_pem(server.key)), strict=True):  # fmt: skip
+        path.write_bytes(data)
+    return paths
 
 
 @contextmanager
