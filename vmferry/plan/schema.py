@@ -59,6 +59,8 @@ class Defaults(_Strict):
     strategy: StrategyHint = "auto"
     link_gbps: Annotated[float, Field(gt=0)] = 10.0
     wave_slice_s: Annotated[int, Field(gt=0)] = 600
+    backup_pool: Name | None = None  # back every VM's disks up into this pool first
+    rollback: bool = False  # a move whose verification fails is moved back
 
 
 class Fleet(_Strict):
@@ -128,6 +130,8 @@ class VmEntry(_Strict):
     bytes: Annotated[int | None, Field(gt=0)] = None
     tags: dict[str, str] = Field(default_factory=dict)
     hooks: list[HookEntry] = Field(default_factory=list)
+    backup_pool: Name | None = None  # overrides the plan's default
+    rollback: bool | None = None
 
 
 class WindowEntry(_Strict):
@@ -194,6 +198,16 @@ def plan_hooks(spec: PlanSpec, vm: str) -> tuple[Hook, ...]:
     entry = next((v for v in spec.vms if v.name == vm), None)
     own = () if entry is None else tuple(h.hook() for h in entry.hooks)
     return merge_hooks(tuple(h.hook() for h in spec.hooks), own)
+
+
+def plan_safety(spec: PlanSpec, vm: str) -> tuple[str | None, bool]:
+    """The backup pool and the rollback choice for ``vm``'s move: its entry's, else the
+    plan's defaults."""
+    entry = next((v for v in spec.vms if v.name == vm), None)
+    pool = entry.backup_pool if entry is not None and entry.backup_pool else None
+    rollback = entry.rollback if entry is not None else None
+    return (pool or spec.defaults.backup_pool,
+            spec.defaults.rollback if rollback is None else rollback)  # fmt: skip
 
 
 def default_link_slots(link_gbps: float) -> int:

@@ -55,7 +55,7 @@ from vmferry.model.plan_run import (
 )
 from vmferry.plan import PlanSpec
 from vmferry.plan.placement import host_slots
-from vmferry.plan.schema import plan_hooks
+from vmferry.plan.schema import plan_hooks, plan_safety
 from vmferry.service.jobs import reconcile_job
 from vmferry.service.lease import process_lease
 from vmferry.service.migrate import MigrateOutcome, migrate
@@ -225,6 +225,7 @@ class _Runner:
         self.items = {i.vm: i for i in record.items}
         spec = PlanSpec.model_validate(record.spec)
         self.hooks = {i.vm: plan_hooks(spec, i.vm) for i in record.items}
+        self.safety = {i.vm: plan_safety(spec, i.vm) for i in record.items}
         self.limits = RunLimits.from_schedule(host_slot_limits(record.spec), record.schedule)
         self.threads: dict[str, threading.Thread] = {}
         self.done: queue.Queue[PlanItem] = queue.Queue()
@@ -350,6 +351,8 @@ class _Runner:
             max_downtime_ms=int(item.prediction.get("max_downtime_ms") or 300),
             timeout_s=max(MIN_TIMEOUT_S, 4.0 * item.predicted_s),
             bandwidth_mib_s=budget_share_mib_s(self.limits, vm),
+            backup_pool=self.safety.get(vm, (None, False))[0],
+            rollback=self.safety.get(vm, (None, False))[1],
         )
         ended = item
         # the plan's hooks for this VM (service.migrate adds the VM's own); only when there

@@ -148,6 +148,27 @@ def test_run_moves_every_vm_and_records_jobs_and_actuals(store: Store, tmp_path:
     assert html.count('class="bar actual"') == 3
 
 
+def test_the_plans_backup_and_rollback_reach_each_move(store: Store, tmp_path: Path) -> None:
+    """``defaults: {backup_pool, rollback}`` apply to every VM; an entry's own replace them."""
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        PLAN.replace("defaults: {wave_slice_s: 30}",
+                     "defaults: {wave_slice_s: 30, backup_pool: backups, rollback: true}")
+        % ", backup_pool: fast, rollback: false"
+    )  # fmt: skip
+    engine = FakeEngine(store)
+    done = run_plan(create_plan(path, store=store, measure=fake_measure).id, store=store,
+                    migrate_fn=engine, poll_s=0.01)  # fmt: skip
+    assert done.status is PlanStatus.COMPLETED
+    asked = {vm: (o.backup_pool, o.rollback) for vm, _, o in engine.calls}
+    assert asked == {"idle": ("backups", True), "busy": ("backups", True),
+                     "other": ("fast", False)}  # fmt: skip
+    plain = FakeEngine(store)
+    run_plan(create_plan(plan_path(tmp_path), store=store, measure=fake_measure).id,
+             store=store, migrate_fn=plain, poll_s=0.01)  # fmt: skip
+    assert {(o.backup_pool, o.rollback) for _, _, o in plain.calls} == {(None, False)}
+
+
 def test_a_fleet_budget_caps_each_migration_and_what_runs_at_once(
     store: Store, tmp_path: Path
 ) -> None:
