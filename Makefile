@@ -66,7 +66,7 @@ unit: $(STAMPS)/venv $(VCSIM)
 	$(VENV)/bin/pytest -m "not lab" -q
 
 test: install lint
-	$(VENV)/bin/pytest -q --durations=10
+	$(VENV)/bin/pytest -q --durations=30
 
 demo: install
 	$(VENV)/bin/vmferry demo --console
