@@ -477,15 +477,28 @@ def _runs_on(name: str) -> str:
 
 
 def test_a_rehearsal_boots_a_copy_on_the_destination_and_leaves_nothing_behind(
-    lab: LabState, lab_guests: Callable[..., GuestRecord]
+    lab: LabState, lab_guests: Callable[..., GuestRecord], tmp_path: Path
 ) -> None:
-    """`vmferry rehearse rh1 --to kvm2`: the guest's disk backed up on kvm1 while it runs, a
-    copy booted on kvm2 from an overlay, on the isolated network, its guest agent answering;
-    then the copy, the overlay, the backup and the network are gone, and the guest runs on
-    kvm1 as before."""
+    """`vmferry plan create --rehearse` of a plan moving rh1 to kvm2, then `vmferry rehearse
+    rh1 --to kvm2`: each time the guest's disk backed up on kvm1 while it runs, a copy booted
+    on kvm2 from an overlay, on the isolated network, its guest agent answering; then the
+    copy, the overlay, the backup and the network are gone, and the guest runs on kvm1 as
+    before."""
     name = "rh1"
     record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32)
     before = observe_guest(record, seconds=3.0).heartbeats
+    plan = tmp_path / "rehearsed.yaml"  # the same rehearsal for each VM of a plan
+    plan.write_text("version: 1\nhosts:\n"
+                    "  - {name: kvm1, cpus: 16, memory_mb: 8192, link_gbps: 0.4}\n"
+                    "  - {name: kvm2, cpus: 16, memory_mb: 8192, link_gbps: 0.4}\n"
+                    f"vms:\n  - {{name: {name}, source: kvm1, destination: kvm2, "
+                    "memory_mb: 256, vcpus: 1}\n")  # fmt: skip
+    planned = vmferry("plan", "create", str(plan), "--rehearse", "--json", timeout=600)
+    assert planned.returncode == 0, planned.stderr
+    (item,) = json.loads(planned.stdout)["items"]
+    assert item["rehearsal"]["status"] == "completed", item
+    assert item["rehearsal"]["phases_ms"]["boot"] > 0
+    assert f"{name}: rehearsal on kvm2 completed (boot " in planned.stderr
     done = vmferry("rehearse", name, "--to", "kvm2", "--json", timeout=600)
     result = json.loads(done.stdout) if done.stdout else {}
     assert done.returncode == 0, (done.stderr, result)

@@ -15,16 +15,23 @@ from rich.table import Table
 from rich.text import Text
 
 from vmferry.cli.output import console, err_console, print_json, progress_printer
-from vmferry.client.remote import remote_api
-from vmferry.errors import BadInputError, MigrationFailedError, StoppedFollowingError
+from vmferry.client.remote import URL_ENV, remote_api
+from vmferry.errors import (
+    BadInputError,
+    MigrationFailedError,
+    NoRemoteFormError,
+    StoppedFollowingError,
+)
 from vmferry.model.migration import ProgressSample
 from vmferry.model.plan_run import PlanItem, PlanRecord, PlanStatus
 from vmferry.plan import Method
 from vmferry.service.plan import (
+    ItemRehearsal,
     cancel_plan,
     create_plan,
     pause_plan,
     plan_json,
+    rehearse_plan,
     show_plan,
     write_plan_gantt,
 )
@@ -130,7 +137,14 @@ def create(
     method: Annotated[str, typer.Option(help="auto, heuristic or cpsat.")] = "auto",
     time_limit: Annotated[float, typer.Option(min=0.1, help="CP-SAT's time limit, s.")] = 10.0,
     json_out: JsonOpt = False,
-) -> None:
+    rehearse: Annotated[bool, typer.Option("--rehearse", help="Then rehearse each VM's move "
+                                           "(`vmferry rehearse`): a copy booted in "
+                                           "isolation on its destination; exit 4 when one "
+                                           "fails.")] = False,
+    rehearse_pool: Annotated[str | None, typer.Option("--rehearse-pool", help="The pool "
+                                                      "both hosts see for the rehearsals' "
+                                                      "backups (default: the VM's).")] = None,
+) -> None:  # fmt: skip
     """Measure the VMs, plan the waves, choose each VM's strategy, and store the plan."""
     if method not in ("auto", "heuristic", "cpsat"):
         raise typer.BadParameter("use auto, heuristic or cpsat", param_hint="--method")
@@ -138,6 +152,10 @@ def create(
         "cpsat" if method == "cpsat" else "heuristic" if method == "heuristic" else "auto"
     )
     api = remote_api()
+    if api is not None and rehearse:
+        api.close()
+        raise NoRemoteFormError(f"`vmferry plan create --rehearse` has no remote form yet; "
+                                f"unset {URL_ENV} to run it locally")  # fmt: skip
     if api is not None:
         err_console.print("[dim]• measuring the VMs and planning[/dim]")
         text = _plan_text(path)
@@ -147,7 +165,28 @@ def create(
         _print(doc, json_out)
         return
     err_console.print("[dim]• measuring the VMs and planning[/dim]")
-    _print(plan_json(create_plan(path, method=chosen, time_limit_s=time_limit)), json_out)
+    record = create_plan(path, method=chosen, time_limit_s=time_limit)
+    failed = []
+    if rehearse:
+        for outcome in rehearse_plan(record.id, pool=rehearse_pool, on_item=_say_rehearsal):
+            if outcome.status != "completed":
+                failed.append(outcome.vm)
+        record = show_plan(record.id)
+    _print(plan_json(record), json_out)
+    if failed:
+        err_console.print(f"the rehearsal failed for {', '.join(failed)}: see each line above; "
+                          "`vmferry plan show` keeps them", highlight=False)  # fmt: skip
+        raise typer.Exit(4)
+
+
+def _say_rehearsal(outcome: ItemRehearsal) -> None:
+    boot = outcome.phases_ms.get("boot")
+    if outcome.status == "completed":
+        took = f" (boot {boot / 1000:.1f} s)" if boot is not None else ""
+        line = f"{outcome.vm}: rehearsal on {outcome.destination} completed{took}"
+    else:
+        line = f"{outcome.vm}: rehearsal on {outcome.destination} failed: {outcome.reason}"
+    err_console.print(f"[dim]•[/dim] {line}", highlight=False)
 
 
 def _plan_text(path: Path) -> str:

@@ -45,6 +45,7 @@ from vmferry.predict.strategy import MoveStrategy, choose_strategy, warm_downtim
 from vmferry.service.jobs import cancel_job
 from vmferry.service.lease import owner_of
 from vmferry.service.predict import DEFAULT_LINK_BYTES_S, calibration_from_store, gather_inputs
+from vmferry.service.rehearse import Rehearsal, rehearse
 from vmferry.store.db import Store, open_store
 
 __all__ = [
@@ -343,6 +344,7 @@ def _item_json(i: PlanItem) -> dict[str, Any]:
         "job_id": i.job_id,
         "reason": i.reason,
         "attempts": i.attempts,
+        "rehearsal": i.prediction.get("rehearsal"),  # `plan create --rehearse`, else None
         "predicted": {
             "start_s": i.predicted_start_s,
             "end_s": i.predicted_end_s,
@@ -421,3 +423,50 @@ def cancel_plan(plan_id: str, *, store: Store | None = None, wait_s: float = 30)
     return store.set_plan_status(
         plan_id, PlanStatus.CANCELLED, "cancelled by `vmferry plan cancel`"
     )
+
+
+@dataclass(frozen=True)
+class ItemRehearsal:
+    """One plan item's rehearsal: ``status`` completed, failed or skipped, and why not."""
+
+    vm: str
+    destination: str
+    status: str
+    reason: str | None
+    phases_ms: dict[str, int]
+    job_id: str | None
+
+
+RehearseFn = Callable[..., Rehearsal]
+
+
+def rehearse_plan(
+    plan_id: str,
+    *,
+    pool: str | None = None,
+    store: Store | None = None,
+    rehearse_fn: RehearseFn = rehearse,
+    on_item: Callable[[ItemRehearsal], None] = lambda _r: None,
+) -> list[ItemRehearsal]:
+    """Rehearse every VM of plan ``plan_id`` on its planned destination, wave by wave
+    (:func:`vmferry.service.rehearse.rehearse`: a copy booted in isolation, then removed),
+    and keep each outcome in the item's ``prediction["rehearsal"]``. A VM that cannot be
+    rehearsed (not found, stopped, no shared pool) is ``failed`` with the reason: the plan
+    would fail there too."""
+    store = store or open_store()
+    record = store.get_plan(plan_id)
+    done = []
+    for item in sorted(record.items, key=lambda i: (i.wave, i.order)):
+        try:
+            found = rehearse_fn(item.vm, item.destination, pool=pool, store=store)
+            outcome = ItemRehearsal(item.vm, item.destination, found.status, found.reason,
+                                    dict(found.phases_ms), found.job_id)  # fmt: skip
+        except VmferryError as exc:
+            outcome = ItemRehearsal(item.vm, item.destination, "failed", exc.message, {}, None)
+        rehearsal = {"status": outcome.status, "reason": outcome.reason,
+                     "phases_ms": outcome.phases_ms, "job_id": outcome.job_id}  # fmt: skip
+        kept = {**item.prediction, "rehearsal": rehearsal}
+        store.save_plan_item(plan_id, replace(item, prediction=kept))
+        on_item(outcome)
+        done.append(outcome)
+    return done

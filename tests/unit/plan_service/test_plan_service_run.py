@@ -23,9 +23,11 @@ from vmferry.service.plan import (
     Measured,
     create_plan,
     plan_json,
+    rehearse_plan,
     write_plan_gantt,
 )
 from vmferry.service.plan_run import run_plan
+from vmferry.service.rehearse import Rehearsal
 from vmferry.store import Store, open_store
 
 MIB = 2**20
@@ -167,6 +169,32 @@ def test_the_plans_backup_and_rollback_reach_each_move(store: Store, tmp_path: P
     run_plan(create_plan(plan_path(tmp_path), store=store, measure=fake_measure).id,
              store=store, migrate_fn=plain, poll_s=0.01)  # fmt: skip
     assert {(o.backup_pool, o.rollback) for _, _, o in plain.calls} == {(None, False)}
+
+
+def test_rehearsing_a_plan_keeps_each_vms_outcome(store: Store, tmp_path: Path) -> None:
+    """`plan create --rehearse`: each VM rehearsed on its planned destination, in wave
+    order; one that cannot be rehearsed is failed with the reason; the plan shows both."""
+    record = create_plan(plan_path(tmp_path), store=store, measure=fake_measure)
+    asked: list[tuple[str, str, str | None]] = []
+
+    def fake_rehearse(vm: str, to: str, *, pool: str | None, store: Store) -> Rehearsal:
+        asked.append((vm, to, pool))
+        if vm == "other":
+            raise BadInputError("other is shut-off on kvm1; a rehearsal copies a running VM")
+        return Rehearsal(f"job-{vm}", vm, to, "completed", None, {"boot": 4417}, {})
+
+    seen: list[str] = []
+    done = rehearse_plan(record.id, pool="shared", store=store, rehearse_fn=fake_rehearse,
+                         on_item=lambda r: seen.append(r.vm))  # fmt: skip
+    order = [i.vm for i in sorted(record.items, key=lambda i: (i.wave, i.order))]
+    assert [vm for vm, _, _ in asked] == order == seen
+    assert {(to, pool) for _, to, pool in asked} == {("kvm2", "shared")}
+    assert {r.vm: r.status for r in done} == {"idle": "completed", "busy": "completed",
+                                              "other": "failed"}  # fmt: skip
+    doc = {i["vm"]: i["rehearsal"] for i in plan_json(store.get_plan(record.id))["items"]}
+    assert doc["idle"] == {"status": "completed", "reason": None, "phases_ms": {"boot": 4417},
+                           "job_id": "job-idle"}  # fmt: skip
+    assert doc["other"]["status"] == "failed" and "shut-off" in doc["other"]["reason"]
 
 
 def test_a_fleet_budget_caps_each_migration_and_what_runs_at_once(
