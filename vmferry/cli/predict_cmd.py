@@ -11,6 +11,8 @@ from vmferry.cli.output import console, print_json
 from vmferry.client.remote import remote_api
 from vmferry.predict.strategy import choose_strategy
 from vmferry.service.predict import PredictReport, predict_migration, prediction_json
+from vmferry.service.rehearse import rehearsed_boots
+from vmferry.store.db import open_store
 
 MIB = 2**20
 
@@ -72,8 +74,11 @@ def report_table(report: PredictReport, max_downtime_ms: int) -> Table:
         table.add_row(
             "note", "vmferry's policy would escalate (throttle): the total is an upper bound"
         )
-    choice = choose_strategy(p, max_downtime_ms, allow_postcopy=True)
+    boot_ms = rehearsed_boots(open_store()).get(report.vm)
+    choice = choose_strategy(p, max_downtime_ms, allow_postcopy=True, boot_ms=boot_ms)
     table.add_row("strategy", f"{choice.strategy}: {choice.reason}")
+    if boot_ms is not None:
+        table.add_row("rehearsed boot", f"{boot_ms / 1000:.1f} s (its last `vmferry rehearse`)")
     for key, basis in report.basis.items():
         table.add_row(f"[dim]{key}[/dim]", f"[dim]{basis}[/dim]")
     return table

@@ -53,6 +53,7 @@ def choose_strategy(
     postcopy_downtime_ms: int | None = None,
     live_refused: str | None = None,
     warm_refused: str | None = None,
+    boot_ms: int | None = None,
 ) -> StrategyChoice:
     """Choose for one VM.
 
@@ -64,9 +65,12 @@ def choose_strategy(
     ``live_refused`` / ``warm_refused``: why the hosts cannot move this VM live (or post-copy)
     / warm at all (pre-flight blockers that only that kind of move has, such as a QEMU that
     loses a TCG guest's writes during a live move): the choice is then among what is left.
+    ``boot_ms``: how long the VM took to boot on its destination in its last rehearsal
+    (`vmferry rehearse`); a cold move stops it for at least that (else for at least a warm
+    move's stop, the model's only figure).
     """
     if live_refused is not None:
-        return _offline_choice(prediction, max_downtime_ms, live_refused, warm_refused)
+        return _offline_choice(prediction, max_downtime_ms, live_refused, warm_refused, boot_ms)
     p = prediction
     inputs = p.inputs
     link = f"{inputs.link_bytes_s / MIB:.1f} MiB/s"
@@ -133,16 +137,28 @@ def choose_strategy(
         else f"even a warm move would stop it for about {warm / 1000:.1f} s, over the "
         f"tolerance of {tolerance}"
     )
+    cold, booted = cold_downtime(warm, boot_ms)
     return StrategyChoice(
         MoveStrategy.COLD,
         f"{why_not}, {no_postcopy}, and {no_warm}: move it cold (shut down, copy, start) in "
-        "a maintenance window",
-        warm,
+        f"a maintenance window{booted}",
+        cold,
     )
 
 
+def cold_downtime(warm_ms: int, boot_ms: int | None) -> tuple[int, str]:
+    """A cold move's least stop (ms) and, when a rehearsal measured the boot, the words."""
+    if boot_ms is None:
+        return warm_ms, ""
+    return boot_ms, f"; its rehearsal booted it in {boot_ms / 1000:.1f} s, so at least that"
+
+
 def _offline_choice(
-    p: Prediction, max_downtime_ms: int | None, live_refused: str, warm_refused: str | None
+    p: Prediction,
+    max_downtime_ms: int | None,
+    live_refused: str,
+    warm_refused: str | None,
+    boot_ms: int | None,
 ) -> StrategyChoice:
     """Warm when the hosts allow it (it keeps the guest's memory), else cold."""
     tolerance = "any" if max_downtime_ms is None else f"{max_downtime_ms} ms"
@@ -160,11 +176,12 @@ def _offline_choice(
             f"memory and stops it for about {warm / 1000:.1f} s{over}",
             warm,
         )
+    cold, booted = cold_downtime(warm, boot_ms)
     return StrategyChoice(
         MoveStrategy.COLD,
         f"a live move is refused ({live_refused}) and a warm one too ({warm_refused}): "
-        "move it cold (shut down, copy, start)",
-        warm,
+        f"move it cold (shut down, copy, start){booted}",
+        cold,
     )
 
 

@@ -24,6 +24,8 @@ from vmferry.predict.strategy import MoveStrategy, StrategyChoice, choose_strate
 from vmferry.service.check import CheckReport, check_migration
 from vmferry.service.offline_move import LIVE_ONLY, check_offline
 from vmferry.service.predict import predict_migration
+from vmferry.service.rehearse import rehearsed_boots
+from vmferry.store.db import open_store
 
 
 def _quiet(*_args: object) -> None:
@@ -58,13 +60,16 @@ def choose_move(
             f"the VM could not be measured ({exc.message}): live, with vmferry's escalations",
             0,
         )
+    boot_ms = rehearsed_boots(open_store()).get(vm)  # its last rehearsal's boot, if any
     choice = choose_strategy(report.prediction, options.max_downtime_ms, allow_postcopy=True,
-                             live_refused=live_refused, warm_refused=warm_refused)  # fmt: skip
+                             live_refused=live_refused, warm_refused=warm_refused,
+                             boot_ms=boot_ms)  # fmt: skip
     if choice.strategy is MoveStrategy.WARM and live_refused is None:
         warm_refused = _warm_refused(vm, to, options)  # checked only when it is the choice
         if warm_refused is not None:
             choice = choose_strategy(report.prediction, options.max_downtime_ms,
-                                     allow_postcopy=True, warm_refused=warm_refused)  # fmt: skip
+                                     allow_postcopy=True, warm_refused=warm_refused,
+                                     boot_ms=boot_ms)  # fmt: skip
     inputs = report.prediction.inputs
     return _with_stream(choice, live, options, inputs.dirty_rate_bytes_s / inputs.link_bytes_s)
 

@@ -41,11 +41,16 @@ from vmferry.plan import (
 from vmferry.plan.schema import VmEntry, vm_max_downtime_ms
 from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInputs, Prediction
 from vmferry.predict.model import predict as predict_model
-from vmferry.predict.strategy import MoveStrategy, choose_strategy, warm_downtime_ms
+from vmferry.predict.strategy import (
+    MoveStrategy,
+    choose_strategy,
+    cold_downtime,
+    warm_downtime_ms,
+)
 from vmferry.service.jobs import cancel_job
 from vmferry.service.lease import owner_of
 from vmferry.service.predict import DEFAULT_LINK_BYTES_S, calibration_from_store, gather_inputs
-from vmferry.service.rehearse import Rehearsal, rehearse
+from vmferry.service.rehearse import Rehearsal, rehearse, rehearsed_boots
 from vmferry.store.db import Store, open_store
 
 __all__ = [
@@ -172,6 +177,7 @@ def create_plan(
 
     schedule = plan(spec, method=method, time_limit_s=time_limit_s, predict=predictor)
     entries = {vm.name: vm for vm in spec.vms}
+    boots = rehearsed_boots(store)
     items = [
         _item(
             order,
@@ -182,6 +188,7 @@ def create_plan(
             measured.get(m.vm),
             skipped.get(m.vm),
             calibration,
+            boots.get(m.vm),
         )
         for order, m in enumerate(schedule.migrations)
     ]
@@ -199,6 +206,7 @@ def _item(
     found: Measured | None,
     why_not: str | None,
     calibration: Calibration,
+    boot_ms: int | None = None,
 ) -> PlanItem:
     tolerance = vm_max_downtime_ms(vm, spec.defaults)
     detail: dict[str, Any] = {"measured": found is not None, "max_downtime_ms": tolerance}
@@ -217,7 +225,7 @@ def _item(
         detail["basis"] = dict(found.basis) if found is not None else {}
     detail.update(_prediction_doc(prediction))
     strategy, reason, downtime = _strategy(
-        vm.strategy or spec.defaults.strategy, prediction, tolerance
+        vm.strategy or spec.defaults.strategy, prediction, tolerance, boot_ms
     )
     return PlanItem(
         vm=m.vm,
@@ -253,8 +261,13 @@ def _prediction_doc(p: Prediction) -> dict[str, Any]:
     }
 
 
-def _strategy(hint: str, p: Prediction, tolerance: int) -> tuple[str, str, int]:
-    """(strategy, reason, predicted downtime ms) for one VM."""
+def _strategy(hint: str, p: Prediction, tolerance: int,
+              boot_ms: int | None = None) -> tuple[str, str, int]:  # fmt: skip
+    """(strategy, reason, predicted downtime ms) for one VM; ``boot_ms``: its last
+    rehearsal's boot, which a cold move stops it for at least."""
+    if hint == MoveStrategy.COLD and boot_ms is not None:
+        cold, booted = cold_downtime(warm_downtime_ms(p), boot_ms)
+        return hint, f"set in the plan file (strategy: cold){booted}", cold
     if hint in (MoveStrategy.WARM, MoveStrategy.COLD):
         warm = warm_downtime_ms(p)
         stop = "stops the VM for about" if hint == "warm" else "stops the VM for at least"
@@ -268,7 +281,7 @@ def _strategy(hint: str, p: Prediction, tolerance: int) -> tuple[str, str, int]:
             f" with {p.downtime_ms} ms downtime" if p.converges else ", not converging"
         )
         return hint, f"set in the plan file (strategy: {hint}); {model}", downtime
-    choice = choose_strategy(p, tolerance, allow_postcopy=True)
+    choice = choose_strategy(p, tolerance, allow_postcopy=True, boot_ms=boot_ms)
     return choice.strategy.value, choice.reason, choice.predicted_downtime_ms
 
 

@@ -242,3 +242,18 @@ def reconcile_rehearsal(store: Store, job: Job) -> Job:
                                          Strategy.COLD, JobStatus.FAILED, why, None, None, None,
                                          None))  # fmt: skip
     return store.get_job(job.id)
+
+
+def rehearsed_boots(store: Store, *, limit: int = 1000) -> dict[str, int]:
+    """Per VM, how long its copy took to boot in its latest completed rehearsal (among the
+    newest ``limit`` jobs): what a cold move of it stops it for at least."""
+    boots: dict[str, int] = {}
+    for job in store.list_jobs(limit=limit):  # newest first: the first found per VM wins
+        if job.kind != "rehearse" or job.vm in boots or job.status is not JobStatus.COMPLETED:
+            continue
+        for event in reversed(store.get_job(job.id).events):
+            phases = event.data.get("phases_ms") if event.kind == "rehearsal" else None
+            if isinstance(phases, dict) and isinstance(phases.get("boot"), int):
+                boots[job.vm] = int(phases["boot"])
+                break
+    return boots

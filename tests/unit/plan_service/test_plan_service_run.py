@@ -12,7 +12,7 @@ import pytest
 from support.leases import dead_owner_lease
 
 from vmferry.errors import BadInputError
-from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
+from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.model.plan_run import ItemStatus, PlanStatus
 from vmferry.plan import PlanSpec
 from vmferry.predict.model import PredictInputs
@@ -27,7 +27,7 @@ from vmferry.service.plan import (
     write_plan_gantt,
 )
 from vmferry.service.plan_run import run_plan
-from vmferry.service.rehearse import Rehearsal
+from vmferry.service.rehearse import Rehearsal, rehearsed_boots
 from vmferry.store import Store, open_store
 
 MIB = 2**20
@@ -298,3 +298,20 @@ def test_a_plan_run_by_a_live_process_or_finished_is_refused(store: Store, tmp_p
     store.set_plan_status(plan_id, PlanStatus.COMPLETED)
     with pytest.raises(BadInputError, match="is completed"):
         run_plan(plan_id, store=store, migrate_fn=FakeEngine(store))
+
+
+def test_a_rehearsed_boot_sets_a_cold_moves_least_stop(store: Store, tmp_path: Path) -> None:
+    """The boot a VM's last completed rehearsal measured is what the plan predicts its cold
+    move stops it for at least (service/rehearse.rehearsed_boots)."""
+    for boot in (9000, 4417):  # the newer rehearsal counts
+        job = store.create_job("rehearse", "other", "kvm1", "kvm2", MigrationOptions())
+        store.add_event(job.id, "rehearsal", "done", {"phases_ms": {"boot": boot}})
+        store.set_status(job.id, JobStatus.RUNNING)
+        store.finish(job.id, MigrationResult(job.id, "other", "kvm1", "kvm2", Strategy.COLD,
+                                             JobStatus.COMPLETED, None, 1, None, None,
+                                             None))  # fmt: skip
+    assert rehearsed_boots(store) == {"other": 4417}
+    record = create_plan(plan_path(tmp_path, ", strategy: cold"), store=store, measure=fake_measure)
+    other = next(i for i in record.items if i.vm == "other")
+    assert other.predicted_downtime_ms == 4417
+    assert other.strategy_reason.endswith("its rehearsal booted it in 4.4 s, so at least that")

@@ -82,6 +82,21 @@ def test_a_refused_warm_move_is_passed_over_for_cold() -> None:
     assert "a warm move is refused (disks.local)" in refused.reason
 
 
+def test_a_rehearsed_boot_is_what_a_cold_move_stops_the_vm_for_at_least() -> None:
+    p = prediction(1.5)
+    guessed = choose_strategy(p, 300, allow_postcopy=False)  # type: ignore[arg-type]
+    booted = choose_strategy(p, 300, allow_postcopy=False, boot_ms=4417)  # type: ignore[arg-type]
+    assert guessed.strategy is booted.strategy is MoveStrategy.COLD
+    assert guessed.predicted_downtime_ms == warm_downtime_ms(p)  # type: ignore[arg-type]
+    assert booted.predicted_downtime_ms == 4417
+    assert booted.reason.endswith("; its rehearsal booted it in 4.4 s, so at least that")
+    refused = choose_strategy(p, 300, live_refused="migration.x",  # type: ignore[arg-type]
+                              warm_refused="disks.local", boot_ms=9000)  # fmt: skip
+    assert refused.predicted_downtime_ms == 9000 and "booted it in 9.0 s" in refused.reason
+    live = choose_strategy(prediction(0.1), 300, boot_ms=4417)  # type: ignore[arg-type]
+    assert live.strategy is MoveStrategy.LIVE and "rehearsal" not in live.reason
+
+
 def test_no_tolerance_given_means_any_downtime() -> None:
     assert choose_strategy(prediction(0.1), None).strategy is MoveStrategy.LIVE  # type: ignore[arg-type]
     assert choose_strategy(prediction(1.5), None, allow_postcopy=False).strategy is (  # type: ignore[arg-type]
