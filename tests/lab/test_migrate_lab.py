@@ -510,6 +510,9 @@ def test_a_rehearsal_boots_a_copy_on_the_destination_and_leaves_nothing_behind(
     assert list(result["phases_ms"]) == ["backup", "overlay", "network", "boot", "cleanup"]
     assert result["verification"]["running"] is True and result["verification"]["agent"] is True
     assert result["left_behind"] == []
+    predicted = vmferry("predict", name, "--to", "kvm2")  # the last rehearsal's boot
+    assert f"{result['phases_ms']['boot'] / 1000:.1f} s (its last `vmferry rehearse`)" in (
+        predicted.stdout), predicted.stdout  # fmt: skip
 
     with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as kvm2:
         assert [r.spec.name for r in kvm2.list_vms() if "rehearsal" in r.spec.name] == []
