@@ -22,6 +22,7 @@ from vmferry.fleetops.imbalance import check_metric
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.fleetops.power import DPM_BAND, DpmBand
 from vmferry.model.maintenance import MaintenanceState
+from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service import ha
 from vmferry.service.balance import DEFAULT_LINK_BYTES_S, gather_loads
 from vmferry.service.fleet_plan import run_moves
@@ -120,6 +121,25 @@ def apply(report: ConsolidationReport, *, power_off: bool = False, on_event: Eve
                    tuple(_to_standby(store, h, power_off) for h in found.hosts_freed))  # fmt: skip
 
 
+def _host_job(store: Store, kind: str, host: str, what: str) -> str:
+    """A job recording a decision about host ``host`` (``host-standby``, ``host-wake``):
+    `vmferry jobs` and the server list it beside the moves; its subject is the host."""
+    job = store.create_job(kind, host, host, host, MigrationOptions())
+    store.set_status(job.id, JobStatus.RUNNING)
+    store.add_event(job.id, "decision", what, {"host": host})
+    return job.id
+
+
+def _end_host_job(store: Store, job_id: str, host: str, ok: bool, why: str,
+                  started: float) -> None:  # fmt: skip
+    store.add_event(job_id, "power", why, {"host": host})
+    store.finish(job_id, MigrationResult(job_id, host, host, host, Strategy.COLD,
+                                         JobStatus.COMPLETED if ok else JobStatus.FAILED,
+                                         None if ok else why,
+                                         round((time.monotonic() - started) * 1000), None, None,
+                                         None))  # fmt: skip
+
+
 def _to_standby(store: Store, name: str, power_off: bool) -> Standby:
     host = store.get_host(name)
     with LibvirtHost.connect(host.name, host.uri) as conn:
@@ -128,18 +148,24 @@ def _to_standby(store: Store, name: str, power_off: bool) -> Standby:
         why = f"still runs {', '.join(left)}"
         maintenance.set_state(store, name, MaintenanceState.ENTERING, why)
         return Standby(name, False, why)
+    started = time.monotonic()
+    job_id = _host_job(store, "host-standby", name, f"{name} is empty: into standby"
+                       + (", powered off" if power_off else ""))  # fmt: skip
     if not power_off:
         maintenance.set_state(store, name, MaintenanceState.STANDBY, "empty, left powered on")
+        _end_host_job(store, job_id, name, True, "left powered on", started)
         return Standby(name, False, "empty, in standby, left powered on")
     try:
         state = ha.power(name, "off", store=store)
     except VmferryError as exc:
         why = f"empty, in standby; not powered off: {exc.message}"
         maintenance.set_state(store, name, MaintenanceState.STANDBY, why)
+        _end_host_job(store, job_id, name, False, why, started)
         return Standby(name, False, why)
     off = state == "off"
     why = "empty, powered off" if off else f"empty, in standby; its driver says {state}"
     maintenance.set_state(store, name, MaintenanceState.STANDBY, why)
+    _end_host_job(store, job_id, name, off, why, started)
     return Standby(name, off, why)
 
 
@@ -151,18 +177,26 @@ def wake(name: str, *, store: Store | None = None, timeout_s: float = 300.0) -> 
     if held is None or held.state is not MaintenanceState.STANDBY:
         raise BadInputError(f"{name} is not in standby; `vmferry host maintenance status`")
     host = store.get_host(name)
-    if ha_store.get_power(store, name) is not None:
-        ha.power(name, "on", store=store)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with LibvirtHost.connect(host.name, host.uri, timeout_s=5) as conn:
-                conn.info()
-            break
-        except HostUnreachableError as exc:
-            if time.monotonic() > deadline:
-                raise HostUnreachableError(f"{name} did not answer within {timeout_s:g} s of "
-                                           f"its power-on: {exc.message}") from exc  # fmt: skip
-            time.sleep(2.0)
+    started = time.monotonic()
+    job_id = _host_job(store, "host-wake", name, f"{name} leaves standby")
+    try:
+        if ha_store.get_power(store, name) is not None:
+            ha.power(name, "on", store=store)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with LibvirtHost.connect(host.name, host.uri, timeout_s=5) as conn:
+                    conn.info()
+                break
+            except HostUnreachableError as exc:
+                if time.monotonic() > deadline:
+                    late = f"{name} did not answer within {timeout_s:g} s of its power-on"
+                    raise HostUnreachableError(f"{late}: {exc.message}") from exc
+                time.sleep(2.0)
+    except VmferryError as exc:
+        _end_host_job(store, job_id, name, False, exc.message, started)
+        raise
     maintenance.clear(store, name)
+    _end_host_job(store, job_id, name, True, "powered on, its libvirt answers: in service",
+                  started)  # fmt: skip
     return f"{name} is awake and back in service"
