@@ -21,9 +21,10 @@ esac
 STACK_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu
     libvirt-clients libvirt-dev)
 # libvirt 11 splits its daemon into driver packages that it only recommends: the interface
-# driver (pre-flight reads the destination's bridges through it) is named; libvirt 9.0 has it
-# built into libvirt-daemon.
-MODERN_ONLY=(libvirt-daemon-driver-interface)
+# driver (pre-flight reads the destination's bridges through it) and virtlockd with its
+# plugin (the lab's hosts lock their disks, HA's second guard) are named; libvirt 9.0 has
+# them in libvirt-daemon.
+MODERN_ONLY=(libvirt-daemon-driver-interface libvirt-daemon-lock libvirt-daemon-plugin-lockd)
 BACKPORTS_FILE=/etc/apt/sources.list.d/vmferry-backports.sources
 export DEBIAN_FRONTEND=noninteractive
 

@@ -4,18 +4,26 @@ restarted elsewhere, each exactly once (docs/operations.md)."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 from support.lab_fleet import answers, lab_power, runs_on, vmferry
 
-from vmferry.errors import LabError
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.errors import LabError, VmferryError
 from vmferry.lab import client
-from vmferry.lab.state import GuestRecord, LabState
+from vmferry.lab.daemons import lockspace_dir
+from vmferry.lab.state import GuestRecord, LabState, lab_dir
+from vmferry.store import ha as ha_store
+from vmferry.store import open_store
 
 pytestmark = [pytest.mark.lab]
 
@@ -86,6 +94,13 @@ def test_ha_restarts_a_dead_hosts_vms_elsewhere_each_once_only_after_fencing_it(
         assert "kvm1: not fenced (power-off-failed); nothing restarted" in refused.stdout
         for guest in guests.values():  # they still serve, on kvm1
             assert len(client.echo(guest.address, count=2)) == 2
+        # the second guard: kvm1's virtlockd holds ha1's disk lease in the shared lockspace,
+        # and ha1 started on kvm2 from its definition is refused while kvm1 runs it
+        lease = _lease(guests["ha1"].data_disk)
+        assert _held(lease), f"no lease held for {guests['ha1'].data_disk}"
+        twice = _start_elsewhere("ha1", "kvm2")
+        assert twice is not None and "lock" in twice, twice
+        assert len(client.echo(guests["ha1"].address, count=2)) == 2
         assert vmferry(*lab_power("kvm1")).returncode == 0
         began = time.monotonic()
         fenced = vmferry("watch", "--once", "--timeout", "3")
@@ -99,6 +114,7 @@ def test_ha_restarts_a_dead_hosts_vms_elsewhere_each_once_only_after_fencing_it(
         assert home["ha1"] != home["ha2"], home  # their anti-affinity group
         assert vmferry("lab", "host", "power", "kvm1", "status").stdout.strip() == "off"
         failed.remove("kvm1")  # powered off: `power on` brings it back
+        assert _held(lease)  # fenced: kvm1's lease died with it, ha1's new host holds it now
         for guest in guests.values():
             answers(guest.address, within_s=120)
         print(f"\nkvm1 cut off -> ha1 and ha2 answering on {home}: "
@@ -134,3 +150,42 @@ def test_ha_restarts_a_dead_hosts_vms_elsewhere_each_once_only_after_fencing_it(
             vmferry("lab", "host", "power", host, "on")
         for name in ("ha1", "ha2"):
             vmferry("ha", "disable", name)
+
+
+def _lease(disk: str) -> Path:
+    """virtlockd's lease file for ``disk``: the SHA-256 of its path in the lab's lockspace."""
+    return lockspace_dir(lab_dir()) / hashlib.sha256(disk.encode()).hexdigest()
+
+
+def _held(lease: Path) -> bool:
+    """Whether a virtlockd holds ``lease`` (its fcntl lock is taken)."""
+    fd = os.open(lease, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _start_elsewhere(vm: str, host: str) -> str | None:
+    """Define ``vm`` (as the HA record keeps it) on ``host`` and start it: the refusal, or
+    None if it started (then it is destroyed at once). The definition is removed."""
+    store = open_store()
+    (record,) = [r for r in ha_store.ha_vms(store) if r.vm == vm]
+    target = store.get_host(host)
+    with LibvirtHost.connect(target.name, target.uri) as conn:
+        conn.define_xml(record.definition_xml)
+        try:
+            conn.start(vm)
+        except VmferryError as exc:
+            return exc.message
+        finally:
+            if vm not in conn.running_vm_names():
+                conn.undefine(vm)
+        conn.destroy(vm)
+        conn.undefine(vm)
+        return None

@@ -1,8 +1,13 @@
-"""Run one libvirtd (and virtlogd) per lab host, each in its own network and mount namespace.
+"""Run one libvirtd (with virtlogd and virtlockd) per lab host, each in its own network and
+mount namespace.
 
 The recipe is LAB-NOTES': inside ``ip netns exec HOST unshare -m -u --propagation private`` a
-shell bind-mounts the host's private directories over libvirt's, starts virtlogd and
-libvirtd with their own pidfiles, and stays alive as ``sleep`` holding the namespace.
+shell bind-mounts the host's private directories over libvirt's, starts virtlogd, virtlockd
+and libvirtd with their own pidfiles, and stays alive as ``sleep`` holding the namespace.
+
+Disk locking: every host's QEMU driver uses the ``lockd`` lock manager, its leases in one
+lockspace directory on the lab's shared storage (:func:`lockspace_dir`), so a disk one host
+runs a VM from cannot be opened for writing by a VM started on another (HA's second guard).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ for pair in run:/run/libvirt lib:/var/lib/libvirt cache:/var/cache/libvirt \
   mount --bind "$d/${pair%%:*}" "${pair#*:}"
 done
 virtlogd -d -p /run/libvirt/virtlogd.pid
+virtlockd -d -p /run/libvirt/virtlockd.pid
 libvirtd -d --listen -p /run/libvirt/libvirtd.pid
 echo READY
 exec sleep infinity
@@ -48,6 +54,12 @@ exec sleep infinity
 
 def host_dir(base: Path, host: topo.LabHost) -> Path:
     return base / "hosts" / host.name
+
+
+def lockspace_dir(base: Path) -> Path:
+    """The disk leases of every lab host (virtlockd's ``file_lockspace_dir``), on the shared
+    storage as on hosts that share an NFS export."""
+    return base / "shared" / "lockspace"
 
 
 CAPS_SUBDIR = Path("qemu") / "capabilities"
@@ -122,13 +134,22 @@ def prepare_host_dir(base: Path, host: topo.LabHost, libvirt_pki: Path, qemu_pki
         )
         if host.transport == "tls":  # what `vmferry migrate --tls` encrypts the stream with
             conf.write(f'migrate_tls_x509_cert_dir = "{qemu_pki}"\nmigrate_tls_x509_verify = 1\n')
+        conf.write('lock_manager = "lockd"\n')
+    leases = lockspace_dir(base)
+    leases.mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "qemu-lockd.conf").write_text(
+        "# vmferry lab: a lease for every disk, in a lockspace all lab hosts share\n"
+        "auto_disk_leases = 1\nrequire_lease_for_disks = 1\n"
+        f'file_lockspace_dir = "{leases}"\n'
+    )
     return root
 
 
 def start_host_daemons(
     base: Path, host: topo.LabHost, *, timeout_s: float = 30
 ) -> list[ProcessRecord]:
-    """Start the holder, virtlogd and libvirtd of ``host``; wait until libvirtd answers."""
+    """Start the holder, virtlogd, virtlockd and libvirtd of ``host``; wait until libvirtd
+    answers."""
     root = host_dir(base, host)
     log = (root / "holder.log").open("w")
     groups = cgroups.host_groups(host.name)
@@ -161,7 +182,7 @@ def start_host_daemons(
         raise LabError(f"libvirtd for {host.name} did not answer on "
                        f"{host.mgmt_addr}:{host.libvirt_port} "
                        f"within {timeout_s:g} s; see {root / 'log'}")  # fmt: skip
-    for role in ("virtlogd", "libvirtd"):
+    for role in ("virtlogd", "virtlockd", "libvirtd"):
         pid = read_pidfile(root / "run" / f"{role}.pid")
         ticks = start_ticks(pid) if pid else None
         if pid is None or ticks is None:

@@ -26,7 +26,16 @@ from vmferry.model import Host
 from vmferry.store.db import open_store
 
 Progress = Callable[[str], None]
-REQUIRED_TOOLS = ("ip", "tc", "unshare", "libvirtd", "virtlogd", "qemu-system-x86_64", "qemu-img")
+REQUIRED_TOOLS = (
+    "ip",
+    "tc",
+    "unshare",
+    "libvirtd",
+    "virtlogd",
+    "virtlockd",
+    "qemu-system-x86_64",
+    "qemu-img",
+)
 
 
 def _quiet(_message: str) -> None:
@@ -193,7 +202,7 @@ def down(progress: Progress = _quiet) -> bool:
             ticks = start_ticks(pid)
             if ticks is not None and _is_qemu(pid):
                 stop(pid, ticks)
-    progress("stopping libvirtd, virtlogd and sshd")
+    progress("stopping libvirtd, virtlogd, virtlockd and sshd")
     for proc in sorted(state.processes, key=lambda p: p.role != "libvirtd"):
         if not stop(proc.pid, proc.start_ticks):
             problems.append(f"{proc.role} of {proc.host} (pid {proc.pid}) would not stop")
