@@ -38,18 +38,21 @@ def enter(
                                "loaded' means when placing its VMs."),
     headroom: int = typer.Option(20, "--headroom", help="Percent of each destination's CPU "
                                  "and memory left free."),
+    allow_cold: bool = typer.Option(False, "--allow-cold", help="A VM that can move neither "
+                                    "live nor warm is shut down and moved cold."),
     json_out: bool = JSON,
 ) -> None:  # fmt: skip
-    """Mark the host so nothing is placed on it, then move each of its running VMs live to
-    the least loaded host that may take it, as a plan. Exit 3 (nothing moved, the host left
-    'entering') when a VM cannot be placed; 4 when a move failed.
+    """Mark the host so nothing is placed on it, then move each of its running VMs to the
+    least loaded host that may take it, as a plan: live, or warm where pre-flight blocks a
+    live move, or cold with --allow-cold. Exit 3 (nothing moved, the host left 'entering')
+    when a VM cannot be placed or moved; 4 when a move failed.
 
     JSON: {"host", "dry_run", "state", "note", "moves": [{"vm", "source", "destination",
-    "predicted_bytes", "predicted_seconds"}], "stuck", "plan_id", "plan_status",
-    "counted_at_size"}."""
+    "predicted_bytes", "predicted_seconds", "strategy", "why"}], "stuck", "plan_id",
+    "plan_status", "counted_at_size"}."""
 
     outcome = service.enter(host, dry_run=dry_run, metric=metric, headroom=headroom / 100,
-                            on_event=show_plan_event)  # fmt: skip
+                            allow_cold=allow_cold, on_event=show_plan_event)  # fmt: skip
     if json_out:
         print_json(outcome_json(outcome))
     else:
@@ -95,7 +98,14 @@ def outcome_json(outcome: MaintenanceOutcome) -> dict[str, object]:
         "dry_run": outcome.dry_run,
         "state": None if state is None else str(state.state),
         "note": None if state is None else state.note,
-        "moves": to_jsonable(list(outcome.evacuation.moves)),
+        "moves": [
+            {
+                **to_jsonable(m),
+                "strategy": outcome.strategies.get(m.vm, "live"),
+                "why": outcome.why.get(m.vm),
+            }
+            for m in outcome.evacuation.moves
+        ],
         "stuck": list(outcome.evacuation.stuck),
         "plan_id": outcome.plan_id,
         "plan_status": outcome.plan_status,
@@ -111,9 +121,10 @@ def _print(outcome: MaintenanceOutcome) -> None:
         verb = "would move" if outcome.dry_run else "moved"
         console.print(f"{outcome.host}: {verb} {len(moves)} VMs", highlight=False)
     if moves:
-        table = Table("VM", "to", "predicted", "sent")
+        table = Table("VM", "to", "how", "predicted", "sent")
         for m in moves:
-            table.add_row(m.vm, m.destination, f"{m.predicted_seconds:.1f} s",
+            table.add_row(m.vm, m.destination, outcome.strategies.get(m.vm, "live"),
+                          f"{m.predicted_seconds:.1f} s",
                           f"{m.predicted_bytes / GIB:.2f} GiB")  # fmt: skip
         console.print(table)
     for line in outcome.evacuation.stuck:

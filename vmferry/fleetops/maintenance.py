@@ -17,7 +17,7 @@ from vmferry.fleetops.balance import predicted_cost
 from vmferry.fleetops.model import HostLoad, Move, VmLoad
 from vmferry.fleetops.state import FleetState
 
-__all__ = ["Evacuation", "evacuate"]
+__all__ = ["Evacuation", "evacuate", "evacuation_strategy"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,24 @@ def evacuate(
         moves.append(Move(vm.name, host, state.hosts[best].name, sent, seconds))
         state.move(v, best)
     return Evacuation(host, tuple(moves), tuple(stuck))
+
+
+def evacuation_strategy(
+    live: Sequence[str], warm: Sequence[str] | None, cold: Sequence[str] | None,
+    *, allow_cold: bool,
+) -> tuple[str | None, str]:  # fmt: skip
+    """How a VM leaves a host in maintenance (pure), from the pre-flight blockers of each
+    kind of move (None: that check was not run): live when nothing blocks it, else warm
+    (the guest's memory kept, a stop of seconds), else cold when the admin allows it
+    (``--allow-cold``: the guest is shut down); None with the reason when none may."""
+    if not live:
+        return "live", "live"
+    why = f"live blocked ({', '.join(live)})"
+    if warm is not None and not warm:
+        return "warm", f"{why}: warm"
+    why += f", warm blocked ({', '.join(warm or ['not checked'])})"
+    if not allow_cold:
+        return None, f"{why}, cold not allowed (--allow-cold)"
+    if cold is not None and not cold:
+        return "cold", f"{why}: cold"
+    return None, f"{why}, cold blocked ({', '.join(cold or ['not checked'])})"

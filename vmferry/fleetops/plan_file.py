@@ -9,7 +9,7 @@ plan its logical CPUs and the memory its VMs that stay do not take (the plan fil
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import yaml
 
@@ -27,9 +27,10 @@ def plan_yaml(
     *,
     link_bytes_s: float,
     name: str = "balance",
+    strategies: Mapping[str, str] | None = None,
 ) -> str:
     """The plan file's text (``version: 1``) for ``moves`` (a recommendation's, or an
-    evacuation's)."""
+    evacuation's); each VM moves live unless ``strategies`` names another way for it."""
     moving = {m.vm for m in moves}
     by_vm = {v.name: v for v in vms}
     involved = {h for m in moves for h in (m.source, m.destination)}
@@ -51,7 +52,7 @@ def plan_yaml(
         "vms": [
             {"name": m.vm, "source": m.source, "destination": m.destination,
              "memory_mb": max(1, by_vm[m.vm].memory_bytes // MIB), "vcpus": by_vm[m.vm].vcpus,
-             "strategy": "live"}
+             "strategy": (strategies or {}).get(m.vm, "live")}
             for m in moves
         ],
     }  # fmt: skip

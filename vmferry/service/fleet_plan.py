@@ -5,7 +5,7 @@ pause, resume and record)."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vmferry.fleetops.model import HostLoad, Move, VmLoad
@@ -26,11 +26,14 @@ def run_moves(
     name: str,
     on_event: EventFn,
     store: Store,
+    strategies: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
-    """Make the plan ``name`` of ``moves`` and run it to its end: (plan id, its status)."""
+    """Make the plan ``name`` of ``moves`` and run it to its end: (plan id, its status).
+    ``strategies``: a VM's way of moving other than live (warm, cold)."""
     with tempfile.TemporaryDirectory(prefix="vmferry-fleet-") as folder:
         path = Path(folder) / f"{name}.yaml"
-        path.write_text(plan_yaml(moves, hosts, vms, link_bytes_s=link_bytes_s, name=name))
+        path.write_text(plan_yaml(moves, hosts, vms, link_bytes_s=link_bytes_s, name=name,
+                                  strategies=strategies))  # fmt: skip
         plan_id = create_plan(path, store=store).id
     ran = run_plan(plan_id, on_event=on_event, store=store)
     return plan_id, str(ran.status)

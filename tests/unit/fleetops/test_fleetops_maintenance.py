@@ -12,10 +12,13 @@ from support.cli import vmferry
 
 from vmferry.assess.maintenance import maintenance_finding
 from vmferry.errors import NotFoundError
-from vmferry.fleetops.maintenance import evacuate
+from vmferry.fleetops.maintenance import evacuate, evacuation_strategy
 from vmferry.fleetops.model import HostLoad, VmLoad
+from vmferry.model import Host
 from vmferry.model.finding import Severity
 from vmferry.model.maintenance import HostMaintenance, MaintenanceState
+from vmferry.model.migration import Strategy
+from vmferry.service import maintenance as service
 from vmferry.store import maintenance
 from vmferry.store.db import open_store
 
@@ -104,3 +107,59 @@ def test_the_command_over_a_real_libvirt(tmp_path: Path) -> None:
     assert (back.returncode, back.stdout.strip()) == (0, "t1 is back in service")
     unknown = vmferry("host", "maintenance", "enter", "t9", db=db)
     assert unknown.returncode == 2 and "no host named 't9'" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("live", "warm", "cold", "allow_cold", "way", "words"),
+    [([], None, None, False, "live", "live"),
+     (["migration.tcg-lost-writes"], [], None, False, "warm",
+      "live blocked (migration.tcg-lost-writes): warm"),
+     (["storage.not-shared"], ["storage.not-shared"], None, False, None,
+      "warm blocked (storage.not-shared), cold not allowed (--allow-cold)"),
+     (["storage.not-shared"], ["storage.not-shared"], [], True, "cold", ": cold"),
+     (["cpu.x"], ["cpu.x"], ["cpu.x"], True, None, "cold blocked (cpu.x)")],
+)  # fmt: skip
+def test_a_vm_leaves_live_else_warm_else_cold_when_allowed(
+    live: list[str], warm: list[str] | None, cold: list[str] | None, allow_cold: bool,
+    way: str | None, words: str,
+) -> None:  # fmt: skip
+    got, why = evacuation_strategy(live, warm, cold, allow_cold=allow_cold)
+    assert got == way and words in why, why
+
+
+def test_enter_moves_each_vm_the_way_pre_flight_allows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """web moves live, db (live blocked) warm, batch (live and warm blocked) cold only with
+    --allow-cold: without it nothing moves and the host stays entering."""
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    for h in HOSTS:
+        store.add_host(Host(h.name, "test:///default"))
+    fleet = [vm("web", "kvm1"), vm("db", "kvm1"), vm("batch", "kvm1")]
+    monkeypatch.setattr(service, "gather_loads",
+                        lambda _store: (list(HOSTS), fleet, [], {}, 1.25e9))  # fmt: skip
+    ran: list[dict[str, str]] = []
+
+    def run_moves(moves: object, *_a: object, strategies: dict[str, str], **_k: object) -> tuple[
+            str, str]:  # fmt: skip
+        ran.append(dict(strategies))
+        return "plan1", "completed"
+
+    monkeypatch.setattr(service, "run_moves", run_moves)
+    monkeypatch.setattr(service, "_running", lambda _store, _host: [])
+    blocked = {("db", "live"), ("batch", "live"), ("batch", "warm")}
+
+    def checks(name: str, _to: str, strategy: Strategy) -> list[str]:
+        return ["migration.x"] if (name, str(strategy)) in blocked else []
+
+    refused = service.enter("kvm1", store=store, checks=checks)
+    assert ran == [] and refused.state is not None
+    assert refused.state.state is MaintenanceState.ENTERING
+    assert refused.evacuation.stuck[-1].startswith("batch: live blocked (migration.x), warm ")
+    done = service.enter("kvm1", store=store, checks=checks, allow_cold=True)
+    assert ran == [{"web": "live", "db": "warm", "batch": "cold"}]
+    assert done.why == {
+        "db": "live blocked (migration.x): warm",
+        "batch": "live blocked (migration.x), warm blocked (migration.x): cold",
+    }
+    assert done.state is not None and done.state.state is MaintenanceState.IN_MAINTENANCE
