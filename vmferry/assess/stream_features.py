@@ -70,6 +70,12 @@ def validate(parallel: int, compression: Compression) -> None:
         )
 
 
+def _versions(need: Need) -> str:
+    """The oldest libvirt and QEMU that do ``need``, in words."""
+    return (f"libvirt {need.libvirt[0]}.{need.libvirt[1]} and QEMU "
+            f"{need.qemu[0]}.{need.qemu[1]}")  # fmt: skip
+
+
 def _lacks(host: HostInfo, need: Need) -> str | None:
     """What ``host`` lacks for ``need`` in words, or None. A version libvirt did not give
     (a test driver) is taken as able: the move itself would say otherwise."""
@@ -95,11 +101,9 @@ def feature_findings(
         lacking = [why for why in (_lacks(source, need), _lacks(destination, need)) if why]
         if not lacking:
             continue
-        needs = (f"libvirt {need.libvirt[0]}.{need.libvirt[1]} and QEMU "
-                 f"{need.qemu[0]}.{need.qemu[1]}")  # fmt: skip
         findings.append(Finding(
             FINDING_ID, Severity.BLOCKER,
-            f"{need.what} needs {needs} or later on both hosts; {'; '.join(lacking)}",
+            f"{need.what} needs {_versions(need)} or later on both hosts; {'; '.join(lacking)}",
             "move without it, or upgrade libvirt and QEMU there (Debian 12: bookworm-backports "
             "has libvirt 11.3 and QEMU 10.0)",
         ))  # fmt: skip
@@ -140,12 +144,13 @@ def choose_stream(source: HostInfo, destination: HostInfo, *, precopy_only: bool
     if not precopy_only:
         return StreamChoice(0, single, "single stream: post-copy was not measured with "
                             "multifd channels")  # fmt: skip
-    lacking = [why for need in (NEEDS["parallel"], NEEDS[Compression.ZSTD.value])
+    zstd = NEEDS[Compression.ZSTD.value]  # multifd's own needs are older
+    lacking = [why for need in (NEEDS["parallel"], zstd)
                for why in (_lacks(source, need), _lacks(destination, need)) if why]  # fmt: skip
     if lacking:
         hosts = "; ".join(sorted(set(lacking)))
-        return StreamChoice(0, single, "single stream: multifd with zstd needs libvirt 9.4 "
-                            f"and QEMU 5.0 on both hosts; {hosts}")  # fmt: skip
+        return StreamChoice(0, single, f"single stream: multifd with zstd needs "
+                            f"{_versions(zstd)} on both hosts; {hosts}")  # fmt: skip
     if dirty_share > QUIET_SHARE:
         return StreamChoice(0, single, f"single stream: the guest dirties {dirty_share:.0%} of "
                             f"the link, and {BUSY_COST}")  # fmt: skip

@@ -55,10 +55,11 @@ def predict(
     if json_out:
         print_json(prediction_json(report))
         return
-    console.print(report_table(report, max_downtime_ms))
+    boot_ms = rehearsed_boots(open_store()).get(report.vm)  # its last rehearsal's boot
+    console.print(report_table(report, max_downtime_ms, boot_ms))
 
 
-def report_table(report: PredictReport, max_downtime_ms: int) -> Table:
+def report_table(report: PredictReport, max_downtime_ms: int, boot_ms: int | None = None) -> Table:
     p, i = report.prediction, report.prediction.inputs
     table = Table(
         title=f"{report.vm}: {report.source} -> {report.destination} (predicted)", show_header=False
@@ -74,7 +75,6 @@ def report_table(report: PredictReport, max_downtime_ms: int) -> Table:
         table.add_row(
             "note", "vmferry's policy would escalate (throttle): the total is an upper bound"
         )
-    boot_ms = rehearsed_boots(open_store()).get(report.vm)
     choice = choose_strategy(p, max_downtime_ms, allow_postcopy=True, boot_ms=boot_ms)
     table.add_row("strategy", f"{choice.strategy}: {choice.reason}")
     if boot_ms is not None:

@@ -24,7 +24,7 @@ from vmferry.service.profile import stored_summary
 from vmferry.store import accounts, maintenance
 from vmferry.store.db import Store, open_store
 
-__all__ = ["BalanceReport", "apply", "balance", "gather_loads"]
+__all__ = ["BalanceReport", "Loads", "apply", "balance", "gather_loads", "report_for"]
 
 DEFAULT_LINK_BYTES_S = 1.25e9  # 10 Gbit/s where no host records its link rate
 MAX_THRESHOLD = 1.0
@@ -40,9 +40,12 @@ class BalanceReport:
     link_bytes_s: float = DEFAULT_LINK_BYTES_S
 
 
-def gather_loads(
-    store: Store, *, timeout_s: float = 10, since: str | None = None
-) -> tuple[list[HostLoad], list[VmLoad], list[str], dict[str, str], float]:
+# hosts, their running VMs' loads, the VMs counted at their size, the hosts that did not
+# answer, the slowest recorded link (bytes/s)
+Loads = tuple[list[HostLoad], list[VmLoad], list[str], dict[str, str], float]
+
+
+def gather_loads(store: Store, *, timeout_s: float = 10, since: str | None = None) -> Loads:
     """The hosts' capacities, their running VMs' loads (from their profile samples taken at
     or after ``since``, ISO 8601; None: all), the VMs counted at their size, the hosts that
     did not answer and the slowest recorded link (bytes/s)."""
@@ -81,15 +84,26 @@ def balance(
     max_moves: int | None = None,
     headroom: float = 0.2,
     store: Store | None = None,
-    fixed: frozenset[str] = frozenset(),
-    since: str | None = None,
 ) -> BalanceReport:
-    """The recommendation for the registered hosts now (nothing moves): VMs in ``fixed``
-    stay put, profiles count from ``since`` (ISO 8601; None: all their samples)."""
+    """The recommendation for the registered hosts now (nothing moves)."""
     if not 0 < threshold <= MAX_THRESHOLD:
         raise BadInputError(f"--threshold must be in (0, 1] (got {threshold:g})")
-    store = store or open_store()
-    hosts, vms, at_size, unreachable, link = gather_loads(store, since=since)
+    return report_for(gather_loads(store or open_store()), metric=metric, threshold=threshold,
+                      max_moves=max_moves, headroom=headroom)  # fmt: skip
+
+
+def report_for(
+    loads: Loads,
+    *,
+    metric: str,
+    threshold: float,
+    max_moves: int | None,
+    headroom: float,
+    fixed: frozenset[str] = frozenset(),
+) -> BalanceReport:
+    """The recommendation for ``loads`` as :func:`gather_loads` read them; VMs in ``fixed``
+    stay put."""
+    hosts, vms, at_size, unreachable, link = loads
     if not hosts:
         raise BadInputError("no registered host answered; `vmferry hosts list` shows them")
     found = recommend(hosts, vms, metric=metric, threshold=threshold, max_moves=max_moves,

@@ -210,9 +210,8 @@ class FleetWatch:
 
     def _balance_round(self, policy: BalancePolicy, now: float) -> list[str]:
         since = _iso(max(self.started, datetime.now(UTC) - timedelta(seconds=self.policy.window_s)))
-        hosts, vms, at_size, _down, _link = balancing.gather_loads(
-            self.store, timeout_s=self.timeout_s, since=since
-        )
+        loads = balancing.gather_loads(self.store, timeout_s=self.timeout_s, since=since)
+        hosts, vms, at_size, _down, _link = loads
         if at_size:
             return [f"balance: waiting for samples of {', '.join(at_size)}"]
         if not hosts:
@@ -222,11 +221,11 @@ class FleetWatch:
         lines = [f"balance: {turn.why}"]
         if not turn.act:
             return lines
-        report = balancing.balance(metric=self.policy.metric, threshold=policy.threshold,
-                                   max_moves=self.policy.max_moves,
-                                   headroom=self.policy.headroom, store=self.store,
-                                   fixed=pinned(policy, self._balance, now),
-                                   since=since)  # fmt: skip
+        report = balancing.report_for(loads, metric=self.policy.metric,
+                                      threshold=policy.threshold,
+                                      max_moves=self.policy.max_moves,
+                                      headroom=self.policy.headroom,
+                                      fixed=pinned(policy, self._balance, now))  # fmt: skip
         rec = report.recommendation
         if not rec.moves:
             self._balance = note_moves(self._balance, (), now)

@@ -346,13 +346,14 @@ class _Runner:
         def progress(sample: ProgressSample, _state: PolicyState) -> None:
             self.on_event(PlanEvent("progress", "", vm, sample=sample))
 
+        backup_pool, rollback = self.safety.get(vm, (None, False))
         options = MigrationOptions(
             strategy=Strategy(item.strategy),
             max_downtime_ms=int(item.prediction.get("max_downtime_ms") or 300),
             timeout_s=max(MIN_TIMEOUT_S, 4.0 * item.predicted_s),
             bandwidth_mib_s=budget_share_mib_s(self.limits, vm),
-            backup_pool=self.safety.get(vm, (None, False))[0],
-            rollback=self.safety.get(vm, (None, False))[1],
+            backup_pool=backup_pool,
+            rollback=rollback,
         )
         ended = item
         # the plan's hooks for this VM (service.migrate adds the VM's own); only when there
