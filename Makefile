@@ -63,10 +63,14 @@ lint: $(STAMPS)/venv
 	$(VENV)/bin/lint-imports --no-cache
 
 unit: $(STAMPS)/venv $(VCSIM)
-	$(VENV)/bin/pytest -m "not lab" -q
+	$(VENV)/bin/pytest -m "not lab" -q -n 2 --dist loadfile
 
+# The lab tests one after the other (their namespaces are machine-wide), then the rest on
+# two workers (a test module stays on one worker, in its order); both run, either failing fails.
 test: install lint
-	$(VENV)/bin/pytest -q --durations=30
+	@$(VENV)/bin/pytest -q -m lab --durations=25; lab=$$?; \
+	$(VENV)/bin/pytest -q -m "not lab" -n 2 --dist loadfile --durations=10; rest=$$?; \
+	test $$lab -eq 0 -a $$rest -eq 0
 
 demo: install
 	$(VENV)/bin/vmferry demo --console

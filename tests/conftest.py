@@ -134,9 +134,16 @@ def record_retry(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """Call with the reason before a test tries something a second time."""
 
     def record(reason: str) -> None:
-        _RETRIES.append((request.node.nodeid, reason))
+        request.node.user_properties.append(("retry", reason))
 
     return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect the retries from each test's last report (in the process that reports the
+    run, also when pytest-xdist's workers ran the test)."""
+    if report.when == "teardown":
+        _RETRIES.extend((report.nodeid, str(v)) for k, v in report.user_properties if k == "retry")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
