@@ -1,6 +1,6 @@
 """`vmferry balance --apply` over libvirt's test driver, where the fleet has nothing to move:
 it says so, moves nothing and makes no plan (the moves themselves run in the lab:
-tests/lab/test_predict_lab.py)."""
+tests/lab/test_fleet_lab.py)."""
 
 from __future__ import annotations
 
