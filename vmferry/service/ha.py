@@ -44,9 +44,11 @@ from vmferry.fleetops.maintenance import evacuate
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.model import Host, VmState
 from vmferry.model.ha import HaPriority, HaVm, HostPower, power_problem
+from vmferry.model.hook import HookPhase
 from vmferry.model.maintenance import MaintenanceState
 from vmferry.model.migration import Job, JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.balance import gather_loads
+from vmferry.service.hooks import after_failure, hooks_for, run_phase
 from vmferry.service.job_repair import finish_reconciled
 from vmferry.service.jobs import owner_alive, owner_of_job
 from vmferry.service.lease import process_lease
@@ -319,11 +321,19 @@ def _start_on(store: Store, target: Host, dead: str, vm: HaVm) -> str:
     except VmferryError as exc:
         status, reason = JobStatus.FAILED, exc.message
         ha_store.put_ha_vm(store, replace(vm, state="failed", note=exc.message))
+    hooks, started_ok = hooks_for(store, vm.vm), reason is None
+    if started_ok:  # the VM's post-migrate hooks, as after a move, before the verdict
+        checked = run_phase(store, job.id, HookPhase.POST_MIGRATE, hooks)
+        if not checked.passed:  # the VM runs there all the same: HA does not undo a start
+            status, reason = JobStatus.FAILED, "; ".join(checked.problems)
     store.finish(job.id, MigrationResult(job.id, vm.vm, dead, target.name, Strategy.COLD, status,
                                          reason, round((time.monotonic() - started) * 1000),
                                          None, None, None))  # fmt: skip
-    return (f"{vm.vm}: restarted on {target.name} (job {job.id})" if reason is None
-            else f"{vm.vm}: restart on {target.name} failed: {reason}")  # fmt: skip
+    after_failure(store, job.id, hooks)
+    if started_ok:
+        return f"{vm.vm}: restarted on {target.name} (job {job.id})" + (
+            f"; job failed: {reason}" if reason else "")  # fmt: skip
+    return f"{vm.vm}: restart on {target.name} failed: {reason}"
 
 
 def _note_all(store: Store, victims: list[HaVm], note: str) -> None:

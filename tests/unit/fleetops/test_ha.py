@@ -12,6 +12,9 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
+from support.ipmi_bmc import ENV as IPMI_ENV
+from support.ipmi_bmc import PASSWORD as IPMI_PASSWORD
+from support.ipmi_bmc import ipmi_bmc
 from support.redfish_bmc import ENV, PASSWORD, USER, Bmc
 
 from vmferry.drivers.libvirt_host import LibvirtHost
@@ -24,6 +27,7 @@ from vmferry.model import Host
 from vmferry.model.ha import HaPriority, HaVm, HostPower
 from vmferry.model.migration import JobStatus, MigrationOptions
 from vmferry.service import ha as service
+from vmferry.service import hooks
 from vmferry.store import Store
 from vmferry.store import ha as ha_store
 
@@ -126,6 +130,44 @@ def test_a_dead_host_is_fenced_then_its_vm_restarts_once_elsewhere(
     assert len([j for j in fleet.list_jobs() if j.kind == "ha-restart"]) == 1
 
 
+@pytest.mark.parametrize("exit_code", [0, 1])
+def test_a_restart_runs_the_vms_hooks_as_a_move_does(
+    fleet: Store, tmp_path: Path, exit_code: int
+) -> None:
+    """The VM's own hooks on its ha-restart job: post-migrate with the job's JSON before the
+    verdict (a required one failing fails the job, the VM runs on all the same), then
+    on-failure when the job failed."""
+    seen = tmp_path / "seen"
+    for phase, code in (("post-migrate", exit_code), ("on-failure", 0)):
+        script = tmp_path / phase
+        body = f'grep -q \'"kind":"ha-restart"\' || exit 9\nexit {code}\n'  # the job's JSON
+        script.write_text(f'#!/bin/sh\necho "$VMFERRY_HOOK_PHASE $VMFERRY_VM" >> {seen}\n{body}')
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        hooks.add_hook(fleet, "web", phase, phase, exec_path=str(script),
+                       required=phase == "post-migrate")  # fmt: skip
+    ha_store.set_power(fleet, _bmc(tmp_path))
+    lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert lines[0] == "t2: fenced (powered off and confirmed off)", lines
+    (job,) = [j for j in fleet.list_jobs() if j.kind == "ha-restart"]
+    ran = [(e.data["hook"], e.data["result"]) for e in fleet.get_job(job.id).events
+           if e.kind == "hook"]  # fmt: skip
+    (status,) = service.status(store=fleet)
+    assert (status.host, status.state) == ("t1", "restarted")  # started: HA does not undo it
+    if exit_code == 0:
+        assert lines[1].startswith("web: restarted on t1 (job "), lines
+        assert job.status is JobStatus.COMPLETED
+        assert seen.read_text().splitlines() == ["post-migrate web"]
+        assert ran == [("post-migrate", "ok")]
+    else:
+        assert job.status is JobStatus.FAILED
+        assert lines[1].startswith("web: restarted on t1 (job "), lines
+        assert lines[1].endswith("; job failed: post-migrate hook post-migrate failed: exit 1 "
+                                 "(required)"), lines  # fmt: skip
+        assert "post-migrate hook post-migrate failed" in (fleet.get_job(job.id).reason or "")
+        assert seen.read_text().splitlines() == ["post-migrate web", "on-failure web"]
+        assert ran == [("post-migrate", "failed"), ("on-failure", "ok")]
+
+
 def test_without_a_confirmed_power_off_nothing_is_restarted(fleet: Store, tmp_path: Path) -> None:
     ha_store.set_power(fleet, _bmc(tmp_path, off_works=False))
     lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
@@ -202,3 +244,29 @@ def test_a_redfish_bmc_fences_the_dead_host_before_the_restart(
     assert lines[0] == "t2: fenced (powered off and confirmed off)", lines
     assert lines[1].startswith("web: restarted on t1 (job "), lines
     assert service.power("t2", "status", store=fleet) == "off"
+
+
+def test_an_ipmi_bmc_through_ipmitool_fences_the_dead_host_before_the_restart(
+    fleet: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """t2's BMC speaks IPMI 2.0 (pyghmi's BMC server on loopback), reached by the command
+    driver with ipmitool as docs/operations.md shows it: status, then a fencing round that
+    powers it off (ipmitool's "Chassis Power is off") before web restarts on t1; a wrong
+    password fences nothing."""
+    with ipmi_bmc(tmp_path) as bmc:
+        power = HostPower("t2", bmc.command("on"), bmc.command("off"), bmc.command("status"),
+                          10)  # fmt: skip
+        ha_store.set_power(fleet, power)
+        monkeypatch.setenv(IPMI_ENV, "not-the-password")
+        assert service.watch_round(store=fleet, timeout_s=2, confirm_s=2) == [
+            "t2: not fenced (power-off-failed); nothing restarted"]  # fmt: skip
+        assert bmc.state.read_text().strip() == "on"
+        monkeypatch.setenv(IPMI_ENV, IPMI_PASSWORD)
+        assert service.power("t2", "status", store=fleet) == "on"
+        lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=10)
+        assert lines[0] == "t2: fenced (powered off and confirmed off)", lines
+        assert lines[1].startswith("web: restarted on t1 (job "), lines
+        assert bmc.state.read_text().strip() == "off"
+        assert service.power("t2", "status", store=fleet) == "off"
+        assert service.power("t2", "on", store=fleet) == "on"
+        assert bmc.state.read_text().strip() == "on"
