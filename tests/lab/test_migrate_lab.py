@@ -219,6 +219,36 @@ def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
     assert offline == seen != record.data_sha256  # every write is in the copy
 
 
+def test_a_failed_copy_storage_move_leaves_no_partial_copy_and_the_guest_on_its_disk(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """A --copy-storage move that cannot converge (a guest dirtying far above a 10 MiB/s
+    cap) is aborted at its timeout after its disk was mirrored: the guest runs on kvm1 on
+    its own disk, and the copy libvirt created on kvm2 is gone, the job saying so."""
+    name = "cs2"
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=128, dirty_mb_s=64,
+                        disk_pool="local")  # fmt: skip
+    images = {h: lab_dir() / "hosts" / h / "lib" / "images" / f"{name}-data.qcow2"
+              for h in ("kvm1", "kvm2")}  # fmt: skip
+    assert record.data_disk == str(images["kvm1"]) and not images["kvm2"].exists()
+    done = vmferry("migrate", name, "--to", "kvm2", "--copy-storage", "--strategy", "live",
+                   "--bandwidth-mib-s", "10", "--timeout", "8", "--json")  # fmt: skip
+    result = json.loads(done.stdout) if done.stdout else {}
+    assert done.returncode != 0 and result.get("status") == "failed", (done.stderr, result)
+    assert "no convergence within the 8 s timeout" in result["reason"], result
+    job = json.loads(vmferry("job", "show", result["job_id"], "--json").stdout)
+    path = "/var/lib/libvirt/images/cs2-data.qcow2"
+    cleanup = [e["message"] for e in job["events"] if e["kind"] == "cleanup"]
+    print(f"\nfailed copy-storage move: {result['reason']}; {cleanup}")
+    assert cleanup in (
+        [f"removed the partial copy of disk vda ({path}) from kvm2"],
+        [f"disk vda: no partial copy is left on kvm2 ({path})"],
+    ), job["events"]
+    assert not images["kvm2"].exists() and images["kvm1"].exists()
+    assert _runs_on(name) == "kvm1"
+    assert len(client.echo(record.address, count=2)) == 2
+
+
 def test_a_disk_moves_to_another_pool_of_its_host_while_the_guest_writes(
     lab: LabState, lab_guests: Callable[..., GuestRecord]
 ) -> None:

@@ -22,7 +22,7 @@ from vmferry.drivers.libvirt_migration import (
     RunningMigration,
     completed_stats,
 )
-from vmferry.drivers.libvirt_offline import delete_volume
+from vmferry.drivers.libvirt_offline import delete_volume, volume_exists
 from vmferry.engine.convergence import (
     PolicyConfig,
     PolicyState,
@@ -165,6 +165,7 @@ def _drive(
             except VmferryError:
                 continue
         copies = _before_copy(src, plan)  # the disks to copy as the source has them
+        fresh = _new_on(dst, copies[1])  # the copies' paths the destination has no file at
         migration = RunningMigration(src, plan.request)
         pause = _watch_pause(plan, event)
         downtime_set = False
@@ -264,6 +265,8 @@ def _drive(
                                        problems=(*verification.problems, *failed))  # fmt: skip
             if plan.options.delete_source_disks and verification.passed:
                 disks = _remove_source_copies(src, plan, disks, event)
+        if not moved and fresh:
+            _remove_partial_copies(dst, plan, fresh, event)
     if moved and verification.passed:
         status, reason = JobStatus.COMPLETED, None
     elif moved:
@@ -441,6 +444,53 @@ def _after_copy(
     paths = {d.target: dst.disk_path(d) for d in after or ()}
     return judge_copies(plan.request.copy_disks, before, source_paths, after, paths,
                         source=plan.source.name, destination=plan.destination.name)  # fmt: skip
+
+
+def _new_on(dst: LibvirtHost, paths: dict[str, str | None]) -> dict[str, str]:
+    """Of the disks to copy (target: path), those whose path the destination has no file at
+    yet: what libvirt creates there for the copy, and the only files a failed move may
+    remove. A path it cannot tell about counts as there (never removed)."""
+    fresh = {}
+    for target, path in paths.items():
+        if path is None:
+            continue
+        try:
+            if not volume_exists(dst, path):
+                fresh[target] = path
+        except VmferryError:
+            continue
+    return fresh
+
+
+def _remove_partial_copies(
+    dst: LibvirtHost, plan: LivePlan, fresh: dict[str, str], event: Callable[..., None]
+) -> None:
+    """After a failed ``--copy-storage`` move: remove the partial copies libvirt created on
+    the destination (paths with no file before the move), unless the VM is defined there
+    (then they may be its disks: noted and left). The VM runs on its source disks."""
+    try:
+        there = plan.vm in {r.spec.name for r in dst.list_vms()}
+    except VmferryError as exc:
+        event("note", f"the partial disk copies on {plan.destination.name} are left "
+              f"({', '.join(fresh.values())}): it does not answer: {exc.message}")  # fmt: skip
+        return
+    if there:
+        event("note", f"{plan.vm} is defined on {plan.destination.name}: its disk copies "
+              f"there are left ({', '.join(fresh.values())})")  # fmt: skip
+        return
+    for target, path in fresh.items():
+        try:
+            if not volume_exists(dst, path):
+                event("cleanup", f"disk {target}: no partial copy is left on "
+                      f"{plan.destination.name} ({path})", target=target, path=path)  # fmt: skip
+                continue
+            delete_volume(dst, path)
+        except VmferryError as exc:
+            event("note", f"the partial copy of disk {target} ({path}) is left on "
+                  f"{plan.destination.name}: {exc.message}")  # fmt: skip
+            continue
+        event("cleanup", f"removed the partial copy of disk {target} ({path}) from "
+              f"{plan.destination.name}", target=target, path=path)  # fmt: skip
 
 
 def _remove_source_copies(
