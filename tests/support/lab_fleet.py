@@ -41,8 +41,8 @@ def answers(address: str, within_s: float) -> None:
 
 
 def runs_on(name: str) -> list[str]:
-    """The lab hosts where ``name`` runs, among those that answer (the inventory of all
-    hosts stops at one that is powered off; a host the lab does not have does not answer)."""
+    """The lab hosts where ``name`` runs, among those that answer (a host the lab does not
+    have, or one powered off, does not)."""
     hosts = []
     for host in LAB_HOSTS:
         listed = vmferry("inventory", "--host", host, "--json")

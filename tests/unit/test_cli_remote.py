@@ -279,9 +279,13 @@ def test_inventory_of_an_unknown_or_unreachable_host_fails_the_same(served: Serv
     unknown = same(served, "inventory", "--host", "nope")
     assert unknown.code == 2 and "nope" in unknown.line()
     served.store.add_host(Host("t9", "test:///nonexistent/t9.xml"))
-    down = same(served, "inventory", "--json")
+    down = same(served, "inventory", "--json")  # the others' VMs listed, the exit code 2
     assert down.code == 2 and "host 't9': cannot connect to libvirt" in down.line()
-    assert down.out == ""
+    assert down.line().endswith("(not listed: the VMs of the hosts that answered are)")
+    assert [(r["host"], r["spec"]["name"]) for r in json.loads(down.out)] == [
+        ("t1", "test"), ("t2", "test")]  # fmt: skip
+    alone = same(served, "inventory", "--host", "t9", "--json")
+    assert alone.code == 2 and "host 't9'" in alone.line() and alone.out == ""
 
 
 def make_jobs(store: Store) -> list[str]:

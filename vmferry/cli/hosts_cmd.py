@@ -12,6 +12,8 @@ from vmferry.client.remote import remote_api, remote_url
 from vmferry.errors import BadInputError, HostUnreachableError, NoRemoteFormError
 from vmferry.model import VmRecord
 from vmferry.service import hosts as hosts_service
+from vmferry.service.fleet import fleet_inventory
+from vmferry.store import open_store
 
 if TYPE_CHECKING:
     from vmferry.client.api import Inventory
@@ -99,24 +101,37 @@ def inventory(
     if api is not None:
         with api:
             order = [host] if host is not None else [h.name for h in api.hosts()]
-            records = remote_inventory(api.vms(host), order)
+            records, unreachable = remote_inventory(api.vms(host), order)
     else:
-        records = hosts_service.inventory(host)
+        store = open_store()
+        fleet = fleet_inventory(store, host)
+        order = [host] if host is not None else [h.name for h in store.list_hosts()]
+        records = _ordered(fleet.records, order)
+        unreachable = [fleet.unreachable[n] for n in order if n in fleet.unreachable]
+    if unreachable and host is not None:  # the one host asked for: nothing to list
+        raise HostUnreachableError(unreachable[0])
     if json_out:
         print_json(records)
-        return
-    console.print(inventory_table(records))
+    else:
+        console.print(inventory_table(records))
+    if unreachable:  # the others' VMs are listed; the exit code says the list is partial
+        raise HostUnreachableError("; ".join(unreachable) + " (not listed: the VMs of the "
+                                   "hosts that answered are)")  # fmt: skip
 
 
-def remote_inventory(found: Inventory, hosts: list[str]) -> list[VmRecord]:
+def remote_inventory(found: Inventory, hosts: list[str]) -> tuple[list[VmRecord], list[str]]:
     """The server's inventory as the local one gives it: in the order of ``hosts`` (the
-    store's), each host's VMs by name; and as the local one stops at the first host that
-    does not answer, that host's error instead of a partial list."""
-    for name in [*hosts, *sorted(found.unreachable)]:
-        if name in found.unreachable:
-            raise HostUnreachableError(found.unreachable[name])
+    store's), each host's VMs by name, and why each host that did not answer did not, in
+    that order."""
     position = {name: index for index, name in enumerate(hosts)}
-    return sorted(found.records, key=lambda r: (position.get(r.host, len(hosts)), r.spec.name))
+    down = sorted(found.unreachable, key=lambda name: (position.get(name, len(hosts)), name))
+    return _ordered(found.records, hosts), [found.unreachable[name] for name in down]
+
+
+def _ordered(records: list[VmRecord], hosts: list[str]) -> list[VmRecord]:
+    """In the order of ``hosts`` (the store's), each host's VMs by name."""
+    position = {name: index for index, name in enumerate(hosts)}
+    return sorted(records, key=lambda r: (position.get(r.host, len(hosts)), r.spec.name))
 
 
 def inventory_table(records: list[VmRecord]) -> Table:

@@ -1,6 +1,5 @@
 """Every registered host's VMs now, as libvirt reports them, with the hosts that did not
-answer (the server's inventory; `vmferry inventory` is :func:`vmferry.service.hosts.inventory`,
-which stops at the first host that does not answer)."""
+answer (the server's inventory and `vmferry inventory`'s)."""
 
 from __future__ import annotations
 
