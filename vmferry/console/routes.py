@@ -44,6 +44,7 @@ from vmferry.console.session import (
 from vmferry.drivers.pdf_print import print_pdf
 from vmferry.errors import NotFoundError, VmferryError
 from vmferry.model import VmRecord, VmState
+from vmferry.model.maintenance import HOST_JOB_KINDS
 from vmferry.model.migration import Job, MigrationOptions
 from vmferry.server.actions import Services, is_inside, services_of
 from vmferry.server.auth import authorize
@@ -407,7 +408,8 @@ def job_page(job_id: str, request: Request, session: Signed, context: Context) -
                   can_retry=job.status.finished and job.status.value != "completed"
                   and job.kind == "migrate" and _allowed(session, Action.MIGRATE, tags),
                   where=_where(context, job) if job.status.value in ("failed", "cancelled")
-                  else [],
+                  and job.kind not in HOST_JOB_KINDS else [],
+                  host_job=job.kind in HOST_JOB_KINDS,
                   verification=job.result.verification if job.result else None,
                   title=f"Job {job.id}")  # fmt: skip
 

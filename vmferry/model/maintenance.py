@@ -8,6 +8,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+# The jobs that record a decision about a host (consolidation's standby, its wake-up): their
+# subject (`Job.vm`) is the host's name, not a VM's.
+HOST_JOB_KINDS = ("host-standby", "host-wake")
+
 
 class MaintenanceState(enum.StrEnum):
     ENTERING = "entering"

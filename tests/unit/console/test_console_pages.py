@@ -327,3 +327,22 @@ def test_job_page_shows_each_events_record_inline(ui: Console) -> None:
     page = ui.client.get(f"/jobs/{job.id}")
     assert "post-migrate /opt/smoke exited 1<details><summary>its record</summary>" in page.text
     assert "smoke: \\u003cdb\\u003e unreachable" in page.text  # escaped, never markup
+
+
+def test_a_host_decisions_job_page_names_the_host_not_a_vm(ui: Console) -> None:
+    """A host-standby job (consolidation's decision; its subject is the host): the page says
+    it is about host kvm2, links the fleet, and shows none of a move's pipeline, transfer
+    or "what is left where" (which would look for a VM named kvm2)."""
+    ui.login("operator")
+    job = ui.store.create_job("host-standby", "kvm2", "kvm2", "kvm2", MigrationOptions())
+    ui.store.add_event(job.id, "decision", "kvm2 is empty: into standby", {"host": "kvm2"})
+    ui.store.set_status(job.id, JobStatus.RUNNING)
+    ui.store.set_status(job.id, JobStatus.FAILED)
+    page = ui.client.get(f"/jobs/{job.id}")
+    assert page.status_code == 200
+    assert 'host-standby of host <a href="/fleet">kvm2</a>' in page.text
+    assert "/vms/kvm2" not in page.text and 'id="pipeline"' not in page.text
+    assert "What is left where" not in page.text and "kvm2 is empty: into standby" in page.text
+    move = ui.store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
+    moved = ui.client.get(f"/jobs/{move.id}").text  # a move's page keeps all of it
+    assert '<a href="/vms/web1">web1</a>' in moved and 'id="pipeline"' in moved

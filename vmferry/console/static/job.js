@@ -5,7 +5,8 @@
   if (!root) { return; }
   var jobId = root.dataset.job;
   var shown = parseInt(root.dataset.events, 10) || 0;
-  var points = JSON.parse(document.getElementById("job-points").textContent || "[]");
+  var pointsBox = document.getElementById("job-points");  /* absent on a host's job */
+  var points = JSON.parse((pointsBox && pointsBox.textContent) || "[]");
   var chartBox = document.getElementById("job-chart");
   var plot = null;
 
@@ -18,6 +19,7 @@
   }
 
   function draw() {
+    if (!chartBox) { return; }
     chartBox.dataset.points = String(points.length);
     if (!points.length) { return; }
     document.getElementById("chart-empty").hidden = true;
@@ -63,7 +65,7 @@
       if (dd) { dd.textContent = text(live[key], units[key]); }
     });
     var esc = document.getElementById("escalations");
-    if (live.escalations.length) {
+    if (esc && live.escalations.length) {
       esc.replaceChildren.apply(esc, live.escalations.map(function (line) {
         var li = document.createElement("li"); li.textContent = line; return li;
       }));
