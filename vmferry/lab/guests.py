@@ -37,6 +37,7 @@ def create_guest(
     agent: bool = True,
     watched: bool = True,
     disk_pool: str = "shared",
+    data_disk_mb: int = DATA_DISK_MB,
     boot_timeout_s: float = 60,
     progress: Progress = _quiet,
 ) -> GuestRecord:
@@ -56,6 +57,8 @@ def create_guest(
     if not 0 <= working_set_mb <= memory_mb - 96:
         raise BadInputError(f"--working-set-mb must be between 0 and {memory_mb - 96} "
                             f"(memory minus 96 MiB for the guest's kernel)")  # fmt: skip
+    if not 1 <= data_disk_mb <= 65536:
+        raise BadInputError("the data disk must be between 1 and 65536 MiB")
     if not 0 <= dirty_mb_s <= 4096:
         raise BadInputError("--dirty-mb-s must be between 0 and 4096")
     if disk_pool not in DISK_POOLS:
@@ -99,7 +102,7 @@ def create_guest(
         local = disk_pool == "local"
         data_path = (local_pool_dir(base, lab_host) if local else shared / "pool") / volume
         progress(f"writing the data disk {data_path}")
-        sha = make_data_disk(data_path, DATA_DISK_MB)
+        sha = make_data_disk(data_path, data_disk_mb)
         if local:
             conn.refresh_pool(topo.LOCAL_POOL)
         else:
