@@ -184,6 +184,19 @@ def power_off(host: str = typer.Argument(..., help="The registered host.")) -> N
     console.print(service_ha.power(host, "off"), highlight=False)
 
 
+@power_app.command("automation")
+def power_automation(
+    host: str = typer.Argument(..., help="The registered host with a power driver."),
+    level: str = typer.Argument(..., help="automatic, manual or disabled."),
+) -> None:
+    """Who may power the host on or off through its driver: automatic (vmferry's own loops,
+    `watch --power` and HA fencing, and people), manual (only a person's command: `host
+    power on|off`, `host wake`, `consolidate --apply --power-off`) or disabled (nobody).
+    Refused actions exit 3 and are recorded in `vmferry audit` as every power action is."""
+    driver = service_ha.set_automation(host, level)
+    console.print(f"{host}: power automation {driver.automation}", highlight=False)
+
+
 @app.command("wake")
 def wake(
     host: str = typer.Argument(..., help="A host in standby (`vmferry consolidate`)."),

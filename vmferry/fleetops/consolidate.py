@@ -31,7 +31,7 @@ the hosts that stay, reported beside it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from vmferry.errors import BadInputError
@@ -71,8 +71,11 @@ def consolidate(
     max_moves: int | None = None,
     min_hosts: int = 1,
     link_bytes_s: float = 1.25e9,
+    keep: Mapping[str, str] | None = None,
 ) -> Consolidation:
-    """The hosts to empty and the moves (see the module's text). ``BadInputError`` (one
+    """The hosts to empty and the moves (see the module's text); the hosts named in ``keep``
+    stay, for the reason given there (for example a power automation that does not let
+    them be powered off). ``BadInputError`` (one
     line) for a headroom outside [0, 1), an unknown metric, a negative ``max_moves``,
     ``min_hosts`` below 1, a link rate <= 0, duplicate names or a VM on an unknown host."""
     if max_moves is not None and max_moves < 0:
@@ -87,7 +90,7 @@ def consolidate(
     state = FleetState(hosts, vms, metric, 1 - cap)
     cost = {v: predicted_cost(state.vms[v], link_bytes_s) for h in state.active
             for v in state.on_host[h]}  # fmt: skip
-    plan = _Plan(state, band.target, max_moves, min_hosts)
+    plan = _Plan(state, band.target, max_moves, min_hosts, dict(keep or {}))
     order = sorted(state.active, key=lambda h: (sum(cost[v][0] for v in state.on_host[h]),
                                                 state.score(h), state.hosts[h].name))  # fmt: skip
     for h in order:
@@ -113,9 +116,15 @@ class _Plan:
     """The hosts freed so far, the moves, who took VMs from whom, and why hosts stayed."""
 
     def __init__(
-        self, state: FleetState, target: float, max_moves: int | None, min_hosts: int
+        self,
+        state: FleetState,
+        target: float,
+        max_moves: int | None,
+        min_hosts: int,
+        keep: dict[str, str],
     ) -> None:
         self.state = state
+        self.keep = keep
         self.target = target
         self.max_moves = max_moves
         self.min_hosts = min_hosts
@@ -149,6 +158,8 @@ class _Plan:
 
     def _why_kept(self, h: int) -> str | None:
         state = self.state
+        if state.hosts[h].name in self.keep:
+            return self.keep[state.hosts[h].name]
         if h in self.took_from:
             return f"takes VMs from {', '.join(self.took_from[h])}"
         if len(self.staying()) - 1 < self.min_hosts:

@@ -34,6 +34,32 @@ class HaVm:
     updated_at: str = ""
 
 
+class PowerAutomation(enum.StrEnum):
+    """Who may power a host on or off through its driver (vSphere DPM's per-host automation
+    level). ``status`` is always allowed."""
+
+    AUTOMATIC = "automatic"  # vmferry's own loops (`watch --power`, HA fencing) and people
+    MANUAL = "manual"  # only a person's command: `host power`, `host wake`, `consolidate`
+    DISABLED = "disabled"  # nobody through vmferry
+
+
+def power_refusal(host: str, automation: PowerAutomation, action: str, *,
+                  automatic: bool) -> str | None:  # fmt: skip
+    """Why the power ``action`` (on, off, status) on ``host`` is refused by its automation
+    level, in one line, or None when it may go ahead; ``automatic``: asked by one of
+    vmferry's loops rather than by a person (pure)."""
+    if action == "status" or automation is PowerAutomation.AUTOMATIC:
+        return None
+    if automation is PowerAutomation.DISABLED:
+        return (f"{host}'s power automation is disabled: vmferry powers it neither on nor "
+                f"off (`vmferry host power automation {host} manual|automatic`)")  # fmt: skip
+    if automatic:
+        return (f"{host}'s power automation is manual: only a person's command powers it "
+                f"{action}, not vmferry's own loops (`vmferry host power automation {host} "
+                "automatic`)")  # fmt: skip
+    return None
+
+
 @dataclass(frozen=True)
 class HostPower:
     """How a host is powered off, on and asked. The ``command`` driver: commands vmferry
@@ -41,7 +67,8 @@ class HostPower:
     status command printing ``on`` or ``off``. The ``redfish`` driver: vmferry speaks Redfish
     itself to the BMC's ComputerSystem at ``url`` (HTTPS, basic authentication as ``user``
     with the password in the environment variable ``password_env``; the BMC's certificate
-    checked against ``ca``, the system's trust store when None, not at all if ``insecure``)."""
+    checked against ``ca``, the system's trust store when None, not at all if ``insecure``).
+    ``automation``: who may use the driver (:class:`PowerAutomation`)."""
 
     host: str
     on_command: str = ""
@@ -54,6 +81,7 @@ class HostPower:
     password_env: str | None = None
     ca: str | None = None
     insecure: bool = False
+    automation: PowerAutomation = PowerAutomation.AUTOMATIC
 
     def describe(self) -> str:
         """One line: which driver, and what it reaches."""

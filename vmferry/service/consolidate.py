@@ -21,6 +21,7 @@ from vmferry.fleetops.consolidate import Consolidation, consolidate
 from vmferry.fleetops.imbalance import check_metric
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.fleetops.power import DPM_BAND, DpmBand
+from vmferry.model.ha import power_refusal
 from vmferry.model.maintenance import MaintenanceState
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service import ha
@@ -60,9 +61,13 @@ def consolidate_fleet(
     headroom: float = 0.2,
     max_moves: int | None = None,
     band: DpmBand = DPM_BAND,
+    power_off: bool = False,
+    automatic: bool = False,
     store: Store | None = None,
 ) -> ConsolidationReport:
-    """The hosts to free and the moves, for the registered hosts now (nothing moves).
+    """The hosts to free and the moves, for the registered hosts now (nothing moves). With
+    ``power_off`` a host whose power automation would refuse the power-off (``automatic``:
+    asked by vmferry's own loop, :func:`vmferry.model.ha.power_refusal`) is not freed.
     ``BadInputError`` for a headroom outside [0, 0.9], an unknown metric, a negative
     ``max_moves``, or no host answering."""
     if not 0 <= headroom <= MAX_HEADROOM:
@@ -74,10 +79,23 @@ def consolidate_fleet(
     hosts, vms, at_size, unreachable, link = gather_loads(store)
     if not hosts:
         raise BadInputError("no registered host answered; `vmferry hosts list` shows them")
+    keep = _power_kept(store, hosts, automatic) if power_off else {}
     found = consolidate(hosts, vms, metric=metric, headroom=headroom, band=band,
-                        max_moves=max_moves, link_bytes_s=link)  # fmt: skip
+                        max_moves=max_moves, link_bytes_s=link, keep=keep)  # fmt: skip
     return ConsolidationReport(found, tuple(hosts), tuple(vms), tuple(at_size), unreachable,
                                link)  # fmt: skip
+
+
+def _power_kept(store: Store, hosts: list[HostLoad], automatic: bool) -> dict[str, str]:
+    """The hosts whose power-off their automation level refuses, with that reason."""
+    kept = {}
+    for host in hosts:
+        driver = ha_store.get_power(store, host.name)
+        if driver is not None:
+            why = power_refusal(host.name, driver.automation, "off", automatic=automatic)
+            if why is not None:
+                kept[host.name] = why
+    return kept
 
 
 @dataclass(frozen=True)
@@ -101,11 +119,12 @@ def _quiet(_event: PlanEvent) -> None:
 
 
 def apply(report: ConsolidationReport, *, power_off: bool = False, on_event: EventFn = _quiet,
-          store: Store | None = None) -> Applied:  # fmt: skip
+          automatic: bool = False, store: Store | None = None) -> Applied:  # fmt: skip
     """Carry a consolidation out: the freed hosts marked so nothing is placed on them, the
     moves run as the plan ``consolidate``, then each host found empty put in ``standby``
-    and, with ``power_off``, powered off through its power driver and confirmed off. A host
-    that still runs a VM stays ``entering`` with the reason."""
+    and, with ``power_off``, powered off through its power driver and confirmed off (unless
+    its power automation refuses; ``automatic``: vmferry's own loop asks). A host that
+    still runs a VM stays ``entering`` with the reason."""
     found = report.consolidation
     if not found.hosts_freed:
         raise BadInputError("nothing to apply: no host can be freed")
@@ -118,7 +137,8 @@ def apply(report: ConsolidationReport, *, power_off: bool = False, on_event: Eve
                                          link_bytes_s=report.link_bytes_s, name="consolidate",
                                          on_event=on_event, store=store)  # fmt: skip
     return Applied(plan_id, plan_status,
-                   tuple(_to_standby(store, h, power_off) for h in found.hosts_freed))  # fmt: skip
+                   tuple(_to_standby(store, h, power_off, automatic)
+                         for h in found.hosts_freed))  # fmt: skip
 
 
 def _host_job(store: Store, kind: str, host: str, what: str) -> str:
@@ -140,7 +160,7 @@ def _end_host_job(store: Store, job_id: str, host: str, ok: bool, why: str,
                                          None))  # fmt: skip
 
 
-def _to_standby(store: Store, name: str, power_off: bool) -> Standby:
+def _to_standby(store: Store, name: str, power_off: bool, automatic: bool) -> Standby:
     host = store.get_host(name)
     with LibvirtHost.connect(host.name, host.uri) as conn:
         left = conn.running_vm_names()
@@ -156,7 +176,8 @@ def _to_standby(store: Store, name: str, power_off: bool) -> Standby:
         _end_host_job(store, job_id, name, True, "left powered on", started)
         return Standby(name, False, "empty, in standby, left powered on")
     try:
-        state = ha.power(name, "off", store=store)
+        state = ha.power(name, "off", store=store, automatic=automatic,
+                         by="watch --power" if automatic else "consolidate")  # fmt: skip
     except VmferryError as exc:
         why = f"empty, in standby; not powered off: {exc.message}"
         maintenance.set_state(store, name, MaintenanceState.STANDBY, why)
@@ -169,9 +190,11 @@ def _to_standby(store: Store, name: str, power_off: bool) -> Standby:
     return Standby(name, off, why)
 
 
-def wake(name: str, *, store: Store | None = None, timeout_s: float = 300.0) -> str:
-    """Bring a host in standby back: powered on through its driver when it has one, then
-    (once its libvirt answers) taken out of standby; what happened, one line."""
+def wake(name: str, *, store: Store | None = None, timeout_s: float = 300.0,
+         automatic: bool = False) -> str:  # fmt: skip
+    """Bring a host in standby back: powered on through its driver when it has one (unless
+    its power automation refuses; ``automatic``: vmferry's own loop asks), then (once its
+    libvirt answers) taken out of standby; what happened, one line."""
     store = store or open_store()
     held = maintenance.maintenance_of(store, name)
     if held is None or held.state is not MaintenanceState.STANDBY:
@@ -181,7 +204,8 @@ def wake(name: str, *, store: Store | None = None, timeout_s: float = 300.0) -> 
     job_id = _host_job(store, "host-wake", name, f"{name} leaves standby")
     try:
         if ha_store.get_power(store, name) is not None:
-            ha.power(name, "on", store=store)
+            ha.power(name, "on", store=store, automatic=automatic,
+                     by="watch --power" if automatic else "host wake")  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while True:
             try:

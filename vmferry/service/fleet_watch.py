@@ -51,11 +51,13 @@ from vmferry.fleetops.power import (
     PowerHost,
     power_decision,
 )
+from vmferry.model.ha import power_refusal
 from vmferry.model.maintenance import MaintenanceState
 from vmferry.model.workload import ProfileSample
 from vmferry.service import balance as balancing
 from vmferry.service import consolidate as consolidation
 from vmferry.service.plan_run import PlanEvent
+from vmferry.store import ha as ha_store
 from vmferry.store import maintenance
 from vmferry.store.db import Store
 
@@ -177,7 +179,8 @@ class FleetWatch:
         known = [c for h, c in self._capacity.items() if h not in standby]
         fallback = sum(known) / len(known) if known else 1.0
         hosts = [PowerHost(h.name, self._capacity.get(h.name, fallback), h.name in standby)
-                 for h in self.store.list_hosts()]  # fmt: skip
+                 for h in self.store.list_hosts()
+                 if h.name not in standby or self._may_wake(h.name)]  # fmt: skip
         decision = power_decision(hosts, list(self._demand), now=now, band=policy.band,
                                   on_window_s=policy.on_window_s,
                                   off_window_s=policy.off_window_s)  # fmt: skip
@@ -185,7 +188,8 @@ class FleetWatch:
         if decision.wake:
             for name in decision.wake:
                 try:
-                    lines.append(f"power: {consolidation.wake(name, store=self.store)}")
+                    woke = consolidation.wake(name, store=self.store, automatic=True)
+                    lines.append(f"power: {woke}")
                 except VmferryError as exc:
                     lines.append(f"power: {name} not woken: {exc.message}")
             self._demand.clear()
@@ -194,14 +198,22 @@ class FleetWatch:
             self._demand.clear()
         return lines
 
+    def _may_wake(self, host: str) -> bool:
+        """Whether this loop may power ``host`` on (its automation level; no driver: yes,
+        waking it is then only waiting for its libvirt)."""
+        driver = ha_store.get_power(self.store, host)
+        return driver is None or power_refusal(host, driver.automation, "on",
+                                               automatic=True) is None  # fmt: skip
+
     def _consolidate(self, policy: PowerPolicy) -> list[str]:
         report = consolidation.consolidate_fleet(metric=self.policy.metric,
                                                  headroom=policy.headroom, band=policy.band,
+                                                 power_off=True, automatic=True,
                                                  store=self.store)  # fmt: skip
         if not report.consolidation.hosts_freed:
             return ["power: consolidation frees no host"]
         applied = consolidation.apply(report, power_off=True, on_event=self.on_event,
-                                      store=self.store)  # fmt: skip
+                                      automatic=True, store=self.store)  # fmt: skip
         lines = [f"power: consolidation plan {applied.plan_id}: {applied.plan_status}"]
         lines += [f"power: {s.host}: {s.why}" for s in applied.standby]
         return lines

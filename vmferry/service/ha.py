@@ -33,6 +33,7 @@ from vmferry.drivers.power_command import power_off, power_on, power_status
 from vmferry.errors import (
     AlreadyExistsError,
     BadInputError,
+    BlockedError,
     HostUnreachableError,
     NotFoundError,
     ToolError,
@@ -43,10 +44,18 @@ from vmferry.fleetops.loads import anti_affinity_group
 from vmferry.fleetops.maintenance import evacuate
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.model import Host, VmState
-from vmferry.model.ha import HaPriority, HaVm, HostPower, power_problem
+from vmferry.model.ha import (
+    HaPriority,
+    HaVm,
+    HostPower,
+    PowerAutomation,
+    power_problem,
+    power_refusal,
+)
 from vmferry.model.hook import HookPhase
 from vmferry.model.maintenance import MaintenanceState
 from vmferry.model.migration import Job, JobStatus, MigrationOptions, MigrationResult, Strategy
+from vmferry.service import audit
 from vmferry.service.balance import gather_loads
 from vmferry.service.hooks import after_failure, hooks_for, run_phase
 from vmferry.service.job_repair import finish_reconciled
@@ -58,7 +67,16 @@ from vmferry.store import accounts, maintenance
 from vmferry.store import ha as ha_store
 from vmferry.store.db import Store, open_store
 
-__all__ = ["HaStatus", "disable", "enable", "power", "set_power", "status", "watch_round"]
+__all__ = [
+    "HaStatus",
+    "disable",
+    "enable",
+    "power",
+    "set_automation",
+    "set_power",
+    "status",
+    "watch_round",
+]
 
 NoteFn = Callable[[str], None]
 CONFIRM_S = 30.0  # how long a power-off may take to show as off
@@ -108,7 +126,8 @@ def status(*, store: Store | None = None) -> list[HaStatus]:
 
 def set_power(power_record: HostPower, *, store: Store | None = None) -> None:
     """Record a host's power driver; ``BadInputError`` (one line, nothing written) for one
-    that cannot work (:func:`vmferry.model.ha.power_problem`)."""
+    that cannot work (:func:`vmferry.model.ha.power_problem`). A host's automation level
+    is kept when its driver is recorded again."""
     why = power_problem(power_record)
     if why is None and power_record.ca and not Path(power_record.ca).is_file():
         why = f"--ca {power_record.ca}: no such file"
@@ -116,23 +135,65 @@ def set_power(power_record: HostPower, *, store: Store | None = None) -> None:
         raise BadInputError(why)
     store = store or open_store()
     store.get_host(power_record.host)  # NotFoundError for a host vmferry does not know
+    before = ha_store.get_power(store, power_record.host)
+    if before is not None:
+        power_record = replace(power_record, automation=before.automation)
     ha_store.set_power(store, power_record)
 
 
-def power(host: str, action: str, *, store: Store | None = None) -> str:
-    """``status``, ``on`` or ``off`` through the host's power driver; its state after."""
-    store = store or open_store()
+def _driver(store: Store, host: str) -> HostPower:
     driver = ha_store.get_power(store, host)
     if driver is None:
         raise NotFoundError(f"{host} has no power driver; `vmferry host power set {host} "
                             "--on CMD --off CMD --status CMD`")  # fmt: skip
-    if action == "off":
-        power_off(driver)
-    elif action == "on":
-        power_on(driver)
-    elif action != "status":
+    return driver
+
+
+def set_automation(host: str, level: str, *, store: Store | None = None) -> HostPower:
+    """Set who may power ``host`` on or off through its driver (:class:`PowerAutomation`)."""
+    try:
+        automation = PowerAutomation(level)
+    except ValueError:
+        raise BadInputError(f"power automation must be automatic, manual or disabled, not "
+                            f"{level!r}") from None  # fmt: skip
+    store = store or open_store()
+    driver = replace(_driver(store, host), automation=automation)
+    ha_store.set_power(store, driver)
+    return driver
+
+
+def power(host: str, action: str, *, store: Store | None = None, automatic: bool = False,
+          by: str = "host power") -> str:  # fmt: skip
+    """``status``, ``on`` or ``off`` through the host's power driver; its state after.
+    ``automatic``: asked by one of vmferry's loops (``by`` names what asked, for the audit
+    trail), which the host's automation level may refuse (:class:`BlockedError`, exit 3,
+    nothing powered). Every ``on`` and ``off`` is recorded in the audit trail, done, failed
+    or refused."""
+    store = store or open_store()
+    driver = _driver(store, host)
+    if action not in ("on", "off", "status"):
         raise BadInputError(f"power action must be on, off or status, not {action!r}")
-    return power_status(driver)
+    if action == "status":
+        return power_status(driver)
+    detail: dict[str, object] = {"by": by, "automatic": automatic,
+                                 "automation": driver.automation.value}  # fmt: skip
+    refused = power_refusal(host, driver.automation, action, automatic=automatic)
+    if refused is not None:
+        _audit(store, host, action, "refused", {**detail, "why": refused})
+        raise BlockedError(refused)
+    try:
+        (power_off if action == "off" else power_on)(driver)
+        state = power_status(driver)
+    except VmferryError as exc:
+        _audit(store, host, action, "error", {**detail, "why": exc.message})
+        raise
+    _audit(store, host, action, "ok", {**detail, "state_after": state})
+    return state
+
+
+def _audit(store: Store, host: str, action: str, result: str, detail: dict[str, object]) -> None:
+    audit.record(store, user=audit.local_user(), remote="local", action=f"host.power.{action}",
+                 target=host, result=result, detail=detail)  # fmt: skip
 
 
 # -- the monitor --------------------------------------------------------------------------
@@ -234,20 +295,36 @@ def _fence(store: Store, host: str, confirm_s: float) -> FenceOutcome:
     driver = ha_store.get_power(store, host)
     if driver is None:
         return fence_outcome(False, False, None)
+    detail: dict[str, object] = {"by": "ha fencing", "automatic": True,
+                                 "automation": driver.automation.value}  # fmt: skip
+    refused = power_refusal(host, driver.automation, "off", automatic=True)
+    if refused is not None:
+        state = _status_or_none(driver)
+        outcome = fence_outcome(True, False, state, refused=True)
+        if outcome is not FenceOutcome.FENCED:
+            _audit(store, host, "off", "refused", {**detail, "why": refused})
+        return outcome
     try:
         power_off(driver)
-    except ToolError:
+    except ToolError as exc:
+        _audit(store, host, "off", "error", {**detail, "why": exc.message})
         return fence_outcome(True, False, None)
     deadline = time.monotonic() + confirm_s
-    state: str | None = None
     while True:
-        try:
-            state = power_status(driver)
-        except ToolError:
-            state = None
+        state = _status_or_none(driver)
         if state == "off" or time.monotonic() > deadline:
-            return fence_outcome(True, True, state)
+            outcome = fence_outcome(True, True, state)
+            _audit(store, host, "off", "ok" if outcome is FenceOutcome.FENCED else "error",
+                   {**detail, "state_after": state, "fence": outcome.value})  # fmt: skip
+            return outcome
         time.sleep(1.0)
+
+
+def _status_or_none(driver: HostPower) -> str | None:
+    try:
+        return power_status(driver)
+    except ToolError:
+        return None
 
 
 def _restart(store: Store, hosts: dict[str, Host], dead: str, victims: list[HaVm],

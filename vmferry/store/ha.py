@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vmferry.model.ha import HaPriority, HaVm, HostPower
+from vmferry.model.ha import HaPriority, HaVm, HostPower, PowerAutomation
 from vmferry.store.db import Store
 from vmferry.store.tables import HaVmRow, HostPowerRow
 
@@ -48,6 +48,7 @@ def set_power(store: Store, power: HostPower) -> None:
         row.status_command, row.timeout_s = power.status_command, power.timeout_s
         row.driver, row.url, row.user = power.driver, power.url, power.user
         row.password_env, row.ca, row.insecure = power.password_env, power.ca, power.insecure
+        row.automation = power.automation.value
         session.add(row)
 
 
@@ -58,7 +59,7 @@ def get_power(store: Store, host: str) -> HostPower | None:
             return None
         return HostPower(row.host, row.on_command, row.off_command, row.status_command,
                          row.timeout_s, row.driver, row.url, row.user, row.password_env,
-                         row.ca, row.insecure)  # fmt: skip
+                         row.ca, row.insecure, PowerAutomation(row.automation))  # fmt: skip
 
 
 def remove_power(store: Store, host: str) -> bool:

@@ -431,3 +431,4 @@ class HostPowerRow(Base):
     password_env: Mapped[str | None] = mapped_column(String(255), nullable=True)
     ca: Mapped[str | None] = mapped_column(Text, nullable=True)
     insecure: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    automation: Mapped[str] = mapped_column(String(16), server_default="automatic")

@@ -113,6 +113,15 @@ def test_a_host_in_maintenance_is_neither_freed_nor_a_destination() -> None:
     assert set(found.utilisation_after) == {"b"}
 
 
+def test_a_host_kept_by_the_caller_stays_with_its_reason_and_may_take_vms() -> None:
+    found = consolidate(THREE, LIGHT, metric="cpu", keep={"a": "its power automation is manual"})
+    assert found.hosts_freed == ("b",)
+    assert pairs(found) == [("b1", "b", "c"), ("b2", "b", "c")]
+    assert dict(found.kept)["a"] == "its power automation is manual"
+    everything = consolidate(THREE, LIGHT, metric="cpu", keep={h.name: "no" for h in THREE})
+    assert (everything.hosts_freed, everything.moves) == ((), ())
+
+
 def test_max_moves_keeps_hosts_whose_moves_would_pass_it() -> None:
     found = consolidate(THREE, LIGHT, metric="cpu", max_moves=2)
     assert found.hosts_freed == ("a",) and len(found.moves) == 1

@@ -19,15 +19,15 @@ from support.redfish_bmc import ENV, PASSWORD, USER, Bmc
 
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.power_command import power_off, power_status
-from vmferry.errors import ToolError, VmferryError
+from vmferry.errors import BlockedError, ToolError, VmferryError
 from vmferry.fleetops.ha import FenceOutcome, HostVerdict, fence_outcome, host_verdict
 from vmferry.fleetops.maintenance import evacuate
 from vmferry.fleetops.model import HostLoad, VmLoad
 from vmferry.model import Host
-from vmferry.model.ha import HaPriority, HaVm, HostPower
+from vmferry.model.ha import HaPriority, HaVm, HostPower, PowerAutomation, power_refusal
 from vmferry.model.migration import JobStatus, MigrationOptions
+from vmferry.service import audit, hooks
 from vmferry.service import ha as service
-from vmferry.service import hooks
 from vmferry.store import Store
 from vmferry.store import ha as ha_store
 
@@ -48,6 +48,31 @@ def test_only_a_power_off_confirmed_off_counts_as_fenced() -> None:
     assert fence_outcome(True, False, None) is FenceOutcome.FAILED
     assert fence_outcome(True, True, "on") is FenceOutcome.UNCONFIRMED
     assert fence_outcome(True, True, None) is FenceOutcome.UNCONFIRMED
+
+
+def test_a_host_whose_automation_refuses_counts_as_fenced_only_when_already_off() -> None:
+    assert fence_outcome(True, False, "off", refused=True) is FenceOutcome.FENCED
+    assert fence_outcome(True, False, "on", refused=True) is FenceOutcome.REFUSED
+    assert fence_outcome(True, False, None, refused=True) is FenceOutcome.REFUSED
+    assert fence_outcome(False, False, None, refused=True) is FenceOutcome.NO_DRIVER
+
+
+@pytest.mark.parametrize(
+    ("level", "action", "automatic", "refused"),
+    [("automatic", "off", True, None), ("automatic", "on", False, None),
+     ("manual", "off", False, None), ("manual", "on", True, "is manual"),
+     ("manual", "off", True, "is manual"), ("disabled", "on", False, "is disabled"),
+     ("disabled", "off", True, "is disabled"), ("disabled", "status", True, None),
+     ("manual", "status", True, None)],
+)  # fmt: skip
+def test_the_automation_level_says_who_may_power_a_host(
+    level: str, action: str, automatic: bool, refused: str | None
+) -> None:
+    why = power_refusal("kvm1", PowerAutomation(level), action, automatic=automatic)
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None and f"kvm1's power automation {refused}" in why
 
 
 def test_restarts_are_placed_by_priority_before_size() -> None:
@@ -178,6 +203,63 @@ def test_without_a_confirmed_power_off_nothing_is_restarted(fleet: Store, tmp_pa
     assert [j for j in fleet.list_jobs() if j.kind == "ha-restart"] == []
 
 
+def test_a_host_whose_automation_is_manual_is_not_fenced_by_the_monitor(
+    fleet: Store, tmp_path: Path
+) -> None:
+    """``manual``: the monitor does not power t2 off, so nothing is restarted and the refusal
+    is in the audit trail; once a person has powered it off (recorded too) the next round
+    finds it off, counts it fenced without powering anything, and restarts web once."""
+    ha_store.set_power(fleet, _bmc(tmp_path))
+    service.set_automation("t2", "manual", store=fleet)
+    lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert lines == ["t2: not fenced (refused-by-policy); nothing restarted"]
+    assert (tmp_path / "power").read_text().strip() == "on"
+    (status,) = service.status(store=fleet)
+    assert status.state == "protected" and "refused-by-policy" in (status.note or "")
+    assert service.power("t2", "off", store=fleet) == "off"  # a person may
+    lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
+    assert lines[0] == "t2: fenced (powered off and confirmed off)", lines
+    assert lines[1].startswith("web: restarted on t1 (job "), lines
+    trail = [(e.action, e.target, e.result, e.detail["by"], e.detail["automatic"])
+             for e in audit.entries(fleet) if e.action.startswith("host.power")]  # fmt: skip
+    assert trail == [("host.power.off", "t2", "refused", "ha fencing", True),
+                     ("host.power.off", "t2", "ok", "host power", False)]  # fmt: skip
+
+
+def test_power_actions_are_recorded_and_disabled_refuses_everyone(
+    fleet: Store, tmp_path: Path
+) -> None:
+    ha_store.set_power(fleet, _bmc(tmp_path))
+    assert service.power("t2", "off", store=fleet) == "off"
+    assert service.power("t2", "on", store=fleet, automatic=True, by="test") == "on"
+    assert service.set_automation("t2", "disabled", store=fleet).automation == "disabled"
+    with pytest.raises(BlockedError, match="t2's power automation is disabled") as refused:
+        service.power("t2", "off", store=fleet)
+    assert refused.value.exit_code == 3
+    assert service.power("t2", "status", store=fleet) == "on"  # asking is always allowed
+    service.set_power(_bmc(tmp_path), store=fleet)  # recorded again: the level is kept
+    kept = ha_store.get_power(fleet, "t2")
+    assert kept is not None and kept.automation is PowerAutomation.DISABLED
+    with pytest.raises(VmferryError, match="must be automatic, manual or disabled"):
+        service.set_automation("t2", "sometimes", store=fleet)
+    trail = [
+        (e.action, e.result, e.detail.get("state_after"))
+        for e in audit.entries(fleet)
+        if e.action.startswith("host.power")
+    ]
+    assert trail == [("host.power.off", "ok", "off"), ("host.power.on", "ok", "on"),
+                     ("host.power.off", "refused", None)]  # fmt: skip
+
+
+def test_a_failed_power_action_is_recorded_as_an_error(fleet: Store, tmp_path: Path) -> None:
+    ha_store.set_power(fleet, _bmc(tmp_path, off_works=False))
+    with pytest.raises(ToolError):
+        service.power("t2", "off", store=fleet)
+    (entry,) = [e for e in audit.entries(fleet) if e.action.startswith("host.power")]
+    assert (entry.action, entry.result) == ("host.power.off", "error")
+    assert entry.detail["why"]
+
+
 def test_no_power_driver_means_no_restart(fleet: Store) -> None:
     lines = service.watch_round(store=fleet, timeout_s=2, confirm_s=2)
     assert lines == ["t2: not fenced (no-power-driver); nothing restarted"]
@@ -252,7 +334,8 @@ def test_an_ipmi_bmc_through_ipmitool_fences_the_dead_host_before_the_restart(
     """t2's BMC speaks IPMI 2.0 (pyghmi's BMC server on loopback), reached by the command
     driver with ipmitool as docs/operations.md shows it: status, then a fencing round that
     powers it off (ipmitool's "Chassis Power is off") before web restarts on t1; a wrong
-    password fences nothing."""
+    password fences nothing; under ``manual`` a loop's power-off is refused, a person's
+    goes through."""
     with ipmi_bmc(tmp_path) as bmc:
         power = HostPower("t2", bmc.command("on"), bmc.command("off"), bmc.command("status"),
                           10)  # fmt: skip
@@ -270,3 +353,9 @@ def test_an_ipmi_bmc_through_ipmitool_fences_the_dead_host_before_the_restart(
         assert service.power("t2", "status", store=fleet) == "off"
         assert service.power("t2", "on", store=fleet) == "on"
         assert bmc.state.read_text().strip() == "on"
+        service.set_automation("t2", "manual", store=fleet)  # the loops may not, a person may
+        with pytest.raises(BlockedError, match="power automation is manual"):
+            service.power("t2", "off", store=fleet, automatic=True, by="watch --power")
+        assert bmc.state.read_text().strip() == "on"
+        assert service.power("t2", "off", store=fleet) == "off"
+        assert bmc.state.read_text().strip() == "off"
