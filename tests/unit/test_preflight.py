@@ -442,6 +442,39 @@ def test_copy_storage_into_an_inactive_pool_is_a_blocker() -> None:
     assert "pool-start default" in finding.remediation
 
 
+SHARED_POOL_DIR = "/var/lib/vmferry-lab/shared/pool"
+
+
+def test_copy_storage_to_a_named_pool_goes_there() -> None:
+    into = replace(
+        LOCAL_AT, copy_pool="lab-shared", copy_path=f"{SHARED_POOL_DIR}/web1-local.qcow2"
+    )
+    f = replace(local_facts(copy_storage=True, copy_to_pool="lab-shared"),
+                disks=(facts().disks[0], into))  # fmt: skip
+    (finding,) = evaluate(f)
+    assert finding.id == "storage.copy" and "into pool 'lab-shared'" in finding.message
+
+
+def test_copy_storage_to_a_pool_the_destination_lacks_names_it() -> None:
+    f = replace(local_facts(copy_storage=True, copy_to_pool="fast"),
+                disks=(facts().disks[0], replace(LOCAL_AT, copy_pool=None)))  # fmt: skip
+    finding = only(evaluate(f), "storage.copy-target-missing")
+    assert "kvm2 has no storage pool named 'fast'" in finding.message
+    assert "--to-pool" in finding.remediation and "pool-list" in finding.remediation
+
+
+def test_copy_storage_onto_a_file_already_in_the_named_pool_is_a_blocker() -> None:
+    path = f"{SHARED_POOL_DIR}/web1-local.qcow2"
+    taken = replace(LOCAL_AT, copy_pool="lab-shared", copy_path=path, copy_path_taken=True)
+    f = replace(local_facts(copy_storage=True, copy_to_pool="lab-shared"),
+                disks=(facts().disks[0], taken))  # fmt: skip
+    finding = only(evaluate(f), "storage.copy-name-taken")
+    assert finding.severity is Severity.BLOCKER
+    assert f"disk vdb would be copied to {path} on kvm2, where a file already is" == (
+        finding.message)  # fmt: skip
+    assert "storage.copy" not in ids(evaluate(f))
+
+
 def test_copy_storage_of_a_disk_of_unknown_size_is_a_warning() -> None:
     unsized = replace(LOCAL, capacity_bytes=None, allocation_bytes=None)
     base = facts(spec(disks=(DATA, unsized)), copy_storage=True)

@@ -38,8 +38,10 @@ def test_a_qcow2_disk_moves_into_another_pool_as_itself() -> None:
 
 
 def test_raw_needs_the_whole_capacity_and_a_taken_name_gets_another() -> None:
+    renamed = plan(to_pool="lab-shared", path="/var/lib/libvirt/images/web1.qcow2", fmt="raw")
+    assert renamed.volume == "web1.raw"  # named for its new format
     moved = plan(to_pool="lab-shared", path="/var/lib/libvirt/images/web1.qcow2", fmt="raw",
-                 existing=("web1.qcow2",))  # fmt: skip
+                 existing=("web1.raw",))  # fmt: skip
     assert (moved.volume, moved.fmt, moved.needed_bytes, moved.source_pool) == (
         "web1-vda.raw", "raw", 200 * MIB, "default")  # fmt: skip
     full = refused(to_pool="lab-shared", path="/var/lib/libvirt/images/web1.qcow2",

@@ -103,6 +103,8 @@ class DiskPlacement:
     reach: DiskReach
     copy_pool: str | None = None
     destination_capacity_bytes: int | None = None
+    copy_path: str | None = None  # where the copy goes (--to-pool); None: the same path
+    copy_path_taken: bool = False  # the destination has a file at copy_path already
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class PreflightFacts:
     disks: tuple[DiskPlacement, ...] = ()
     destination_pools: tuple[PoolFacts, ...] = ()
     copy_storage: bool = False
+    copy_to_pool: str | None = None  # --to-pool: the copies go into this pool
     vm_also_defined_on: tuple[str, ...] = ()
     unsearched_hosts: tuple[str, ...] = ()
 
@@ -413,7 +416,16 @@ def _copy_space(f: PreflightFacts, to_copy: list[tuple[Disk, DiskPlacement]]) ->
     for disk, where in to_copy:
         pool = pools.get(where.copy_pool) if where.copy_pool else None
         path = where.path or disk.source or ""
-        if pool is None:
+        if pool is None and f.copy_to_pool is not None:
+            yield Finding(
+                "storage.copy-target-missing",
+                Severity.BLOCKER,
+                f"disk {disk.target} ({path}) cannot be copied: {dest} has no storage pool "
+                f"named {f.copy_to_pool!r}",
+                f"name one of its pools with --to-pool (`virsh -c {f.destination_uri} "
+                "pool-list --all`)",
+            )
+        elif pool is None:
             folder = path.rsplit("/", 1)[0] or "/"
             target = (
                 f"a storage pool named {disk.pool!r}"
@@ -434,6 +446,14 @@ def _copy_space(f: PreflightFacts, to_copy: list[tuple[Disk, DiskPlacement]]) ->
                 f"disk {disk.target} would be copied into pool {pool.name!r} on {dest}, "
                 "which is not active",
                 f"start it: `virsh -c {f.destination_uri} pool-start {pool.name}`",
+            )
+        elif where.copy_path_taken:
+            yield Finding(
+                "storage.copy-name-taken",
+                Severity.BLOCKER,
+                f"disk {disk.target} would be copied to {where.copy_path} on {dest}, where "
+                "a file already is",
+                f"remove it from pool {pool.name!r} if it is stale, or choose another --to-pool",
             )
         else:
             by_pool.setdefault(pool.name, []).append(disk)

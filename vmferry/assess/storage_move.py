@@ -80,6 +80,8 @@ def plan_storage_move(
         raise StorageMoveRefused(f"storage pool {to_pool} is not active; `virsh pool-start "
                                  f"{to_pool}` on the host first", blocked=True)  # fmt: skip
     stem = PurePosixPath(source_path).name
+    if fmt != disk.format:  # a file named for its format: web1.qcow2 as raw is web1.raw
+        stem = f"{PurePosixPath(stem).stem}.{fmt}"
     volume = stem if stem not in existing_volumes else f"{vm}-{target}.{fmt}"
     if volume in existing_volumes:
         raise StorageMoveRefused(f"pool {to_pool} holds {stem} and {volume} already: remove "

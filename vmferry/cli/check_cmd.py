@@ -6,8 +6,8 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
-from vmferry.client.remote import remote_api
-from vmferry.errors import BlockedError
+from vmferry.client.remote import URL_ENV, remote_api
+from vmferry.errors import BadInputError, BlockedError, NoRemoteFormError
 from vmferry.model import Finding, Severity
 from vmferry.service.check import CheckReport, check_migration
 
@@ -20,6 +20,9 @@ def check(
     copy_storage: bool = typer.Option(
         False, "--copy-storage", help="Disks only the source sees will be copied along."
     ),
+    to_pool: str | None = typer.Option(
+        None, "--to-pool", help="With --copy-storage: the destination pool they go into."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Check whether VM can move live to another host; exit 3 while a blocker stands.
@@ -27,7 +30,13 @@ def check(
     JSON: {"vm", "destination", "findings": [{"id", "severity", "message", "remediation"}],
     "blocked"}.
     """
+    if to_pool is not None and not copy_storage:
+        raise BadInputError("--to-pool names where copied disks go: give it with --copy-storage")
     api = remote_api()
+    if api is not None and to_pool is not None:
+        api.close()
+        raise NoRemoteFormError(f"`vmferry check --to-pool` has no remote form yet; unset "
+                                f"{URL_ENV} to run it locally")  # fmt: skip
     if api is not None:
         with api:
             doc = api.check(vm, to, copy_storage=copy_storage)
@@ -35,7 +44,7 @@ def check(
             source = "" if json_out else api.vm(doc["vm"]).host
         report = report_from_json(doc, source)
     else:
-        report = check_migration(vm, to, copy_storage=copy_storage)
+        report = check_migration(vm, to, copy_storage=copy_storage, to_pool=to_pool)
     if json_out:
         print_json(report_json(report))
     else:

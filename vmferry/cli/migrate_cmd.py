@@ -158,6 +158,12 @@ def migrate(
     max_downtime_ms: int = typer.Option(300, "--max-downtime-ms", min=10, max=60_000),
     timeout: float = typer.Option(600, "--timeout", min=5, help="Abort after this many s."),
     copy_storage: bool = typer.Option(False, "--copy-storage", help="Copy local disks along."),
+    to_pool: str | None = typer.Option(
+        None,
+        "--to-pool",
+        help="With --copy-storage or --strategy cold: the destination pool "
+        "the copied disks go into (default: the one holding the same path there).",
+    ),
     cap: bool = typer.Option(
         False,
         "--cap/--no-cap",
@@ -242,6 +248,8 @@ def migrate(
                     and strategy not in (StrategyEnum.WARM, StrategyEnum.AUTO),
                     "--force": force and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO),
                     "--delete-source-disks": delete_source_disks and not copy_storage
+                    and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO),
+                    "--to-pool": to_pool is not None and not copy_storage
                     and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO)}  # fmt: skip
     misplaced = [name for name, bad in offline_only.items() if bad]
     if misplaced:
@@ -254,7 +262,8 @@ def migrate(
                       "--force": force, "--delete-source-disks": delete_source_disks,
                       "--tls/--no-tls": tls is not None,
                       "--require-verification": require_verification,
-                      "--backup": backup is not None, "--rollback": rollback}  # fmt: skip
+                      "--backup": backup is not None, "--rollback": rollback,
+                      "--to-pool": to_pool is not None}  # fmt: skip
         missing = [name for name, asked in not_in_api.items() if asked]
         if missing:
             api.close()
@@ -285,6 +294,7 @@ def migrate(
         compression=compression,
         backup_pool=backup,
         rollback=rollback,
+        to_pool=to_pool,
     )
     note = progress_printer()
     with Live(console=err_console, transient=True, refresh_per_second=4) as live:

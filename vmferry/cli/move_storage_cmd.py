@@ -1,5 +1,5 @@
-"""`vmferry move-storage VM --disk vda --to-pool P`: a running VM's disk to another pool of
-its host, while it runs (docs/storage.md)."""
+"""`vmferry move-storage VM --disk vda --to-pool P`: a VM's disk to another pool of its host,
+while it runs or while it is shut off (docs/storage.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ MIB = 2**20
 
 
 def move_storage(
-    vm: str = typer.Argument(..., help="The running VM."),
+    vm: str = typer.Argument(..., help="The VM, running or shut off."),
     disk: str = typer.Option(..., "--disk", help="The disk's target (vda, sdb, ...)."),
     to_pool: str = typer.Option(..., "--to-pool", help="A storage pool of the VM's host."),
     fmt: str | None = typer.Option(
@@ -34,9 +34,10 @@ def move_storage(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON (migrate's schema)."),
 ) -> None:
-    """Copy a running VM's disk into another pool of its host while it runs, switch the VM to
-    the copy, check it, then remove the old volume. Ctrl-C before the switch cancels the copy
-    and removes the new volume: the VM stays on its disk. Exit 4 when it did not complete."""
+    """Copy a VM's disk into another pool of its host while it runs, switch the VM to the
+    copy, check it, then remove the old volume (a shut-off VM's disk: copied by the host,
+    then the definition pointed at the copy). Ctrl-C before the switch cancels the copy and
+    removes the new volume: the VM stays on its disk. Exit 4 when it did not complete."""
     shown = [0.0]
 
     def progress(copied: int, total: int) -> None:

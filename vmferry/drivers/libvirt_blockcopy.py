@@ -1,5 +1,7 @@
 """A running VM's disk copied to a new volume of its host while it runs, then switched to:
-libvirt's block copy (``virDomainBlockCopy``, a QEMU drive mirror) and its pivot.
+libvirt's block copy (``virDomainBlockCopy``, a QEMU drive mirror) and its pivot; a stopped
+VM's disk cloned into a new volume by the host's storage driver (``virStorageVolCreateXMLFrom``,
+qemu-img on the host for file pools).
 
 The copy is a *transient job* (``VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB``: libvirt allows a
 block copy of a persistent domain only so); after the pivot the persistent definition is
@@ -8,22 +10,24 @@ made to name the new volume when libvirt has not done it itself.
 
 from __future__ import annotations
 
-from xml.etree.ElementTree import SubElement, tostring
 from xml.sax.saxutils import quoteattr
 
 import libvirt
-from defusedxml.ElementTree import fromstring
 
+from vmferry.drivers.domain_edit import with_disk_files
+from vmferry.drivers.domain_xml import parse_domain_xml
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import VmferryError
 
 __all__ = [
     "cancel_copy",
+    "clone_volume",
     "copy_progress",
     "create_volume",
     "persist_disk_source",
     "start_copy",
     "try_pivot",
+    "volume_allocation",
     "volume_names",
 ]
 
@@ -43,6 +47,33 @@ def create_volume(host: LibvirtHost, pool: str, name: str, capacity: int, fmt: s
         return str(found.createXML(xml, 0).path())
     except libvirt.libvirtError as exc:
         raise host._error(exc, f"creating volume {name} in pool {pool}") from exc
+
+
+def clone_volume(host: LibvirtHost, pool: str, name: str, fmt: str, source_path: str) -> str:
+    """A new volume ``name`` in ``pool`` (format ``fmt``), a copy of the volume at
+    ``source_path`` of the same host made by the host's storage driver; its path. Blocks
+    until the copy is done; a copy that fails is removed by libvirt."""
+    try:
+        found = host._c.storagePoolLookupByName(pool)
+        found.refresh(0)
+        source = host._c.storageVolLookupByPath(source_path)
+        capacity = int(source.info()[1])
+    except libvirt.libvirtError as exc:
+        raise host._error(exc, f"looking up {source_path} and pool {pool}") from exc
+    xml = (f"<volume><name>{_text(name)}</name><capacity unit='bytes'>{capacity}</capacity>"
+           f"<target><format type={quoteattr(fmt)}/></target></volume>")  # fmt: skip
+    try:
+        return str(found.createXMLFrom(xml, source, 0).path())
+    except libvirt.libvirtError as exc:
+        raise host._error(exc, f"copying {source_path} into pool {pool} as {name}") from exc
+
+
+def volume_allocation(host: LibvirtHost, path: str) -> int | None:
+    """How many bytes the volume at ``path`` takes on its storage; None when there is none."""
+    try:
+        return int(host._c.storageVolLookupByPath(path).info()[2])
+    except libvirt.libvirtError:
+        return None
 
 
 def volume_names(host: LibvirtHost, pool: str) -> tuple[str, ...]:
@@ -114,27 +145,17 @@ def persist_disk_source(host: LibvirtHost, vm: str, target: str, path: str, fmt:
         xml = str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     except libvirt.libvirtError as exc:
         raise host._error(exc, f"reading the definition of {vm}") from exc
-    root = fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    for disk in root.iter("disk"):
-        dev = disk.find("target")
-        if dev is None or dev.get("dev") != target:
-            continue
-        source = disk.find("source")
-        if source is not None and source.get("file") == path:
-            return False
-        if source is not None:
-            disk.remove(source)
-        disk.set("type", "file")
-        SubElement(disk, "source", {"file": path})
-        driver = disk.find("driver")
-        if driver is not None:
-            driver.set("type", fmt)
-        try:
-            host._c.defineXML(tostring(root, encoding="unicode"))
-        except libvirt.libvirtError as exc:
-            raise host._error(exc, f"redefining {vm} with disk {target} at {path}") from exc
-        return True
-    raise VmferryError(f"the definition of {vm} on {host.name} has no disk {target}")
+    current = parse_domain_xml(xml).disks
+    disk = next((d for d in current if d.target == target), None)
+    if disk is None:
+        raise VmferryError(f"the definition of {vm} on {host.name} has no disk {target}")
+    if disk.source_kind == "file" and disk.source == path:
+        return False
+    try:
+        host._c.defineXML(with_disk_files(xml, {target: (path, fmt)}))
+    except libvirt.libvirtError as exc:
+        raise host._error(exc, f"redefining {vm} with disk {target} at {path}") from exc
+    return True
 
 
 def _text(value: str) -> str:

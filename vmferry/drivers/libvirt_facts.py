@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+from dataclasses import replace
 from xml.etree.ElementTree import Element, ParseError, tostring
 
 import libvirt
@@ -31,7 +32,13 @@ from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
 from vmferry.model import Disk, VmSpec
 
-__all__ = ["compare_cpu", "cpu_xml_of", "gather_preflight_facts", "pool_facts"]
+__all__ = [
+    "compare_cpu",
+    "cpu_xml_of",
+    "gather_preflight_facts",
+    "migratable_xml",
+    "pool_facts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +58,11 @@ def gather_preflight_facts(
     source_migration_uri: str | None = None,
     destination_migration_uri: str | None = None,
     copy_storage: bool = False,
+    copy_to_pool: str | None = None,
 ) -> PreflightFacts:
     """Everything :func:`vmferry.assess.preflight.evaluate` needs to judge moving ``vm``
-    (defined on ``source``) live to ``destination``.
+    (defined on ``source``) live to ``destination``; with ``copy_to_pool`` each disk to
+    copy goes into that pool (its path there, and whether a file is there already).
 
     Raises :class:`NotFoundError` if ``source`` has no such VM and
     :class:`HostUnreachableError` if either host stops answering.
@@ -79,12 +88,15 @@ def gather_preflight_facts(
         destination_networks=_networks(destination),
         destination_interfaces=_interfaces(destination),
         disks=tuple(
-            _placement(source, destination, disk, pools)
+            _into_pool(
+                destination, _placement(source, destination, disk, pools), pools, copy_to_pool
+            )
             for disk in spec.disks
             if disk.source is not None and disk.source_kind != "none"
         ),
         destination_pools=pools,
         copy_storage=copy_storage,
+        copy_to_pool=copy_to_pool,
     )
 
 
@@ -94,7 +106,7 @@ def gather_preflight_facts(
 def _cpu_check(source: LibvirtHost, destination: LibvirtHost, spec: VmSpec) -> CpuCheck:
     if spec.cpu_mode in ("host-passthrough", "maximum"):
         return CpuCheck(CpuVerdict.NOT_COMPARED, f"CPU mode {spec.cpu_mode} is not comparable")
-    cpu_xml = cpu_xml_of(_migratable_xml(source, spec.name))
+    cpu_xml = cpu_xml_of(migratable_xml(source, spec.name))
     if cpu_xml is None:
         return CpuCheck(CpuVerdict.NOT_COMPARED, "the VM defines no CPU")
     return compare_cpu(
@@ -154,7 +166,8 @@ def _missing_features(message: str) -> tuple[str, ...]:
     return tuple(f.strip() for f in match.group(1).split(",") if f.strip())
 
 
-def _migratable_xml(host: LibvirtHost, name: str) -> str:
+def migratable_xml(host: LibvirtHost, name: str) -> str:
+    """The VM's definition as libvirt would send it to a migration's destination."""
     dom = host._lookup(name)
     try:
         return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
@@ -272,6 +285,20 @@ def _placement(
     if capacity is None:
         return DiskPlacement(disk.target, path, DiskReach.LOCAL, copy_pool)
     return DiskPlacement(disk.target, path, DiskReach.SHARED, copy_pool, capacity)
+
+
+def _into_pool(destination: LibvirtHost, placement: DiskPlacement,
+               pools: tuple[PoolFacts, ...], pool_name: str | None) -> DiskPlacement:  # fmt: skip
+    """A local disk's placement when its copy goes into pool ``pool_name`` (``--to-pool``):
+    that pool, the copy's path there (the disk's file name), whether that path is taken."""
+    if pool_name is None or placement.reach is not DiskReach.LOCAL:
+        return placement
+    pool = next((p for p in pools if p.name == pool_name), None)
+    if pool is None or not pool.path or placement.path is None:
+        return replace(placement, copy_pool=None if pool is None else pool.name)
+    path = f"{pool.path.rstrip('/')}/{posixpath.basename(placement.path)}"
+    taken = _capacity_at(destination, path, pools) is not None
+    return replace(placement, copy_pool=pool.name, copy_path=path, copy_path_taken=taken)
 
 
 def _volume_path(host: LibvirtHost, disk: Disk) -> str | None:

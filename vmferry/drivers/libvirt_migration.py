@@ -39,6 +39,10 @@ class MigrationRequest:
     tls: bool = False  # encrypt the stream (VIR_MIGRATE_TLS; both hosts' QEMU need certificates)
     parallel: int = 0  # multifd channels (VIR_MIGRATE_PARALLEL) when 2 or more
     compression: str | None = None  # "zstd" (multifd) or "xbzrle" (VIR_MIGRATE_COMPRESSED)
+    # --to-pool: (target, path on the destination) of each copied disk, and the definition
+    # the destination starts the VM with (the source's, those disks at those paths)
+    copy_paths: tuple[tuple[str, str], ...] = ()
+    dest_xml: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ def _params(request: MigrationRequest) -> dict[str, Any]:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = request.bandwidth_mib_s
     if request.copy_disks:
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(request.copy_disks)
+    if request.dest_xml is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = request.dest_xml
     if request.parallel >= 2:
         params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = request.parallel
     if request.compression:

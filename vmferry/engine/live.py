@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
+from vmferry.drivers.domain_edit import with_disk_files
 from vmferry.drivers.libvirt_events import PauseWatch
+from vmferry.drivers.libvirt_facts import migratable_xml
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import (
     CompletedStats,
@@ -165,8 +167,9 @@ def _drive(
             except VmferryError:
                 continue
         copies = _before_copy(src, plan)  # the disks to copy as the source has them
-        fresh = _new_on(dst, copies[1])  # the copies' paths the destination has no file at
-        migration = RunningMigration(src, plan.request)
+        # the copies' paths the destination has no file at (--to-pool: their new paths)
+        fresh = _new_on(dst, dict(plan.request.copy_paths) or copies[1])
+        migration = RunningMigration(src, _with_dest_xml(src, plan.request))
         pause = _watch_pause(plan, event)
         downtime_set = False
         try:  # from here on Ctrl-C aborts, and the job always ends recorded
@@ -432,6 +435,15 @@ def _before_copy(src: LibvirtHost, plan: LivePlan) -> tuple[list[Disk], dict[str
     return disks, {d.target: src.disk_path(d) for d in disks if d.target in plan.request.copy_disks}
 
 
+def _with_dest_xml(src: LibvirtHost, request: MigrationRequest) -> MigrationRequest:
+    """``--to-pool``: the request with the definition the destination starts the VM with,
+    each copied disk at its path in that pool. Unchanged without ``copy_paths``."""
+    if not request.copy_paths:
+        return request
+    paths = {target: (path, None) for target, path in request.copy_paths}
+    return replace(request, dest_xml=with_disk_files(migratable_xml(src, request.vm), paths))
+
+
 def _after_copy(
     dst: LibvirtHost, plan: LivePlan, copies: tuple[list[Disk], dict[str, str | None]]
 ) -> tuple[DiskCopy, ...]:
@@ -442,8 +454,21 @@ def _after_copy(
     except VmferryError:
         after = None
     paths = {d.target: dst.disk_path(d) for d in after or ()}
-    return judge_copies(plan.request.copy_disks, before, source_paths, after, paths,
-                        source=plan.source.name, destination=plan.destination.name)  # fmt: skip
+    judged = judge_copies(plan.request.copy_disks, before, source_paths, after, paths,
+                          source=plan.source.name, destination=plan.destination.name)  # fmt: skip
+    return tuple(_in_place(d, dict(plan.request.copy_paths)) for d in judged)
+
+
+def _in_place(disk: DiskCopy, wanted: dict[str, str]) -> DiskCopy:
+    """A copy judged good is not verified if it is not where ``--to-pool`` put it."""
+    want = wanted.get(disk.target)
+    if not disk.verified or want is None or disk.destination_path == want:
+        return disk
+    return replace(
+        disk,
+        verified=False,
+        checks=(*disk.checks, f"{disk.target} is at {disk.destination_path}, not {want}"),
+    )
 
 
 def _new_on(dst: LibvirtHost, paths: dict[str, str | None]) -> dict[str, str]:

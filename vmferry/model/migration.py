@@ -86,6 +86,9 @@ class MigrationOptions:
     backup_pool: str | None = None
     # a move whose verification fails with the VM on the destination is moved back (exit 5)
     rollback: bool = False
+    # live with copy_storage, and cold: the destination pool the copied disks go into
+    # (None: the pool that holds the same path there)
+    to_pool: str | None = None
 
 
 @dataclass(frozen=True)

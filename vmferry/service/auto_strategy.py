@@ -38,7 +38,8 @@ def choose_move(
     """The strategy for moving ``vm`` to ``to`` within ``options.max_downtime_ms``."""
     note(f"choosing how to move {vm}: pre-flight and a one-second measurement")
     live = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls,
-                           parallel=options.parallel, compression=options.compression)  # fmt: skip
+                           parallel=options.parallel, compression=options.compression,
+                           to_pool=options.to_pool)  # fmt: skip
     blockers = live.blocker_ids
     if blockers and not all(b.startswith(LIVE_ONLY) for b in blockers):
         return StrategyChoice(

@@ -47,13 +47,15 @@ class CheckReport:
 def check_migration(
     vm: str, to: str, *, copy_storage: bool = False, tls: TlsMode | None = None,
     parallel: int = 0, compression: Compression = Compression.NONE,
+    to_pool: str | None = None,
 ) -> CheckReport:  # fmt: skip
     """Run every pre-flight check for moving ``vm`` live to the registered host ``to``.
 
     ``tls`` is the stream's encryption (None: the ``migration.tls`` setting; warm and cold
     moves pass ``off``: they send no migration stream); ``parallel`` and ``compression``
     the stream's features, which both hosts' libvirt and QEMU must do
-    (:mod:`vmferry.assess.stream_features`). Changes nothing. Raises
+    (:mod:`vmferry.assess.stream_features`); ``to_pool`` the destination pool the copied
+    disks go into (``copy_storage`` only). Changes nothing. Raises
     :class:`~vmferry.errors.NotFoundError` (exit 2) for an unknown host or VM and
     :class:`~vmferry.errors.HostUnreachableError` (exit 2) when the source or the
     destination does not answer: without them there is nothing to check.
@@ -72,6 +74,7 @@ def check_migration(
                 source_migration_uri=source.migration_uri,
                 destination_migration_uri=destination.migration_uri,
                 copy_storage=copy_storage,
+                copy_to_pool=to_pool if copy_storage else None,
             )
             network = gather_move_facts(src, dst, vm, source, destination)
     facts = replace(

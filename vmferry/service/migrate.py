@@ -14,7 +14,7 @@ from vmferry.drivers.libvirt_migration import MigrationRequest
 from vmferry.drivers.qemu_monitor import measure_dirty_rate, set_vcpu_cap, vcpu_seconds
 from vmferry.engine.convergence import plan_vcpu_cap
 from vmferry.engine.live import LivePlan, NoteFn, ProgressFn, policy_config, run_live_migration
-from vmferry.errors import BlockedError, VmferryError
+from vmferry.errors import BadInputError, BlockedError, VmferryError
 from vmferry.model import Host, VmSpec
 from vmferry.model.hook import Hook
 from vmferry.model.jsonable import to_jsonable
@@ -130,6 +130,13 @@ def _migrate(
     job_id: str | None,
     plan_hooks: Sequence[Hook],
 ) -> MigrateOutcome:
+    if options.to_pool is not None and not (
+        options.copy_storage or options.strategy is Strategy.COLD
+    ):
+        raise BadInputError(
+            "--to-pool names the destination pool copied disks go into: give "
+            "it with --copy-storage (a live move) or --strategy cold"
+        )
     reconcile_vm(vm)
     note(f"checking {vm} -> {to}")
     if options.strategy.offline:  # warm and cold: the checks as they apply to them
@@ -137,8 +144,8 @@ def _migrate(
     else:
         validate(options.parallel, options.compression)
         report = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls,
-                                 parallel=options.parallel,
-                                 compression=options.compression)  # fmt: skip
+                                 parallel=options.parallel, compression=options.compression,
+                                 to_pool=options.to_pool)  # fmt: skip
     store = open_store()
     source, destination = store.get_host(report.source), store.get_host(report.destination)
     if job_id is None:
@@ -204,6 +211,9 @@ def _migrate(
         and not options.copy_storage,
         copy_disks=tuple(d.target for d in disks if d.reach is DiskReach.LOCAL)
         if options.copy_storage else (),
+        copy_paths=tuple((d.target, d.copy_path) for d in disks
+                         if d.reach is DiskReach.LOCAL and d.copy_path is not None)
+        if options.copy_storage and options.to_pool else (),
         tls=report.encrypt,
         parallel=options.parallel,
         compression=None if options.compression is Compression.NONE

@@ -1,5 +1,5 @@
-"""`vmferry move-storage VM --disk vda --to-pool P`: a running VM's disk to another pool of
-its host, while it runs (docs/storage.md).
+"""`vmferry move-storage VM --disk vda --to-pool P`: a VM's disk to another pool of its host,
+while it runs, or while it is shut off (docs/storage.md).
 
 The data flow: locate the VM; the pure plan (:mod:`vmferry.assess.storage_move`) from its
 disk and the host's pools; a ``move-storage`` job; a new volume in the pool; libvirt's block
@@ -8,10 +8,16 @@ sync; the pivot; the persistent definition pointed at the new volume; the copy j
 `--copy-storage` judges one (:func:`vmferry.verify.disk_copies.judge_copies`); the old
 volume removed only then (unless ``keep_source``). Ctrl-C or `vmferry job cancel` before the
 pivot cancels the copy and removes the new volume: the VM stays on its disk.
+
+A shut-off VM's disk is copied by the host's storage driver instead
+(:func:`vmferry.drivers.libvirt_blockcopy.clone_volume`, ``virStorageVolCreateXMLFrom``: a
+copy of the volume into the pool, qemu-img on the host for file pools), then the definition,
+the judgement and the removal are the same; the job's strategy is ``cold``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -20,11 +26,13 @@ from dataclasses import replace
 from vmferry.assess.storage_move import StorageMove, StorageMoveRefused, plan_storage_move
 from vmferry.drivers.libvirt_blockcopy import (
     cancel_copy,
+    clone_volume,
     copy_progress,
     create_volume,
     persist_disk_source,
     start_copy,
     try_pivot,
+    volume_allocation,
     volume_names,
 )
 from vmferry.drivers.libvirt_facts import pool_facts
@@ -71,7 +79,7 @@ def move_storage(
     on_progress: ProgressFn = _quiet,
     note: NoteFn = _quiet,
 ) -> MigrationResult:
-    """Move disk ``target`` of running VM ``vm`` into pool ``to_pool``; the job's result
+    """Move disk ``target`` of ``vm`` (running or shut off) into pool ``to_pool``; the job's result
     (``disks`` holds the one disk moved). :class:`BadInputError` or :class:`BlockedError`
     (nothing made) when it cannot start."""
     if not 1 <= timeout_s <= 7 * 86400:
@@ -82,9 +90,11 @@ def move_storage(
     reconcile_vm(vm)
     found = locate(vm)
     host = found.host
-    if found.record.state is not VmState.RUNNING:
+    running = found.record.state is VmState.RUNNING
+    if not running and found.record.state is not VmState.SHUT_OFF:
         raise BadInputError(f"VM {vm!r} is {found.record.state} on {host.name}; move-storage "
-                            "moves a running VM's disk (a stopped one's: not built)")  # fmt: skip
+                            "moves the disk of a running or a shut-off VM")  # fmt: skip
+    strategy = Strategy.LIVE if running else Strategy.COLD
     store = open_store()
     with LibvirtHost.connect(host.name, host.uri) as conn:
         disks = conn.get_vm(vm).spec.disks
@@ -101,24 +111,32 @@ def move_storage(
         store.set_owner(job.id, process_lease(store))
         run = _Run(store, job.id, note)
         run.event("storage", f"moving disk {target} of {vm} ({plan.source_path}) into pool "
-                  f"{plan.pool} as {plan.volume} ({plan.fmt})", target=target,
-                  source_path=plan.source_path, pool=plan.pool, volume=plan.volume,
-                  format=plan.fmt)  # fmt: skip
+                  f"{plan.pool} as {plan.volume} ({plan.fmt})"
+                  + ("" if running else f"; {vm} is shut off: its volume is copied"),
+                  target=target, source_path=plan.source_path, pool=plan.pool,
+                  volume=plan.volume, format=plan.fmt, running=running)  # fmt: skip
         store.set_status(job.id, JobStatus.RUNNING)
         started = time.monotonic()
-        path = create_volume(conn, plan.pool, plan.volume, plan.capacity_bytes, plan.fmt)
-        run.event("storage", f"created {path}", destination_path=path)
-        rate = None if bandwidth_mib_s is None else bandwidth_mib_s * 2**20
-        stopped, copied = _copy(conn, vm, plan, path, rate, run, timeout_s, on_progress)
+        if running:
+            path = create_volume(conn, plan.pool, plan.volume, plan.capacity_bytes, plan.fmt)
+            run.event("storage", f"created {path}", destination_path=path)
+            rate = None if bandwidth_mib_s is None else bandwidth_mib_s * 2**20
+            stopped, copied = _copy(conn, vm, plan, path, rate, run, timeout_s, on_progress)
+        else:
+            pool_dir = next((p.path for p in pools if p.name == plan.pool), None) or ""
+            path = f"{pool_dir.rstrip('/')}/{plan.volume}"
+            run.event("storage", f"copying into {path}", destination_path=path)
+            stopped, copied = _clone(conn, vm, plan, path, run, on_progress)
         total_ms = int((time.monotonic() - started) * 1000)
         if stopped is not None:
-            with suppress(VmferryError):
-                cancel_copy(conn, vm, target)
+            if running:
+                with suppress(VmferryError):
+                    cancel_copy(conn, vm, target)
             with suppress(VmferryError):
                 delete_volume(conn, path)
                 run.event("storage", f"removed {path}; {vm} stays on {plan.source_path}")
             status = JobStatus.CANCELLED if stopped.startswith("cancelled") else JobStatus.FAILED
-            result = MigrationResult(job.id, vm, host.name, host.name, Strategy.LIVE, status,
+            result = MigrationResult(job.id, vm, host.name, host.name, strategy, status,
                                      stopped, total_ms, None, copied, None)  # fmt: skip
             store.finish(job.id, result)
             return result
@@ -136,7 +154,7 @@ def move_storage(
             except VmferryError as exc:
                 run.event("note", f"the old volume {plan.source_path} is left: {exc.message}")
     reason = None if moved.verified else "verification failed: " + "; ".join(moved.checks)
-    result = MigrationResult(job.id, vm, host.name, host.name, Strategy.LIVE,
+    result = MigrationResult(job.id, vm, host.name, host.name, strategy,
                              JobStatus.COMPLETED if moved.verified else JobStatus.FAILED,
                              reason, total_ms, None, copied, None, disks=(moved,))  # fmt: skip
     store.finish(job.id, result)
@@ -191,6 +209,57 @@ def _copy(
             return f"the copy failed: {exc.message}", copied
 
 
+def _clone(
+    conn: LibvirtHost, vm: str, plan: StorageMove, path: str, run: _Run,
+    on_progress: ProgressFn,
+) -> tuple[str | None, int | None]:  # fmt: skip
+    """Copy the shut-off VM's volume into ``path`` (the host's storage driver does it, in a
+    thread here), progress from the new volume's allocation: (None, bytes) once copied, or
+    (why not, bytes). Ctrl-C or `job cancel` cannot stop libvirt's copy half way: the copy
+    is let finish, then counted as cancelled (the caller removes it)."""
+    outcome: list[BaseException | str] = []
+
+    def work() -> None:
+        try:
+            outcome.append(clone_volume(conn, plan.pool, plan.volume, plan.fmt,
+                                        plan.source_path))  # fmt: skip
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+
+    run.event("status", f"copying disk {plan.target} into {path}")
+    worker = threading.Thread(target=work, name="vmferry-volume-copy", daemon=True)
+    stop: str | None = None
+    copied: int | None = None
+    told = False
+    with ctrl_c_flag() as interrupted:
+        worker.start()
+        while worker.is_alive():
+            try:
+                worker.join(POLL_S)
+                copied = volume_allocation(conn, path) or copied
+                if copied is not None:
+                    on_progress(min(copied, plan.needed_bytes), plan.needed_bytes)
+                if stop is None and interrupted.is_set():
+                    stop = "cancelled: interrupted (Ctrl-C)"
+                if stop is None and run.store.is_cancel_requested(run.job_id):
+                    stop = "cancelled by `vmferry job cancel`"
+            except KeyboardInterrupt:  # a second Ctrl-C: still wait for libvirt's copy
+                stop = "cancelled: interrupted (Ctrl-C)"
+            if stop is not None and worker.is_alive() and not told:
+                told = True
+                run.note(f"{stop}: waiting for the host's copy to end, then removing it")
+    (done,) = outcome
+    if isinstance(done, VmferryError):
+        return f"the copy failed: {done.message}", copied
+    if isinstance(done, BaseException):
+        raise done
+    copied = volume_allocation(conn, done) or copied
+    if stop is not None:
+        return stop, copied
+    run.event("status", f"copied disk {plan.target} into {done}", copied_bytes=copied)
+    return None, copied
+
+
 def _judge(conn: LibvirtHost, vm: str, plan: StorageMove, before: Disk | None, path: str,
            host: str) -> DiskCopy:  # fmt: skip
     """The disk after the pivot, judged as a copied disk is (same capacity and format, a
@@ -199,7 +268,8 @@ def _judge(conn: LibvirtHost, vm: str, plan: StorageMove, before: Disk | None, p
         after = list(conn.get_vm(vm).spec.disks)
     except VmferryError:
         after = None
-    before_disks = [] if before is None else [before]
+    # the copy is judged against the format asked for (--format), the rest against the disk
+    before_disks = [] if before is None else [replace(before, format=plan.fmt)]
     paths = {d.target: conn.disk_path(d) for d in after or ()}
     judged = judge_copies([plan.target], before_disks, {plan.target: plan.source_path}, after,
                           paths, source=f"{host} (pool {plan.source_pool or '-'})",
@@ -226,9 +296,11 @@ def reconcile_storage_move(store: Store, job: Job) -> Job:
     host = store.get_host(job.source)
     try:
         with LibvirtHost.connect(host.name, host.uri) as conn:
-            disk = next((d for d in conn.get_vm(job.vm).spec.disks if d.target == target), None)
+            record = conn.get_vm(job.vm)
+            disk = next((d for d in record.spec.disks if d.target == target), None)
             running = conn.disk_path(disk) if disk is not None else None
-            if copy_progress(conn, job.vm, target) is not None:
+            active = record.state is VmState.RUNNING
+            if active and copy_progress(conn, job.vm, target) is not None:
                 cancel_copy(conn, job.vm, target)
                 store.add_event(job.id, "storage", f"cancelled the copy of disk {target}")
                 running = old

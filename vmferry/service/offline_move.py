@@ -49,8 +49,9 @@ def check_offline(vm: str, to: str, options: MigrationOptions) -> CheckReport:
     if options.strategy is Strategy.WARM and options.copy_storage:
         raise BadInputError("a warm move needs the VM's disks on storage both hosts see; "
                             "--copy-storage is for live and cold moves")  # fmt: skip
-    report = check_migration(vm, to, copy_storage=options.strategy is Strategy.COLD,
-                             tls=TlsMode.OFF)  # no migration stream to encrypt  # fmt: skip
+    cold = options.strategy is Strategy.COLD
+    report = check_migration(vm, to, copy_storage=cold, tls=TlsMode.OFF,  # no stream
+                             to_pool=options.to_pool if cold else None)  # fmt: skip
     findings = tuple(f for f in report.findings if not f.id.startswith(LIVE_ONLY))
     return replace(report, findings=findings, blocked=is_blocked(findings))
 
