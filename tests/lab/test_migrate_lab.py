@@ -18,8 +18,9 @@ import pytest
 
 from vmferry.drivers.guest_agent import agent
 from vmferry.drivers.libvirt_host import LibvirtHost
-from vmferry.errors import LabError
+from vmferry.errors import LabError, VmferryError
 from vmferry.lab import client, guests
+from vmferry.lab.imported import shared_pool_dir
 from vmferry.lab.observe import observe_guest
 from vmferry.lab.state import GuestRecord, LabState, lab_dir, load_state
 from vmferry.store.db import open_store
@@ -187,8 +188,8 @@ def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
 ) -> None:
     """A guest whose disk is on its host's own pool moves live with --copy-storage while it
     writes to that disk; vmferry reports the copied disk checked and removes the source's
-    copy; the guest's own checksum of its disk after the move equals the destination's
-    image read offline."""
+    copy. Then it moves back with --to-pool lab-shared, its disk copied into the shared pool.
+    The guest's own checksum of its disk at the end equals that image read offline."""
     name = "cs1"
     record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=64, disk_pool="local")
     images = {h: lab_dir() / "hosts" / h / "lib" / "images" / f"{name}-data.qcow2"
@@ -202,10 +203,9 @@ def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
     assert done.returncode == 0, (done.stderr, result)
     after = writes_counted("kvm2", name)
     wait_for_writes("kvm2", name, after + 3)  # it goes on writing there
-    total = stop_writer("kvm2", name, writer)
     print(f"\ncopy-storage move: {result['total_time_ms']} ms, guest paused "
           f"{result['guest_pause_ms']} ms; the guest wrote {before} times before it, "
-          f"{after - before} during it, {total - after} after it")  # fmt: skip
+          f"{after - before} during it")  # fmt: skip
     assert after > before  # it wrote while the disk was mirrored
     path = "/var/lib/libvirt/images/cs1-data.qcow2"
     assert result["disks"] == [{
@@ -214,8 +214,27 @@ def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
                    "format qcow2 as on kvm1"], "source_removed": True}]  # fmt: skip
     assert not images["kvm1"].exists() and images["kvm2"].exists()
 
-    seen = in_guest("kvm2", name, "sync; sha256sum /dev/vda")["out"].split()[0]
-    offline = offline_sha256("kvm2", name, images["kvm2"])
+    # back to kvm1, the disk into the shared pool this time (--to-pool), still writing
+    shared = shared_pool_dir() / f"{name}-data.qcow2"
+    back = vmferry("migrate", name, "--to", "kvm1", "--copy-storage", "--to-pool", "lab-shared",
+                   "--delete-source-disks", "--json")  # fmt: skip
+    moved = json.loads(back.stdout) if back.stdout else {}
+    assert back.returncode == 0, (back.stderr, moved)
+    later = writes_counted("kvm1", name)
+    wait_for_writes("kvm1", name, later + 3)
+    total = stop_writer("kvm1", name, writer)
+    print(f"copy-storage --to-pool move: {moved['total_time_ms']} ms; the guest wrote "
+          f"{later - after} times around it, {total - later} after it")  # fmt: skip
+    assert later > after
+    assert moved["disks"] == [{
+        "target": "vda", "source_path": path, "destination_path": str(shared),
+        "verified": True, "checks": [f"vda on kvm1: {shared}", "capacity 16 MiB as on kvm2",
+                                     "format qcow2 as on kvm2"],
+        "source_removed": True}]  # fmt: skip
+    assert not images["kvm2"].exists() and shared.exists()
+
+    seen = in_guest("kvm1", name, "sync; sha256sum /dev/vda")["out"].split()[0]
+    offline = offline_sha256("kvm1", name, shared)
     assert offline == seen != record.data_sha256  # every write is in the copy
 
 
@@ -255,7 +274,8 @@ def test_a_disk_moves_to_another_pool_of_its_host_while_the_guest_writes(
     """`vmferry move-storage`: the guest's disk from the shared pool into kvm1's own pool
     while the guest writes to it; every write is in the new volume, the old one is gone.
     Then a move back is cancelled with Ctrl-C, and another one's vmferry is killed and the
-    job resumed: each time the guest stays on its disk and the new volume is removed."""
+    job resumed: each time the guest stays on its disk and the new volume is removed. Last,
+    the guest shut off, its disk moves back as raw, its content the same."""
     name = "ms1"
     record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=64)
     shared, local = Path(record.data_disk), lab_dir() / "hosts/kvm1/lib/images/ms1-data.qcow2"
@@ -315,6 +335,19 @@ def test_a_disk_moves_to_another_pool_of_its_host_while_the_guest_writes(
     assert total > after
     seen = in_guest("kvm1", name, "sync; sha256sum /dev/vda")["out"].split()[0]
     assert offline_sha256("kvm1", name, local) == seen != record.data_sha256
+    # shut off now (offline_sha256 stopped it): the host copies the volume, as raw this time
+    done = vmferry("move-storage", name, "--disk", "vda", "--to-pool", "lab-shared",
+                   "--format", "raw", "--json")  # fmt: skip
+    cold = json.loads(done.stdout) if done.stdout else {}
+    assert done.returncode == 0, (done.stderr, cold)
+    assert (cold["status"], cold["strategy"]) == ("completed", "cold"), cold
+    ((target, source, raw, verified, removed),) = [
+        (d["target"], d["source_path"], d["destination_path"], d["verified"],
+         d["source_removed"]) for d in cold["disks"]]  # fmt: skip
+    assert (target, source, verified, removed) == ("vda", path, True, True), cold
+    copy = shared.parent / Path(raw).name
+    assert raw.endswith(".raw") and copy.exists() and not local.exists(), raw
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == seen
 
 
 def test_a_guest_moves_over_multifd_channels_compressed_with_zstd(
@@ -496,6 +529,88 @@ def test_a_backup_before_the_move_and_a_failed_verification_rolled_back(
     assert [b["id"] for b in json.loads(pruned.stdout)] == [listed[0]["id"]]
     assert not image.exists()
     assert json.loads(vmferry("backups", "list", "--vm", name, "--json").stdout) == []
+
+
+def _agent_answers(host: str, vm: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            in_guest(host, vm, "true")
+            return
+        except VmferryError:
+            assert time.monotonic() < deadline, f"{vm}'s guest agent on {host} is silent"
+            time.sleep(1)
+
+
+WRITE_MARK = "dd if=/dev/urandom of=/dev/vda bs=64k count=16 conv=fsync,notrunc 2>/dev/null"
+
+
+def test_a_cold_move_is_rolled_back_from_its_backup(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """A cold move with `--backup default`: the guest's disk (on shared storage) backed up on
+    kvm1 while it runs, after it wrote to it; on kvm2 it writes again. `vmferry rollback`
+    restores it on kvm1 from the backup: it runs there on a restored volume whose content
+    is the disk's at the backup, kvm2 has no definition of it, the disk it used is left
+    and named; a second rollback changes nothing."""
+    name = "rb1"
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32)
+    in_guest("kvm1", name, WRITE_MARK)
+    backed = in_guest("kvm1", name, "sync; sha256sum /dev/vda")["out"].split()[0]
+    assert backed != record.data_sha256
+    done = vmferry("migrate", name, "--to", "kvm2", "--strategy", "cold", "--force",
+                   "--shutdown-timeout", "3", "--backup", "default", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    moved = json.loads(done.stdout)
+    assert (moved["status"], moved["strategy"]) == ("completed", "cold"), moved
+    _agent_answers("kvm2", name)
+    in_guest("kvm2", name, WRITE_MARK)
+    after = in_guest("kvm2", name, "sync; sha256sum /dev/vda")["out"].split()[0]
+    assert after != backed
+
+    back = vmferry("rollback", moved["job_id"], "--json")
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["status"] == "rolled-back", back.stdout
+    assert _runs_on(name) == "kvm1"
+    with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as kvm2:
+        assert name not in [r.spec.name for r in kvm2.list_vms()]
+    (event,) = [e for e in open_store().get_job(moved["job_id"]).events if e.kind == "rollback"]
+    restored = Path(event.data["restored"]["vda"])
+    assert event.data["status"] == "completed" and event.data["left"] == [record.data_disk]
+    assert restored.name == f"{name}-data-restored-{moved['job_id'][:8]}.qcow2", restored
+    assert Path(record.data_disk).exists()  # the disk it used on kvm2: left, named
+    print(f"\ncold move rolled back from its backup: {event.message}")
+    try:
+        again = vmferry("rollback", moved["job_id"], "--json")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["status"] == "already-rolled-back"
+        assert offline_sha256("kvm1", name, restored) == backed  # stops the guest
+    finally:
+        restored.unlink(missing_ok=True)
+
+
+def test_a_cold_move_copies_a_local_disk_into_the_pool_named(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """`--strategy cold --to-pool lab-shared`: the guest's disk, in kvm1's own pool, is copied
+    into the shared pool and the guest boots on kvm2 from it, its content as it was."""
+    name = "cp1"
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, disk_pool="local")
+    in_guest("kvm1", name, WRITE_MARK)
+    before = in_guest("kvm1", name, "sync; sha256sum /dev/vda")["out"].split()[0]
+    done = vmferry("migrate", name, "--to", "kvm2", "--strategy", "cold", "--force",
+                   "--shutdown-timeout", "3", "--to-pool", "lab-shared", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "completed", done.stdout
+    copy = shared_pool_dir() / Path(record.data_disk).name
+    try:
+        with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as kvm2:
+            (disk,) = [d for d in kvm2.get_vm(name).spec.disks if d.target == "vda"]
+            assert kvm2.disk_path(disk) == str(copy)
+        _agent_answers("kvm2", name)
+        assert in_guest("kvm2", name, "sha256sum /dev/vda")["out"].split()[0] == before
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def _runs_on(name: str) -> str:

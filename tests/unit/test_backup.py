@@ -21,6 +21,7 @@ from vmferry.model.migration import (
 )
 from vmferry.model.vm import Disk, DiskDevice
 from vmferry.service.backup import prune_choice
+from vmferry.service.restore import restored_name
 from vmferry.service.rollback import needs_rollback
 from vmferry.store import Store
 from vmferry.store import backups as backup_store
@@ -133,3 +134,9 @@ def test_rolling_back_a_job_that_is_not_a_move_or_has_not_ended_is_bad_input(
     assert isinstance(result.exception, VmferryError) and result.exception.exit_code == 2
     assert f"job {move.id} has not ended (pending)" in str(result.exception)
     assert result.stdout == ""
+
+
+def test_a_restored_volume_is_named_for_the_old_file_and_the_job() -> None:
+    assert restored_name("/srv/pool/web1-data.qcow2", "vda", "web1", "3f2a9c0e11ab") == (
+        "web1-data-restored-3f2a9c0e.qcow2")  # fmt: skip
+    assert restored_name("", "vdb", "web1", "3f2a9c0e11ab") == "web1-vdb-restored-3f2a9c0e.qcow2"

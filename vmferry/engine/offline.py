@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from vmferry.drivers.domain_edit import with_disk_files
 from vmferry.drivers.libvirt_domains import domain_view
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_offline import (
@@ -352,10 +353,15 @@ def _cold(
             event("status", f"copying disk {copy.target} ({copy.path}, {copy.format}) into "
                   f"pool {copy.pool} on {dst.name}")  # fmt: skip
             copied.append(copy_volume(src, dst, copy.path, copy.format, copy.pool))
+            event("progress", f"copied disk {copy.target} to {copied[-1]} on {dst.name}",
+                  target=copy.target, copied_path=copied[-1])  # fmt: skip
     finally:
         run.copied = tuple(copied)
     run.done.append(Step.DISKS_COPIED)
     checkpoint()
+    if options.to_pool is not None:  # the copies are files of another pool: name them
+        moved = {c.target: (path, None) for c, path in zip(plan.copies, copied, strict=True)}
+        define_xml = with_disk_files(define_xml, moved)
     dst.define_xml(define_xml)
     run.done.append(Step.DEFINED)
     checkpoint()

@@ -54,6 +54,7 @@ def back_up(
     recorded backups. Raises (nothing left behind) when it cannot be done."""
     with LibvirtHost.connect(host.name, host.uri) as conn:
         disks = conn.get_vm(vm).spec.disks
+        sources = {d.target: conn.disk_path(d) for d in disks}
         plan = plan_backup(vm, job_id, disks, pool, free_bytes(conn, pool))
         if plan.refused is not None:
             store.add_event(job_id, "backup", f"no backup: {plan.refused}", {"pool": pool})
@@ -75,7 +76,11 @@ def back_up(
     ]  # fmt: skip
     message = (f"backed up {', '.join(t.target for t in plan.targets)} of {vm} into pool "
                f"{pool} on {host.name}")  # fmt: skip
-    store.add_event(job_id, "backup", message, {"backups": to_jsonable(recorded)})
+    store.add_event(job_id, "backup", message, {
+        "backups": to_jsonable(recorded),
+        # what a restore puts back where (vmferry.service.restore)
+        "sources": {t.target: sources.get(t.target) for t in plan.targets},
+    })  # fmt: skip
     note(message)
     return recorded
 

@@ -5,8 +5,9 @@ A move that ended with the VM on its destination (completed, or failed its verif
 there) is undone by moving the VM back live to the job's source, as a new ``migrate`` job;
 the first job records it (a ``rollback`` event naming the new job). Rolling back twice
 changes nothing more: a job whose rollback completed, or whose VM already runs on its
-source, is left as it is. Restoring a VM from its backup (``--backup``) on the source is not
-built yet: the backup is kept and listed by `vmferry backups list`.
+source, is left as it is. A warm or cold move with a kept ``--backup`` is undone from that
+backup instead (:mod:`vmferry.service.restore`): the VM back on the source as the backup
+took it, nothing moved back over the network.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmferry.errors import BadInputError, BlockedError
-from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
+from vmferry.model.backup import DiskBackup
+from vmferry.model.migration import Job, JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.locate import locate
+from vmferry.service.restore import kept_backups, restore_from_backup
 from vmferry.store.db import Store, open_store
 
 __all__ = ["Rollback", "needs_rollback", "roll_back"]
@@ -61,8 +64,9 @@ def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None)
                             f"`vmferry job cancel {job_id}`")  # fmt: skip
     done = [e for e in job.events if e.kind == "rollback" and e.data.get("status") == "completed"]
     if done:
+        by = done[-1].data.get("job_id")
         return Rollback(job_id, job.vm, job.source, "already-rolled-back",
-                        str(done[-1].data.get("job_id")), "rolled back before")  # fmt: skip
+                        None if by is None else str(by), "rolled back before")  # fmt: skip
     where = locate(job.vm).host.name
     if where == job.source:
         return Rollback(job_id, job.vm, job.source, "already-rolled-back", None,
@@ -71,6 +75,9 @@ def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None)
         raise BlockedError(f"{job.vm} runs on {where} now, neither {job.source} nor "
                            f"{job.destination}: job {job_id} is not the move to undo")  # fmt: skip
     note(f"rolling back job {job_id}: {job.vm} {job.destination} -> {job.source}")
+    backups = kept_backups(store, job)
+    if job.options.strategy.offline and backups:  # warm, cold: restored from the backup
+        return _restore(store, job, backups, note)
     options = MigrationOptions(Strategy.LIVE, job.options.max_downtime_ms, job.options.timeout_s,
                                job.options.copy_storage, job.options.bandwidth_mib_s,
                                tls=job.options.tls)  # fmt: skip
@@ -83,3 +90,19 @@ def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None)
     note(message)
     return Rollback(job_id, job.vm, job.source, "rolled-back" if ok else "failed", back.job_id,
                     None if ok else back.reason)  # fmt: skip
+
+
+def _restore(store: Store, job: Job, backups: list[DiskBackup], note: NoteFn) -> Rollback:
+    done = restore_from_backup(store, job, backups, note)
+    if done.ok:
+        message = f"restored from its backup: {job.vm} runs on {job.source} again" + (
+            f"; left in place: {', '.join(done.left)}" if done.left else ""
+        )
+    else:
+        message = f"rollback from the backup failed: {done.reason}"
+    store.add_event(job.id, "rollback", message, {
+        "status": "completed" if done.ok else "failed", "restored": done.restored,
+        "left": list(done.left), "job_id": None})  # fmt: skip
+    note(message)
+    return Rollback(job.id, job.vm, job.source, "rolled-back" if done.ok else "failed", None,
+                    done.reason)  # fmt: skip
