@@ -9,7 +9,12 @@ the disk at about ``--write-mib-s`` during the whole operation:
   --live --p2p --persistent --undefinesource --copy-storage-all``;
 - ``move-storage``: the disk moved from the shared pool into kvm1's own pool while the VM
   runs: ``vmferry move-storage`` (vmferry.service.move_storage) against ``virsh blockcopy
-  --wait --pivot --transient-job`` (then the old file removed, as vmferry does).
+  --wait --pivot --transient-job`` (then the old file removed, as vmferry does);
+- ``offline``: the same guest (its disk on kvm1's own pool) moved to kvm2 and booted there,
+  ``vmferry migrate --strategy warm-incremental`` against ``--strategy cold`` (shut down,
+  copy the whole disk, boot): the downtime of each, the first stopped for its last round
+  only (the note gives each round's MiB). The guest reboots: its writes end at the stop, so
+  the content check compares the guest's own sha256 after the boot with the image.
 
 Per row: total time (the tool's call on the clock), downtime (libvirt's, copy-storage only),
 bytes libvirt reports sent, MiB the guest wrote during the operation, and whether the
@@ -19,6 +24,7 @@ stopped, synced) against the new image read offline.
     sudo .venv/bin/python bench/storage.py                  # table
     sudo .venv/bin/python bench/storage.py --json           # rows for machines
     sudo .venv/bin/python bench/storage.py --disk-mib 2048  # the issue's 2 GiB disk
+    sudo .venv/bin/python bench/storage.py --operations offline
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from vmferry.lab.state import lab_dir
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.migrate import migrate
 from vmferry.service.move_storage import move_storage
+from vmferry.store.db import open_store
 
 MIB = 2**20
 MIGRATION_URI = "tcp://198.18.1.12"
@@ -200,17 +207,57 @@ def move_vmferry(vm: str) -> tuple[bool, int, int | None, int | None, str]:
             r.reason or "")  # fmt: skip
 
 
+def _offline(vm: str, strategy: Strategy) -> tuple[bool, int, int | None, int | None, str]:
+    started = time.monotonic()
+    options = MigrationOptions(
+        strategy=strategy, force=True, shutdown_timeout_s=3, timeout_s=1800
+    )  # the lab guest ignores ACPI: --force after 3 s
+    outcome = migrate(vm, "kvm2", options)
+    took = round((time.monotonic() - started) * 1000)
+    r = outcome.result
+    rounds = [e.data for e in open_store().get_job(r.job_id).events if "copied_bytes" in e.data]
+    sent = sum(int(d["copied_bytes"]) for d in rounds) if rounds else None
+    note = ", ".join(f"{'last' if d.get('last') else d['round']}: "
+                     f"{int(d['copied_bytes']) / MIB:.0f} MiB" for d in rounds)  # fmt: skip
+    if r.status is JobStatus.COMPLETED:
+        guests.note_moved(vm, "kvm2")
+    return r.status is JobStatus.COMPLETED, took, r.downtime_ms, sent, r.reason or note
+
+
+def cold_vmferry(vm: str) -> tuple[bool, int, int | None, int | None, str]:
+    return _offline(vm, Strategy.COLD)
+
+
+def incremental_vmferry(vm: str) -> tuple[bool, int, int | None, int | None, str]:
+    return _offline(vm, Strategy.WARM_INCREMENTAL)
+
+
+def wait_for_agent(host: str, vm: str, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            guest_shell(host, vm, "true", wait_s=30)
+            return
+        except Exception:  # the guest is still booting: its agent does not answer yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+OFFLINE_TOOLS = ("cold", "warm-incremental")
 RUNS = {
     ("copy-storage", "virsh"): copy_virsh,
     ("copy-storage", "vmferry"): copy_vmferry,
     ("move-storage", "virsh"): move_virsh,
     ("move-storage", "vmferry"): move_vmferry,
+    ("offline", "cold"): cold_vmferry,
+    ("offline", "warm-incremental"): incremental_vmferry,
 }
 
 
 def one(operation: str, tool: str, disk_mib: int, rate_mib_s: float) -> Row:
     vm = f"st-{operation.split('-')[0]}-{tool}"
-    local = operation == "copy-storage"
+    local = operation in ("copy-storage", "offline")
     progress(f"{operation} by {tool}: a guest with a {disk_mib} MiB disk")
     guests.create_guest(vm, "kvm1", memory_mb=256, working_set_mb=32,
                         disk_pool="local" if local else "shared", data_disk_mb=disk_mib,
@@ -221,7 +268,10 @@ def one(operation: str, tool: str, disk_mib: int, rate_mib_s: float) -> Row:
         before = written("kvm1", vm)
         ok, took, downtime, sent, note = RUNS[(operation, tool)](vm)
         host = "kvm2" if local and ok else "kvm1"
-        during = written(host, vm) - before
+        rebooted = operation == "offline"
+        if rebooted and ok:
+            wait_for_agent(host, vm)
+        during = 0 if rebooted else written(host, vm) - before
         content = "-"
         if ok:
             path = disk_path(host, vm)
@@ -273,7 +323,8 @@ def main() -> int:
             with _conn("kvm1") as kvm1:
                 stack = kvm1.info()
             for operation in args.operations.split(","):
-                for tool in args.tools.split(","):
+                tools = OFFLINE_TOOLS if operation == "offline" else args.tools.split(",")
+                for tool in tools:
                     row = one(operation, tool, args.disk_mib, args.write_mib_s)
                     row.qemu_version = stack.hypervisor_version
                     row.libvirt_version = stack.libvirt_version

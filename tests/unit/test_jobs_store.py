@@ -112,6 +112,7 @@ def test_create_gives_a_pending_job_with_a_created_event(store: Store) -> None:
             "compression": "none",
             "backup_pool": None,
             "rollback": False,
+            "to_pool": None,
         }
     }
     assert store.get_job(job.id) == job

@@ -140,7 +140,8 @@ def test_undo_plan_is_only_for_offline_moves(strategy: Strategy) -> None:
 
 
 def test_offline_strategies() -> None:
-    assert [s for s in Strategy if s.offline] == [WARM, COLD]
+    assert [s for s in Strategy if s.offline] == [WARM, COLD, Strategy.WARM_INCREMENTAL]
+    assert [s for s in Strategy if s.boots] == [COLD, Strategy.WARM_INCREMENTAL]
     assert MigrationOptions().strategy is Strategy.LIVE
 
 
@@ -253,7 +254,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return report(blocked=False)
 
     def check_migration(vm: str, to: str, *, copy_storage: bool, tls: object = None,
-                        parallel: int = 0, compression: object = None) -> CheckReport:  # fmt: skip
+                        parallel: int = 0, compression: object = None,
+                        to_pool: object = None) -> CheckReport:  # fmt: skip
         seen["checked"] = ("live", copy_storage)
         return report(blocked=True)  # stops the live path before any host is touched
 

@@ -6,8 +6,8 @@ import typer
 from rich.table import Table
 
 from vmferry.cli.output import console, print_json
-from vmferry.client.remote import URL_ENV, remote_api
-from vmferry.errors import BadInputError, BlockedError, NoRemoteFormError
+from vmferry.client.remote import remote_api
+from vmferry.errors import BadInputError, BlockedError
 from vmferry.model import Finding, Severity
 from vmferry.service.check import CheckReport, check_migration
 
@@ -33,13 +33,9 @@ def check(
     if to_pool is not None and not copy_storage:
         raise BadInputError("--to-pool names where copied disks go: give it with --copy-storage")
     api = remote_api()
-    if api is not None and to_pool is not None:
-        api.close()
-        raise NoRemoteFormError(f"`vmferry check --to-pool` has no remote form yet; unset "
-                                f"{URL_ENV} to run it locally")  # fmt: skip
     if api is not None:
         with api:
-            doc = api.check(vm, to, copy_storage=copy_storage)
+            doc = api.check(vm, to, copy_storage=copy_storage, to_pool=to_pool)
             # the report's text names the source host, which POST /checks does not answer
             source = "" if json_out else api.vm(doc["vm"]).host
         report = report_from_json(doc, source)

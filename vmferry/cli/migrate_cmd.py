@@ -58,6 +58,7 @@ class StrategyEnum(enum.StrEnum):
     POSTCOPY = "postcopy"
     WARM = "warm"
     COLD = "cold"
+    WARM_INCREMENTAL = "warm-incremental"
 
 
 def progress_table(sample: ProgressSample, state: PolicyState) -> Table:
@@ -137,6 +138,10 @@ def result_json(result: MigrationResult) -> dict[str, object]:
     return dict(doc)
 
 
+# the strategies that copy the disks only the source sees (and auto, which may choose one)
+COPYING = (StrategyEnum.COLD, StrategyEnum.WARM_INCREMENTAL, StrategyEnum.AUTO)
+
+
 def _ms(value: int | None) -> str:
     return "-" if value is None else f"{value} ms"
 
@@ -150,7 +155,10 @@ def migrate(
             help="live: pre-copy only; postcopy: post-copy as the last escalation; warm: "
             "save the VM's state to a directory both hosts see and restore it on the "
             "destination (memory kept, stopped meanwhile); cold: shut it down, copy the "
-            "disks only the source sees, start it on the destination (it reboots); auto: "
+            "disks only the source sees, start it on the destination (it reboots); "
+            "warm-incremental: copy the disks only the source sees while it runs, then what "
+            "changed, round after round, pause it for the last changes and boot it on the "
+            "destination (qcow2 disks; the stop is the last round, not the disks); auto: "
             "vmferry chooses from pre-flight, a one-second measurement of the VM and "
             "--max-downtime-ms, and says why."
         ),
@@ -240,7 +248,7 @@ def migrate(
     """Move a running VM to another host (live, or warm/cold), then prove nothing was lost."""
     validate(parallel, compression)
     if (parallel >= 2 or compression is not Compression.NONE) and strategy in (
-        StrategyEnum.WARM, StrategyEnum.COLD
+        StrategyEnum.WARM, StrategyEnum.COLD, StrategyEnum.WARM_INCREMENTAL
     ):  # fmt: skip
         raise BadInputError(f"--parallel and --compress shape a live stream; --strategy "
                             f"{strategy} sends none")  # fmt: skip
@@ -248,9 +256,11 @@ def migrate(
                     and strategy not in (StrategyEnum.WARM, StrategyEnum.AUTO),
                     "--force": force and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO),
                     "--delete-source-disks": delete_source_disks and not copy_storage
-                    and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO),
+                    and strategy not in COPYING,
                     "--to-pool": to_pool is not None and not copy_storage
-                    and strategy not in (StrategyEnum.COLD, StrategyEnum.AUTO)}  # fmt: skip
+                    and strategy not in COPYING,
+                    "--copy-storage": copy_storage
+                    and strategy is StrategyEnum.WARM_INCREMENTAL}  # fmt: skip
     misplaced = [name for name, bad in offline_only.items() if bad]
     if misplaced:
         raise BadInputError(f"{', '.join(misplaced)} do(es) not apply to --strategy {strategy}")

@@ -310,10 +310,13 @@ class ApiClient:
 
     # -- actions (checks, predictions, profiles, plans, port profiles, imports) ----------
 
-    def check(self, vm: str, to: str, *, copy_storage: bool) -> dict[str, Any]:
+    def check(self, vm: str, to: str, *, copy_storage: bool,
+              to_pool: str | None = None) -> dict[str, Any]:  # fmt: skip
         """``POST /checks``: the `vmferry check --json` document (a blocked move is a
         report with ``"blocked": true``, not an error)."""
-        body = {"vm": vm, "to": to, "copy_storage": copy_storage}
+        body: dict[str, Any] = {"vm": vm, "to": to, "copy_storage": copy_storage}
+        if to_pool is not None:
+            body["to_pool"] = to_pool
         found: dict[str, Any] = self._json("POST", "/checks", json=body, timeout=START_TIMEOUT)
         return found
 

@@ -33,14 +33,18 @@ __all__ = [
 
 
 def create_volume(host: LibvirtHost, pool: str, name: str, capacity: int, fmt: str,
-                  backing: str | None = None) -> str:  # fmt: skip
+                  backing: str | None = None, *,
+                  allocation: int | None = None) -> str:  # fmt: skip
     """A new volume ``name`` of ``capacity`` bytes in ``pool``, empty, or with ``backing``
     (a qcow2 file) an overlay whose reads fall through to it and whose writes stay in it;
-    its path."""
+    ``allocation``: the bytes to allocate now (0: a sparse raw file); its path."""
     below = ("" if backing is None else f"<backingStore><path>{_text(backing)}</path>"
              "<format type='qcow2'/></backingStore>")  # fmt: skip
+    allocated = ("" if allocation is None
+                 else f"<allocation unit='bytes'>{allocation}</allocation>")  # fmt: skip
     xml = (f"<volume><name>{_text(name)}</name><capacity unit='bytes'>{capacity}</capacity>"
-           f"<target><format type={quoteattr(fmt)}/></target>{below}</volume>")  # fmt: skip
+           f"{allocated}<target><format type={quoteattr(fmt)}/></target>{below}"
+           "</volume>")  # fmt: skip
     try:
         found = host._c.storagePoolLookupByName(pool)
         found.refresh(0)

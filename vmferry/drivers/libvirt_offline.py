@@ -34,6 +34,7 @@ __all__ = [
     "restore_xml_of",
     "save",
     "shutdown",
+    "volume_capacity",
     "volume_exists",
 ]
 
@@ -146,6 +147,14 @@ def prove_shared_directory(src: LibvirtHost, dst: LibvirtHost, directory: str) -
                 continue
 
 
+def volume_capacity(host: LibvirtHost, path: str) -> int:
+    """The capacity in bytes of the volume at ``path`` (what its guest sees)."""
+    try:
+        return int(host._c.storageVolLookupByPath(path).info()[1])
+    except libvirt.libvirtError as exc:
+        raise host._error(exc, f"looking up {path}") from exc
+
+
 def volume_exists(host: LibvirtHost, path: str) -> bool:
     """Whether the host's pool that holds ``path`` has a file there (after a refresh)."""
     pool = _pool_at(host, os.path.dirname(path))
@@ -193,10 +202,7 @@ def copy_volume(
     stated format (sparse: zeroes are not sent), and it goes to the destination through an
     upload stream. A copy that fails half way is removed."""
     volume_name = os.path.basename(path)
-    try:
-        size = int(src._c.storageVolLookupByPath(path).info()[1])
-    except libvirt.libvirtError as exc:
-        raise src._error(exc, f"looking up {path}") from exc
+    size = volume_capacity(src, path)
     with tempfile.TemporaryDirectory(prefix="vmferry-copy-") as work:
         fetched, clean = Path(work) / "fetched", Path(work) / "clean"
         _download(src, path, fetched)

@@ -1,5 +1,7 @@
 """A small NBD client (the protocol of https://github.com/NetworkBlockDevice/nbd, doc/proto.md)
-over a Unix socket: what vmferry needs to read an image through ``qemu-nbd`` and write one.
+over a Unix socket or TCP: what vmferry needs to read an image through ``qemu-nbd`` and
+write one, and to read a running VM's disk, or what changed in it, from the NBD server of a
+libvirt pull-mode backup (block status of ``qemu:dirty-bitmap:NAME``: flag 1, dirty).
 
 Fixed newstyle handshake with ``NBD_OPT_GO``; structured replies, so a read of a range that
 reads as zeros comes back as a hole chunk (no bytes sent) instead of zeros; requests
@@ -93,7 +95,7 @@ class NbdClient:
         self._sock = sock
         self.size = size
         self.flags = flags
-        self._context = context  # the id of base:allocation, None if the server lacks it
+        self._context = context  # the id of the meta context asked for, None if not offered
         self._next_cookie = 1
         self._pending: dict[int, _Pending] = {}
 
@@ -103,13 +105,31 @@ class NbdClient:
         the server longer than ``timeout_s`` fails (a server that hangs; Ctrl-C works
         meanwhile)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        return cls._open(sock, str(path), path.name, export, BASE_ALLOCATION, timeout_s)
+
+    @classmethod
+    def connect_tcp(cls, address: str, port: int, *, export: str = "",
+                    meta_context: bytes = BASE_ALLOCATION,
+                    timeout_s: float = 300.0) -> NbdClient:  # fmt: skip
+        """Connect to ``address``:``port`` over TCP and negotiate ``export``, with block
+        status of ``meta_context`` (``base:allocation``, or ``qemu:dirty-bitmap:NAME``)."""
+        try:
+            sock = socket.create_connection((address, port), timeout=timeout_s)
+        except OSError as exc:
+            raise ToolError(f"NBD connection to {address}:{port} failed: {exc}") from exc
+        return cls._open(sock, None, f"{address}:{port}", export, meta_context, timeout_s)
+
+    @classmethod
+    def _open(cls, sock: socket.socket, path: str | None, where: str, export: str,
+              meta_context: bytes, timeout_s: float) -> NbdClient:  # fmt: skip
         sock.settimeout(timeout_s)
         try:
-            sock.connect(str(path))
-            size, flags, context = _handshake(sock, export)
+            if path is not None:
+                sock.connect(path)
+            size, flags, context = _handshake(sock, export, meta_context)
         except OSError as exc:
             sock.close()
-            raise ToolError(f"NBD connection to {path.name} failed: {exc}") from exc
+            raise ToolError(f"NBD connection to {where} failed: {exc}") from exc
         except ToolError:
             sock.close()
             raise
@@ -163,10 +183,11 @@ class NbdClient:
         self.wait(self.submit_write(offset, data))
 
     def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
-        """``base:allocation`` extents from ``offset``: (length, flags) pairs, flags of
-        ``STATE_HOLE`` and ``STATE_ZERO``. They may cover less than ``length`` (never 0)."""
+        """Extents of the meta context negotiated from ``offset``: (length, flags) pairs;
+        for ``base:allocation`` flags of ``STATE_HOLE`` and ``STATE_ZERO``, for a dirty
+        bitmap 1 where it is dirty. They may cover less than ``length`` (never 0)."""
         if self._context is None:
-            raise ToolError("the NBD server offers no block status (base:allocation)")
+            raise ToolError("the NBD server offers no block status for the context asked")
         cookie = self._send(CMD_BLOCK_STATUS, offset, min(length, 2**32 - 2**20))
         self._pending[cookie] = _Pending(CMD_BLOCK_STATUS)
         pending = self._pending[cookie]
@@ -288,7 +309,8 @@ def _errno_name(error: int) -> str:
     return names.get(error, str(error))
 
 
-def _handshake(sock: socket.socket, export: str) -> tuple[int, int, int | None]:
+def _handshake(sock: socket.socket, export: str,
+               meta_context: bytes = BASE_ALLOCATION) -> tuple[int, int, int | None]:  # fmt: skip
     greeting = _recv_all(sock, 18)
     if greeting[:8] != NBDMAGIC or struct.unpack(">Q", greeting[8:16])[0] != IHAVEOPT:
         raise ToolError("not an NBD server with the newstyle handshake")
@@ -302,11 +324,11 @@ def _handshake(sock: socket.socket, export: str) -> tuple[int, int, int | None]:
         raise ToolError("the NBD server does not offer structured replies")
     name = export.encode()
     query = struct.pack(">I", len(name)) + name
-    query += struct.pack(">II", 1, len(BASE_ALLOCATION)) + BASE_ALLOCATION
+    query += struct.pack(">II", 1, len(meta_context)) + meta_context
     _option(sock, OPT_SET_META_CONTEXT, query)
     context: int | None = None
     for kind, payload in _option_replies(sock, OPT_SET_META_CONTEXT, tolerate_errors=True):
-        if kind == REP_META_CONTEXT and payload[4:] == BASE_ALLOCATION:
+        if kind == REP_META_CONTEXT and payload[4:] == meta_context:
             context = struct.unpack(">I", payload[:4])[0]
     _option(sock, OPT_GO, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
     size = flags = -1

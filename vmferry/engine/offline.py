@@ -33,7 +33,14 @@ from vmferry.drivers.libvirt_offline import (
     save,
     shutdown,
 )
+from vmferry.drivers.libvirt_pull_backup import (
+    delete_checkpoints,
+    freeze,
+    pause,
+    resume_thawed,
+)
 from vmferry.drivers.threads import call_in_thread
+from vmferry.engine.incremental import Round, copy_round, make_copies, precopy_done
 from vmferry.engine.live import INTERRUPTED, NoteFn, ctrl_c_flag
 from vmferry.errors import VmferryError
 from vmferry.model import Host
@@ -55,7 +62,10 @@ class Step(enum.StrEnum):
 
     SAVED = "saved"  # warm: the state file is written; the VM is stopped on the source
     RESTORED = "restored"  # warm: it runs on the destination (transient)
-    SHUT_DOWN = "shut-down"  # cold: the VM is off on the source
+    COPIES_MADE = "copies-made"  # warm-incremental: the destination's raw volumes exist
+    PRECOPIED = "precopied"  # warm-incremental: the rounds while the VM runs are over
+    PAUSED = "paused"  # warm-incremental: the VM is paused on the source
+    SHUT_DOWN = "shut-down"  # cold: the VM is off on the source (warm-incremental: destroyed)
     DISKS_COPIED = "disks-copied"  # cold: the destination has its own copies
     DEFINED = "defined"  # persistent on the destination
     STARTED = "started"  # cold: running on the destination
@@ -66,6 +76,9 @@ class Step(enum.StrEnum):
 WARM_STEPS = (Step.SAVED, Step.RESTORED, Step.DEFINED, Step.SOURCE_UNDEFINED, Step.CLEANED)
 COLD_STEPS = (Step.SHUT_DOWN, Step.DISKS_COPIED, Step.DEFINED, Step.STARTED,
               Step.SOURCE_UNDEFINED, Step.CLEANED)  # fmt: skip
+INCREMENTAL_STEPS = (Step.COPIES_MADE, Step.PRECOPIED, Step.PAUSED, Step.DISKS_COPIED,
+                     Step.DEFINED, Step.STARTED, Step.SHUT_DOWN, Step.SOURCE_UNDEFINED,
+                     Step.CLEANED)  # fmt: skip
 
 
 class Undo(enum.StrEnum):
@@ -78,6 +91,8 @@ class Undo(enum.StrEnum):
     RESTORE_ON_SOURCE = "restore-on-source"  # warm: run it again from the state file
     REMOVE_STATE_FILE = "remove-state-file"
     START_ON_SOURCE = "start-on-source"  # cold: boot it again where it was
+    RESUME_ON_SOURCE = "resume-on-source"  # warm-incremental: unpause it, thaw its disks
+    DELETE_CHECKPOINTS = "delete-checkpoints"  # warm-incremental: the move's checkpoints
 
 
 def committed(done: Sequence[Step]) -> bool:
@@ -113,6 +128,16 @@ def undo_plan(
         undos.append(Undo.DESTROY_ON_DESTINATION)
     if Step.DEFINED in steps:
         undos.append(Undo.UNDEFINE_ON_DESTINATION)
+    if strategy is Strategy.WARM_INCREMENTAL:
+        if Step.COPIES_MADE in steps:
+            undos.append(Undo.DELETE_DISK_COPIES)
+        if Step.SHUT_DOWN in steps or (Step.PAUSED not in steps and not source_running):
+            undos.append(Undo.START_ON_SOURCE)
+        elif Step.PAUSED in steps:
+            undos.append(Undo.RESUME_ON_SOURCE)
+        if Step.COPIES_MADE in steps:  # with the VM running again: its bitmaps go too
+            undos.append(Undo.DELETE_CHECKPOINTS)
+        return tuple(undos)
     if Step.DISKS_COPIED in steps:
         undos.append(Undo.DELETE_DISK_COPIES)
     if Step.SHUT_DOWN in steps or not source_running:
@@ -205,7 +230,11 @@ def run_offline_move(
         try:
             witness.start()
             store.set_status(plan.job_id, JobStatus.RUNNING)
-            steps = _warm if strategy is Strategy.WARM else _cold
+            steps = {
+                Strategy.WARM: _warm,
+                Strategy.COLD: _cold,
+                Strategy.WARM_INCREMENTAL: _incremental,
+            }[strategy]
             steps(plan, src, dst, run, event, checkpoint, stop_requested, poll_s)
         except _Cancelled as exc:
             failure, cancelled = str(exc), True
@@ -315,6 +344,95 @@ def _warm(
     run.done.append(Step.CLEANED)
 
 
+def checkpoint_prefix(job_id: str) -> str:
+    """The names of a warm-incremental move's checkpoints start with this."""
+    return f"vmferry-{job_id[:8]}-"
+
+
+def _drop_checkpoints(src: LibvirtHost, plan: OfflinePlan, event: EventFn) -> None:
+    gone = delete_checkpoints(src, plan.vm, checkpoint_prefix(plan.job_id))
+    if gone:
+        event("progress", f"deleted checkpoints {', '.join(gone)} of {plan.vm} on {src.name}")
+
+
+def _incremental(
+    plan: OfflinePlan,
+    src: LibvirtHost,
+    dst: LibvirtHost,
+    run: _Run,
+    event: EventFn,
+    checkpoint: Callable[[], None],
+    stop: Callable[[], str | None],
+    poll_s: float,
+) -> None:
+    """Rounds while the VM runs, then the cutover (vmferry.engine.incremental)."""
+    vm, options = plan.vm, plan.options
+    define_xml = define_xml_of(src, vm)
+    copied = {c.target for c in plan.copies}
+    others = [d.target for d in src.get_vm(vm).spec.disks
+              if d.target not in copied and d.source is not None]  # fmt: skip
+    checkpoint()
+    made = make_copies(src, dst, [(c.target, c.path, c.pool) for c in plan.copies])
+    run.copied = tuple(made.values())
+    run.done.append(Step.COPIES_MADE)
+    event("status", f"copying {', '.join(made)} of {vm} while it runs, into "
+          f"{', '.join(made.values())} on {dst.name}", copies=made)  # fmt: skip
+    prefix = checkpoint_prefix(plan.job_id)
+    rounds: list[Round] = []
+    since: str | None = None
+    while True:
+        name = f"{prefix}{len(rounds)}"
+        began = time.monotonic()
+        moved = copy_round(src, dst, vm, made, others, checkpoint=name, since=since,
+                           check=checkpoint)  # fmt: skip
+        rounds.append(Round(len(rounds), moved, time.monotonic() - began))
+        since = name
+        event("progress", f"round {rounds[-1].number}: {moved / 2**20:.1f} MiB in "
+              f"{rounds[-1].seconds:.1f} s ({'whole disks' if len(rounds) == 1 else 'changes'})",
+              round=rounds[-1].number, copied_bytes=moved,
+              seconds=round(rounds[-1].seconds, 3))  # fmt: skip
+        why = precopy_done(rounds, options.max_downtime_ms)
+        if why is not None:
+            break
+    run.done.append(Step.PRECOPIED)
+    event("status", f"cutover: {why}")
+    checkpoint()
+    run.done.append(Step.PAUSED)  # from here an undo resumes and thaws it (either may be moot)
+    frozen = freeze(src, vm)
+    event("status", f"{vm}'s filesystems " + ("frozen through its guest agent" if frozen is None
+          else f"not frozen ({frozen}): its disks are copied as after a power cut"))  # fmt: skip
+    run.paused_at = time.monotonic()
+    pause(src, vm)
+    began = time.monotonic()
+    last = copy_round(src, dst, vm, made, others, checkpoint=None, since=since, check=checkpoint)
+    run.done.append(Step.DISKS_COPIED)
+    event("progress", f"last round: {last / 2**20:.1f} MiB in {time.monotonic() - began:.1f} s "
+          f"with {vm} paused", round=len(rounds), copied_bytes=last,
+          seconds=round(time.monotonic() - began, 3), last=True)  # fmt: skip
+    checkpoint()
+    dst.define_xml(with_disk_files(define_xml, {t: (p, "raw") for t, p in made.items()}))
+    run.done.append(Step.DEFINED)
+    checkpoint()
+    dst.start(vm)  # the source stays paused meanwhile: it sends nothing, its disks are its own
+    run.running_at = time.monotonic()
+    run.done.append(Step.STARTED)
+    event("progress", f"{vm} started on {dst.name}; stopped for "
+          f"{(run.running_at - run.paused_at) * 1000:.0f} ms (then it boots)",
+          step=Step.STARTED)  # fmt: skip
+    _drop_checkpoints(src, plan, event)  # while it is active there: its bitmaps go too
+    checkpoint()
+    src.destroy(vm)
+    run.done.append(Step.SHUT_DOWN)
+    checkpoint()
+    src.undefine(vm)
+    run.done.append(Step.SOURCE_UNDEFINED)
+    if options.delete_source_disks:
+        for copy in plan.copies:
+            delete_volume(src, copy.path)
+            event("progress", f"removed the source's copy of disk {copy.target} ({copy.path})")
+    run.done.append(Step.CLEANED)
+
+
 def _cold(
     plan: OfflinePlan,
     src: LibvirtHost,
@@ -400,6 +518,8 @@ def _undo(plan: OfflinePlan, src: LibvirtHost, dst: LibvirtHost, run: _Run, even
         Undo.RESTORE_ON_SOURCE: lambda: restore(src, path, None),
         Undo.REMOVE_STATE_FILE: lambda: delete_volume(src, path),
         Undo.START_ON_SOURCE: lambda: src.start(vm),
+        Undo.RESUME_ON_SOURCE: lambda: resume_thawed(src, vm),
+        Undo.DELETE_CHECKPOINTS: lambda: _drop_checkpoints(src, plan, event),
     }
     for undo in undo_plan(plan.options.strategy, run.done, source_running=source_running):
         try:

@@ -48,7 +48,7 @@ class LabSite:
         guest = _guest(vm)
         if guest is None or not guest.watched:
             return None
-        return RebootWitness(guest) if strategy is Strategy.COLD else LabWitness(guest)
+        return RebootWitness(guest) if strategy.boots else LabWitness(guest)
 
     def known_addresses(self) -> Mapping[str, Iterable[str]]:
         """The client namespace's neighbour table, and every guest's declared address."""

@@ -12,17 +12,27 @@ from vmferry.model.probe import ProbeResult
 class Strategy(enum.StrEnum):
     """``live``: pre-copy only. ``postcopy``: pre-copy, with post-copy as the last escalation.
     ``warm``: save the running VM's state to a file both hosts see, restore it on the
-    destination. ``cold``: shut the VM down, copy what is not shared, start it there."""
+    destination. ``cold``: shut the VM down, copy what is not shared, start it there.
+    ``warm-incremental``: copy the disks only the source sees while the VM runs, then what
+    changed, round after round (checkpoints); stop it, copy the last changes, boot it
+    there."""
 
     LIVE = "live"
     POSTCOPY = "postcopy"
     WARM = "warm"
     COLD = "cold"
+    WARM_INCREMENTAL = "warm-incremental"
 
     @property
     def offline(self) -> bool:
-        """Whether the VM stops for the whole move (warm and cold)."""
-        return self in (Strategy.WARM, Strategy.COLD)
+        """Whether the VM stops on the source and runs again on the destination, rather
+        than moving live (warm, cold, warm-incremental)."""
+        return self in (Strategy.WARM, Strategy.COLD, Strategy.WARM_INCREMENTAL)
+
+    @property
+    def boots(self) -> bool:
+        """Whether the guest boots again on the destination (cold, warm-incremental)."""
+        return self in (Strategy.COLD, Strategy.WARM_INCREMENTAL)
 
 
 class TlsMode(enum.StrEnum):

@@ -53,7 +53,9 @@ log = logging.getLogger("vmferry.server")
 
 
 class CheckFn(Protocol):
-    def __call__(self, vm: str, to: str, *, copy_storage: bool) -> CheckReport: ...
+    def __call__(
+        self, vm: str, to: str, *, copy_storage: bool, to_pool: str | None = None
+    ) -> CheckReport: ...
 
 
 class PredictFn(Protocol):
@@ -130,10 +132,10 @@ class Services:
     running: Running = field(default_factory=Running)
 
 
-def _check(vm: str, to: str, *, copy_storage: bool) -> CheckReport:
+def _check(vm: str, to: str, *, copy_storage: bool, to_pool: str | None = None) -> CheckReport:
     from vmferry.service.check import check_migration
 
-    return check_migration(vm, to, copy_storage=copy_storage)
+    return check_migration(vm, to, copy_storage=copy_storage, to_pool=to_pool)
 
 
 def _predict(

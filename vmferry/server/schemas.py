@@ -140,13 +140,14 @@ VmName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
 class CheckIn(BaseModel):
-    """What `vmferry check VM --to HOST [--copy-storage]` takes."""
+    """What `vmferry check VM --to HOST [--copy-storage [--to-pool P]]` takes."""
 
     model_config = ConfigDict(extra="forbid")
 
     vm: VmName
     to: VmName
     copy_storage: bool = False
+    to_pool: VmName | None = None
 
 
 class FindingOut(BaseModel):

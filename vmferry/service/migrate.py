@@ -130,12 +130,10 @@ def _migrate(
     job_id: str | None,
     plan_hooks: Sequence[Hook],
 ) -> MigrateOutcome:
-    if options.to_pool is not None and not (
-        options.copy_storage or options.strategy is Strategy.COLD
-    ):
+    if options.to_pool is not None and not (options.copy_storage or options.strategy.boots):
         raise BadInputError(
             "--to-pool names the destination pool copied disks go into: give "
-            "it with --copy-storage (a live move) or --strategy cold"
+            "it with --copy-storage (a live move), --strategy cold or warm-incremental"
         )
     reconcile_vm(vm)
     note(f"checking {vm} -> {to}")

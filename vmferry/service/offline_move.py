@@ -49,7 +49,7 @@ def check_offline(vm: str, to: str, options: MigrationOptions) -> CheckReport:
     if options.strategy is Strategy.WARM and options.copy_storage:
         raise BadInputError("a warm move needs the VM's disks on storage both hosts see; "
                             "--copy-storage is for live and cold moves")  # fmt: skip
-    cold = options.strategy is Strategy.COLD
+    cold = options.strategy.boots  # cold and warm-incremental copy what is not shared
     report = check_migration(vm, to, copy_storage=cold, tls=TlsMode.OFF,  # no stream
                              to_pool=options.to_pool if cold else None)  # fmt: skip
     findings = tuple(f for f in report.findings if not f.id.startswith(LIVE_ONLY))
@@ -69,11 +69,14 @@ def state_dir_candidates(
     return first + [d for d in common if d not in first]
 
 
-def copies_for(facts: PreflightFacts) -> tuple[DiskCopy, ...]:
-    """Pure: the disks a cold move copies (those only the source sees), with their format.
+def copies_for(facts: PreflightFacts, *, qcow2: bool = False) -> tuple[DiskCopy, ...]:
+    """Pure: the disks a cold (or warm-incremental) move copies (those only the source
+    sees), with their format.
 
     Raises BadInputError for a disk whose format libvirt does not state (qemu-img is never
-    left to guess) or for which the destination has no pool."""
+    left to guess) or for which the destination has no pool; with ``qcow2`` (warm-
+    incremental: the changes are tracked by qcow2 bitmaps) for a disk of another format, and
+    when no disk is to be copied."""
     specs = {d.target: d for d in facts.vm.spec.disks}
     copies = []
     for placement in facts.disks:
@@ -88,7 +91,15 @@ def copies_for(facts: PreflightFacts) -> tuple[DiskCopy, ...]:
         if placement.copy_pool is None:
             raise BadInputError(f"disk {disk.target}: the destination has no pool to copy "
                                 f"{placement.path} into")  # fmt: skip
+        if qcow2 and disk.format != "qcow2":
+            raise BadInputError(f"disk {disk.target} ({placement.path}) is {disk.format}: "
+                                "warm-incremental tracks changes with qcow2 bitmaps; move it "
+                                "cold, or `vmferry move-storage --format qcow2` first")  # fmt: skip
         copies.append(DiskCopy(disk.target, placement.path, disk.format, placement.copy_pool))
+    if qcow2 and not copies:
+        raise BadInputError(f"{facts.vm.spec.name} has no disk only its host sees: "
+                            "warm-incremental copies such disks; on shared storage move it "
+                            "live or warm")  # fmt: skip
     return tuple(copies)
 
 
@@ -109,7 +120,11 @@ def run_offline(
         if facts is None:
             raise VmferryError("the pre-flight facts are missing")
         state_dir = _state_dir(source, destination, facts, options, note)
-        copies = copies_for(facts) if options.strategy is Strategy.COLD else ()
+        copies = (
+            copies_for(facts, qcow2=options.strategy is Strategy.WARM_INCREMENTAL)
+            if options.strategy.boots
+            else ()
+        )
     except BadInputError as exc:  # recorded, then exit 2 like any bad input
         _failed(store, job_id, vm, source, destination, options, exc.message)
         raise

@@ -15,8 +15,8 @@ from vmferry.verify.witness import NoWitness, Witness, Witnesses
 
 def witness_for(vm: str, strategy: Strategy, store: Store, source: Host,
                 destination: Host) -> Witness:  # fmt: skip
-    # a cold move boots the guest again: its agent comes back after the boot
-    settle_s = 120.0 if strategy is Strategy.COLD else 15.0
+    # a cold (or warm-incremental) move boots the guest again: its agent comes back after the boot
+    settle_s = 120.0 if strategy.boots else 15.0
     declared = store.vm_probes(vm)
     parts: list[Witness] = [AgentWitness(vm, source, destination, settle_s=settle_s,
                                          health=declared.health)]  # fmt: skip

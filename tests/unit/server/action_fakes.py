@@ -76,7 +76,8 @@ class FakeActions:
         if "unreachable" in uri:
             raise HostUnreachableError(f"host {name!r}: cannot connect to libvirt at {uri}")
 
-    def check(self, vm: str, to: str, *, copy_storage: bool) -> CheckReport:
+    def check(self, vm: str, to: str, *, copy_storage: bool,
+              to_pool: str | None = None) -> CheckReport:  # fmt: skip
         self.calls.append(("check", vm))
         destination = self.store.get_host(to)
         source = _find(self.records, vm).host

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from vmferry.errors import BadInputError
 from vmferry.server.actions import Services, role_gate, services_of
 from vmferry.server.auth import CurrentUser, authorize, names
 from vmferry.server.context import Context
@@ -52,5 +53,8 @@ def check(
     """Run every pre-flight check for moving the VM live to the host; changes nothing."""
     authorize(request, user, Action.CHECK, target=body.vm,
               vm_tags=accounts.tags_of(context.store, body.vm))  # fmt: skip
-    report = services.check(body.vm, body.to, copy_storage=body.copy_storage)
+    if body.to_pool is not None and not body.copy_storage:
+        raise BadInputError("to_pool names where copied disks go: give it with copy_storage")
+    report = services.check(body.vm, body.to, copy_storage=body.copy_storage,
+                            to_pool=body.to_pool)  # fmt: skip
     return CheckOut(**report_json(report))
