@@ -545,72 +545,62 @@ def _agent_answers(host: str, vm: str, timeout_s: float = 120) -> None:
 WRITE_MARK = "dd if=/dev/urandom of=/dev/vda bs=64k count=16 conv=fsync,notrunc 2>/dev/null"
 
 
-def test_a_cold_move_is_rolled_back_from_its_backup(
+def test_a_cold_move_into_another_pool_is_rolled_back_from_its_backup(
     lab: LabState, lab_guests: Callable[..., GuestRecord]
 ) -> None:
-    """A cold move with `--backup default`: the guest's disk (on shared storage) backed up on
-    kvm1 while it runs, after it wrote to it; on kvm2 it writes again. `vmferry rollback`
-    restores it on kvm1 from the backup: it runs there on a restored volume whose content
-    is the disk's at the backup, kvm2 has no definition of it, the disk it used is left
-    and named; a second rollback changes nothing."""
+    """`--strategy cold --to-pool lab-shared --backup default`: the guest's disk, in kvm1's own
+    pool, backed up there while it runs (after it wrote to it), then copied into the shared
+    pool, the guest booting on kvm2 from that copy, its content as it was. It writes again
+    on kvm2. `vmferry rollback` restores it on kvm1 from the backup: it runs there on a
+    restored volume whose content is the disk's at the backup; kvm2 has no definition of it
+    and the move's copy is gone; the old disk is left and named; a second rollback changes
+    nothing."""
     name = "rb1"
-    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32)
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, disk_pool="local")
     in_guest("kvm1", name, WRITE_MARK)
     backed = in_guest("kvm1", name, "sync; sha256sum /dev/vda")["out"].split()[0]
     assert backed != record.data_sha256
     done = vmferry("migrate", name, "--to", "kvm2", "--strategy", "cold", "--force",
-                   "--shutdown-timeout", "3", "--backup", "default", "--json")  # fmt: skip
+                   "--shutdown-timeout", "3", "--to-pool", "lab-shared", "--backup", "default",
+                   "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     moved = json.loads(done.stdout)
     assert (moved["status"], moved["strategy"]) == ("completed", "cold"), moved
-    _agent_answers("kvm2", name)
-    in_guest("kvm2", name, WRITE_MARK)
-    after = in_guest("kvm2", name, "sync; sha256sum /dev/vda")["out"].split()[0]
-    assert after != backed
-
-    back = vmferry("rollback", moved["job_id"], "--json")
-    assert back.returncode == 0, back.stderr
-    assert json.loads(back.stdout)["status"] == "rolled-back", back.stdout
-    assert _runs_on(name) == "kvm1"
-    with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as kvm2:
-        assert name not in [r.spec.name for r in kvm2.list_vms()]
-    (event,) = [e for e in open_store().get_job(moved["job_id"]).events if e.kind == "rollback"]
-    restored = Path(event.data["restored"]["vda"])
-    assert event.data["status"] == "completed" and event.data["left"] == [record.data_disk]
-    assert restored.name == f"{name}-data-restored-{moved['job_id'][:8]}.qcow2", restored
-    assert Path(record.data_disk).exists()  # the disk it used on kvm2: left, named
-    print(f"\ncold move rolled back from its backup: {event.message}")
-    try:
-        again = vmferry("rollback", moved["job_id"], "--json")
-        assert again.returncode == 0, again.stderr
-        assert json.loads(again.stdout)["status"] == "already-rolled-back"
-        assert offline_sha256("kvm1", name, restored) == backed  # stops the guest
-    finally:
-        restored.unlink(missing_ok=True)
-
-
-def test_a_cold_move_copies_a_local_disk_into_the_pool_named(
-    lab: LabState, lab_guests: Callable[..., GuestRecord]
-) -> None:
-    """`--strategy cold --to-pool lab-shared`: the guest's disk, in kvm1's own pool, is copied
-    into the shared pool and the guest boots on kvm2 from it, its content as it was."""
-    name = "cp1"
-    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, disk_pool="local")
-    in_guest("kvm1", name, WRITE_MARK)
-    before = in_guest("kvm1", name, "sync; sha256sum /dev/vda")["out"].split()[0]
-    done = vmferry("migrate", name, "--to", "kvm2", "--strategy", "cold", "--force",
-                   "--shutdown-timeout", "3", "--to-pool", "lab-shared", "--json")  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["status"] == "completed", done.stdout
     copy = shared_pool_dir() / Path(record.data_disk).name
+    old = f"/var/lib/libvirt/images/{Path(record.data_disk).name}"  # as kvm1 names it
+    restored: Path | None = None
     try:
         with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as kvm2:
             (disk,) = [d for d in kvm2.get_vm(name).spec.disks if d.target == "vda"]
             assert kvm2.disk_path(disk) == str(copy)
         _agent_answers("kvm2", name)
-        assert in_guest("kvm2", name, "sha256sum /dev/vda")["out"].split()[0] == before
+        assert in_guest("kvm2", name, "sha256sum /dev/vda")["out"].split()[0] == backed
+        in_guest("kvm2", name, WRITE_MARK)
+        assert in_guest("kvm2", name, "sync; sha256sum /dev/vda")["out"].split()[0] != backed
+
+        back = vmferry("rollback", moved["job_id"], "--json")
+        assert back.returncode == 0, back.stderr
+        assert json.loads(back.stdout)["status"] == "rolled-back", back.stdout
+        assert _runs_on(name) == "kvm1"
+        with LibvirtHost.connect("kvm2", open_store().get_host("kvm2").uri) as kvm2:
+            assert name not in [r.spec.name for r in kvm2.list_vms()]
+        assert not copy.exists()  # the move's copy on kvm2: removed
+        (event,) = [e for e in open_store().get_job(moved["job_id"]).events
+                    if e.kind == "rollback"]  # fmt: skip
+        print(f"\ncold move rolled back from its backup: {event.message}")
+        inside = event.data["restored"]["vda"]
+        assert inside == f"/var/lib/libvirt/images/{name}-data-restored-{moved['job_id'][:8]}.qcow2"
+        restored = lab_dir() / "hosts/kvm1/lib/images" / Path(inside).name
+        assert event.data["status"] == "completed" and event.data["left"] == [old]
+        assert Path(record.data_disk).exists()  # the old disk: left, named
+        again = vmferry("rollback", moved["job_id"], "--json")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["status"] == "already-rolled-back"
+        assert offline_sha256("kvm1", name, restored) == backed  # stops the guest
     finally:
         copy.unlink(missing_ok=True)
+        if restored is not None:
+            restored.unlink(missing_ok=True)
 
 
 def _sha256_of(image: Path, fmt: str) -> str:
