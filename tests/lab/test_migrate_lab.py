@@ -170,17 +170,22 @@ def stop_writer(host: str, vm: str, writer: int) -> int:
     return writes_counted(host, vm)
 
 
+def image_sha256(image: Path, fmt: str, *, timeout_s: float = 120) -> str:
+    """The SHA-256 of what a guest sees of ``image`` (of format ``fmt``), read offline."""
+    raw = lab_dir() / f"{image.name}.hashed.raw"
+    try:
+        subprocess.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", str(image), str(raw)],
+                       check=True, timeout=timeout_s)  # fmt: skip
+        return hashlib.sha256(raw.read_bytes()).hexdigest()
+    finally:
+        raw.unlink(missing_ok=True)
+
+
 def offline_sha256(host: str, vm: str, image: Path) -> str:
     """Stop ``vm`` on ``host`` and hash what its guest sees of ``image``, read offline."""
     with LibvirtHost.connect(host, open_store().get_host(host).uri) as conn:
         conn.destroy(vm)
-    raw = lab_dir() / f"{vm}-offline.raw"
-    try:
-        subprocess.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", str(image),
-                        str(raw)], check=True, timeout=60)  # fmt: skip
-        return hashlib.sha256(raw.read_bytes()).hexdigest()
-    finally:
-        raw.unlink(missing_ok=True)
+    return image_sha256(image, "qcow2", timeout_s=60)
 
 
 def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
@@ -603,16 +608,6 @@ def test_a_cold_move_into_another_pool_is_rolled_back_from_its_backup(
             restored.unlink(missing_ok=True)
 
 
-def _sha256_of(image: Path, fmt: str) -> str:
-    raw = lab_dir() / f"{image.name}.hashed.raw"
-    try:
-        subprocess.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", str(image), str(raw)],
-                       check=True, timeout=120)  # fmt: skip
-        return hashlib.sha256(raw.read_bytes()).hexdigest()
-    finally:
-        raw.unlink(missing_ok=True)
-
-
 def test_a_warm_incremental_move_copies_while_the_guest_writes_then_stops_for_the_last_round(
     lab: LabState, lab_guests: Callable[..., GuestRecord]
 ) -> None:
@@ -652,7 +647,7 @@ def test_a_warm_incremental_move_copies_while_the_guest_writes_then_stops_for_th
                                                                   f"{copy.name}")  # fmt: skip
         _agent_answers("kvm2", name)
         seen = in_guest("kvm2", name, "sha256sum /dev/vda")["out"].split()[0]
-        assert seen == _sha256_of(source, "qcow2") == _sha256_of(copy, "raw")
+        assert seen == image_sha256(source, "qcow2") == image_sha256(copy, "raw")
         assert seen != record.data_sha256  # the guest's writes are in it
     finally:
         copy.unlink(missing_ok=True)
