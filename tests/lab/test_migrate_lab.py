@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 
 from vmferry.drivers.guest_agent import agent
@@ -651,6 +652,52 @@ def test_a_warm_incremental_move_copies_while_the_guest_writes_then_stops_for_th
         assert seen != record.data_sha256  # the guest's writes are in it
     finally:
         copy.unlink(missing_ok=True)
+
+
+def test_a_warm_incremental_move_stopped_mid_round_leaves_the_guest_where_it_was(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """A warm-incremental move capped at 4 MiB/s, stopped two seconds into its first round:
+    by Ctrl-C (the move undoes itself: cancelled, exit 4), then by killing its vmferry and
+    `vmferry job resume` (failed: the pull backup ended, the copy removed). Each time the
+    guest answers on kvm1, no copy is left on kvm2, no checkpoint and no job on kvm1."""
+    name = "wi2"
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, disk_pool="local",
+                        data_disk_mb=64)  # fmt: skip
+    copy = lab_dir() / "hosts/kvm2/lib/images" / f"{Path(record.data_disk).stem}.raw"
+    argv = [sys.executable, "-m", "vmferry.cli.main", "migrate", name, "--to", "kvm2",
+            "--strategy", "warm-incremental", "--bandwidth-mib-s", "4", "--json"]  # fmt: skip
+    for stop in (signal.SIGINT, signal.SIGKILL):
+        moving = subprocess.Popen(argv, env=os.environ, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not copy.exists():  # the copy on kvm2: the first round is starting
+                assert moving.poll() is None, moving.communicate()
+                assert time.monotonic() < deadline, "the first round did not start"
+                time.sleep(0.1)
+            time.sleep(2)  # about 8 MiB of the 64 copied
+            moving.send_signal(stop)
+            out, err = moving.communicate(timeout=120)
+        finally:
+            if moving.poll() is None:
+                moving.kill()
+        if stop is signal.SIGINT:
+            assert moving.returncode == 4, err
+            assert json.loads(out)["status"] == "cancelled", out
+        else:
+            assert moving.returncode == -signal.SIGKILL
+            job_id = json.loads(vmferry("jobs", "--json").stdout)[0]["id"]
+            resumed = json.loads(vmferry("job", "resume", job_id, "--json").stdout)
+            assert resumed["status"] == "failed", resumed
+            assert f"the move stopped before {name} ran on kvm2" in resumed["reason"], resumed
+        assert not copy.exists()
+        with LibvirtHost.connect("kvm1", open_store().get_host("kvm1").uri) as kvm1:
+            dom = kvm1._lookup(name)
+            assert dom.listAllCheckpoints(0) == []
+            assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
+        assert _runs_on(name) == "kvm1"
+        assert len(client.echo(record.address, count=2)) == 2
 
 
 def _runs_on(name: str) -> str:

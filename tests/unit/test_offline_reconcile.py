@@ -9,6 +9,7 @@ import pytest
 from vmferry.engine.offline_reconcile import (
     OfflineDecision,
     Repair,
+    copies_of,
     decide_offline,
     recorded_steps,
     state_path_of,
@@ -133,3 +134,48 @@ def test_steps_and_state_path_are_read_from_the_events() -> None:
     assert recorded_steps(job) == ["saved", "restored"]
     assert state_path_of(job) == "/pool/vmferry-web1-01234567.save"
     assert state_path_of(WARM) is None
+
+
+INCREMENTAL = replace(WARM, options=MigrationOptions(strategy=Strategy.WARM_INCREMENTAL))
+COPYING = replace(RUN, job_active=True)  # the move's pull backup still serves its disks
+
+
+def incremental(steps: list[str], src: DomainView | None,
+                dst: DomainView | None) -> OfflineDecision:  # fmt: skip
+    return decide_offline(INCREMENTAL, False, steps, src, dst, None)
+
+
+def test_warm_incremental_killed_mid_round_ends_the_backup_and_cleans_the_destination() -> None:
+    d = incremental([], COPYING, ABSENT)
+    assert (d.action, d.status) == ("fail", JobStatus.FAILED)
+    assert d.repairs == (R.END_BACKUP_ON_SOURCE, R.RESUME_ON_SOURCE, R.DELETE_COPIES,
+                         R.DELETE_CHECKPOINTS)  # fmt: skip
+    assert "stopped before web1 ran on kvm2" in d.reason
+
+
+def test_warm_incremental_killed_at_the_cutover_resumes_the_paused_source() -> None:
+    d = incremental([], replace(PAUSED, job_active=True), OFF)  # defined there, not started
+    assert d.repairs == (R.END_BACKUP_ON_SOURCE, R.RESUME_ON_SOURCE,
+                         R.UNDEFINE_ON_DESTINATION, R.DELETE_COPIES,
+                         R.DELETE_CHECKPOINTS)  # fmt: skip
+
+
+def test_warm_incremental_started_on_the_destination_is_finished_there() -> None:
+    d = incremental(["started"], PAUSED, RUN)
+    assert (d.action, d.status) == ("complete", JobStatus.COMPLETED)
+    assert d.repairs == (R.DELETE_CHECKPOINTS, R.DESTROY_ON_SOURCE, R.UNDEFINE_ON_SOURCE)
+    d = incremental(["started"], ABSENT, RUN)  # undefined there already: nothing to do
+    assert (d.action, d.repairs) == ("complete", ())
+    gone = incremental(["started"], OFF, OFF)  # it ran there and runs nowhere: hands off
+    assert (gone.action, gone.repairs) == ("unknown", ())
+
+
+def test_warm_incremental_waits_for_a_busy_destination_and_touches_no_lost_vm() -> None:
+    assert incremental([], RUN, replace(OFF, job_active=True)).action == "wait"
+    assert incremental([], ABSENT, ABSENT).action == "unknown"
+
+
+def test_the_copies_are_read_from_the_events() -> None:
+    events = (JobEvent("t0", "status", "copying", {"copies": {"vda": "/pool/web1-data.raw"}}),)
+    assert copies_of(replace(INCREMENTAL, events=events)) == ["/pool/web1-data.raw"]
+    assert copies_of(INCREMENTAL) == []

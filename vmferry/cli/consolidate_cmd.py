@@ -54,8 +54,12 @@ def consolidate(
     if not 0 <= headroom <= 90:
         raise BadInputError(f"--headroom must be in 0-90 % (got {headroom})")
     band = DpmBand(target / 100, tolerance / 100)
+    if power_off and not apply:
+        raise BadInputError("--power-off needs --apply")
+    # with --power-off a host whose power automation refuses it is not freed
     report = service.consolidate_fleet(metric=metric, headroom=headroom / 100,
-                                       max_moves=max_moves, band=band)  # fmt: skip
+                                       max_moves=max_moves, band=band,
+                                       power_off=power_off)  # fmt: skip
     found = report.consolidation
     if plan_out is not None:
         if not found.moves:
@@ -65,8 +69,6 @@ def consolidate(
                                         name="consolidate"))  # fmt: skip
         err_console.print(f"wrote {plan_out}: `vmferry plan create {plan_out}`, then `vmferry "
                           "plan run ID`, carry the moves out", highlight=False)  # fmt: skip
-    if power_off and not apply:
-        raise BadInputError("--power-off needs --apply")
     doc = report_json(report, headroom, band)
     applied = None
     if apply:

@@ -15,6 +15,7 @@ copies and started on the destination. The stop is the last round, not the disks
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -87,13 +88,14 @@ def make_copies(src: LibvirtHost, dst: LibvirtHost,
 
 def copy_round(src: LibvirtHost, dst: LibvirtHost, vm: str, destinations: dict[str, str],
                others: list[str], *, checkpoint: str | None, since: str | None,
-               check: Callable[[], None]) -> int:  # fmt: skip
+               check: Callable[[], None], rate_bytes_s: float | None = None) -> int:  # fmt: skip
     """One round: serve ``destinations``' disks of ``vm`` (whole, or what changed since
-    checkpoint ``since``), starting ``checkpoint``; copy it into the destination volumes;
-    the bytes copied. ``check`` is called between chunks (it raises to stop the round)."""
+    checkpoint ``since``), starting ``checkpoint``; copy it into the destination volumes, at
+    most ``rate_bytes_s`` on average (None: as fast as it goes); the bytes copied. ``check``
+    is called between chunks (it raises to stop the round)."""
     targets = list(destinations)
     backup = begin_pull(src, vm, targets, others, checkpoint=checkpoint, incremental=since)
-    copied = 0
+    copied, began = 0, time.monotonic()
     try:
         for target, path in destinations.items():
             client = NbdClient.connect_tcp(backup.address, backup.port,
@@ -109,6 +111,9 @@ def copy_round(src: LibvirtHost, dst: LibvirtHost, vm: str, destinations: dict[s
                         upload_range(dst, path, offset, buffer)
                         offset += len(buffer)
                         copied += len(buffer)
+                        if rate_bytes_s is not None:  # ahead of the rate: wait for it
+                            time.sleep(max(0.0, copied / rate_bytes_s
+                                           - (time.monotonic() - began)))  # fmt: skip
             finally:
                 client.abandon()
     finally:

@@ -355,6 +355,14 @@ def _drop_checkpoints(src: LibvirtHost, plan: OfflinePlan, event: EventFn) -> No
         event("progress", f"deleted checkpoints {', '.join(gone)} of {plan.vm} on {src.name}")
 
 
+def _power_off_source(src: LibvirtHost, plan: OfflinePlan, run: _Run, event: EventFn) -> None:
+    """The paused source: its checkpoints deleted while it is active (their bitmaps go too),
+    then powered off."""
+    _drop_checkpoints(src, plan, event)
+    src.destroy(plan.vm)
+    run.done.append(Step.SHUT_DOWN)
+
+
 def _incremental(
     plan: OfflinePlan,
     src: LibvirtHost,
@@ -369,8 +377,11 @@ def _incremental(
     vm, options = plan.vm, plan.options
     define_xml = define_xml_of(src, vm)
     copied = {c.target for c in plan.copies}
-    others = [d.target for d in src.get_vm(vm).spec.disks
-              if d.target not in copied and d.source is not None]  # fmt: skip
+    kept = [d for d in src.get_vm(vm).spec.disks if d.target not in copied and d.source]
+    others = [d.target for d in kept]
+    # a writable disk both hosts open (shared storage): QEMU's image lock lets one process
+    # hold it, so the source is powered off before the destination starts
+    shared = [d.target for d in kept if not (d.readonly or d.removable or d.shareable)]
     checkpoint()
     made = make_copies(src, dst, [(c.target, c.path, c.pool) for c in plan.copies])
     run.copied = tuple(made.values())
@@ -378,13 +389,14 @@ def _incremental(
     event("status", f"copying {', '.join(made)} of {vm} while it runs, into "
           f"{', '.join(made.values())} on {dst.name}", copies=made)  # fmt: skip
     prefix = checkpoint_prefix(plan.job_id)
+    rate = None if options.bandwidth_mib_s is None else options.bandwidth_mib_s * 2**20
     rounds: list[Round] = []
     since: str | None = None
     while True:
         name = f"{prefix}{len(rounds)}"
         began = time.monotonic()
         moved = copy_round(src, dst, vm, made, others, checkpoint=name, since=since,
-                           check=checkpoint)  # fmt: skip
+                           check=checkpoint, rate_bytes_s=rate)  # fmt: skip
         rounds.append(Round(len(rounds), moved, time.monotonic() - began))
         since = name
         event("progress", f"round {rounds[-1].number}: {moved / 2**20:.1f} MiB in "
@@ -410,19 +422,19 @@ def _incremental(
           f"with {vm} paused", round=len(rounds), copied_bytes=last,
           seconds=round(time.monotonic() - began, 3), last=True)  # fmt: skip
     checkpoint()
+    if shared:
+        _power_off_source(src, plan, run, event)
     dst.define_xml(with_disk_files(define_xml, {t: (p, "raw") for t, p in made.items()}))
     run.done.append(Step.DEFINED)
     checkpoint()
-    dst.start(vm)  # the source stays paused meanwhile: it sends nothing, its disks are its own
+    dst.start(vm)  # a source still paused sends nothing, and its copied disks are its own
     run.running_at = time.monotonic()
     run.done.append(Step.STARTED)
     event("progress", f"{vm} started on {dst.name}; stopped for "
           f"{(run.running_at - run.paused_at) * 1000:.0f} ms (then it boots)",
           step=Step.STARTED)  # fmt: skip
-    _drop_checkpoints(src, plan, event)  # while it is active there: its bitmaps go too
-    checkpoint()
-    src.destroy(vm)
-    run.done.append(Step.SHUT_DOWN)
+    if not shared:
+        _power_off_source(src, plan, run, event)
     checkpoint()
     src.undefine(vm)
     run.done.append(Step.SOURCE_UNDEFINED)

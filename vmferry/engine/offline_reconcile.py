@@ -18,6 +18,12 @@ returns the repairs that finish or undo the move:
   job fails with the VM back where it was;
 - a cold move whose VM runs nowhere and never ran on the destination: **start it on the
   source** (after removing a stopped definition on the destination); the job fails;
+- a warm-incremental move that never started the VM on the destination: its pull backup
+  ended on the source, the VM resumed (thawed) or started there, a leftover definition and
+  the copies on the destination removed, the move's checkpoints deleted; the job fails. One
+  that had started it there, with the VM running there and paused on the source: the
+  backup ended, the checkpoints deleted, the paused source powered off and undefined; the
+  job completes;
 - anything else, or a host that did not answer: touch nothing and say why.
 
 Safety: nothing is repaired while a host did not answer or libvirt still runs a job on the
@@ -37,7 +43,14 @@ from vmferry.engine.reconcile import INTERRUPTED, describe
 from vmferry.model.domain_view import DomainView
 from vmferry.model.migration import Job, JobStatus, Strategy
 
-__all__ = ["OfflineDecision", "Repair", "decide_offline", "recorded_steps", "state_path_of"]
+__all__ = [
+    "OfflineDecision",
+    "Repair",
+    "copies_of",
+    "decide_offline",
+    "recorded_steps",
+    "state_path_of",
+]
 
 
 class Repair(enum.StrEnum):
@@ -49,6 +62,11 @@ class Repair(enum.StrEnum):
     RESTORE_ON_SOURCE = "restore-on-source"  # warm: run it again from the state file
     START_ON_SOURCE = "start-on-source"  # cold: boot it again where it was
     REMOVE_STATE_FILE = "remove-state-file"
+    END_BACKUP_ON_SOURCE = "end-backup-on-source"  # warm-incremental: its pull backup
+    RESUME_ON_SOURCE = "resume-on-source"  # warm-incremental: unpause it, thaw its disks
+    DELETE_COPIES = "delete-copies"  # warm-incremental: the raw copies on the destination
+    DELETE_CHECKPOINTS = "delete-checkpoints"  # warm-incremental: the move's checkpoints
+    DESTROY_ON_SOURCE = "destroy-on-source"  # warm-incremental: the paused source copy
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,16 @@ def state_path_of(job: Job) -> str | None:
         if isinstance(path, str) and path:
             return path
     return None
+
+
+def copies_of(job: Job) -> list[str]:
+    """The warm-incremental move's copies on the destination, as its ``copies`` event
+    recorded them."""
+    for e in job.events:
+        copies = e.data.get("copies")
+        if isinstance(copies, dict):
+            return [str(p) for p in copies.values()]
+    return []
 
 
 def decide_offline(
@@ -104,11 +132,13 @@ def decide_offline(
             "unknown", f"{who} did not answer; nothing was touched; resume the job again later"
         )
     busy = [n for n, v in ((src, source), (dst, destination)) if v.exists and v.job_active]
-    if busy:
+    if busy and not (job.options.strategy is Strategy.WARM_INCREMENTAL and busy == [src]):
         return OfflineDecision(
             "wait", f"libvirt still runs a job on {vm} on {' and '.join(busy)} (a save or restore)"
         )
     seen = f"{src}: {describe(source)}, {dst}: {describe(destination)}"
+    if job.options.strategy is Strategy.WARM_INCREMENTAL:
+        return _incremental(job, steps, source, destination, seen)
     clean = (Repair.REMOVE_STATE_FILE,) if warm and state_file else ()
     given_up = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
     if source.running and destination.active:
@@ -187,3 +217,38 @@ def decide_offline(
         given_up,
         (*leftover, Repair.START_ON_SOURCE),
     )
+
+
+def _incremental(job: Job, steps: Sequence[str], source: DomainView, destination: DomainView,
+                 seen: str) -> OfflineDecision:  # fmt: skip
+    """A warm-incremental move whose vmferry died (both hosts answered). A job on the source
+    is the move's pull backup (ended first); nothing on the destination is busy."""
+    vm, src, dst = job.vm, job.source, job.destination
+    given_up = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
+    ended = (Repair.END_BACKUP_ON_SOURCE,) if source.job_active else ()
+    if "started" in steps or (destination.running and not source.active):
+        if not destination.running:
+            return OfflineDecision(
+                "unknown", f"{INTERRUPTED}{vm} was started on {dst} and runs nowhere now "
+                f"({seen}); its copies there may be newer than its disks on {src}, so it was "
+                "not started: check the VM and start it", JobStatus.FAILED,
+            )  # fmt: skip
+        finish = (Repair.DESTROY_ON_SOURCE,) if source.active else ()
+        there = (Repair.DELETE_CHECKPOINTS, *finish, Repair.UNDEFINE_ON_SOURCE)
+        return OfflineDecision(
+            "complete", f"{INTERRUPTED}{vm} runs on {dst} ({seen}): finished the move there",
+            JobStatus.COMPLETED, (*ended, *(there if source.exists else ())),
+        )  # fmt: skip
+    if not source.exists:
+        return OfflineDecision(
+            "unknown", f"{INTERRUPTED}{vm} runs on neither host and {src} no longer defines it "
+            f"({seen}); nothing was touched", JobStatus.FAILED,
+        )  # fmt: skip
+    back = (Repair.RESUME_ON_SOURCE if source.paused or source.running
+            else Repair.START_ON_SOURCE)  # fmt: skip
+    leftover = (Repair.UNDEFINE_ON_DESTINATION,) if destination.exists else ()
+    return OfflineDecision(
+        "fail", f"{INTERRUPTED}the move stopped before {vm} ran on {dst} ({seen}): it runs on "
+        f"{src}; the copies on {dst} and the move's checkpoints removed", given_up,
+        (*ended, back, *leftover, Repair.DELETE_COPIES, Repair.DELETE_CHECKPOINTS),
+    )  # fmt: skip

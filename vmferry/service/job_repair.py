@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_offline import define_xml_of, delete_volume, restore, volume_exists
-from vmferry.engine.offline_reconcile import OfflineDecision, Repair
+from vmferry.drivers.libvirt_pull_backup import delete_checkpoints, end_pull, resume_thawed
+from vmferry.engine.offline import checkpoint_prefix
+from vmferry.engine.offline_reconcile import OfflineDecision, Repair, copies_of
 from vmferry.errors import HostUnreachableError, VmferryError
 from vmferry.model.migration import Job, JobStatus, MigrationResult
 from vmferry.store.db import Store
@@ -69,6 +71,13 @@ def apply_repairs(
         Repair.RESTORE_ON_SOURCE: lambda: restore(need(source), path(), None),
         Repair.START_ON_SOURCE: lambda: need(source).start(vm),
         Repair.REMOVE_STATE_FILE: lambda: delete_volume(need(source), path()),
+        Repair.END_BACKUP_ON_SOURCE: lambda: end_pull(need(source), vm),
+        Repair.RESUME_ON_SOURCE: lambda: resume_thawed(need(source), vm),
+        Repair.DELETE_COPIES: lambda: _delete_all(need(destination), copies_of(job)),
+        Repair.DELETE_CHECKPOINTS: lambda: _no_result(
+            delete_checkpoints(need(source), vm, checkpoint_prefix(job.id))
+        ),
+        Repair.DESTROY_ON_SOURCE: lambda: need(source).destroy(vm),
     }
     for repair in decision.repairs:
         try:
@@ -80,6 +89,15 @@ def apply_repairs(
             return False
         store.add_event(job.id, "status", f"repaired: {repair}", {"repair": str(repair)})
     return True
+
+
+def _delete_all(host: LibvirtHost, paths: list[str]) -> None:
+    for path in paths:
+        delete_volume(host, path)
+
+
+def _no_result(_value: object) -> None:
+    return None
 
 
 def finish_reconciled(store: Store, job: Job, status: JobStatus, reason: str) -> Job:

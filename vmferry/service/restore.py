@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from vmferry.drivers.domain_edit import with_disk_files
 from vmferry.drivers.libvirt_blockcopy import clone_volume
 from vmferry.drivers.libvirt_host import LibvirtHost
-from vmferry.drivers.libvirt_offline import delete_volume, pool_directories
+from vmferry.drivers.libvirt_offline import delete_volume, pool_directories, volume_exists
 from vmferry.errors import VmferryError
 from vmferry.model.backup import DiskBackup
 from vmferry.model.migration import Job
@@ -107,8 +107,16 @@ def restore_from_backup(store: Store, job: Job, backups: list[DiskBackup],
                 note(f"removed the move's copy {path} from {dst.name}")
             except VmferryError as exc:
                 note(f"the move's copy {path} on {dst.name} is left: {exc.message}")
-    left = tuple(p for t in restored if (p := sources.get(t)) and p not in copies)
+        left = tuple(p for t in restored if (p := sources.get(t)) and _there(src, p))
     return Restored(True, None, restored, left)
+
+
+def _there(host: LibvirtHost, path: str) -> bool:
+    """Whether ``host`` still has a volume at ``path`` (unknown counts as there)."""
+    try:
+        return volume_exists(host, path)
+    except VmferryError:
+        return True
 
 
 def _copy_out(src: LibvirtHost, backups: list[DiskBackup], sources: dict[str, str | None],
