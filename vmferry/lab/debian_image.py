@@ -213,8 +213,11 @@ def _run(
         raise LabError(f"{what} did not finish within {timeout_s:g} s", cause=exc) from exc
     if proc.returncode != 0:
         out = proc.stderr or proc.stdout
-        errors = [ln for ln in out.splitlines() if "error:" in ln]
-        raise LabError(f"{what} failed: {errors[0].strip() if errors else _tail(out, 3)}")
+        # libguestfs puts a failed command's whole output after its own "error:"; the tool's
+        # own error lines (grub-install's) come later: all of them, so the cause is named
+        errors = list(dict.fromkeys(ln.strip() for ln in out.splitlines() if "error:" in ln))
+        raise LabError(f"{what} failed: {' | '.join(errors) if errors else _tail(out, 3)}"
+                       f" (last lines: {_tail(out, 3)})")  # fmt: skip
     return proc.stdout
 
 
