@@ -660,7 +660,10 @@ def test_a_warm_incremental_move_stopped_mid_round_leaves_the_guest_where_it_was
     """A warm-incremental move capped at 4 MiB/s, stopped two seconds into its first round:
     by Ctrl-C (the move undoes itself: cancelled, exit 4), then by killing its vmferry and
     `vmferry job resume` (failed: the pull backup ended, the copy removed). Each time the
-    guest answers on kvm1, no copy is left on kvm2, no checkpoint and no job on kvm1."""
+    guest answers on kvm1, no copy is left on kvm2, no checkpoint and no job on kvm1. Then
+    `--strategy auto` within 10 ms: its disk on kvm1 only and pre-copy's switch over the
+    tolerance, it chooses warm-incremental (measured: the disk's allocation, the guest's
+    writes) over cold, says why, and moves it."""
     name = "wi2"
     record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, disk_pool="local",
                         data_disk_mb=64)  # fmt: skip
@@ -698,6 +701,21 @@ def test_a_warm_incremental_move_stopped_mid_round_leaves_the_guest_where_it_was
             assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
         assert _runs_on(name) == "kvm1"
         assert len(client.echo(record.address, count=2)) == 2
+    try:
+        done = vmferry("migrate", name, "--to", "kvm2", "--strategy", "auto",
+                       "--max-downtime-ms", "10", "--json")  # fmt: skip
+        result = json.loads(done.stdout) if done.stdout else {}
+        assert done.returncode == 0, (done.stderr, result)
+        reason = result["strategy_reason"]
+        print(f"\nauto: {result['strategy']} - {reason}")
+        assert (result["status"], result["strategy"]) == ("completed", "warm-incremental")
+        assert "are on its host only, so every move copies them" in reason
+        assert "exceeds the tolerance of 10 ms; warm-incremental copies them" in reason
+        assert "cold would stop it for" in reason
+        assert _runs_on(name) == "kvm2" and copy.exists()
+        assert len(client.echo(record.address, count=2)) == 2
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def _runs_on(name: str) -> str:

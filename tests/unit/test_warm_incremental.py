@@ -1,4 +1,4 @@
-"""`--strategy warm-incremental`: when the rounds stop (engine/incremental.precopy_done), the
+"""`--strategy warm-incremental`: when the rounds stop (predict/incremental.precopy_done), the
 undo after each step (engine/offline.undo_plan), the backup and checkpoint documents
 (validated against libvirt's own schemas with xmllint), and which ranges a round copies
 (drivers/libvirt_pull_backup.changed_extents)."""
@@ -13,9 +13,9 @@ import pytest
 
 from vmferry.drivers.libvirt_pull_backup import changed_extents, checkpoint_xml, pull_xml
 from vmferry.drivers.nbd_client import STATE_HOLE, STATE_ZERO
-from vmferry.engine.incremental import Round, precopy_done
 from vmferry.engine.offline import INCREMENTAL_STEPS, Step, Undo, committed, undo_plan
 from vmferry.model.migration import Strategy
+from vmferry.predict.incremental import Round, precopy_done
 
 MIB = 2**20
 INC = Strategy.WARM_INCREMENTAL

@@ -160,7 +160,8 @@ def migrate(
             "changed, round after round, pause it for the last changes and boot it on the "
             "destination (qcow2 disks; the stop is the last round, not the disks); auto: "
             "vmferry chooses from pre-flight, a one-second measurement of the VM and "
-            "--max-downtime-ms, and says why."
+            "--max-downtime-ms (for a VM on local disks: live with --copy-storage, "
+            "warm-incremental or cold), and says why."
         ),
     ] = StrategyEnum.LIVE,
     max_downtime_ms: int = typer.Option(300, "--max-downtime-ms", min=10, max=60_000),

@@ -618,7 +618,7 @@ def leftovers(job: Job) -> list[str]:
 
 # -- the move form ----------------------------------------------------------------------------
 
-STRATEGIES = ("live", "postcopy", "warm", "cold")
+STRATEGIES = ("live", "postcopy", "warm", "cold", "warm-incremental")
 DOWNTIMES_MS = (100, 300, 500, 1000, 3000, 10_000)
 
 

@@ -6,18 +6,18 @@ Each round is a libvirt pull-mode backup of the VM's copied disks
 (:mod:`vmferry.drivers.libvirt_pull_backup`): the first serves the whole disks and starts
 checkpoint 0, each next one serves what changed since the last checkpoint and starts the
 next. vmferry reads what a round serves over NBD and writes it into sparse raw volumes of
-the destination at the same offsets (libvirt's upload streams). :func:`precopy_done` (pure)
-says when the rounds stop shrinking the work enough; then the cutover: the guest's
-filesystems frozen through its agent (when it has one), the VM paused, the last changes
-copied, the checkpoints deleted, the VM powered off on the source, defined with the raw
-copies and started on the destination. The stop is the last round, not the disks' size.
+the destination at the same offsets (libvirt's upload streams).
+:func:`vmferry.predict.incremental.precopy_done` (pure) says when the rounds stop shrinking
+the work enough; then the cutover: the guest's filesystems frozen through its agent (when it
+has one), the VM paused, the last changes copied, the checkpoints deleted, the VM powered
+off on the source, defined with the raw copies and started on the destination.
+The stop is the last round, not the disks' size.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from vmferry.drivers.libvirt_blockcopy import create_volume
@@ -32,46 +32,9 @@ from vmferry.drivers.libvirt_pull_backup import (
 )
 from vmferry.drivers.nbd_client import NbdClient
 
-__all__ = ["CHUNK", "Round", "copy_round", "make_copies", "precopy_done"]
+__all__ = ["CHUNK", "copy_round", "make_copies"]
 
 CHUNK = 4 * 2**20  # bytes read and written at a time
-MAX_ROUNDS = 10
-
-
-@dataclass(frozen=True)
-class Round:
-    number: int
-    copied_bytes: int
-    seconds: float
-
-
-def precopy_done(rounds: Sequence[Round], max_downtime_ms: int,
-                 max_rounds: int = MAX_ROUNDS) -> str | None:  # fmt: skip
-    """Why the rounds while the VM runs may stop now, or None for another one (pure).
-
-    Stop when the last round copied nothing, or copied so little that a round like it fits
-    within ``max_downtime_ms``, or did not shrink the work by a quarter against the round
-    before (the guest writes as fast as the copy goes: more rounds gain nothing), or after
-    ``max_rounds``. The first round (the whole disks) is never the last."""
-    if len(rounds) < 2:
-        return None
-    last, before = rounds[-1], rounds[-2]
-    if last.copied_bytes == 0:
-        return f"round {last.number} found nothing changed"
-    if last.seconds * 1000 <= max_downtime_ms:
-        return (f"round {last.number} copied {_mib(last.copied_bytes)} in {last.seconds:.2f} s, "
-                f"within --max-downtime-ms {max_downtime_ms}")  # fmt: skip
-    if last.copied_bytes > 0.75 * before.copied_bytes:
-        return (f"round {last.number} copied {_mib(last.copied_bytes)}, not a quarter less than "
-                f"round {before.number}'s {_mib(before.copied_bytes)}: the guest writes as "
-                "fast as the copy goes")  # fmt: skip
-    if len(rounds) >= max_rounds:
-        return f"{max_rounds} rounds"
-    return None
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
 
 
 def make_copies(src: LibvirtHost, dst: LibvirtHost,

@@ -40,7 +40,7 @@ from vmferry.drivers.libvirt_pull_backup import (
     resume_thawed,
 )
 from vmferry.drivers.threads import call_in_thread
-from vmferry.engine.incremental import Round, copy_round, make_copies, precopy_done
+from vmferry.engine.incremental import copy_round, make_copies
 from vmferry.engine.live import INTERRUPTED, NoteFn, ctrl_c_flag
 from vmferry.errors import VmferryError
 from vmferry.model import Host
@@ -51,6 +51,7 @@ from vmferry.model.migration import (
     Strategy,
     Verification,
 )
+from vmferry.predict.incremental import Round, precopy_done
 from vmferry.store.db import Store
 from vmferry.verify.witness import Witness, WitnessReport, verification
 

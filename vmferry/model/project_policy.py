@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 WEEK_MIN = 7 * 24 * 60
 DAY_MIN = 24 * 60
-STRATEGIES = ("live", "postcopy", "warm", "cold")  # what POST /migrations takes
+STRATEGIES = ("live", "postcopy", "warm", "cold", "warm-incremental")  # what POST /migrations takes
 MAX_WINDOWS = 32
 
 _DAY = {d.lower(): i for i, d in enumerate(DAYS)} | {

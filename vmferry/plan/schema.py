@@ -22,7 +22,7 @@ from vmferry.errors import BadInputError
 from vmferry.model.hook import Hook, HookSpecError, make_hook, merge_hooks
 
 Loc = tuple[str | int, ...]
-StrategyHint = Literal["auto", "live", "postcopy", "warm", "cold"]
+StrategyHint = Literal["auto", "live", "postcopy", "warm", "cold", "warm-incremental"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 

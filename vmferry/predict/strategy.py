@@ -5,7 +5,10 @@
   post-copy is allowed: the switch is short and the rest follows on demand;
 - ``warm``: suspend to a saved state, transfer it, resume: the downtime is the whole
   transfer of the non-zero memory, for VMs that tolerate that but cannot move live;
-- ``cold``: shut down, copy, start: for VMs that tolerate an outage, or when nothing else fits.
+- ``cold``: shut down, copy, start: for VMs that tolerate an outage, or when nothing else fits;
+- ``warm-incremental``: for a VM whose disks only its host sees (every move copies them),
+  when it cannot move live with ``--copy-storage``: the disks copied while it runs, a stop
+  for the last changes, a boot on the destination (:func:`choose_with_disks`).
 
 The reason is one sentence with the numbers that decided.
 """
@@ -16,6 +19,7 @@ import enum
 from dataclasses import dataclass, replace
 
 from vmferry.model.migration import Compression, MigrationOptions, Strategy
+from vmferry.predict.incremental import CUTOVER_MS, DiskLoad, cold_copy_ms, predict_incremental
 from vmferry.predict.model import Prediction
 
 MIB = 2**20
@@ -26,6 +30,7 @@ class MoveStrategy(enum.StrEnum):
     POSTCOPY = "postcopy"
     WARM = "warm"
     COLD = "cold"
+    WARM_INCREMENTAL = "warm-incremental"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,18 @@ class StrategyChoice:
     predicted_downtime_ms: int
     parallel: int = 0  # the stream chosen with it (live only): multifd channels
     compression: str = "none"  # and their compression ("zstd"), as MigrationOptions names it
+    copy_storage: bool = False  # live: the disks copied with it (--copy-storage)
+
+
+@dataclass(frozen=True)
+class LocalDisks:
+    """The VM's disks only its host sees, which every move copies: how much and how fast
+    the guest writes them; why a live move with ``--copy-storage`` cannot be made (its
+    pre-flight blockers), and why a warm-incremental one cannot (a disk not qcow2)."""
+
+    load: DiskLoad
+    live_refused: str | None = None
+    incremental_refused: str | None = None
 
 
 def warm_downtime_ms(prediction: Prediction) -> int:
@@ -185,9 +202,100 @@ def _offline_choice(
     )
 
 
+def copy_rate(prediction: Prediction) -> float:
+    """The bytes/s a copy over the migration link achieves (the calibrated share of it)."""
+    return prediction.inputs.link_bytes_s * max(0.01, prediction.calibration.efficiency)
+
+
+# a disk mirror keeps up while the guest writes at most this share of the copy rate
+MIRROR_SHARE = 0.75
+
+
+def choose_with_disks(prediction: Prediction, disks: LocalDisks, max_downtime_ms: int | None,
+                      *, boot_ms: int | None = None) -> StrategyChoice:  # fmt: skip
+    """Choose for a VM whose disks are copied whichever way it moves.
+
+    Live with ``--copy-storage`` when the hosts allow it, pre-copy converges within the
+    tolerance and the guest writes its disks slowly enough for the mirror to keep up (it
+    then never stops beyond pre-copy's switch); else warm-incremental (stopped for the last
+    round of changes, then it boots), which stops it for less than a cold move of the same
+    disks; cold only when warm-incremental is refused. Post-copy is not offered with copied
+    disks: the mirror must be in sync before the switch, and a failure after it loses both."""
+    p, load = prediction, disks.load
+    rate = copy_rate(p)
+    tolerance = "any" if max_downtime_ms is None else f"{max_downtime_ms} ms"
+    here = (f"its disks ({load.allocated_bytes / MIB:.0f} MiB, written at "
+            f"{load.write_bytes_s / MIB:.1f} MiB/s) are on its host only, so every move copies "
+            "them")  # fmt: skip
+    keeps_up = load.write_bytes_s <= MIRROR_SHARE * rate
+    fits = max_downtime_ms is None or p.downtime_ms <= max_downtime_ms
+    if disks.live_refused is None and p.converges and fits and keeps_up:
+        return StrategyChoice(
+            MoveStrategy.LIVE,
+            f"{here}: live with --copy-storage copies them while it runs (about "
+            f"{load.allocated_bytes / rate:.1f} s), then pre-copy converges in "
+            f"{len(p.rounds)} rounds with {p.downtime_ms} ms downtime, within the tolerance "
+            f"of {tolerance}",
+            p.downtime_ms,
+            copy_storage=True,
+        )
+    if disks.live_refused is not None:
+        no_live = f"a live move with --copy-storage is refused ({disks.live_refused})"
+    elif not p.converges:
+        no_live = (f"pre-copy does not converge (dirty {p.inputs.dirty_rate_bytes_s / MIB:.1f} "
+                   f"MiB/s against a {p.inputs.link_bytes_s / MIB:.1f} MiB/s link)")  # fmt: skip
+    elif not fits:
+        no_live = (f"pre-copy's predicted downtime of {p.downtime_ms} ms exceeds the tolerance "
+                   f"of {tolerance}")  # fmt: skip
+    else:
+        no_live = (f"the guest writes its disks faster than a mirror at {rate / MIB:.1f} MiB/s "
+                   "keeps up with")  # fmt: skip
+    boot = boot_ms or 0
+    booted = (f", then it boots ({boot_ms / 1000:.1f} s in its rehearsal)" if boot_ms
+              else ", then it boots")  # fmt: skip
+    cold = cold_copy_ms(load, rate)
+    if disks.incremental_refused is None:
+        inc = predict_incremental(load, rate, max_downtime_ms or 300)
+        return StrategyChoice(
+            MoveStrategy.WARM_INCREMENTAL,
+            f"{here}; {no_live}; warm-incremental copies them while it runs "
+            f"({len(inc.rounds)} rounds, {inc.copied_bytes / MIB:.0f} MiB) and stops it for "
+            f"about {inc.stop_ms / 1000:.1f} s for the last {inc.last.copied_bytes / MIB:.1f} "
+            f"MiB{booted}; cold would stop it for {cold / 1000:.1f} s before the boot",
+            inc.stop_ms + boot,
+        )
+    return StrategyChoice(
+        MoveStrategy.COLD,
+        f"{here}; {no_live}, and warm-incremental is refused ({disks.incremental_refused}): "
+        f"move it cold (shut down, copy, start), stopped about {cold / 1000:.1f} s{booted}",
+        cold + boot,
+    )
+
+
+def incremental_stop(p: Prediction, load: DiskLoad | None, max_downtime_ms: int,
+                     boot_ms: int | None = None) -> tuple[str, int]:  # fmt: skip
+    """What a warm-incremental move named by the user stops the VM for: the words and the
+    ms (the last round and the cutover, and the rehearsed boot when there is one). Without
+    ``load`` (the VM not measured) only the cutover and the boot are known."""
+    boot = boot_ms or 0
+    booted = (f", then it boots ({boot_ms / 1000:.1f} s in its rehearsal)" if boot_ms
+              else ", then it boots")  # fmt: skip
+    if load is None:
+        return (f"the disks copied while it runs; it stops for the last round of changes "
+                f"(not measured){booted}"), CUTOVER_MS + boot  # fmt: skip
+    inc = predict_incremental(load, copy_rate(p), max_downtime_ms)
+    return (f"its disks ({load.allocated_bytes / MIB:.0f} MiB, written at "
+            f"{load.write_bytes_s / MIB:.1f} MiB/s) copied while it runs in {len(inc.rounds)} "
+            f"rounds; it stops for about {inc.stop_ms / 1000:.1f} s for the last "
+            f"{inc.last.copied_bytes / MIB:.1f} MiB{booted}"), inc.stop_ms + boot  # fmt: skip
+
+
 def with_choice(options: MigrationOptions, choice: StrategyChoice) -> MigrationOptions:
-    """``options`` with the chosen strategy and, when one was chosen, the stream."""
+    """``options`` with the chosen strategy and, when one was chosen, the stream and the
+    disk copy."""
     chosen = replace(options, strategy=Strategy(choice.strategy.value))
+    if choice.copy_storage:
+        chosen = replace(chosen, copy_storage=True)
     if choice.parallel:
         chosen = replace(chosen, parallel=choice.parallel,
                          compression=Compression(choice.compression))  # fmt: skip

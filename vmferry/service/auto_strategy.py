@@ -10,19 +10,36 @@ what it needs from the hosts:
 2. when live is ruled out, the warm check (warm needs the disks shared);
 3. the prediction (the VM measured for about a second: dirty rate, zero pages) against the
    user's maximum downtime.
+
+A VM whose disks only its host sees (live pre-flight says ``storage.not-shared`` and the user
+did not ask for ``--copy-storage``) is chosen for by
+:func:`vmferry.predict.strategy.choose_with_disks`: live with ``--copy-storage`` (checked as
+such), warm-incremental (its own pre-flight: qcow2 disks) or cold, with the disks'
+allocation and the guest's disk write rate (libvirt's block statistics over a second).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from vmferry.assess.stream_features import choose_stream
+from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_stats import rates, read_counters
 from vmferry.engine.live import NoteFn
-from vmferry.errors import VmferryError
+from vmferry.errors import BadInputError, VmferryError
 from vmferry.model.migration import Compression, MigrationOptions, Strategy
-from vmferry.predict.strategy import MoveStrategy, StrategyChoice, choose_strategy
+from vmferry.predict.incremental import DiskLoad
+from vmferry.predict.strategy import (
+    LocalDisks,
+    MoveStrategy,
+    StrategyChoice,
+    choose_strategy,
+    choose_with_disks,
+)
 from vmferry.service.check import CheckReport, check_migration
-from vmferry.service.offline_move import LIVE_ONLY, check_offline
+from vmferry.service.locate import locate
+from vmferry.service.offline_move import LIVE_ONLY, check_offline, copies_for
 from vmferry.service.predict import predict_migration
 from vmferry.service.rehearse import rehearsed_boots
 from vmferry.store.db import open_store
@@ -41,6 +58,9 @@ def choose_move(
                            parallel=options.parallel, compression=options.compression,
                            to_pool=options.to_pool)  # fmt: skip
     blockers = live.blocker_ids
+    if (not options.copy_storage and NOT_SHARED in blockers
+            and all(b == NOT_SHARED or b.startswith(LIVE_ONLY) for b in blockers)):  # fmt: skip
+        return _choose_copying(vm, to, options, note)
     if blockers and not all(b.startswith(LIVE_ONLY) for b in blockers):
         return StrategyChoice(
             MoveStrategy.LIVE,
@@ -73,6 +93,56 @@ def choose_move(
                                      boot_ms=boot_ms)  # fmt: skip
     inputs = report.prediction.inputs
     return _with_stream(choice, live, options, inputs.dirty_rate_bytes_s / inputs.link_bytes_s)
+
+
+NOT_SHARED = "storage.not-shared"  # the live pre-flight's word for disks only the source sees
+
+
+def _choose_copying(vm: str, to: str, options: MigrationOptions, note: NoteFn) -> StrategyChoice:
+    """The choice for a VM whose disks every move copies (see the module's docstring)."""
+    note(f"{vm}'s disks are on its host only: weighing --copy-storage, warm-incremental, cold")
+    copying = check_migration(vm, to, copy_storage=True, tls=options.tls,
+                              parallel=options.parallel, compression=options.compression,
+                              to_pool=options.to_pool)  # fmt: skip
+    offline = check_offline(vm, to, replace(options, strategy=Strategy.WARM_INCREMENTAL))
+    if offline.blocked or offline.facts is None:
+        return StrategyChoice(
+            MoveStrategy.LIVE,
+            "pre-flight blocks any move ("
+            + ", ".join(offline.blocker_ids)
+            + "): nothing to choose",
+            0,
+        )
+    facts = offline.facts
+    incremental_refused = None
+    try:
+        copies = copies_for(facts, qcow2=True)
+    except BadInputError as exc:
+        incremental_refused = exc.message
+        copies = copies_for(facts)  # a disk with no format or pool: refused by the move
+    sizes = {d.target: d.allocation_bytes or d.capacity_bytes or 0 for d in facts.vm.spec.disks}
+    load = DiskLoad(sum(sizes.get(c.target, 0) for c in copies), disk_write_rate(vm))
+    report = predict_migration(vm, to, max_downtime_ms=options.max_downtime_ms,
+                               bandwidth_mib_s=options.bandwidth_mib_s)  # fmt: skip
+    disks = LocalDisks(load, ", ".join(copying.blocker_ids) or None, incremental_refused)
+    boot_ms = rehearsed_boots(open_store()).get(vm)
+    choice = choose_with_disks(report.prediction, disks, options.max_downtime_ms,
+                               boot_ms=boot_ms)  # fmt: skip
+    inputs = report.prediction.inputs
+    return _with_stream(choice, copying, options, inputs.dirty_rate_bytes_s / inputs.link_bytes_s)
+
+
+def disk_write_rate(vm: str, seconds: float = 1.0) -> float:
+    """The bytes/s the guest of running ``vm`` writes to its disks now (libvirt's block
+    statistics, two readings ``seconds`` apart)."""
+    found = locate(vm)
+    with LibvirtHost.connect(found.host.name, found.host.uri) as conn:
+        before = read_counters(conn, [vm], time.monotonic()).get(vm)
+        time.sleep(seconds)
+        after = read_counters(conn, [vm], time.monotonic()).get(vm)
+    if before is None or after is None:
+        raise VmferryError(f"libvirt gave no block statistics for {vm} on {found.host.name}")
+    return float(rates(before, after)["disk_write_bytes_s"] or 0.0)
 
 
 def _with_stream(choice: StrategyChoice, live: CheckReport, options: MigrationOptions,

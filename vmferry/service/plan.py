@@ -15,6 +15,7 @@ Every strategy runs: live and postcopy through the live engine, warm and cold th
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_stats import rates, read_counters
 from vmferry.errors import BadInputError, VmferryError
 from vmferry.model import Host, VmState
 from vmferry.model.migration import Job, JobStatus
@@ -39,12 +41,14 @@ from vmferry.plan import (
     write_gantt,
 )
 from vmferry.plan.schema import VmEntry, vm_max_downtime_ms
+from vmferry.predict.incremental import DiskLoad
 from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInputs, Prediction
 from vmferry.predict.model import predict as predict_model
 from vmferry.predict.strategy import (
     MoveStrategy,
     choose_strategy,
     cold_downtime,
+    incremental_stop,
     warm_downtime_ms,
 )
 from vmferry.service.jobs import cancel_job
@@ -75,6 +79,7 @@ class Measured:
 
     inputs: PredictInputs
     basis: dict[str, str]
+    disks: DiskLoad | None = None  # its disks' allocation and write rate (warm-incremental)
 
 
 MeasureFn = Callable[[PlanSpec, Store], tuple[dict[str, Measured], dict[str, str]]]
@@ -112,6 +117,7 @@ def _measure_one(host: Host, vm: VmEntry, max_downtime_ms: int, store: Store) ->
         record = conn.get_vm(vm.name)
         if record.state is not VmState.RUNNING:
             return f"it is {record.state} on {host.name}, not running"
+        before = read_counters(conn, [vm.name], time.monotonic()).get(vm.name)
         inputs, basis = gather_inputs(
             conn,
             vm.name,
@@ -119,8 +125,14 @@ def _measure_one(host: Host, vm: VmEntry, max_downtime_ms: int, store: Store) ->
             DEFAULT_LINK_BYTES_S,
             max_downtime_ms,
             store=store,
-        )
-    return Measured(inputs, basis)
+        )  # about a second
+        after = read_counters(conn, [vm.name], time.monotonic()).get(vm.name)
+    disks = None
+    if before is not None and after is not None:
+        allocated = sum(d.allocation_bytes or d.capacity_bytes or 0 for d in record.spec.disks
+                        if d.source and not d.removable)  # fmt: skip
+        disks = DiskLoad(allocated, float(rates(before, after)["disk_write_bytes_s"] or 0.0))
+    return Measured(inputs, basis, disks)
 
 
 #: Seconds a migration job spends around QEMU's transfer (pre-flight, the 1 s measurement,
@@ -225,7 +237,11 @@ def _item(
         detail["basis"] = dict(found.basis) if found is not None else {}
     detail.update(_prediction_doc(prediction))
     strategy, reason, downtime = _strategy(
-        vm.strategy or spec.defaults.strategy, prediction, tolerance, boot_ms
+        vm.strategy or spec.defaults.strategy,
+        prediction,
+        tolerance,
+        boot_ms,
+        found.disks if found is not None else None,
     )
     return PlanItem(
         vm=m.vm,
@@ -261,10 +277,14 @@ def _prediction_doc(p: Prediction) -> dict[str, Any]:
     }
 
 
-def _strategy(hint: str, p: Prediction, tolerance: int,
-              boot_ms: int | None = None) -> tuple[str, str, int]:  # fmt: skip
+def _strategy(hint: str, p: Prediction, tolerance: int, boot_ms: int | None = None,
+              disks: DiskLoad | None = None) -> tuple[str, str, int]:  # fmt: skip
     """(strategy, reason, predicted downtime ms) for one VM; ``boot_ms``: its last
-    rehearsal's boot, which a cold move stops it for at least."""
+    rehearsal's boot, which a cold move stops it for at least; ``disks``: its disks as
+    measured (a warm-incremental move's rounds)."""
+    if hint == MoveStrategy.WARM_INCREMENTAL:
+        words, stop_ms = incremental_stop(p, disks, tolerance, boot_ms)
+        return hint, f"set in the plan file (strategy: {hint}); {words}", stop_ms
     if hint == MoveStrategy.COLD and boot_ms is not None:
         cold, booted = cold_downtime(warm_downtime_ms(p), boot_ms)
         return hint, f"set in the plan file (strategy: cold){booted}", cold

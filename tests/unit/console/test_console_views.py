@@ -94,7 +94,7 @@ def test_move_choices_follow_the_role_rules_and_the_project_policy() -> None:
     assert not views.move_choices(Role.PLANNER, None, (), "kvm1", hosts, None).allowed
     operator = views.move_choices(Role.OPERATOR, None, (), "kvm1", hosts, None)
     assert operator.destinations == ("kvm2", "kvm3")
-    assert operator.strategies == ("live", "postcopy", "warm", "cold")
+    assert operator.strategies == ("live", "postcopy", "warm", "cold", "warm-incremental")
     policy = make_policy("web", "cold,live", ["always"])
     mine = views.move_choices(Role.OPERATOR, "web", ("project:web",), "kvm1", hosts, policy)
     assert mine.allowed and mine.strategies == ("live", "cold")

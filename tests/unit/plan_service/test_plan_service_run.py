@@ -15,6 +15,7 @@ from vmferry.errors import BadInputError
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.model.plan_run import ItemStatus, PlanStatus
 from vmferry.plan import PlanSpec
+from vmferry.predict.incremental import DiskLoad, predict_incremental
 from vmferry.predict.model import PredictInputs
 from vmferry.service.lease import process_lease
 from vmferry.service.migrate import MigrateOutcome
@@ -315,3 +316,36 @@ def test_a_rehearsed_boot_sets_a_cold_moves_least_stop(store: Store, tmp_path: P
     other = next(i for i in record.items if i.vm == "other")
     assert other.predicted_downtime_ms == 4417
     assert other.strategy_reason.endswith("its rehearsal booted it in 4.4 s, so at least that")
+
+
+def test_a_warm_incremental_vm_is_predicted_from_its_disks_and_run_so(
+    store: Store, tmp_path: Path
+) -> None:
+    """`strategy: warm-incremental` in the plan file: the measured disks give the rounds and
+    the stop (the last round, not the disk); a VM not measured says so; the run asks the
+    engine for that strategy."""
+
+    def measure(spec: PlanSpec, st: Store) -> tuple[dict[str, Measured], dict[str, str]]:
+        measured, skipped = fake_measure(spec, st)
+        disks = DiskLoad(2048 * MIB, 2 * MIB)  # 2 GiB, written at 2 MiB/s
+        return {**measured, "idle": replace(measured["idle"], disks=disks)}, skipped
+
+    path = tmp_path / "plan.yaml"
+    path.write_text((PLAN % ", strategy: warm-incremental").replace(
+        "{name: idle, source: kvm1, destination: kvm2, memory_mb: 256, vcpus: 1}",
+        "{name: idle, source: kvm1, destination: kvm2, memory_mb: 256, vcpus: 1, "
+        "strategy: warm-incremental}"))  # fmt: skip
+    record = create_plan(path, store=store, measure=measure)
+    items = {i.vm: i for i in record.items}
+    idle, other = items["idle"], items["other"]
+    assert (idle.strategy, other.strategy) == ("warm-incremental", "warm-incremental")
+    assert "2048 MiB, written at 2.0 MiB/s" in idle.strategy_reason
+    link = idle.prediction["inputs"]["link_bytes_s"]  # the schedule's share of the link
+    expected = predict_incremental(DiskLoad(2048 * MIB, 2 * MIB), link * 0.97, 300).stop_ms
+    assert idle.predicted_downtime_ms == expected < 1000
+    assert "not measured" in other.strategy_reason
+    engine = FakeEngine(store)
+    run_plan(record.id, store=store, migrate_fn=engine, poll_s=0.01)
+    asked = {vm: options.strategy for vm, _to, options in engine.calls}
+    assert asked["idle"] is asked["other"] is Strategy.WARM_INCREMENTAL
+    assert asked["busy"] is not Strategy.WARM_INCREMENTAL

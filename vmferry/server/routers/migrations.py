@@ -48,7 +48,7 @@ class MigrationIn(BaseModel):
 
     vm: str = Field(min_length=1, max_length=255)
     to: str = Field(min_length=1, max_length=255)
-    strategy: Literal["live", "postcopy", "warm", "cold", "auto"] = Field(
+    strategy: Literal["live", "postcopy", "warm", "cold", "warm-incremental", "auto"] = Field(
         "live", description="`auto`: vmferry chooses from the pre-flight checks and a "
         "one-second measurement against max_downtime_ms, and records why",
     )  # fmt: skip
