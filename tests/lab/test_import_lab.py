@@ -15,6 +15,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -301,15 +302,21 @@ def _corpus_module() -> ModuleType:
 
 def test_hostile_inputs_are_refused_with_nothing_written(lab: object, tmp_path: Path) -> None:
     """The whole corpus through the real command: exit 2, one error line, no traceback, no
-    file in the pool, no VM on the host."""
+    file in the pool, no VM on the host. Four commands at a time (each is a process that
+    spends most of its time starting Python), as users' scripts may run them."""
     cases = json.loads((HOSTILE / "cases.json").read_text())
     before = sorted(p.name for p in _pool().iterdir())
-    for case in cases:
-        path = HOSTILE / case["file"]
-        if case.get("generated"):
-            path = _corpus_module().build_generated(case["file"], tmp_path)
-        done = _vmferry("import", str(path), "--to", "kvm1", "--storage-pool",
+
+    paths = [_corpus_module().build_generated(c["file"], tmp_path) if c.get("generated")
+             else HOSTILE / c["file"] for c in cases]  # fmt: skip
+
+    def refuse(path: Path) -> subprocess.CompletedProcess[str]:
+        return _vmferry("import", str(path), "--to", "kvm1", "--storage-pool",
                         topo.SHARED_POOL, "--network-map", "*=vmnet")  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(refuse, paths))
+    for case, done in zip(cases, outcomes, strict=True):
         assert done.returncode == 2, (case, done.stderr)
         errors = [ln for ln in done.stderr.splitlines() if ln.startswith("vmferry:")]
         assert len(errors) == 1 and case["refused_because"] in errors[0], (case, done.stderr)
