@@ -254,6 +254,24 @@ def test_ova_imports_boots_and_verifies(
     report, console = _import_and_boot(ova, "kvm2", "imp-ova", cleanup)
     assert report["source_format"] == "ova"
     _check_guest(report, console, digest, addr, mac, raw)
+    # the import is a job; `vmferry rollback` of it removes the VM and its volumes from kvm2
+    job_id = str(report["job_id"])
+    volumes = [Path(str(v)) for v in report["volumes"]]  # type: ignore[attr-defined]
+    assert volumes and all(v.parent == _pool() and v.exists() for v in volumes)
+    shown = json.loads(_vmferry("job", "show", job_id, "--json").stdout)
+    assert (shown["kind"], shown["status"], shown["vm"]) == ("import", "completed", "imp-ova")
+    done = _vmferry("rollback", job_id, "--json")
+    assert done.returncode == 0, done.stderr
+    rolled = json.loads(done.stdout)
+    assert (rolled["status"], rolled["vm"]) == ("rolled-back", "imp-ova"), rolled
+    conn = libvirt.open(host_uri("kvm2"))
+    try:
+        assert "imp-ova" not in [d.name() for d in conn.listAllDomains(0)]
+    finally:
+        conn.close()
+    assert not [v for v in volumes if v.exists()]
+    again = json.loads(_vmferry("rollback", job_id, "--json").stdout)
+    assert again["status"] == "already-rolled-back", again
 
 
 def test_dry_run_and_blocked_import_change_nothing(make_disk: DiskFactory) -> None:

@@ -21,6 +21,7 @@ from vmferry.model.migration import (
 )
 from vmferry.model.vm import Disk, DiskDevice
 from vmferry.service.backup import prune_choice
+from vmferry.service.import_job import end_import_job, import_document, reconcile_import
 from vmferry.service.restore import restored_name
 from vmferry.service.rollback import needs_rollback
 from vmferry.store import Store
@@ -128,7 +129,7 @@ def test_rolling_back_a_job_that_is_not_a_move_or_has_not_ended_is_bad_input(
     job = store.create_job("move-storage", "web1", "kvm1", "kvm1", MigrationOptions())
     result = CliRunner().invoke(build_app("rollback"), ["rollback", job.id, "--json"])
     assert isinstance(result.exception, VmferryError) and result.exception.exit_code == 2
-    assert "is a move-storage job; only moves are rolled back" in str(result.exception)
+    assert "is a move-storage job; only moves and imports are rolled back" in str(result.exception)
     move = store.create_job("migrate", "db1", "kvm1", "kvm2", MigrationOptions())
     result = CliRunner().invoke(build_app("rollback"), ["rollback", move.id])
     assert isinstance(result.exception, VmferryError) and result.exception.exit_code == 2
@@ -140,3 +141,37 @@ def test_a_restored_volume_is_named_for_the_old_file_and_the_job() -> None:
     assert restored_name("/srv/pool/web1-data.qcow2", "vda", "web1", "3f2a9c0e11ab") == (
         "web1-data-restored-3f2a9c0e.qcow2")  # fmt: skip
     assert restored_name("", "vdb", "web1", "3f2a9c0e11ab") == "web1-vdb-restored-3f2a9c0e.qcow2"
+
+
+def test_an_import_that_did_not_complete_or_was_rolled_back_is_left_as_it_is(
+    store: Store, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No host is asked: a failed import left nothing, a rolled-back one has nothing left
+    (kvm9 is not even registered)."""
+    monkeypatch.setenv("VMFERRY_DB", db_url)
+    failed = store.create_job("import", "imp1", "disk.raw", "kvm9", MigrationOptions())
+    store.set_status(failed.id, JobStatus.RUNNING)
+    end_import_job(store, failed.id, None, JobStatus.FAILED, "the copy differs at GiB 0")
+    result = CliRunner().invoke(build_app("rollback"), ["rollback", failed.id, "--json"])
+    assert isinstance(result.exception, VmferryError) and result.exception.exit_code == 2
+    assert "import did not complete (failed): it left nothing" in str(result.exception)
+    done = store.create_job("import", "imp2", "disk.raw", "kvm9", MigrationOptions())
+    store.set_status(done.id, JobStatus.RUNNING)
+    doc = {"vm": "imp2", "destination": "kvm9", "status": "completed", "reason": None,
+           "volumes": ["/p/imp2-disk0.qcow2"]}  # fmt: skip
+    end_import_job(store, done.id, doc, JobStatus.COMPLETED)
+    assert import_document(store.get_job(done.id)) == doc
+    store.add_event(done.id, "rollback", "rolled back", {"status": "completed"})
+    result = CliRunner().invoke(build_app("rollback"), ["rollback", done.id, "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"status": "already-rolled-back"' in result.stdout
+
+
+def test_an_import_whose_process_died_is_failed_on_resume_naming_what_may_be_left(
+    store: Store,
+) -> None:
+    job = store.create_job("import", "imp3", "disk.raw", "kvm2", MigrationOptions())
+    store.set_status(job.id, JobStatus.RUNNING)
+    ended = reconcile_import(store, store.get_job(job.id))
+    assert ended.status is JobStatus.FAILED and ended.reason is not None
+    assert "*.vmferry-part" in ended.reason and "a domain imp3" in ended.reason

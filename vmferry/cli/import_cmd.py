@@ -18,12 +18,15 @@ from vmferry.errors import (
     MigrationFailedError,
     NoRemoteFormError,
     StoppedFollowingError,
+    VmferryError,
 )
-from vmferry.imports.mapping import DISK_BUSES, NIC_MODELS, Choice, ImportOptions
+from vmferry.imports.mapping import DISK_BUSES, NIC_MODELS, Choice, ImportOptions, ImportPlan
 from vmferry.imports.mapping import parse_network_map as _parse_map
 from vmferry.model.migration import JobStatus
 from vmferry.model.source_vm import Firmware
 from vmferry.model.vsphere import VsphereVmRef
+from vmferry.service.import_doc import outcome_json
+from vmferry.service.import_job import end_import_job, make_import_job
 from vmferry.service.import_vm import (
     ImportBlockedError,
     ImportFailedError,
@@ -32,63 +35,12 @@ from vmferry.service.import_vm import (
     import_vm,
 )
 from vmferry.sources import ImageOverrides, Limits
+from vmferry.store.db import open_store
 
 if TYPE_CHECKING:
     from vmferry.client.api import ApiClient
 
 TIB = 2**40
-
-
-def outcome_json(outcome: ImportOutcome) -> dict[str, Any]:
-    """The documented `vmferry import --json` document (docs/json.md#import)."""
-    vm = outcome.vm
-    return {
-        "vm": outcome.plan.name,
-        "source_format": str(vm.source_format),
-        "destination": outcome.destination,
-        "status": outcome.status,
-        "reason": outcome.reason,
-        "findings": [
-            {
-                "id": f.id,
-                "severity": str(f.severity),
-                "message": f.message,
-                "remediation": f.remediation,
-            }
-            for f in outcome.findings
-        ],
-        "spec": {
-            "vcpus": vm.vcpus,
-            "sockets": vm.sockets,
-            "cores": vm.cores,
-            "memory_mb": vm.memory_mb,
-            "firmware": str(vm.firmware),
-            "secure_boot": vm.secure_boot,
-            "guest_os": vm.guest_os.family,
-            "guest_os_id": vm.guest_os.id,
-            "disks": [
-                {
-                    "capacity_bytes": d.capacity_bytes,
-                    "format": str(d.format),
-                    "bus": d.bus,
-                    "source": d.path,
-                }
-                for d in vm.disks
-            ],
-            "nics": [{"mac": n.mac, "model": n.model, "network": n.network} for n in vm.nics],
-        },
-        "domain_xml": outcome.domain_xml,
-        "disks": [
-            {
-                "volume": d.volume,
-                "bytes_written": d.bytes_written,
-                "checksum_match": d.checksum_match,
-            }
-            for d in outcome.disks
-        ],
-        "started": outcome.started,
-        "phases_ms": outcome.phases_ms,
-    }
 
 
 def _findings_table(doc: dict[str, Any]) -> Table:
@@ -294,15 +246,49 @@ def import_command(
             tasks[index] = progress.add_task(f"disk {index}", total=100)
         progress.update(tasks[index], completed=percent)
 
+    made: list[str] = []  # the import's job, once it begins (nothing is made for bad input)
+
+    def begin(plan: ImportPlan) -> None:
+        made.append(_job(request, plan.name))
+
+    def job() -> str | None:
+        return made[0] if made else None
+
     try:
-        outcome = import_vm(request, note=note, on_disk_progress=on_disk)
+        outcome = import_vm(request, note=note, on_disk_progress=on_disk, on_begin=begin)
     except (ImportBlockedError, ImportFailedError) as exc:
         _stop(progress, tasks)
-        _report(exc.outcome, json_out, show_xml=False)
+        _ended(job(), outcome_json(exc.outcome), JobStatus.FAILED, exc.outcome.reason)
+        _report(exc.outcome, json_out, show_xml=False, job_id=job())
+        raise
+    except KeyboardInterrupt:
+        _ended(job(), None, JobStatus.CANCELLED, "interrupted (Ctrl-C)")
+        raise
+    except VmferryError as exc:
+        _ended(job(), None, JobStatus.FAILED, exc.message.splitlines()[0])
+        raise
+    except BaseException as exc:
+        _ended(job(), None, JobStatus.FAILED, f"internal error: {type(exc).__name__}")
         raise
     finally:
         _stop(progress, tasks)
-    _report(outcome, json_out, show_xml=dry_run)
+    _ended(job(), outcome_json(outcome), JobStatus.COMPLETED)
+    _report(outcome, json_out, show_xml=dry_run, job_id=job())
+
+
+def _job(request: ImportRequest, name: str) -> str:
+    """The import's job in the store (`vmferry jobs`; `vmferry rollback` reads it back),
+    made when the import begins to change things."""
+    store = open_store()
+    job_id = make_import_job(store, request, name)
+    store.set_status(job_id, JobStatus.RUNNING)
+    return job_id
+
+
+def _ended(job_id: str | None, doc: dict[str, Any] | None, status: JobStatus,
+           reason: str | None = None) -> None:  # fmt: skip
+    if job_id is not None:
+        end_import_job(open_store(), job_id, doc, status, reason)
 
 
 def _vsphere_ref(text: str, force: bool, rollback: bool, connections: int) -> VsphereVmRef:
@@ -324,8 +310,12 @@ def _stop(progress: Progress, tasks: dict[int, TaskID]) -> None:
         progress.stop()
 
 
-def _report(outcome: ImportOutcome, json_out: bool, *, show_xml: bool) -> None:
-    _report_doc(outcome_json(outcome), outcome.plan.pool, json_out, show_xml=show_xml)
+def _report(outcome: ImportOutcome, json_out: bool, *, show_xml: bool,
+            job_id: str | None = None) -> None:  # fmt: skip
+    doc = outcome_json(outcome)
+    if job_id is not None:
+        doc["job_id"] = job_id
+    _report_doc(doc, outcome.plan.pool, json_out, show_xml=show_xml)
 
 
 def _report_doc(doc: dict[str, Any], pool: str, json_out: bool, *, show_xml: bool) -> None:
@@ -373,7 +363,7 @@ def import_remote(api: ApiClient, body: dict[str, object], json_out: bool) -> No
         dict(e.data) for e in follower.events if e.kind == "import" and "status" in e.data
     ]
     if docs:
-        _report_doc(docs[-1], pool, json_out, show_xml=False)
+        _report_doc({**docs[-1], "job_id": started.id}, pool, json_out, show_xml=False)
     name = docs[-1]["vm"] if docs else job.vm
     if job.status is JobStatus.COMPLETED:
         return

@@ -1,4 +1,5 @@
-"""`vmferry rollback JOB`: a move undone, the VM moved back to where it was (docs/storage.md)."""
+"""`vmferry rollback JOB`: a move undone, the VM moved back to where it was; an import
+undone, the imported VM removed (docs/storage.md)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from vmferry.service.rollback import roll_back
 
 
 def rollback(
-    job: str = typer.Argument(..., help="The move's job id (`vmferry jobs`)."),
+    job: str = typer.Argument(..., help="The move's or the import's job id (`vmferry jobs`)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Move the job's VM back live to the job's source. Again on a job rolled back already:
-    nothing changes. Exit 4 when the move back did not complete.
+    """Move the job's VM back live to the job's source (a warm or cold move with a kept
+    backup: restored there from it); an import job: the imported VM powered off, undefined
+    and its volumes removed. Again on a job rolled back already: nothing changes. Exit 4
+    when the rollback did not complete.
 
     JSON: {"job_id", "vm", "source", "status": "rolled-back|already-rolled-back|failed",
     "rollback_job_id", "reason"}."""
@@ -23,8 +26,9 @@ def rollback(
         print_json(outcome)
     elif outcome.status == "already-rolled-back":
         console.print(f"nothing to do: {outcome.reason}")
-    else:
-        console.print(f"job {job}: {outcome.vm} {outcome.status} to {outcome.source} by job "
-                      f"{outcome.rollback_job_id}")  # fmt: skip
+    else:  # a move back names its job; a restore or an import's removal said what it did
+        by = (f" to {outcome.source} by job {outcome.rollback_job_id}"
+              if outcome.rollback_job_id else "")  # fmt: skip
+        console.print(f"job {job}: {outcome.vm} {outcome.status}{by}")
     if outcome.status == "failed":
         raise MigrationFailedError(f"the rollback of job {job} failed: {outcome.reason}")

@@ -59,6 +59,7 @@ ProgressFn = Callable[[float], None]
 CopyResult = verified_copy.CopyResult
 # one disk of the plan into the new qcow2 ``part``: the source read once and digested
 CopyFn = Callable[[PlannedDisk, Path, ProgressFn], verified_copy.CopyResult]
+BeginFn = Callable[[ImportPlan], None]  # the import is about to change things
 PART_SUFFIX = ".vmferry-part"
 
 
@@ -86,6 +87,7 @@ class ImportOutcome:
     disks: tuple[DiskOutcome, ...] = ()
     started: bool = False
     phases_ms: dict[str, int] = field(default_factory=dict)  # read, convert, copy, verify, define
+    volumes: tuple[str, ...] = ()  # the volumes it made (paths on the host), once defined
 
 
 @dataclass(frozen=True)
@@ -129,18 +131,21 @@ def import_vm(
     *,
     note: NoteFn = _quiet,
     on_disk_progress: DiskProgressFn = _quiet,
+    on_begin: BeginFn | None = None,
 ) -> ImportOutcome:
     """Import ``request.source`` onto the registered host ``request.to``.
 
     Raises BadInputError (exit 2) for bad input, BlockedError (exit 3) when a finding
     blocks (the outcome is on the exception's ``outcome``), and VmferryError when a step
-    fails; in every failure nothing is left on the destination.
+    fails; in every failure nothing is left on the destination. ``on_begin`` is called with
+    the plan once the source is read, nothing blocks and it is no dry run: just before the
+    import changes anything (a caller makes its job there).
     """
     open_store().get_host(request.to)  # an unknown host is bad input before any reading
     if isinstance(request.source, VsphereVmRef):
         from vmferry.service.vsphere_import import import_from_vsphere
 
-        return import_from_vsphere(request, request.source, note, on_disk_progress)
+        return import_from_vsphere(request, request.source, note, on_disk_progress, on_begin)
     source = request.source
     if not source.exists():
         raise BadInputError(f"{source}: no such file")
@@ -152,7 +157,7 @@ def import_vm(
         clock.lap("read")
         return import_source(
             request, vm, _file_copier(request), workdir=workdir, clock=clock, note=note,
-            on_disk_progress=on_disk_progress,
+            on_disk_progress=on_disk_progress, on_begin=on_begin,
         )  # fmt: skip
 
 
@@ -167,6 +172,7 @@ def import_source(
     on_disk_progress: DiskProgressFn = _quiet,
     source_findings: tuple[Finding, ...] = (),
     before_copy: Callable[[], None] | None = None,
+    on_begin: BeginFn | None = None,
 ) -> ImportOutcome:
     """Steps 2 to 5 for a source read into ``vm``: ``source_findings`` join the import's
     own; ``before_copy`` runs once nothing blocks and it is no dry run (a vSphere VM is
@@ -195,6 +201,8 @@ def import_source(
             raise ImportBlockedError(
                 replace(outcome, status="failed", reason=f"blocked by checks: {ids}")
             )
+        if on_begin is not None:
+            on_begin(plan)
         if before_copy is not None:
             before_copy()
             clock.lap("stop")
@@ -323,7 +331,7 @@ def _run(
         started = True
         clock.lap("start")
     return replace(outcome, status="completed", disks=tuple(results), started=started,
-                   phases_ms=clock.phases)  # fmt: skip
+                   phases_ms=clock.phases, volumes=tuple(str(p) for p in final))  # fmt: skip
 
 
 def _copy_disk(

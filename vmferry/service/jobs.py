@@ -99,6 +99,10 @@ def reconcile_job(job_id: str, *, wait_s: float = 60, poll_s: float = POLL_S) ->
             from vmferry.service.ha import reconcile_restart
 
             return reconcile_restart(store, job)
+        if job.kind == "import":  # no migration to find: say what may be left
+            from vmferry.service.import_job import reconcile_import
+
+            return reconcile_import(store, job)
         if job.kind == "rehearse":  # a throw-away copy: remove what it made
             from vmferry.service.rehearse import reconcile_rehearsal
 

@@ -7,7 +7,8 @@ the first job records it (a ``rollback`` event naming the new job). Rolling back
 changes nothing more: a job whose rollback completed, or whose VM already runs on its
 source, is left as it is. A warm or cold move with a kept ``--backup`` is undone from that
 backup instead (:mod:`vmferry.service.restore`): the VM back on the source as the backup
-took it, nothing moved back over the network.
+took it, nothing moved back over the network. An import job is undone by removing the
+imported VM and its volumes (:mod:`vmferry.service.import_rollback`).
 """
 
 from __future__ import annotations
@@ -57,8 +58,13 @@ def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None)
 
     store = store or open_store()
     job = store.get_job(job_id)
+    if job.kind == "import":  # the imported VM removed from its host
+        from vmferry.service.import_rollback import roll_back_import
+
+        return roll_back_import(store, job, note)
     if job.kind != "migrate":
-        raise BadInputError(f"job {job_id} is a {job.kind} job; only moves are rolled back")
+        raise BadInputError(f"job {job_id} is a {job.kind} job; only moves and imports are "
+                            "rolled back")  # fmt: skip
     if not job.status.finished:
         raise BadInputError(f"job {job_id} has not ended ({job.status}); wait for it or "
                             f"`vmferry job cancel {job_id}`")  # fmt: skip

@@ -43,6 +43,7 @@ def import_from_vsphere(
     ref: VsphereVmRef,
     note: core.NoteFn,
     on_disk_progress: core.DiskProgressFn,
+    on_begin: core.BeginFn | None = None,
 ) -> core.ImportOutcome:
     """Import the vSphere VM ``ref`` as ``request`` says (see the module)."""
     if ref.connections < 1 or ref.connections > 32:
@@ -82,7 +83,7 @@ def import_from_vsphere(
                 return core.import_source(
                     request, vm, copy, workdir=workdir, clock=clock, note=note,
                     on_disk_progress=on_disk_progress, source_findings=tuple(findings),
-                    before_copy=stopper.stop,
+                    before_copy=stopper.stop, on_begin=on_begin,
                 )  # fmt: skip
             except core.ImportFailedError as exc:
                 if not (stopper.stopped and ref.rollback):

@@ -15,7 +15,7 @@ from typing import Any
 from vmferry.errors import BadInputError, HostUnreachableError, InUseError, NotFoundError
 from vmferry.imports.domain_xml import render_domain_xml
 from vmferry.imports.findings import evaluate
-from vmferry.imports.mapping import plan_import
+from vmferry.imports.mapping import ImportPlan, plan_import
 from vmferry.model import Finding, VmRecord, VmState, is_blocked
 from vmferry.model.finding import Severity
 from vmferry.model.import_target import DestinationFacts, PoolFacts
@@ -188,6 +188,7 @@ class FakeActions:
     def import_vm(
         self, request: ImportRequest, *, note: Callable[[str], None],
         on_disk_progress: Callable[[int, float], None],
+        on_begin: Callable[[ImportPlan], None] | None = None,
     ) -> ImportOutcome:  # fmt: skip
         """The real source parser and import planning (pure) against a made-up destination;
         no disk is copied, nothing is defined."""
@@ -204,6 +205,8 @@ class FakeActions:
                                 render_domain_xml(plan))  # fmt: skip
         if request.dry_run:
             return outcome
+        if on_begin is not None:
+            on_begin(plan)
         note(f"reading {request.source.name}")
         for percent in (0.0, 50.0):
             on_disk_progress(0, percent)
@@ -212,7 +215,8 @@ class FakeActions:
         on_disk_progress(0, 100.0)
         disks = tuple(DiskOutcome(d.volume, 4096, True) for d in plan.disks)
         return ImportOutcome(vm, host.name, "completed", None, findings, plan, outcome.domain_xml,
-                             disks, phases_ms={"copy": 1})  # fmt: skip
+                             disks, phases_ms={"copy": 1},
+                             volumes=tuple(f"/nowhere/{d.volume}" for d in plan.disks))  # fmt: skip
 
     def resume(self, job_id: str) -> Job:
         self.resumed.append(job_id)

@@ -33,7 +33,7 @@ from procrastinate.types import JSONValue
 from vmferry.errors import VmferryError
 from vmferry.imports.mapping import Choice, ImportOptions, parse_network_map
 from vmferry.model.account import User
-from vmferry.model.migration import JobStatus, MigrationOptions
+from vmferry.model.migration import JobStatus
 from vmferry.model.source_vm import Firmware
 from vmferry.server.actions import Services, is_inside, services_of, start_in_thread
 from vmferry.server.auth import CurrentUser, names, require
@@ -43,10 +43,11 @@ from vmferry.server.moves import QueuedMoves
 from vmferry.server.roles import Action
 from vmferry.server.routers.jobs import job_json
 from vmferry.server.schemas import ImportIn, JobOut, Problem, ValidationProblem
+from vmferry.service.import_doc import outcome_json
+from vmferry.service.import_job import end_import_job, make_import_job
 from vmferry.service.import_vm import (
     ImportBlockedError,
     ImportFailedError,
-    ImportOutcome,
     ImportRequest,
 )
 from vmferry.service.lease import process_lease
@@ -68,59 +69,6 @@ _NOT_FILES = frozenset({"cdrom-raw", "atapi-cdrom"})  # the host's drive, not a 
 
 class _Cancelled(VmferryError):
     """A cancel asked for through the API stopped the import."""
-
-
-def outcome_json(outcome: ImportOutcome) -> dict[str, Any]:
-    """The `vmferry import --json` document (docs/json.md#import; cli/import_cmd.py prints
-    the same)."""
-    vm = outcome.vm
-    return {
-        "vm": outcome.plan.name,
-        "source_format": str(vm.source_format),
-        "destination": outcome.destination,
-        "status": outcome.status,
-        "reason": outcome.reason,
-        "findings": [
-            {
-                "id": f.id,
-                "severity": str(f.severity),
-                "message": f.message,
-                "remediation": f.remediation,
-            }
-            for f in outcome.findings
-        ],
-        "spec": {
-            "vcpus": vm.vcpus,
-            "sockets": vm.sockets,
-            "cores": vm.cores,
-            "memory_mb": vm.memory_mb,
-            "firmware": str(vm.firmware),
-            "secure_boot": vm.secure_boot,
-            "guest_os": vm.guest_os.family,
-            "guest_os_id": vm.guest_os.id,
-            "disks": [
-                {
-                    "capacity_bytes": d.capacity_bytes,
-                    "format": str(d.format),
-                    "bus": d.bus,
-                    "source": d.path,
-                }
-                for d in vm.disks
-            ],
-            "nics": [{"mac": n.mac, "model": n.model, "network": n.network} for n in vm.nics],
-        },
-        "domain_xml": outcome.domain_xml,
-        "disks": [
-            {
-                "volume": d.volume,
-                "bytes_written": d.bytes_written,
-                "checksum_match": d.checksum_match,
-            }
-            for d in outcome.disks
-        ],
-        "started": outcome.started,
-        "phases_ms": outcome.phases_ms,
-    }
 
 
 def _refuse(request: Request, reason: str) -> Refused:
@@ -243,15 +191,7 @@ def _quiet_progress(_index: int, _percent: float) -> None:
 def _made(request: ImportRequest, name: str, user: User, store: Store) -> str:
     """The import's job, pending, owned by this server's lease (one unfinished job per VM
     name: a second is refused, 409)."""
-    source = request.source
-    label = source.name if isinstance(source, Path) else str(source)
-    job = store.create_job("import", name, label[:255], request.to,
-                           MigrationOptions())  # fmt: skip
-    store.set_owner(job.id, process_lease(store))
-    store.add_event(job.id, "import", f"import {request.source} -> {request.to} by {user.name}",
-                    {"source": str(request.source), "to": request.to, "name": name,
-                     "start": request.start})  # fmt: skip
-    return job.id
+    return make_import_job(store, request, name, by=user.name)
 
 
 def _queue(body: ImportIn, request: ImportRequest, name: str, user: User, store: Store,
@@ -326,11 +266,10 @@ def _run(job_id: str, request: ImportRequest, store: Store, services: Services) 
     try:
         outcome = services.import_vm(request, note=note, on_disk_progress=progress)
     except (ImportBlockedError, ImportFailedError) as exc:
-        doc = outcome_json(exc.outcome)
         cancelled = isinstance(exc.__cause__, _Cancelled)
-        store.add_event(job_id, "import", f"import {doc['status']}: {doc['reason']}", doc)
-        store.set_status(job_id, JobStatus.CANCELLED if cancelled else JobStatus.FAILED,
-                         exc.outcome.reason)  # fmt: skip
+        end_import_job(store, job_id, outcome_json(exc.outcome),
+                       JobStatus.CANCELLED if cancelled else JobStatus.FAILED,
+                       exc.outcome.reason)  # fmt: skip
         return
     except _Cancelled as exc:
         store.set_status(job_id, JobStatus.CANCELLED, exc.message)
@@ -341,7 +280,4 @@ def _run(job_id: str, request: ImportRequest, store: Store, services: Services) 
     except Exception as exc:  # recorded in the job, never lost with the thread
         store.set_status(job_id, JobStatus.FAILED, f"internal error: {type(exc).__name__}")
         raise
-    doc = outcome_json(outcome)
-    store.add_event(job_id, "import", f"import {outcome.status}: {outcome.plan.name} on "
-                    f"{outcome.destination}", doc)  # fmt: skip
-    store.set_status(job_id, JobStatus.COMPLETED)
+    end_import_job(store, job_id, outcome_json(outcome), JobStatus.COMPLETED)
