@@ -219,6 +219,11 @@ def test_a_local_disk_moves_with_copy_storage_and_every_write_arrives(
         "checks": [f"vda on kvm2: {path}", "capacity 16 MiB as on kvm1",
                    "format qcow2 as on kvm1"], "source_removed": True}]  # fmt: skip
     assert not images["kvm1"].exists() and images["kvm2"].exists()
+    # the disks' copy is in the move's progress beside the memory's (libvirt's job stats)
+    samples = [e.data for e in open_store().get_job(result["job_id"]).events
+               if e.kind == "progress" and "disk_total_bytes" in e.data]  # fmt: skip
+    print("disk progress:", [(s["disk_processed_bytes"], s["disk_total_bytes"]) for s in samples])
+    assert any(s["disk_total_bytes"] >= 16 * 2**20 for s in samples), samples
 
     # back to kvm1, the disk into the shared pool this time (--to-pool), still writing
     shared = shared_pool_dir() / f"{name}-data.qcow2"

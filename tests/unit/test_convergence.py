@@ -236,3 +236,46 @@ def test_a_cap_that_would_not_bite_is_not_set() -> None:
     # the guest uses little CPU: capping at 90%+ would change nothing
     plan = plan_vcpu_cap(512 * MIB, 150 * MIB, 1.0, 200 * MIB, PolicyConfig(), target_ratio=0.9)
     assert plan.percent is None and "would change nothing" in plan.reason
+
+
+def disks(t_s: float, processed_mib: float, remaining_mib: float,
+          bps_mib: float = 40.0) -> ProgressSample:  # fmt: skip
+    """--copy-storage before memory moves: the disks' mirror copies, memory counters 0."""
+    return ProgressSample(
+        elapsed_ms=round(t_s * 1000), iteration=0, memory_total_bytes=512 * MIB,
+        memory_processed_bytes=0, memory_remaining_bytes=0, dirty_rate_bytes_s=0,
+        throughput_bytes_s=0, disk_total_bytes=round((processed_mib + remaining_mib) * MIB),
+        disk_processed_bytes=round(processed_mib * MIB),
+        disk_remaining_bytes=round(remaining_mib * MIB),
+        disk_throughput_bytes_s=round(bps_mib * MIB),
+    )  # fmt: skip
+
+
+def test_a_long_disk_copy_is_progress_not_a_stream_that_did_not_start() -> None:
+    """A 4 GiB disk at 40 MiB/s takes 100 s before memory moves: never aborted as a stream
+    that did not start (the start-up's 60 s) nor as one that stalled."""
+    copy = [disks(t, 40 * t, 4096 - 40 * t) for t in range(1, 100, 2)]
+    state, decisions = run(copy, PolicyConfig(stall_timeout_s=10, start_timeout_s=60))
+    assert not state.aborted
+    assert EscalationStep.ABORT not in [s for s, _ in steps(decisions)]
+
+
+def test_a_disk_copy_the_guest_outwrites_is_aborted_with_what_to_do() -> None:
+    """Data moves but what is left does not shrink over the window: the guest writes its
+    disks as fast as the copy goes; the move would wait for its timeout."""
+    chasing = [disks(t, 40 * t, 900 - 2 * t) for t in range(1, 40)]  # shrinks 2 MiB/s
+    state, decisions = run(chasing, PolicyConfig(mirror_window_s=30))
+    aborts = [e for d in decisions for e in d.escalations if e.step is EscalationStep.ABORT]
+    assert state.aborted and len(aborts) == 1
+    assert "the disks' copy does not catch up: 838 MiB left, 898 MiB 30 s ago" in aborts[0].reason
+    assert "--strategy warm-incremental" in aborts[0].reason
+    catching_up = [disks(t, 40 * t, 900 - 20 * t) for t in range(1, 40)]
+    state, _ = run(catching_up, PolicyConfig(mirror_window_s=30))
+    assert not state.aborted
+
+
+def test_a_frozen_disk_copy_is_a_stalled_stream_named_as_such() -> None:
+    frozen = [disks(1, 40, 500), disks(2, 80, 460), disks(8, 80, 460), disks(13, 80, 460)]
+    state, decisions = run(frozen, PolicyConfig(stall_timeout_s=10))
+    aborts = [e for d in decisions for e in d.escalations if e.step is EscalationStep.ABORT]
+    assert state.aborted and "the disks' copy stalled: no data moved for 11 s" in aborts[0].reason

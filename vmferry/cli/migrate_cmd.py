@@ -69,6 +69,10 @@ def progress_table(sample: ProgressSample, state: PolicyState) -> Table:
     eta = f"{left / rate:.1f} s (this pass)" if rate > 0 else "-"
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("elapsed", f"{sample.elapsed_ms / 1000:.1f} s")
+    if sample.disk_total_bytes:  # --copy-storage: the disks go first, then memory
+        table.add_row("disks", f"{sample.disk_processed_bytes / MIB:.0f} MiB sent, "
+                      f"{sample.disk_remaining_bytes / MIB:.0f} MiB left, at "
+                      f"{sample.disk_throughput_bytes_s / MIB:.1f} MiB/s")  # fmt: skip
     table.add_row("memory", f"{done:.0f} MiB sent, {left:.0f} MiB left of "
                   f"{sample.memory_total_bytes / MIB:.0f} MiB")  # fmt: skip
     table.add_row("pass", str(sample.iteration))

@@ -125,6 +125,9 @@ def sample_from_stats(stats: dict[str, Any], postcopy: bool) -> ProgressSample:
         throttle_pct=num("auto_converge_throttle"),
         postcopy=postcopy,
         disk_remaining_bytes=num("disk_remaining"),
+        disk_total_bytes=num("disk_total"),
+        disk_processed_bytes=num("disk_processed"),
+        disk_throughput_bytes_s=num("disk_bps"),
     )
 
 

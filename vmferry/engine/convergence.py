@@ -55,6 +55,8 @@ class PolicyConfig:
     # libvirt's job statistics did not answer for this long: decide blind, abort (the engine,
     # not this policy, acts on it: there are no samples to decide on)
     silence_timeout_s: float = 30.0
+    # --copy-storage: what is left of the disks' copy must shrink over this many seconds
+    mirror_window_s: float = 30.0
     # QEMU's limit covers the last RAM only; pausing, device state and the destination's
     # resume add to it (about 60-90 ms measured in the lab), so the policy keeps QEMU's limit
     # that far below the user's maximum, and the real downtime within it.
@@ -128,11 +130,12 @@ def predict_converge_seconds(
 
 
 def seconds_without_progress(samples: Sequence[ProgressSample]) -> float:
-    """How long the processed-bytes counter has not moved, up to the last sample."""
+    """How long the processed-bytes counters (memory and disks) have not moved, up to the
+    last sample."""
     now = samples[-1]
     since = now.elapsed_ms
     for sample in reversed(samples):
-        if sample.memory_processed_bytes != now.memory_processed_bytes:
+        if sample.moved_bytes != now.moved_bytes:
             break
         since = sample.elapsed_ms
     return (now.elapsed_ms - since) / 1000
@@ -145,16 +148,45 @@ def dead_stream(samples: Sequence[ProgressSample], config: PolicyConfig) -> str 
     ``stall_timeout_s``. The reason says where the stream stopped."""
     now = samples[-1]
     idle_s = seconds_without_progress(samples)
-    if now.memory_processed_bytes == 0:
+    if now.moved_bytes == 0:
         if idle_s < config.start_timeout_s:
             return None
         return f"the migration stream did not start: no data moved in {idle_s:.0f} s"
     if idle_s < config.stall_timeout_s:
         return None
     mib = 2**20
+    if now.copying_disks:
+        return (f"the disks' copy stalled: no data moved for {idle_s:.0f} s "
+                f"({now.disk_processed_bytes / mib:.0f} MiB sent, "
+                f"{now.disk_remaining_bytes / mib:.0f} MiB left)")  # fmt: skip
     return (f"the migration stream stalled: no data moved for {idle_s:.0f} s (pass "
             f"{now.iteration}, {now.memory_processed_bytes / mib:.0f} MiB sent, "
             f"{now.memory_remaining_bytes / mib:.0f} MiB left)")  # fmt: skip
+
+
+def mirror_behind(samples: Sequence[ProgressSample], config: PolicyConfig) -> str | None:
+    """Why the disks' copy (``--copy-storage``, before memory moves) will not catch up, or
+    None: it moves data, yet what is left of it is not below ``shrink_factor`` of what was
+    left ``mirror_window_s`` ago (the guest writes its disks about as fast as the copy goes,
+    or faster). libvirt moves memory only once the disks are in sync, so such a move would
+    wait for the timeout."""
+    now = samples[-1]
+    if not now.copying_disks or now.disk_remaining_bytes == 0:
+        return None
+    cutoff = now.elapsed_ms - config.mirror_window_s * 1000
+    earlier = [s for s in samples if s.copying_disks and s.elapsed_ms <= cutoff]
+    then = earlier[-1] if earlier else None
+    if then is None or then.disk_processed_bytes == 0:
+        return None  # not copying for a whole window yet
+    if now.disk_remaining_bytes < config.shrink_factor * then.disk_remaining_bytes:
+        return None
+    mib = 2**20
+    ago = (now.elapsed_ms - then.elapsed_ms) / 1000
+    return (f"the disks' copy does not catch up: {now.disk_remaining_bytes / mib:.0f} MiB left, "
+            f"{then.disk_remaining_bytes / mib:.0f} MiB {ago:.0f} s ago, copying at "
+            f"{now.disk_throughput_bytes_s / mib:.1f} MiB/s: the guest writes "
+            "its disks as fast as that; move it with --strategy warm-incremental (it stops for "
+            "the last changes) or cold")  # fmt: skip
 
 
 def stalled(sizes: Sequence[tuple[int, int]], k: int, shrink_factor: float) -> bool:
@@ -173,7 +205,7 @@ def decide(samples: Sequence[ProgressSample], state: PolicyState, config: Policy
         abort = Escalation(now.elapsed_ms, EscalationStep.ABORT, None,
                            f"no convergence within the {config.timeout_s:g} s timeout")  # fmt: skip
         return Decision(replace(state, aborted=True), (abort,))
-    why = dead_stream(samples, config)
+    why = dead_stream(samples, config) or mirror_behind(samples, config)
     if why is not None:
         abort = Escalation(now.elapsed_ms, EscalationStep.ABORT, None, why)
         return Decision(replace(state, aborted=True), (abort,))

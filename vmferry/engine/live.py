@@ -112,6 +112,10 @@ def _worth_recording(sample: ProgressSample, before: list[ProgressSample],
     """Whether ``sample`` goes into the job's events (the console's chart): the first of
     each pass, or a second after the last one recorded; not libvirt's first answer before
     the copy began (pass 0, nothing remaining yet)."""
+    if sample.copying_disks:  # --copy-storage: the disks first, a sample a second
+        return sample.disk_processed_bytes > 0 and (
+            not before or time.monotonic() - recorded_at >= SAMPLE_EVERY_S
+        )
     if sample.iteration == 0 and sample.memory_remaining_bytes == 0:
         return False
     new_pass = not before or before[-1].iteration != sample.iteration
@@ -126,11 +130,18 @@ def _sample_data(sample: ProgressSample) -> dict[str, object]:
             "throughput_bytes_s": sample.throughput_bytes_s,
             "expected_downtime_ms": sample.expected_downtime_ms,
             "throttle_pct": sample.throttle_pct, "postcopy": sample.postcopy,
-            "disk_remaining_bytes": sample.disk_remaining_bytes}  # fmt: skip
+            "disk_remaining_bytes": sample.disk_remaining_bytes,
+            "disk_total_bytes": sample.disk_total_bytes,
+            "disk_processed_bytes": sample.disk_processed_bytes,
+            "disk_throughput_bytes_s": sample.disk_throughput_bytes_s}  # fmt: skip
 
 
 def _describe_sample(sample: ProgressSample) -> str:
     mib = 2**20
+    if sample.copying_disks:
+        return (f"disks: {sample.disk_processed_bytes / mib:.0f} MiB sent, "
+                f"{sample.disk_remaining_bytes / mib:.0f} MiB left, at "
+                f"{sample.disk_throughput_bytes_s / mib:.1f} MiB/s (memory follows)")  # fmt: skip
     return (f"pass {sample.iteration}: {sample.memory_remaining_bytes / mib:.0f} MiB left, "
             f"dirty {sample.dirty_rate_bytes_s / mib:.1f} MiB/s, sent at "
             f"{sample.throughput_bytes_s / mib:.1f} MiB/s")  # fmt: skip

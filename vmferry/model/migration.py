@@ -116,6 +116,21 @@ class ProgressSample:
     throttle_pct: int = 0
     postcopy: bool = False
     disk_remaining_bytes: int = 0
+    # --copy-storage: the disks' mirror (libvirt copies them before memory: until they are
+    # in sync the memory counters stay at 0)
+    disk_total_bytes: int = 0
+    disk_processed_bytes: int = 0
+    disk_throughput_bytes_s: int = 0
+
+    @property
+    def copying_disks(self) -> bool:
+        """The disks' mirror runs and memory has not begun to move."""
+        return self.disk_total_bytes > 0 and self.memory_processed_bytes == 0
+
+    @property
+    def moved_bytes(self) -> int:
+        """Memory and disk data sent so far."""
+        return self.memory_processed_bytes + self.disk_processed_bytes
 
 
 class EscalationStep(enum.StrEnum):
