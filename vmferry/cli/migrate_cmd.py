@@ -70,9 +70,10 @@ def progress_table(sample: ProgressSample, state: PolicyState) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("elapsed", f"{sample.elapsed_ms / 1000:.1f} s")
     if sample.disk_total_bytes:  # --copy-storage: the disks go first, then memory
+        rate = sample.disk_throughput_bytes_s  # libvirt leaves it 0 for a migration's mirror
         table.add_row("disks", f"{sample.disk_processed_bytes / MIB:.0f} MiB sent, "
-                      f"{sample.disk_remaining_bytes / MIB:.0f} MiB left, at "
-                      f"{sample.disk_throughput_bytes_s / MIB:.1f} MiB/s")  # fmt: skip
+                      f"{sample.disk_remaining_bytes / MIB:.0f} MiB left"
+                      + (f", at {rate / MIB:.1f} MiB/s" if rate else ""))  # fmt: skip
     table.add_row("memory", f"{done:.0f} MiB sent, {left:.0f} MiB left of "
                   f"{sample.memory_total_bytes / MIB:.0f} MiB")  # fmt: skip
     table.add_row("pass", str(sample.iteration))

@@ -182,9 +182,10 @@ def mirror_behind(samples: Sequence[ProgressSample], config: PolicyConfig) -> st
         return None
     mib = 2**20
     ago = (now.elapsed_ms - then.elapsed_ms) / 1000
+    rate = (now.disk_processed_bytes - then.disk_processed_bytes) / ago  # libvirt gives no bps
     return (f"the disks' copy does not catch up: {now.disk_remaining_bytes / mib:.0f} MiB left, "
             f"{then.disk_remaining_bytes / mib:.0f} MiB {ago:.0f} s ago, copying at "
-            f"{now.disk_throughput_bytes_s / mib:.1f} MiB/s: the guest writes "
+            f"{rate / mib:.1f} MiB/s: the guest writes "
             "its disks as fast as that; move it with --strategy warm-incremental (it stops for "
             "the last changes) or cold")  # fmt: skip
 

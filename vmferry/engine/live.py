@@ -139,9 +139,12 @@ def _sample_data(sample: ProgressSample) -> dict[str, object]:
 def _describe_sample(sample: ProgressSample) -> str:
     mib = 2**20
     if sample.copying_disks:
-        return (f"disks: {sample.disk_processed_bytes / mib:.0f} MiB sent, "
-                f"{sample.disk_remaining_bytes / mib:.0f} MiB left, at "
-                f"{sample.disk_throughput_bytes_s / mib:.1f} MiB/s (memory follows)")  # fmt: skip
+        rate = sample.disk_throughput_bytes_s  # libvirt leaves it 0 for a migration's mirror
+        at = f", at {rate / mib:.1f} MiB/s" if rate else ""
+        return (
+            f"disks: {sample.disk_processed_bytes / mib:.0f} MiB sent, "
+            f"{sample.disk_remaining_bytes / mib:.0f} MiB left{at} (memory follows)"
+        )
     return (f"pass {sample.iteration}: {sample.memory_remaining_bytes / mib:.0f} MiB left, "
             f"dirty {sample.dirty_rate_bytes_s / mib:.1f} MiB/s, sent at "
             f"{sample.throughput_bytes_s / mib:.1f} MiB/s")  # fmt: skip
