@@ -126,10 +126,10 @@ def _choose_copying(vm: str, to: str, options: MigrationOptions, note: NoteFn) -
                                bandwidth_mib_s=options.bandwidth_mib_s)  # fmt: skip
     disks = LocalDisks(load, ", ".join(copying.blocker_ids) or None, incremental_refused)
     boot_ms = rehearsed_boots(open_store()).get(vm)
-    choice = choose_with_disks(report.prediction, disks, options.max_downtime_ms,
-                               boot_ms=boot_ms)  # fmt: skip
-    inputs = report.prediction.inputs
-    return _with_stream(choice, copying, options, inputs.dirty_rate_bytes_s / inputs.link_bytes_s)
+    # a live choice keeps the single stream with its disks: multifd beside a disk mirror is
+    # not what the lab has proven
+    return choose_with_disks(report.prediction, disks, options.max_downtime_ms,
+                             boot_ms=boot_ms)  # fmt: skip
 
 
 def disk_write_rate(vm: str, seconds: float = 1.0) -> float:
