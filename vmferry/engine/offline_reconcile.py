@@ -177,10 +177,7 @@ def decide_offline(
             "its end; if it stays paused, resume or destroy it by hand"
         )  # fmt: skip
     if not source.exists:
-        return OfflineDecision(
-            "unknown", f"{INTERRUPTED}{vm} runs on neither host and {src} no longer defines it "
-            f"({seen}); nothing was touched", JobStatus.FAILED,
-        )  # fmt: skip
+        return _undefined_on_source(vm, src, seen)
     if warm:
         if "restored" in steps:
             return OfflineDecision(
@@ -240,10 +237,7 @@ def _incremental(job: Job, steps: Sequence[str], source: DomainView, destination
             JobStatus.COMPLETED, (*ended, *(there if source.exists else ())),
         )  # fmt: skip
     if not source.exists:
-        return OfflineDecision(
-            "unknown", f"{INTERRUPTED}{vm} runs on neither host and {src} no longer defines it "
-            f"({seen}); nothing was touched", JobStatus.FAILED,
-        )  # fmt: skip
+        return _undefined_on_source(vm, src, seen)
     back = (Repair.RESUME_ON_SOURCE if source.paused or source.running
             else Repair.START_ON_SOURCE)  # fmt: skip
     leftover = (Repair.UNDEFINE_ON_DESTINATION,) if destination.exists else ()
@@ -251,4 +245,12 @@ def _incremental(job: Job, steps: Sequence[str], source: DomainView, destination
         "fail", f"{INTERRUPTED}the move stopped before {vm} ran on {dst} ({seen}): it runs on "
         f"{src}; the copies on {dst} and the move's checkpoints removed", given_up,
         (*ended, back, *leftover, Repair.DELETE_COPIES, Repair.DELETE_CHECKPOINTS),
+    )  # fmt: skip
+
+
+def _undefined_on_source(vm: str, src: str, seen: str) -> OfflineDecision:
+    """The VM runs on neither host and its source no longer defines it: hands off."""
+    return OfflineDecision(
+        "unknown", f"{INTERRUPTED}{vm} runs on neither host and {src} no longer defines it "
+        f"({seen}); nothing was touched", JobStatus.FAILED,
     )  # fmt: skip

@@ -250,9 +250,7 @@ def choose_with_disks(prediction: Prediction, disks: LocalDisks, max_downtime_ms
     else:
         no_live = (f"the guest writes its disks faster than a mirror at {rate / MIB:.1f} MiB/s "
                    "keeps up with")  # fmt: skip
-    boot = boot_ms or 0
-    booted = (f", then it boots ({boot_ms / 1000:.1f} s in its rehearsal)" if boot_ms
-              else ", then it boots")  # fmt: skip
+    boot, booted = boot_ms or 0, _then_boots(boot_ms)
     cold = cold_copy_ms(load, rate)
     if disks.incremental_refused is None:
         inc = predict_incremental(load, rate, max_downtime_ms or 300)
@@ -272,14 +270,19 @@ def choose_with_disks(prediction: Prediction, disks: LocalDisks, max_downtime_ms
     )
 
 
+def _then_boots(boot_ms: int | None) -> str:
+    """The words for the boot after a warm-incremental or cold stop."""
+    if boot_ms:
+        return f", then it boots ({boot_ms / 1000:.1f} s in its rehearsal)"
+    return ", then it boots"
+
+
 def incremental_stop(p: Prediction, load: DiskLoad | None, max_downtime_ms: int,
                      boot_ms: int | None = None) -> tuple[str, int]:  # fmt: skip
     """What a warm-incremental move named by the user stops the VM for: the words and the
     ms (the last round and the cutover, and the rehearsed boot when there is one). Without
     ``load`` (the VM not measured) only the cutover and the boot are known."""
-    boot = boot_ms or 0
-    booted = (f", then it boots ({boot_ms / 1000:.1f} s in its rehearsal)" if boot_ms
-              else ", then it boots")  # fmt: skip
+    boot, booted = boot_ms or 0, _then_boots(boot_ms)
     if load is None:
         return (f"the disks copied while it runs; it stops for the last round of changes "
                 f"(not measured){booted}"), CUTOVER_MS + boot  # fmt: skip
