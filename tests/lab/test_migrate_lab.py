@@ -668,11 +668,13 @@ def test_a_warm_incremental_move_stopped_mid_round_leaves_the_guest_where_it_was
     guest answers on kvm1, no copy is left on kvm2, no checkpoint and no job on kvm1. Then
     `--strategy auto` within 10 ms: its disk on kvm1 only and pre-copy's switch over the
     tolerance, it chooses warm-incremental (measured: the disk's allocation, the guest's
-    writes) over cold, says why, and moves it."""
+    writes) over cold, says why, and moves it. Then a plan, auto within 5 s, chooses live
+    with --copy-storage for the way back and runs it so."""
     name = "wi2"
     record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, disk_pool="local",
                         data_disk_mb=64)  # fmt: skip
     copy = lab_dir() / "hosts/kvm2/lib/images" / f"{Path(record.data_disk).stem}.raw"
+    back = lab_dir() / "hosts/kvm1/lib/images" / copy.name  # the plan's copy back to kvm1
     argv = [sys.executable, "-m", "vmferry.cli.main", "migrate", name, "--to", "kvm2",
             "--strategy", "warm-incremental", "--bandwidth-mib-s", "4", "--json"]  # fmt: skip
     for stop in (signal.SIGINT, signal.SIGKILL):
@@ -719,8 +721,29 @@ def test_a_warm_incremental_move_stopped_mid_round_leaves_the_guest_where_it_was
         assert "cold would stop it for" in reason
         assert _runs_on(name) == "kvm2" and copy.exists()
         assert len(client.echo(record.address, count=2)) == 2
+        # back by a plan, strategy auto within 5 s: its disk (on kvm2 only now) is copied
+        # live with --copy-storage, which the plan chose when it was made
+        plan = lab_dir() / f"{name}-back.yaml"
+        plan.write_text("version: 1\nhosts:\n"
+                        "  - {name: kvm1, cpus: 16, memory_mb: 8192, link_gbps: 0.4}\n"
+                        "  - {name: kvm2, cpus: 16, memory_mb: 8192, link_gbps: 0.4}\n"
+                        f"vms:\n  - {{name: {name}, source: kvm2, destination: kvm1, "
+                        "memory_mb: 256, vcpus: 1, max_downtime_ms: 5000}\n")  # fmt: skip
+        planned = vmferry("plan", "create", str(plan), "--json")
+        assert planned.returncode == 0, planned.stderr
+        (item,) = json.loads(planned.stdout)["items"]
+        print(f"\nplan auto: {item['strategy']} - {item['strategy_reason']}")
+        assert (item["strategy"], item["copy_storage"]) == ("live", True), item
+        assert "live with --copy-storage copies them while it runs" in item["strategy_reason"]
+        ran = vmferry("plan", "run", json.loads(planned.stdout)["id"], "--json")
+        assert ran.returncode == 0, ran.stderr
+        (moved,) = json.loads(ran.stdout)["items"]
+        assert moved["status"] == "completed", moved
+        assert _runs_on(name) == "kvm1" and back.exists()
+        assert len(client.echo(record.address, count=2)) == 2
     finally:
         copy.unlink(missing_ok=True)
+        back.unlink(missing_ok=True)
 
 
 def _runs_on(name: str) -> str:

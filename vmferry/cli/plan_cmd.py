@@ -87,7 +87,7 @@ def plan_table(doc: dict[str, Any]) -> Table:
             str(i["wave"]),
             i["vm"],
             f"{i['source']} → {i['destination']}",
-            i["strategy"],
+            i["strategy"] + (" +disks" if i.get("copy_storage") else ""),
             _span(predicted["start_s"], predicted["end_s"]),
             _span(actual.get("start_s"), actual.get("end_s")),
             downtime,

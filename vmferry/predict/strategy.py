@@ -54,6 +54,10 @@ class LocalDisks:
     incremental_refused: str | None = None
 
 
+def _rounds(n: int) -> str:
+    return f"{n} round" if n == 1 else f"{n} rounds"
+
+
 def warm_downtime_ms(prediction: Prediction) -> int:
     """Saving, sending and restoring the non-zero memory while the VM is stopped."""
     inputs, cal = prediction.inputs, prediction.calibration
@@ -107,7 +111,7 @@ def choose_strategy(
     if p.converges and fits(p.downtime_ms):
         return StrategyChoice(
             MoveStrategy.LIVE,
-            f"pre-copy converges in {len(p.rounds)} rounds ({mem}, dirty {dirty} "
+            f"pre-copy converges in {_rounds(len(p.rounds))} ({mem}, dirty {dirty} "
             f"over a {link} link): about {p.total_time_ms / 1000:.1f} s with "
             f"{p.downtime_ms} ms downtime, within the tolerance of {tolerance}",
             p.downtime_ms,
@@ -234,7 +238,7 @@ def choose_with_disks(prediction: Prediction, disks: LocalDisks, max_downtime_ms
             MoveStrategy.LIVE,
             f"{here}: live with --copy-storage copies them while it runs (about "
             f"{load.allocated_bytes / rate:.1f} s), then pre-copy converges in "
-            f"{len(p.rounds)} rounds with {p.downtime_ms} ms downtime, within the tolerance "
+            f"{_rounds(len(p.rounds))} with {p.downtime_ms} ms downtime, within the tolerance "
             f"of {tolerance}",
             p.downtime_ms,
             copy_storage=True,

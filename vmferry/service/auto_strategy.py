@@ -101,17 +101,46 @@ NOT_SHARED = "storage.not-shared"  # the live pre-flight's word for disks only t
 def _choose_copying(vm: str, to: str, options: MigrationOptions, note: NoteFn) -> StrategyChoice:
     """The choice for a VM whose disks every move copies (see the module's docstring)."""
     note(f"{vm}'s disks are on its host only: weighing --copy-storage, warm-incremental, cold")
+    disks = _copied_disks(vm, to, options, None)
+    if isinstance(disks, str):
+        return StrategyChoice(MoveStrategy.LIVE, disks, 0)
+    report = predict_migration(vm, to, max_downtime_ms=options.max_downtime_ms,
+                               bandwidth_mib_s=options.bandwidth_mib_s)  # fmt: skip
+    boot_ms = rehearsed_boots(open_store()).get(vm)
+    # a live choice keeps the single stream with its disks: multifd beside a disk mirror is
+    # not what the lab has proven
+    return choose_with_disks(report.prediction, disks, options.max_downtime_ms,
+                             boot_ms=boot_ms)  # fmt: skip
+
+
+def disks_to_copy(vm: str, to: str, options: MigrationOptions,
+                  write_bytes_s: float | None = None) -> LocalDisks | None:  # fmt: skip
+    """``vm``'s disks that only its host sees when it moves to ``to`` (what every move
+    copies), or None when it has none, or when pre-flight blocks every move (the move is
+    then refused and recorded as any other). ``write_bytes_s``: the guest's disk write rate
+    when already measured (else measured here for a second). For plans
+    (:mod:`vmferry.service.plan`)."""
+    live = check_migration(vm, to, copy_storage=False, tls=options.tls)
+    blockers = live.blocker_ids
+    if NOT_SHARED not in blockers or not all(
+        b == NOT_SHARED or b.startswith(LIVE_ONLY) for b in blockers
+    ):
+        return None
+    disks = _copied_disks(vm, to, options, write_bytes_s)
+    return None if isinstance(disks, str) else disks
+
+
+def _copied_disks(vm: str, to: str, options: MigrationOptions,
+                  write_bytes_s: float | None) -> LocalDisks | str:  # fmt: skip
+    """The disks a move of ``vm`` to ``to`` copies, with why live (``--copy-storage``) or
+    warm-incremental refuse them; or the words for a move nothing can make."""
     copying = check_migration(vm, to, copy_storage=True, tls=options.tls,
                               parallel=options.parallel, compression=options.compression,
                               to_pool=options.to_pool)  # fmt: skip
     offline = check_offline(vm, to, replace(options, strategy=Strategy.WARM_INCREMENTAL))
     if offline.blocked or offline.facts is None:
-        return StrategyChoice(
-            MoveStrategy.LIVE,
-            "pre-flight blocks any move ("
-            + ", ".join(offline.blocker_ids)
-            + "): nothing to choose",
-            0,
+        return (
+            "pre-flight blocks any move (" + ", ".join(offline.blocker_ids) + "): nothing to choose"
         )
     facts = offline.facts
     incremental_refused = None
@@ -121,15 +150,9 @@ def _choose_copying(vm: str, to: str, options: MigrationOptions, note: NoteFn) -
         incremental_refused = exc.message
         copies = copies_for(facts)  # a disk with no format or pool: refused by the move
     sizes = {d.target: d.allocation_bytes or d.capacity_bytes or 0 for d in facts.vm.spec.disks}
-    load = DiskLoad(sum(sizes.get(c.target, 0) for c in copies), disk_write_rate(vm))
-    report = predict_migration(vm, to, max_downtime_ms=options.max_downtime_ms,
-                               bandwidth_mib_s=options.bandwidth_mib_s)  # fmt: skip
-    disks = LocalDisks(load, ", ".join(copying.blocker_ids) or None, incremental_refused)
-    boot_ms = rehearsed_boots(open_store()).get(vm)
-    # a live choice keeps the single stream with its disks: multifd beside a disk mirror is
-    # not what the lab has proven
-    return choose_with_disks(report.prediction, disks, options.max_downtime_ms,
-                             boot_ms=boot_ms)  # fmt: skip
+    rate = disk_write_rate(vm) if write_bytes_s is None else write_bytes_s
+    load = DiskLoad(sum(sizes.get(c.target, 0) for c in copies), rate)
+    return LocalDisks(load, ", ".join(copying.blocker_ids) or None, incremental_refused)
 
 
 def disk_write_rate(vm: str, seconds: float = 1.0) -> float:

@@ -26,7 +26,7 @@ from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_stats import rates, read_counters
 from vmferry.errors import BadInputError, VmferryError
 from vmferry.model import Host, VmState
-from vmferry.model.migration import Job, JobStatus
+from vmferry.model.migration import Job, JobStatus, MigrationOptions
 from vmferry.model.plan_run import ItemStatus, PlanItem, PlanRecord, PlanStatus
 from vmferry.plan import (
     Method,
@@ -45,12 +45,16 @@ from vmferry.predict.incremental import DiskLoad
 from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInputs, Prediction
 from vmferry.predict.model import predict as predict_model
 from vmferry.predict.strategy import (
+    LocalDisks,
     MoveStrategy,
     choose_strategy,
+    choose_with_disks,
     cold_downtime,
+    copy_rate,
     incremental_stop,
     warm_downtime_ms,
 )
+from vmferry.service.auto_strategy import disks_to_copy
 from vmferry.service.jobs import cancel_job
 from vmferry.service.lease import owner_of
 from vmferry.service.predict import DEFAULT_LINK_BYTES_S, calibration_from_store, gather_inputs
@@ -80,6 +84,9 @@ class Measured:
     inputs: PredictInputs
     basis: dict[str, str]
     disks: DiskLoad | None = None  # its disks' allocation and write rate (warm-incremental)
+    # the disks only its source sees, which every move to its plan-file destination copies
+    # (None: none, or the plan file lets the planner place it)
+    local: LocalDisks | None = None
 
 
 MeasureFn = Callable[[PlanSpec, Store], tuple[dict[str, Measured], dict[str, str]]]
@@ -132,7 +139,15 @@ def _measure_one(host: Host, vm: VmEntry, max_downtime_ms: int, store: Store) ->
         allocated = sum(d.allocation_bytes or d.capacity_bytes or 0 for d in record.spec.disks
                         if d.source and not d.removable)  # fmt: skip
         disks = DiskLoad(allocated, float(rates(before, after)["disk_write_bytes_s"] or 0.0))
-    return Measured(inputs, basis, disks)
+    local = None
+    if vm.destination is not None:
+        try:
+            local = disks_to_copy(vm.name, vm.destination,
+                                  MigrationOptions(max_downtime_ms=max_downtime_ms),
+                                  None if disks is None else disks.write_bytes_s)  # fmt: skip
+        except VmferryError as exc:  # the move's own pre-flight says it again
+            basis = {**basis, "disks": f"not assessed: {exc.message}"}
+    return Measured(inputs, basis, disks, local)
 
 
 #: Seconds a migration job spends around QEMU's transfer (pre-flight, the 1 s measurement,
@@ -185,7 +200,10 @@ def create_plan(
             downtime_limit_ms=estimate.max_downtime_ms,
         )
         predictions[estimate.vm] = predict_model(inputs, calibration)
-        return predictions[estimate.vm].total_time_ms / 1000 + overhead
+        disks_s = 0.0  # disks only its source sees: every move copies them too
+        if found.local is not None:
+            disks_s = found.local.load.allocated_bytes / copy_rate(predictions[estimate.vm])
+        return predictions[estimate.vm].total_time_ms / 1000 + disks_s + overhead
 
     schedule = plan(spec, method=method, time_limit_s=time_limit_s, predict=predictor)
     entries = {vm.name: vm for vm in spec.vms}
@@ -236,13 +254,16 @@ def _item(
     else:
         detail["basis"] = dict(found.basis) if found is not None else {}
     detail.update(_prediction_doc(prediction))
-    strategy, reason, downtime = _strategy(
+    strategy, reason, downtime, copy_storage = _strategy(
         vm.strategy or spec.defaults.strategy,
         prediction,
         tolerance,
         boot_ms,
         found.disks if found is not None else None,
+        found.local if found is not None else None,
     )
+    if copy_storage:  # the run moves it live with --copy-storage (vmferry.service.plan_run)
+        detail["copy_storage"] = True
     return PlanItem(
         vm=m.vm,
         wave=m.wave,
@@ -278,21 +299,23 @@ def _prediction_doc(p: Prediction) -> dict[str, Any]:
 
 
 def _strategy(hint: str, p: Prediction, tolerance: int, boot_ms: int | None = None,
-              disks: DiskLoad | None = None) -> tuple[str, str, int]:  # fmt: skip
-    """(strategy, reason, predicted downtime ms) for one VM; ``boot_ms``: its last
-    rehearsal's boot, which a cold move stops it for at least; ``disks``: its disks as
-    measured (a warm-incremental move's rounds)."""
+              disks: DiskLoad | None = None,
+              local: LocalDisks | None = None) -> tuple[str, str, int, bool]:  # fmt: skip
+    """(strategy, reason, predicted downtime ms, live with --copy-storage) for one VM;
+    ``boot_ms``: its last rehearsal's boot, which a cold move stops it for at least;
+    ``disks``: its disks as measured (a warm-incremental move's rounds); ``local``: the
+    disks only its source sees (auto weighs copying them; live copies them)."""
     if hint == MoveStrategy.WARM_INCREMENTAL:
         words, stop_ms = incremental_stop(p, disks, tolerance, boot_ms)
-        return hint, f"set in the plan file (strategy: {hint}); {words}", stop_ms
+        return hint, f"set in the plan file (strategy: {hint}); {words}", stop_ms, False
     if hint == MoveStrategy.COLD and boot_ms is not None:
         cold, booted = cold_downtime(warm_downtime_ms(p), boot_ms)
-        return hint, f"set in the plan file (strategy: cold){booted}", cold
+        return hint, f"set in the plan file (strategy: cold){booted}", cold, False
     if hint in (MoveStrategy.WARM, MoveStrategy.COLD):
         warm = warm_downtime_ms(p)
         stop = "stops the VM for about" if hint == "warm" else "stops the VM for at least"
         return hint, (f"set in the plan file (strategy: {hint}); the model says a {hint} "
-                      f"move {stop} {warm / 1000:.1f} s"), warm  # fmt: skip
+                      f"move {stop} {warm / 1000:.1f} s"), warm, False  # fmt: skip
     if hint in SUPPORTED:
         downtime = (
             p.downtime_ms if hint == "live" and p.converges else round(p.calibration.switchover_ms)
@@ -300,9 +323,16 @@ def _strategy(hint: str, p: Prediction, tolerance: int, boot_ms: int | None = No
         model = f"the model predicts {p.total_time_ms / 1000:.1f} s" + (
             f" with {p.downtime_ms} ms downtime" if p.converges else ", not converging"
         )
-        return hint, f"set in the plan file (strategy: {hint}); {model}", downtime
-    choice = choose_strategy(p, tolerance, allow_postcopy=True, boot_ms=boot_ms)
-    return choice.strategy.value, choice.reason, choice.predicted_downtime_ms
+        copying = hint == MoveStrategy.LIVE and local is not None
+        if copying:
+            model += "; its disks are on its host only: it moves with --copy-storage"
+        return hint, f"set in the plan file (strategy: {hint}); {model}", downtime, copying
+    if local is not None:
+        choice = choose_with_disks(p, local, tolerance, boot_ms=boot_ms)
+    else:
+        choice = choose_strategy(p, tolerance, allow_postcopy=True, boot_ms=boot_ms)
+    return (choice.strategy.value, choice.reason, choice.predicted_downtime_ms,
+            choice.copy_storage)  # fmt: skip
 
 
 # -- show -----------------------------------------------------------------------------------
@@ -373,6 +403,7 @@ def _item_json(i: PlanItem) -> dict[str, Any]:
         "destination": i.destination,
         "strategy": i.strategy,
         "strategy_reason": i.strategy_reason,
+        "copy_storage": bool(i.prediction.get("copy_storage")),  # live: its disks copied too
         "status": i.status.value,
         "job_id": i.job_id,
         "reason": i.reason,

@@ -352,6 +352,8 @@ class _Runner:
             max_downtime_ms=int(item.prediction.get("max_downtime_ms") or 300),
             timeout_s=max(MIN_TIMEOUT_S, 4.0 * item.predicted_s),
             bandwidth_mib_s=budget_share_mib_s(self.limits, vm),
+            # live with its disks copied: chosen so when the plan was made (service.plan)
+            copy_storage=bool(item.prediction.get("copy_storage")),
             backup_pool=backup_pool,
             rollback=rollback,
         )

@@ -17,6 +17,7 @@ from vmferry.model.plan_run import ItemStatus, PlanStatus
 from vmferry.plan import PlanSpec
 from vmferry.predict.incremental import DiskLoad, predict_incremental
 from vmferry.predict.model import PredictInputs
+from vmferry.predict.strategy import LocalDisks
 from vmferry.service.lease import process_lease
 from vmferry.service.migrate import MigrateOutcome
 from vmferry.service.plan import (
@@ -349,3 +350,50 @@ def test_a_warm_incremental_vm_is_predicted_from_its_disks_and_run_so(
     asked = {vm: options.strategy for vm, _to, options in engine.calls}
     assert asked["idle"] is asked["other"] is Strategy.WARM_INCREMENTAL
     assert asked["busy"] is not Strategy.WARM_INCREMENTAL
+
+
+def test_auto_weighs_copying_the_disks_only_the_source_sees_and_the_run_copies_them(
+    store: Store, tmp_path: Path
+) -> None:
+    """A VM whose disks only its source sees (``Measured.local``, from the pre-flight against
+    its plan-file destination): `auto` weighs live with --copy-storage, warm-incremental and
+    cold, as `migrate --strategy auto` does; a live choice runs with ``copy_storage``; the
+    schedule counts the disks' copy in its duration; `strategy: live` copies them too."""
+
+    def measure(spec: PlanSpec, st: Store) -> tuple[dict[str, Measured], dict[str, str]]:
+        measured, skipped = fake_measure(spec, st)
+        quiet = LocalDisks(DiskLoad(512 * MIB, 0.0))  # idle: pre-copy fits, the mirror keeps up
+        busy = LocalDisks(DiskLoad(512 * MIB, 40 * MIB))  # writes faster than a mirror follows
+        found = {"idle": replace(measured["idle"], disks=quiet.load, local=quiet),
+                 "busy": replace(measured["busy"], disks=busy.load, local=busy)}  # fmt: skip
+        return found, skipped
+
+    record = create_plan(plan_path(tmp_path), store=store, measure=measure)
+    items = {i.vm: i for i in record.items}
+    idle, busy = items["idle"], items["busy"]
+    assert (idle.strategy, idle.prediction.get("copy_storage")) == ("live", True)
+    assert "live with --copy-storage copies them while it runs" in idle.strategy_reason
+    assert (busy.strategy, busy.prediction.get("copy_storage")) == ("warm-incremental", None)
+    assert "are on its host only, so every move copies them" in busy.strategy_reason
+    link = idle.prediction["inputs"]["link_bytes_s"]
+    disk_s = 512 * MIB / (link * 0.97)  # the calibrated share of the schedule's link
+    model_s = idle.prediction["total_time_ms"] / 1000
+    assert idle.predicted_s == pytest.approx(model_s + disk_s + DEFAULT_OVERHEAD_S, abs=1)
+    engine = FakeEngine(store)
+    run_plan(record.id, store=store, migrate_fn=engine, poll_s=0.01)
+    asked = {vm: options for vm, _to, options in engine.calls}
+    assert (asked["idle"].strategy, asked["idle"].copy_storage) == (Strategy.LIVE, True)
+    assert (asked["busy"].strategy, asked["busy"].copy_storage) == (
+        Strategy.WARM_INCREMENTAL, False)  # fmt: skip
+    assert asked["other"].copy_storage is False  # not measured: nothing known of its disks
+
+    path = tmp_path / "live.yaml"
+    path.write_text(PLAN % ", strategy: live")
+    path.write_text(
+        path.read_text().replace(
+            "defaults: {wave_slice_s: 30}", "defaults: {wave_slice_s: 30, strategy: live}"
+        )
+    )
+    told = {i.vm: i for i in create_plan(path, store=store, measure=measure).items}
+    assert (told["busy"].strategy, told["busy"].prediction.get("copy_storage")) == ("live", True)
+    assert told["busy"].strategy_reason.endswith("it moves with --copy-storage")
