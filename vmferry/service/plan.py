@@ -87,6 +87,7 @@ class Measured:
     # the disks only its source sees, which every move to its plan-file destination copies
     # (None: none, or the plan file lets the planner place it)
     local: LocalDisks | None = None
+    off: bool = False  # shut off: nothing ran to measure (``inputs``: its memory, idle)
 
 
 MeasureFn = Callable[[PlanSpec, Store], tuple[dict[str, Measured], dict[str, str]]]
@@ -122,6 +123,11 @@ def measure_live(spec: PlanSpec, store: Store) -> tuple[dict[str, Measured], dic
 def _measure_one(host: Host, vm: VmEntry, max_downtime_ms: int, store: Store) -> Measured | str:
     with LibvirtHost.connect(host.name, host.uri, timeout_s=5) as conn:
         record = conn.get_vm(vm.name)
+        if record.state is VmState.SHUT_OFF:  # `auto` moves it cold, and it stays off
+            idle = PredictInputs(memory_bytes=record.spec.memory_bytes, dirty_rate_bytes_s=0.0,
+                                 link_bytes_s=DEFAULT_LINK_BYTES_S,
+                                 downtime_limit_ms=max_downtime_ms)  # fmt: skip
+            return Measured(idle, {"state": f"shut off on {host.name}"}, off=True)
         if record.state is not VmState.RUNNING:
             return f"it is {record.state} on {host.name}, not running"
         before = read_counters(conn, [vm.name], time.monotonic()).get(vm.name)
@@ -261,6 +267,7 @@ def _item(
         boot_ms,
         found.disks if found is not None else None,
         found.local if found is not None else None,
+        found is not None and found.off,
     )
     if copy_storage:  # the run moves it live with --copy-storage (vmferry.service.plan_run)
         detail["copy_storage"] = True
@@ -300,11 +307,16 @@ def _prediction_doc(p: Prediction) -> dict[str, Any]:
 
 def _strategy(hint: str, p: Prediction, tolerance: int, boot_ms: int | None = None,
               disks: DiskLoad | None = None,
-              local: LocalDisks | None = None) -> tuple[str, str, int, bool]:  # fmt: skip
+              local: LocalDisks | None = None,
+              off: bool = False) -> tuple[str, str, int, bool]:  # fmt: skip
     """(strategy, reason, predicted downtime ms, live with --copy-storage) for one VM;
     ``boot_ms``: its last rehearsal's boot, which a cold move stops it for at least;
     ``disks``: its disks as measured (a warm-incremental move's rounds); ``local``: the
-    disks only its source sees (auto weighs copying them; live copies them)."""
+    disks only its source sees (auto weighs copying them; live copies them); ``off``: it is
+    shut off (auto moves it cold; it stays off)."""
+    if off and hint == "auto":
+        return "cold", ("it is shut off: a cold move copies what only its host sees and "
+                        "defines it on its destination, where it stays off"), 0, False  # fmt: skip
     if hint == MoveStrategy.WARM_INCREMENTAL:
         words, stop_ms = incremental_stop(p, disks, tolerance, boot_ms)
         return hint, f"set in the plan file (strategy: {hint}); {words}", stop_ms, False

@@ -397,3 +397,20 @@ def test_auto_weighs_copying_the_disks_only_the_source_sees_and_the_run_copies_t
     told = {i.vm: i for i in create_plan(path, store=store, measure=measure).items}
     assert (told["busy"].strategy, told["busy"].prediction.get("copy_storage")) == ("live", True)
     assert told["busy"].strategy_reason.endswith("it moves with --copy-storage")
+
+
+def test_auto_moves_a_vm_that_is_off_cold_and_the_run_asks_for_cold(
+    store: Store, tmp_path: Path
+) -> None:
+    def measure(spec: PlanSpec, st: Store) -> tuple[dict[str, Measured], dict[str, str]]:
+        measured, skipped = fake_measure(spec, st)
+        off = replace(measured["idle"], basis={"state": "shut off on kvm1"}, off=True)
+        return {**measured, "idle": off}, skipped
+
+    record = create_plan(plan_path(tmp_path), store=store, measure=measure)
+    idle = next(i for i in record.items if i.vm == "idle")
+    assert (idle.strategy, idle.predicted_downtime_ms) == ("cold", 0)
+    assert idle.strategy_reason.startswith("it is shut off: a cold move")
+    engine = FakeEngine(store)
+    run_plan(record.id, store=store, migrate_fn=engine, poll_s=0.01)
+    assert {vm: o.strategy for vm, _to, o in engine.calls}["idle"] is Strategy.COLD
