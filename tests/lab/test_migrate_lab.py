@@ -565,7 +565,8 @@ def test_a_cold_move_into_another_pool_is_rolled_back_from_its_backup(
     on kvm2. `vmferry rollback` restores it on kvm1 from the backup: it runs there on a
     restored volume whose content is the disk's at the backup; kvm2 has no definition of it
     and the move's copy is gone; the old disk is left and named; a second rollback changes
-    nothing."""
+    nothing. Then, the guest off, it moves cold while off and is rolled back from that
+    move's backup (:func:`_move_off_and_roll_back`)."""
     name = "rb1"
     record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, disk_pool="local")
     in_guest("kvm1", name, WRITE_MARK)
@@ -608,10 +609,65 @@ def test_a_cold_move_into_another_pool_is_rolled_back_from_its_backup(
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["status"] == "already-rolled-back"
         assert offline_sha256("kvm1", name, restored) == backed  # stops the guest
+        off_move = _move_off_and_roll_back(name, restored, backed)
     finally:
         copy.unlink(missing_ok=True)
         if restored is not None:
             restored.unlink(missing_ok=True)
+            for leftover in _off_move_files(name, restored):
+                leftover.unlink(missing_ok=True)
+    print(f"\nmoved while off: {off_move}")
+
+
+def _off_move_files(name: str, disk: Path) -> list[Path]:
+    """What a cold move of ``name``, off, from ``disk`` on kvm1 may leave in the lab: its
+    copy on kvm2, and on kvm1 its backup and what a rollback restored (by their names)."""
+    kvm1, kvm2 = lab_dir() / "hosts/kvm1/lib/images", lab_dir() / "hosts/kvm2/lib/images"
+    return [kvm2 / disk.name, *kvm1.glob(f"{name}-vda-backup-*.qcow2"),
+            *kvm1.glob(f"{disk.stem}-restored-*.qcow2")]  # fmt: skip
+
+
+def _move_off_and_roll_back(name: str, disk: Path, content: str) -> str:
+    """``name`` is off on kvm1 on its qcow2 ``disk`` (kvm1's own pool), whose guest content is
+    ``content``. `--strategy auto --backup default` moves it cold, still off: its disk
+    copied to kvm2 (the same content), the backup a copy of the disk; `vmferry rollback`
+    puts it back on kvm1 from that backup, off as it was; kvm2 keeps nothing of it."""
+
+    def state(host: str) -> str | None:
+        with LibvirtHost.connect(host, open_store().get_host(host).uri) as conn:
+            found = [r for r in conn.list_vms() if r.spec.name == name]
+        return str(found[0].state) if found else None
+
+    assert state("kvm1") == "shut-off"
+    done = vmferry("migrate", name, "--to", "kvm2", "--strategy", "auto", "--backup", "default",
+                   "--json")  # fmt: skip
+    moved = json.loads(done.stdout) if done.stdout else {}
+    assert done.returncode == 0, (done.stderr, moved)
+    assert (moved["status"], moved["strategy"]) == ("completed", "cold"), moved
+    assert f"{name} is shut off: a cold move" in moved["strategy_reason"]
+    assert moved["verification"]["left_off"] is True, moved["verification"]
+    assert moved["downtime_ms"] is None
+    assert (state("kvm1"), state("kvm2")) == (None, "shut-off")
+    copy = lab_dir() / "hosts/kvm2/lib/images" / disk.name
+    assert image_sha256(copy, "qcow2", timeout_s=60) == content
+    (backup,) = json.loads(vmferry("backups", "list", "--vm", name, "--json").stdout)[-1:]
+    assert backup["job_id"] == moved["job_id"]
+    image = lab_dir() / "hosts/kvm1/lib/images" / backup["volume"]
+    assert image_sha256(image, "qcow2", timeout_s=60) == content
+
+    back = vmferry("rollback", moved["job_id"], "--json")
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["status"] == "rolled-back", back.stdout
+    assert (state("kvm1"), state("kvm2")) == ("shut-off", None)
+    assert not copy.exists()
+    (event,) = [e for e in open_store().get_job(moved["job_id"]).events if e.kind == "rollback"]
+    assert f"{name} is on kvm1 again, off" in event.message, event.message
+    restored = lab_dir() / "hosts/kvm1/lib/images" / Path(event.data["restored"]["vda"]).name
+    assert image_sha256(restored, "qcow2", timeout_s=60) == content
+    pruned = vmferry("backups", "prune", "--keep", "0", "--vm", name, "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert not image.exists()
+    return f"{moved['strategy_reason']}; {event.message}"
 
 
 def test_a_warm_incremental_move_copies_while_the_guest_writes_then_stops_for_the_last_round(
@@ -759,9 +815,10 @@ def test_a_rehearsal_boots_a_copy_on_the_destination_and_leaves_nothing_behind(
 ) -> None:
     """`vmferry plan create --rehearse` of a plan moving rh1 to kvm2, then `vmferry rehearse
     rh1 --to kvm2`: each time the guest's disk backed up on kvm1 while it runs, a copy booted
-    on kvm2 from an overlay, on the isolated network, its guest agent answering; then the
-    copy, the overlay, the backup and the network are gone, and the guest runs on kvm1 as
-    before."""
+    on kvm2 from an overlay, on the isolated network, its guest agent answering, its health
+    command run in it (failing in the plan's rehearsal, which reports the VM would fail;
+    passing in the second); then the copy, the overlay, the backup and the network are gone,
+    and the guest runs on kvm1 as before."""
     name = "rh1"
     record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32)
     before = observe_guest(record, seconds=3.0).heartbeats
@@ -771,12 +828,23 @@ def test_a_rehearsal_boots_a_copy_on_the_destination_and_leaves_nothing_behind(
                     "  - {name: kvm2, cpus: 16, memory_mb: 8192, link_gbps: 0.4}\n"
                     f"vms:\n  - {{name: {name}, source: kvm1, destination: kvm2, "
                     "memory_mb: 256, vcpus: 1}\n")  # fmt: skip
+    failing = "/bin/sh -c 'test -e /no-such-service'"  # the copy's health fails: reported
+    probe = f"tcp:{record.address}:7"  # not run against the copy: reported as skipped
+    declared = vmferry("vm", "set", name, "--health-command", failing, "--probe", probe,
+                       "--json")  # fmt: skip
+    assert declared.returncode == 0, declared.stderr
     planned = vmferry("plan", "create", str(plan), "--rehearse", "--json", timeout=600)
     assert planned.returncode == 0, planned.stderr
     (item,) = json.loads(planned.stdout)["items"]
-    assert item["rehearsal"]["status"] == "completed", item
+    assert item["rehearsal"]["status"] == "failed", item
+    assert item["rehearsal"]["reason"] == (f"the copy's health command {failing} exited 1"), item
     assert item["rehearsal"]["phases_ms"]["boot"] > 0
-    assert f"{name}: rehearsal on kvm2 completed (boot " in planned.stderr
+    assert item["rehearsal"]["phases_ms"]["verify"] > 0
+    assert f"{name}: rehearsal on kvm2 failed" in planned.stderr
+    healthy = "/bin/sh -c 'test -e /proc/uptime'"
+    declared = vmferry("vm", "set", name, "--health-command", healthy, "--probe", probe,
+                       "--json")  # fmt: skip
+    assert declared.returncode == 0, declared.stderr
     done = vmferry("rehearse", name, "--to", "kvm2", "--json", timeout=600)
     result = json.loads(done.stdout) if done.stdout else {}
     assert done.returncode == 0, (done.stderr, result)
@@ -785,8 +853,11 @@ def test_a_rehearsal_boots_a_copy_on_the_destination_and_leaves_nothing_behind(
                            "left_behind", "job_id", "reason"}  # fmt: skip
     assert (result["vm"], result["destination"], result["status"]) == (name, "kvm2",
                                                                       "completed")  # fmt: skip
-    assert list(result["phases_ms"]) == ["backup", "overlay", "network", "boot", "cleanup"]
+    assert list(result["phases_ms"]) == ["backup", "overlay", "network", "boot", "verify",
+                                         "cleanup"]  # fmt: skip
     assert result["verification"]["running"] is True and result["verification"]["agent"] is True
+    assert result["verification"]["health"] == {"command": healthy, "exit": 0, "ok": True}
+    assert result["verification"]["probes_skipped"] == [probe]
     assert result["left_behind"] == []
     predicted = vmferry("predict", name, "--to", "kvm2")  # the last rehearsal's boot
     assert f"{result['phases_ms']['boot'] / 1000:.1f} s (its last `vmferry rehearse`)" in (

@@ -114,7 +114,8 @@ def result_table(result: MigrationResult) -> Table:
                                                         if d.source_removed else ""))  # fmt: skip
     v = result.verification
     if v is not None:
-        table.add_row("on destination", "running" if v.running_on_destination else "NO")
+        table.add_row("on destination", "running" if v.running_on_destination
+                      else "defined, off as it was" if v.left_off else "NO")  # fmt: skip
         table.add_row("gone from source", "yes" if v.absent_on_source else "NO")
         table.add_row("heartbeat max gap", _ms(v.heartbeat_max_gap_ms))
         table.add_row("memory integrity", v.memory_integrity or "-")
@@ -152,7 +153,7 @@ def _ms(value: int | None) -> str:
 
 
 def migrate(
-    vm: str = typer.Argument(..., help="The running VM to move."),
+    vm: str = typer.Argument(..., help="The VM to move (one that is off: --strategy cold)."),
     to: str = typer.Option(..., "--to", help="The registered destination host."),
     strategy: Annotated[
         StrategyEnum,
@@ -160,13 +161,14 @@ def migrate(
             help="live: pre-copy only; postcopy: post-copy as the last escalation; warm: "
             "save the VM's state to a directory both hosts see and restore it on the "
             "destination (memory kept, stopped meanwhile); cold: shut it down, copy the "
-            "disks only the source sees, start it on the destination (it reboots); "
+            "disks only the source sees, start it on the destination (it reboots; a VM that "
+            "is off is copied and defined there, still off); "
             "warm-incremental: copy the disks only the source sees while it runs, then what "
             "changed, round after round, pause it for the last changes and boot it on the "
             "destination (qcow2 disks; the stop is the last round, not the disks); auto: "
             "vmferry chooses from pre-flight, a one-second measurement of the VM and "
             "--max-downtime-ms (for a VM on local disks: live with --copy-storage, "
-            "warm-incremental or cold), and says why."
+            "warm-incremental or cold; for a VM that is off: cold), and says why."
         ),
     ] = StrategyEnum.LIVE,
     max_downtime_ms: int = typer.Option(300, "--max-downtime-ms", min=10, max=60_000),
@@ -251,7 +253,8 @@ def migrate(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Move a running VM to another host (live, or warm/cold), then prove nothing was lost."""
+    """Move a VM to another host (running: live, warm or cold; off: cold), then prove nothing
+    was lost."""
     validate(parallel, compression)
     if (parallel >= 2 or compression is not Compression.NONE) and strategy in (
         StrategyEnum.WARM, StrategyEnum.COLD, StrategyEnum.WARM_INCREMENTAL

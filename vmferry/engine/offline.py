@@ -4,7 +4,10 @@ WARM: save the running VM's state to a file in a directory both hosts see, resto
 the destination from that file (running, with the domain's XML), define it there, undefine
 it on the source, remove the file. COLD: ACPI shutdown (then power off only with
 ``force``), copy the disks only the source sees, define and start on the destination,
-undefine on the source (and remove the source's disk copies only if asked).
+undefine on the source (and remove the source's disk copies only if asked). A VM that is
+off when a cold move begins (``started_off``) is started nowhere: its disks are copied, it
+is defined on the destination, still off, and undefined on the source; a VM started on the
+source meanwhile stops the move (its copies are removed).
 
 Every step has an undo. :func:`undo_plan` (pure) says which undos to run given the steps
 done; :func:`run_offline_move` runs the steps and, on a failure or a Ctrl-C before the move
@@ -32,6 +35,7 @@ from vmferry.drivers.libvirt_offline import (
     restore_xml_of,
     save,
     shutdown,
+    volume_exists,
 )
 from vmferry.drivers.libvirt_pull_backup import (
     delete_checkpoints,
@@ -102,14 +106,15 @@ def committed(done: Sequence[Step]) -> bool:
 
 
 def undo_plan(
-    strategy: Strategy, done: Sequence[Step], *, source_running: bool
+    strategy: Strategy, done: Sequence[Step], *, source_running: bool, started_off: bool = False
 ) -> tuple[Undo, ...]:
     """Pure: the undos, in order, that leave the VM running on the source again.
 
     ``done``: the steps completed, in order. ``source_running``: whether the source runs
     the VM now (it matters before the first step: a failed save leaves it running, and a
-    guest may power off late after an ACPI shutdown that timed out). Once the move is
-    committed nothing is undone.
+    guest may power off late after an ACPI shutdown that timed out). ``started_off``: a cold
+    move of a VM that was off: it is left off, and the copies (some may be made before a
+    failure) are removed. Once the move is committed nothing is undone.
     """
     if not strategy.offline:
         raise ValueError(f"{strategy} is not a warm or cold move")
@@ -139,6 +144,8 @@ def undo_plan(
         if Step.COPIES_MADE in steps:  # with the VM running again: its bitmaps go too
             undos.append(Undo.DELETE_CHECKPOINTS)
         return tuple(undos)
+    if started_off:  # it was off and stays so, wherever the move stopped
+        return (*undos, Undo.DELETE_DISK_COPIES)
     if Step.DISKS_COPIED in steps:
         undos.append(Undo.DELETE_DISK_COPIES)
     if Step.SHUT_DOWN in steps or not source_running:
@@ -165,6 +172,7 @@ class OfflinePlan:
     options: MigrationOptions
     state_dir: str | None = None  # warm: proven shared by the caller
     copies: tuple[DiskCopy, ...] = ()  # cold
+    started_off: bool = False  # cold: the VM was off when the move began; it stays off
 
 
 class _Cancelled(Exception):
@@ -252,7 +260,7 @@ def run_offline_move(
             _undo(plan, src, dst, run, event)
         moved = failure is None
         report = witness.finish(moved)
-        verification = _verify(src, dst, plan.vm, moved, report, plan.options.require_verification)
+        verification = _verify(src, dst, plan, moved, report, run.copied)
     if moved and verification.passed:
         status, reason = JobStatus.COMPLETED, None
     elif moved:
@@ -459,6 +467,54 @@ def _cold(
     vm, options = plan.vm, plan.options
     define_xml = define_xml_of(src, vm)
     checkpoint()
+    if plan.started_off:
+        _still_off(src, vm, "began")
+        event("status", f"{vm} is off on {src.name}: its disks are copied and it is defined "
+              f"on {dst.name}, where it stays off", started_off=True)  # fmt: skip
+    else:
+        _shut_down(plan, src, event, checkpoint, run, poll_s)
+    copied: list[str] = []
+    try:
+        for copy in plan.copies:
+            checkpoint()
+            event("status", f"copying disk {copy.target} ({copy.path}, {copy.format}) into "
+                  f"pool {copy.pool} on {dst.name}")  # fmt: skip
+            copied.append(copy_volume(src, dst, copy.path, copy.format, copy.pool))
+            event("progress", f"copied disk {copy.target} to {copied[-1]} on {dst.name}",
+                  target=copy.target, copied_path=copied[-1])  # fmt: skip
+    finally:
+        run.copied = tuple(copied)
+    run.done.append(Step.DISKS_COPIED)
+    checkpoint()
+    if options.to_pool is not None:  # the copies are files of another pool: name them
+        moved = {c.target: (path, None) for c, path in zip(plan.copies, copied, strict=True)}
+        define_xml = with_disk_files(define_xml, moved)
+    if plan.started_off:  # nobody started it on the source while it was copied
+        _still_off(src, vm, "was copied")
+    dst.define_xml(define_xml)
+    run.done.append(Step.DEFINED)
+    checkpoint()
+    if not plan.started_off:
+        dst.start(vm)
+        run.running_at = time.monotonic()
+        run.done.append(Step.STARTED)
+        stopped = run.running_at - (run.paused_at or run.running_at)
+        event("progress", f"{vm} started on {dst.name}; downtime {stopped * 1000:.0f} ms",
+              step=Step.STARTED)  # fmt: skip
+        checkpoint()
+    src.undefine(vm)
+    run.done.append(Step.SOURCE_UNDEFINED)
+    if options.delete_source_disks:
+        for copy in plan.copies:
+            delete_volume(src, copy.path)
+            event("progress", f"removed the source's copy of disk {copy.target} ({copy.path})")
+    run.done.append(Step.CLEANED)
+
+
+def _shut_down(plan: OfflinePlan, src: LibvirtHost, event: EventFn,
+               checkpoint: Callable[[], None], run: _Run, poll_s: float) -> None:  # fmt: skip
+    """ACPI shutdown, then power off with ``--force`` after the timeout."""
+    vm, options = plan.vm, plan.options
     event("status", f"shutting {vm} down on {src.name} (ACPI, up to "
           f"{options.shutdown_timeout_s:g} s)")  # fmt: skip
     run.paused_at = time.monotonic()
@@ -477,38 +533,14 @@ def _cold(
         time.sleep(poll_s)
     run.done.append(Step.SHUT_DOWN)
     event("progress", f"{vm} is off on {src.name}", step=Step.SHUT_DOWN)
-    copied: list[str] = []
-    try:
-        for copy in plan.copies:
-            checkpoint()
-            event("status", f"copying disk {copy.target} ({copy.path}, {copy.format}) into "
-                  f"pool {copy.pool} on {dst.name}")  # fmt: skip
-            copied.append(copy_volume(src, dst, copy.path, copy.format, copy.pool))
-            event("progress", f"copied disk {copy.target} to {copied[-1]} on {dst.name}",
-                  target=copy.target, copied_path=copied[-1])  # fmt: skip
-    finally:
-        run.copied = tuple(copied)
-    run.done.append(Step.DISKS_COPIED)
-    checkpoint()
-    if options.to_pool is not None:  # the copies are files of another pool: name them
-        moved = {c.target: (path, None) for c, path in zip(plan.copies, copied, strict=True)}
-        define_xml = with_disk_files(define_xml, moved)
-    dst.define_xml(define_xml)
-    run.done.append(Step.DEFINED)
-    checkpoint()
-    dst.start(vm)
-    run.running_at = time.monotonic()
-    run.done.append(Step.STARTED)
-    event("progress", f"{vm} started on {dst.name}; downtime "
-          f"{(run.running_at - run.paused_at) * 1000:.0f} ms", step=Step.STARTED)  # fmt: skip
-    checkpoint()
-    src.undefine(vm)
-    run.done.append(Step.SOURCE_UNDEFINED)
-    if options.delete_source_disks:
-        for copy in plan.copies:
-            delete_volume(src, copy.path)
-            event("progress", f"removed the source's copy of disk {copy.target} ({copy.path})")
-    run.done.append(Step.CLEANED)
+
+
+def _still_off(src: LibvirtHost, vm: str, when: str) -> None:
+    """A VM moved while off must be off still: started on its source meanwhile, the move
+    stops (its undo removes the copies) rather than carry disks the guest is writing."""
+    if domain_view(src, vm).active:
+        raise VmferryError(f"{vm} was started on {src.name} after the move {when}; it was "
+                           "moved as a VM that is off: move it again as it is now")  # fmt: skip
 
 
 def _undo(plan: OfflinePlan, src: LibvirtHost, dst: LibvirtHost, run: _Run, event: EventFn) -> None:
@@ -534,7 +566,8 @@ def _undo(plan: OfflinePlan, src: LibvirtHost, dst: LibvirtHost, run: _Run, even
         Undo.RESUME_ON_SOURCE: lambda: resume_thawed(src, vm),
         Undo.DELETE_CHECKPOINTS: lambda: _drop_checkpoints(src, plan, event),
     }
-    for undo in undo_plan(plan.options.strategy, run.done, source_running=source_running):
+    for undo in undo_plan(plan.options.strategy, run.done, source_running=source_running,
+                          started_off=plan.started_off):  # fmt: skip
         try:
             actions[undo]()
         except VmferryError as exc:
@@ -543,9 +576,11 @@ def _undo(plan: OfflinePlan, src: LibvirtHost, dst: LibvirtHost, run: _Run, even
         event("status", f"undone: {undo}", undo=str(undo))
 
 
-def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
-            report: WitnessReport, require: bool) -> Verification:  # fmt: skip
-    """Where the VM runs now, with what the witness saw."""
+def _verify(src: LibvirtHost, dst: LibvirtHost, plan: OfflinePlan, moved: bool,
+            report: WitnessReport, copied: Sequence[str]) -> Verification:  # fmt: skip
+    """Where the VM runs now (or, moved while off, is defined off with its disk copies),
+    with what the witness saw."""
+    vm = plan.vm
     problems: list[str] = []
     views = {}
     for host in (src, dst):
@@ -556,13 +591,29 @@ def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
     on_src, on_dst = views.get(src.name), views.get(dst.name)
     running_dst = on_dst is not None and on_dst.running
     absent_src = on_src is not None and not on_src.exists
+    left_off = False
+    if moved and plan.started_off:
+        left_off = on_dst is not None and on_dst.exists and not on_dst.active
+        if on_dst is not None and not on_dst.exists:
+            problems.append(f"not defined on {dst.name}")
+        elif on_dst is not None and on_dst.active:
+            problems.append(f"it was off, and it is active on {dst.name}")
+        for path in copied:
+            try:
+                if not volume_exists(dst, path):
+                    problems.append(f"its disk copy {path} is not on {dst.name}")
+            except VmferryError as exc:
+                problems.append(f"could not look for its disk copy {path}: {exc.message}")
+    elif moved and not running_dst:
+        problems.append(f"not running on {dst.name}")
     if moved:
-        if not running_dst:
-            problems.append(f"not running on {dst.name}")
         if on_src is not None and on_src.exists:
             problems.append(f"still defined on {src.name}")
         if on_dst is not None and on_dst.exists and not on_dst.persistent:
             problems.append(f"not persistent on {dst.name}")
+    elif plan.started_off:
+        if on_src is not None and not on_src.exists:
+            problems.append(f"no longer defined on {src.name}")
     elif on_src is not None and not on_src.running:
         problems.append(f"the source copy on {src.name} is not running")
     return verification(
@@ -570,5 +621,6 @@ def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
         running_on_destination=running_dst,
         absent_on_source=absent_src,
         problems=problems,
-        require=require,
+        require=plan.options.require_verification,
+        left_off=left_off,
     )

@@ -18,6 +18,9 @@ returns the repairs that finish or undo the move:
   job fails with the VM back where it was;
 - a cold move whose VM runs nowhere and never ran on the destination: **start it on the
   source** (after removing a stopped definition on the destination); the job fails;
+- a cold move of a VM that was off (``started_off``): nothing is started. Defined on the
+  destination with its copies made: finish it (undefine it on the source); the job
+  completes. Else the leftover definition on the destination goes; the job fails;
 - a warm-incremental move that never started the VM on the destination: its pull backup
   ended on the source, the VM resumed (thawed) or started there, a leftover definition and
   the copies on the destination removed, the move's checkpoints deleted; the job fails. One
@@ -49,6 +52,7 @@ __all__ = [
     "copies_of",
     "decide_offline",
     "recorded_steps",
+    "started_off",
     "state_path_of",
 ]
 
@@ -83,6 +87,11 @@ class OfflineDecision:
 def recorded_steps(job: Job) -> list[str]:
     """The steps the move recorded (``data["step"]`` of its events), in order."""
     return [str(e.data["step"]) for e in job.events if isinstance(e.data.get("step"), str)]
+
+
+def started_off(job: Job) -> bool:
+    """Whether the job is a cold move of a VM that was off (its engine said so first)."""
+    return any(e.data.get("started_off") is True for e in job.events)
 
 
 def state_path_of(job: Job) -> str | None:
@@ -178,6 +187,8 @@ def decide_offline(
         )  # fmt: skip
     if not source.exists:
         return _undefined_on_source(vm, src, seen)
+    if started_off(job):
+        return _off(job, steps, source, destination, leftover, seen)
     if warm:
         if "restored" in steps:
             return OfflineDecision(
@@ -245,6 +256,24 @@ def _incremental(job: Job, steps: Sequence[str], source: DomainView, destination
         "fail", f"{INTERRUPTED}the move stopped before {vm} ran on {dst} ({seen}): it runs on "
         f"{src}; the copies on {dst} and the move's checkpoints removed", given_up,
         (*ended, back, *leftover, Repair.DELETE_COPIES, Repair.DELETE_CHECKPOINTS),
+    )  # fmt: skip
+
+
+def _off(job: Job, steps: Sequence[str], source: DomainView, destination: DomainView,
+         leftover: tuple[Repair, ...], seen: str) -> OfflineDecision:  # fmt: skip
+    """A cold move of a VM that was off, off on both hosts now, defined on the source."""
+    vm, src, dst = job.vm, job.source, job.destination
+    if "defined" in steps and destination.exists and destination.persistent:
+        return OfflineDecision(
+            "complete", f"{INTERRUPTED}{vm} (off) was defined on {dst} with its disk copies "
+            f"({seen}): finished the move there; it stays off", JobStatus.COMPLETED,
+            (Repair.UNDEFINE_ON_SOURCE,) if source.exists else (),
+        )  # fmt: skip
+    given_up = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
+    return OfflineDecision(
+        "fail", f"{INTERRUPTED}the cold move of {vm} (off) stopped before it was defined on "
+        f"{dst} ({seen}): it stays off on {src}; disk copies made on {dst} were kept",
+        given_up, leftover,
     )  # fmt: skip
 
 

@@ -164,11 +164,20 @@ class Verification:
     warnings: tuple[str, ...] = ()  # checks that could not prove the service (not failures
     # unless the move required verification)
     agent: AgentCheck | None = None  # the guest agent's checks, when the VM has an agent
+    # a cold move of a VM that was off: defined on the destination, off as it was, with its
+    # disk copies there (it counts as running_on_destination does for a running VM)
+    left_off: bool = False
+
+    @property
+    def on_destination(self) -> bool:
+        """The VM is where the move put it: running there, or defined there and off as it
+        was before a cold move."""
+        return self.running_on_destination or self.left_off
 
     @property
     def passed(self) -> bool:
         return (
-            self.running_on_destination
+            self.on_destination
             and self.absent_on_source
             and self.memory_integrity != "fail"
             and not self.problems

@@ -11,6 +11,8 @@ what it needs from the hosts:
 3. the prediction (the VM measured for about a second: dirty rate, zero pages) against the
    user's maximum downtime.
 
+A VM that is shut off moves cold (it stays off; nothing to weigh).
+
 A VM whose disks only its host sees (live pre-flight says ``storage.not-shared`` and the user
 did not ask for ``--copy-storage``) is chosen for by
 :func:`vmferry.predict.strategy.choose_with_disks`: live with ``--copy-storage`` (checked as
@@ -28,6 +30,7 @@ from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_stats import rates, read_counters
 from vmferry.engine.live import NoteFn
 from vmferry.errors import BadInputError, VmferryError
+from vmferry.model import VmState
 from vmferry.model.migration import Compression, MigrationOptions, Strategy
 from vmferry.predict.incremental import DiskLoad
 from vmferry.predict.strategy import (
@@ -58,6 +61,13 @@ def choose_move(
                            parallel=options.parallel, compression=options.compression,
                            to_pool=options.to_pool)  # fmt: skip
     blockers = live.blocker_ids
+    if live.facts is not None and live.facts.vm.state is VmState.SHUT_OFF:
+        return StrategyChoice(
+            MoveStrategy.COLD,
+            f"{vm} is shut off: a cold move copies what only its host sees and defines it on "
+            f"{to}, where it stays off (nothing runs, so nothing stops)",
+            0,
+        )
     if (not options.copy_storage and NOT_SHARED in blockers
             and all(b == NOT_SHARED or b.startswith(LIVE_ONLY) for b in blockers)):  # fmt: skip
         return _choose_copying(vm, to, options, note)

@@ -1,12 +1,15 @@
-"""`--backup POOL`: the disks of a running VM backed up into a pool of its host before a move
+"""`--backup POOL`: the disks of a VM backed up into a pool of its host before a move
 changes anything, recorded with the job (docs/storage.md).
 
 The data flow: the pure plan (:mod:`vmferry.assess.backup`) from the VM's disks and the
 pool's free space (too little: :class:`BlockedError`, exit 3, nothing written); one new
-qcow2 volume per disk; libvirt's push-mode backup into them
-(:mod:`vmferry.drivers.libvirt_backup`), followed with progress events until it ends; the
-backups recorded (:mod:`vmferry.store.backups`). A backup that fails, Ctrl-C or `vmferry
-job cancel` stop it and remove its volumes: the move does not start.
+qcow2 volume per disk; for a running VM, libvirt's push-mode backup into them
+(:mod:`vmferry.drivers.libvirt_backup`), followed with progress events until it ends; for
+a VM that is off (libvirt's backup API needs a running QEMU), each disk copied into its
+volume by the host's storage driver (``virStorageVolCreateXMLFrom``: a whole, independent
+copy; an external snapshot would leave the VM on an overlay whose base the cold move then
+has to carry); the backups recorded (:mod:`vmferry.store.backups`). A backup that fails,
+Ctrl-C or `vmferry job cancel` stop it and remove its volumes: the move does not start.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from contextlib import suppress
 from vmferry.assess.backup import BackupPlan, plan_backup
 from vmferry.drivers.libvirt_backup import abort_backup, backup_state, begin_backup
 from vmferry.drivers.libvirt_backup import pool_free_bytes as free_bytes
-from vmferry.drivers.libvirt_blockcopy import create_volume
+from vmferry.drivers.libvirt_blockcopy import clone_volume, create_volume
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_offline import delete_volume
 from vmferry.engine.live import ctrl_c_flag
 from vmferry.errors import BadInputError, BlockedError, MigrationFailedError, VmferryError
-from vmferry.model import Host
+from vmferry.model import Host, VmState
 from vmferry.model.backup import DiskBackup
 from vmferry.model.jsonable import to_jsonable
 from vmferry.store import backups as backup_store
@@ -50,10 +53,11 @@ def back_up(
     note: NoteFn = _quiet,
     timeout_s: float = 3600.0,
 ) -> list[DiskBackup]:
-    """Back up every writable disk of running ``vm`` on ``host`` into ``pool`` there; the
-    recorded backups. Raises (nothing left behind) when it cannot be done."""
+    """Back up every writable disk of ``vm`` on ``host`` (running, or off) into ``pool``
+    there; the recorded backups. Raises (nothing left behind) when it cannot be done."""
     with LibvirtHost.connect(host.name, host.uri) as conn:
-        disks = conn.get_vm(vm).spec.disks
+        record = conn.get_vm(vm)
+        disks = record.spec.disks
         sources = {d.target: conn.disk_path(d) for d in disks}
         plan = plan_backup(vm, job_id, disks, pool, free_bytes(conn, pool))
         if plan.refused is not None:
@@ -61,9 +65,13 @@ def back_up(
             raise BlockedError(plan.refused)
         paths: dict[str, str] = {}
         try:
-            for t in plan.targets:
-                paths[t.target] = create_volume(conn, pool, t.volume, t.capacity_bytes, "qcow2")
-            _run(conn, store, job_id, vm, plan, paths, note, timeout_s)
+            if record.state is VmState.SHUT_OFF:
+                _copy_off(conn, store, job_id, vm, plan, sources, paths, note)
+            else:
+                for t in plan.targets:
+                    paths[t.target] = create_volume(conn, pool, t.volume, t.capacity_bytes,
+                                                    "qcow2")  # fmt: skip
+                _run(conn, store, job_id, vm, plan, paths, note, timeout_s)
         except BaseException:
             for path in paths.values():
                 with suppress(VmferryError):
@@ -83,6 +91,34 @@ def back_up(
     })  # fmt: skip
     note(message)
     return recorded
+
+
+def _copy_off(conn: LibvirtHost, store: Store, job_id: str, vm: str, plan: BackupPlan,
+              sources: dict[str, str | None], paths: dict[str, str],
+              note: NoteFn) -> None:  # fmt: skip
+    """Each disk of ``vm``, which is off, copied into its backup volume (``paths`` fills in
+    as they are made, for the caller's clean-up). Ctrl-C or a cancel stops it between
+    disks (a copy under way ends first: the storage driver's copy cannot be stopped)."""
+    with ctrl_c_flag() as interrupted:
+        for t in plan.targets:
+            stop = ("interrupted (Ctrl-C)" if interrupted.is_set()
+                    else "cancelled by `vmferry job cancel`"
+                    if store.is_cancel_requested(job_id) else None)  # fmt: skip
+            if stop is not None:
+                store.add_event(job_id, "backup", f"backup stopped: {stop}", {})
+                raise MigrationFailedError(f"the backup of {vm} was stopped: {stop}; the move "
+                                           "did not start")  # fmt: skip
+            source = sources.get(t.target)
+            if source is None:
+                raise MigrationFailedError(f"disk {t.target} of {vm} has no file to back up")
+            message = f"{vm} is off: copying disk {t.target} ({source}) into pool {plan.pool}"
+            store.add_event(job_id, "backup", message, {"pool": plan.pool})
+            note(message)
+            paths[t.target] = clone_volume(conn, plan.pool, t.volume, "qcow2", source)
+        if interrupted.is_set():  # Ctrl-C during the last copy
+            store.add_event(job_id, "backup", "backup stopped: interrupted (Ctrl-C)", {})
+            raise MigrationFailedError(f"the backup of {vm} was stopped: interrupted (Ctrl-C); "
+                                       "the move did not start")  # fmt: skip
 
 
 def _run(conn: LibvirtHost, store: Store, job_id: str, vm: str, plan: BackupPlan,

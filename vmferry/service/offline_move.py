@@ -17,7 +17,7 @@ from vmferry.drivers.libvirt_offline import pool_directories, prove_shared_direc
 from vmferry.engine.live import NoteFn
 from vmferry.engine.offline import DiskCopy, OfflinePlan, run_offline_move
 from vmferry.errors import BadInputError, VmferryError
-from vmferry.model import Host, is_blocked
+from vmferry.model import Finding, Host, Severity, VmState, is_blocked
 from vmferry.model.hook import Hook
 from vmferry.model.migration import (
     JobStatus,
@@ -32,11 +32,20 @@ from vmferry.service.netprofile import finish_move, prepare_destination
 from vmferry.service.witnesses import witness_for
 from vmferry.store.db import Store
 from vmferry.verify import sites
+from vmferry.verify.witness import NoWitness
 
-__all__ = ["check_offline", "copies_for", "run_offline", "state_dir_candidates"]
+__all__ = [
+    "check_offline",
+    "copies_for",
+    "is_off",
+    "offline_findings",
+    "run_offline",
+    "state_dir_candidates",
+]
 
 # Findings about the live migration stream; an offline move sends none.
 LIVE_ONLY = ("migration.",)  # finding ids that only a live move has
+NOT_RUNNING = "vm.not-running"  # a blocker for live, warm and warm-incremental moves
 
 
 def check_offline(vm: str, to: str, options: MigrationOptions) -> CheckReport:
@@ -52,8 +61,30 @@ def check_offline(vm: str, to: str, options: MigrationOptions) -> CheckReport:
     cold = options.strategy.boots  # cold and warm-incremental copy what is not shared
     report = check_migration(vm, to, copy_storage=cold, tls=TlsMode.OFF,  # no stream
                              to_pool=options.to_pool if cold else None)  # fmt: skip
-    findings = tuple(f for f in report.findings if not f.id.startswith(LIVE_ONLY))
+    state = report.facts.vm.state if report.facts is not None else None
+    findings = offline_findings(report.findings, options.strategy, vm, state, report.source,
+                                report.destination)  # fmt: skip
     return replace(report, findings=findings, blocked=is_blocked(findings))
+
+
+def offline_findings(findings: Sequence[Finding], strategy: Strategy, vm: str,
+                     state: VmState | None, source: str,
+                     destination: str) -> tuple[Finding, ...]:  # fmt: skip
+    """Pure: the live pre-flight's findings as they apply to an offline move: those about
+    the migration stream left out; for a cold move of a VM that is shut off, "not running"
+    is no blocker but what the move does (it stays off)."""
+    kept = [f for f in findings if not f.id.startswith(LIVE_ONLY)]
+    if strategy is Strategy.COLD and state is VmState.SHUT_OFF:
+        kept = [f for f in kept if f.id != NOT_RUNNING]
+        kept.append(Finding("vm.off", Severity.INFO,
+                            f"VM {vm!r} is shut off on {source}: a cold move copies its disks and "
+                            f"defines it on {destination}, where it stays off"))  # fmt: skip
+    return tuple(kept)
+
+
+def is_off(report: CheckReport, strategy: Strategy) -> bool:
+    """Whether the move is a cold move of a VM that is shut off."""
+    return any(f.id == "vm.off" for f in report.findings) and strategy is Strategy.COLD
 
 
 def state_dir_candidates(
@@ -130,14 +161,16 @@ def run_offline(
         raise
     except VmferryError as exc:
         return _failed(store, job_id, vm, source, destination, options, exc.message)
-    witness = with_post_hooks(witness_for(vm, options.strategy, store, source, destination),
+    off = is_off(report, options.strategy)  # nothing runs to witness: it stays off
+    witness = with_post_hooks(NoWitness() if off else witness_for(vm, options.strategy, store,
+                                                                  source, destination),
                               store, job_id, hooks)  # fmt: skip
     try:  # the VM's port profiles on the destination before it runs there
         network = prepare_destination(vm, source, destination, store, job_id, note)
     except VmferryError as exc:  # it removed what it had added
         why = f"port profiles could not be applied on {destination.name}: {exc.message}"
         return _failed(store, job_id, vm, source, destination, options, why)
-    plan = OfflinePlan(job_id, vm, source, destination, options, state_dir, copies)
+    plan = OfflinePlan(job_id, vm, source, destination, options, state_dir, copies, off)
     settled = False
 
     def settle(result: MigrationResult | None) -> None:
@@ -157,7 +190,7 @@ def run_offline(
 
 
 def _runs_on_destination(result: MigrationResult | None) -> bool:
-    return bool(result and result.verification and result.verification.running_on_destination)
+    return bool(result and result.verification and result.verification.on_destination)
 
 
 def _state_dir(source: Host, destination: Host, facts: PreflightFacts,

@@ -12,6 +12,10 @@ The data flow, each phase timed (``phases_ms``):
 4. ``boot``: the copy (:func:`vmferry.rehearsal.domain.rehearsal_xml`: another name, the
    overlays, its NICs on the isolated network) started as a transient domain, until it runs
    and, when the VM has a guest agent channel, the agent answers.
+   ``verify``: the VM's health command (`vmferry vm set VM --health-command`), when it
+   declares one, run in the copy through its agent as after a move; it must exit 0. The
+   VM's network probes are not run (the copy has no route to them, and by its address
+   they would reach the VM itself): ``verification`` names them as skipped.
 5. ``cleanup``: the copy stopped (being transient, it is gone), the overlays and backups
    deleted, the network removed if the rehearsal made it. What could not be removed is
    named in ``left_behind``.
@@ -23,11 +27,12 @@ job resume` (:func:`reconcile_rehearsal`).
 
 from __future__ import annotations
 
+import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from vmferry.drivers.guest_agent import agent
+from vmferry.drivers.guest_agent import agent, run_in_guest
 from vmferry.drivers.libvirt_blockcopy import create_volume
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_offline import delete_volume
@@ -51,6 +56,7 @@ __all__ = ["Rehearsal", "reconcile_rehearsal", "rehearse"]
 
 NoteFn = Callable[[str], None]
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
+HEALTH_TIMEOUT_S = 30.0
 
 
 def _quiet(*_args: object) -> None:
@@ -141,10 +147,24 @@ def rehearse(vm: str, to: str, *, pool: str | None = None, boot_timeout_s: float
             start_copy(dst, rehearsal_xml(vm_xml, copy, overlays))
             note(f"{copy} started on {to} in the isolated network {REHEARSAL_NETWORK}")
             verification = _boot(dst, copy, AGENT_CHANNEL in vm_xml, boot_timeout_s)
-            lap("boot", at)
+            at = lap("boot", at)
+            declared = store.vm_probes(vm)
+            if declared.probes:
+                verification["probes_skipped"] = list(declared.probes)
+            if declared.health and verification["agent"] is True:
+                verification["health"] = _health(dst, copy, declared.health)
+                lap("verify", at)
+            elif declared.health and verification["agent"] is None:
+                verification["health"] = {"command": shlex.join(declared.health), "exit": None,
+                                          "ok": None, "why": "the VM has no guest agent "
+                                          "channel to run it through"}  # fmt: skip
         if not verification["running"] or verification["agent"] is False:
             reason = f"the copy did not {'answer' if verification['running'] else 'run'} " \
                      f"on {to} within {boot_timeout_s:g} s"  # fmt: skip
+        elif isinstance(health := verification.get("health"), dict) and not health["ok"]:
+            code = health["exit"]
+            reason = (f"the copy's health command {health['command']} "
+                      + ("did not end in time" if code is None else f"exited {code}"))  # fmt: skip
     except VmferryError as exc:
         reason = exc.message
     except KeyboardInterrupt:
@@ -191,6 +211,15 @@ def _boot(dst: LibvirtHost, copy: str, has_agent: bool, timeout_s: float) -> dic
         time.sleep(1.0)
     return {"running": running, "agent": answered,
             "ready_ms": round((time.monotonic() - started) * 1000)}  # fmt: skip
+
+
+def _health(dst: LibvirtHost, copy: str, argv: Sequence[str]) -> dict[str, object]:
+    """The VM's health command run in the copy: its exit code (None: it did not end)."""
+    try:
+        code = run_in_guest(dst, copy, argv, timeout_s=HEALTH_TIMEOUT_S)
+    except VmferryError as exc:
+        return {"command": shlex.join(argv), "exit": None, "ok": False, "error": exc.message}
+    return {"command": shlex.join(argv), "exit": code, "ok": code == 0}
 
 
 def _clean(store: Store, job_id: str, destination: Host, made: _Made, note: NoteFn) -> list[str]:

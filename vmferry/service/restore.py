@@ -11,8 +11,9 @@ The data flow, for a job whose VM runs (or is defined) on the move's destination
    yet, and a copy that fails removes the copies made and stops here;
 2. the VM is powered off on the destination (its definition kept);
 3. its definition (the destination's) with each restored disk in place of the old one is
-   defined on the source and started. Should that fail, the VM is started again on the
-   destination and the restored copies are removed: it runs where it was;
+   defined on the source and started (not a VM that was off when the move began: it is
+   left off, as it was). Should that fail, the VM is started again on the destination
+   (when it ran there) and the restored copies are removed: it is where it was;
 4. only then is it undefined on the destination and are the disk copies the move made there
    removed (the job's ``copied_path`` events). The disks the VM used before the restore are
    left where they are (on shared storage the destination wrote to them), named in the
@@ -30,6 +31,7 @@ from vmferry.drivers.domain_edit import with_disk_files
 from vmferry.drivers.libvirt_blockcopy import clone_volume
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_offline import delete_volume, pool_directories, volume_exists
+from vmferry.engine.offline_reconcile import started_off
 from vmferry.errors import VmferryError
 from vmferry.model.backup import DiskBackup
 from vmferry.model.migration import Job
@@ -84,10 +86,12 @@ def restore_from_backup(store: Store, job: Job, backups: list[DiskBackup],
         if running:
             dst.destroy(vm)
             note(f"{vm} powered off on {dst.name}")
+        off = started_off(job)  # a cold move of a VM that was off: it stays off
         try:
             src.define_xml(with_disk_files(definition, {t: (p, "qcow2")
                                                         for t, p in restored.items()}))  # fmt: skip
-            src.start(vm)
+            if not off:
+                src.start(vm)
         except VmferryError as exc:
             with suppress(VmferryError):
                 src.undefine(vm)
@@ -99,7 +103,7 @@ def restore_from_backup(store: Store, job: Job, backups: list[DiskBackup],
                     dst.start(vm)
             return Restored(False, f"starting {vm} on {src.name} from its backup failed: "
                             f"{exc.message}; it runs on {dst.name} as before", {}, ())  # fmt: skip
-        note(f"{vm} started on {src.name} from its backup")
+        note(f"{vm} {'defined, off,' if off else 'started'} on {src.name} from its backup")
         dst.undefine(vm)
         for path in copies:
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmferry.engine.offline_reconcile import started_off
 from vmferry.errors import BadInputError, BlockedError
 from vmferry.model.backup import DiskBackup
 from vmferry.model.migration import Job, JobStatus, MigrationOptions, MigrationResult, Strategy
@@ -48,7 +49,7 @@ def needs_rollback(result: MigrationResult) -> bool:
     return (
         result.status is JobStatus.FAILED
         and result.verification is not None
-        and result.verification.running_on_destination
+        and result.verification.on_destination
     )
 
 
@@ -84,12 +85,15 @@ def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None)
     backups = kept_backups(store, job)
     if job.options.strategy.offline and backups:  # warm, cold: restored from the backup
         return _restore(store, job, backups, note)
-    options = MigrationOptions(Strategy.LIVE, job.options.max_downtime_ms, job.options.timeout_s,
-                               job.options.copy_storage, job.options.bandwidth_mib_s,
+    off = started_off(job)  # a VM that was off goes back cold, and stays off
+    options = MigrationOptions(Strategy.COLD if off else Strategy.LIVE,
+                               job.options.max_downtime_ms, job.options.timeout_s,
+                               job.options.copy_storage and not off, job.options.bandwidth_mib_s,
                                tls=job.options.tls)  # fmt: skip
     back = migrate(job.vm, job.source, options, note=note).result
     ok = back.status is JobStatus.COMPLETED
-    message = (f"rolled back by job {back.job_id}: {job.vm} runs on {job.source} again" if ok
+    is_there = f"is on {job.source} again, off" if off else f"runs on {job.source} again"
+    message = (f"rolled back by job {back.job_id}: {job.vm} {is_there}" if ok
                else f"rollback by job {back.job_id} {back.status}: {back.reason}")  # fmt: skip
     store.add_event(job_id, "rollback", message,
                     {"job_id": back.job_id, "status": str(back.status)})  # fmt: skip
@@ -101,7 +105,8 @@ def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None)
 def _restore(store: Store, job: Job, backups: list[DiskBackup], note: NoteFn) -> Rollback:
     done = restore_from_backup(store, job, backups, note)
     if done.ok:
-        message = f"restored from its backup: {job.vm} runs on {job.source} again" + (
+        again = "is on {} again, off" if started_off(job) else "runs on {} again"
+        message = f"restored from its backup: {job.vm} {again.format(job.source)}" + (
             f"; left in place: {', '.join(done.left)}" if done.left else ""
         )
     else:

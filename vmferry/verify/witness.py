@@ -97,13 +97,21 @@ def verification(
     absent_on_source: bool,
     problems: Sequence[str],
     require: bool,
+    left_off: bool = False,
 ) -> Verification:
     """Pure: the job's verification from where the VM runs, the host problems found and what
     the witnesses saw. With ``require`` (``--require-verification``), a move proved by
-    liveness alone, or a probe that did not answer again, is a problem (the job fails)."""
+    liveness alone, or a probe that did not answer again, is a problem (the job fails).
+    ``left_off``: a VM that was off, moved cold and defined off on the destination (nothing
+    runs to witness; its definition and disk copies are what is proved)."""
     level = report.level or LIVENESS_ONLY
     warnings = list(report.warnings)
-    if level == LIVENESS_ONLY:
+    if left_off:
+        warnings.append(
+            "it was off and stays off: proved by its definition and disk copies on the "
+            "destination and its absence from the source; nothing ran to prove more"
+        )
+    elif level == LIVENESS_ONLY:
         warnings.append(
             "verified by liveness only (running on the destination, gone from the source): "
             "declare a probe with `vmferry vm set VM --probe SPEC`"
@@ -127,4 +135,5 @@ def verification(
         probes=report.probes,
         warnings=tuple(warnings),
         agent=report.agent,
+        left_off=left_off,
     )
