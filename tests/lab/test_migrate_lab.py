@@ -834,7 +834,7 @@ def test_a_rehearsal_boots_a_copy_on_the_destination_and_leaves_nothing_behind(
                        "--json")  # fmt: skip
     assert declared.returncode == 0, declared.stderr
     planned = vmferry("plan", "create", str(plan), "--rehearse", "--json", timeout=600)
-    assert planned.returncode == 0, planned.stderr
+    assert planned.returncode == 4, planned.stderr  # a rehearsal failed; the plan is kept
     (item,) = json.loads(planned.stdout)["items"]
     assert item["rehearsal"]["status"] == "failed", item
     assert item["rehearsal"]["reason"] == (f"the copy's health command {failing} exited 1"), item
