@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from vmferry.drivers.domain_edit import with_disk_files
+from vmferry.drivers.libvirt_domains import domain_view
 from vmferry.drivers.libvirt_events import PauseWatch
 from vmferry.drivers.libvirt_facts import migratable_xml
 from vmferry.drivers.libvirt_host import LibvirtHost
@@ -501,19 +502,59 @@ def _new_on(dst: LibvirtHost, paths: dict[str, str | None]) -> dict[str, str]:
     return fresh
 
 
+#: How long a failed ``--copy-storage`` move waits for the destination's libvirt to answer
+#: again (a libvirtd restarted by systemd), and for a leftover transient copy of the VM there
+#: to go, before it leaves its partial disk copies, named.
+PARTIAL_RETRY_S = 30.0
+
+
 def _remove_partial_copies(
     dst: LibvirtHost, plan: LivePlan, fresh: dict[str, str], event: Callable[..., None]
 ) -> None:
     """After a failed ``--copy-storage`` move: remove the partial copies libvirt created on
     the destination (paths with no file before the move), unless the VM is defined there
-    (then they may be its disks: noted and left). The VM runs on its source disks."""
+    (then they may be its disks: noted and left). The VM runs on its source disks. When the
+    destination's libvirt stopped answering (killed during the move), a new connection is
+    tried for up to :data:`PARTIAL_RETRY_S`."""
     try:
-        there = plan.vm in {r.spec.name for r in dst.list_vms()}
+        dst.list_vms()
+    except VmferryError as exc:
+        event("note", f"{plan.destination.name} does not answer ({exc.message}): waiting up to "
+              f"{PARTIAL_RETRY_S:g} s to remove the partial disk copies there")  # fmt: skip
+        deadline = time.monotonic() + PARTIAL_RETRY_S
+        while True:
+            try:
+                with LibvirtHost.connect(plan.destination.name, plan.destination.uri,
+                                         own=True) as again:  # fmt: skip
+                    _remove_partial_on(again, plan, fresh, event, deadline)
+                    return
+            except HostUnreachableError as unreachable:
+                if time.monotonic() >= deadline:
+                    event("note", f"the partial disk copies on {plan.destination.name} are left "
+                          f"({', '.join(fresh.values())}): it does not answer: "
+                          f"{unreachable.message}")  # fmt: skip
+                    return
+                time.sleep(2.0)
+    _remove_partial_on(dst, plan, fresh, event, time.monotonic() + PARTIAL_RETRY_S)
+
+
+def _remove_partial_on(dst: LibvirtHost, plan: LivePlan, fresh: dict[str, str],
+                       event: Callable[..., None], deadline: float) -> None:  # fmt: skip
+    """:func:`_remove_partial_copies` on a destination that answers. A transient copy of the
+    VM there (the failed incoming one, which libvirt removes) is waited for until
+    ``deadline``."""
+    try:
+        there = domain_view(dst, plan.vm)
+        while there.exists and not there.persistent and not there.running:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+            there = domain_view(dst, plan.vm)
     except VmferryError as exc:
         event("note", f"the partial disk copies on {plan.destination.name} are left "
-              f"({', '.join(fresh.values())}): it does not answer: {exc.message}")  # fmt: skip
+              f"({', '.join(fresh.values())}): {exc.message}")  # fmt: skip
         return
-    if there:
+    if there.exists:
         event("note", f"{plan.vm} is defined on {plan.destination.name}: its disk copies "
               f"there are left ({', '.join(fresh.values())})")  # fmt: skip
         return
