@@ -11,7 +11,7 @@ VMFERRY_STACK ?= modern
 APT_PACKAGES := pkg-config busybox-static cpio iproute2 nftables gcc libc6-dev make libxml2-utils \
 	postgresql virt-v2v libguestfs-tools nbdkit libnbd-bin debootstrap iperf3 \
 	dosfstools mtools syslinux syslinux-common iputils-ping qemu-guest-agent tcpdump \
-	chromium golang-go golang-github-vmware-govmomi-dev ipmitool
+	chromium golang-go golang-github-vmware-govmomi-dev ipmitool tini
 
 .PHONY: help install apt venv guest vcsim lint unit test demo lab-down clean console-shots
 

@@ -52,6 +52,15 @@ exec sleep infinity
 """
 
 
+# The holder runs under tini as a child subreaper: the daemons it starts detach (-d), and
+# libvirtd detaches every QEMU it starts, so each of them is orphaned and would be adopted
+# by this machine's PID 1. A systemd host reaps a dead QEMU at once; this machine's PID 1
+# (a sandbox's init) leaves it a zombie for about 1.6 s, and libvirt, which waits for a
+# killed QEMU's pid to vanish, adds that to every destroy and to the end of every
+# migration. Adopted by tini, a dead daemon or QEMU is reaped at once, as on a real host.
+HOLDER_REAPER = ("tini", "-s", "--")
+
+
 def host_dir(base: Path, host: topo.LabHost) -> Path:
     return base / "hosts" / host.name
 
@@ -157,7 +166,7 @@ def start_host_daemons(
     holder = subprocess.Popen(
         ["ip", "netns", "exec", host.netns,
          "unshare", "-m", "-u", "-C", "--propagation", "private",
-         "sh", "-c", script, "vmferry-lab-holder", str(root), host.name],
+         *HOLDER_REAPER, "sh", "-c", script, "vmferry-lab-holder", str(root), host.name],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         preexec_fn=lambda: cgroups.join(groups),
     )  # fmt: skip

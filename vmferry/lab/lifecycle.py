@@ -30,6 +30,7 @@ REQUIRED_TOOLS = (
     "ip",
     "tc",
     "unshare",
+    "tini",
     "libvirtd",
     "virtlogd",
     "virtlockd",
