@@ -256,7 +256,7 @@ def test_a_failed_copy_storage_move_leaves_no_partial_copy_and_the_guest_on_its_
     cap) is aborted at its timeout after its disk was mirrored: the guest runs on kvm1 on
     its own disk, and the copy libvirt created on kvm2 is gone, the job saying so. The same
     when kvm2's libvirtd is killed during such a move and started again 3 s later (as
-    systemd would)."""
+    systemd would), and when kvm2's migration link is cut mid-copy and stays cut."""
     name = "cs2"
     record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=128, dirty_mb_s=64,
                         disk_pool="local")  # fmt: skip
@@ -287,9 +287,6 @@ def test_a_failed_copy_storage_move_leaves_no_partial_copy_and_the_guest_on_its_
         finally:
             faults.start_libvirtd("kvm2")
 
-    # (a migration link cut during the disk copy is not here: vmferry sees the copy stall
-    # and aborts, but QEMU's mirror blocks in its NBD send and the abort does not return
-    # while the link stays cut; see docs/storage.md)
     code, result, events = _move_faulted_mid_copy(name, images["kvm2"], kill_libvirtd)
     print(f"\nkvm2's libvirtd killed mid-copy: exit {code}: {result.get('reason')}")
     print(*[f"  {e['kind']}: {e['message']}" for e in events[-6:]], sep="\n")
@@ -299,13 +296,33 @@ def test_a_failed_copy_storage_move_leaves_no_partial_copy_and_the_guest_on_its_
     assert images["kvm1"].exists() and _runs_on(name) == "kvm1"
     assert len(client.echo(record.address, count=2)) == 2
 
+    # kvm2's migration link cut mid-copy and left cut: vmferry sees the copy stall and
+    # aborts; the abort hangs in the disk mirror's NBD send (TCP retries it for minutes)
+    # until vmferry closes that connection, 10 s later
+    try:
+        code, result, events = _move_faulted_mid_copy(
+            name, images["kvm2"], lambda: faults.cut_migration_link("kvm2"), copied_mib=4
+        )
+    finally:
+        faults.restore_migration_link("kvm2")
+    print(f"\nkvm2's migration link cut mid-copy: exit {code}: {result.get('reason')}")
+    print(*[f"  {e['kind']}: {e['message']}" for e in events[-6:]], sep="\n")
+    assert code == 4 and result["status"] == "failed", result
+    assert "stalled: no data moved" in result["reason"], result
+    closed = [e["message"] for e in events if e["message"].startswith("the aborted migration")]
+    assert closed == ["the aborted migration has not ended after 10 s (a connection to kvm2 "
+                      "hangs): closed migration-vda-storage"], events  # fmt: skip
+    assert not images["kvm2"].exists(), events
+    assert images["kvm1"].exists() and _runs_on(name) == "kvm1"
+    assert len(client.echo(record.address, count=2)) == 2
+
 
 def _move_faulted_mid_copy(
-    name: str, copy: Path, fault: Callable[[], None]
+    name: str, copy: Path, fault: Callable[[], None], *, copied_mib: int = 0
 ) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
     """`vmferry migrate NAME --to kvm2 --copy-storage` (capped at 10 MiB/s), ``fault`` run
-    two seconds after libvirt made ``copy`` on kvm2 (the mirror runs); its exit code, its
-    JSON and its job's events."""
+    two seconds after libvirt made ``copy`` on kvm2 (the mirror runs), or as soon as
+    ``copied_mib`` MiB are in the copy; its exit code, its JSON and its job's events."""
     argv = [sys.executable, "-m", "vmferry.cli.main", "migrate", name, "--to", "kvm2",
             "--copy-storage", "--strategy", "live", "--bandwidth-mib-s", "10", "--timeout",
             "120", "--json"]  # fmt: skip
@@ -313,11 +330,12 @@ def _move_faulted_mid_copy(
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not copy.exists():
+        while not copy.exists() or _allocated(copy) < copied_mib * 2**20:
             assert moving.poll() is None, moving.communicate()
             assert time.monotonic() < deadline, "the copy did not start"
-            time.sleep(0.1)
-        time.sleep(2)
+            time.sleep(0.05)
+        if not copied_mib:
+            time.sleep(2)
         fault()
         out, err = moving.communicate(timeout=240)
     finally:
@@ -327,6 +345,13 @@ def _move_faulted_mid_copy(
     assert result.get("job_id"), err
     events = json.loads(vmferry("job", "show", result["job_id"], "--json").stdout)["events"]
     return moving.returncode, result, events
+
+
+def _allocated(path: Path) -> int:
+    try:
+        return path.stat().st_blocks * 512
+    except FileNotFoundError:
+        return 0
 
 
 def test_a_disk_moves_to_another_pool_of_its_host_while_the_guest_writes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -293,3 +294,92 @@ def test_after_post_copy_the_figures_are_vmferrys_own() -> None:
     # the call's time, the pause from the events, and every page left sent once
     assert stats == CompletedStats(25_400, 83, 1020 * MIB, 6)
     assert measured_stats(None, [], None) == CompletedStats(None, None, None, None)
+
+
+# QEMU's answer to query-yank during a --copy-storage move, as seen in the lab (QEMU 10)
+YANK_LIST = [
+    {"type": "chardev", "id": "charmonitor"},
+    {"type": "chardev", "id": "charchannel0"},
+    {"type": "block-node", "node-name": "migration-vda-storage"},
+    {"type": "block-node", "node-name": "libvirt-1-storage"},
+    {"type": "migration"},
+]
+
+
+def test_only_the_migrations_own_links_are_yanked() -> None:
+    assert libvirt_migration.yank_targets(YANK_LIST) == [
+        {"type": "block-node", "node-name": "migration-vda-storage"},
+        {"type": "migration"},
+    ]
+    assert libvirt_migration.yank_targets(YANK_LIST[:2]) == []
+    assert libvirt_migration.yank_targets([{"type": "block-node"}]) == []
+
+
+def test_yank_links_asks_qemu_and_closes_only_what_it_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[dict[str, Any]] = []
+    listed = [YANK_LIST[:3], YANK_LIST[:2]]
+
+    def monitor(_dom: object, text: str, _flags: int) -> str:
+        message = json.loads(text)
+        sent.append(message)
+        if message["execute"] == "query-yank":
+            return json.dumps({"return": listed.pop(0)})
+        return json.dumps({"return": {}})
+
+    monkeypatch.setattr(libvirt_migration.libvirt_qemu, "qemuMonitorCommand", monitor)
+    migration = running(FakeDomain())
+    assert migration.yank_links() == ["migration-vda-storage"]
+    assert sent[-1] == {"execute": "yank", "arguments": {"instances": [
+        {"type": "block-node", "node-name": "migration-vda-storage"}]}}  # fmt: skip
+    assert migration.yank_links() == []  # nothing of the migration left: no yank sent
+    assert [m["execute"] for m in sent] == ["query-yank", "yank", "query-yank"]
+
+
+class Yankable:
+    def __init__(self, postcopy: bool = False, fails: bool = False) -> None:
+        self.in_postcopy, self.fails, self.yanks = postcopy, fails, 0
+
+    def yank_links(self) -> list[str]:
+        self.yanks += 1
+        if self.fails:
+            raise VmferryError("libvirt did not answer QEMU monitor query-yank within 5 s")
+        return ["migration-vda-storage"]
+
+
+def test_an_abort_that_does_not_end_closes_the_links_once_after_the_grace() -> None:
+    clock = [100.0]
+    events: list[tuple[str, str]] = []
+
+    def event(kind: str, message: str, **_data: object) -> None:
+        events.append((kind, message))
+
+    stuck, migration = live._StuckAbort("kvm2", lambda: clock[0]), Yankable()
+    stuck.check(migration, event)  # type: ignore[arg-type]
+    clock[0] += live.ABORT_GRACE_S - 0.5
+    stuck.check(migration, event)  # type: ignore[arg-type]
+    assert migration.yanks == 0 and events == []
+    clock[0] += 0.5
+    stuck.check(migration, event)  # type: ignore[arg-type]
+    clock[0] += 60
+    stuck.check(migration, event)  # type: ignore[arg-type]
+    assert migration.yanks == 1
+    assert events == [("status", "the aborted migration has not ended after 10 s (a connection "
+                       "to kvm2 hangs): closed migration-vda-storage")]  # fmt: skip
+
+    in_postcopy = Yankable(postcopy=True)
+    stuck = live._StuckAbort("kvm2", lambda: clock[0])
+    stuck.check(in_postcopy, event)  # type: ignore[arg-type]
+    clock[0] += 600
+    stuck.check(in_postcopy, event)  # type: ignore[arg-type]
+    assert in_postcopy.yanks == 0  # the destination runs the guest: never cut it off
+
+    failing, events[:] = Yankable(fails=True), []
+    stuck = live._StuckAbort("kvm2", lambda: clock[0])
+    stuck.check(failing, event)  # type: ignore[arg-type]
+    clock[0] += 600
+    stuck.check(failing, event)  # type: ignore[arg-type]
+    stuck.check(failing, event)  # type: ignore[arg-type]
+    assert failing.yanks == 1 and [k for k, _ in events] == ["note"]
+    assert "could not be closed: libvirt did not answer" in events[0][1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -302,7 +302,26 @@ class RunningMigration:
         """An abort was asked for but libvirt has not taken it yet."""
         return self._abort_pending
 
+    def yank_links(self) -> list[str]:
+        """Force-close the network connections this migration's QEMU still holds (QMP
+        ``yank``); what was closed, by name (nothing when none is left).
+
+        For a migration that was aborted but does not end: libvirt's abort cancels the disk
+        mirror, which then waits for its writes in flight over NBD; with the destination cut
+        off, TCP retries them for many minutes. Closing the NBD connection fails those
+        writes, the mirror ends and libvirt's migrate call returns, the VM still running on
+        its own disks."""
+        found = self._qmp_any("query-yank", None)
+        targets = yank_targets(found if isinstance(found, list) else [])
+        if targets:
+            self._qmp_any("yank", {"instances": targets})
+        return [str(t.get("node-name", t["type"])) for t in targets]
+
     def _qmp(self, command: str, arguments: dict[str, Any] | None) -> dict[str, Any]:
+        result = self._qmp_any(command, arguments)
+        return result if isinstance(result, dict) else {}
+
+    def _qmp_any(self, command: str, arguments: dict[str, Any] | None) -> Any:
         message: dict[str, Any] = {"execute": command}
         if arguments is not None:
             message["arguments"] = arguments
@@ -317,8 +336,27 @@ class RunningMigration:
             raise VmferryError(f"QEMU monitor {command}: {exc.get_error_message()}") from exc
         if "error" in reply:
             raise VmferryError(f"QEMU monitor {command}: {reply['error'].get('desc')}")
-        result: dict[str, Any] = reply.get("return", {})
-        return result
+        return reply.get("return", {})
+
+
+MIGRATION_NODE_PREFIX = "migration-"  # libvirt's NBD nodes for disks it copies
+
+
+def yank_targets(instances: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Of the instances QEMU's ``query-yank`` lists, those that belong to an outgoing
+    migration: the migration stream and the NBD block nodes libvirt added to copy disks
+    (``migration-vda-storage``). Never a chardev (the monitor, the guest agent's channel) nor
+    any other block node (the VM's own disks)."""
+    chosen: list[dict[str, str]] = []
+    for instance in instances:
+        kind = instance.get("type")
+        node = instance.get("node-name")
+        if kind == "migration":
+            chosen.append({"type": "migration"})
+        elif (kind == "block-node" and isinstance(node, str)
+              and node.startswith(MIGRATION_NODE_PREFIX)):  # fmt: skip
+            chosen.append({"type": "block-node", "node-name": node})
+    return chosen
 
 
 def completed_stats(destination: LibvirtHost, vm: str, *, wait_s: float = 5.0) -> CompletedStats:

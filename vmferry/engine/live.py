@@ -186,6 +186,7 @@ def _drive(
         fresh = _new_on(dst, dict(plan.request.copy_paths) or copies[1])
         migration = RunningMigration(src, _with_dest_xml(src, plan.request))
         pause = _watch_pause(plan, event)
+        stuck = _StuckAbort(plan.destination.name)
         downtime_set = False
         try:  # from here on Ctrl-C aborts, and the job always ends recorded
             witness.start()
@@ -229,6 +230,8 @@ def _drive(
                 if stop_reason is None and record.cancel_requested():
                     stop_reason, cancelled = "cancelled by `vmferry job cancel`", True
                     _abort(migration, event, stop_reason)
+                if stop_reason is not None:
+                    stuck.check(migration, event)
                 migration.wait(poll_s)
         except Exception as exc:  # a step failed (usually the migration just ended): never
             # leave the migration running without anyone to abort and record it
@@ -245,6 +248,8 @@ def _drive(
         while migration.started and not migration.wait(1.0):
             if migration.abort_pending:  # asked before libvirt's job began: ask again
                 migration.abort()
+            if stop_reason is not None or cancelled:
+                stuck.check(migration, event)
         moved = migration.succeeded
         stats = completed_stats(dst, plan.vm) if moved else CompletedStats(None, None, None,
                                                                            None)  # fmt: skip
@@ -413,6 +418,41 @@ def _apply(migration: RunningMigration, escalation: Escalation, state: PolicySta
         event("escalation", f"switched to post-copy: {escalation.reason}", step=str(step))
     else:
         _abort(migration, event, escalation.reason)
+
+
+ABORT_GRACE_S = 10.0  # an aborted migration whose links work ends within a second
+
+
+class _StuckAbort:
+    """Ends an aborted migration that does not end: after ``ABORT_GRACE_S`` its network
+    connections are closed (:meth:`RunningMigration.yank_links`), once. Seen in the lab: a
+    `--copy-storage` move whose link to the destination was cut, aborted when its disks'
+    copy stalled, hung in the disk mirror's NBD send for as long as the link stayed cut.
+    Never in post-copy: there the destination runs the guest and needs every page."""
+
+    def __init__(self, destination: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.destination = destination
+        self.clock = clock
+        self.since: float | None = None
+        self.tried = False
+
+    def check(self, migration: RunningMigration, event: Callable[..., None]) -> None:
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        if self.tried or migration.in_postcopy or now - self.since < ABORT_GRACE_S:
+            return
+        self.tried = True
+        try:
+            closed = migration.yank_links()
+        except VmferryError as exc:
+            event("note", f"the aborted migration has not ended after {ABORT_GRACE_S:g} s, "
+                  f"and its connections could not be closed: {exc.message}")  # fmt: skip
+            return
+        if closed:
+            event("status", f"the aborted migration has not ended after {ABORT_GRACE_S:g} s "
+                  f"(a connection to {self.destination} hangs): closed {', '.join(closed)}",
+                  closed=closed)  # fmt: skip
 
 
 def _abort_on_new_connection(source: LibvirtHost, request: MigrationRequest,
