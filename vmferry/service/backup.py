@@ -14,9 +14,11 @@ Ctrl-C or `vmferry job cancel` stop it and remove its volumes: the move does not
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from typing import NoReturn
 
 from vmferry.assess.backup import BackupPlan, plan_backup
 from vmferry.drivers.libvirt_backup import abort_backup, backup_state, begin_backup
@@ -24,7 +26,7 @@ from vmferry.drivers.libvirt_backup import pool_free_bytes as free_bytes
 from vmferry.drivers.libvirt_blockcopy import clone_volume, create_volume
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_offline import delete_volume
-from vmferry.engine.live import ctrl_c_flag
+from vmferry.engine.live import INTERRUPTED, ctrl_c_flag
 from vmferry.errors import BadInputError, BlockedError, MigrationFailedError, VmferryError
 from vmferry.model import Host, VmState
 from vmferry.model.backup import DiskBackup
@@ -101,13 +103,9 @@ def _copy_off(conn: LibvirtHost, store: Store, job_id: str, vm: str, plan: Backu
     disks (a copy under way ends first: the storage driver's copy cannot be stopped)."""
     with ctrl_c_flag() as interrupted:
         for t in plan.targets:
-            stop = ("interrupted (Ctrl-C)" if interrupted.is_set()
-                    else "cancelled by `vmferry job cancel`"
-                    if store.is_cancel_requested(job_id) else None)  # fmt: skip
+            stop = _stop_reason(interrupted, store, job_id)
             if stop is not None:
-                store.add_event(job_id, "backup", f"backup stopped: {stop}", {})
-                raise MigrationFailedError(f"the backup of {vm} was stopped: {stop}; the move "
-                                           "did not start")  # fmt: skip
+                _stopped(store, job_id, vm, stop)
             source = sources.get(t.target)
             if source is None:
                 raise MigrationFailedError(f"disk {t.target} of {vm} has no file to back up")
@@ -116,9 +114,21 @@ def _copy_off(conn: LibvirtHost, store: Store, job_id: str, vm: str, plan: Backu
             note(message)
             paths[t.target] = clone_volume(conn, plan.pool, t.volume, "qcow2", source)
         if interrupted.is_set():  # Ctrl-C during the last copy
-            store.add_event(job_id, "backup", "backup stopped: interrupted (Ctrl-C)", {})
-            raise MigrationFailedError(f"the backup of {vm} was stopped: interrupted (Ctrl-C); "
-                                       "the move did not start")  # fmt: skip
+            _stopped(store, job_id, vm, INTERRUPTED)
+
+
+def _stop_reason(interrupted: threading.Event, store: Store, job_id: str) -> str | None:
+    """Why the backup must stop now (Ctrl-C, `job cancel`), or None."""
+    if interrupted.is_set():
+        return INTERRUPTED
+    if store.is_cancel_requested(job_id):
+        return "cancelled by `vmferry job cancel`"
+    return None
+
+
+def _stopped(store: Store, job_id: str, vm: str, why: str) -> NoReturn:
+    store.add_event(job_id, "backup", f"backup stopped: {why}", {})
+    raise MigrationFailedError(f"the backup of {vm} was stopped: {why}; the move did not start")
 
 
 def _run(conn: LibvirtHost, store: Store, job_id: str, vm: str, plan: BackupPlan,
@@ -135,16 +145,12 @@ def _run(conn: LibvirtHost, store: Store, job_id: str, vm: str, plan: BackupPlan
             state = backup_state(conn, vm)
             if not state.running:
                 break
-            stop = ("interrupted (Ctrl-C)" if interrupted.is_set()
-                    else "cancelled by `vmferry job cancel`"
-                    if store.is_cancel_requested(job_id)
-                    else f"it took longer than {timeout_s:g} s"
-                    if time.monotonic() - started > timeout_s else None)  # fmt: skip
+            stop = _stop_reason(interrupted, store, job_id)
+            if stop is None and time.monotonic() - started > timeout_s:
+                stop = f"it took longer than {timeout_s:g} s"
             if stop is not None:
                 abort_backup(conn, vm)
-                store.add_event(job_id, "backup", f"backup stopped: {stop}", {})
-                raise MigrationFailedError(f"the backup of {vm} was stopped: {stop}; the move "
-                                           "did not start")  # fmt: skip
+                _stopped(store, job_id, vm, stop)
             if time.monotonic() - last >= PROGRESS_EVERY_S and state.total_bytes:
                 last = time.monotonic()
                 store.add_event(job_id, "backup-progress",
