@@ -120,13 +120,18 @@ def measure_live(spec: PlanSpec, store: Store) -> tuple[dict[str, Measured], dic
     return measured, skipped
 
 
+def _idle(memory_bytes: int, link_bytes_s: float, downtime_ms: int) -> PredictInputs:
+    """What the model is given for a VM that dirties nothing: one that is off, or one not
+    measured (then taken as idle)."""
+    return PredictInputs(memory_bytes=memory_bytes, dirty_rate_bytes_s=0.0,
+                         link_bytes_s=link_bytes_s, downtime_limit_ms=downtime_ms)  # fmt: skip
+
+
 def _measure_one(host: Host, vm: VmEntry, max_downtime_ms: int, store: Store) -> Measured | str:
     with LibvirtHost.connect(host.name, host.uri, timeout_s=5) as conn:
         record = conn.get_vm(vm.name)
         if record.state is VmState.SHUT_OFF:  # `auto` moves it cold, and it stays off
-            idle = PredictInputs(memory_bytes=record.spec.memory_bytes, dirty_rate_bytes_s=0.0,
-                                 link_bytes_s=DEFAULT_LINK_BYTES_S,
-                                 downtime_limit_ms=max_downtime_ms)  # fmt: skip
+            idle = _idle(record.spec.memory_bytes, DEFAULT_LINK_BYTES_S, max_downtime_ms)
             return Measured(idle, {"state": f"shut off on {host.name}"}, off=True)
         if record.state is not VmState.RUNNING:
             return f"it is {record.state} on {host.name}, not running"
@@ -248,12 +253,7 @@ def _item(
     detail: dict[str, Any] = {"measured": found is not None, "max_downtime_ms": tolerance}
     prefix = ""
     if prediction is None:  # no live facts: the plan file's memory, taken as idle
-        inputs = PredictInputs(
-            memory_bytes=vm.memory_mb * MIB,
-            dirty_rate_bytes_s=0.0,
-            link_bytes_s=m.bandwidth_mbps * 1e6 / 8,
-            downtime_limit_ms=tolerance,
-        )
+        inputs = _idle(vm.memory_mb * MIB, m.bandwidth_mbps * 1e6 / 8, tolerance)
         prediction = predict_model(inputs, calibration)
         detail["not_measured"] = why_not or "no live facts"
         prefix = f"not measured ({detail['not_measured']}); the model takes it as idle: "
