@@ -6,16 +6,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from support.jobs import running_job
 
 from vmferry.engine.offline import COLD_STEPS, Step, Undo, undo_plan
 from vmferry.engine.offline_reconcile import Repair, decide_offline, started_off
 from vmferry.model import Finding, Severity, VmState, is_blocked
 from vmferry.model.domain_view import ABSENT, DomainView
 from vmferry.model.migration import (
-    Job,
     JobEvent,
     JobStatus,
-    MigrationOptions,
     MigrationResult,
     Strategy,
     Verification,
@@ -70,22 +69,9 @@ def test_the_undo_of_a_vm_that_was_off_never_starts_it(
     assert undo_plan(COLD, committed, source_running=False, started_off=True) == ()
 
 
-JOB = Job(
-    id="0123456789ab",
-    kind="migrate",
-    vm="db1",
-    source="kvm1",
-    destination="kvm2",
-    status=JobStatus.RUNNING,
-    created_at="2026-12-05T10:00:00.000Z",
-    updated_at="2026-12-05T10:00:01.000Z",
-    options=MigrationOptions(strategy=COLD),
-    owner_pid=4242,
-    owner_start_ticks=99,
-    events=(
-        JobEvent("2026-12-05T10:00:00.500Z", "status", "db1 is off on kvm1", {"started_off": True}),
-    ),
-)
+JOB = running_job(COLD, vm="db1", events=(
+    JobEvent("2026-12-05T10:00:00.500Z", "status", "db1 is off on kvm1", {"started_off": True}),
+))  # fmt: skip
 OFF = DomainView(exists=True, persistent=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from support.jobs import running_job
 
 from vmferry.engine.offline_reconcile import (
     OfflineDecision,
@@ -15,21 +16,9 @@ from vmferry.engine.offline_reconcile import (
     state_path_of,
 )
 from vmferry.model.domain_view import ABSENT, DomainView
-from vmferry.model.migration import Job, JobEvent, JobStatus, MigrationOptions, Strategy
+from vmferry.model.migration import JobEvent, JobStatus, MigrationOptions, Strategy
 
-WARM = Job(
-    id="0123456789ab",
-    kind="migrate",
-    vm="web1",
-    source="kvm1",
-    destination="kvm2",
-    status=JobStatus.RUNNING,
-    created_at="2026-11-22T10:00:00.000Z",
-    updated_at="2026-11-22T10:00:01.000Z",
-    options=MigrationOptions(strategy=Strategy.WARM),
-    owner_pid=4242,
-    owner_start_ticks=99,
-)
+WARM = running_job(Strategy.WARM)
 COLD = replace(WARM, options=MigrationOptions(strategy=Strategy.COLD))
 
 OFF = DomainView(exists=True, persistent=True)

@@ -6,24 +6,13 @@ import itertools
 from dataclasses import replace
 
 import pytest
+from support.jobs import running_job
 
 from vmferry.engine.reconcile import Decision, decide, describe
 from vmferry.model.domain_view import ABSENT, DomainView
-from vmferry.model.migration import Job, JobStatus, MigrationOptions
+from vmferry.model.migration import JobStatus
 
-JOB = Job(
-    id="0123456789ab",
-    kind="migrate",
-    vm="web1",
-    source="kvm1",
-    destination="kvm2",
-    status=JobStatus.RUNNING,
-    created_at="2026-11-22T10:00:00.000Z",
-    updated_at="2026-11-22T10:00:01.000Z",
-    options=MigrationOptions(),
-    owner_pid=4242,
-    owner_start_ticks=99,
-)
+JOB = running_job()
 
 OFF = DomainView(exists=True, persistent=True)  # defined, shut off
 RUN = DomainView(exists=True, running=True, persistent=True)
