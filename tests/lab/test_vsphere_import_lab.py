@@ -2,7 +2,8 @@
 whose disk is the lab's bootable guest disk (ESXi's shape: a descriptor plus its raw
 ``-flat.vmdk`` on the simulator's datastore) is stopped through VMware Tools, read from the
 datastore over HTTPS, imported to kvm1 with --start, boots, keeps its MAC, and checks its
-disk from inside the guest; the source VM is left powered off."""
+disk from inside the guest; the source VM is left powered off. `vmferry rollback` of the
+import's job then removes it from kvm1 and powers the source VM on again."""
 
 from __future__ import annotations
 
@@ -97,6 +98,33 @@ def test_a_running_vsphere_vm_is_imported_boots_and_verifies(
     assert f"NET eth0 {mac} {addr}/24" in text  # the source's MAC kept
     assert client.echo(addr, count=3)
     assert power_state(sim, VM) == "poweredOff"  # the source is left stopped, not deleted
+    assert report["source_stopped"] is True
+
+    # undone: the imported VM and its volume gone from kvm1, then the source powered on
+    rolled = _vmferry("rollback", report["job_id"], "--json", password=sim.password)
+    assert rolled.returncode == 0, rolled.stderr
+    assert json.loads(rolled.stdout)["status"] == "rolled-back"
+    said = " ".join(rolled.stderr.split())
+    assert f"{NAME} powered off on kvm1" in said and f"{NAME} undefined on kvm1" in said
+    assert f"removed from kvm1; {VM} powered on again on vSphere" in said, said
+    assert power_state(sim, VM) == "poweredOn"
+    volumes = [Path(v) for v in report["volumes"]]
+    assert volumes and not [v for v in volumes if v.exists()]
+    assert not _on_host("kvm1", NAME)
+
+
+def _on_host(host: str, name: str) -> bool:
+    import libvirt
+
+    from vmferry.lab.imported import host_uri
+
+    conn = libvirt.open(host_uri(host))
+    try:
+        return name in conn.listDefinedDomains() or any(
+            d.name() == name for d in conn.listAllDomains()
+        )
+    finally:
+        conn.close()
 
 
 def _wait_console(path: Path, needle: str, timeout_s: float = 120) -> str:

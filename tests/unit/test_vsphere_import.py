@@ -154,3 +154,48 @@ def _failed_outcome(vm: str) -> import_vm.ImportOutcome:
     plan = ImportPlan.__new__(ImportPlan)
     return import_vm.ImportOutcome(SourceVm(vm, SourceFormat.VSPHERE, 1, 32), "t1", "failed",
                                    "the copy broke", (), plan, "")  # fmt: skip
+
+
+def _imported_job(db: Path, vm: str, *, stopped: bool) -> str:
+    """A completed import job of ``vsphere://vc1/VM`` as `vmferry import` records it (its
+    domain on t1 already gone, so only the vSphere side is left to roll back)."""
+    from vmferry.model.migration import JobStatus, MigrationOptions
+    from vmferry.store.db import open_store
+
+    store = open_store(f"sqlite:///{db}")
+    job = store.create_job("import", "imp1", f"vsphere://vc1/{vm}", "t1", MigrationOptions())
+    store.set_status(job.id, JobStatus.RUNNING)
+    store.add_event(job.id, "import", "import completed: imp1 on t1", {
+        "vm": "imp1", "destination": "t1", "status": "completed", "volumes": [],
+        "source_stopped": stopped})  # fmt: skip
+    store.set_status(job.id, JobStatus.COMPLETED)
+    return job.id
+
+
+def test_rollback_of_an_import_powers_the_vm_it_stopped_on_again(sim: Vcsim, db: Path) -> None:
+    with vsphere_session(source(sim), sim.password) as session:
+        session.find_vm(TOOLS).power_off(30)  # as the import left it
+    job = _imported_job(db, TOOLS, stopped=True)
+    no_password = vmferry(db, "rollback", job, password=None)
+    assert "VMFERRY_VSPHERE_PASSWORD" in error_line(no_password, 2)
+    wrong = vmferry(db, "rollback", job, password="not-it")
+    assert "refused the user" in error_line(wrong, 2)
+    assert power_state(sim, TOOLS) == "poweredOff"  # nothing touched by either
+    done = vmferry(db, "rollback", job, "--json", password=sim.password)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "rolled-back"
+    said = " ".join(done.stderr.split())  # Rich wraps the line
+    assert f"removed from t1; {TOOLS} powered on again on vSphere" in said
+    assert power_state(sim, TOOLS) == "poweredOn"
+    again = vmferry(db, "rollback", job, "--json", password=None)
+    assert json.loads(again.stdout)["status"] == "already-rolled-back", again.stderr
+
+
+def test_rollback_leaves_a_vm_the_import_did_not_stop_as_it_is(sim: Vcsim, db: Path) -> None:
+    with vsphere_session(source(sim), sim.password) as session:
+        session.find_vm(NO_TOOLS).power_off(30)  # off before the import: it read it as it was
+    job = _imported_job(db, NO_TOOLS, stopped=False)
+    done = vmferry(db, "rollback", job, "--json", password=None)  # no password needed
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "rolled-back"
+    assert power_state(sim, NO_TOOLS) == "poweredOff"

@@ -16,12 +16,15 @@ def rollback(
 ) -> None:
     """Move the job's VM back live to the job's source (a warm or cold move with a kept
     backup: restored there from it); an import job: the imported VM powered off, undefined
-    and its volumes removed. Again on a job rolled back already: nothing changes. Exit 4
-    when the rollback did not complete.
+    and its volumes removed, and a vSphere VM the import powered off powered on again (its
+    source's password from VMFERRY_VSPHERE_PASSWORD, else asked). Again on a job rolled
+    back already: nothing changes. Exit 4 when the rollback did not complete.
 
     JSON: {"job_id", "vm", "source", "status": "rolled-back|already-rolled-back|failed",
     "rollback_job_id", "reason"}."""
-    outcome = roll_back(job, note=progress_printer())
+    from vmferry.cli.sources_cmd import password_for
+
+    outcome = roll_back(job, note=progress_printer(), vsphere_password=password_for)
     if json_out:
         print_json(outcome)
     elif outcome.status == "already-rolled-back":

@@ -63,4 +63,5 @@ def outcome_json(outcome: ImportOutcome) -> dict[str, Any]:
         "volumes": list(outcome.volumes),
         "started": outcome.started,
         "phases_ms": outcome.phases_ms,
+        "source_stopped": outcome.source_stopped,
     }

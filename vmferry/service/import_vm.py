@@ -88,6 +88,8 @@ class ImportOutcome:
     started: bool = False
     phases_ms: dict[str, int] = field(default_factory=dict)  # read, convert, copy, verify, define
     volumes: tuple[str, ...] = ()  # the volumes it made (paths on the host), once defined
+    # a vSphere source VM vmferry stopped (powered off) for the import, and left off
+    source_stopped: bool = False
 
 
 @dataclass(frozen=True)

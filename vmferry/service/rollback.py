@@ -20,6 +20,7 @@ from vmferry.engine.offline_reconcile import started_off
 from vmferry.errors import BadInputError, BlockedError
 from vmferry.model.backup import DiskBackup
 from vmferry.model.migration import Job, JobStatus, MigrationOptions, MigrationResult, Strategy
+from vmferry.model.vsphere import VsphereSource
 from vmferry.service.locate import locate
 from vmferry.service.restore import kept_backups, restore_from_backup
 from vmferry.store.db import Store, open_store
@@ -27,6 +28,7 @@ from vmferry.store.db import Store, open_store
 __all__ = ["Rollback", "needs_rollback", "roll_back"]
 
 NoteFn = Callable[[str], None]
+PasswordFn = Callable[[VsphereSource], str]  # a vSphere source's password (env, or asked)
 
 
 def _quiet(*_args: object) -> None:
@@ -53,8 +55,11 @@ def needs_rollback(result: MigrationResult) -> bool:
     )
 
 
-def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None) -> Rollback:
-    """Move the VM of move ``job_id`` back to that move's source (see the module docstring)."""
+def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None,
+              vsphere_password: PasswordFn | None = None) -> Rollback:  # fmt: skip
+    """Move the VM of move ``job_id`` back to that move's source (see the module docstring);
+    ``vsphere_password`` gives a vSphere source's password, for an import that powered its
+    source VM off."""
     from vmferry.service.migrate import migrate  # here: migrate's --rollback calls this module
 
     store = store or open_store()
@@ -62,7 +67,7 @@ def roll_back(job_id: str, *, note: NoteFn = _quiet, store: Store | None = None)
     if job.kind == "import":  # the imported VM removed from its host
         from vmferry.service.import_rollback import roll_back_import
 
-        return roll_back_import(store, job, note)
+        return roll_back_import(store, job, note, vsphere_password)
     if job.kind != "migrate":
         raise BadInputError(f"job {job_id} is a {job.kind} job; only moves and imports are "
                             "rolled back")  # fmt: skip

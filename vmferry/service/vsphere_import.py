@@ -80,15 +80,18 @@ def import_from_vsphere(
                                            on_progress=progress)  # fmt: skip
 
             try:
-                return core.import_source(
+                outcome = core.import_source(
                     request, vm, copy, workdir=workdir, clock=clock, note=note,
                     on_disk_progress=on_disk_progress, source_findings=tuple(findings),
                     before_copy=stopper.stop, on_begin=on_begin,
                 )  # fmt: skip
             except core.ImportFailedError as exc:
                 if not (stopper.stopped and ref.rollback):
-                    raise
+                    raise core.ImportFailedError(
+                        replace(exc.outcome, source_stopped=stopper.stopped)
+                    ) from exc
                 raise core.ImportFailedError(_rolled_back(exc.outcome, stopper, note)) from exc
+            return replace(outcome, source_stopped=stopper.stopped)
 
 
 class _Stopper:
