@@ -852,18 +852,20 @@ def test_a_warm_incremental_move_stopped_mid_round_leaves_the_guest_where_it_was
         assert "cold would stop it for" in reason
         assert _runs_on(name) == "kvm2" and copy.exists()
         assert len(client.echo(record.address, count=2)) == 2
-        # back by a plan, strategy auto within 5 s: its disk (on kvm2 only now) is copied
+        # back by a plan, strategy auto within 5 s, placed by the planner (no destination
+        # in the file: kvm1 is the only other host): its disk (on kvm2 only now) is copied
         # live with --copy-storage, which the plan chose when it was made
         plan = lab_dir() / f"{name}-back.yaml"
         plan.write_text("version: 1\nhosts:\n"
                         "  - {name: kvm1, cpus: 16, memory_mb: 8192, link_gbps: 0.4}\n"
                         "  - {name: kvm2, cpus: 16, memory_mb: 8192, link_gbps: 0.4}\n"
-                        f"vms:\n  - {{name: {name}, source: kvm2, destination: kvm1, "
+                        f"vms:\n  - {{name: {name}, source: kvm2, "
                         "memory_mb: 256, vcpus: 1, max_downtime_ms: 5000}\n")  # fmt: skip
         planned = vmferry("plan", "create", str(plan), "--json")
         assert planned.returncode == 0, planned.stderr
         (item,) = json.loads(planned.stdout)["items"]
         print(f"\nplan auto: {item['strategy']} - {item['strategy_reason']}")
+        assert item["destination"] == "kvm1", item
         assert (item["strategy"], item["copy_storage"]) == ("live", True), item
         assert "live with --copy-storage copies them while it runs" in item["strategy_reason"]
         ran = vmferry("plan", "run", json.loads(planned.stdout)["id"], "--json")

@@ -27,6 +27,7 @@ from vmferry.model.plan_run import PlanItem, PlanRecord, PlanStatus
 from vmferry.plan import Method
 from vmferry.service.plan import (
     ItemRehearsal,
+    assess_disks,
     cancel_plan,
     create_plan,
     pause_plan,
@@ -165,7 +166,7 @@ def create(
         _print(doc, json_out)
         return
     err_console.print("[dim]• measuring the VMs and planning[/dim]")
-    record = create_plan(path, method=chosen, time_limit_s=time_limit)
+    record = create_plan(path, method=chosen, time_limit_s=time_limit, assess=assess_disks)
     failed = []
     if rehearse:
         for outcome in rehearse_plan(record.id, pool=rehearse_pool, on_item=_say_rehearsal):

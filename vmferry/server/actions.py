@@ -30,6 +30,7 @@ from vmferry.server.roles import Action
 if TYPE_CHECKING:
     from vmferry.model.workload import ProfileSample
     from vmferry.plan import PlanSpec
+    from vmferry.predict.strategy import LocalDisks
     from vmferry.service.check import CheckReport
     from vmferry.service.import_vm import ImportOutcome, ImportRequest
     from vmferry.service.netprofile import ApplyReport, CaptureReport
@@ -81,6 +82,7 @@ class ImportFn(Protocol):
 
 
 MeasureFn = Callable[["PlanSpec", "Store"], tuple[dict[str, "Measured"], dict[str, str]]]
+AssessFn = Callable[[str, str, int, "float | None"], "LocalDisks | None"]
 PlanMigrateFn = Callable[..., Any]  # service.migrate.migrate as plan_run calls it
 ResumeFn = Callable[[str], Job]  # service.jobs.reconcile_job
 ProbeFn = Callable[[str, str], None]  # (name, uri): HostUnreachableError unless it answers
@@ -128,6 +130,8 @@ class Services:
     netprofile_apply: ApplyFn = field(default=lambda name, host: _apply(name, host))
     netprofile_remove: RemoveFn = field(default=lambda name, host: _remove(name, host))
     netprofile_capture: CaptureFn = field(default=lambda vm: _capture(vm))
+    # the disks a VM the planner placed must copy there (None: not assessed)
+    plan_assess: AssessFn | None = None
     start_wait_s: float = 180  # how long a request waits for long work to start
     running: Running = field(default_factory=Running)
 
@@ -162,6 +166,13 @@ def _measure(spec: PlanSpec, store: Store) -> tuple[dict[str, Measured], dict[st
     from vmferry.service.plan import measure_live
 
     return measure_live(spec, store)
+
+
+def _assess(vm: str, destination: str, max_downtime_ms: int,
+            write_bytes_s: float | None) -> LocalDisks | None:  # fmt: skip
+    from vmferry.service.plan import assess_disks
+
+    return assess_disks(vm, destination, max_downtime_ms, write_bytes_s)
 
 
 def _plan_migrate(*args: Any, **kwargs: Any) -> Any:
@@ -213,7 +224,7 @@ def default_services(start_wait_s: float = 180) -> Services:
     """The services the CLI commands call."""
     return Services(check=_check, predict=_predict, profile=_profile, plan_measure=_measure,
                     plan_migrate=_plan_migrate, import_vm=_import, resume_job=_resume,
-                    start_wait_s=start_wait_s)  # fmt: skip
+                    plan_assess=_assess, start_wait_s=start_wait_s)  # fmt: skip
 
 
 def services_of(request: Request) -> Services:

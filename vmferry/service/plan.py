@@ -40,6 +40,7 @@ from vmferry.plan import (
     schedule_to_dict,
     write_gantt,
 )
+from vmferry.plan.model import PlanInfeasibleError
 from vmferry.plan.schema import VmEntry, vm_max_downtime_ms
 from vmferry.predict.incremental import DiskLoad
 from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInputs, Prediction
@@ -84,13 +85,24 @@ class Measured:
     inputs: PredictInputs
     basis: dict[str, str]
     disks: DiskLoad | None = None  # its disks' allocation and write rate (warm-incremental)
-    # the disks only its source sees, which every move to its plan-file destination copies
-    # (None: none, or the plan file lets the planner place it)
+    # the disks only its source sees, which every move to its destination copies (the plan
+    # file's, or the planner's placement when ``create_plan`` is given an ``assess``; None:
+    # none, or not assessed)
     local: LocalDisks | None = None
     off: bool = False  # shut off: nothing ran to measure (``inputs``: its memory, idle)
 
 
 MeasureFn = Callable[[PlanSpec, Store], tuple[dict[str, Measured], dict[str, str]]]
+# (vm, destination, max downtime ms, disk write rate if measured) -> the disks it must copy
+AssessFn = Callable[[str, str, int, float | None], LocalDisks | None]
+
+
+def assess_disks(vm: str, destination: str, max_downtime_ms: int,
+                 write_bytes_s: float | None) -> LocalDisks | None:  # fmt: skip
+    """The disks only ``vm``'s source sees, which its move to ``destination`` copies (the
+    live pre-flight's answer, :func:`vmferry.service.auto_strategy.disks_to_copy`)."""
+    return disks_to_copy(vm, destination, MigrationOptions(max_downtime_ms=max_downtime_ms),
+                         write_bytes_s)  # fmt: skip
 
 
 def measure_live(spec: PlanSpec, store: Store) -> tuple[dict[str, Measured], dict[str, str]]:
@@ -153,9 +165,8 @@ def _measure_one(host: Host, vm: VmEntry, max_downtime_ms: int, store: Store) ->
     local = None
     if vm.destination is not None:
         try:
-            local = disks_to_copy(vm.name, vm.destination,
-                                  MigrationOptions(max_downtime_ms=max_downtime_ms),
-                                  None if disks is None else disks.write_bytes_s)  # fmt: skip
+            local = assess_disks(vm.name, vm.destination, max_downtime_ms,
+                                 None if disks is None else disks.write_bytes_s)  # fmt: skip
         except VmferryError as exc:  # the move's own pre-flight says it again
             basis = {**basis, "disks": f"not assessed: {exc.message}"}
     return Measured(inputs, basis, disks, local)
@@ -189,11 +200,14 @@ def create_plan(
     measure: MeasureFn = measure_live,
     method: Method = "auto",
     time_limit_s: float = 10.0,
+    assess: AssessFn | None = None,
 ) -> PlanRecord:
     """Load, measure, plan, choose the strategies, and store a new ``pending`` plan.
 
-    Raises ``BadInputError`` (exit 2) for a bad plan file or an infeasible plan
-    (``PlanInfeasibleError``)."""
+    ``assess`` (:func:`assess_disks` for real hosts): the disks each measured VM the planner
+    placed must copy to its placement; when some must, the plan is made again with those
+    placements kept, so that the schedule counts the copies. Raises ``BadInputError`` (exit
+    2) for a bad plan file or an infeasible plan (``PlanInfeasibleError``)."""
     spec = load_plan(path)
     store = store or open_store()
     measured, skipped = measure(spec, store)
@@ -218,6 +232,17 @@ def create_plan(
 
     schedule = plan(spec, method=method, time_limit_s=time_limit_s, predict=predictor)
     entries = {vm.name: vm for vm in spec.vms}
+    placed = {} if assess is None else _assess_placed(spec, schedule, measured, assess)
+    if placed:  # planned again, each placement kept, so that the schedule counts the copies
+        pinned = spec.model_copy(update={"vms": [
+            vm.model_copy(update={"destination": placed[vm.name]}) if vm.name in placed else vm
+            for vm in spec.vms]})  # fmt: skip
+        try:
+            schedule = plan(pinned, method=method, time_limit_s=time_limit_s, predict=predictor)
+        except PlanInfeasibleError as exc:
+            raise PlanInfeasibleError(f"{exc.message} (counting the copies of the disks that "
+                                      f"only the sources of {', '.join(sorted(placed))} "
+                                      "see)") from exc  # fmt: skip
     boots = rehearsed_boots(store)
     items = [
         _item(
@@ -236,6 +261,32 @@ def create_plan(
     return store.create_plan(
         spec.name, spec.model_dump(mode="json", warnings=False), schedule_to_dict(schedule), items
     )
+
+
+def _assess_placed(spec: PlanSpec, schedule: Schedule, measured: dict[str, Measured],
+                   assess: AssessFn) -> dict[str, str]:  # fmt: skip
+    """For each running, measured VM the planner placed (no destination in the plan file),
+    the disks it must copy to its placement, kept in ``measured``; returns those that must
+    copy some, with their placements. A VM that cannot be assessed is noted in its basis."""
+    entries = {vm.name: vm for vm in spec.vms}
+    placed: dict[str, str] = {}
+    for m in schedule.migrations:
+        found = measured.get(m.vm)
+        if entries[m.vm].destination is not None or found is None or found.off:
+            continue
+        write = None if found.disks is None else found.disks.write_bytes_s
+        try:
+            local = assess(m.vm, m.destination,
+                           vm_max_downtime_ms(entries[m.vm], spec.defaults), write)  # fmt: skip
+        except VmferryError as exc:  # the move's own pre-flight says it again
+            measured[m.vm] = replace(
+                found, basis={**found.basis, "disks": f"not assessed: {exc.message}"}
+            )
+            continue
+        if local is not None:
+            measured[m.vm] = replace(found, local=local)
+            placed[m.vm] = m.destination
+    return placed
 
 
 def _item(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from support.leases import dead_owner_lease
 
-from vmferry.errors import BadInputError
+from vmferry.errors import BadInputError, VmferryError
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.model.plan_run import ItemStatus, PlanStatus
 from vmferry.plan import PlanSpec
@@ -414,3 +414,39 @@ def test_auto_moves_a_vm_that_is_off_cold_and_the_run_asks_for_cold(
     engine = FakeEngine(store)
     run_plan(record.id, store=store, migrate_fn=engine, poll_s=0.01)
     assert {vm: o.strategy for vm, _to, o in engine.calls}["idle"] is Strategy.COLD
+
+
+def test_a_vm_the_planner_places_has_its_disks_assessed_there_and_the_schedule_counts_them(
+    store: Store, tmp_path: Path
+) -> None:
+    """No destination in the plan file: the planner places the VM, then ``assess`` asks
+    which disks the move to that placement copies; the plan is made again with the
+    placement kept, so the schedule counts the copy, and `auto` weighs it as for a VM whose
+    destination the file names. A VM that cannot be assessed is noted, and planned as
+    before; without ``assess`` (the fakes' default) nothing is asked."""
+    path = tmp_path / "placed.yaml"
+    path.write_text((PLAN % "").replace("destination: kvm2, ", ""))
+    asked: list[tuple[str, str, int, float | None]] = []
+    quiet = LocalDisks(DiskLoad(512 * MIB, 0.0))
+
+    def assess(vm: str, to: str, downtime_ms: int, write: float | None) -> LocalDisks | None:
+        asked.append((vm, to, downtime_ms, write))
+        if vm == "busy":
+            raise VmferryError("host 'kvm2' does not answer")
+        return quiet
+
+    before = {i.vm: i for i in create_plan(path, store=store, measure=fake_measure).items}
+    record = create_plan(path, store=store, measure=fake_measure, assess=assess)
+    items = {i.vm: i for i in record.items}
+    # measured VMs only (other was not), each at the one host it can go to
+    assert sorted(asked) == [("busy", "kvm2", 200, None), ("idle", "kvm2", 300, None)]
+    idle, busy = items["idle"], items["busy"]
+    assert idle.destination == "kvm2"
+    assert (idle.strategy, idle.prediction.get("copy_storage")) == ("live", True)
+    assert "live with --copy-storage copies them while it runs" in idle.strategy_reason
+    disk_s = 512 * MIB / (idle.prediction["inputs"]["link_bytes_s"] * 0.97)
+    assert idle.predicted_s == pytest.approx(before["idle"].predicted_s + disk_s, abs=1)
+    assert busy.prediction["basis"]["disks"] == "not assessed: host 'kvm2' does not answer"
+    assert (busy.strategy, busy.predicted_s) == (before["busy"].strategy,
+                                                 before["busy"].predicted_s)  # fmt: skip
+    assert "copy_storage" not in before["idle"].prediction

@@ -129,7 +129,7 @@ async def create(
         try:
             record = await run_in_threadpool(
                 create_plan, path, store=context.store, measure=services.plan_measure,
-                method=chosen, time_limit_s=body.time_limit_s,
+                method=chosen, time_limit_s=body.time_limit_s, assess=services.plan_assess,
             )  # fmt: skip
         except (NotFoundError, AlreadyExistsError, HostUnreachableError):
             raise
