@@ -22,6 +22,7 @@ from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.errors import LabError, VmferryError
 from vmferry.lab import client, faults, guests
 from vmferry.lab.imported import shared_pool_dir
+from vmferry.lab.lifecycle import host_uri
 from vmferry.lab.observe import observe_guest
 from vmferry.lab.state import GuestRecord, LabState, lab_dir, load_state
 from vmferry.store.db import open_store
@@ -507,6 +508,47 @@ def test_a_blocked_migration_exits_3_and_changes_nothing(
     inventory = json.loads(vmferry("inventory", "--json").stdout)
     assert [(r["host"], r["state"]) for r in inventory if r["spec"]["name"] == name] == [
         (host, "running")]  # fmt: skip
+
+
+def test_a_pool_or_a_backup_target_too_small_stops_the_move_before_any_copy(
+    lab: LabState, lab_guests: Callable[..., GuestRecord]
+) -> None:
+    """The two space faults on real pools smaller than the guest's 16 MiB disk (an 8 MiB
+    file system each): `--copy-storage --to-pool tiny` to kvm2 exits 3 before anything is
+    copied; `--backup tinyb` (on kvm1) is refused and the move does not start. Each time the
+    guest runs on kvm1 on its disk, both small pools stay empty and kvm2 has no copy."""
+    name = "sp1"
+    record = lab_guests(name, "kvm1", memory_mb=256, working_set_mb=32, disk_pool="local")
+    copy = lab_dir() / "hosts/kvm2/lib/images" / f"{name}-data.qcow2"
+    with faults.small_pool("kvm2", "tiny", 8), faults.small_pool("kvm1", "tinyb", 8):
+        done = vmferry("migrate", name, "--to", "kvm2", "--copy-storage", "--to-pool", "tiny",
+                       "--json")  # fmt: skip
+        assert done.returncode == 3, done.stderr
+        result = json.loads(done.stdout)
+        assert "storage.copy-space" in result["reason"], result
+        assert _volumes("kvm2", "tiny") == []
+        backed = vmferry("migrate", name, "--to", "kvm2", "--copy-storage", "--backup", "tinyb",
+                         "--json")  # fmt: skip
+        said = " ".join(backed.stderr.split())
+        print(f"\ntoo small: {result['reason']}\nbackup target too small: {said}")
+        assert backed.returncode == 3, backed.stderr
+        assert f"free and the backup of {name} needs" in said, said
+        assert "the move does not start" in said, said
+        assert _volumes("kvm1", "tinyb") == []
+    assert not copy.exists()
+    assert _runs_on(name) == "kvm1" and Path(record.data_disk).exists()
+    assert len(client.echo(record.address, count=2)) == 2
+
+
+def _volumes(host: str, pool: str) -> list[str]:
+    """The volumes in ``pool`` on ``host`` (refreshed first)."""
+    conn = libvirt.open(host_uri(host))
+    try:
+        found = conn.storagePoolLookupByName(pool)
+        found.refresh(0)
+        return sorted(found.listVolumes())
+    finally:
+        conn.close()
 
 
 def test_an_encrypted_stream_is_required_only_where_both_hosts_can_give_one(

@@ -2,7 +2,8 @@
 
 - kill a host's libvirtd (and start it again, in the host's own namespaces);
 - cut a host's migration link with an nftables drop rule in its namespace (and restore it);
-- shorten how long a host waits for a TCP connect to a silent address (and restore it).
+- shorten how long a host waits for a TCP connect to a silent address (and restore it);
+- give a host a storage pool too small for what a test copies into it (and remove it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import os
 import signal
 from collections.abc import Iterator
 
+import libvirt
+
+from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.process import run_tool
 from vmferry.errors import NotFoundError
 from vmferry.lab import daemons
@@ -105,3 +109,40 @@ def syn_retries(host: str, retries: int) -> Iterator[None]:
         yield
     finally:
         run_tool([*sysctl, "-w", f"{key}={before}"])
+
+
+@contextlib.contextmanager
+def small_pool(host: str, pool: str, size_mib: int) -> Iterator[str]:
+    """A directory pool ``pool`` on ``host`` whose file system holds ``size_mib`` MiB (a
+    tmpfs mounted in the host's own mount namespace, as a small disk would be); yields its
+    path inside the host. Afterwards the pool is removed from libvirt and the tmpfs, with
+    whatever was written into it, unmounted."""
+    state, _ = _state_and_host(host)
+    lab_host = topology_of(state).host(host)
+    assert lab_host is not None
+    holder = next(p for p in state.processes if p.host == host and p.role == "holder")
+    inside = ["nsenter", "-t", str(holder.pid), "-m"]
+    path = f"/var/lib/libvirt/{pool}"
+    run_tool([*inside, "mkdir", "-p", path])
+    run_tool([*inside, "mount", "-t", "tmpfs", "-o", f"size={size_mib}m", f"lab-{pool}", path])
+    try:
+        with LibvirtHost.connect(lab_host.name, lab_host.uri) as conn:
+            conn.ensure_dir_pool(pool, path)
+        try:
+            yield path
+        finally:
+            _remove_pool(lab_host.uri, pool)
+    finally:
+        run_tool([*inside, "umount", path], check=False)
+        run_tool([*inside, "rmdir", path], check=False)
+
+
+def _remove_pool(uri: str, pool: str) -> None:
+    conn = libvirt.open(uri)
+    try:
+        found = conn.storagePoolLookupByName(pool)
+        if found.isActive():
+            found.destroy()
+        found.undefine()
+    finally:
+        conn.close()
