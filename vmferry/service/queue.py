@@ -353,6 +353,7 @@ def run_worker(
     url = store_url(store)
     stopping = threading.Event()
     current: list[Worker] = []
+    timers: list[threading.Timer] = []  # cancel_mine after the stop timeout, if still running
 
     def cancel_mine(why: str) -> None:
         lease = process_lease(store)
@@ -385,6 +386,7 @@ def run_worker(
                                 args=(f"its moves were not done {stop_timeout_s:g} s after "
                                       "it was told to stop",))  # fmt: skip
         timer.daemon = True
+        timers.append(timer)
         timer.start()
 
     if stop is None:
@@ -397,20 +399,25 @@ def run_worker(
             on_signal(0, None)
 
         threading.Thread(target=stop_when_set, daemon=True).start()
-    while not stopping.is_set():
-        app = build_app(url, worker=True, tasks=tasks)
-        worker = Worker(app=app, queues=queues, concurrency=concurrency, name=name,
-                        install_signal_handlers=False, shutdown_graceful_timeout=None)  # fmt: skip
-        current[:] = [worker]
-        try:
-            asyncio.run(_work(app, worker))
-        except Exception as exc:  # the database is gone (or went while it stopped)
-            log.warning("the queue's database: %s", str(exc).strip() or type(exc).__name__)
-        if stopping.is_set():
-            break
-        log.warning("the worker stopped (its database connection failed); starting it "
-                    "again in %g s", RESTART_S)  # fmt: skip
-        stopping.wait(RESTART_S)
+    try:
+        while not stopping.is_set():
+            app = build_app(url, worker=True, tasks=tasks)
+            worker = Worker(app=app, queues=queues, concurrency=concurrency, name=name,
+                            install_signal_handlers=False,
+                            shutdown_graceful_timeout=None)  # fmt: skip
+            current[:] = [worker]
+            try:
+                asyncio.run(_work(app, worker))
+            except Exception as exc:  # the database is gone (or went while it stopped)
+                log.warning("the queue's database: %s", str(exc).strip() or type(exc).__name__)
+            if stopping.is_set():
+                break
+            log.warning("the worker stopped (its database connection failed); starting it "
+                        "again in %g s", RESTART_S)  # fmt: skip
+            stopping.wait(RESTART_S)
+    finally:  # its moves ended with it: nothing is left for the stop timeout to cancel
+        for timer in timers:
+            timer.cancel()
 
 
 async def _work(app: procrastinate.App, worker: Worker) -> None:
