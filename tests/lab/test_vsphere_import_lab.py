@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 from support.vcsim import Vcsim, running_vcsim
 from support.vcsim_disks import admin, attach, find_vm, power_state, upload, wait
@@ -22,7 +23,7 @@ from vmferry.lab import client
 from vmferry.lab import topology as topo
 from vmferry.lab.boot_disk import build_boot_disk
 from vmferry.lab.guest_image import build_guest_image, default_cache_dir
-from vmferry.lab.imported import remove_imported, to_vmdk
+from vmferry.lab.imported import host_uri, remove_imported, to_vmdk
 from vmferry.lab.state import lab_dir
 
 pytestmark = pytest.mark.lab
@@ -114,15 +115,10 @@ def test_a_running_vsphere_vm_is_imported_boots_and_verifies(
 
 
 def _on_host(host: str, name: str) -> bool:
-    import libvirt
-
-    from vmferry.lab.imported import host_uri
-
+    """Whether ``host`` has a domain ``name``, running or only defined."""
     conn = libvirt.open(host_uri(host))
     try:
-        return name in conn.listDefinedDomains() or any(
-            d.name() == name for d in conn.listAllDomains()
-        )
+        return name in [d.name() for d in conn.listAllDomains(0)]
     finally:
         conn.close()
 

@@ -248,7 +248,7 @@ def _drive(
         while migration.started and not migration.wait(1.0):
             if migration.abort_pending:  # asked before libvirt's job began: ask again
                 migration.abort()
-            if stop_reason is not None or cancelled:
+            if stop_reason is not None:
                 stuck.check(migration, event)
         moved = migration.succeeded
         stats = completed_stats(dst, plan.vm) if moved else CompletedStats(None, None, None,
