@@ -159,6 +159,22 @@ def test_guest_heartbeat_memcheck_echo_and_inventory(lab: LabState) -> None:
     assert client.control(record.address, "rate 20") == "ok rate 20"
     assert "rate=20" in client.control(record.address, "status")
 
+    # a requested full pass (what the lab's witness asks for after a move): clean, then
+    # after one corrupted word, caught by the next one (no writes meanwhile: a rewrite of
+    # the page would mend it before the pass reached it)
+    assert client.control(record.address, "rate 0") == "ok rate 0"
+    with ConsoleTail(Path(record.console)) as tail:
+        start = tail.count()
+        assert client.control(record.address, "verify 7") == "ok verify 7"
+        full = tail.wait_for(lambda ln: "full=7 " in ln.text, timeout=30, start=start)
+        assert full.text == f"MEMCHECK ok full=7 pages={128 * 256}"
+        assert client.control(record.address, "corrupt 5") == "ok corrupt 5"
+        tail.wait_for(lambda ln: ln.text.startswith("CORRUPT page=5"), timeout=30, start=start)
+        assert client.control(record.address, "verify 8") == "ok verify 8"
+        bad = tail.wait_for(lambda ln: "full=8 " in ln.text, timeout=30, start=start)
+        assert bad.text == f"MEMCHECK fail full=8 pages={128 * 256} bad_pages=1"
+    assert client.control(record.address, "verify 0").startswith("err bad id")
+
     # vmferry's inventory agrees with libvirt's own view (virsh)
     inv = json.loads(vmferry("inventory", "--host", "kvm1", "--json").stdout)
     assert [(r["spec"]["name"], r["state"]) for r in inv] == [("g1", "running")]

@@ -17,6 +17,8 @@
  *   MEMCHECK ok pass=<n> pages=<n>    after each clean verification pass
  *   MEMCHECK fail page=<i> word=<j> expected=<hex> found=<hex>   (at most once a second)
  *   MEMCHECK fail pass=<n> pages=<n> bad_pages=<k>   end of a pass that found mismatches
+ *   MEMCHECK ok full=<id> pages=<n>   end of a requested full pass (``verify <id>``), clean
+ *   MEMCHECK fail full=<id> pages=<n> bad_pages=<k>   the same pass, with mismatches
  *   RATE <n>                          the rate was changed over the control port
  *
  * Network: TCP echo on port 7; bounded transfers for rate checks on TCP 9 (sink: reads until
@@ -27,6 +29,10 @@
  *   status         -> "rate=<n> ws_mb=<n> pass=<n> fails=<n> hb=<seq>"
  *   corrupt <page> -> "ok corrupt <page>" (flips one word without updating the page's
  *                     generation, to prove that the verifier catches it)
+ *   verify <id>    -> "ok verify <id>" (id 1..2^63: a whole verification pass begins at the
+ *                     memory thread's next tick, at full speed rather than verify_mb_s, and
+ *                     ends with a "MEMCHECK ... full=<id>" line: a witness learns in well
+ *                     under a second what the rolling passes tell only seconds later)
  *
  * CPU model: the memory workload is CPU-bound, like a write-heavy database, so that it dirties
  * less when it gets less CPU (a vCPU quota, or QEMU's auto-converge throttle, which stops the
@@ -108,6 +114,11 @@ static _Atomic unsigned long long pass_count;
 static _Atomic unsigned long long fail_count;
 /* page index + 1 of a requested corruption, 0 = none; consumed by the memory thread. */
 static _Atomic unsigned long long corrupt_request;
+/* id of a requested full verification pass, 0 = none; consumed by the memory thread. */
+static _Atomic unsigned long long verify_request;
+/* pages of a requested full pass checked per tick: 16 MiB, so the CPU sets its pace while
+ * the writes and the WORK lines keep their ticks. */
+#define FULL_PASS_PAGES_PER_TICK 4096u
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -344,9 +355,46 @@ struct memstate {
     size_t wpos, stride, vpos, cpos;
     double wcredit, vcredit;
     unsigned long long pass_bad;
+    unsigned long long full_id, full_bad; /* a requested full pass: its id (0: none) */
+    size_t full_pos;
     int64_t last_fail_print;
     int fail_printed;
 };
+
+/* The next slice of a requested full pass (see "verify <id>"), then its MEMCHECK line. */
+static void verify_full_slice(struct memstate *st)
+{
+    unsigned long long req = atomic_exchange(&verify_request, 0);
+    if (req != 0) { /* a new request restarts the pass: it must begin after the request */
+        st->full_id = req;
+        st->full_pos = 0;
+        st->full_bad = 0;
+    }
+    if (st->full_id == 0)
+        return;
+    size_t end = st->full_pos + FULL_PASS_PAGES_PER_TICK;
+    if (end > npages)
+        end = npages;
+    for (size_t i = st->full_pos; i < end; i++) {
+        uint64_t expected = 0, found = 0;
+        long word = check_page(i, &expected, &found);
+        if (word >= 0) {
+            atomic_fetch_add(&fail_count, 1);
+            if (st->full_bad++ == 0)
+                say("MEMCHECK fail page=%zu word=%ld expected=%016llx found=%016llx", i, word,
+                    (unsigned long long)expected, (unsigned long long)found);
+        }
+    }
+    st->full_pos = end;
+    if (end == npages) {
+        if (st->full_bad == 0)
+            say("MEMCHECK ok full=%llu pages=%zu", st->full_id, npages);
+        else
+            say("MEMCHECK fail full=%llu pages=%zu bad_pages=%llu", st->full_id, npages,
+                st->full_bad);
+        st->full_id = 0;
+    }
+}
 
 static void verify_pages(struct memstate *st, size_t n, int64_t now)
 {
@@ -623,6 +671,7 @@ static void *memory_main(void *arg)
                 st.vcredit -= (double)n * PAGE_SIZE_B;
                 verify_pages(&st, n, now);
             }
+            verify_full_slice(&st);
         }
 
         int64_t done = work_now_ns();
@@ -754,8 +803,20 @@ static void control_command(struct conn *c, char *cmd)
             atomic_store(&corrupt_request, v + 1);
             snprintf(reply, sizeof reply, "ok corrupt %llu\n", v);
         }
+    } else if (strncmp(cmd, "verify ", 7) == 0) {
+        errno = 0;
+        unsigned long long v = strtoull(cmd + 7, &end, 10);
+        if (errno != 0 || end == cmd + 7 || *end != '\0' || v == 0 || v > (1ULL << 63)) {
+            snprintf(reply, sizeof reply, "err bad id (1..2^63)\n");
+        } else if (npages == 0) {
+            snprintf(reply, sizeof reply, "err no working set\n");
+        } else {
+            atomic_store(&verify_request, v);
+            snprintf(reply, sizeof reply, "ok verify %llu\n", v);
+        }
     } else {
-        snprintf(reply, sizeof reply, "err unknown command (rate <n>, status, corrupt <page>)\n");
+        snprintf(reply, sizeof reply,
+                 "err unknown command (rate <n>, status, corrupt <page>, verify <id>)\n");
     }
     queue_out(c, reply, strlen(reply));
 }
