@@ -4,7 +4,9 @@
 :func:`running_vcsim` starts it on a free loopback port (port 0: the simulator binds it
 and prints its URL), over HTTPS with a fresh self-signed certificate written to the test's
 directory, and stops exactly that process when the block ends. A missing binary fails the
-test, naming `make install`: nothing is skipped silently.
+test, naming `make install`: nothing is skipped silently. :func:`control` and
+:func:`write_disk` use the harness's test switches (a guest's writes into a disk, which its
+QueryChangedDiskAreas then reports: the header of main.go describes them).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,12 +107,30 @@ def control(sim: Vcsim, action: str, **query: int) -> dict[str, object]:
     """The test switches of tests/support/vcsim/main.go: ``stats``, ``reset``, ``fault``
     (``cut_after``, ``count``, ``delay_ms``); its answer (gets, max_concurrent, ranges,
     cuts_served)."""
+    found: dict[str, object] = json.loads(_switch(sim, action, query))
+    return found
+
+
+def write_disk(sim: Vcsim, disk: str, offset: int, data: bytes) -> int:
+    """A guest's write, for changed block tracking: ``data`` written at byte ``offset`` of
+    the raw extent (``NAME-flat.vmdk``) of the monolithicFlat descriptor ``disk``
+    (``[LocalDS_0] VM/NAME.vmdk``) and logged by the harness; the write's sequence number.
+    An HTTP error (404: no such disk, 400: past its end) raises urllib.error.HTTPError."""
+    answer = json.loads(_switch(sim, "write", {"disk": disk, "offset": offset}, data))
+    seq: int = answer["seq"]
+    return seq
+
+
+def _switch(
+    sim: Vcsim, action: str, query: Mapping[str, object], data: bytes | None = None
+) -> bytes:
+    """The answer of /vcsim-test/``action`` (POST when there is ``data``)."""
     import ssl
     import urllib.request
     from urllib.parse import urlencode
 
     context = ssl.create_default_context(cafile=str(sim.ca_file))
     url = f"https://{sim.host}:{sim.port}/vcsim-test/{action}?{urlencode(query)}"
-    with urllib.request.urlopen(url, context=context, timeout=10) as answer:
-        found: dict[str, object] = json.loads(answer.read())
-    return found
+    with urllib.request.urlopen(url, data=data, context=context, timeout=10) as answer:
+        body: bytes = answer.read()
+    return body

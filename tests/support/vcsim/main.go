@@ -16,9 +16,43 @@
 // cuts the next K /folder GET responses longer than N bytes after N body bytes (the
 // connection dropped), and
 // delay_ms=D makes each /folder GET wait D ms first (so that parallel readers overlap).
+//
+// Changed block tracking (CBT), which the simulator lacks, for the warm import tests:
+//   - POST /vcsim-test/write?disk=<datastore path of a descriptor, "[LocalDS_0] vm/d.vmdk">
+//     &offset=N writes the request body at byte N of the descriptor's raw extent (d-flat.vmdk
+//     beside it, in the datastore's local directory), as a guest would, and logs (N, length)
+//     for that disk under the next sequence number (one counter, from 1): {"seq": n}. 404: no
+//     such datastore, descriptor or flat file; 400: a bad query, an empty body, or a write
+//     past the flat file's end. Like every /vcsim-test/ switch it needs no session.
+//   - CreateSnapshot_Task of a VM whose config.changeTrackingEnabled is true gives each
+//     VirtualDiskFlatVer2 disk the change id "52 76 cbt-vcsim <deviceKey>/<seq>", seq being
+//     the last sequence number written (0: none yet), in the snapshot's config (fixed: each
+//     snapshot gets its own copies of the disks) and in the VM's config (the latest). With
+//     CBT off change ids are left as they are (empty). The simulator itself (0.24.2) leaves
+//     disk backings alone on snapshots: no delta disk, fileName and parent unchanged.
+//   - VirtualMachine.QueryChangedDiskAreas(snapshot, deviceKey, startOffset, changeId):
+//     changeId "*" gives the runs of 64 KiB blocks of the flat file that are not all zeros
+//     (the file as it is now: the simulator keeps no copy per snapshot); a change id of this
+//     harness, "<key>/<from>", gives the union of the writes logged for that disk with
+//     from < seq <= to, to being the seq in the snapshot's own change id for the disk; both
+//     sorted and merged (overlapping or touching areas joined), cut to start at startOffset
+//     (length = capacity - startOffset, all in one answer). Faults: FileFault when CBT is
+//     off on the VM or the snapshot's disk has no change id (taken with CBT off);
+//     InvalidArgument for no or another VM's snapshot, an unknown deviceKey, a startOffset
+//     outside the disk, a change id that does not parse, names another disk or is newer
+//     than the snapshot. The simulator finds methods on its own VirtualMachine type, and
+//     wrapping the VMs in its registry breaks CreateSnapshot_Task (snapshot.go asserts
+//     *simulator.VirtualMachine), so this request's _this is re-typed on its way in to a
+//     per-VM object of type VcsimCbtVirtualMachine, same id (see redirectQuery); sessions,
+//     decoding and faults stay the simulator's.
+//   - The tasks of RemoveSnapshot_Task and RevertToSnapshot_Task name the VM as info.entity
+//     (the simulator names the snapshot, which pyvmomi refuses when it reads task.info).
+//   - A Fetch (pyvmomi's property accessor) of an unset property, such as vm.snapshot of a VM
+//     without snapshots, answers no value instead of the simulator's panic (see unsetFetch).
 package main
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -27,8 +61,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"encoding/xml"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"math/big"
 	"net"
@@ -36,13 +72,21 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -50,6 +94,7 @@ import (
 // and may be made to fail; /vcsim-test/ reads and sets that.
 type folderGuard struct {
 	next       http.Handler
+	cbt        *cbt
 	mu         sync.Mutex
 	gets       int
 	active     int
@@ -81,9 +126,25 @@ func (w *cutWriter) Write(p []byte) (int, error) {
 }
 
 func (g *folderGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/vcsim-test/write" {
+		g.cbt.write(w, r)
+		return
+	}
 	if strings.HasPrefix(r.URL.Path, "/vcsim-test/") {
 		g.control(w, r)
 		return
+	}
+	if r.URL.Path == "/sdk" && r.Method == http.MethodPost {
+		body, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		switch sdkMethodOf(body) {
+		case "QueryChangedDiskAreas":
+			body = g.cbt.redirectQuery(body)
+		case "Fetch":
+			defer unsetFetch(w)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
 	}
 	if !strings.HasPrefix(r.URL.Path, "/folder/") {
 		g.next.ServeHTTP(w, r)
@@ -151,6 +212,342 @@ func (g *folderGuard) control(w http.ResponseWriter, r *http.Request) {
 		"cuts_served": g.cutsServed,
 	})
 	w.Write(out)
+}
+
+// cbt is the harness's changed block tracking: the guest writes logged per disk (by the
+// descriptor's datastore path) and the change ids of snapshots (see the header).
+type cbt struct {
+	mu  sync.Mutex
+	seq int64
+	log map[string][]extent
+}
+
+type extent struct{ seq, offset, length int64 }
+
+const blockSize = 64 << 10 // the "*" query's granularity
+
+func changeID(key int32, seq int64) string { return fmt.Sprintf("52 76 cbt-vcsim %d/%d", key, seq) }
+
+func parseChangeID(id string) (key int32, seq int64, ok bool) {
+	_, err := fmt.Sscanf(id, "52 76 cbt-vcsim %d/%d", &key, &seq)
+	return key, seq, err == nil && changeID(key, seq) == id
+}
+
+// onDisk: a datastore path in its canonical form and where that file is on this machine.
+func onDisk(dsPath string) (string, string, bool) {
+	var p object.DatastorePath
+	if !p.FromString(dsPath) || p.Path == "" {
+		return "", "", false
+	}
+	for _, e := range simulator.Map.All("Datastore") {
+		if ds := e.(*simulator.Datastore); ds.Name == p.Datastore {
+			return p.String(), filepath.Join(ds.Info.GetDatastoreInfo().Url, p.Path), true
+		}
+	}
+	return "", "", false
+}
+
+// flatOf: a monolithicFlat descriptor's raw extent, beside it (d.vmdk -> d-flat.vmdk).
+func flatOf(descriptor string) string {
+	return strings.TrimSuffix(descriptor, ".vmdk") + "-flat.vmdk"
+}
+
+// write is /vcsim-test/write: a guest write into a disk's flat file, logged.
+func (c *cbt) write(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	offset, err := strconv.ParseInt(q.Get("offset"), 10, 64)
+	data, _ := io.ReadAll(r.Body)
+	switch {
+	case r.Method != http.MethodPost:
+		http.Error(w, "write: POST the bytes", http.StatusMethodNotAllowed)
+		return
+	case err != nil || offset < 0 || len(data) == 0 || !strings.HasSuffix(q.Get("disk"), ".vmdk"):
+		http.Error(w, "write: needs disk=<[ds] path.vmdk>, offset=<N >= 0> and a body",
+			http.StatusBadRequest)
+		return
+	}
+	disk, descriptor, found := onDisk(q.Get("disk"))
+	if _, err := os.Stat(descriptor); !found || err != nil {
+		http.Error(w, fmt.Sprintf("write: no disk %q", q.Get("disk")), http.StatusNotFound)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, err := os.OpenFile(flatOf(descriptor), os.O_WRONLY, 0)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("write: %v", err), http.StatusNotFound)
+		return
+	}
+	defer f.Close()
+	if info, err := f.Stat(); err != nil || offset+int64(len(data)) > info.Size() {
+		http.Error(w, fmt.Sprintf("write: %d bytes at %d is past the end of %s",
+			len(data), offset, f.Name()), http.StatusBadRequest)
+		return
+	}
+	if _, err := f.WriteAt(data, offset); err != nil {
+		http.Error(w, fmt.Sprintf("write: %v", err), http.StatusInternalServerError)
+		return
+	}
+	c.seq++
+	c.log[disk] = append(c.log[disk], extent{c.seq, offset, int64(len(data))})
+	out, _ := json.Marshal(map[string]int64{"seq": c.seq})
+	w.Write(out)
+}
+
+// The registry calls these for every object (c is one of its handlers, see main).
+func (c *cbt) Reference() types.ManagedObjectReference {
+	return types.ManagedObjectReference{Type: "VcsimCbt", Value: "cbt"}
+}
+func (c *cbt) UpdateObject(mo.Reference, []types.PropertyChange) {}
+func (c *cbt) RemoveObject(types.ManagedObjectReference)         {}
+
+// PutObject sees each snapshot as CreateSnapshot_Task registers it, its Config a shallow
+// copy of its VM's (the same disks): it gets its own copies of the disks, carrying the
+// change ids when CBT is on, and so does the VM. The task holds the VM's lock.
+// It also gives a snapshot's own tasks (RemoveSnapshot_Task, RevertToSnapshot_Task) the VM
+// as info.entity, as vSphere does: the simulator puts the snapshot there, which is no
+// ManagedEntity, and pyvmomi then fails to read the task's info.
+func (c *cbt) PutObject(o mo.Reference) {
+	if task, ok := o.(*simulator.Task); ok && task.Info.Entity != nil &&
+		task.Info.Entity.Type == "VirtualMachineSnapshot" {
+		if snapshot, ok := simulator.Map.Get(*task.Info.Entity).(*simulator.VirtualMachineSnapshot); ok {
+			vm := snapshot.Vm
+			task.Info.Entity, task.Info.EntityName = &vm, vm.Value
+		}
+	}
+	snapshot, ok := o.(*simulator.VirtualMachineSnapshot)
+	if !ok {
+		return
+	}
+	vm := simulator.Map.Get(snapshot.Vm).(*simulator.VirtualMachine)
+	tracked := vm.Config.ChangeTrackingEnabled != nil && *vm.Config.ChangeTrackingEnabled
+	c.mu.Lock()
+	seq := c.seq
+	c.mu.Unlock()
+	vmDevices := append([]types.BaseVirtualDevice(nil), vm.Config.Hardware.Device...)
+	own := append([]types.BaseVirtualDevice(nil), vm.Config.Hardware.Device...)
+	for i, device := range vmDevices {
+		disk, ok := device.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		backing, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		if !ok {
+			continue
+		}
+		id := backing.ChangeId
+		if tracked {
+			id = changeID(disk.Key, seq)
+			vmDevices[i] = withChangeID(disk, backing, id)
+		}
+		own[i] = withChangeID(disk, backing, id)
+	}
+	snapshot.Config.Hardware.Device = own
+	if tracked {
+		simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: vmDevices}})
+	}
+}
+
+func withChangeID(disk *types.VirtualDisk, backing *types.VirtualDiskFlatVer2BackingInfo,
+	id string) *types.VirtualDisk {
+	d, b := *disk, *backing
+	b.ChangeId = id
+	d.Backing = &b
+	return &d
+}
+
+const cbtVMType = "VcsimCbtVirtualMachine"
+
+var (
+	sdkMethod = regexp.MustCompile(`<(?:\w+:)?Body[^>]*>\s*<(?:\w+:)?(\w+)[\s/>]`)
+	queryThis = regexp.MustCompile(`(<(?:\w+:)?_this\s[^>]*\btype=")VirtualMachine("[^>]*>)([^<]+)<`)
+)
+
+// sdkMethodOf: the method a SOAP request calls (its Body's first element).
+func sdkMethodOf(body []byte) string {
+	if m := sdkMethod.FindSubmatch(body); m != nil {
+		return string(m[1])
+	}
+	return ""
+}
+
+// redirectQuery re-types a QueryChangedDiskAreas request's _this (VirtualMachine vm-N) to
+// VcsimCbtVirtualMachine vm-N, registered on first use, which the simulator's dispatcher
+// then calls (with its session check and its fault encoding).
+func (c *cbt) redirectQuery(body []byte) []byte {
+	m := queryThis.FindSubmatch(body)
+	if m == nil {
+		return body
+	}
+	ref := types.ManagedObjectReference{Type: cbtVMType, Value: string(m[3])}
+	if simulator.Map.Get(ref) == nil {
+		simulator.Map.Put(&cbtVM{Self: ref, cbt: c})
+	}
+	return queryThis.ReplaceAll(body, []byte("${1}"+cbtVMType+"${2}${3}<"))
+}
+
+// unsetFetch answers a Fetch of a property that is not set (pyvmomi's vm.snapshot of a VM
+// without snapshots) as vSphere does, with no value: the simulator (0.24.2) indexes the
+// empty MissingSet of its answer and panics. Deferred by ServeHTTP; other panics go on.
+func unsetFetch(w http.ResponseWriter) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if err, ok := v.(runtime.Error); !ok || !strings.Contains(err.Error(), "index out of range") {
+		panic(v)
+	}
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	fmt.Fprint(w, xml.Header,
+		`<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>`,
+		`<FetchResponse xmlns="urn:vim25"></FetchResponse></soapenv:Body></soapenv:Envelope>`)
+}
+
+// cbtVM answers QueryChangedDiskAreas for the VirtualMachine of the same id.
+type cbtVM struct {
+	Self types.ManagedObjectReference
+	cbt  *cbt
+}
+
+func (p *cbtVM) Reference() types.ManagedObjectReference { return p.Self }
+
+func (p *cbtVM) QueryChangedDiskAreas(req *types.QueryChangedDiskAreas) soap.HasFault {
+	body := &methods.QueryChangedDiskAreasBody{}
+	ref := types.ManagedObjectReference{Type: "VirtualMachine", Value: p.Self.Value}
+	vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if !ok {
+		body.Fault_ = simulator.Fault("no such VM", &types.ManagedObjectNotFound{Obj: ref})
+		return body
+	}
+	simulator.Map.WithLock(vm, func() {
+		info, msg, fault := p.cbt.query(vm, req)
+		if fault != nil {
+			body.Fault_ = simulator.Fault(msg, fault)
+		} else {
+			body.Res = &types.QueryChangedDiskAreasResponse{Returnval: *info}
+		}
+	})
+	return body
+}
+
+func invalid(property string) (*types.DiskChangeInfo, string, types.BaseMethodFault) {
+	return nil, "A specified parameter was not correct: " + property,
+		&types.InvalidArgument{InvalidProperty: property}
+}
+
+// query answers QueryChangedDiskAreas, or says which fault (and its message), under vm's lock.
+func (c *cbt) query(vm *simulator.VirtualMachine, req *types.QueryChangedDiskAreas) (
+	*types.DiskChangeInfo, string, types.BaseMethodFault) {
+	if vm.Config.ChangeTrackingEnabled == nil || !*vm.Config.ChangeTrackingEnabled {
+		return nil, "changed block tracking is not enabled on " + vm.Name,
+			&types.FileFault{File: vm.Config.Files.VmPathName}
+	}
+	if req.Snapshot == nil {
+		return invalid("snapshot")
+	}
+	snapshot, ok := simulator.Map.Get(*req.Snapshot).(*simulator.VirtualMachineSnapshot)
+	if !ok || snapshot.Vm != vm.Self {
+		return invalid("snapshot")
+	}
+	var disk *types.VirtualDisk
+	var backing *types.VirtualDiskFlatVer2BackingInfo
+	for _, device := range snapshot.Config.Hardware.Device {
+		if d, ok := device.(*types.VirtualDisk); ok && d.Key == req.DeviceKey {
+			disk = d
+			backing, _ = d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		}
+	}
+	if backing == nil { // no such disk, or not one the simulator makes
+		return invalid("deviceKey")
+	}
+	capacity := disk.CapacityInBytes
+	if capacity == 0 {
+		capacity = disk.CapacityInKB * 1024
+	}
+	if req.StartOffset < 0 || req.StartOffset > capacity {
+		return invalid("startOffset")
+	}
+	name, descriptor, found := onDisk(backing.FileName)
+	var areas []types.DiskChangeExtent
+	if req.ChangeId == "*" {
+		var err error
+		if !found {
+			err = fmt.Errorf("no datastore for %s", backing.FileName)
+		} else {
+			areas, err = dataAreas(flatOf(descriptor), capacity)
+		}
+		if err != nil {
+			return nil, err.Error(), &types.FileFault{File: backing.FileName}
+		}
+	} else {
+		key, from, ok := parseChangeID(req.ChangeId)
+		_, to, tracked := parseChangeID(backing.ChangeId)
+		switch {
+		case !tracked:
+			return nil, "the snapshot's disk has no change id (taken with CBT off)",
+				&types.FileFault{File: backing.FileName}
+		case !ok || key != disk.Key || from > to:
+			return invalid("changeId")
+		}
+		c.mu.Lock()
+		for _, e := range c.log[name] {
+			if e.seq > from && e.seq <= to {
+				areas = append(areas, types.DiskChangeExtent{Start: e.offset, Length: e.length})
+			}
+		}
+		c.mu.Unlock()
+	}
+	return &types.DiskChangeInfo{StartOffset: req.StartOffset, Length: capacity - req.StartOffset,
+		ChangedArea: merged(areas, req.StartOffset, capacity)}, "", nil
+}
+
+// dataAreas: the blocks of a flat file, up to capacity, that are not all zeros.
+func dataAreas(flat string, capacity int64) ([]types.DiskChangeExtent, error) {
+	f, err := os.Open(flat)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var areas []types.DiskChangeExtent
+	block, zeros := make([]byte, blockSize), make([]byte, blockSize)
+	for start := int64(0); start < capacity; start += blockSize {
+		n, err := f.ReadAt(block, start)
+		if n > 0 && !bytes.Equal(block[:n], zeros[:n]) {
+			areas = append(areas, types.DiskChangeExtent{Start: start, Length: int64(n)})
+		}
+		if err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	return areas, nil
+}
+
+// merged: the areas cut to [lo, hi), sorted, overlapping or adjacent ones joined.
+func merged(areas []types.DiskChangeExtent, lo, hi int64) []types.DiskChangeExtent {
+	sort.Slice(areas, func(i, j int) bool { return areas[i].Start < areas[j].Start })
+	var out []types.DiskChangeExtent
+	for _, a := range areas {
+		start, end := a.Start, a.Start+a.Length
+		if start < lo {
+			start = lo
+		}
+		if end > hi {
+			end = hi
+		}
+		if start >= end {
+			continue
+		}
+		if n := len(out); n > 0 && start <= out[n-1].Start+out[n-1].Length {
+			if end > out[n-1].Start+out[n-1].Length {
+				out[n-1].Length = end - out[n-1].Start
+			}
+			continue
+		}
+		out = append(out, types.DiskChangeExtent{Start: start, Length: end - start})
+	}
+	return out
 }
 
 // toolsRunning marks VMware Tools as running in the VMs named.
@@ -222,12 +619,14 @@ func main() {
 		log.Fatal(err)
 	}
 	toolsRunning(*tools)
+	changes := &cbt{log: map[string][]extent{}}
+	simulator.Map.AddHandler(changes)
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(*certPath)}}
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, *password)}
 	server := model.Service.NewServer()
 	defer server.Close()
 	// swapped before anyone knows the URL (printed below), so before the first request
-	server.Config.Handler = &folderGuard{next: server.Config.Handler}
+	server.Config.Handler = &folderGuard{next: server.Config.Handler, cbt: changes}
 
 	shown := *server.URL
 	shown.User = nil
