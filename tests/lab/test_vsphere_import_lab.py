@@ -7,6 +7,7 @@ import's job then removes it from kvm1 and powers the source VM on again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from support.vcsim import Vcsim, running_vcsim
-from support.vcsim_disks import admin, attach, find_vm, power_state, upload, wait
+from support.line_reader import LineReader
+from support.vcsim import Vcsim, running_vcsim, write_disk
+from support.vcsim_disks import DATASTORE, admin, attach, find_vm, power_state, upload, wait
 
 from vmferry.lab import client
 from vmferry.lab import topology as topo
@@ -134,3 +136,92 @@ def _wait_console(path: Path, needle: str, timeout_s: float = 120) -> str:
             return text
         time.sleep(0.5)
     raise AssertionError(f"{needle!r} not on the console within {timeout_s} s:\n{text[-2000:]}")
+
+
+WARM = "imp-warm"
+
+
+@pytest.fixture
+def warm_cleanup() -> Iterator[None]:
+    yield
+    remove_imported("kvm1", WARM)
+
+
+def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
+    lab: object, sim: Vcsim, tmp_path: Path, warm_cleanup: None
+) -> None:
+    """`--strategy warm`: the disk read while the VM runs, the guest's writes between
+    precopies and during the cutover copied as they come (the harness answers
+    QueryChangedDiskAreas from them), `vmferry job cutover` stops the VM; on kvm1 the guest
+    reads its whole disk at boot and finds the source's last state, byte for byte."""
+    addr = topo.guest_addr(245)
+    raw = tmp_path / "boot.raw"
+    build_boot_disk(raw, build_guest_image(default_cache_dir()), size_mb=64, data_mb=8,
+                    ip=f"{addr}/24")  # fmt: skip
+    vmdk = tmp_path / f"{VM}.vmdk"
+    to_vmdk(raw, vmdk, "monolithicFlat")
+    disk = f"[{DATASTORE}] {VM}/{vmdk.name}"
+    with admin(sim) as instance:
+        upload(sim, instance, vmdk, f"{VM}/{vmdk.name}")
+        upload(sim, instance, tmp_path / f"{VM}-flat.vmdk", f"{VM}/{VM}-flat.vmdk")
+        attach(instance, VM, f"{VM}/{vmdk.name}", raw.stat().st_size)
+        from pyVmomi import vim
+
+        vm = find_vm(instance, VM)
+        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(guestId="debian10_64Guest", memoryMB=256)))
+
+    def guest_write(offset: int, data: bytes) -> None:  # in the FAT's free space at the end
+        write_disk(sim, disk, offset, data)
+        with raw.open("r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    added = _vmferry("sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file),
+                     password=sim.password)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    console = lab_dir() / "shared" / "consoles" / f"{WARM}.log"
+    console.unlink(missing_ok=True)
+    env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": sim.password}
+    importing = subprocess.Popen(
+        [sys.executable, "-m", "vmferry.cli.main", "import", f"vsphere://vc1/{VM}", "--to",
+         "kvm1", "--name", WARM, "--network-map", "DC0_DVPG0=vmnet", "--storage-pool",
+         topo.SHARED_POOL, "--console-log", str(console), "--virt-type", "qemu",
+         "--convert-guest", "never", "--start", "--json", "--strategy", "warm",
+         "--precopy-interval", "2"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert importing.stderr is not None and importing.stdout is not None
+    said, printed = LineReader(importing.stderr), LineReader(importing.stdout)
+    try:
+        begun = said.until(r"job (\w+): `vmferry job cutover", limit_s=120)
+        assert begun is not None, "".join(said.seen)
+        job_id = begun.group(1)
+        guest_write(60 * 2**20 + 100, b"first round " * 1000)  # while the first copy reads
+        assert said.until(r"^• precopy 1: ", limit_s=120) is not None, "".join(said.seen)
+        guest_write(62 * 2**20, bytes(range(256)) * 1024)
+        assert said.until(r"^• precopy 2: ", limit_s=120) is not None, "".join(said.seen)
+        guest_write(63 * 2**20 + 512, b"last words" * 10)  # before the cutover stops it
+        cut = _vmferry("job", "cutover", job_id)
+        assert cut.returncode == 0, cut.stderr
+        importing.wait(timeout=300)
+    finally:
+        if importing.poll() is None:
+            importing.kill()
+            importing.wait()
+    said.rest()
+    out = printed.rest()
+    stderr = "".join(said.seen)
+    assert importing.returncode == 0, stderr
+    report = json.loads(out)
+    assert report["status"] == "completed" and report["disks"][0]["checksum_match"] is True
+    assert "cutover: stopping DC0_H0_VM0" in stderr and "\n• cutover: " in stderr, stderr
+    expected = hashlib.sha256(raw.read_bytes()).hexdigest()
+    text = _wait_console(console, "HB 3")
+    assert f"DISK sha256={expected}" in text  # the guest reads the source's last state
+    assert power_state(sim, VM) == "poweredOff"
+    with admin(sim) as instance:
+        assert find_vm(instance, VM).snapshot is None  # vmferry's snapshots are gone
+    shown = json.loads(_vmferry("job", "show", job_id, "--json").stdout)
+    kinds = [e["kind"] for e in shown["events"]]
+    assert {"warm", "cutover"} <= set(kinds) and shown["status"] == "completed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +35,7 @@ from vmferry.service.import_vm import (
     ImportRequest,
     import_vm,
 )
+from vmferry.service.warm_cutover import WarmCancelledError, cutover_poll, parse_cutover_at
 from vmferry.sources import ImageOverrides, Limits
 from vmferry.store.db import open_store
 
@@ -158,6 +160,23 @@ def import_command(
     connections: Annotated[
         int, typer.Option(help="vSphere: parallel range requests per disk.")
     ] = 4,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="vSphere: cold (stop the VM, then read its disks) or warm (read them while "
+            "it runs, then only what changed, until the cutover)."
+        ),
+    ] = "cold",
+    precopy_interval: Annotated[
+        float, typer.Option(help="vSphere warm: seconds between copies of the changes.")
+    ] = 3600.0,
+    cutover_at: Annotated[
+        str | None,
+        typer.Option(
+            help="vSphere warm: cut over at this ISO time (local unless it names a zone); "
+            "else at `vmferry job cutover JOB`."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Import a VMware/Hyper-V VM or a disk image into a libvirt host, disks verified.
@@ -178,12 +197,24 @@ def import_command(
     if max_virtual_size_tib <= 0 or vcpus < 1 or memory_mb < 16:
         raise BadInputError("--max-virtual-size-tib, --vcpus and --memory-mb must be positive")
     source: Path | VsphereVmRef
+    at = None
     if source_arg.startswith("vsphere://"):
-        source = _vsphere_ref(source_arg, force, rollback, connections)
+        if strategy not in ("cold", "warm"):
+            raise BadInputError(f"--strategy {strategy!r}: expected cold or warm")
+        if precopy_interval <= 0:
+            raise BadInputError(f"--precopy-interval {precopy_interval:g}: expected > 0 s")
+        if strategy == "cold" and cutover_at is not None:
+            raise BadInputError("--cutover-at is for --strategy warm")
+        at = None if cutover_at is None else parse_cutover_at(cutover_at)
+        source = replace(_vsphere_ref(source_arg, force, rollback, connections),
+                         strategy=strategy, precopy_interval_s=precopy_interval)  # fmt: skip
         stem = source.vm
     else:
-        if force or rollback or connections != 4:
-            raise BadInputError("--force, --rollback and --connections are for vsphere:// sources")
+        if (force or rollback or connections != 4 or strategy != "cold"
+                or precopy_interval != 3600.0 or cutover_at is not None):  # fmt: skip
+            raise BadInputError("--force, --rollback, --connections, --strategy, "
+                                "--precopy-interval and --cutover-at are for vsphere:// "
+                                "sources")  # fmt: skip
         source = Path(source_arg)
         stem = source.stem
     overrides = ImageOverrides(
@@ -247,15 +278,34 @@ def import_command(
         progress.update(tasks[index], completed=percent)
 
     made: list[str] = []  # the import's job, once it begins (nothing is made for bad input)
+    warm = isinstance(source, VsphereVmRef) and source.strategy == "warm"
+    store = open_store() if warm else None
 
     def begin(plan: ImportPlan) -> None:
         made.append(_job(request, plan.name))
+        if store is not None:
+            when = f"at {at.isoformat(timespec='minutes')}" if at else "at `vmferry job cutover`"
+            store.add_event(made[0], "warm", f"warm import: its changes copied every "
+                            f"{precopy_interval:g} s, cutover {when}",
+                            {"precopy_interval_s": precopy_interval,
+                             "cutover_at": at.isoformat() if at else None})  # fmt: skip
+            note(
+                f"job {made[0]}: `vmferry job cutover {made[0]}` cuts over, "
+                f"`vmferry job cancel {made[0]}` stops it and leaves {plan.name} running"
+            )
 
     def job() -> str | None:
         return made[0] if made else None
 
+    def noted(message: str) -> None:  # a warm import's rounds are in its job too
+        note(message)
+        if store is not None and made:
+            store.add_event(made[0], "progress", message)
+
+    due = None if store is None else cutover_poll(store, job, at)
     try:
-        outcome = import_vm(request, note=note, on_disk_progress=on_disk, on_begin=begin)
+        outcome = import_vm(request, note=noted, on_disk_progress=on_disk, on_begin=begin,
+                            cutover_due=due)  # fmt: skip
     except (ImportBlockedError, ImportFailedError) as exc:
         _stop(progress, tasks)
         _ended(job(), outcome_json(exc.outcome), JobStatus.FAILED, exc.outcome.reason)
@@ -263,6 +313,9 @@ def import_command(
         raise
     except KeyboardInterrupt:
         _ended(job(), None, JobStatus.CANCELLED, "interrupted (Ctrl-C)")
+        raise
+    except WarmCancelledError as exc:
+        _ended(job(), None, JobStatus.CANCELLED, exc.message)
         raise
     except VmferryError as exc:
         _ended(job(), None, JobStatus.FAILED, exc.message.splitlines()[0])

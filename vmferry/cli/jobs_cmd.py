@@ -1,4 +1,4 @@
-"""`vmferry jobs` and `vmferry job show|cancel|resume ID`.
+"""`vmferry jobs` and `vmferry job show|cancel|cutover|resume ID`.
 
 JSON (``--json``): a job is ``{"id", "kind", "vm", "source", "destination", "status",
 "created_at", "updated_at", "options", "reason", "result", "owner_pid",
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 RESUME_WAIT_S = 60.0  # what `job resume` waits, and what the server waits for it
 
 job_app = typer.Typer(
-    help="Show, cancel or resume one migration job (see `vmferry jobs`).", no_args_is_help=True
+    help="Show, cancel, cut over or resume one job (see `vmferry jobs`).", no_args_is_help=True
 )
 
 _STYLE = {
@@ -120,6 +120,25 @@ def _cancel_remote(api: ApiClient, job_id: str, wait: float) -> tuple[bool, Job]
         time.sleep(min(jobs_service.CANCEL_POLL_S, max(0.0, deadline - time.monotonic())))
         job = api.job(job_id)
     return asked.had_finished, job
+
+
+@job_app.command("cutover")
+def cutover(
+    job_id: str = typer.Argument(..., metavar="ID", help="The warm import's job id."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Cut a warm vSphere import over now: it stops the VM, copies the last changes,
+    defines the VM on KVM and verifies it (`vmferry job show ID` follows it)."""
+    if remote_api() is not None:
+        raise NoRemoteFormError(f"job cutover has no remote form yet: unset {URL_ENV}")
+    from vmferry.service.warm_cutover import request_cutover
+
+    job = request_cutover(job_id)
+    if json_out:
+        print_json(job)
+        return
+    console.print(f"job {job.id}: cutover requested; the import cuts over at its next check",
+                  highlight=False)  # fmt: skip
 
 
 @job_app.command("resume")

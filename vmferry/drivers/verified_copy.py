@@ -36,7 +36,15 @@ from vmferry.drivers import qemu_img, qemu_nbd
 from vmferry.drivers.nbd_client import STATE_ZERO, ReadResult
 from vmferry.drivers.qcow2_writer import CLUSTER, Qcow2Writer
 from vmferry.errors import ToolError
-from vmferry.model.disk_digest import LEAF, Digest, DiskDigester, Extent, nonzero_ranges, plan_runs
+from vmferry.model.disk_digest import (
+    LEAF,
+    Digest,
+    DiskDigester,
+    Extent,
+    LeafDigests,
+    nonzero_ranges,
+    plan_runs,
+)
 
 ProgressFn = Callable[[float], None]
 
@@ -90,15 +98,17 @@ def copy_reader(
     on_progress: ProgressFn | None = None,
     read_size: int = READ_SIZE,
     depth: int = DEPTH,
+    leaves: LeafDigests | None = None,
 ) -> CopyResult:
     """``copy_with_digest`` from any ``reader``: ``depth`` reads of ``read_size`` in flight
-    (a datastore's ``RangeReader`` reads raw extents this way, several connections at once)."""
+    (a datastore's ``RangeReader`` reads raw extents this way, several connections at once);
+    ``leaves``, when given, keeps each leaf's digest too (a warm import updates them)."""
     try:
         writer = Qcow2Writer(target, reader.size)
     except OSError as exc:
         raise ToolError(f"cannot create {target}: {exc.strerror or exc}") from exc
     try:
-        result = _pump(reader, writer, on_progress, timeout_s, read_size, depth)
+        result = _pump(reader, writer, on_progress, timeout_s, read_size, depth, leaves)
         writer.finish()
     except OSError as exc:  # a full disk, an I/O error
         raise ToolError(f"writing {target.name} failed: {exc.strerror or exc}") from exc
@@ -198,6 +208,7 @@ def _pump(
     timeout_s: float,
     read_size: int = READ_SIZE,
     depth: int = DEPTH,
+    leaves: LeafDigests | None = None,
 ) -> CopyResult:
     """Read ``reader`` once (what its block status does not call zeros), digest it, and
     write what is not zeros to ``writer`` when there is one; give up after ``timeout_s``
@@ -235,6 +246,8 @@ def _pump(
             for start, count in result.holes:  # a server may still answer with holes
                 data[start : start + count] = bytes(count)
             zero = digester.add_data(data)
+            if leaves is not None:
+                leaves.set_data(offset, data)
             if writer is not None:
                 for start, end in nonzero_ranges(zero, length):
                     writer.write(offset + start, data[start:end])

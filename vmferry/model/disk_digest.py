@@ -217,3 +217,66 @@ def copy_failure(source: Digest, copy: Digest, metadata_problem: str | None) -> 
     if where is not None:
         return f"differs from it in the GiB at offset {where}"
     return None
+
+
+class LeafDigests:
+    """A disk's leaf digests kept one by one, so a copy updated in place (a warm import's
+    changed areas, read again) still gives the disk's ``Digest`` without reading it all
+    again: the same leaves, spans and hash as ``DiskDigester``. Zero leaves until set."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError(f"a disk of {size} bytes")
+        self.size = size
+        count = -(-size // LEAF)
+        self._leaves = [_ZERO_LEAF] * count
+        if size % LEAF:
+            self._leaves[-1] = zero_digest(size % LEAF)
+
+    def set_data(self, offset: int, data: memoryview | bytes | bytearray) -> list[bool]:
+        """The bytes now at ``offset`` (whole leaves, or up to the disk's end); for each
+        leaf, whether it is all zeros."""
+        self._check(offset, len(data))
+        view = memoryview(data)
+        zero: list[bool] = []
+        for start in range(0, len(view), LEAF):
+            leaf = view[start : start + LEAF]
+            digest = blake3(leaf).digest()
+            zero.append(digest == zero_digest(len(leaf)))
+            self._leaves[(offset + start) // LEAF] = digest
+        return zero
+
+    def digest(self) -> Digest:
+        spans = tuple(
+            blake3(b"".join(self._leaves[i : i + _LEAVES_PER_SPAN])).digest()
+            for i in range(0, len(self._leaves), _LEAVES_PER_SPAN)
+        )
+        return Digest(self.size, spans)
+
+    def _check(self, offset: int, length: int) -> None:
+        end = offset + length
+        if offset % LEAF or length <= 0 or end > self.size or (length % LEAF and end != self.size):
+            raise ValueError(f"{length} bytes at {offset} are not whole leaves")
+
+
+def changed_runs(areas: Iterable[tuple[int, int]], size: int, max_read: int) -> list[Run]:
+    """The leaf-aligned reads (at most ``max_read`` bytes each, a multiple of ``LEAF``) that
+    cover the changed ``areas`` (start, length) of a disk of ``size`` bytes: each area
+    rounded out to whole leaves, overlapping and touching ones merged, in order."""
+    if max_read <= 0 or max_read % LEAF:
+        raise ValueError(f"max_read {max_read} is not a positive multiple of {LEAF}")
+    spans: list[tuple[int, int]] = []
+    for start, length in sorted(areas):
+        if start < 0 or length < 0 or start + length > size:
+            raise ValueError(f"the area {start}+{length} is outside the disk's {size} bytes")
+        if length == 0:
+            continue
+        first, end = start // LEAF * LEAF, min(-(-(start + length) // LEAF) * LEAF, size)
+        if spans and first <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((first, end))
+    runs: list[Run] = []
+    for first, end in spans:
+        runs.extend(_split(Run(first, end - first, False), max_read))
+    return runs

@@ -57,8 +57,9 @@ class VsphereVmRef:
     """An import's source when it is a VM of a registered vSphere source
     (``vsphere://SOURCE/VM``): the password (never stored, never shown), whether it may be
     powered off without its guest (``force``), powered on again when the import fails
-    (``rollback``), how many range requests read a disk at once (``connections``) and how
-    long its guest may take to shut down."""
+    (``rollback``), how many range requests read a disk at once (``connections``), how
+    long its guest may take to shut down, and whether it is read while it runs (``warm``,
+    its changes copied every ``precopy_interval_s`` until the cutover)."""
 
     source: str
     vm: str
@@ -67,6 +68,8 @@ class VsphereVmRef:
     rollback: bool = False
     connections: int = 4
     shutdown_timeout_s: float = 600.0
+    strategy: str = "cold"  # cold: stopped, then read; warm: read while it runs (CBT)
+    precopy_interval_s: float = 3600.0  # warm: how often the changes are copied
 
     def __str__(self) -> str:
         return f"vsphere://{self.source}/{self.vm}"
@@ -131,6 +134,7 @@ class RawDisk:
     bus_number: int = 0
     unit: int = 0
     has_parent: bool = False  # a snapshot's delta disk: the backing has a parent
+    key: int = 0  # the device's key (what QueryChangedDiskAreas names a disk by)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,9 @@ CopyResult = verified_copy.CopyResult
 # one disk of the plan into the new qcow2 ``part``: the source read once and digested
 CopyFn = Callable[[PlannedDisk, Path, ProgressFn], verified_copy.CopyResult]
 BeginFn = Callable[[ImportPlan], None]  # the import is about to change things
+# runs once nothing blocks, with the plan and the pool's directory (a vSphere VM is stopped
+# there, or a warm import copies its disks while it runs and then stops it)
+BeforeCopyFn = Callable[[ImportPlan, Path], None]
 PART_SUFFIX = ".vmferry-part"
 
 
@@ -134,6 +137,7 @@ def import_vm(
     note: NoteFn = _quiet,
     on_disk_progress: DiskProgressFn = _quiet,
     on_begin: BeginFn | None = None,
+    cutover_due: Callable[[], bool] | None = None,
 ) -> ImportOutcome:
     """Import ``request.source`` onto the registered host ``request.to``.
 
@@ -141,13 +145,15 @@ def import_vm(
     blocks (the outcome is on the exception's ``outcome``), and VmferryError when a step
     fails; in every failure nothing is left on the destination. ``on_begin`` is called with
     the plan once the source is read, nothing blocks and it is no dry run: just before the
-    import changes anything (a caller makes its job there).
+    import changes anything (a caller makes its job there). A warm vSphere import cuts
+    over once ``cutover_due`` says so (None: as soon as its first copy is done).
     """
     open_store().get_host(request.to)  # an unknown host is bad input before any reading
     if isinstance(request.source, VsphereVmRef):
         from vmferry.service.vsphere_import import import_from_vsphere
 
-        return import_from_vsphere(request, request.source, note, on_disk_progress, on_begin)
+        return import_from_vsphere(request, request.source, note, on_disk_progress, on_begin,
+                                   cutover_due)  # fmt: skip
     source = request.source
     if not source.exists():
         raise BadInputError(f"{source}: no such file")
@@ -173,7 +179,7 @@ def import_source(
     note: NoteFn = _quiet,
     on_disk_progress: DiskProgressFn = _quiet,
     source_findings: tuple[Finding, ...] = (),
-    before_copy: Callable[[], None] | None = None,
+    before_copy: BeforeCopyFn | None = None,
     on_begin: BeginFn | None = None,
 ) -> ImportOutcome:
     """Steps 2 to 5 for a source read into ``vm``: ``source_findings`` join the import's
@@ -206,7 +212,7 @@ def import_source(
         if on_begin is not None:
             on_begin(plan)
         if before_copy is not None:
-            before_copy()
+            before_copy(plan, _pool_path(dest, plan))
             clock.lap("stop")
         try:
             return _run(request, vm, plan, dest, dst, workdir, outcome, clock, note,
@@ -286,7 +292,7 @@ def _run(
     on_disk_progress: DiskProgressFn,
     copy: CopyFn,
 ) -> ImportOutcome:
-    pool_path = Path(dest.pools[plan.pool].path or "")
+    pool_path = _pool_path(dest, plan)
     sources = list(plan.disks)
     converted = False
     if plan.convert_guest:
@@ -334,6 +340,10 @@ def _run(
         clock.lap("start")
     return replace(outcome, status="completed", disks=tuple(results), started=started,
                    phases_ms=clock.phases, volumes=tuple(str(p) for p in final))  # fmt: skip
+
+
+def _pool_path(dest: DestinationFacts, plan: ImportPlan) -> Path:
+    return Path(dest.pools[plan.pool].path or "")
 
 
 def _copy_disk(

@@ -25,10 +25,10 @@ from vmferry.drivers.datastore_http import DatastoreFile, RangeReader, download_
 from vmferry.errors import BadInputError
 from vmferry.model.vsphere import VsphereSource
 from vmferry.sources import Limits, inspect_image
-from vmferry.sources.vsphere_disk import HEAD_BYTES, MAX_DESCRIPTOR_BYTES, remote_vmdk
+from vmferry.sources.vsphere_disk import HEAD_BYTES, MAX_DESCRIPTOR_BYTES, RemoteVmdk, remote_vmdk
 from vmferry.sources.vsphere_vm import DatastorePath, datastore_url, parse_datastore_path
 
-__all__ = ["DatastoreAccess", "copy_datastore_disk"]
+__all__ = ["DatastoreAccess", "copy_datastore_disk", "flat_extent"]
 
 RANGE_BYTES = 4 * 2**20  # one range request
 
@@ -55,6 +55,27 @@ class DatastoreAccess:
         return reader
 
 
+def flat_extent(access: DatastoreAccess, datastore_path: str) -> DatastorePath:
+    """The raw extent of ESXi's disk ``datastore_path`` (a descriptor and its
+    ``-flat.vmdk``): what a warm import reads while the VM runs. A single sparse file is
+    refused (its grains move as it changes: only a cold import reads it)."""
+    path = parse_datastore_path(datastore_path)
+    with access.open(path) as reader:
+        layout = _layout(reader, path)
+    if layout.kind == "sparse" or layout.extent is None:
+        raise BadInputError(f"{path} is a single sparse VMDK: a warm import reads ESXi's flat "
+                            "disks (a descriptor and its -flat.vmdk); import it cold")  # fmt: skip
+    return path.sibling(layout.extent)
+
+
+def _layout(reader: RangeReader, path: DatastorePath) -> RemoteVmdk:
+    head = bytearray(min(reader.size, MAX_DESCRIPTOR_BYTES, max(HEAD_BYTES, reader.size)))
+    if len(head) < HEAD_BYTES:
+        raise BadInputError(f"{path}: {reader.size} bytes is too small for a VMDK")
+    reader.read(0, memoryview(head))
+    return remote_vmdk(str(path), bytes(head), reader.size)
+
+
 def copy_datastore_disk(
     access: DatastoreAccess,
     datastore_path: str,
@@ -68,11 +89,7 @@ def copy_datastore_disk(
     """Copy the disk at ``datastore_path`` into the new qcow2 ``part`` (see the module)."""
     path = parse_datastore_path(datastore_path)
     with access.open(path) as reader:
-        head = bytearray(min(reader.size, MAX_DESCRIPTOR_BYTES, max(HEAD_BYTES, reader.size)))
-        if len(head) < HEAD_BYTES:
-            raise BadInputError(f"{path}: {reader.size} bytes is too small for a VMDK")
-        reader.read(0, memoryview(head))
-        layout = remote_vmdk(str(path), bytes(head), reader.size)
+        layout = _layout(reader, path)
         if layout.kind == "sparse":
             staged = workdir / f"{part.name}.vmdk"
             download_to(reader, staged, chunk=RANGE_BYTES)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from vmferry.model.vsphere import VsphereVmRef
 from vmferry.service import import_vm as core
 from vmferry.service.vsphere_disks import DatastoreAccess, copy_datastore_disk
 from vmferry.service.vsphere_sources import get_source
+from vmferry.service.vsphere_warm import WarmCopy, WarmSettings
 from vmferry.sources.vsphere_inventory import vm_from_raw
-from vmferry.sources.vsphere_vm import disk_blockers, source_vm_from_vsphere
+from vmferry.sources.vsphere_vm import disk_blockers, source_vm_from_vsphere, warm_blockers
 
 __all__ = ["import_from_vsphere"]
 
@@ -44,10 +46,16 @@ def import_from_vsphere(
     note: core.NoteFn,
     on_disk_progress: core.DiskProgressFn,
     on_begin: core.BeginFn | None = None,
+    cutover_due: Callable[[], bool] | None = None,
 ) -> core.ImportOutcome:
-    """Import the vSphere VM ``ref`` as ``request`` says (see the module)."""
+    """Import the vSphere VM ``ref`` as ``request`` says (see the module); a warm import
+    cuts over once ``cutover_due`` says so (None: after its first copy)."""
     if ref.connections < 1 or ref.connections > 32:
         raise BadInputError(f"--connections {ref.connections}: expected 1 to 32")
+    if ref.strategy not in ("cold", "warm"):
+        raise BadInputError(f"--strategy {ref.strategy!r}: expected cold or warm")
+    if ref.precopy_interval_s <= 0:
+        raise BadInputError(f"--precopy-interval {ref.precopy_interval_s:g}: expected > 0 s")
     source = get_source(ref.source)
     with vsphere_session(source, ref.password) as session:
         note(f"reading {ref.vm} from vSphere source {source.name}")
@@ -58,6 +66,12 @@ def import_from_vsphere(
             raise BadInputError(f"{ref.vm} on {source.name} has no configuration yet")
         vm = source_vm_from_vsphere(handle.raw, inventory_vm)
         findings = disk_blockers(vm.name, list(handle.raw.disks))
+        warm = ref.strategy == "warm" and handle.power_state() == "poweredOn"
+        if ref.strategy == "warm" and not warm:
+            note(f"{ref.vm} is {handle.power_state()}: nothing changes while it is off, so it "
+                 "is read once, as a cold import")  # fmt: skip
+        if warm:
+            findings += warm_blockers(vm.name, list(handle.raw.disks))
         decision = decide_power_off(vm.name, handle.power_state(), handle.tools_state(),
                                     ref.force)  # fmt: skip
         if decision.refusal is not None:
@@ -79,11 +93,21 @@ def import_from_vsphere(
                                            tool_limits=request.tool_limits,
                                            on_progress=progress)  # fmt: skip
 
+            before_copy: core.BeforeCopyFn = stopper.stop
+            if warm:
+                settings = WarmSettings(
+                    ref.precopy_interval_s,
+                    cutover_due or (lambda: True),
+                    core.PART_SUFFIX,
+                    request.tool_limits.timeout_s,
+                )
+                warm_copy = WarmCopy(handle, access, settings, stopper.stop, note)
+                before_copy, copy = warm_copy.run, warm_copy.copy
             try:
                 outcome = core.import_source(
                     request, vm, copy, workdir=workdir, clock=clock, note=note,
                     on_disk_progress=on_disk_progress, source_findings=tuple(findings),
-                    before_copy=stopper.stop, on_begin=on_begin,
+                    before_copy=before_copy, on_begin=on_begin,
                 )  # fmt: skip
             except core.ImportFailedError as exc:
                 if not (stopper.stopped and ref.rollback):
@@ -102,7 +126,8 @@ class _Stopper:
         self.handle, self.action, self.ref, self.note = handle, action, ref, note
         self.stopped = False
 
-    def stop(self) -> None:
+    def stop(self, _plan: object = None, _pool: object = None) -> None:
+        """Stop the VM (a cold import's ``before_copy``; a warm import's cutover)."""
         name = self.handle.name
         if self.action is PowerAction.NONE:
             self.note(f"{name} is powered off: read as it is")

@@ -30,6 +30,7 @@ __all__ = [
     "parse_datastore_path",
     "parse_vsphere_vm_ref",
     "source_vm_from_vsphere",
+    "warm_blockers",
 ]
 
 _SUPPORTED_BACKINGS = ("flat", "sparse")
@@ -84,6 +85,21 @@ def parse_vsphere_vm_ref(text: str) -> tuple[str, str]:
         raise BadInputError(f"{text!r} is not vsphere://SOURCE/VM (SOURCE: a name from "
                             "`vmferry sources list`)")  # fmt: skip
     return source, unquote(vm)
+
+
+def warm_blockers(vm_name: str, disks: tuple[RawDisk, ...] | list[RawDisk]) -> list[Finding]:
+    """A blocker for every disk a warm import cannot read while the VM runs: only ESXi's
+    flat disks (a descriptor and its ``-flat.vmdk``) keep their blocks where they are."""
+    found: list[Finding] = []
+    for disk in disks:
+        if disk.backing != "flat":
+            found.append(Finding(
+                "import.vsphere.warm_disk", Severity.BLOCKER,
+                f"{vm_name}: disk {disk.file_name or '(no file)'} has a {disk.backing} "
+                "backing; a warm import reads flat disks only",
+                "Import this VM cold (--strategy cold), or inflate the disk to flat in vSphere.",
+            ))  # fmt: skip
+    return found
 
 
 def disk_blockers(vm_name: str, disks: tuple[RawDisk, ...] | list[RawDisk]) -> list[Finding]:
