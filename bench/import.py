@@ -16,8 +16,17 @@ bytes) against the source's allocated data, vmferry's phases and the rest of its
 Targets (issue 12): time at most 1.3x qemu-img's, bytes written at most 1.05x the
 allocated bytes.
 
+With ``--vsphere`` two more rows, alternating with the others: the same content as ESXi
+keeps a disk (a descriptor and its 8 GiB ``-flat.vmdk``, sparse on the local disk) imported
+from a file (``vmferry import DESCRIPTOR``: read through qemu-nbd, holes skipped) and streamed
+from the vSphere simulator's datastore over HTTPS (``vmferry import vsphere://bench/VM`` of
+the powered-off VM whose disk it is: HTTP says nothing about holes, so all 8 GiB are read,
+the zeros hashed and not written), ``--connections`` range requests at once. The simulator
+is the test harness's (tests/support/vcsim, built by ``make install``), on loopback.
+
     sudo .venv/bin/python bench/import.py            # table on stderr, JSON on stdout
     sudo .venv/bin/python bench/import.py --json     # JSON only
+    sudo .venv/bin/python bench/import.py --vsphere --repeat 3
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +54,9 @@ LOCK = Path("/run/vmferry-lab.lock")
 VMFERRY = [sys.executable, "-m", "vmferry.cli.main"]
 
 
-def make_source(directory: Path) -> tuple[Path, int]:
+def make_source(directory: Path, flat: bool = False) -> tuple[Path, int, Path | None]:
+    """The sparse VMDK, its allocated bytes, and (``flat``) ESXi's descriptor + flat pair
+    of the same content."""
     raw = directory / "src.raw"
     with open(raw, "wb") as f:
         f.truncate(8 * GIB)
@@ -53,8 +65,9 @@ def make_source(directory: Path) -> tuple[Path, int]:
             for _ in range(4):
                 f.write(os.urandom(64 * MIB))
     vmdk = to_vmdk(raw, directory / "src.vmdk")
+    pair = to_vmdk(raw, directory / "esx.vmdk", "monolithicFlat") if flat else None
     raw.unlink()
-    return vmdk, vmdk.stat().st_blocks * 512
+    return vmdk, vmdk.stat().st_blocks * 512, pair
 
 
 def _settle() -> None:
@@ -79,7 +92,10 @@ def run_qemu_img(src: Path, pool: Path) -> tuple[float, int]:
     return elapsed, written
 
 
-def run_vmferry(src: Path) -> tuple[float, int, dict[str, int]]:
+Run = tuple[float, int, dict[str, int]]  # seconds, bytes written, phases (ms)
+
+
+def run_vmferry(src: Path | str, *extra: str, env: dict[str, str] | None = None) -> Run:
     _settle()
     started = time.monotonic()
     done = subprocess.run(
@@ -87,6 +103,7 @@ def run_vmferry(src: Path) -> tuple[float, int, dict[str, int]]:
             *VMFERRY,
             "import",
             str(src),
+            *extra,
             "--to",
             "kvm1",
             "--name",
@@ -99,6 +116,7 @@ def run_vmferry(src: Path) -> tuple[float, int, dict[str, int]]:
         ],
         capture_output=True,
         text=True,
+        env=env,
     )
     elapsed = time.monotonic() - started
     if done.returncode != 0:
@@ -106,6 +124,40 @@ def run_vmferry(src: Path) -> tuple[float, int, dict[str, int]]:
     report = json.loads(done.stdout)
     remove_imported("kvm1", "bench-imp")
     return elapsed, int(report["disks"][0]["bytes_written"]), dict(report["phases_ms"])
+
+
+@contextlib.contextmanager
+def _vsphere_source(tmp: Path, pair: Path) -> Iterator[dict[str, Any]]:
+    """The simulator with ``pair`` (descriptor + sparse flat extent) as the disk of a
+    powered-off VM, registered as source ``bench``: the ref to import and its env."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support.vcsim import running_vcsim
+    from support.vcsim_disks import admin, attach, find_vm, upload, wait
+
+    vm = "DC0_H0_VM1"
+    workdir = tmp / "vcsim"
+    workdir.mkdir()
+    with running_vcsim(workdir) as sim, admin(sim) as instance:
+        upload(sim, instance, pair, f"{vm}/{pair.name}")  # the descriptor, then the extent:
+        flat = pair.with_name(pair.stem + "-flat.vmdk")  # copied sparse, not PUT (8 GiB)
+        datastore = next(ds for ds in instance.content.rootFolder.childEntity[0].datastore
+                         if ds.name == "LocalDS_0")  # fmt: skip
+        directory = Path(datastore.info.url) / vm
+        subprocess.run(["cp", "--sparse=always", str(flat), str(directory / flat.name)],
+                       check=True)  # fmt: skip
+        attach(instance, vm, f"{vm}/{pair.name}", 8 * GIB)
+        found = find_vm(instance, vm)
+        if found.runtime.powerState != "poweredOff":
+            wait(found.PowerOffVM_Task())
+        env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": sim.password}
+        argv = [*VMFERRY, "sources", "add", "bench", sim.vsphere_url(), "--ca", str(sim.ca_file)]
+        added = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if added.returncode != 0 and "already" not in added.stderr:
+            raise SystemExit(f"sources add failed: {added.stderr.strip()}")
+        try:
+            yield {"ref": f"vsphere://bench/{vm}", "env": env}
+        finally:
+            subprocess.run([*VMFERRY, "sources", "remove", "bench"], capture_output=True)
 
 
 def versions() -> dict[str, str]:
@@ -122,12 +174,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--vsphere",
+        action="store_true",
+        help="also the flat disk from a file and from the simulator's datastore",
+    )
+    parser.add_argument("--connections", type=int, default=4,
+                        help="--vsphere: range requests at once")  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("the benchmark needs root (it runs the lab)")
-    with LOCK.open("a") as lock, tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+    flat_rows: dict[str, list[Run]] = {"file": [], "vsphere": []}
+    with (
+        LOCK.open("a") as lock,
+        tempfile.TemporaryDirectory(dir="/var/tmp") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         fcntl.flock(lock, fcntl.LOCK_EX)
-        src, allocated = make_source(Path(tmp))
+        src, allocated, pair = make_source(Path(tmp), flat=args.vsphere)
+        vsphere = None
+        if pair is not None:
+            vsphere = stack.enter_context(_vsphere_source(Path(tmp), pair))
         lifecycle.up(2, 400)
         try:
             pool = shared_pool_dir()
@@ -141,6 +208,12 @@ def main() -> int:
                 t, v_bytes, ph = run_vmferry(src)
                 v_times.append(t)
                 phases.append(ph)
+                if pair is not None and vsphere is not None:
+                    flat_rows["file"].append(run_vmferry(pair))
+                    flat_rows["vsphere"].append(run_vmferry(
+                        vsphere["ref"], "--connections", str(args.connections),
+                        "--network-map", "*=vmnet",
+                        env=vsphere["env"]))  # fmt: skip
         finally:
             lifecycle.down()
     q, v = statistics.median(q_times), statistics.median(v_times)
@@ -168,6 +241,21 @@ def main() -> int:
         "time_ratio": round(v / q, 2),
         "bytes_ratio": round(v_bytes / allocated, 3),
     }
+    if args.vsphere:
+        for row, measured in flat_rows.items():
+            times = [r[0] for r in measured]
+            result[f"flat_{row}"] = {
+                "seconds": round(statistics.median(times), 2),
+                "runs": [round(x, 2) for x in times],
+                "bytes_written": measured[-1][1],
+                "median_phases_ms": {key: round(statistics.median(r[2].get(key, 0)
+                                                                  for r in measured))
+                                     for key in measured[0][2]},
+            }  # fmt: skip
+        result["connections"] = args.connections
+        result["vsphere_vs_file"] = round(
+            result["flat_vsphere"]["seconds"] / result["flat_file"]["seconds"], 2
+        )
     if not args.json:
         stack = result["versions"]
         print(f"{stack['qemu_img']}; {stack['libvirt']}", file=sys.stderr)
@@ -184,6 +272,17 @@ def main() -> int:
             f"the rest {statistics.median(rest):.0f} ms",
             file=sys.stderr,
         )
+        if args.vsphere:
+            for row in ("flat_file", "flat_vsphere"):
+                got = result[row]
+                shown = " ".join(f"{x:.2f}" for x in got["runs"])
+                print(f"{row:12}{got['seconds']:>10.2f}{shown:>32}"
+                      f"{got['bytes_written'] / MIB:>14.1f}"
+                      f"{got['bytes_written'] / allocated:>13.3f}", file=sys.stderr)  # fmt: skip
+            print(f"the flat disk from the datastore ({args.connections} connections) / from "
+                  f"a file: {result['vsphere_vs_file']:.2f}x; phases (ms) file "
+                  f"{result['flat_file']['median_phases_ms']}, datastore "
+                  f"{result['flat_vsphere']['median_phases_ms']}", file=sys.stderr)  # fmt: skip
     print(json.dumps(result))
     return 0
 

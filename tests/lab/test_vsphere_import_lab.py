@@ -176,14 +176,14 @@ def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
             f.seek(offset)
             f.write(data)
 
-    added = _vmferry("sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file),
+    added = _vmferry("sources", "add", "vcw", sim.vsphere_url(), "--ca", str(sim.ca_file),
                      password=sim.password)  # fmt: skip
     assert added.returncode == 0, added.stderr
     console = lab_dir() / "shared" / "consoles" / f"{WARM}.log"
     console.unlink(missing_ok=True)
     env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": sim.password}
     importing = subprocess.Popen(
-        [sys.executable, "-m", "vmferry.cli.main", "import", f"vsphere://vc1/{VM}", "--to",
+        [sys.executable, "-m", "vmferry.cli.main", "import", f"vsphere://vcw/{VM}", "--to",
          "kvm1", "--name", WARM, "--network-map", "DC0_DVPG0=vmnet", "--storage-pool",
          topo.SHARED_POOL, "--console-log", str(console), "--virt-type", "qemu",
          "--convert-guest", "never", "--start", "--json", "--strategy", "warm",

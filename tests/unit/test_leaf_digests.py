@@ -65,3 +65,14 @@ def test_changed_areas_are_rounded_out_merged_and_split() -> None:
     assert changed_runs([], size, LEAF) == []
     with pytest.raises(ValueError, match="outside the disk"):
         changed_runs([(size - 1, 2)], size, LEAF)
+
+
+def test_data_areas_become_a_block_status() -> None:
+    from vmferry.drivers.datastore_http import status_from_areas
+
+    areas = [(100, 50), (0, 10), (120, 100)]  # unsorted, overlapping
+    assert status_from_areas(areas, 0, 300) == [(10, True), (90, False), (120, True),
+                                                (80, False)]  # fmt: skip
+    assert status_from_areas(areas, 5, 20) == [(5, True), (15, False)]
+    assert status_from_areas(areas, 150, 10) == [(10, True)]
+    assert status_from_areas([], 0, 64) == [(64, False)]

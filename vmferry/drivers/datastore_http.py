@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from vmferry.drivers.nbd_client import ReadResult
+from vmferry.drivers.nbd_client import STATE_ZERO, ReadResult
 from vmferry.errors import BadInputError, ToolError
 
 __all__ = ["DatastoreFile", "RangeReader", "download_to"]
@@ -53,6 +53,33 @@ class DatastoreFile:
 
 class _Refused(Exception):
     """An answer retrying cannot change (401, 403, 404, 416)."""
+
+
+def status_from_areas(
+    areas: list[tuple[int, int]], offset: int, length: int
+) -> list[tuple[int, bool]]:
+    """Pure: ``[offset, offset + length)`` cut into runs of (length, holds data), data being
+    inside one of ``areas`` (start, length; in any order, overlapping or not), zeros elsewhere."""
+    runs: list[tuple[int, bool]] = []
+    position, end = offset, offset + length
+    for start, size in sorted(areas):
+        stop = start + size
+        if stop <= position:
+            continue
+        if start >= end:
+            break
+        if start > position:
+            runs.append((start - position, False))
+            position = start
+        take = min(stop, end) - position
+        if runs and runs[-1][1]:  # touching or overlapping the last: one run
+            runs[-1] = (runs[-1][0] + take, True)
+        else:
+            runs.append((take, True))
+        position += take
+    if position < end:
+        runs.append((end - position, False))
+    return runs
 
 
 class RangeReader:
@@ -83,6 +110,9 @@ class RangeReader:
         self._pool = ThreadPoolExecutor(connections, thread_name_prefix="vmferry-range")
         self._futures: dict[int, Future[ReadResult]] = {}
         self._next = 1
+        # where the data is, when vSphere said so (QueryChangedDiskAreas with "*"); else
+        # every byte is read
+        self.data_areas: list[tuple[int, int]] | None = None
         try:
             self.size = self._probe_size()
         except BaseException:
@@ -92,8 +122,12 @@ class RangeReader:
     # -- the reading interface of verified_copy._pump --------------------------------------
 
     def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
-        """All data: HTTP does not say where the zeros are (they are read and hashed)."""
-        return [(length, 0)]
+        """All data, unless ``data_areas`` says where the data is: HTTP itself does not say
+        where the zeros are (they are read and hashed)."""
+        if self.data_areas is None:
+            return [(length, 0)]
+        return [(n, 0 if data else STATE_ZERO)
+                for n, data in status_from_areas(self.data_areas, offset, length)]  # fmt: skip
 
     def submit_read(self, offset: int, buffer: memoryview, *, whole: bool = False) -> int:
         cookie = self._next

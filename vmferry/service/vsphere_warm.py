@@ -6,8 +6,9 @@ be read over the datastore's HTTPS while the VM runs. The rounds:
 
 1. CBT is enabled when it is off (``ReconfigVM_Task``); snapshot 1 (no memory, not
    quiesced) gives each disk a change id; every disk's base file (its flat extent) is read
-   whole into ``VOLUME.vmferry-part`` in the pool, digested leaf by leaf
-   (:class:`vmferry.model.disk_digest.LeafDigests`).
+   into ``VOLUME.vmferry-part`` in the pool, digested leaf by leaf
+   (:class:`vmferry.model.disk_digest.LeafDigests`): only the areas that hold data
+   (``QueryChangedDiskAreas`` with ``*``), the rest is zeros by CBT's word.
 2. Every ``interval_s`` until the cutover is due: snapshot n+1, snapshot n removed (its delta
    is consolidated into the base, which then holds snapshot n+1's content), the areas
    changed between the two change ids (``QueryChangedDiskAreas``) read again from the base,
@@ -133,11 +134,17 @@ class WarmCopy:
                                 f"{name}: changed block tracking is not active on it")  # fmt: skip
             disk.change_id, disk.base = seen.change_id, seen.base_file
             self.note(f"disk {disk.planned.index}: reading {disk.base} while {name} runs")
+            size = disk.planned.capacity_bytes
+            # where the data is (CBT's "*"): the rest reads as zeros and is not fetched
+            areas = self.handle.changed_areas(snapshot, disk.key, "*", size)
+            self.note(f"disk {disk.planned.index}: {sum(n for _s, n in areas) / 2**20:.1f} MiB "
+                      f"of {size / 2**20:.0f} MiB hold data")  # fmt: skip
             with self.access.open(flat_extent(self.access, disk.base)) as reader:
-                if reader.size < disk.planned.capacity_bytes:
+                if reader.size < size:
                     raise BadInputError(f"{disk.base}'s extent holds {reader.size} bytes for "
-                                        f"{disk.planned.capacity_bytes}")  # fmt: skip
-                reader.size = disk.planned.capacity_bytes
+                                        f"{size}")  # fmt: skip
+                reader.size = size
+                reader.data_areas = areas
                 disk.leaves = LeafDigests(reader.size)
                 copied = verified_copy.copy_reader(
                     reader, disk.part, timeout_s=self.settings.timeout_s, read_size=RANGE_BYTES,
