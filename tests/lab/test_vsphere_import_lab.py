@@ -43,11 +43,16 @@ def _vmferry(*args: str, password: str | None = None) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
 
 
+ADDR = topo.guest_addr(244)  # the cold import's guest: its static address, as Tools say
+
+
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Vcsim]:
     workdir = tmp_path / "vcsim"
     workdir.mkdir()
-    with running_vcsim(workdir, tools_running=(VM,)) as started:
+    gateway = topo.guest_addr(1)
+    with running_vcsim(workdir, tools_running=(VM,),
+                       guest_net=(f"{VM}={ADDR}/24,{gateway},{gateway}",)) as started:  # fmt: skip
         yield started
 
 
@@ -60,7 +65,7 @@ def cleanup() -> Iterator[None]:
 def test_a_running_vsphere_vm_is_imported_boots_and_verifies(
     lab: object, sim: Vcsim, tmp_path: Path, cleanup: None
 ) -> None:
-    addr = topo.guest_addr(244)
+    addr = ADDR
     raw = tmp_path / "boot.raw"
     digest = build_boot_disk(raw, build_guest_image(default_cache_dir()), size_mb=64, data_mb=8,
                              ip=f"{addr}/24")  # fmt: skip
@@ -102,6 +107,12 @@ def test_a_running_vsphere_vm_is_imported_boots_and_verifies(
     assert client.echo(addr, count=3)
     assert power_state(sim, VM) == "poweredOff"  # the source is left stopped, not deleted
     assert report["source_stopped"] is True
+    # the static address VMware Tools reported is up again, as the guest agent says
+    (back,) = report["addresses"]  # the guest's IPv6 link-local address comes too
+    assert (back["mac"], back["expected"], back["kept"]) == (mac, [f"{addr}/24"], True)
+    assert f"{addr}/24" in back["found"], back
+    said = " ".join(done.stderr.split())
+    assert f"{mac}: addresses kept (had {addr}/24; has {addr}/24" in said
 
     # undone: the imported VM and its volume gone from kvm1, then the source powered on
     rolled = _vmferry("rollback", report["job_id"], "--json", password=sim.password)
@@ -147,23 +158,37 @@ def warm_cleanup() -> Iterator[None]:
     remove_imported("kvm1", WARM)
 
 
+@pytest.fixture
+def warm_sim(tmp_path: Path) -> Iterator[Vcsim]:
+    """The simulator for the warm import: Tools report the address the guest takes."""
+    workdir = tmp_path / "vcsim-warm"
+    workdir.mkdir()
+    gateway = topo.guest_addr(1)
+    told = f"{VM}={WARM_ADDR}/24,{gateway},{gateway}"
+    with running_vcsim(workdir, tools_running=(VM,), guest_net=(told,)) as started:
+        yield started
+
+
+WARM_ADDR = topo.guest_addr(245)
+
+
 def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
-    lab: object, sim: Vcsim, tmp_path: Path, warm_cleanup: None
+    lab: object, warm_sim: Vcsim, tmp_path: Path, warm_cleanup: None
 ) -> None:
     """`--strategy warm`: the disk read while the VM runs, the guest's writes between
     precopies and during the cutover copied as they come (the harness answers
     QueryChangedDiskAreas from them), `vmferry job cutover` stops the VM; on kvm1 the guest
     reads its whole disk at boot and finds the source's last state, byte for byte."""
-    addr = topo.guest_addr(245)
+    addr = WARM_ADDR
     raw = tmp_path / "boot.raw"
     build_boot_disk(raw, build_guest_image(default_cache_dir()), size_mb=64, data_mb=8,
                     ip=f"{addr}/24")  # fmt: skip
     vmdk = tmp_path / f"{VM}.vmdk"
     to_vmdk(raw, vmdk, "monolithicFlat")
     disk = f"[{DATASTORE}] {VM}/{vmdk.name}"
-    with admin(sim) as instance:
-        upload(sim, instance, vmdk, f"{VM}/{vmdk.name}")
-        upload(sim, instance, tmp_path / f"{VM}-flat.vmdk", f"{VM}/{VM}-flat.vmdk")
+    with admin(warm_sim) as instance:
+        upload(warm_sim, instance, vmdk, f"{VM}/{vmdk.name}")
+        upload(warm_sim, instance, tmp_path / f"{VM}-flat.vmdk", f"{VM}/{VM}-flat.vmdk")
         attach(instance, VM, f"{VM}/{vmdk.name}", raw.stat().st_size)
         from pyVmomi import vim
 
@@ -171,17 +196,17 @@ def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
         wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(guestId="debian10_64Guest", memoryMB=256)))
 
     def guest_write(offset: int, data: bytes) -> None:  # in the FAT's free space at the end
-        write_disk(sim, disk, offset, data)
+        write_disk(warm_sim, disk, offset, data)
         with raw.open("r+b") as f:
             f.seek(offset)
             f.write(data)
 
-    added = _vmferry("sources", "add", "vcw", sim.vsphere_url(), "--ca", str(sim.ca_file),
-                     password=sim.password)  # fmt: skip
+    added = _vmferry("sources", "add", "vcw", warm_sim.vsphere_url(), "--ca",
+                     str(warm_sim.ca_file), password=warm_sim.password)  # fmt: skip
     assert added.returncode == 0, added.stderr
     console = lab_dir() / "shared" / "consoles" / f"{WARM}.log"
     console.unlink(missing_ok=True)
-    env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": sim.password}
+    env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": warm_sim.password}
     importing = subprocess.Popen(
         [sys.executable, "-m", "vmferry.cli.main", "import", f"vsphere://vcw/{VM}", "--to",
          "kvm1", "--name", WARM, "--network-map", "DC0_DVPG0=vmnet", "--storage-pool",
@@ -215,12 +240,13 @@ def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
     assert importing.returncode == 0, stderr
     report = json.loads(out)
     assert report["status"] == "completed" and report["disks"][0]["checksum_match"] is True
+    assert [a["kept"] for a in report["addresses"]] == [True]
     assert "cutover: stopping DC0_H0_VM0" in stderr and "\n• cutover: " in stderr, stderr
     expected = hashlib.sha256(raw.read_bytes()).hexdigest()
     text = _wait_console(console, "HB 3")
     assert f"DISK sha256={expected}" in text  # the guest reads the source's last state
-    assert power_state(sim, VM) == "poweredOff"
-    with admin(sim) as instance:
+    assert power_state(warm_sim, VM) == "poweredOff"
+    with admin(warm_sim) as instance:
         assert find_vm(instance, VM).snapshot is None  # vmferry's snapshots are gone
     shown = json.loads(_vmferry("job", "show", job_id, "--json").stdout)
     kinds = [e["kind"] for e in shown["events"]]

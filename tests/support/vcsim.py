@@ -67,18 +67,24 @@ class Vcsim:
 
 @contextmanager
 def running_vcsim(
-    workdir: Path, *, trace: bool = False, tools_running: tuple[str, ...] = ()
+    workdir: Path,
+    *,
+    trace: bool = False,
+    tools_running: tuple[str, ...] = (),
+    guest_net: tuple[str, ...] = (),
 ) -> Iterator[Vcsim]:
     """A simulator (vCenter model: one datacenter DC0, a standalone host and a cluster of
     three, four VMs) whose files are in ``workdir``, tracing its SOAP traffic to its log
-    when ``trace``, VMware Tools running in the VMs ``tools_running`` names; SIGTERM when
+    when ``trace``, VMware Tools running in the VMs ``tools_running`` names and reporting
+    the network ``guest_net`` gives (``NAME=IP/PREFIX,GATEWAY,DNS`` each); SIGTERM when
     the block ends, killed if it has not exited 10 s later."""
     if not VCSIM_BINARY.is_file():
         pytest.fail(f"the vSphere simulator {VCSIM_BINARY} is not built: `make install` "
                     "(or `make vcsim`) builds it")  # fmt: skip
     ca_file, log_file = workdir / "vcsim-ca.pem", workdir / "vcsim.log"
     command = [str(VCSIM_BINARY), "-cert", str(ca_file), "-user", USER, "-password", PASSWORD,
-               "-tools-running", ",".join(tools_running)]  # fmt: skip
+               "-tools-running", ",".join(tools_running),
+               "-guest-net", ";".join(guest_net)]  # fmt: skip
     with log_file.open("w") as log:
         process = subprocess.Popen(
             [*command, *(["-trace"] if trace else [])],

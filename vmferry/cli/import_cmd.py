@@ -75,6 +75,10 @@ def _print_human(doc: dict[str, Any], pool: str, show_xml: bool) -> None:
         )
     if doc["started"]:
         table.add_row("started", "yes")
+    for check in doc.get("addresses") or ():
+        kept = {True: "kept", False: "NOT kept", None: "not checked (no guest agent answer)"}
+        table.add_row(f"addresses {check['mac']}",
+                      f"{kept[check['kept']]}: {', '.join(check['expected'])}")  # fmt: skip
     console.print(table)
 
 

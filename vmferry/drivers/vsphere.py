@@ -54,6 +54,8 @@ VM_PROPERTIES = (
     "config.latencySensitivity",
     "config.cpuHotAddEnabled",
     "config.memoryHotAddEnabled",
+    "guest.net",
+    "guest.ipStack",
 )
 CONNECT_TIMEOUT_S = 30
 
@@ -378,6 +380,9 @@ def _raw_vm(props: dict[str, Any]) -> RawVm:
     for path in ("config.cpuAllocation", "config.memoryAllocation"):
         if props.get(path) is not None:
             props[path] = _raw_allocation(props[path])
+    props["guest.net"] = tuple(_guest_nic(nic) for nic in props.get("guest.net") or ()
+                               if getattr(nic, "macAddress", None))  # fmt: skip
+    props["guest.ipStack"] = _guest_stack(props.get("guest.ipStack") or ())
     if props.get("config.latencySensitivity") is not None:
         props["config.latencySensitivity"] = str(props["config.latencySensitivity"].level)
     devices = props.pop("config.hardware.device", None) or []
@@ -388,6 +393,30 @@ def _raw_vm(props: dict[str, Any]) -> RawVm:
              if isinstance(d, vim.vm.device.VirtualDisk)]  # fmt: skip
     nics = [_raw_nic(d) for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
     return RawVm(props, disks, nics)
+
+
+def _guest_nic(nic: Any) -> tuple[str, tuple[str, ...]]:
+    """A NIC as VMware Tools see it: its MAC and its addresses as ``IP/PREFIX`` (from
+    ``ipConfig``; the bare ``ipAddress`` list, without prefixes, when there is none)."""
+    config = getattr(nic, "ipConfig", None)
+    found = [f"{a.ipAddress}/{a.prefixLength}" for a in getattr(config, "ipAddress", None) or ()]
+    if not found:
+        found = [str(a) for a in nic.ipAddress or ()]
+    return str(nic.macAddress).lower(), tuple(found)
+
+
+def _guest_stack(stacks: Any) -> tuple[str | None, tuple[str, ...]]:
+    """The default route's gateway and the DNS servers VMware Tools report."""
+    gateway: str | None = None
+    dns: list[str] = []
+    for stack in stacks:
+        routes = getattr(getattr(stack, "ipRouteConfig", None), "ipRoute", None) or ()
+        for route in routes:
+            if route.prefixLength == 0 and route.gateway and route.gateway.ipAddress:
+                gateway = gateway or str(route.gateway.ipAddress)
+        dns += [str(a) for a in getattr(stack.dnsConfig, "ipAddress", None) or ()
+                if stack.dnsConfig is not None]  # fmt: skip
+    return gateway, tuple(dict.fromkeys(dns))
 
 
 def _raw_allocation(allocation: Any) -> RawAllocation:

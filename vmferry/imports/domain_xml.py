@@ -127,7 +127,9 @@ def _devices(dom: ET.Element, plan: ImportPlan) -> None:
     graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
     _sub(graphics, "listen", type="address", address="127.0.0.1")
     _sub(_sub(devices, "video"), "model", type="virtio" if plan.virtio else "vga")
-    if plan.virtio:
+    if plan.virtio:  # the QEMU guest agent's port (what vmferry verifies a guest through)
+        channel = _sub(devices, "channel", type="unix")
+        _sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
         _sub(devices, "memballoon", model="virtio")
     else:
         _sub(devices, "memballoon", model="none")

@@ -96,6 +96,17 @@ class GuestOs:
 
 
 @dataclass(frozen=True)
+class GuestNetwork:
+    """What the source's guest tools said of its network (vSphere's VMware Tools):
+    addresses by NIC (MAC -> ``IP/PREFIX`` each), the default gateway and the DNS servers.
+    An import started on KVM checks through the guest agent that the addresses came back."""
+
+    addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    gateway: str | None = None
+    dns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SourceVm:
     """Everything the import needs from the source, in the source's own terms."""
 
@@ -117,3 +128,4 @@ class SourceVm:
     uuid: str | None = None
     warnings: tuple[str, ...] = ()
     placement: PlacementSettings = field(default_factory=PlacementSettings)
+    guest_network: GuestNetwork = field(default_factory=GuestNetwork)

@@ -64,4 +64,13 @@ def outcome_json(outcome: ImportOutcome) -> dict[str, Any]:
         "started": outcome.started,
         "phases_ms": outcome.phases_ms,
         "source_stopped": outcome.source_stopped,
+        "addresses": [
+            {
+                "mac": a.mac,
+                "expected": list(a.expected),
+                "found": None if a.found is None else list(a.found),
+                "kept": a.kept,
+            }
+            for a in outcome.addresses
+        ],
     }

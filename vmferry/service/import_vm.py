@@ -29,11 +29,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vmferry.drivers import qemu_img, verified_copy
+from vmferry.drivers.guest_agent import AgentError, read_view
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_import import (
     destination_facts,
@@ -44,6 +45,7 @@ from vmferry.drivers.libvirt_import import (
 from vmferry.errors import BadInputError, BlockedError, MigrationFailedError, VmferryError
 from vmferry.imports.domain_xml import render_domain_xml
 from vmferry.imports.findings import evaluate
+from vmferry.imports.guest_network import AddressCheck, addresses_kept, all_back
 from vmferry.imports.mapping import ImportOptions, ImportPlan, PlannedDisk, plan_import
 from vmferry.model.disk_digest import copy_failure
 from vmferry.model.finding import Finding, Severity, is_blocked
@@ -93,6 +95,8 @@ class ImportOutcome:
     volumes: tuple[str, ...] = ()  # the volumes it made (paths on the host), once defined
     # a vSphere source VM vmferry stopped (powered off) for the import, and left off
     source_stopped: bool = False
+    # started: the source's static addresses (VMware Tools) against the guest agent's
+    addresses: tuple[AddressCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -333,13 +337,46 @@ def _run(
             dst.refresh_pool(plan.pool)
         raise
     started = False
+    addresses: tuple[AddressCheck, ...] = ()
     if request.start:
         note(f"starting {plan.name}")
         dst.start(plan.name)
         started = True
         clock.lap("start")
+        if vm.guest_network.addresses:
+            addresses = _addresses_back(dst, plan.name, vm, note)
+            clock.lap("addresses")
     return replace(outcome, status="completed", disks=tuple(results), started=started,
-                   phases_ms=clock.phases, volumes=tuple(str(p) for p in final))  # fmt: skip
+                   phases_ms=clock.phases, volumes=tuple(str(p) for p in final),
+                   addresses=addresses)  # fmt: skip
+
+
+ADDRESS_WAIT_S = 180.0  # a first boot, then its network up, under TCG too
+
+
+def _addresses_back(dst: LibvirtHost, name: str, vm: SourceVm, note: NoteFn,
+                    wait_s: float = ADDRESS_WAIT_S) -> tuple[AddressCheck, ...]:  # fmt: skip
+    """Ask the guest agent until every address VMware Tools reported is up again, or
+    ``wait_s`` passed (an agent that never answers: the addresses are not known)."""
+    want = ", ".join(a for _mac, found in vm.guest_network.addresses for a in found)
+    note(f"waiting for {name}'s guest agent to show its addresses ({want})")
+    deadline = time.monotonic() + wait_s
+    view = None
+    while True:
+        with suppress(AgentError):
+            view = read_view(dst, name)
+        checks = addresses_kept(vm.guest_network, view)
+        if all_back(checks) or time.monotonic() > deadline:
+            break
+        time.sleep(2.0)
+    for check in checks:
+        if check.kept is None:
+            note(f"{check.mac}: not checked, the guest agent did not answer in {wait_s:g} s")
+        else:
+            shown = ", ".join(check.found or ()) or "none"
+            note(f"{check.mac}: addresses {'kept' if check.kept else 'NOT kept'} "
+                 f"(had {', '.join(check.expected)}; has {shown})")  # fmt: skip
+    return checks
 
 
 def _pool_path(dest: DestinationFacts, plan: ImportPlan) -> Path:

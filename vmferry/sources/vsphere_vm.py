@@ -17,7 +17,14 @@ from urllib.parse import quote, urlencode
 
 from vmferry.errors import BadInputError
 from vmferry.model.finding import Finding, Severity
-from vmferry.model.source_vm import Firmware, ImageFormat, SourceDisk, SourceNic, SourceVm
+from vmferry.model.source_vm import (
+    Firmware,
+    GuestNetwork,
+    ImageFormat,
+    SourceDisk,
+    SourceNic,
+    SourceVm,
+)
 from vmferry.model.source_vm import SourceFormat as Format
 from vmferry.model.vsphere import RawDisk, RawVm, VsphereVm
 from vmferry.sources.devices import order_disks
@@ -166,4 +173,19 @@ def source_vm_from_vsphere(raw: RawVm, vm: VsphereVm) -> SourceVm:
         uuid=vm.uuid,
         warnings=warnings,
         placement=vm.placement,
+        guest_network=guest_network(raw),
     )
+
+
+def guest_network(raw: RawVm) -> GuestNetwork:
+    """What VMware Tools report of the guest's network (empty when they do not run)."""
+    nics = raw.properties.get("guest.net")
+    stack = raw.properties.get("guest.ipStack")
+    addresses = tuple(
+        (str(mac), tuple(str(a) for a in found))
+        for mac, found in (nics if isinstance(nics, tuple) else ())
+        if found
+    )
+    gateway, dns = stack if isinstance(stack, tuple) and len(stack) == 2 else (None, ())
+    return GuestNetwork(addresses, None if gateway is None else str(gateway),
+                        tuple(str(d) for d in dns))  # fmt: skip

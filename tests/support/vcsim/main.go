@@ -9,7 +9,9 @@
 // SIGTERM or SIGINT.
 //
 // For the import tests (tests/support/vcsim.py): -tools-running NAME,... says VMware Tools
-// run in those VMs (the simulator's default: not running). The datastore's /folder URL
+// run in those VMs (the simulator's default: not running); -guest-net
+// "NAME=IP/PREFIX,GATEWAY,DNS;..." what their Tools report of the network (guest.net for
+// the first NIC, guest.ipStack's default route and DNS, guest.ipAddress). The datastore's /folder URL
 // (PUT and GET, the simulator's own handler) answers only a request carrying a
 // vmware_soap_session cookie, as vCenter does. /vcsim-test/stats says how many /folder GETs
 // came, how many ran at once at most and the Range headers; /vcsim-test/fault?cut_after=N&count=K
@@ -571,6 +573,60 @@ func toolsRunning(names string) {
 	}
 }
 
+// guestNetworks sets what VMware Tools report of each named VM's network: its first NIC's
+// address (guest.net, with the NIC's MAC and port group), the default route's gateway and
+// the DNS servers (guest.ipStack), and guest.ipAddress. "NAME=IP/PREFIX,GATEWAY,DNS;...".
+func guestNetworks(spec string) {
+	for _, item := range strings.Split(spec, ";") {
+		if item == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(item, "=")
+		fields := strings.Split(value, ",")
+		address, prefix, _ := strings.Cut(fields[0], "/")
+		length, err := strconv.Atoi(prefix)
+		if len(fields) != 3 || err != nil {
+			log.Fatalf("-guest-net %q: expected NAME=IP/PREFIX,GATEWAY,DNS", item)
+		}
+		var found *simulator.VirtualMachine
+		for _, entity := range simulator.Map.All("VirtualMachine") {
+			if vm := entity.(*simulator.VirtualMachine); vm.Name == name {
+				found = vm
+			}
+		}
+		if found == nil {
+			log.Fatalf("-guest-net: no VM %q", name)
+		}
+		var nic types.BaseVirtualEthernetCard
+		for _, device := range found.Config.Hardware.Device {
+			if card, ok := device.(types.BaseVirtualEthernetCard); ok {
+				nic = card
+				break
+			}
+		}
+		if nic == nil {
+			log.Fatalf("-guest-net: VM %q has no NIC", name)
+		}
+		card := nic.GetVirtualEthernetCard()
+		found.Guest.IpAddress = address
+		found.Guest.Net = []types.GuestNicInfo{{
+			Network:        "DC0_DVPG0",
+			IpAddress:      []string{address},
+			MacAddress:     card.MacAddress,
+			Connected:      true,
+			DeviceConfigId: card.Key,
+			IpConfig: &types.NetIpConfigInfo{IpAddress: []types.NetIpConfigInfoIpAddress{
+				{IpAddress: address, PrefixLength: int32(length), State: "preferred"}}},
+		}}
+		found.Guest.IpStack = []types.GuestStackInfo{{
+			DnsConfig: &types.NetDnsConfigInfo{IpAddress: []string{fields[2]}},
+			IpRouteConfig: &types.NetIpRouteConfigInfo{IpRoute: []types.NetIpRouteConfigInfoIpRoute{
+				{Network: "0.0.0.0", PrefixLength: 0,
+					Gateway: types.NetIpRouteConfigInfoGateway{IpAddress: fields[1]}}}},
+		}}
+	}
+}
+
 // selfSigned makes a certificate for 127.0.0.1 and localhost and writes it to path.
 func selfSigned(path string) tls.Certificate {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -607,6 +663,8 @@ func main() {
 	password := flag.String("password", "vcsim-pass", "the only password accepted")
 	trace := flag.Bool("trace", false, "write the SOAP traffic to stderr")
 	tools := flag.String("tools-running", "", "VM names (comma-separated) whose VMware Tools run")
+	guestNet := flag.String("guest-net", "",
+		"NAME=IP/PREFIX,GATEWAY,DNS;...: what VMware Tools report of a VM's first NIC")
 	flag.Parse()
 	simulator.Trace = *trace
 	if *certPath == "" {
@@ -619,6 +677,7 @@ func main() {
 		log.Fatal(err)
 	}
 	toolsRunning(*tools)
+	guestNetworks(*guestNet)
 	changes := &cbt{log: map[string][]extent{}}
 	simulator.Map.AddHandler(changes)
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(*certPath)}}

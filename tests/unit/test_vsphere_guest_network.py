@@ -1,0 +1,88 @@
+"""The static addresses VMware Tools report (guest.net, guest.ipStack), read through the
+simulator (its harness's -guest-net), judged against the guest agent's view after the first
+boot on KVM (pure), and the warning for a Windows guest whose addresses no one sets again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.vcsim import Vcsim, running_vcsim
+from support.vcsim_disks import admin, find_vm, wait
+
+from vmferry.drivers.vsphere import vsphere_session
+from vmferry.imports.guest_network import AddressCheck, addresses_kept, all_back
+from vmferry.model.agent import AgentView
+from vmferry.model.source_vm import GuestNetwork
+from vmferry.model.vsphere import VsphereSource
+from vmferry.sources.vsphere_inventory import vm_from_raw
+from vmferry.sources.vsphere_vm import source_vm_from_vsphere
+
+VM = "DC0_H0_VM0"
+TOLD = f"{VM}=10.1.2.3/24,10.1.2.1,10.1.2.53"
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Vcsim]:
+    with running_vcsim(tmp_path, tools_running=(VM,), guest_net=(TOLD,)) as started:
+        yield started
+
+
+def test_the_addresses_tools_report_become_the_source_vms_guest_network(sim: Vcsim) -> None:
+    source = VsphereSource("vc1", sim.host, sim.port, sim.user, ca_file=str(sim.ca_file))
+    with vsphere_session(source, sim.password) as session:
+        handle = session.find_vm(VM)
+        inventory = vm_from_raw(handle.raw, handle.networks)
+        assert inventory is not None
+        vm = source_vm_from_vsphere(handle.raw, inventory)
+        other = session.find_vm("DC0_H0_VM1")  # Tools report nothing there
+        other_inventory = vm_from_raw(other.raw, other.networks)
+        assert other_inventory is not None
+        bare = source_vm_from_vsphere(other.raw, other_inventory)
+    mac = vm.nics[0].mac
+    assert mac is not None
+    assert vm.guest_network == GuestNetwork(((mac.lower(), ("10.1.2.3/24",)),), "10.1.2.1",
+                                            ("10.1.2.53",))  # fmt: skip
+    assert bare.guest_network == GuestNetwork()
+
+
+def test_addresses_are_kept_when_each_is_up_again() -> None:
+    told = GuestNetwork((("00:0c:29:00:00:01", ("10.1.2.3/24",)),
+                         ("00:0c:29:00:00:02", ("10.9.0.1/16", "10.9.0.2/16"))))  # fmt: skip
+    seen = AgentView({"00:0c:29:00:00:01": frozenset({"10.1.2.3/24", "fe80::1/64"}),
+                      "00:0c:29:00:00:02": frozenset({"10.9.0.1/16"})}, None)  # fmt: skip
+    checks = addresses_kept(told, seen)
+    assert [c.kept for c in checks] == [True, False] and not all_back(checks)
+    assert checks[1].found == ("10.9.0.1/16",)
+    assert addresses_kept(told, None)[0] == AddressCheck("00:0c:29:00:00:01", ("10.1.2.3/24",),
+                                                          None, None)  # fmt: skip
+    assert all_back(addresses_kept(told, AgentView({
+        "00:0c:29:00:00:01": frozenset({"10.1.2.3/24"}),
+        "00:0c:29:00:00:02": frozenset({"10.9.0.1/16", "10.9.0.2/16"})}, None)))  # fmt: skip
+
+
+def test_a_windows_guests_addresses_are_a_warning_of_the_import(sim: Vcsim, tmp_path: Path) -> None:
+    with admin(sim) as instance:
+        from pyVmomi import vim
+
+        vm = find_vm(instance, VM)
+        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(guestId="windows9Server64Guest")))
+    db = tmp_path / "v.db"
+    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}", "VMFERRY_VSPHERE_PASSWORD": sim.password}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+    assert run("sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file)).returncode == 0
+    assert run("hosts", "add", "t1", "test:///default").returncode == 0
+    done = run("import", f"vsphere://vc1/{VM}", "--to", "t1", "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    found = {f["id"]: f for f in json.loads(done.stdout)["findings"]}
+    warning = found["import.vsphere.static_ip_windows"]
+    assert warning["severity"] == "warning" and "10.1.2.3/24" in warning["message"]
