@@ -103,7 +103,8 @@ def import_from_vsphere(
                     core.PART_SUFFIX,
                     request.tool_limits.timeout_s,
                 )
-                warm_copy = WarmCopy(handle, access, settings, stopper.stop, note)
+                warm_copy = WarmCopy(handle, access, settings, stopper.stop, note,
+                                     on_disk_progress)  # fmt: skip
                 before_copy, copy = warm_copy.run, warm_copy.copy
             try:
                 outcome = core.import_source(

@@ -79,9 +79,11 @@ class WarmCopy:
     ``copy`` then gives each disk's result from its leaves, the copy already in place."""
 
     def __init__(self, handle: VsphereVmHandle, access: DatastoreAccess, settings: WarmSettings,
-                 stop: Callable[[], None], note: NoteFn) -> None:  # fmt: skip
+                 stop: Callable[[], None], note: NoteFn,
+                 on_disk_progress: Callable[[int, float], None] | None = None) -> None:  # fmt: skip
         self.handle, self.access, self.settings = handle, access, settings
         self.stop, self.note = stop, note
+        self.on_disk_progress = on_disk_progress
         self.rounds = 0
         self.cut_over = False
         self._disks: dict[str, _Disk] = {}
@@ -149,6 +151,7 @@ class WarmCopy:
                 copied = verified_copy.copy_reader(
                     reader, disk.part, timeout_s=self.settings.timeout_s, read_size=RANGE_BYTES,
                     depth=2 * self.access.connections, leaves=disk.leaves,
+                    on_progress=self._progress(disk.planned.index),
                 )  # fmt: skip
                 disk.bytes_read = copied.bytes_sent
         return snapshot
@@ -195,6 +198,12 @@ class WarmCopy:
         disk.bytes_read += done
         return done
 
+    def _progress(self, index: int) -> Callable[[float], None] | None:
+        report = self.on_disk_progress
+        if report is None:
+            return None
+        return lambda percent: report(index, percent)
+
     def _snapshot(self, number: int) -> Snapshot:
         return self.handle.create_snapshot(f"{self._tag}-{number}",
                                            "vmferry warm import: removed when it ends",
@@ -206,7 +215,13 @@ class WarmCopy:
     def _remove_all(self) -> None:
         """Every snapshot this import made, whatever happened (each tried)."""
         failed: list[str] = []
-        for snapshot in self.handle.snapshots_named(self._tag):
+        try:
+            made = self.handle.snapshots_named(self._tag)
+        except Exception as exc:  # the connection may be gone: say so, raise what happened
+            self.note(f"could not list the snapshots of {self.handle.name} to remove "
+                      f"{self._tag}-*: {exc}")  # fmt: skip
+            return
+        for snapshot in made:
             try:
                 self._remove(snapshot)
             except VmferryError as exc:

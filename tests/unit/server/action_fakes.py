@@ -189,6 +189,7 @@ class FakeActions:
         self, request: ImportRequest, *, note: Callable[[str], None],
         on_disk_progress: Callable[[int, float], None],
         on_begin: Callable[[ImportPlan], None] | None = None,
+        cutover_due: Callable[[], bool] | None = None,
     ) -> ImportOutcome:  # fmt: skip
         """The real source parser and import planning (pure) against a made-up destination;
         no disk is copied, nothing is defined."""
