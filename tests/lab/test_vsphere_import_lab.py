@@ -209,8 +209,8 @@ def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
     env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": warm_sim.password}
     importing = subprocess.Popen(
         [sys.executable, "-m", "vmferry.cli.main", "import", f"vsphere://vcw/{VM}", "--to",
-         "kvm1", "--name", WARM, "--network-map", "DC0_DVPG0=vmnet", "--storage-pool",
-         topo.SHARED_POOL, "--console-log", str(console), "--virt-type", "qemu",
+         "kvm1", "--name", WARM, "--network-map", "DC0_DVPG0=vmnet", "--storage-map",
+         f"{DATASTORE}={topo.SHARED_POOL}", "--console-log", str(console), "--virt-type", "qemu",
          "--convert-guest", "never", "--start", "--json", "--strategy", "warm",
          "--precopy-interval", "2"],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -241,6 +241,7 @@ def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
     report = json.loads(out)
     assert report["status"] == "completed" and report["disks"][0]["checksum_match"] is True
     assert [a["kept"] for a in report["addresses"]] == [True]
+    assert report["disks"][0]["pool"] == topo.SHARED_POOL  # by --storage-map
     assert "cutover: stopping DC0_H0_VM0" in stderr and "\n• cutover: " in stderr, stderr
     expected = hashlib.sha256(raw.read_bytes()).hexdigest()
     text = _wait_console(console, "HB 3")

@@ -114,7 +114,7 @@ def run_warm(
         warm = WarmCopy(handle, access, settings, lambda: stop(handle), notes.append)
         the_plan = plan(pool)
         try:
-            warm.run(the_plan, pool)
+            warm.run(the_plan, lambda disk: pool / (disk.volume + ".part"))
             disk = the_plan.disks[0]
             result = warm.copy(disk, pool / "warm-vda.qcow2.part", lambda _pct: None)
         finally:

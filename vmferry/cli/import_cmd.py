@@ -125,6 +125,14 @@ def import_command(
         ),
     ] = None,
     storage_pool: Annotated[str, typer.Option(help="Destination storage pool.")] = "default",
+    storage_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--storage-map",
+            help="vSphere: DATASTORE=POOL; repeatable; '*=pool' maps all. With it, a disk "
+            "on a datastore it does not name blocks the import.",
+        ),
+    ] = None,
     disk_bus: Annotated[str, typer.Option(help="virtio|sata|auto")] = "auto",
     nic_model: Annotated[str, typer.Option(help="virtio|e1000e|auto")] = "auto",
     convert_guest: Annotated[str, typer.Option(help="auto|always|never: run virt-v2v.")] = "auto",
@@ -202,6 +210,14 @@ def import_command(
         raise BadInputError("--max-virtual-size-tib, --vcpus and --memory-mb must be positive")
     source: Path | VsphereVmRef
     at = None
+    if storage_map:
+        if not source_arg.startswith("vsphere://"):
+            raise BadInputError("--storage-map is for vsphere:// sources (datastores to pools); "
+                                "a file's disks go to --storage-pool")  # fmt: skip
+        try:
+            options = replace(options, storage_map=_parse_map(storage_map, "--storage-map"))
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from exc
     if source_arg.startswith("vsphere://"):
         if strategy not in ("cold", "warm"):
             raise BadInputError(f"--strategy {strategy!r}: expected cold or warm")

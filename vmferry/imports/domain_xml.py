@@ -47,7 +47,7 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 
 def render_domain_xml(plan: ImportPlan) -> str:
-    """The domain XML to define on the destination; disks are volumes of ``plan.pool``."""
+    """The domain XML to define on the destination; disks are volumes of their pools."""
     dom = ET.Element("domain", {"type": plan.domain_type})
     _sub(dom, "name", plan.name)
     _sub(dom, "uuid", plan.uuid)
@@ -95,7 +95,7 @@ def _devices(dom: ET.Element, plan: ImportPlan) -> None:
     for disk in plan.disks:
         d = _sub(devices, "disk", type="volume", device="disk")
         _sub(d, "driver", name="qemu", type="qcow2", discard="unmap")
-        _sub(d, "source", pool=plan.pool, volume=disk.volume)
+        _sub(d, "source", pool=disk.pool or plan.pool, volume=disk.volume)
         _sub(d, "target", dev=disk.target_dev, bus=disk.bus)
         if disk.boot_order is not None:
             _sub(d, "boot", order=str(disk.boot_order))

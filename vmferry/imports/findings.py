@@ -6,7 +6,7 @@ blockers first.
 
 from __future__ import annotations
 
-from vmferry.imports.mapping import ImportPlan, valid_name
+from vmferry.imports.mapping import ImportPlan, PlannedDisk, valid_name
 from vmferry.imports.placement_settings import placement_findings
 from vmferry.model.finding import Finding, Severity
 from vmferry.model.import_target import DestinationFacts
@@ -73,14 +73,36 @@ def _name(plan: ImportPlan, dest: DestinationFacts) -> list[Finding]:
 
 
 def _storage(plan: ImportPlan, dest: DestinationFacts) -> list[Finding]:
-    pool = dest.pools.get(plan.pool)
+    """Each pool the disks go to, checked with the disks it takes; a disk whose datastore
+    --storage-map does not name is a blocker."""
+    out: list[Finding] = []
+    pools: dict[str, list[PlannedDisk]] = {}
+    for disk in plan.disks:
+        if disk.pool is None:
+            out.append(Finding(
+                "import.storage.unmapped", B,
+                f"disk {disk.index} ({disk.source_path}) is on datastore "
+                f"'{disk.source_datastore or '?'}', which --storage-map does not name",
+                f"Add --storage-map '{disk.source_datastore or '*'}=POOL' (or '*=POOL').",
+            ))  # fmt: skip
+        else:
+            pools.setdefault(disk.pool, []).append(disk)
+    if not plan.disks:
+        pools[plan.pool] = []
+    for name, disks in pools.items():
+        out += _pool(name, disks, dest)
+    return out
+
+
+def _pool(name: str, disks: list[PlannedDisk], dest: DestinationFacts) -> list[Finding]:
+    pool = dest.pools.get(name)
     if pool is None:
         return [
             Finding(
                 "import.pool.missing",
                 B,
-                f"storage pool '{plan.pool}' does not exist on {dest.host}",
-                "Pass --storage-pool with one of: "
+                f"storage pool '{name}' does not exist on {dest.host}",
+                "Pass --storage-pool (or --storage-map) with one of: "
                 + (", ".join(sorted(dest.pools)) or "(none)")
                 + ".",
             )
@@ -115,8 +137,8 @@ def _storage(plan: ImportPlan, dest: DestinationFacts) -> list[Finding]:
                 "storage shared with this machine.",
             )
         )
-    allocated = sum(d.allocated_bytes or d.capacity_bytes for d in plan.disks)
-    capacity = sum(d.capacity_bytes for d in plan.disks)
+    allocated = sum(d.allocated_bytes or d.capacity_bytes for d in disks)
+    capacity = sum(d.capacity_bytes for d in disks)
     if allocated > pool.available_bytes:
         out.append(
             Finding(

@@ -49,6 +49,8 @@ class ImportOptions:
     nic_model: str = "auto"
     convert_guest: Choice = Choice.AUTO
     console_log: str | None = None
+    # vSphere: datastore -> pool ('*': every datastore); empty: every disk to storage_pool
+    storage_map: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class PlannedDisk:
     bus: str  # virtio | sata
     volume: str  # final volume name in the pool
     boot_order: int | None
+    pool: str | None = None  # its pool (None: its datastore is not in --storage-map)
+    source_datastore: str | None = None  # vSphere: the datastore it is on
 
 
 @dataclass(frozen=True)
@@ -109,13 +113,13 @@ def sanitized_name(name: str) -> str:
     return cleaned or "imported-vm"
 
 
-def parse_network_map(pairs: list[str]) -> dict[str, str]:
+def parse_network_map(pairs: list[str], option: str = "--network-map") -> dict[str, str]:
     """``["VM Network=vmnet", ...]`` -> mapping; raises ValueError naming the bad pair."""
     result: dict[str, str] = {}
     for pair in pairs:
         src, sep, dst = pair.partition("=")
         if not sep or not src.strip() or not dst.strip():
-            raise ValueError(f"--network-map {pair!r}: expected SOURCE=DESTINATION")
+            raise ValueError(f"{option} {pair!r}: expected SOURCE=DESTINATION")
         result[src.strip()] = dst.strip()
     return result
 
@@ -145,6 +149,26 @@ def _letters(index: int) -> str:
         index, rem = divmod(index - 1, 26)
         out = chr(ord("a") + rem) + out
     return out
+
+
+_DATASTORE = re.compile(r"^\[([^\]]+)\]")
+
+
+def datastore_of(path: str) -> str | None:
+    """``[datastore] dir/file.vmdk`` -> ``datastore``; None for a path without one."""
+    found = _DATASTORE.match(path)
+    return found[1] if found else None
+
+
+def _map_storage(path: str, options: ImportOptions) -> str | None:
+    """The pool of a disk: ``storage_pool`` without a storage map, else its datastore's
+    pool in the map (or ``*``'s); None when the map has neither."""
+    if not options.storage_map:
+        return options.storage_pool
+    datastore = datastore_of(path)
+    if datastore is not None and datastore in options.storage_map:
+        return options.storage_map[datastore]
+    return options.storage_map.get("*")
 
 
 def _map_network(source: str | None, options: ImportOptions, dest: DestinationFacts) -> str | None:
@@ -180,6 +204,8 @@ def plan_import(vm: SourceVm, options: ImportOptions, dest: DestinationFacts) ->
             bus=bus,
             volume=f"{name}-disk{i}.qcow2",
             boot_order=i + 1 if i == 0 else None,
+            pool=_map_storage(d.path, options),
+            source_datastore=datastore_of(d.path),
         )
         for i, d in enumerate(ordered)
     )

@@ -15,6 +15,7 @@ def outcome_json(outcome: ImportOutcome) -> dict[str, Any]:
     """The documented `vmferry import --json` document (docs/json.md#import), also each
     import job's ``import`` event (the server's and the command's)."""
     vm = outcome.vm
+    pools = {d.volume: d.pool for d in outcome.plan.disks if d.pool is not None}
     return {
         "vm": outcome.plan.name,
         "source_format": str(vm.source_format),
@@ -54,6 +55,7 @@ def outcome_json(outcome: ImportOutcome) -> dict[str, Any]:
         "disks": [
             {
                 "volume": d.volume,
+                "pool": pools.get(d.volume, outcome.plan.pool),
                 "bytes_written": d.bytes_written,
                 "checksum_match": d.checksum_match,
             }

@@ -62,9 +62,11 @@ CopyResult = verified_copy.CopyResult
 # one disk of the plan into the new qcow2 ``part``: the source read once and digested
 CopyFn = Callable[[PlannedDisk, Path, ProgressFn], verified_copy.CopyResult]
 BeginFn = Callable[[ImportPlan], None]  # the import is about to change things
-# runs once nothing blocks, with the plan and the pool's directory (a vSphere VM is stopped
-# there, or a warm import copies its disks while it runs and then stops it)
-BeforeCopyFn = Callable[[ImportPlan, Path], None]
+# runs once nothing blocks, with the plan and where each disk's copy goes (its pool's
+# directory, the volume's name + PART_SUFFIX): a vSphere VM is stopped there, or a warm
+# import copies its disks while it runs and then stops it
+PartFn = Callable[[PlannedDisk], Path]
+BeforeCopyFn = Callable[[ImportPlan, PartFn], None]
 PART_SUFFIX = ".vmferry-part"
 
 
@@ -192,12 +194,13 @@ def import_source(
     host = open_store().get_host(request.to)
     with LibvirtHost.connect(host.name, host.uri) as dst:
         dest = destination_facts(dst, request.virt_type)
-        pool = dest.pools.get(request.options.storage_pool)
-        if pool is not None and not request.dry_run:
-            pools = dict(dest.pools)
-            pools[pool.name] = replace(pool, reachable=pool_reachable(dst, pool))
-            dest = replace(dest, pools=pools)
         plan = plan_import(vm, request.options, dest)
+        if not request.dry_run:  # each pool the disks go to: is it this machine's directory?
+            pools = dict(dest.pools)
+            for name in _pools_of(plan):
+                if name in pools:
+                    pools[name] = replace(pools[name], reachable=pool_reachable(dst, pools[name]))
+            dest = replace(dest, pools=pools)
         findings = [*source_findings, *evaluate(vm, plan, dest, v2v_missing=_v2v_missing(plan))]
         findings += _existing_volumes(dst, plan, dest)
         if plan.convert_guest and isinstance(request.source, VsphereVmRef):
@@ -216,7 +219,7 @@ def import_source(
         if on_begin is not None:
             on_begin(plan)
         if before_copy is not None:
-            before_copy(plan, _pool_path(dest, plan))
+            before_copy(plan, lambda disk: _part_path(dest, disk))
             clock.lap("stop")
         try:
             return _run(request, vm, plan, dest, dst, workdir, outcome, clock, note,
@@ -269,18 +272,26 @@ def _v2v_missing(plan: ImportPlan) -> str | None:
 
 
 def _existing_volumes(dst: LibvirtHost, plan: ImportPlan, dest: DestinationFacts) -> list[Finding]:
-    if plan.pool not in dest.pools or not dest.pools[plan.pool].active:
-        return []
-    taken = volume_names(dst, plan.pool) & {d.volume for d in plan.disks}
-    return [
-        Finding(
-            "import.volume.exists",
-            Severity.BLOCKER,
-            f"volume '{name}' already exists in pool '{plan.pool}'",
-            "Pass --name with another name, or remove the volume.",
-        )
-        for name in sorted(taken)
-    ]
+    found: list[Finding] = []
+    for pool in _pools_of(plan):
+        if pool not in dest.pools or not dest.pools[pool].active:
+            continue
+        taken = volume_names(dst, pool) & {d.volume for d in plan.disks if d.pool == pool}
+        found += [
+            Finding(
+                "import.volume.exists",
+                Severity.BLOCKER,
+                f"volume '{name}' already exists in pool '{pool}'",
+                "Pass --name with another name, or remove the volume.",
+            )
+            for name in sorted(taken)
+        ]
+    return found
+
+
+def _pools_of(plan: ImportPlan) -> list[str]:
+    """The pools the disks go to (mapped ones), in the disks' order, each once."""
+    return list(dict.fromkeys(d.pool for d in plan.disks if d.pool is not None))
 
 
 def _run(
@@ -296,7 +307,6 @@ def _run(
     on_disk_progress: DiskProgressFn,
     copy: CopyFn,
 ) -> ImportOutcome:
-    pool_path = _pool_path(dest, plan)
     sources = list(plan.disks)
     converted = False
     if plan.convert_guest:
@@ -310,7 +320,7 @@ def _run(
     results: list[DiskOutcome] = []
     try:
         for disk in sources:
-            part = pool_path / (disk.volume + PART_SUFFIX)
+            part = _part_path(dest, disk)
             written.append(part)
             results.append(
                 _copy_disk(request, disk, part, converted, clock, note, on_disk_progress, copy)
@@ -322,11 +332,13 @@ def _run(
             part.rename(target)
             final.append(target)
         written = []
-        verified_copy.sync_directory(pool_path)  # the renames, on disk before the VM is defined
-        dst.refresh_pool(plan.pool)
+        for pool in _pools_of(plan):  # the renames, on disk before the VM is defined
+            verified_copy.sync_directory(_pool_dir(dest, pool))
+            dst.refresh_pool(pool)
         for disk in plan.disks:
-            if volume_capacity(dst, plan.pool, disk.volume) is None:
-                raise VmferryError(f"{dest.host} does not see volume {disk.volume} in {plan.pool}")
+            if volume_capacity(dst, disk.pool or plan.pool, disk.volume) is None:
+                raise VmferryError(f"{dest.host} does not see volume {disk.volume} in "
+                                   f"{disk.pool}")  # fmt: skip
         note(f"defining {plan.name} on {dest.host}")
         dst.define_xml(outcome.domain_xml)
         clock.lap("define")
@@ -334,7 +346,8 @@ def _run(
         for path in [*written, *final]:
             path.unlink(missing_ok=True)
         if final:
-            dst.refresh_pool(plan.pool)
+            for pool in _pools_of(plan):
+                dst.refresh_pool(pool)
         raise
     started = False
     addresses: tuple[AddressCheck, ...] = ()
@@ -379,8 +392,14 @@ def _addresses_back(dst: LibvirtHost, name: str, vm: SourceVm, note: NoteFn,
     return checks
 
 
-def _pool_path(dest: DestinationFacts, plan: ImportPlan) -> Path:
-    return Path(dest.pools[plan.pool].path or "")
+def _pool_dir(dest: DestinationFacts, pool: str) -> Path:
+    return Path(dest.pools[pool].path or "")
+
+
+def _part_path(dest: DestinationFacts, disk: PlannedDisk) -> Path:
+    """Where disk's copy is written before its rename: in its pool's directory."""
+    assert disk.pool is not None  # an unmapped disk blocks the import
+    return _pool_dir(dest, disk.pool) / (disk.volume + PART_SUFFIX)
 
 
 def _copy_disk(

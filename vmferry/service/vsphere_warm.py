@@ -75,7 +75,7 @@ class _Disk:
 class WarmCopy:
     """The rounds above, for the VM ``handle``; ``stop`` stops the VM at the cutover.
 
-    ``run`` is the import's ``before_copy`` (it gets the plan and the pool's directory);
+    ``run`` is the import's ``before_copy`` (it gets the plan and where each copy goes);
     ``copy`` then gives each disk's result from its leaves, the copy already in place."""
 
     def __init__(self, handle: VsphereVmHandle, access: DatastoreAccess, settings: WarmSettings,
@@ -89,10 +89,10 @@ class WarmCopy:
         self._disks: dict[str, _Disk] = {}
         self._tag = f"{SNAPSHOT_PREFIX}-{int(time.time())}"
 
-    def run(self, plan: ImportPlan, pool: Path) -> None:
+    def run(self, plan: ImportPlan, part_of: Callable[[PlannedDisk], Path]) -> None:
         keys = {disk.file_name: disk.key for disk in self.handle.raw.disks}
         for planned in plan.disks:
-            part = pool / (planned.volume + self.settings.part_suffix)
+            part = part_of(planned)
             self._disks[planned.source_path] = _Disk(planned, keys[planned.source_path], part)
         try:
             snapshot = self._first_copy()
