@@ -86,3 +86,28 @@ def test_a_windows_guests_addresses_are_a_warning_of_the_import(sim: Vcsim, tmp_
     found = {f["id"]: f for f in json.loads(done.stdout)["findings"]}
     warning = found["import.vsphere.static_ip_windows"]
     assert warning["severity"] == "warning" and "10.1.2.3/24" in warning["message"]
+
+
+def test_the_inventory_shows_what_tools_report(sim: Vcsim, tmp_path: Path) -> None:
+    db = tmp_path / "v.db"
+    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}", "VMFERRY_VSPHERE_PASSWORD": sim.password}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+    assert run("sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file)).returncode == 0
+    done = run("inventory", "--source", "vc1", "--json")
+    assert done.returncode == 0, done.stderr
+    by_name = {vm["name"]: vm for vm in json.loads(done.stdout)}
+    told = by_name[VM]
+    assert told["guest_addresses"] == [
+        {"mac": told["nics"][0]["mac"], "addresses": ["10.1.2.3/24"]}
+    ]
+    assert (told["guest_gateway"], told["guest_dns"]) == ("10.1.2.1", ["10.1.2.53"])
+    silent = by_name["DC0_H0_VM1"]
+    assert (silent["guest_addresses"], silent["guest_gateway"], silent["guest_dns"]) == (
+        [],
+        None,
+        [],
+    )

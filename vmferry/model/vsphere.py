@@ -92,6 +92,14 @@ class VsphereNic:
 
 
 @dataclass(frozen=True)
+class VsphereGuestNic:
+    """A NIC as VMware Tools see it in the guest: its MAC and addresses (``IP/PREFIX``)."""
+
+    mac: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class VsphereVm:
     """A VM of a vSphere source. ``guest_os`` is the configured guest's full name;
     ``firmware`` is bios or efi; ``cbt_enabled`` is changed block tracking;
@@ -113,6 +121,10 @@ class VsphereVm:
     tools_state: str | None = None
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     placement_findings: tuple[Finding, ...] = ()
+    # what VMware Tools report of the guest's network (empty when they do not run)
+    guest_addresses: tuple[VsphereGuestNic, ...] = ()
+    guest_gateway: str | None = None
+    guest_dns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from vmferry.model.vsphere import (
     RawNic,
     RawVm,
     VsphereDisk,
+    VsphereGuestNic,
     VsphereNic,
     VsphereVm,
 )
@@ -59,7 +60,27 @@ def vm_from_raw(raw: RawVm, networks: Mapping[str, str]) -> VsphereVm | None:
         cbt_enabled=props.get("config.changeTrackingEnabled") is True,
         tools_state=_text(props, "guest.toolsRunningStatus"),
         placement=settle(placement_from_raw(props), _number(props, "config.hardware.memoryMB")),
+        guest_addresses=_guest_nics(props.get("guest.net")),
+        guest_gateway=_stack(props)[0],
+        guest_dns=_stack(props)[1],
     )
+
+
+def _guest_nics(value: object) -> tuple[VsphereGuestNic, ...]:
+    """The driver's (MAC, addresses) pairs, the NICs without an address left out."""
+    if not isinstance(value, tuple):
+        return ()
+    return tuple(VsphereGuestNic(str(mac), tuple(str(a) for a in found))
+                 for mac, found in value if found)  # fmt: skip
+
+
+def _stack(props: Mapping[str, object]) -> tuple[str | None, tuple[str, ...]]:
+    """The driver's (gateway, DNS servers)."""
+    value = props.get("guest.ipStack")
+    if not isinstance(value, tuple) or len(value) != 2:
+        return None, ()
+    gateway, dns = value
+    return (None if gateway is None else str(gateway)), tuple(str(d) for d in dns)
 
 
 def placement_from_raw(props: Mapping[str, object]) -> PlacementSettings:

@@ -173,19 +173,11 @@ def source_vm_from_vsphere(raw: RawVm, vm: VsphereVm) -> SourceVm:
         uuid=vm.uuid,
         warnings=warnings,
         placement=vm.placement,
-        guest_network=guest_network(raw),
+        guest_network=guest_network(vm),
     )
 
 
-def guest_network(raw: RawVm) -> GuestNetwork:
-    """What VMware Tools report of the guest's network (empty when they do not run)."""
-    nics = raw.properties.get("guest.net")
-    stack = raw.properties.get("guest.ipStack")
-    addresses = tuple(
-        (str(mac), tuple(str(a) for a in found))
-        for mac, found in (nics if isinstance(nics, tuple) else ())
-        if found
-    )
-    gateway, dns = stack if isinstance(stack, tuple) and len(stack) == 2 else (None, ())
-    return GuestNetwork(addresses, None if gateway is None else str(gateway),
-                        tuple(str(d) for d in dns))  # fmt: skip
+def guest_network(vm: VsphereVm) -> GuestNetwork:
+    """What VMware Tools report of the guest's network, as the import checks it."""
+    return GuestNetwork(tuple((nic.mac, nic.addresses) for nic in vm.guest_addresses),
+                        vm.guest_gateway, vm.guest_dns)  # fmt: skip
