@@ -53,6 +53,7 @@ def test_a_vm_maps_to_the_contract_in_order() -> None:
         "tools_state": "guestToolsRunning",
         "placement": {f.name: None for f in dataclasses.fields(PlacementSettings)},
         "placement_findings": [],
+        "guest_addresses": [], "guest_gateway": None, "guest_dns": [],
     }  # fmt: skip
     assert list(to_jsonable(vm))[:8] == ["name", "uuid", "power_state", "vcpus", "memory_mb",
                                          "guest_os", "disks", "nics"]  # fmt: skip
