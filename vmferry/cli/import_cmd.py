@@ -311,7 +311,7 @@ def import_command(
                              "cutover_at": at.isoformat() if at else None})  # fmt: skip
             note(
                 f"job {made[0]}: `vmferry job cutover {made[0]}` cuts over, "
-                f"`vmferry job cancel {made[0]}` stops it and leaves {plan.name} running"
+                f"`vmferry job cancel {made[0]}` stops it and leaves {stem} running"
             )
 
     def job() -> str | None:
