@@ -5,13 +5,12 @@ boot on KVM (pure), and the warning for a Windows guest whose addresses no one s
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.cli import vmferry
 from support.vcsim import Vcsim, running_vcsim
 from support.vcsim_disks import admin, find_vm, wait
 
@@ -73,11 +72,9 @@ def test_a_windows_guests_addresses_are_a_warning_of_the_import(sim: Vcsim, tmp_
         vm = find_vm(instance, VM)
         wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(guestId="windows9Server64Guest")))
     db = tmp_path / "v.db"
-    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}", "VMFERRY_VSPHERE_PASSWORD": sim.password}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        return vmferry(*args, db=db, env={"VMFERRY_VSPHERE_PASSWORD": sim.password}, timeout=120)
 
     assert run("sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file)).returncode == 0
     assert run("hosts", "add", "t1", "test:///default").returncode == 0
@@ -90,11 +87,9 @@ def test_a_windows_guests_addresses_are_a_warning_of_the_import(sim: Vcsim, tmp_
 
 def test_the_inventory_shows_what_tools_report(sim: Vcsim, tmp_path: Path) -> None:
     db = tmp_path / "v.db"
-    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}", "VMFERRY_VSPHERE_PASSWORD": sim.password}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        return vmferry(*args, db=db, env={"VMFERRY_VSPHERE_PASSWORD": sim.password}, timeout=120)
 
     assert run("sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file)).returncode == 0
     done = run("inventory", "--source", "vc1", "--json")

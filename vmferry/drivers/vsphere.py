@@ -414,8 +414,7 @@ def _guest_stack(stacks: Any) -> tuple[str | None, tuple[str, ...]]:
         for route in routes:
             if route.prefixLength == 0 and route.gateway and route.gateway.ipAddress:
                 gateway = gateway or str(route.gateway.ipAddress)
-        dns += [str(a) for a in getattr(stack.dnsConfig, "ipAddress", None) or ()
-                if stack.dnsConfig is not None]  # fmt: skip
+        dns += [str(a) for a in getattr(getattr(stack, "dnsConfig", None), "ipAddress", None) or ()]
     return gateway, tuple(dict.fromkeys(dns))
 
 

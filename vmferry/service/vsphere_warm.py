@@ -37,6 +37,7 @@ from vmferry.errors import BadInputError, ToolError, VmferryError
 from vmferry.imports.mapping import ImportPlan, PlannedDisk
 from vmferry.model.disk_digest import LeafDigests, Run, changed_runs
 from vmferry.service.vsphere_disks import RANGE_BYTES, DatastoreAccess, flat_extent
+from vmferry.sources.vsphere_vm import DatastorePath
 
 __all__ = ["SNAPSHOT_PREFIX", "WarmCopy", "WarmSettings"]
 
@@ -67,6 +68,7 @@ class _Disk:
     key: int
     part: Path
     base: str = ""  # the base file's datastore path (the snapshot's chain root)
+    extent: DatastorePath | None = None  # its raw extent (read once from the descriptor)
     leaves: LeafDigests | None = None
     change_id: str = ""
     bytes_read: int = 0
@@ -141,7 +143,8 @@ class WarmCopy:
             areas = self.handle.changed_areas(snapshot, disk.key, "*", size)
             self.note(f"disk {disk.planned.index}: {sum(n for _s, n in areas) / 2**20:.1f} MiB "
                       f"of {size / 2**20:.0f} MiB hold data")  # fmt: skip
-            with self.access.open(flat_extent(self.access, disk.base)) as reader:
+            disk.extent = flat_extent(self.access, disk.base)
+            with self.access.open(disk.extent) as reader:
                 if reader.size < size:
                     raise BadInputError(f"{disk.base}'s extent holds {reader.size} bytes for "
                                         f"{size}")  # fmt: skip
@@ -180,10 +183,10 @@ class WarmCopy:
         too: a leaf the guest zeroed must read as zeros in the copy); their leaves redone."""
         if not runs:
             return 0
-        assert disk.leaves is not None
+        assert disk.leaves is not None and disk.extent is not None
         done = 0
         with (
-            self.access.open(flat_extent(self.access, disk.base)) as reader,
+            self.access.open(disk.extent) as reader,
             qemu_nbd.serve(disk.part, "qcow2", writable=True) as target,
         ):
             for run in runs:
