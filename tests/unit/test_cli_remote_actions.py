@@ -32,12 +32,13 @@ import uvicorn
 from test_cli_remote import UNUSABLE_DB, Served, same
 from unit.server.action_fakes import FakeActions, plan_migrate_of
 
-from vmferry.cli import check_cmd, import_cmd, plan_cmd, predict_cmd, profile_cmd
+from vmferry.cli import check_cmd, plan_cmd, predict_cmd, profile_cmd
 from vmferry.model import Host, VmRecord, VmSpec, VmState
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.model.settings import IMPORT_DIRS_SETTING
 from vmferry.server.app import create_app
 from vmferry.service import audit as audit_service
+from vmferry.service import import_job
 from vmferry.service import jobs as jobs_service
 from vmferry.service import netprofile as netprofile_service
 from vmferry.service import users
@@ -176,7 +177,7 @@ def served(
     monkeypatch.setattr(
         plan_cmd, "run_plan", functools.partial(run_plan, migrate_fn=actions.plan_migrate)
     )
-    monkeypatch.setattr(import_cmd, "import_vm", actions.import_vm)
+    monkeypatch.setattr(import_job, "import_vm", actions.import_vm)
     monkeypatch.setattr(
         jobs_service, "reconcile_job", lambda job_id, wait_s: actions.resume(job_id)
     )

@@ -19,25 +19,22 @@ from vmferry.errors import (
     MigrationFailedError,
     NoRemoteFormError,
     StoppedFollowingError,
-    VmferryError,
 )
-from vmferry.imports.mapping import DISK_BUSES, NIC_MODELS, Choice, ImportOptions, ImportPlan
+from vmferry.imports.mapping import DISK_BUSES, NIC_MODELS, Choice, ImportOptions
 from vmferry.imports.mapping import parse_network_map as _parse_map
 from vmferry.model.migration import JobStatus
 from vmferry.model.source_vm import Firmware
 from vmferry.model.vsphere import VsphereVmRef
 from vmferry.service.import_doc import outcome_json
-from vmferry.service.import_job import end_import_job, make_import_job
+from vmferry.service.import_job import ImportJobRun
 from vmferry.service.import_vm import (
     ImportBlockedError,
     ImportFailedError,
     ImportOutcome,
     ImportRequest,
-    import_vm,
 )
-from vmferry.service.warm_cutover import WarmCancelledError, cutover_poll, parse_cutover_at
+from vmferry.service.warm_cutover import parse_cutover_at
 from vmferry.sources import ImageOverrides, Limits
-from vmferry.store.db import open_store
 
 if TYPE_CHECKING:
     from vmferry.client.api import ApiClient
@@ -297,71 +294,16 @@ def import_command(
             tasks[index] = progress.add_task(f"disk {index}", total=100)
         progress.update(tasks[index], completed=percent)
 
-    made: list[str] = []  # the import's job, once it begins (nothing is made for bad input)
-    warm = isinstance(source, VsphereVmRef) and source.strategy == "warm"
-    store = open_store() if warm else None
-
-    def begin(plan: ImportPlan) -> None:
-        made.append(_job(request, plan.name))
-        if store is not None:
-            when = f"at {at.isoformat(timespec='minutes')}" if at else "at `vmferry job cutover`"
-            store.add_event(made[0], "warm", f"warm import: its changes copied every "
-                            f"{precopy_interval:g} s, cutover {when}",
-                            {"precopy_interval_s": precopy_interval,
-                             "cutover_at": at.isoformat() if at else None})  # fmt: skip
-            note(
-                f"job {made[0]}: `vmferry job cutover {made[0]}` cuts over, "
-                f"`vmferry job cancel {made[0]}` stops it and leaves {stem} running"
-            )
-
-    def job() -> str | None:
-        return made[0] if made else None
-
-    def noted(message: str) -> None:  # a warm import's rounds are in its job too
-        note(message)
-        if store is not None and made:
-            store.add_event(made[0], "progress", message)
-
-    due = None if store is None else cutover_poll(store, job, at)
+    run = ImportJobRun(request, at)
     try:
-        outcome = import_vm(request, note=noted, on_disk_progress=on_disk, on_begin=begin,
-                            cutover_due=due)  # fmt: skip
+        outcome = run.run(note, on_disk)
     except (ImportBlockedError, ImportFailedError) as exc:
         _stop(progress, tasks)
-        _ended(job(), outcome_json(exc.outcome), JobStatus.FAILED, exc.outcome.reason)
-        _report(exc.outcome, json_out, show_xml=False, job_id=job())
-        raise
-    except KeyboardInterrupt:
-        _ended(job(), None, JobStatus.CANCELLED, "interrupted (Ctrl-C)")
-        raise
-    except WarmCancelledError as exc:
-        _ended(job(), None, JobStatus.CANCELLED, exc.message)
-        raise
-    except VmferryError as exc:
-        _ended(job(), None, JobStatus.FAILED, exc.message.splitlines()[0])
-        raise
-    except BaseException as exc:
-        _ended(job(), None, JobStatus.FAILED, f"internal error: {type(exc).__name__}")
+        _report(exc.outcome, json_out, show_xml=False, job_id=run.job_id)
         raise
     finally:
         _stop(progress, tasks)
-    _ended(job(), outcome_json(outcome), JobStatus.COMPLETED)
-    _report(outcome, json_out, show_xml=dry_run, job_id=job())
-
-
-def _job(request: ImportRequest, name: str) -> str:
-    """The import's job in the store (`vmferry jobs`; `vmferry rollback` reads it back),
-    made when the import begins to change things."""
-    store = open_store()
-    job_id = make_import_job(store, request, name)
-    store.set_status(job_id, JobStatus.RUNNING)
-    return job_id
-
-
-def _ended(job_id: str | None, doc: dict[str, Any] | None, status: JobStatus,
-           reason: str | None = None) -> None:  # fmt: skip
-    if job_id is not None:
-        end_import_job(open_store(), job_id, doc, status, reason)
+    _report(outcome, json_out, show_xml=dry_run, job_id=run.job_id)
 
 
 def _vsphere_ref(text: str, force: bool, rollback: bool, connections: int) -> VsphereVmRef:

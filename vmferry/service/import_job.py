@@ -6,20 +6,45 @@ and its end is one ``import`` event whose data is the import's document
 (:func:`vmferry.service.import_doc.outcome_json`: the domain's name, its host, its pool and
 the volumes the import made) plus the job's status.
 `vmferry rollback` of one: :mod:`vmferry.service.import_rollback`.
+
+:class:`ImportJobRun` runs an import as its job (`vmferry import`, a plan's import item):
+the job made when the import begins to change things, a warm import's ``warm`` event and
+its rounds as ``progress`` events, its cutover when due (``at``, or `vmferry job cutover`)
+and its end recorded however it ends.
 """
 
 from __future__ import annotations
 
 import getpass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from vmferry.errors import VmferryError
+from vmferry.imports.mapping import ImportPlan
 from vmferry.model.migration import Job, JobStatus, MigrationOptions
-from vmferry.service.import_vm import ImportRequest
+from vmferry.model.vsphere import VsphereVmRef
+from vmferry.service.import_doc import outcome_json
+from vmferry.service.import_vm import (
+    DiskProgressFn,
+    ImportBlockedError,
+    ImportFailedError,
+    ImportOutcome,
+    ImportRequest,
+    NoteFn,
+    import_vm,
+)
 from vmferry.service.lease import process_lease
-from vmferry.store.db import Store
+from vmferry.service.warm_cutover import WarmCancelledError, cutover_poll
+from vmferry.store.db import Store, open_store
 
-__all__ = ["end_import_job", "import_document", "make_import_job", "reconcile_import"]
+__all__ = [
+    "ImportJobRun",
+    "end_import_job",
+    "import_document",
+    "make_import_job",
+    "reconcile_import",
+]
 
 
 def make_import_job(store: Store, request: ImportRequest, name: str, by: str | None = None) -> str:
@@ -60,3 +85,86 @@ def reconcile_import(store: Store, job: Job) -> Job:
                      f"on {job.destination}, volumes named *.vmferry-part may be left in the "
                      f"pool, and a domain {job.vm} if it got as far as defining it")  # fmt: skip
     return store.get_job(job.id)
+
+
+def _quiet(*_args: object) -> None:
+    return None
+
+
+class ImportJobRun:
+    """One import run as its job. ``at``: when a warm import cuts over (None: at `vmferry
+    job cutover`); ``job_id`` is known once the import began to change things (nothing is
+    made for bad input or a blocked dry run)."""
+
+    def __init__(self, request: ImportRequest, at: datetime | None = None,
+                 store: Store | None = None, by: str | None = None) -> None:  # fmt: skip
+        self.request, self.at, self.by = request, at, by
+        self._store = store
+        self.job_id: str | None = None
+        source = request.source
+        self.warm = isinstance(source, VsphereVmRef) and source.strategy == "warm"
+
+    @property
+    def store(self) -> Store:
+        """The store, opened when first needed (a dry run or bad input never opens it)."""
+        if self._store is None:
+            self._store = open_store()
+        return self._store
+
+    def run(self, note: NoteFn = _quiet,
+            on_disk_progress: DiskProgressFn = _quiet) -> ImportOutcome:  # fmt: skip
+        """The import (:func:`vmferry.service.import_vm.import_vm`), its job ended with its
+        document and status whatever happens; its exceptions are raised on."""
+
+        def begin(plan: ImportPlan) -> None:
+            self.job_id = make_import_job(self.store, self.request, plan.name, self.by)
+            self.store.set_status(self.job_id, JobStatus.RUNNING)
+            if self.warm:
+                self._warm_began(plan.name, note)
+
+        def noted(message: str) -> None:  # a warm import's rounds are in its job too
+            note(message)
+            if self.warm and self.job_id is not None:
+                self.store.add_event(self.job_id, "progress", message)
+
+        due = None
+        if self.warm:
+            due = cutover_poll(self.store, lambda: self.job_id, self.at)
+        try:
+            outcome = import_vm(self.request, note=noted, on_disk_progress=on_disk_progress,
+                                on_begin=begin, cutover_due=due)  # fmt: skip
+        except (ImportBlockedError, ImportFailedError) as exc:
+            self._end(outcome_json(exc.outcome), JobStatus.FAILED, exc.outcome.reason)
+            raise
+        except KeyboardInterrupt:
+            self._end(None, JobStatus.CANCELLED, "interrupted (Ctrl-C)")
+            raise
+        except WarmCancelledError as exc:
+            self._end(None, JobStatus.CANCELLED, exc.message)
+            raise
+        except VmferryError as exc:
+            self._end(None, JobStatus.FAILED, exc.message.splitlines()[0])
+            raise
+        except BaseException as exc:
+            self._end(None, JobStatus.FAILED, f"internal error: {type(exc).__name__}")
+            raise
+        self._end(outcome_json(outcome), JobStatus.COMPLETED)
+        return outcome
+
+    def _warm_began(self, name: str, note: NoteFn) -> None:
+        assert self.job_id is not None and isinstance(self.request.source, VsphereVmRef)
+        interval = self.request.source.precopy_interval_s
+        at = self.at
+        when = f"at {at.isoformat(timespec='minutes')}" if at else "at `vmferry job cutover`"
+        self.store.add_event(self.job_id, "warm", f"warm import: its changes copied every "
+                             f"{interval:g} s, cutover {when}",
+                             {"precopy_interval_s": interval,
+                              "cutover_at": at.isoformat() if at else None})  # fmt: skip
+        note(f"job {self.job_id}: `vmferry job cutover {self.job_id}` cuts over, "
+             f"`vmferry job cancel {self.job_id}` stops it and leaves "
+             f"{self.request.source.vm} running")  # fmt: skip
+
+    def _end(self, doc: dict[str, Any] | None, status: JobStatus,
+             reason: str | None = None) -> None:  # fmt: skip
+        if self.job_id is not None:
+            end_import_job(self.store, self.job_id, doc, status, reason)
