@@ -35,6 +35,7 @@ def raw(name: str = "web1", uuid: str | None = "4210-aa", **props: object) -> Ra
         "config.guestId": "debian12_64Guest",
         "config.firmware": "efi", "config.changeTrackingEnabled": True,
         "guest.toolsRunningStatus": "guestToolsRunning",
+        "summary.storage.committed": 5368709120,
     }  # fmt: skip
     base.update(props)
     return RawVm(base, [RawDisk("[ds1] web1/web1.vmdk", 21474836480, 20971520)],
@@ -54,6 +55,7 @@ def test_a_vm_maps_to_the_contract_in_order() -> None:
         "placement": {f.name: None for f in dataclasses.fields(PlacementSettings)},
         "placement_findings": [],
         "guest_addresses": [], "guest_gateway": None, "guest_dns": [],
+        "committed_bytes": 5368709120,
     }  # fmt: skip
     assert list(to_jsonable(vm))[:8] == ["name", "uuid", "power_state", "vcpus", "memory_mb",
                                          "guest_os", "disks", "nics"]  # fmt: skip

@@ -68,8 +68,8 @@ def test_placement_settings_are_read_and_give_findings(sim: Vcsim, tmp_path: Pat
     vms = inventory(sim, tmp_path)
     tuned, plain = vms[TUNED], vms[PLAIN]
     assert list(tuned)[: len(CONTRACT_KEYS)] == CONTRACT_KEYS
-    assert list(tuned)[-5:] == ["placement", "placement_findings", "guest_addresses",
-                                "guest_gateway", "guest_dns"]  # fmt: skip
+    assert list(tuned)[-6:] == ["placement", "placement_findings", "guest_addresses",
+                                "guest_gateway", "guest_dns", "committed_bytes"]  # fmt: skip
     settings = {field: f"{s['key']} = {s['value']}"
                 for field, s in tuned["placement"].items() if s is not None}  # fmt: skip
     assert settings == {

@@ -56,6 +56,7 @@ VM_PROPERTIES = (
     "config.memoryHotAddEnabled",
     "guest.net",
     "guest.ipStack",
+    "summary.storage.committed",
 )
 CONNECT_TIMEOUT_S = 30
 

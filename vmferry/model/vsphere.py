@@ -125,6 +125,8 @@ class VsphereVm:
     guest_addresses: tuple[VsphereGuestNic, ...] = ()
     guest_gateway: str | None = None
     guest_dns: tuple[str, ...] = ()
+    # the bytes its files take on the datastores (``summary.storage.committed``)
+    committed_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ def vm_from_raw(raw: RawVm, networks: Mapping[str, str]) -> VsphereVm | None:
         guest_addresses=_guest_nics(props.get("guest.net")),
         guest_gateway=_stack(props)[0],
         guest_dns=_stack(props)[1],
+        committed_bytes=_number(props, "summary.storage.committed") or None,
     )
 
 
