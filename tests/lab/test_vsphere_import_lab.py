@@ -172,6 +172,26 @@ def warm_sim(tmp_path: Path) -> Iterator[Vcsim]:
 WARM_ADDR = topo.guest_addr(245)
 
 
+def _warm_disk(sim: Vcsim, tmp_path: Path) -> tuple[Path, str]:
+    """VM0 made the lab's bootable guest (its address WARM_ADDR) on a flat VMDK, a Linux
+    guest of 256 MiB: the raw image (the test's own copy of the disk) and its datastore
+    path."""
+    raw = tmp_path / "boot.raw"
+    build_boot_disk(raw, build_guest_image(default_cache_dir()), size_mb=64, data_mb=8,
+                    ip=f"{WARM_ADDR}/24")  # fmt: skip
+    vmdk = tmp_path / f"{VM}.vmdk"
+    to_vmdk(raw, vmdk, "monolithicFlat")
+    with admin(sim) as instance:
+        upload(sim, instance, vmdk, f"{VM}/{vmdk.name}")
+        upload(sim, instance, tmp_path / f"{VM}-flat.vmdk", f"{VM}/{VM}-flat.vmdk")
+        attach(instance, VM, f"{VM}/{vmdk.name}", raw.stat().st_size)
+        from pyVmomi import vim
+
+        vm = find_vm(instance, VM)
+        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(guestId="debian10_64Guest", memoryMB=256)))
+    return raw, f"[{DATASTORE}] {VM}/{vmdk.name}"
+
+
 def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
     lab: object, warm_sim: Vcsim, tmp_path: Path, warm_cleanup: None
 ) -> None:
@@ -179,21 +199,7 @@ def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
     precopies and during the cutover copied as they come (the harness answers
     QueryChangedDiskAreas from them), `vmferry job cutover` stops the VM; on kvm1 the guest
     reads its whole disk at boot and finds the source's last state, byte for byte."""
-    addr = WARM_ADDR
-    raw = tmp_path / "boot.raw"
-    build_boot_disk(raw, build_guest_image(default_cache_dir()), size_mb=64, data_mb=8,
-                    ip=f"{addr}/24")  # fmt: skip
-    vmdk = tmp_path / f"{VM}.vmdk"
-    to_vmdk(raw, vmdk, "monolithicFlat")
-    disk = f"[{DATASTORE}] {VM}/{vmdk.name}"
-    with admin(warm_sim) as instance:
-        upload(warm_sim, instance, vmdk, f"{VM}/{vmdk.name}")
-        upload(warm_sim, instance, tmp_path / f"{VM}-flat.vmdk", f"{VM}/{VM}-flat.vmdk")
-        attach(instance, VM, f"{VM}/{vmdk.name}", raw.stat().st_size)
-        from pyVmomi import vim
-
-        vm = find_vm(instance, VM)
-        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(guestId="debian10_64Guest", memoryMB=256)))
+    raw, disk = _warm_disk(warm_sim, tmp_path)
 
     def guest_write(offset: int, data: bytes) -> None:  # in the FAT's free space at the end
         write_disk(warm_sim, disk, offset, data)
@@ -252,3 +258,90 @@ def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
     shown = json.loads(_vmferry("job", "show", job_id, "--json").stdout)
     kinds = [e["kind"] for e in shown["events"]]
     assert {"warm", "cutover"} <= set(kinds) and shown["status"] == "completed"
+
+
+@pytest.fixture
+def plan_cleanup() -> Iterator[None]:
+    yield
+    remove_imported("kvm1", VM)
+
+
+def test_a_plan_imports_a_running_vsphere_vm_warm_and_cuts_over_in_its_window(
+    lab: object, warm_sim: Vcsim, tmp_path: Path, plan_cleanup: None
+) -> None:
+    """A plan with a VM of a vSphere source: `plan create` reads it from the source (memory,
+    vCPUs, disk bytes) and makes it a warm import whose cutover falls inside the plan's
+    window; `plan run` copies its disk and then its changes while it runs on vSphere (the
+    test writes to it meanwhile), and stops it only at the scheduled cutover; on kvm1 it
+    boots with its disk proved against the source's last state and its address kept."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    _raw, disk = _warm_disk(warm_sim, tmp_path)
+    added = _vmferry("sources", "add", "vcp", warm_sim.vsphere_url(), "--ca",
+                     str(warm_sim.ca_file), password=warm_sim.password)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    window_s = 30
+    start_at = datetime.now(UTC).replace(microsecond=0)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"""\
+version: 1
+name: from-vsphere
+start_at: "{start_at.isoformat()}"
+defaults: {{precopy_interval_s: 2}}
+hosts:
+  - {{name: kvm1, cpus: 16, memory_mb: 8192, link_gbps: 1, virt_type: qemu}}
+sources:
+  - name: vcp
+    network_map: {{DC0_DVPG0: vmnet}}
+    storage_map: {{{DATASTORE}: {topo.SHARED_POOL}}}
+vms:
+  - {{name: {VM}, source: vcp, destination: kvm1}}
+windows:
+  - {{start: {window_s}, end: 3600}}
+""")
+    created = _vmferry("plan", "create", str(plan), "--json", password=warm_sim.password)
+    assert created.returncode == 0, created.stderr
+    doc = json.loads(created.stdout)
+    item = doc["items"][0]
+    assert (item["strategy"], item["source"], item["destination"]) == ("warm", "vcp", "kvm1")
+    assert item["strategy_reason"].startswith("it runs on vSphere source vcp: a warm import")
+    cutover_at_s = item["predicted"]["model"]["import"]["cutover_at_s"]
+    assert window_s <= cutover_at_s < item["predicted"]["end_s"] <= 3600
+    env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": warm_sim.password}
+    running = subprocess.Popen(
+        [sys.executable, "-m", "vmferry.cli.main", "plan", "run", doc["id"], "--json"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(4)  # while the first copy reads, or between precopies
+        write_disk(warm_sim, disk, 60 * 2**20 + 100, b"first round " * 1000)
+        time.sleep(4)
+        write_disk(warm_sim, disk, 62 * 2**20, bytes(range(256)) * 1024)
+        assert power_state(warm_sim, VM) == "poweredOn"  # before its window: it runs on
+        out, err = running.communicate(timeout=600)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert running.returncode == 0, err
+    ran = json.loads(out)
+    assert ran["status"] == "completed", ran
+    job = json.loads(_vmferry("job", "show", ran["items"][0]["job_id"], "--json").stdout)
+    assert job["status"] == "completed"
+    events = job["events"]
+    warm = next(e for e in events if e["kind"] == "warm")
+    due = start_at + timedelta(seconds=cutover_at_s)
+    assert datetime.fromisoformat(warm["data"]["cutover_at"]) == due
+    stopping = next(e for e in events if e["message"].startswith("cutover: stopping"))
+    assert datetime.fromisoformat(stopping["at"].replace("Z", "+00:00")) >= due
+    precopies = [e for e in events if e["message"].startswith("precopy ")]
+    assert precopies, [e["message"] for e in events]
+    report = next(e["data"] for e in events if e["kind"] == "import" and "status" in e["data"])
+    assert report["status"] == "completed" and report["disks"][0]["checksum_match"] is True
+    assert [a["kept"] for a in report["addresses"]] == [True]  # it booted, as it was
+    assert power_state(warm_sim, VM) == "poweredOff"
+    with admin(warm_sim) as instance:
+        assert find_vm(instance, VM).snapshot is None
+    assert _on_host("kvm1", VM)

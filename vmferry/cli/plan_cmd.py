@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vmferry.cli.output import console, err_console, print_json, progress_printer
+from vmferry.cli.sources_cmd import password_for
 from vmferry.client.remote import URL_ENV, remote_api
 from vmferry.errors import (
     BadInputError,
@@ -36,7 +37,9 @@ from vmferry.service.plan import (
     show_plan,
     write_plan_gantt,
 )
+from vmferry.service.plan_imports import import_sources
 from vmferry.service.plan_run import PlanEvent, run_plan
+from vmferry.service.vsphere_sources import get_source
 
 if TYPE_CHECKING:
     from vmferry.client.api import ApiClient
@@ -166,7 +169,8 @@ def create(
         _print(doc, json_out)
         return
     err_console.print("[dim]• measuring the VMs and planning[/dim]")
-    record = create_plan(path, method=chosen, time_limit_s=time_limit, assess=assess_disks)
+    record = create_plan(path, method=chosen, time_limit_s=time_limit, assess=assess_disks,
+                         password=password_for)  # fmt: skip
     failed = []
     if rehearse:
         for outcome in rehearse_plan(record.id, pool=rehearse_pool, on_item=_say_rehearsal):
@@ -277,6 +281,12 @@ class _RunView:
         return table
 
 
+def _source_passwords(record: PlanRecord) -> dict[str, str]:
+    """The password of each vSphere source the plan still imports from
+    (``$VMFERRY_VSPHERE_PASSWORD``, else asked for)."""
+    return {name: password_for(get_source(name)) for name in import_sources(record.items)}
+
+
 def _run(plan_id: str, json_out: bool, *, resume: bool) -> None:
     api = remote_api()
     if api is not None:
@@ -284,8 +294,10 @@ def _run(plan_id: str, json_out: bool, *, resume: bool) -> None:
             doc = run_remote(api, plan_id, resume=resume)
     else:
         record = show_plan(plan_id)
+        asked = _source_passwords(record)  # before the live view
         with Live(console=err_console, transient=True, refresh_per_second=4) as live:
-            record = run_plan(plan_id, on_event=_RunView(record, live))
+            record = run_plan(plan_id, on_event=_RunView(record, live),
+                              password=lambda source: asked[source.name])  # fmt: skip
         doc = plan_json(record)
     _print(doc, json_out)
     if doc["status"] == PlanStatus.FAILED:

@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from vmferry.plan.model import PlanInfeasibleError
-from vmferry.plan.schema import HostEntry, PlanSpec, VmEntry, default_link_slots
+from vmferry.plan.schema import HostEntry, PlanSpec, SourceEntry, VmEntry, default_link_slots
 
 MIB = 2**20
 
@@ -39,12 +39,13 @@ class Placement:
     placed: frozenset[str]
 
 
-def host_link_gbps(host: HostEntry, spec: PlanSpec) -> float:
+def host_link_gbps(host: HostEntry | SourceEntry, spec: PlanSpec) -> float:
     return host.link_gbps if host.link_gbps is not None else spec.defaults.link_gbps
 
 
-def host_slots(host: HostEntry, spec: PlanSpec) -> int:
-    """How many migrations the host may take part in at once (as source or destination)."""
+def host_slots(host: HostEntry | SourceEntry, spec: PlanSpec) -> int:
+    """How many migrations the host (or vSphere source) may take part in at once (as
+    source or destination)."""
     if host.max_concurrent is not None:
         return host.max_concurrent
     return default_link_slots(host_link_gbps(host, spec))
@@ -93,8 +94,8 @@ def place(spec: PlanSpec) -> Placement:
     free_mem = {h.name: h.memory_mb for h in spec.hosts}
     free_cpu = {h.name: h.cpus for h in spec.hosts}
     residents: dict[str, set[str]] = defaultdict(set)
-    link_bps = {h.name: host_link_gbps(h, spec) * 1e9 for h in spec.hosts}
-    busy_s = {h.name: 0.0 for h in spec.hosts}  # bits through the link / link rate
+    link_bps = {h.name: host_link_gbps(h, spec) * 1e9 for h in spec.endpoints()}
+    busy_s = {h.name: 0.0 for h in spec.endpoints()}  # bits through the link / link rate
     destinations: dict[str, str] = {}
 
     # Explicit destinations: compatibility, anti-affinity, then capacity.

@@ -70,9 +70,10 @@ def build_problem(
     spec: PlanSpec, placement: Placement, predict: Predictor | None = None
 ) -> Problem:
     """The integer problem; raises ``PlanInfeasibleError`` for a unit that can never start."""
-    host_index = {h.name: k for k, h in enumerate(spec.hosts)}
-    slots = [host_slots(h, spec) for h in spec.hosts]
-    cap = [max(1, round(host_link_gbps(h, spec) * 1000)) for h in spec.hosts]
+    endpoints = spec.endpoints()  # the hosts, then the vSphere sources VMs are imported from
+    host_index = {h.name: k for k, h in enumerate(endpoints)}
+    slots = [host_slots(h, spec) for h in endpoints]
+    cap = [max(1, round(host_link_gbps(h, spec) * 1000)) for h in endpoints]
     share = [max(1, c // s) for c, s in zip(cap, slots, strict=True)]
     budget = spec.fleet.bandwidth_budget_gbps
     budget_mbps = None if budget is None else max(1, round(budget * 1000))
@@ -127,7 +128,7 @@ def build_problem(
     if spec.windows and not windows:
         raise PlanInfeasibleError("maintenance windows: no window is a whole second long")
     problem = Problem(
-        host_names=[h.name for h in spec.hosts],
+        host_names=[h.name for h in endpoints],
         slots=slots,
         cap_mbps=cap,
         budget_mbps=budget_mbps,

@@ -10,7 +10,7 @@ problem becomes one line ``plan.yaml:14: vms[3].memory_mb: Input should be great
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -61,6 +61,8 @@ class Defaults(_Strict):
     wave_slice_s: Annotated[int, Field(gt=0)] = 600
     backup_pool: Name | None = None  # back every VM's disks up into this pool first
     rollback: bool = False  # a move whose verification fails is moved back
+    # a warm import from a vSphere source copies what changed this often until its cutover
+    precopy_interval_s: Annotated[float, Field(gt=0)] = 3600.0
 
 
 class Fleet(_Strict):
@@ -82,6 +84,27 @@ class HostEntry(_Strict):
     cpu_family: str | None = None
     link_gbps: Annotated[float | None, Field(gt=0)] = None
     max_concurrent: Annotated[int | None, Field(gt=0)] = None
+    # what the VMs imported onto it run as (`vmferry import --virt-type`): kvm when its
+    # libvirt offers it, unless set
+    virt_type: Literal["auto", "kvm", "qemu"] = "auto"
+
+
+class SourceEntry(_Strict):
+    """A registered vSphere source (`vmferry sources add`) whose VMs this plan imports.
+    ``link_gbps`` is what its datastores give all the plan's reads together and
+    ``max_concurrent`` how many imports read from it at once (defaults as for a host);
+    ``network_map`` maps its port groups to libvirt networks and ``storage_map`` its
+    datastores to storage pools (``*``: every other datastore), as `vmferry import`'s
+    ``--network-map`` and ``--storage-map``."""
+
+    name: Name
+    link_gbps: Annotated[float | None, Field(gt=0)] = None
+    max_concurrent: Annotated[int | None, Field(gt=0)] = None
+    network_map: dict[str, Name] = Field(default_factory=dict)
+    storage_map: dict[str, Name] = Field(default_factory=dict)
+
+
+IMPORT_STRATEGIES = ("auto", "warm", "cold")
 
 
 class HookEntry(_Strict):
@@ -150,12 +173,26 @@ class PlanSpec(_Strict):
     defaults: Defaults = Defaults()
     fleet: Fleet = Fleet()
     hosts: list[HostEntry] = Field(min_length=1)
+    sources: list[SourceEntry] = Field(default_factory=list)
     vms: list[VmEntry] = Field(min_length=1)
     windows: list[WindowEntry] = Field(default_factory=list)
     hooks: list[HookEntry] = Field(default_factory=list)
 
     def host(self, name: str) -> HostEntry:
         return next(h for h in self.hosts if h.name == name)
+
+    def source(self, name: str) -> SourceEntry | None:
+        """The vSphere source ``name`` (None: it is no source of this plan, but a host)."""
+        return next((s for s in self.sources if s.name == name), None)
+
+    def imports(self, vm: VmEntry) -> bool:
+        """Whether ``vm`` comes from a vSphere source (an import, not a move between
+        hosts)."""
+        return self.source(vm.source) is not None
+
+    def endpoints(self) -> list[HostEntry | SourceEntry]:
+        """Everything a migration leaves or reaches: the hosts, then the sources."""
+        return [*self.hosts, *self.sources]
 
     def window_offsets(self) -> list[tuple[float, float]]:
         """The windows as (start, end) seconds from the plan's start, sorted and merged.
@@ -227,6 +264,13 @@ def check_references(spec: PlanSpec) -> list[tuple[Loc, str]]:
         if h.name in hosts:
             problems.append((("hosts", i, "name"), f"host {h.name!r} is listed twice"))
         hosts.setdefault(h.name, i)
+    sources: set[str] = set()
+    for i, src in enumerate(spec.sources):
+        if src.name in sources:
+            problems.append((("sources", i, "name"), f"source {src.name!r} is listed twice"))
+        elif src.name in hosts:
+            problems.append((("sources", i, "name"), f"{src.name!r} is a host's name too"))
+        sources.add(src.name)
     vms: dict[str, int] = {}
     groups: set[str] = set()
     for i, vm in enumerate(spec.vms):
@@ -236,10 +280,15 @@ def check_references(spec: PlanSpec) -> list[tuple[Loc, str]]:
         if vm.group is not None:
             groups.add(vm.group)
     for i, vm in enumerate(spec.vms):
-        if vm.source not in hosts:
+        if vm.source in sources:
+            problems += _import_problems(spec, i, vm)
+        elif vm.source not in hosts:
             problems.append((("vms", i, "source"), f"unknown host {vm.source!r}"))
         if vm.destination is not None:
-            if vm.destination not in hosts:
+            if vm.destination in sources:
+                problems.append((("vms", i, "destination"), f"{vm.destination!r} is a vSphere "
+                                 "source: VMs go to hosts"))  # fmt: skip
+            elif vm.destination not in hosts:
                 problems.append((("vms", i, "destination"), f"unknown host {vm.destination!r}"))
             elif vm.destination == vm.source:
                 problems.append(
@@ -272,6 +321,19 @@ def check_references(spec: PlanSpec) -> list[tuple[Loc, str]]:
             problems.append((("windows", i, "end"), "the window ends before it starts"))
         elif a < 0:
             problems.append((("windows", i, "start"), "the window starts before start_at"))
+    return problems
+
+
+def _import_problems(spec: PlanSpec, i: int, vm: VmEntry) -> list[tuple[Loc, str]]:
+    """What a VM imported from a vSphere source may not have: a move's strategy, a backup
+    (an import never writes its source), a source as its destination."""
+    problems: list[tuple[Loc, str]] = []
+    if vm.strategy is not None and vm.strategy not in IMPORT_STRATEGIES:
+        problems.append((("vms", i, "strategy"), f"a VM from vSphere source {vm.source} is "
+                         "imported: auto, warm or cold"))  # fmt: skip
+    if vm.backup_pool is not None:
+        problems.append((("vms", i, "backup_pool"), "an import never writes its source: "
+                         "nothing to back up"))  # fmt: skip
     return problems
 
 
@@ -349,8 +411,42 @@ def _pydantic_problems(error: ValidationError) -> Iterator[tuple[Loc, str]]:
         yield tuple(e["loc"]), msg.removeprefix("Value error, ")
 
 
-def parse_plan(text: str, source: str = "plan.yaml") -> PlanSpec:
-    """Parse and check plan YAML. ``source`` names the file in the error lines."""
+#: (source, vm) -> what a plan file may leave out for a VM of a vSphere source
+#: (``memory_mb``, ``vcpus``, ``bytes``: read from the source), or why it cannot be read.
+ImportFacts = Callable[[str, str], dict[str, int] | str]
+
+
+def _fill_imports(data: Any, facts: ImportFacts) -> list[tuple[Loc, str]]:
+    """Fill in, in the raw document, what each VM of a vSphere source leaves out; the VMs
+    the source cannot answer for as problems."""
+    if not isinstance(data, dict):
+        return []
+    listed = data.get("sources")
+    names = {s["name"] for s in listed if isinstance(s, dict) and isinstance(s.get("name"), str)
+             } if isinstance(listed, list) else set()  # fmt: skip
+    vms = data.get("vms")
+    problems: list[tuple[Loc, str]] = []
+    for i, vm in enumerate(vms if isinstance(vms, list) else []):
+        if not isinstance(vm, dict) or vm.get("source") not in names:
+            continue
+        if not isinstance(vm.get("name"), str):
+            continue
+        found = facts(str(vm["source"]), vm["name"])
+        if isinstance(found, str):
+            problems.append((("vms", i, "name"), found))
+            continue
+        for key, value in found.items():
+            vm.setdefault(key, value)
+    return problems
+
+
+def _missing(message: str) -> bool:
+    return message == "Field required"
+
+
+def parse_plan(text: str, source: str = "plan.yaml", facts: ImportFacts | None = None) -> PlanSpec:
+    """Parse and check plan YAML. ``source`` names the file in the error lines; ``facts``
+    fills in what the VMs of vSphere sources leave out (see :data:`ImportFacts`)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
@@ -367,12 +463,15 @@ def parse_plan(text: str, source: str = "plan.yaml") -> PlanSpec:
     if duplicates:
         raise BadInputError("\n".join(f"{source}:{line}: {msg}" for line, msg in duplicates))
     data = yaml.SafeLoader(text).get_single_data()
+    problems = [] if facts is None else _fill_imports(data, facts)
     try:
         spec = PlanSpec.model_validate(data)
     except ValidationError as e:
-        problems = list(_pydantic_problems(e))
+        unread = {loc[:2] for loc, _ in problems}  # VMs a source could not fill in
+        problems += [(loc, msg) for loc, msg in _pydantic_problems(e)
+                     if not (loc[:2] in unread and _missing(msg))]  # fmt: skip
     else:
-        problems = check_references(spec)
+        problems += check_references(spec)
     if problems:
         raise BadInputError(
             "\n".join(
@@ -383,8 +482,9 @@ def parse_plan(text: str, source: str = "plan.yaml") -> PlanSpec:
     return spec
 
 
-def load_plan(path: str | Path) -> PlanSpec:
-    """Read and check a plan file; see the module docstring for the errors."""
+def load_plan(path: str | Path, facts: ImportFacts | None = None) -> PlanSpec:
+    """Read and check a plan file; see the module docstring for the errors, and
+    :func:`parse_plan` for ``facts``."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -392,15 +492,18 @@ def load_plan(path: str | Path) -> PlanSpec:
         raise BadInputError(f"cannot read the plan {p}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise BadInputError(f"{p}: not UTF-8 text") from e
-    return parse_plan(text, source=p.name)
+    return parse_plan(text, source=p.name, facts=facts)
 
 
 __all__ = [
+    "IMPORT_STRATEGIES",
     "Defaults",
     "Fleet",
     "HookEntry",
     "HostEntry",
+    "ImportFacts",
     "PlanSpec",
+    "SourceEntry",
     "VmEntry",
     "WindowEntry",
     "check_references",

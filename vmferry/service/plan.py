@@ -28,6 +28,7 @@ from vmferry.errors import BadInputError, VmferryError
 from vmferry.model import Host, VmState
 from vmferry.model.migration import Job, JobStatus, MigrationOptions
 from vmferry.model.plan_run import ItemStatus, PlanItem, PlanRecord, PlanStatus
+from vmferry.model.vsphere import VsphereVm
 from vmferry.plan import (
     Method,
     PlanSpec,
@@ -41,7 +42,7 @@ from vmferry.plan import (
     write_gantt,
 )
 from vmferry.plan.model import PlanInfeasibleError
-from vmferry.plan.schema import VmEntry, vm_max_downtime_ms
+from vmferry.plan.schema import IMPORT_STRATEGIES, VmEntry, vm_max_downtime_ms
 from vmferry.predict.incremental import DiskLoad
 from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInputs, Prediction
 from vmferry.predict.model import predict as predict_model
@@ -58,8 +59,18 @@ from vmferry.predict.strategy import (
 from vmferry.service.auto_strategy import disks_to_copy
 from vmferry.service.jobs import cancel_job
 from vmferry.service.lease import owner_of
+from vmferry.service.plan_imports import (
+    IMPORT_CUTOVER_S,
+    InventoryFn,
+    PasswordFn,
+    SourceFacts,
+    choose_import,
+    env_password,
+    import_doc,
+)
 from vmferry.service.predict import DEFAULT_LINK_BYTES_S, calibration_from_store, gather_inputs
 from vmferry.service.rehearse import Rehearsal, rehearse, rehearsed_boots
+from vmferry.service.vsphere_sources import inventory
 from vmferry.store.db import Store, open_store
 
 __all__ = [
@@ -113,6 +124,8 @@ def measure_live(spec: PlanSpec, store: Store) -> tuple[dict[str, Measured], dic
     measured: dict[str, Measured] = {}
     skipped: dict[str, str] = {}
     for vm in spec.vms:
+        if spec.imports(vm):  # read from its source's inventory (service.plan_imports)
+            continue
         if vm.predicted_s is not None:
             skipped[vm.name] = "predicted_s is given in the plan file"
             continue
@@ -201,21 +214,30 @@ def create_plan(
     method: Method = "auto",
     time_limit_s: float = 10.0,
     assess: AssessFn | None = None,
+    password: PasswordFn = env_password,
+    read_inventory: InventoryFn = inventory,
 ) -> PlanRecord:
     """Load, measure, plan, choose the strategies, and store a new ``pending`` plan.
 
     ``assess`` (:func:`assess_disks` for real hosts): the disks each measured VM the planner
     placed must copy to its placement; when some must, the plan is made again with those
-    placements kept, so that the schedule counts the copies. Raises ``BadInputError`` (exit
-    2) for a bad plan file or an infeasible plan (``PlanInfeasibleError``)."""
-    spec = load_plan(path)
+    placements kept, so that the schedule counts the copies. The VMs of vSphere sources
+    are read from their inventories (``read_inventory``, logged in with ``password``;
+    :mod:`vmferry.service.plan_imports`). Raises ``BadInputError`` (exit 2) for a bad plan
+    file or an infeasible plan (``PlanInfeasibleError``)."""
     store = store or open_store()
+    facts = SourceFacts(store, password, read_inventory)
+    spec = load_plan(path, facts=facts)
     measured, skipped = measure(spec, store)
     calibration = calibration_from_store(store) if measured else DEFAULT_CALIBRATION
     overhead = per_vm_overhead_s(store.list_jobs(limit=200))
     predictions: dict[str, Prediction] = {}
 
+    imported = {vm.name for vm in spec.vms if spec.imports(vm)}
+
     def predictor(estimate: TransferEstimate) -> float:
+        if estimate.vm in imported:  # its disks read from the datastore, then its cutover
+            return estimate.transfer_bytes * 8 / estimate.rate_bps + IMPORT_CUTOVER_S
         found = measured.get(estimate.vm)
         if found is None:  # the planner's own default: bytes over the bandwidth
             return estimate.transfer_bytes * 8 / estimate.rate_bps
@@ -245,7 +267,9 @@ def create_plan(
                                       "see)") from exc  # fmt: skip
     boots = rehearsed_boots(store)
     items = [
-        _item(
+        _import_item(order, m, entries[m.vm], spec, facts.vms[(entries[m.vm].source, m.vm)])
+        if m.vm in imported
+        else _item(
             order,
             m,
             entries[m.vm],
@@ -336,6 +360,26 @@ def _item(
         predicted_downtime_ms=downtime,
         prediction=detail,
     )
+
+
+def _import_item(order: int, m: ScheduledMigration, vm: VmEntry, spec: PlanSpec,
+                 found: VsphereVm) -> PlanItem:  # fmt: skip
+    """The item of a VM imported from a vSphere source (:func:`choose_import`)."""
+    hint = vm.strategy or spec.defaults.strategy
+    copy_s = m.transfer_bytes * 8 / (m.bandwidth_mbps * 1e6)
+    choice = choose_import(hint if hint in IMPORT_STRATEGIES else "auto", vm.source,
+                           found.power_state, m.transfer_bytes, copy_s,
+                           spec.defaults.precopy_interval_s)  # fmt: skip
+    detail: dict[str, Any] = {
+        "measured": False,
+        "max_downtime_ms": vm_max_downtime_ms(vm, spec.defaults),
+        "import": import_doc(choice, found, vm.source, m.transfer_bytes, m.end_s),
+    }
+    return PlanItem(vm=m.vm, wave=m.wave, order=order, source=m.source,
+                    destination=m.destination, strategy=choice.strategy,
+                    strategy_reason=choice.reason, predicted_start_s=m.start_s,
+                    predicted_end_s=m.end_s, predicted_s=m.predicted_s,
+                    predicted_downtime_ms=choice.downtime_ms, prediction=detail)  # fmt: skip
 
 
 def _prediction_doc(p: Prediction) -> dict[str, Any]:

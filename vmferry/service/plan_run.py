@@ -60,6 +60,16 @@ from vmferry.service.jobs import reconcile_job
 from vmferry.service.lease import process_lease
 from vmferry.service.migrate import MigrateOutcome, migrate
 from vmferry.service.plan import owner_alive
+from vmferry.service.plan_imports import (
+    ImportItemResult,
+    PasswordFn,
+    cutover_time,
+    env_password,
+    import_sources,
+    run_import_item,
+)
+from vmferry.service.vsphere_sources import get_source
+from vmferry.service.warm_cutover import WarmCancelledError
 from vmferry.store.db import Store, open_store
 
 __all__ = ["PlanEvent", "budget_share_mib_s", "host_slot_limits", "run_plan"]
@@ -82,6 +92,11 @@ class PlanEvent:
 
 EventFn = Callable[[PlanEvent], None]
 MigrateFn = Callable[..., MigrateOutcome]
+# (item, plan, password, cutover time, note, store) -> the import's result
+# (service.plan_imports.run_import_item)
+ImportFn = Callable[
+    [PlanItem, PlanSpec, str, datetime | None, Callable[[str], None], Store], ImportItemResult
+]  # fmt: skip
 
 
 def _quiet(_event: PlanEvent) -> None:
@@ -93,10 +108,10 @@ def _now() -> str:
 
 
 def host_slot_limits(spec: dict[str, object]) -> dict[str, int]:
-    """Migrations at once per host, as the planner counted them (``max_concurrent``, else
-    by the link's speed)."""
+    """Migrations at once per host and vSphere source, as the planner counted them
+    (``max_concurrent``, else by the link's speed)."""
     parsed = PlanSpec.model_validate(spec)
-    return {h.name: host_slots(h, parsed) for h in parsed.hosts}
+    return {h.name: host_slots(h, parsed) for h in parsed.endpoints()}
 
 
 def run_plan(
@@ -106,10 +121,14 @@ def run_plan(
     store: Store | None = None,
     migrate_fn: MigrateFn = migrate,
     poll_s: float = 0.5,
+    password: PasswordFn = env_password,
+    import_fn: ImportFn = run_import_item,
 ) -> PlanRecord:
     """Run (or resume) plan ``plan_id`` until it completes, fails, pauses or is cancelled;
     returns the plan as recorded then. ``BadInputError`` (exit 2) for a finished plan or one
-    another live vmferry process runs."""
+    another live vmferry process runs. The VMs of vSphere sources are imported with
+    ``import_fn`` (logged in with ``password``, asked for each source before anything
+    starts)."""
     store = store or open_store()
     record = store.get_plan(plan_id)
     if record.status.finished:
@@ -119,6 +138,7 @@ def run_plan(
             f"plan {plan_id} is being run by vmferry process {record.owner_pid}; "
             f"`vmferry plan pause {plan_id}` or `vmferry plan cancel {plan_id}` stops it"
         )
+    passwords = _passwords(store, record, password)
     resumed = record.started_at is not None
     store.set_plan_owner(plan_id, process_lease(store))
     store.request_plan(plan_id, None)
@@ -126,7 +146,8 @@ def run_plan(
     on_event(PlanEvent("plan", f"{'resuming' if resumed else 'running'} plan {plan_id}"))
     try:
         _recover(store, record, on_event)
-        runner = _Runner(store, store.get_plan(plan_id), on_event, migrate_fn, poll_s)
+        runner = _Runner(store, store.get_plan(plan_id), on_event, migrate_fn, poll_s,
+                         _Imports(import_fn, passwords))  # fmt: skip
         with ctrl_c_flag() as interrupted:
             stop = runner.loop(interrupted)
     except BaseException:
@@ -138,6 +159,19 @@ def run_plan(
         store.set_plan_owner(plan_id, None)
         raise
     return _finish(store, plan_id, stop, on_event)
+
+
+def _passwords(store: Store, record: PlanRecord, password: PasswordFn) -> dict[str, str]:
+    """The password of every vSphere source an unfinished item imports from."""
+    return {name: password(get_source(name, store)) for name in import_sources(record.items)}
+
+
+@dataclass(frozen=True)
+class _Imports:
+    """How the runner imports the items of vSphere sources."""
+
+    run: ImportFn
+    passwords: dict[str, str]
 
 
 # -- recovery of an earlier run ----------------------------------------------------------
@@ -219,11 +253,13 @@ class _Runner:
         on_event: EventFn,
         migrate_fn: MigrateFn,
         poll_s: float,
+        imports: _Imports,
     ) -> None:
         self.store, self.plan_id, self.on_event = store, record.id, on_event
-        self.migrate_fn, self.poll_s = migrate_fn, poll_s
+        self.migrate_fn, self.poll_s, self.imports = migrate_fn, poll_s, imports
         self.items = {i.vm: i for i in record.items}
-        spec = PlanSpec.model_validate(record.spec)
+        self.spec = spec = PlanSpec.model_validate(record.spec)
+        self.started_at = record.started_at
         self.hooks = {i.vm: plan_hooks(spec, i.vm) for i in record.items}
         self.safety = {i.vm: plan_safety(spec, i.vm) for i in record.items}
         self.limits = RunLimits.from_schedule(host_slot_limits(record.spec), record.schedule)
@@ -362,17 +398,24 @@ class _Runner:
         # are some, so a migrate_fn that takes no plan_hooks still runs plans without hooks
         hooks = {"plan_hooks": self.hooks[vm]} if self.hooks.get(vm) else {}
         try:
-            outcome = self.migrate_fn(
-                vm, item.destination, options, on_progress=progress, note=note, **hooks
-            )
-            result = outcome.result
+            if "import" in item.prediction:  # a VM of a vSphere source (service.plan_imports)
+                ended = self._import(item, note)
+            else:
+                outcome = self.migrate_fn(
+                    vm, item.destination, options, on_progress=progress, note=note, **hooks
+                )
+                result = outcome.result
+                ended = replace(
+                    item,
+                    status=_item_status(result.status),
+                    job_id=result.job_id,
+                    reason=result.reason,
+                    actual_total_ms=result.total_time_ms,
+                    actual_downtime_ms=result.downtime_ms,
+                )
+        except WarmCancelledError as exc:  # cancelled before its cutover: the VM runs on
             ended = replace(
-                item,
-                status=_item_status(result.status),
-                job_id=result.job_id,
-                reason=result.reason,
-                actual_total_ms=result.total_time_ms,
-                actual_downtime_ms=result.downtime_ms,
+                item, status=ItemStatus.CANCELLED, reason=exc.message, job_id=self.job_ids.get(vm)
             )
         except VmferryError as exc:
             ended = replace(
@@ -391,6 +434,20 @@ class _Runner:
                 self.store.save_plan_item(self.plan_id, ended)
             finally:
                 self.done.put(ended)
+
+    def _import(self, item: PlanItem, note: Callable[[str], None]) -> PlanItem:
+        """Import the item's VM from its vSphere source; a warm one cuts over at the time
+        its schedule gave (:func:`cutover_time`)."""
+        doc = item.prediction["import"]
+        at = cutover_time(self.spec, self.started_at, doc.get("cutover_at_s"),
+                          datetime.now().astimezone())  # fmt: skip
+        if at is not None:
+            note(f"{item.vm}: its cutover is scheduled at {at.isoformat(timespec='seconds')}")
+        password = self.imports.passwords[str(doc["source"])]
+        done = self.imports.run(item, self.spec, password, at, note, self.store)
+        return replace(item, status=ItemStatus.COMPLETED, job_id=done.job_id, reason=None,
+                       actual_total_ms=done.total_time_ms,
+                       actual_downtime_ms=done.downtime_ms)  # fmt: skip
 
     def _attach_job(self, vm: str) -> None:
         """Note the VM's job id as soon as the engine has made the job (its owner is us)."""

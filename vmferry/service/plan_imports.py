@@ -1,0 +1,230 @@
+"""The VMs a plan imports from vSphere sources (docs/planning.md, "VMs from vSphere").
+
+`plan create` reads each source's inventory once (:class:`SourceFacts`), fills in what the
+plan file leaves out of its VMs (memory, vCPUs, the bytes their disks take), and chooses
+each one's import (:func:`choose_import`, pure: warm for a powered-on VM, cold for one
+that is off, unless the plan file says); the planner schedules the copy and the cutover
+as one migration reading from the source's link. `plan run` imports each such item as
+`vmferry import vsphere://SOURCE/VM` does (:func:`run_import_item`), a warm one cutting
+over at the time the schedule gave its cutover.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from vmferry.errors import BadInputError, VmferryError
+from vmferry.imports.mapping import ImportOptions
+from vmferry.model.plan_run import ItemStatus, PlanItem
+from vmferry.model.vsphere import PASSWORD_ENV, VsphereSource, VsphereVm, VsphereVmRef
+from vmferry.plan.schema import PlanSpec
+from vmferry.service.import_job import ImportJobRun
+from vmferry.service.import_vm import ImportRequest, NoteFn
+from vmferry.service.vsphere_sources import get_source, inventory
+from vmferry.store.db import Store
+
+__all__ = [
+    "IMPORT_CUTOVER_S",
+    "ImportChoice",
+    "ImportItemResult",
+    "InventoryFn",
+    "PasswordFn",
+    "SourceFacts",
+    "choose_import",
+    "cutover_time",
+    "env_password",
+    "import_doc",
+    "import_sources",
+    "run_import_item",
+]
+
+MIB = 2**20
+#: The seconds a cutover takes beyond the copy, for the schedule: the guest's shutdown
+#: through VMware Tools, the last changes, the proof, the define and the first boot.
+IMPORT_CUTOVER_S = 60.0
+
+PasswordFn = Callable[[VsphereSource], str]
+InventoryFn = Callable[[VsphereSource, str], list[VsphereVm]]
+
+
+def env_password(source: VsphereSource) -> str:
+    """The password in ``$VMFERRY_VSPHERE_PASSWORD`` (a server or a worker has no terminal
+    to ask on); one line, exit 2, when it is not set."""
+    found = os.environ.get(PASSWORD_ENV)
+    if found is None:
+        raise BadInputError(f"no password for {source.user} at {source.host} (vSphere source "
+                            f"{source.name}): set {PASSWORD_ENV}")  # fmt: skip
+    return found
+
+
+def import_sources(items: Sequence[PlanItem]) -> list[str]:
+    """The vSphere sources the unfinished items among ``items`` import from, sorted."""
+    unfinished = [i for i in items if i.status is not ItemStatus.COMPLETED]
+    return sorted({str(i.prediction["import"]["source"]) for i in unfinished
+                   if "import" in i.prediction})  # fmt: skip
+
+
+def disk_bytes(vm: VsphereVm) -> int | None:
+    """What an import reads of ``vm``: the bytes its files take on the datastores, else its
+    disks' capacities."""
+    if vm.committed_bytes:
+        return vm.committed_bytes
+    return sum(d.capacity_bytes for d in vm.disks) or None
+
+
+class SourceFacts:
+    """The plan file's :data:`vmferry.plan.schema.ImportFacts`: each vSphere source's
+    inventory read once (a login refused or a source not registered raises, one line),
+    the VMs found kept in ``vms``."""
+
+    def __init__(self, store: Store, password: PasswordFn,
+                 read: InventoryFn = inventory) -> None:  # fmt: skip
+        self.store, self.password, self.read = store, password, read
+        self.vms: dict[tuple[str, str], VsphereVm] = {}
+        self._inventories: dict[str, list[VsphereVm]] = {}
+
+    def __call__(self, source: str, vm: str) -> dict[str, int] | str:
+        if source not in self._inventories:
+            registered = get_source(source, self.store)
+            try:
+                self._inventories[source] = self.read(registered, self.password(registered))
+            except VmferryError as exc:
+                raise type(exc)(f"vSphere source {source}: {exc.message}") from exc
+        found = next((v for v in self._inventories[source] if v.name == vm), None)
+        if found is None:
+            return f"no VM {vm!r} on vSphere source {source}"
+        self.vms[(source, vm)] = found
+        facts = {"memory_mb": found.memory_mb, "vcpus": found.vcpus, "bytes": disk_bytes(found)}
+        return {k: v for k, v in facts.items() if v}
+
+
+@dataclass(frozen=True)
+class ImportChoice:
+    """How a plan imports one VM: ``strategy`` warm or cold, why, the stop it predicts,
+    the seconds its cutover takes at the end of its migration, and whether it is started
+    on KVM (it ran on vSphere)."""
+
+    strategy: str
+    reason: str
+    downtime_ms: int
+    cutover_s: float
+    start: bool
+
+
+def choose_import(hint: str, source: str, power_state: str, disk_bytes: int, copy_s: float,
+                  interval_s: float,
+                  cutover_s: float = IMPORT_CUTOVER_S) -> ImportChoice:  # fmt: skip
+    """The import of a VM in ``power_state`` on vSphere source ``source`` whose disks
+    (``disk_bytes``) take ``copy_s`` to read; ``hint`` is the plan file's strategy (auto,
+    warm or cold). Pure."""
+    on = power_state == "poweredOn"
+    size = f"{disk_bytes / MIB:.0f} MiB, about {copy_s:.0f} s"
+    if on and hint in ("auto", "warm"):
+        why = ("set in the plan file (strategy: warm)" if hint == "warm"
+               else f"it runs on vSphere source {source}")  # fmt: skip
+        return ImportChoice("warm", f"{why}: a warm import reads its disks ({size}) while it "
+                            f"runs, then what changed every {interval_s:g} s; it stops only "
+                            f"for the cutover at the end of its slot (about {cutover_s:.0f} s: "
+                            "shutdown through VMware Tools, the last changes, the first boot)",
+                            round(cutover_s * 1000), cutover_s, True)  # fmt: skip
+    if on:
+        stop = copy_s + cutover_s
+        return ImportChoice("cold", f"set in the plan file (strategy: cold): it is shut down "
+                            f"through VMware Tools and stays off while its disks ({size}) "
+                            f"are read: about {stop:.0f} s", round(stop * 1000), cutover_s,
+                            True)  # fmt: skip
+    why = f"it is {power_state} on vSphere source {source}"
+    if hint == "warm":
+        why = f"set in the plan file (strategy: warm), but {why}: nothing changes while it is off"
+    return ImportChoice("cold", f"{why}: a cold import reads its disks ({size}) once and "
+                        "defines it on its destination, where it stays off", 0, cutover_s,
+                        False)  # fmt: skip
+
+
+def import_doc(choice: ImportChoice, vm: VsphereVm, source: str, disk_bytes: int,
+               end_s: int) -> dict[str, Any]:  # fmt: skip
+    """What a plan item keeps of its import (``prediction["import"]``): the source, the VM's
+    power state, what is read, whether it starts, and a warm one's cutover as seconds from
+    the plan's start (its migration's end less the cutover)."""
+    cutover_at = max(0, round(end_s - choice.cutover_s)) if choice.strategy == "warm" else None
+    return {"source": source, "power_state": vm.power_state, "disk_bytes": disk_bytes,
+            "start": choice.start, "cutover_s": choice.cutover_s,
+            "cutover_at_s": cutover_at}  # fmt: skip
+
+
+def cutover_time(spec: PlanSpec, started_at: str | None, cutover_at_s: float | None,
+                 now: datetime) -> datetime | None:  # fmt: skip
+    """When a plan's warm import cuts over: ``cutover_at_s`` after the plan's ``start_at``,
+    else after its first run began (``started_at``; ``now`` when none). Pure."""
+    if cutover_at_s is None:
+        return None
+    zero = spec.start_at or (datetime.fromisoformat(started_at) if started_at else now)
+    if zero.tzinfo is None:
+        zero = zero.astimezone()
+    return zero + timedelta(seconds=cutover_at_s)
+
+
+def run_import_item(item: PlanItem, spec: PlanSpec, password: str, at: datetime | None,
+                    note: NoteFn, store: Store | None = None
+                    ) -> ImportItemResult:  # fmt: skip
+    """Import the plan item ``item`` (a VM of a vSphere source) onto its destination as
+    `vmferry import vsphere://SOURCE/VM --strategy warm|cold [--start]` does, with the
+    source's maps, a warm one cutting over at ``at``; its job's result (the import's
+    exceptions are raised on)."""
+    doc = item.prediction.get("import") or {}
+    entry = spec.source(str(doc.get("source")))
+    if entry is None:
+        raise BadInputError(f"{item.vm}: its source {doc.get('source')!r} is no vSphere source "
+                            "of this plan")  # fmt: skip
+    safety_rollback = next((v.rollback for v in spec.vms if v.name == item.vm), None)
+    rollback = spec.defaults.rollback if safety_rollback is None else safety_rollback
+    ref = VsphereVmRef(entry.name, item.vm, password, rollback=rollback,
+                       strategy=item.strategy,
+                       precopy_interval_s=spec.defaults.precopy_interval_s)  # fmt: skip
+    request = ImportRequest(
+        source=ref,
+        to=item.destination,
+        options=ImportOptions(
+            network_map=dict(entry.network_map), storage_map=dict(entry.storage_map)
+        ),
+        start=bool(doc.get("start")),
+        virt_type=spec.host(item.destination).virt_type,
+    )
+    run = ImportJobRun(request, at, store, by="plan")
+    began = time.monotonic()
+    stopped: list[float] = []
+
+    def noted(message: str) -> None:
+        if not stopped and STOP_NOTE.match(message):
+            stopped.append(time.monotonic())
+        note(message)
+
+    outcome = run.run(noted)
+    ended = time.monotonic()
+    return ImportItemResult(
+        job_id=run.job_id or "",
+        total_time_ms=round((ended - began) * 1000),
+        downtime_ms=round((ended - stopped[0]) * 1000) if stopped and outcome.started else None,
+    )
+
+
+#: The notes of :mod:`vmferry.service.vsphere_import` and :mod:`vmferry.service.vsphere_warm`
+#: that say the source VM is being stopped (its downtime begins).
+STOP_NOTE = re.compile(r"^(cutover: stopping |shutting \S+ down |powering \S+ off)")
+
+
+@dataclass(frozen=True)
+class ImportItemResult:
+    """What a plan item keeps of its import: its job, its time from start to end, and the
+    VM's stop (from the note that it is stopped to its start on KVM; None when it was not
+    stopped or not started)."""
+
+    job_id: str
+    total_time_ms: int
+    downtime_ms: int | None
