@@ -85,6 +85,18 @@ def cookie_of(instance: Any) -> str:
     return f"vmware_soap_session={value}"
 
 
+def datastore_dir(instance: Any) -> Path:
+    """Where the simulator keeps LocalDS_0's files on this machine (a large disk is put
+    there directly: ``upload`` holds the whole file in memory)."""
+    content = instance.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.Datastore], True)
+    try:
+        found = next(ds for ds in view.view if ds.name == DATASTORE)
+    finally:
+        view.Destroy()
+    return Path(str(found.info.url))
+
+
 def upload(sim: Vcsim, instance: Any, local: Path, datastore_path: str) -> None:
     """PUT ``local`` to ``datastore_path`` (inside the datastore) on DC0's LocalDS_0."""
     conn = http.client.HTTPSConnection(

@@ -38,10 +38,9 @@ from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.model.settings import IMPORT_DIRS_SETTING
 from vmferry.server.app import create_app
 from vmferry.service import audit as audit_service
-from vmferry.service import import_job
+from vmferry.service import import_job, users
 from vmferry.service import jobs as jobs_service
 from vmferry.service import netprofile as netprofile_service
-from vmferry.service import users
 from vmferry.service.fleet import Fleet
 from vmferry.service.lease import process_lease
 from vmferry.service.plan import create_plan

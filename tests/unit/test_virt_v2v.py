@@ -6,6 +6,7 @@ import os
 import stat
 import textwrap
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from vmferry.drivers.virt_v2v import (
     default_name,
     error_summary,
     host_has_kernel,
+    input_domain_xml,
     libguestfs_env,
     parse_domain_xml,
     parse_progress_line,
@@ -200,6 +202,26 @@ def test_build_argv() -> None:
         "g",
     ]
     assert "-v" not in argv and "-x" not in argv
+
+
+def test_build_argv_puts_the_static_ips_before_the_output() -> None:
+    argv = build_argv(Path("/w/g.xml"), input_mode="libvirtxml", out_dir=Path("/o"), name="g",
+                      extra=["--mac", "00:0c:29:00:00:01:ip:10.1.2.3"])  # fmt: skip
+    assert argv[:6] == ["virt-v2v", "-i", "libvirtxml", "/w/g.xml", "--mac",
+                        "00:0c:29:00:00:01:ip:10.1.2.3"]  # fmt: skip
+    assert argv[6:8] == ["-o", "local"]
+
+
+def test_the_input_domain_names_each_local_disk_in_order() -> None:
+    xml = input_domain_xml("db1", 2048, 2, [Path("/w/a b.qcow2"), Path("/w/c.qcow2")], "efi")
+    root = ET.fromstring(xml)
+    assert root.findtext("name") == "db1" and root.findtext("vcpu") == "2"
+    assert root.find("memory").text == "2048" and root.find("memory").get("unit") == "MiB"
+    assert root.find("os").get("firmware") == "efi"
+    disks = root.findall("devices/disk")
+    assert [d.find("source").get("file") for d in disks] == ["/w/a b.qcow2", "/w/c.qcow2"]
+    assert [d.find("target").get("dev") for d in disks] == ["sda", "sdb"]
+    assert {d.find("driver").get("type") for d in disks} == {"qcow2"}
 
 
 def test_default_name() -> None:

@@ -2,7 +2,8 @@
 
 ``convert_with_virt_v2v`` runs::
 
-    virt-v2v -i vmx GUEST.vmx | -i disk DISK  -o local -os TMP -of qcow2 -on NAME
+    virt-v2v -i vmx GUEST.vmx | -i disk DISK | -i libvirtxml GUEST.xml
+             [--mac MAC:ip:...]  -o local -os TMP -of qcow2 -on NAME
 
 with libguestfs forced onto the direct backend and TCG (``libguestfs_env``), where ``TMP`` is
 a private directory inside ``out_dir``. Only when virt-v2v succeeds are its disks
@@ -34,13 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 from xml.etree.ElementTree import Element
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
 import defusedxml.ElementTree as DET
 
 from vmferry.errors import AlreadyExistsError, BadInputError, ToolError
 
-InputMode = Literal["vmx", "disk"]
+InputMode = Literal["vmx", "disk", "libvirtxml"]
 
 #: Packages virt-v2v needs at run time (it fails only at the very end without nbdkit).
 REQUIRED_TOOLS = {"virt-v2v": "virt-v2v", "nbdkit": "nbdkit", "nbdcopy": "libnbd-bin"}
@@ -294,13 +295,16 @@ def build_argv(
     out_dir: Path,
     name: str,
     out_format: str = "qcow2",
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """The virt-v2v command line (no -v/-x: its debug output is huge)."""
+    """The virt-v2v command line (no -v/-x: its debug output is huge); ``extra`` goes
+    before the output options (e.g. ``--mac MAC:ip:...``)."""
     return [
         "virt-v2v",
         "-i",
         input_mode,
         str(source),
+        *extra,
         "-o",
         "local",
         "-os",
@@ -310,6 +314,23 @@ def build_argv(
         "-on",
         name,
     ]
+
+
+def input_domain_xml(name: str, memory_mb: int, vcpus: int, disks: Sequence[Path],
+                     firmware: str = "bios") -> str:  # fmt: skip
+    """A minimal libvirt domain for ``-i libvirtxml``: the guest's local disks (qcow2, in
+    order, on SATA as the guest saw them on its source's controllers) and its size."""
+    devices = "".join(
+        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file={quoteattr(str(disk))}/><target dev='sd{chr(ord('a') + i)}' bus='sata'/>"
+        "</disk>"
+        for i, disk in enumerate(disks)
+    )
+    loader = " firmware='efi'" if firmware == "efi" else ""
+    return (f"<domain type='kvm'><name>{escape(name)}</name>"
+            f"<memory unit='MiB'>{memory_mb}</memory><vcpu>{vcpus}</vcpu>"
+            f"<os{loader}><type arch='x86_64'>hvm</type></os>"
+            f"<devices>{devices}</devices></domain>\n")  # fmt: skip
 
 
 def default_name(source: Path) -> str:
@@ -459,6 +480,7 @@ def convert_with_virt_v2v(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     name: str | None = None,
     appliance_kernel: ApplianceKernel | None = None,
+    extra: Sequence[str] = (),
 ) -> V2vResult:
     """Convert ``vmx_or_disk`` with virt-v2v into ``out_dir`` (disks ``NAME-sdX``, ``NAME.xml``).
 
@@ -467,8 +489,8 @@ def convert_with_virt_v2v(
     bad source or name, AlreadyExistsError if the outputs exist, V2vError (a ToolError) if
     virt-v2v fails or outlives ``timeout_s``; Ctrl-C kills virt-v2v's whole process tree.
     """
-    if input_mode not in ("vmx", "disk"):
-        raise BadInputError(f"input mode must be vmx or disk, not {input_mode!r}")
+    if input_mode not in ("vmx", "disk", "libvirtxml"):
+        raise BadInputError(f"input mode must be vmx, disk or libvirtxml, not {input_mode!r}")
     if not vmx_or_disk.is_file():
         raise BadInputError(f"{vmx_or_disk} does not exist or is not a file")
     reason = v2v_available(appliance_kernel)
@@ -493,6 +515,7 @@ def convert_with_virt_v2v(
             out_dir=work,
             name=out_name,
             out_format=out_format,
+            extra=extra,
         )
         lines = _run_v2v(
             argv,

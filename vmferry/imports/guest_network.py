@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from vmferry.model.agent import AgentView
 from vmferry.model.source_vm import GuestNetwork
 
-__all__ = ["AddressCheck", "addresses_kept", "all_back"]
+__all__ = ["AddressCheck", "addresses_kept", "all_back", "v2v_static_ips"]
 
 
 @dataclass(frozen=True)
@@ -37,3 +37,22 @@ def addresses_kept(source: GuestNetwork, seen: AgentView | None) -> tuple[Addres
 def all_back(checks: tuple[AddressCheck, ...]) -> bool:
     """Whether the agent answered and every NIC has all its addresses again."""
     return all(check.kept is True for check in checks)
+
+
+def v2v_static_ips(network: GuestNetwork) -> list[str]:
+    """virt-v2v's options that give a Windows guest's new NICs the source's addresses:
+    ``--mac MAC:ip:ADDRESS,GATEWAY,PREFIX,DNS...`` per IPv4 address (virt-v2v sets them in
+    the guest at its first boot, per MAC). IPv6 addresses are left out (virt-v2v takes
+    IPv4 there). Its fields are positional and it refuses an empty gateway, so without a
+    gateway only the address is given (virt-v2v's default prefix, no DNS)."""
+    args: list[str] = []
+    for mac, addresses in network.addresses:
+        for address in addresses:
+            ip, _, prefix = address.partition("/")
+            if ":" in ip:
+                continue
+            fields = [ip]
+            if network.gateway is not None:
+                fields += [network.gateway, *([prefix, *network.dns] if prefix else [])]
+            args += ["--mac", f"{mac.lower()}:ip:{','.join(fields)}"]
+    return args

@@ -45,7 +45,12 @@ from vmferry.drivers.libvirt_import import (
 from vmferry.errors import BadInputError, BlockedError, MigrationFailedError, VmferryError
 from vmferry.imports.domain_xml import render_domain_xml
 from vmferry.imports.findings import evaluate
-from vmferry.imports.guest_network import AddressCheck, addresses_kept, all_back
+from vmferry.imports.guest_network import (
+    AddressCheck,
+    addresses_kept,
+    all_back,
+    v2v_static_ips,
+)
 from vmferry.imports.mapping import ImportOptions, ImportPlan, PlannedDisk, plan_import
 from vmferry.model.disk_digest import copy_failure
 from vmferry.model.finding import Finding, Severity, is_blocked
@@ -203,8 +208,6 @@ def import_source(
             dest = replace(dest, pools=pools)
         findings = [*source_findings, *evaluate(vm, plan, dest, v2v_missing=_v2v_missing(plan))]
         findings += _existing_volumes(dst, plan, dest)
-        if plan.convert_guest and isinstance(request.source, VsphereVmRef):
-            findings.append(_NO_V2V_FROM_VSPHERE)
         xml = render_domain_xml(plan)
         clock.lap("plan")
         outcome = ImportOutcome(vm, host.name, "dry-run", None, tuple(findings), plan, xml,
@@ -218,8 +221,10 @@ def import_source(
             )
         if on_begin is not None:
             on_begin(plan)
-        if before_copy is not None:
-            before_copy(plan, lambda disk: _part_path(dest, disk))
+        if before_copy is not None:  # a vSphere guest to convert is fetched to the workdir
+            staged = _staged(request, plan)
+            before_copy(plan, (lambda disk: _staged_path(workdir, disk)) if staged
+                        else (lambda disk: _part_path(dest, disk)))  # fmt: skip
             clock.lap("stop")
         try:
             return _run(request, vm, plan, dest, dst, workdir, outcome, clock, note,
@@ -229,13 +234,15 @@ def import_source(
             raise ImportFailedError(failed) from exc
 
 
-_NO_V2V_FROM_VSPHERE = Finding(
-    "import.vsphere.convert_unsupported",
-    Severity.BLOCKER,
-    "the guest needs virt-v2v, which vmferry does not run on a vSphere source yet",
-    "Pass --convert-guest never when the guest has virtio drivers, or export the VM (OVA) "
-    "and import the file.",
-)
+def _staged(request: ImportRequest, plan: ImportPlan) -> bool:
+    """Whether the source's disks are first copied into the workdir: a vSphere guest that
+    virt-v2v converts (it reads local files)."""
+    return plan.convert_guest and isinstance(request.source, VsphereVmRef)
+
+
+def _staged_path(workdir: Path, disk: PlannedDisk) -> Path:
+    """Where a vSphere disk to convert is copied first (proved against the datastore)."""
+    return workdir / "datastore" / f"{disk.volume}.qcow2"
 
 
 def _file_copier(request: ImportRequest) -> CopyFn:
@@ -310,6 +317,8 @@ def _run(
     sources = list(plan.disks)
     converted = False
     if plan.convert_guest:
+        if _staged(request, plan):  # the datastore's disks, proved, then converted locally
+            plan = _fetch_staged(request, plan, workdir, clock, note, on_disk_progress, copy)
         sources, restored = _convert_guest(request, vm, plan, workdir, note)
         converted = True
         copy = _file_copier(request)  # virt-v2v's output is local
@@ -434,16 +443,41 @@ def _copy_disk(
     return DiskOutcome(disk.volume, qemu_img.allocated_bytes(part), match)
 
 
+def _fetch_staged(request: ImportRequest, plan: ImportPlan, workdir: Path, clock: _Clock,
+                  note: NoteFn, on_disk_progress: DiskProgressFn,
+                  copy: CopyFn) -> ImportPlan:  # fmt: skip
+    """Each vSphere disk copied into the workdir and proved equal to what was read from the
+    datastore (a warm import's copies are there already: proved only); the plan's disks
+    then point at those local copies, for virt-v2v."""
+    (workdir / "datastore").mkdir(exist_ok=True)
+    local = []
+    for disk in plan.disks:
+        staged = _staged_path(workdir, disk)
+        _copy_disk(request, disk, staged, False, clock, note, on_disk_progress, copy)
+        note(f"disk {disk.index}: proved equal to the datastore's before the conversion")
+        local.append(replace(disk, source_path=str(staged), source_format="qcow2"))
+    return replace(plan, disks=tuple(local))
+
+
 def _convert_guest(
     request: ImportRequest, vm: SourceVm, plan: ImportPlan, workdir: Path, note: NoteFn
 ) -> tuple[list[PlannedDisk], list[Finding]]:
     """Run virt-v2v; its disks (in the plan's order) replace the source's. The findings say
     which MACs virt-v2v lost (vmferry's own domain XML keeps them all)."""
-    from vmferry.drivers.virt_v2v import convert_with_virt_v2v
+    from vmferry.drivers.virt_v2v import convert_with_virt_v2v, input_domain_xml
 
     note("converting the guest with virt-v2v (minutes)")
-    assert isinstance(request.source, Path)  # import_source blocks conversion from vSphere
-    if request.source.suffix.lower() == ".vmx":
+    if isinstance(request.source, VsphereVmRef):  # its disks fetched into the workdir
+        given = workdir / "datastore" / f"{plan.name}.xml"
+        given.write_text(input_domain_xml(plan.name, vm.memory_mb, vm.vcpus,
+                                          [Path(d.source_path) for d in plan.disks],
+                                          vm.firmware.value))  # fmt: skip
+        windows = vm.guest_os.family == "windows"
+        result = convert_with_virt_v2v(
+            given, input_mode="libvirtxml", out_dir=workdir / "v2v", on_progress=note,
+            extra=v2v_static_ips(vm.guest_network) if windows else (),
+        )  # fmt: skip
+    elif request.source.suffix.lower() == ".vmx":
         result = convert_with_virt_v2v(
             request.source, input_mode="vmx", out_dir=workdir / "v2v", on_progress=note
         )

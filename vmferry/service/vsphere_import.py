@@ -24,7 +24,7 @@ from pathlib import Path
 
 from vmferry.drivers.vsphere import VsphereVmHandle, ssl_context, vsphere_session
 from vmferry.errors import BadInputError, VmferryError
-from vmferry.imports.mapping import PlannedDisk
+from vmferry.imports.mapping import PlannedDisk, needs_guest_conversion
 from vmferry.imports.vsphere_power import PowerAction, decide_power_off
 from vmferry.model.finding import Finding, Severity
 from vmferry.model.vsphere import VsphereVmRef
@@ -67,7 +67,8 @@ def import_from_vsphere(
         vm = source_vm_from_vsphere(handle.raw, inventory_vm)
         findings = disk_blockers(vm.name, list(handle.raw.disks))
         if vm.guest_network.addresses and vm.guest_os.family == "windows":
-            findings.append(_windows_addresses(vm.guest_network.addresses))
+            converted = needs_guest_conversion(vm, request.options.convert_guest)
+            findings.append(_windows_addresses(vm.guest_network.addresses, converted))
         warm = ref.strategy == "warm" and handle.power_state() == "poweredOn"
         if ref.strategy == "warm" and not warm:
             note(f"{ref.vm} is {handle.power_state()}: nothing changes while it is off, so it "
@@ -121,14 +122,25 @@ def import_from_vsphere(
             return replace(outcome, source_stopped=stopper.stopped)
 
 
-def _windows_addresses(addresses: tuple[tuple[str, tuple[str, ...]], ...]) -> Finding:
+def _windows_addresses(addresses: tuple[tuple[str, tuple[str, ...]], ...],
+                       converted: bool) -> Finding:  # fmt: skip
+    """A Windows guest's static addresses: given to its new NICs by virt-v2v (``--mac
+    MAC:ip:...``) when it converts the guest, else lost (Windows sees new NICs)."""
     shown = "; ".join(f"{mac}: {', '.join(found)}" for mac, found in addresses)
+    if converted:
+        return Finding(
+            "import.vsphere.static_ip_windows", Severity.INFO,
+            f"VMware Tools report these addresses in the Windows guest ({shown}); virt-v2v "
+            "sets the IPv4 ones again on its new NICs, per MAC, at their first boot",
+            "Nothing to do; after --start the import checks through the guest agent that "
+            "they came back (when the guest runs one).",
+        )  # fmt: skip
     return Finding(
         "import.vsphere.static_ip_windows", Severity.WARNING,
         f"VMware Tools report these addresses in the Windows guest ({shown}); its new NICs "
-        "on KVM do not get them: virt-v2v, which sets them per MAC, is not run on vSphere "
-        "sources yet",
-        "Set them again in the guest after the import (this finding lists them).",
+        "on KVM do not get them without virt-v2v (--convert-guest never)",
+        "Import with --convert-guest auto (virt-v2v sets them per MAC), or set them again "
+        "in the guest after the import (this finding lists them).",
     )  # fmt: skip
 
 
