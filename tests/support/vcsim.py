@@ -4,9 +4,10 @@
 :func:`running_vcsim` starts it on a free loopback port (port 0: the simulator binds it
 and prints its URL), over HTTPS with a fresh self-signed certificate written to the test's
 directory, and stops exactly that process when the block ends. A missing binary fails the
-test, naming `make install`: nothing is skipped silently. :func:`control` and
-:func:`write_disk` use the harness's test switches (a guest's writes into a disk, which its
-QueryChangedDiskAreas then reports: the header of main.go describes them).
+test, naming `make install`: nothing is skipped silently. :func:`control`,
+:func:`write_disk` and :func:`set_perf` use the harness's test switches (a guest's writes
+into a disk, which its QueryChangedDiskAreas then reports; a VM's performance statistics,
+which its QueryPerf then gives: the header of main.go describes them).
 """
 
 from __future__ import annotations
@@ -125,6 +126,24 @@ def write_disk(sim: Vcsim, disk: str, offset: int, data: bytes) -> int:
     answer = json.loads(_switch(sim, "write", {"disk": disk, "offset": offset}, data))
     seq: int = answer["seq"]
     return seq
+
+
+def set_perf(sim: Vcsim, vm: str, counters: dict[str, list[int]], interval_s: int = 20) -> None:
+    """The performance statistics of the VM named ``vm``: ``counters`` maps counter names
+    (``<group>.<name>.<rollup>`` of perfManager.perfCounter, ``cpu.usage.average``) to their
+    values, oldest first, all as many, ``interval_s`` apart; QueryPerf then gives exactly
+    those, the newest stamped now. Replaces what was set for ``vm``. A refusal (400: a bad
+    body or counter name, 404: no such VM) raises AssertionError with the harness's answer."""
+    import urllib.error
+
+    body = json.dumps({"interval_s": interval_s, "counters": counters}).encode()
+    try:
+        answer = json.loads(_switch(sim, "perf", {"vm": vm}, body))
+    except urllib.error.HTTPError as refused:
+        text = refused.read().decode(errors="replace").strip()
+        raise AssertionError(f"/vcsim-test/perf?vm={vm}: HTTP {refused.code}: {text}") from None
+    samples = len(next(iter(counters.values()), []))
+    assert answer == {"vm": vm, "samples": samples}, answer
 
 
 def _switch(

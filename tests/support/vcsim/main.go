@@ -51,6 +51,29 @@
 //     (the simulator names the snapshot, which pyvmomi refuses when it reads task.info).
 //   - A Fetch (pyvmomi's property accessor) of an unset property, such as vm.snapshot of a VM
 //     without snapshots, answers no value instead of the simulator's panic (see unsetFetch).
+//
+// Performance statistics set per VM, for the tests of vmferry's mapping of them (the
+// simulator's QueryPerf makes up noisy samples from canned data):
+//   - POST /vcsim-test/perf?vm=NAME with {"interval_s": S, "counters": {"cpu.usage.average":
+//     [v, ...], ...}} (int64 values, oldest first) sets that VM's series, replacing any set
+//     before: {"vm": NAME, "samples": N}. Counter names are "<group>.<name>.<rollup>" of
+//     perfManager.perfCounter (groupInfo.key, nameInfo.key, rollupType). 404: no VM of that
+//     name; 400: no vm=, a body that is not that JSON object, interval_s not > 0, no counters,
+//     an unknown counter name, an empty list or lists of different lengths N. No session.
+//   - PerformanceManager.QueryPerf answers each QuerySpec whose entity is a VM with series set
+//     from them, with no noise, whatever its intervalId: sample i (0: the oldest) is stamped
+//     now - (N-1-i)*S (whole seconds, UTC) with interval S; only samples with startTime <
+//     stamp <= endTime (when given: startTime exclusive, as vCenter's realtime statistics)
+//     are kept, then the newest maxSample of them (when > 0); one PerfEntityMetric, its
+//     sampleInfo and each PerfMetricIntSeries oldest first, zeros included (the simulator's
+//     encoder drops every 0 of its own series, see PerfMetricIntSeries). A metricId of a
+//     counter set, with instance "" or "*", gets its values (instance ""); any other
+//     metricId zeros, as many; no metricId: every counter set, by counter id. Other specs,
+//     and requests without such a spec, get the simulator's own answer. The simulator
+//     dispatches on the object registered under the moref, so a perfManager (embedding the
+//     simulator's PerformanceManager by value, see there) is registered in its place:
+//     QueryAvailablePerfMetric and perfManager.perfCounter stay the simulator's.
+//   - PerformanceManager.QueryPerfCounter answers (the simulator's panics on every call).
 package main
 
 import (
@@ -86,6 +109,7 @@ import (
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
@@ -97,6 +121,7 @@ import (
 type folderGuard struct {
 	next       http.Handler
 	cbt        *cbt
+	perf       *perf
 	mu         sync.Mutex
 	gets       int
 	active     int
@@ -130,6 +155,10 @@ func (w *cutWriter) Write(p []byte) (int, error) {
 func (g *folderGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/vcsim-test/write" {
 		g.cbt.write(w, r)
+		return
+	}
+	if r.URL.Path == "/vcsim-test/perf" {
+		g.perf.set(w, r)
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/vcsim-test/") {
@@ -552,6 +581,246 @@ func merged(areas []types.DiskChangeExtent, lo, hi int64) []types.DiskChangeExte
 	return out
 }
 
+// perf is the harness's performance statistics: the series /vcsim-test/perf sets per VM,
+// which QueryPerf then gives (see the header).
+type perf struct {
+	// counter names, "<group>.<name>.<rollup>", to perfCounter keys; perfCounter by key
+	ids    map[string]int32
+	info   map[int32]types.PerfCounterInfo
+	mu     sync.Mutex
+	series map[types.ManagedObjectReference]*perfSeries // by VM
+}
+
+// perfSeries: one VM's counters (by counter id), n values each, oldest first, interval
+// seconds apart. Never changed once stored: a new /vcsim-test/perf replaces it whole.
+type perfSeries struct {
+	interval int32
+	n        int
+	values   map[int32][]int64
+}
+
+// perfManager is the simulator's PerformanceManager with QueryPerf answered from the series
+// set (see QueryPerf). It is registered in the simulator's place, under the same moref, and
+// holds a copy of it by value: the property collector reads a wrapper's properties
+// (perfManager.perfCounter) through its first field, down to the mo type, and panics on a
+// pointer there (getManagedObject, property_collector.go). The copy shares the simulator's
+// counters and sample data (slices and maps), its other methods (QueryAvailablePerfMetric,
+// QueryPerfProviderSummary, ...) are promoted, and nothing in the simulator asserts the
+// type *simulator.PerformanceManager (its dispatcher finds methods by name, by reflection).
+type perfManager struct {
+	simulator.PerformanceManager
+	perf *perf
+}
+
+// installPerf puts a perfManager in place of the simulator's PerformanceManager.
+func installPerf() *perf {
+	si := simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance)
+	own, ok := simulator.Map.Get(*si.Content.PerfManager).(*simulator.PerformanceManager)
+	if !ok {
+		log.Fatalf("no PerformanceManager %v", si.Content.PerfManager)
+	}
+	p := &perf{ids: map[string]int32{}, info: map[int32]types.PerfCounterInfo{},
+		series: map[types.ManagedObjectReference]*perfSeries{}}
+	for _, counter := range own.PerfCounter {
+		p.info[counter.Key] = counter
+		if counter.GroupInfo != nil && counter.NameInfo != nil {
+			name := fmt.Sprintf("%s.%s.%s", counter.GroupInfo.GetElementDescription().Key,
+				counter.NameInfo.GetElementDescription().Key, counter.RollupType)
+			p.ids[name] = counter.Key // unique in the model: 560 counters, 560 names
+		}
+	}
+	simulator.Map.Put(&perfManager{PerformanceManager: *own, perf: p})
+	return p
+}
+
+// vmNamed: the simulator's VM of that name, or nil.
+func vmNamed(name string) *simulator.VirtualMachine {
+	for _, entity := range simulator.Map.All("VirtualMachine") {
+		if vm := entity.(*simulator.VirtualMachine); vm.Name == name {
+			return vm
+		}
+	}
+	return nil
+}
+
+// set is /vcsim-test/perf?vm=NAME: the body's series become the VM's (replacing any set
+// before): {"interval_s": S, "counters": {"<group>.<name>.<rollup>": [v, ...], ...}}.
+func (p *perf) set(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("vm")
+	switch {
+	case r.Method != http.MethodPost:
+		http.Error(w, "perf: POST the series", http.StatusMethodNotAllowed)
+		return
+	case name == "":
+		http.Error(w, "perf: needs vm=<name>", http.StatusBadRequest)
+		return
+	}
+	vm := vmNamed(name)
+	if vm == nil {
+		http.Error(w, fmt.Sprintf("perf: no VM %q", name), http.StatusNotFound)
+		return
+	}
+	var body struct {
+		IntervalS int32              `json:"interval_s"`
+		Counters  map[string][]int64 `json:"counters"`
+	}
+	decoder := json.NewDecoder(r.Body)
+	decoder.DisallowUnknownFields()
+	if err := decoder.Decode(&body); err != nil {
+		http.Error(w, fmt.Sprintf("perf: bad body: %v", err), http.StatusBadRequest)
+		return
+	}
+	if decoder.More() {
+		http.Error(w, "perf: bad body: more than one JSON value", http.StatusBadRequest)
+		return
+	}
+	series, err := p.parse(body.IntervalS, body.Counters)
+	if err != nil {
+		http.Error(w, "perf: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	p.series[vm.Self] = series
+	p.mu.Unlock()
+	out, _ := json.Marshal(map[string]interface{}{"vm": name, "samples": series.n})
+	w.Write(out)
+}
+
+// parse checks a /vcsim-test/perf body: a positive interval, at least one counter, every
+// name one of perfCounter's, every list of the same length, at least one value.
+func (p *perf) parse(interval int32, counters map[string][]int64) (*perfSeries, error) {
+	if interval <= 0 {
+		return nil, fmt.Errorf("interval_s must be a positive number of seconds, not %d", interval)
+	}
+	if len(counters) == 0 {
+		return nil, fmt.Errorf("no counters")
+	}
+	series := &perfSeries{interval: interval, n: -1, values: map[int32][]int64{}}
+	for name, values := range counters {
+		id, known := p.ids[name]
+		switch {
+		case !known:
+			return nil, fmt.Errorf("no counter %q (<group>.<name>.<rollup> of perfCounter)", name)
+		case len(values) == 0:
+			return nil, fmt.Errorf("counter %q has no values", name)
+		case series.n >= 0 && len(values) != series.n:
+			return nil, fmt.Errorf("counter %q has %d values, another %d", name, len(values),
+				series.n)
+		}
+		series.n = len(values)
+		series.values[id] = values
+	}
+	return series, nil
+}
+
+// QueryPerfCounter: the counters of these ids, InvalidArgument for an unknown one, as the
+// simulator's would (0.24.2), which writes into a response it never allocated and so
+// panics on every call (the client sees the connection closed).
+func (m *perfManager) QueryPerfCounter(ctx *simulator.Context,
+	req *types.QueryPerfCounter) soap.HasFault {
+	body := &methods.QueryPerfCounterBody{Req: req, Res: &types.QueryPerfCounterResponse{}}
+	for _, id := range req.CounterId {
+		info, ok := m.perf.info[id]
+		if !ok {
+			body.Fault_ = simulator.Fault("", &types.InvalidArgument{InvalidProperty: "CounterId"})
+			return body
+		}
+		body.Res.Returnval = append(body.Res.Returnval, info)
+	}
+	return body
+}
+
+// QueryPerf answers each QuerySpec whose entity has series set from them (see answer) and
+// leaves the others, and every request without such a spec, to the simulator.
+func (m *perfManager) QueryPerf(ctx *simulator.Context, req *types.QueryPerf) soap.HasFault {
+	now := time.Now().UTC().Truncate(time.Second)
+	own := map[int]*types.PerfEntityMetric{}
+	others := *req
+	others.QuerySpec = nil
+	for i, spec := range req.QuerySpec {
+		if metric := m.perf.answer(spec, now); metric != nil {
+			own[i] = metric
+		} else {
+			others.QuerySpec = append(others.QuerySpec, spec)
+		}
+	}
+	if len(own) == 0 {
+		return m.PerformanceManager.QueryPerf(ctx, req)
+	}
+	body := m.PerformanceManager.QueryPerf(ctx, &others).(*methods.QueryPerfBody)
+	body.Req = req
+	theirs := body.Res.Returnval
+	body.Res.Returnval = make([]types.BasePerfEntityMetricBase, len(req.QuerySpec))
+	for i := range req.QuerySpec {
+		if metric, ok := own[i]; ok {
+			body.Res.Returnval[i] = metric
+		} else {
+			body.Res.Returnval[i], theirs = theirs[0], theirs[1:]
+		}
+	}
+	return body
+}
+
+// PerfMetricIntSeries is types.PerfMetricIntSeries without omitempty on its values: the
+// SOAP encoder (vim25/xml) applies it to each element of a slice, so every sample of value 0
+// would be left out and the series come out shorter than sampleInfo (the simulator's own
+// answers have this flaw). Its name is the xsi:type the encoder writes.
+type PerfMetricIntSeries struct {
+	types.PerfMetricSeries
+	Value []int64 `xml:"value"`
+}
+
+// answer: what QueryPerf gives for spec when its entity has series set, else nil. Sample i
+// (0: the oldest of n) is stamped now - (n-1-i)*interval; those with startTime < stamp <=
+// endTime are kept (vCenter's realtime semantics), then the newest maxSample of them. Each
+// metricId gets the values set for its counter (instance "" or "*": answered as ""), or
+// zeros (its id as asked); no metricId: every counter set, by id.
+func (p *perf) answer(spec types.PerfQuerySpec, now time.Time) *types.PerfEntityMetric {
+	p.mu.Lock()
+	series := p.series[spec.Entity]
+	p.mu.Unlock()
+	if series == nil {
+		return nil
+	}
+	metric := &types.PerfEntityMetric{PerfEntityMetricBase: types.PerfEntityMetricBase{
+		Entity: spec.Entity}}
+	var kept []int
+	for i := 0; i < series.n; i++ {
+		age := time.Duration(series.n-1-i) * time.Duration(series.interval) * time.Second
+		stamp := now.Add(-age)
+		if (spec.StartTime != nil && !stamp.After(*spec.StartTime)) ||
+			(spec.EndTime != nil && stamp.After(*spec.EndTime)) {
+			continue
+		}
+		kept = append(kept, i)
+		metric.SampleInfo = append(metric.SampleInfo,
+			types.PerfSampleInfo{Timestamp: stamp, Interval: series.interval})
+	}
+	if limit := int(spec.MaxSample); limit > 0 && len(kept) > limit {
+		kept, metric.SampleInfo = kept[len(kept)-limit:], metric.SampleInfo[len(kept)-limit:]
+	}
+	ids := spec.MetricId
+	if len(ids) == 0 {
+		for id := range series.values {
+			ids = append(ids, types.PerfMetricId{CounterId: id})
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i].CounterId < ids[j].CounterId })
+	}
+	for _, id := range ids {
+		values, set := series.values[id.CounterId]
+		out := &PerfMetricIntSeries{PerfMetricSeries: types.PerfMetricSeries{Id: id},
+			Value: make([]int64, len(kept))}
+		if set && (id.Instance == "" || id.Instance == "*") {
+			out.Id.Instance = ""
+			for j, i := range kept {
+				out.Value[j] = values[i]
+			}
+		}
+		metric.Value = append(metric.Value, out)
+	}
+	return metric
+}
+
 // toolsRunning marks VMware Tools as running in the VMs named.
 func toolsRunning(names string) {
 	wanted := map[string]bool{}
@@ -680,12 +949,14 @@ func main() {
 	guestNetworks(*guestNet)
 	changes := &cbt{log: map[string][]extent{}}
 	simulator.Map.AddHandler(changes)
+	statistics := installPerf()
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(*certPath)}}
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, *password)}
 	server := model.Service.NewServer()
 	defer server.Close()
 	// swapped before anyone knows the URL (printed below), so before the first request
-	server.Config.Handler = &folderGuard{next: server.Config.Handler, cbt: changes}
+	server.Config.Handler = &folderGuard{next: server.Config.Handler, cbt: changes,
+		perf: statistics}
 
 	shown := *server.URL
 	shown.User = nil
