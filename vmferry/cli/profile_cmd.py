@@ -10,7 +10,7 @@ from rich.table import Table
 
 from vmferry.cli.output import console, err_console, print_json
 from vmferry.client.remote import remote_api
-from vmferry.errors import BadInputError, StoppedFollowingError
+from vmferry.errors import BadInputError, NoRemoteFormError, StoppedFollowingError
 from vmferry.model.workload import ProfileSample
 from vmferry.predict.profile import ProfileSummary, Stat
 from vmferry.predict.rightsize import RightSizing
@@ -25,15 +25,24 @@ NET = "{:.2f}"
 
 
 def profile(
-    vm: str | None = typer.Argument(None, help="The running VM to profile."),
+    vm: str | None = typer.Argument(
+        None, help="The running VM to profile, or vsphere://SOURCE/VM (vCenter's statistics)."
+    ),
     host: str | None = typer.Option(None, "--host", help="Profile every running VM of it."),
-    duration: float = typer.Option(60, "--duration", help="Seconds to sample for."),
+    duration: float | None = typer.Option(
+        None,
+        "--duration",
+        help="Seconds to sample for (60); for vsphere:// the last seconds vCenter measured "
+        "(3600, at most).",
+    ),
     interval: float = typer.Option(1, "--interval", help="Seconds between samples."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Sample CPU, memory, disk, network and dirty rate into the store; recommend a size.
 
-    Ctrl-C stops early and keeps what was sampled. JSON: one object per VM (a list with
+    A vSphere VM (vsphere://SOURCE/VM) is not sampled from now on: its last hour of
+    vCenter's realtime statistics (20 s each) is read at once (no dirty rate: vSphere has
+    none). Ctrl-C stops early and keeps what was sampled. JSON: one object per VM (a list with
     --host): {"vm", "host", "samples", "interrupted", "first_at", "last_at", "stats":
     {metric: {"mean", "p95", "max"}}, "zero_fraction", "rightsizing": {"vcpus",
     "memory_bytes", "recommended_vcpus", "recommended_memory_bytes", "cpu_p95",
@@ -51,14 +60,17 @@ def profile(
 
     if (vm is None) == (host is None):
         raise BadInputError("profile either one VM or one host (--host), not both or neither")
-    api = remote_api()
-    if api is not None:
-        with api:
-            runs = profile_remote(api, vm, host, duration, interval)
+    if vm is not None and vm.startswith("vsphere://"):
+        runs = [_profile_vsphere(vm, duration, interval)]
     else:
-        runs = profile_service(
-            vm, host=host, duration_s=duration, interval_s=interval, on_sample=show
-        )
+        api = remote_api()
+        if api is not None:
+            with api:
+                runs = profile_remote(api, vm, host, duration or 60, interval)
+        else:
+            runs = profile_service(
+                vm, host=host, duration_s=duration or 60, interval_s=interval, on_sample=show
+            )
     if json_out:
         docs = [run_json(r) for r in runs]
         print_json(docs if host is not None else docs[0])
@@ -75,6 +87,26 @@ def profile(
         console.print(f"{run.vm}: {flag}{run.summary.rightsizing.reason}", highlight=False)
     if any(r.interrupted for r in runs):
         err_console.print("interrupted: the samples taken so far are stored")
+
+
+def _profile_vsphere(ref: str, duration: float | None, interval: float) -> ProfileRun:
+    """`vmferry profile vsphere://SOURCE/VM`: vCenter's statistics of the VM."""
+    from vmferry.cli.sources_cmd import password_for
+    from vmferry.service.vsphere_profile import REALTIME_KEPT_S, profile_vsphere
+    from vmferry.service.vsphere_sources import get_source
+    from vmferry.sources.vsphere_vm import parse_vsphere_vm_ref
+
+    if interval != 1:
+        raise BadInputError("--interval is vCenter's own for vsphere:// (a sample every 20 s)")
+    if remote_api() is not None:
+        raise NoRemoteFormError("profile vsphere:// has no remote form yet: unset VMFERRY_URL")
+    source, name = parse_vsphere_vm_ref(ref)
+    password = password_for(get_source(source))
+    run = profile_vsphere(source, name, password, since_s=duration or REALTIME_KEPT_S)
+    err_console.print(f"[dim]•[/dim] {name}: {run.summary.samples} samples of vCenter's "
+                      f"statistics, {run.summary.first_at} to {run.summary.last_at}",
+                      highlight=False)  # fmt: skip
+    return run
 
 
 def run_json(run: ProfileRun) -> dict[str, Any]:

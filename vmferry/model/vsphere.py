@@ -21,6 +21,7 @@ __all__ = [
     "RawAllocation",
     "RawDisk",
     "RawNic",
+    "RawPerf",
     "RawVm",
     "VsphereDisk",
     "VsphereNic",
@@ -188,3 +189,15 @@ class RawVm:
     properties: Mapping[str, object]
     disks: Sequence[RawDisk]
     nics: Sequence[RawNic]
+
+
+@dataclass(frozen=True)
+class RawPerf:
+    """A VM's performance statistics as vCenter keeps them (``QueryPerf``): the samples'
+    times (ISO 8601 UTC, oldest first), their interval (20 s: the realtime statistics),
+    and per counter (``cpu.usage.average``, ...) one value per sample (None: vCenter had
+    none, -1 on the wire); a counter vCenter does not offer for the VM is absent."""
+
+    interval_s: int
+    taken_at: tuple[str, ...]
+    series: dict[str, tuple[int | None, ...]]

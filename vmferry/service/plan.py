@@ -60,13 +60,16 @@ from vmferry.service.auto_strategy import disks_to_copy
 from vmferry.service.jobs import cancel_job
 from vmferry.service.lease import owner_of
 from vmferry.service.plan_imports import (
-    IMPORT_CUTOVER_S,
+    ImportChoice,
     InventoryFn,
     PasswordFn,
+    ProfilesFn,
     SourceFacts,
     choose_import,
+    disk_writes,
     env_password,
     import_doc,
+    read_profiles,
 )
 from vmferry.service.predict import DEFAULT_LINK_BYTES_S, calibration_from_store, gather_inputs
 from vmferry.service.rehearse import Rehearsal, rehearse, rehearsed_boots
@@ -216,6 +219,7 @@ def create_plan(
     assess: AssessFn | None = None,
     password: PasswordFn = env_password,
     read_inventory: InventoryFn = inventory,
+    profiles_of: ProfilesFn = read_profiles,
 ) -> PlanRecord:
     """Load, measure, plan, choose the strategies, and store a new ``pending`` plan.
 
@@ -223,8 +227,10 @@ def create_plan(
     placed must copy to its placement; when some must, the plan is made again with those
     placements kept, so that the schedule counts the copies. The VMs of vSphere sources
     are read from their inventories (``read_inventory``, logged in with ``password``;
-    :mod:`vmferry.service.plan_imports`). Raises ``BadInputError`` (exit 2) for a bad plan
-    file or an infeasible plan (``PlanInfeasibleError``)."""
+    :mod:`vmferry.service.plan_imports`), and the running ones' last hour of statistics
+    (``profiles_of``: their disk writes size a warm import's cutover). Raises
+    ``BadInputError`` (exit 2) for a bad plan file or an infeasible plan
+    (``PlanInfeasibleError``)."""
     store = store or open_store()
     facts = SourceFacts(store, password, read_inventory)
     spec = load_plan(path, facts=facts)
@@ -234,10 +240,20 @@ def create_plan(
     predictions: dict[str, Prediction] = {}
 
     imported = {vm.name for vm in spec.vms if spec.imports(vm)}
+    writes = _import_writes(spec, facts, profiles_of, store)
+    entries = {vm.name: vm for vm in spec.vms}
+
+    def import_choice(vm: str, nbytes: int, rate_bytes_s: float) -> ImportChoice:
+        entry = entries[vm]
+        hint = entry.strategy or spec.defaults.strategy
+        return choose_import(hint if hint in IMPORT_STRATEGIES else "auto", entry.source,
+                             facts.vms[(entry.source, vm)].power_state, nbytes, rate_bytes_s,
+                             spec.defaults.precopy_interval_s, writes.get(vm))  # fmt: skip
 
     def predictor(estimate: TransferEstimate) -> float:
         if estimate.vm in imported:  # its disks read from the datastore, then its cutover
-            return estimate.transfer_bytes * 8 / estimate.rate_bps + IMPORT_CUTOVER_S
+            return import_choice(estimate.vm, estimate.transfer_bytes,
+                                 estimate.rate_bps / 8).duration_s  # fmt: skip
         found = measured.get(estimate.vm)
         if found is None:  # the planner's own default: bytes over the bandwidth
             return estimate.transfer_bytes * 8 / estimate.rate_bps
@@ -253,7 +269,6 @@ def create_plan(
         return predictions[estimate.vm].total_time_ms / 1000 + disks_s + overhead
 
     schedule = plan(spec, method=method, time_limit_s=time_limit_s, predict=predictor)
-    entries = {vm.name: vm for vm in spec.vms}
     placed = {} if assess is None else _assess_placed(spec, schedule, measured, assess)
     if placed:  # planned again, each placement kept, so that the schedule counts the copies
         pinned = spec.model_copy(update={"vms": [
@@ -267,7 +282,15 @@ def create_plan(
                                       "see)") from exc  # fmt: skip
     boots = rehearsed_boots(store)
     items = [
-        _import_item(order, m, entries[m.vm], spec, facts.vms[(entries[m.vm].source, m.vm)])
+        _import_item(
+            order,
+            m,
+            entries[m.vm],
+            spec,
+            facts.vms[(entries[m.vm].source, m.vm)],
+            import_choice(m.vm, m.transfer_bytes, m.bandwidth_mbps * 1e6 / 8),
+            writes.get(m.vm),
+        )
         if m.vm in imported
         else _item(
             order,
@@ -362,18 +385,36 @@ def _item(
     )
 
 
+def _import_writes(spec: PlanSpec, facts: SourceFacts, profiles_of: ProfilesFn,
+                   store: Store) -> dict[str, float]:  # fmt: skip
+    """Per running VM of a vSphere source, its disks' writes (p95 of the last hour of
+    vCenter's statistics, stored as its profile); a source that gives none leaves its VMs
+    out (their cutovers then count no last changes, and say so)."""
+    running: dict[str, list[str]] = {}
+    for (source, name), found in facts.vms.items():
+        if found.power_state == "poweredOn":
+            running.setdefault(source, []).append(name)
+    writes: dict[str, float] = {}
+    for source, names in running.items():
+        try:
+            runs = profiles_of(source, names, facts.passwords[source], store)
+        except VmferryError:  # the statistics are a refinement: the plan is made without
+            continue
+        for name, run in runs.items():
+            write = disk_writes(run)
+            if write is not None:
+                writes[name] = write
+    return writes
+
+
 def _import_item(order: int, m: ScheduledMigration, vm: VmEntry, spec: PlanSpec,
-                 found: VsphereVm) -> PlanItem:  # fmt: skip
+                 found: VsphereVm, choice: ImportChoice,
+                 write_bytes_s: float | None) -> PlanItem:  # fmt: skip
     """The item of a VM imported from a vSphere source (:func:`choose_import`)."""
-    hint = vm.strategy or spec.defaults.strategy
-    copy_s = m.transfer_bytes * 8 / (m.bandwidth_mbps * 1e6)
-    choice = choose_import(hint if hint in IMPORT_STRATEGIES else "auto", vm.source,
-                           found.power_state, m.transfer_bytes, copy_s,
-                           spec.defaults.precopy_interval_s)  # fmt: skip
     detail: dict[str, Any] = {
-        "measured": False,
+        "measured": write_bytes_s is not None,
         "max_downtime_ms": vm_max_downtime_ms(vm, spec.defaults),
-        "import": import_doc(choice, found, vm.source, m.transfer_bytes, m.end_s),
+        "import": import_doc(choice, found, vm.source, m.transfer_bytes, m.end_s, write_bytes_s),
     }
     return PlanItem(vm=m.vm, wave=m.wave, order=order, source=m.source,
                     destination=m.destination, strategy=choice.strategy,

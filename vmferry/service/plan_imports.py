@@ -26,6 +26,7 @@ from vmferry.model.vsphere import PASSWORD_ENV, VsphereSource, VsphereVm, Vspher
 from vmferry.plan.schema import PlanSpec
 from vmferry.service.import_job import ImportJobRun
 from vmferry.service.import_vm import ImportRequest, NoteFn
+from vmferry.service.profile import ProfileRun
 from vmferry.service.vsphere_sources import get_source, inventory
 from vmferry.store.db import Store
 
@@ -35,12 +36,15 @@ __all__ = [
     "ImportItemResult",
     "InventoryFn",
     "PasswordFn",
+    "ProfilesFn",
     "SourceFacts",
     "choose_import",
     "cutover_time",
+    "disk_writes",
     "env_password",
     "import_doc",
     "import_sources",
+    "read_profiles",
     "run_import_item",
 ]
 
@@ -87,13 +91,15 @@ class SourceFacts:
                  read: InventoryFn = inventory) -> None:  # fmt: skip
         self.store, self.password, self.read = store, password, read
         self.vms: dict[tuple[str, str], VsphereVm] = {}
+        self.passwords: dict[str, str] = {}  # per source, as given once
         self._inventories: dict[str, list[VsphereVm]] = {}
 
     def __call__(self, source: str, vm: str) -> dict[str, int] | str:
         if source not in self._inventories:
             registered = get_source(source, self.store)
+            self.passwords[source] = self.password(registered)
             try:
-                self._inventories[source] = self.read(registered, self.password(registered))
+                self._inventories[source] = self.read(registered, self.passwords[source])
             except VmferryError as exc:
                 raise type(exc)(f"vSphere source {source}: {exc.message}") from exc
         found = next((v for v in self._inventories[source] if v.name == vm), None)
@@ -107,55 +113,93 @@ class SourceFacts:
 @dataclass(frozen=True)
 class ImportChoice:
     """How a plan imports one VM: ``strategy`` warm or cold, why, the stop it predicts,
-    the seconds its cutover takes at the end of its migration, and whether it is started
-    on KVM (it ran on vSphere)."""
+    the seconds its cutover takes at the end of its migration, the whole migration's
+    seconds (the copy, then the cutover), and whether it is started on KVM (it ran on
+    vSphere)."""
 
     strategy: str
     reason: str
     downtime_ms: int
     cutover_s: float
+    duration_s: float
     start: bool
 
 
-def choose_import(hint: str, source: str, power_state: str, disk_bytes: int, copy_s: float,
-                  interval_s: float,
-                  cutover_s: float = IMPORT_CUTOVER_S) -> ImportChoice:  # fmt: skip
+def choose_import(hint: str, source: str, power_state: str, disk_bytes: int,
+                  rate_bytes_s: float, interval_s: float,
+                  write_bytes_s: float | None = None) -> ImportChoice:  # fmt: skip
     """The import of a VM in ``power_state`` on vSphere source ``source`` whose disks
-    (``disk_bytes``) take ``copy_s`` to read; ``hint`` is the plan file's strategy (auto,
-    warm or cold). Pure."""
+    (``disk_bytes``) are read at ``rate_bytes_s``; ``hint`` is the plan file's strategy
+    (auto, warm or cold); ``write_bytes_s`` its disks' writes (p95 of vCenter's
+    statistics; None: not known). A warm import's cutover copies what was written since
+    its last precopy: at most ``interval_s`` of writes. Pure."""
     on = power_state == "poweredOn"
+    copy_s = disk_bytes / rate_bytes_s
     size = f"{disk_bytes / MIB:.0f} MiB, about {copy_s:.0f} s"
     if on and hint in ("auto", "warm"):
         why = ("set in the plan file (strategy: warm)" if hint == "warm"
                else f"it runs on vSphere source {source}")  # fmt: skip
+        changed = 0.0 if write_bytes_s is None else min(disk_bytes, write_bytes_s * interval_s)
+        cutover_s = IMPORT_CUTOVER_S + changed / rate_bytes_s
+        if write_bytes_s is None:
+            writes = ("; its disk writes are not known (no statistics from vCenter): the "
+                      "last changes are not counted")  # fmt: skip
+        else:
+            writes = (f"; its disks are written at {write_bytes_s / MIB:.1f} MiB/s (p95 of "
+                      f"vCenter's statistics): the cutover copies up to {changed / MIB:.0f} "
+                      "MiB")  # fmt: skip
+            if write_bytes_s >= rate_bytes_s:
+                writes += (f", and every precopy falls behind (written faster than its "
+                           f"{rate_bytes_s / MIB:.1f} MiB/s share reads)")  # fmt: skip
         return ImportChoice("warm", f"{why}: a warm import reads its disks ({size}) while it "
                             f"runs, then what changed every {interval_s:g} s; it stops only "
                             f"for the cutover at the end of its slot (about {cutover_s:.0f} s: "
-                            "shutdown through VMware Tools, the last changes, the first boot)",
-                            round(cutover_s * 1000), cutover_s, True)  # fmt: skip
+                            f"shutdown through VMware Tools, the last changes, the first "
+                            f"boot){writes}", round(cutover_s * 1000), cutover_s,
+                            copy_s + cutover_s, True)  # fmt: skip
+    cutover_s = IMPORT_CUTOVER_S
     if on:
         stop = copy_s + cutover_s
         return ImportChoice("cold", f"set in the plan file (strategy: cold): it is shut down "
                             f"through VMware Tools and stays off while its disks ({size}) "
                             f"are read: about {stop:.0f} s", round(stop * 1000), cutover_s,
-                            True)  # fmt: skip
+                            stop, True)  # fmt: skip
     why = f"it is {power_state} on vSphere source {source}"
     if hint == "warm":
         why = f"set in the plan file (strategy: warm), but {why}: nothing changes while it is off"
     return ImportChoice("cold", f"{why}: a cold import reads its disks ({size}) once and "
                         "defines it on its destination, where it stays off", 0, cutover_s,
-                        False)  # fmt: skip
+                        copy_s + cutover_s, False)  # fmt: skip
 
 
 def import_doc(choice: ImportChoice, vm: VsphereVm, source: str, disk_bytes: int,
-               end_s: int) -> dict[str, Any]:  # fmt: skip
+               end_s: int, write_bytes_s: float | None) -> dict[str, Any]:  # fmt: skip
     """What a plan item keeps of its import (``prediction["import"]``): the source, the VM's
-    power state, what is read, whether it starts, and a warm one's cutover as seconds from
-    the plan's start (its migration's end less the cutover)."""
+    power state, what is read, its disks' writes (p95, vCenter's statistics; None: not
+    known), whether it starts, and a warm one's cutover as seconds from the plan's start
+    (its migration's end less the cutover)."""
     cutover_at = max(0, round(end_s - choice.cutover_s)) if choice.strategy == "warm" else None
     return {"source": source, "power_state": vm.power_state, "disk_bytes": disk_bytes,
-            "start": choice.start, "cutover_s": choice.cutover_s,
-            "cutover_at_s": cutover_at}  # fmt: skip
+            "disk_write_bytes_s": write_bytes_s, "start": choice.start,
+            "cutover_s": round(choice.cutover_s, 1), "cutover_at_s": cutover_at}  # fmt: skip
+
+
+ProfilesFn = Callable[[str, Sequence[str], str, Store], dict[str, ProfileRun]]
+
+
+def read_profiles(source: str, vms: Sequence[str], password: str,
+                  store: Store) -> dict[str, ProfileRun]:  # fmt: skip
+    """The last hour of vCenter's statistics of ``vms`` (one login), stored as their
+    profiles (:func:`vmferry.service.vsphere_profile.profile_many`)."""
+    from vmferry.service.vsphere_profile import profile_many
+
+    return profile_many(source, vms, password, store=store)
+
+
+def disk_writes(run: ProfileRun | None) -> float | None:
+    """The p95 of a profile's disk writes (bytes/s), None without one."""
+    stat = None if run is None else run.summary.stats.get("disk_write_bytes_s")
+    return None if stat is None else stat.p95
 
 
 def cutover_time(spec: PlanSpec, started_at: str | None, cutover_at_s: float | None,

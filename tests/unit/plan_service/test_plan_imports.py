@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from support.vcsim import Vcsim, running_vcsim
+from support.vcsim import Vcsim, running_vcsim, set_perf
 from support.vcsim_disks import admin, find_vm, wait
 
 from vmferry.errors import BadInputError, NotFoundError
@@ -25,6 +25,7 @@ from vmferry.service.plan_imports import (
     import_sources,
 )
 from vmferry.service.plan_run import run_plan
+from vmferry.service.profile import ProfileRun
 from vmferry.service.vsphere_sources import add_source, inventory
 from vmferry.service.warm_cutover import WarmCancelledError
 from vmferry.store.db import Store
@@ -109,20 +110,38 @@ def test_imports_refuse_what_only_moves_between_hosts_have() -> None:
 
 
 def test_a_running_vm_is_imported_warm_and_one_that_is_off_cold() -> None:
-    warm = choose_import("auto", "vc", "poweredOn", 2**30, 8.6, 3600)
+    rate = 125e6  # 1 Gbit/s
+    warm = choose_import("auto", "vc", "poweredOn", 2**30, rate, 3600)
     assert (warm.strategy, warm.start, warm.downtime_ms) == ("warm", True, 60_000)
+    assert warm.duration_s == pytest.approx(2**30 / rate + IMPORT_CUTOVER_S)
     assert "it runs on vSphere source vc: a warm import reads its disks (1024 MiB, " in (
         warm.reason
     )
-    cold = choose_import("auto", "vc", "poweredOff", 2**30, 8.6, 3600)
+    assert "its disk writes are not known" in warm.reason
+    cold = choose_import("auto", "vc", "poweredOff", 2**30, rate, 3600)
     assert (cold.strategy, cold.start, cold.downtime_ms) == ("cold", False, 0)
-    asked_warm = choose_import("warm", "vc", "poweredOff", 2**30, 8.6, 3600)
+    asked_warm = choose_import("warm", "vc", "poweredOff", 2**30, rate, 3600)
     assert asked_warm.strategy == "cold" and "nothing changes while it is off" in (
         asked_warm.reason
     )
-    asked_cold = choose_import("cold", "vc", "poweredOn", 2**30, 8.6, 3600)
+    asked_cold = choose_import("cold", "vc", "poweredOn", 2**30, rate, 3600)
     assert asked_cold.strategy == "cold" and asked_cold.start
-    assert asked_cold.downtime_ms == round((8.6 + IMPORT_CUTOVER_S) * 1000)
+    assert asked_cold.downtime_ms == round((2**30 / rate + IMPORT_CUTOVER_S) * 1000)
+
+
+def test_a_warm_cutover_copies_what_the_vm_writes_in_one_interval() -> None:
+    rate = 125e6
+    written = choose_import("auto", "vc", "poweredOn", 2**30, rate, 600, 2**20 / 4)
+    changed = 600 * 2**20 / 4  # 150 MiB: a quarter MiB/s for one interval
+    assert written.cutover_s == pytest.approx(IMPORT_CUTOVER_S + changed / rate)
+    assert written.duration_s == pytest.approx(2**30 / rate + written.cutover_s)
+    assert (
+        "written at 0.2 MiB/s (p95 of vCenter's statistics): the cutover copies up to "
+        "150 MiB" in written.reason
+    )
+    capped = choose_import("auto", "vc", "poweredOn", 2**30, 2**20, 3600, 2 * 2**20)
+    assert capped.cutover_s == pytest.approx(IMPORT_CUTOVER_S + 2**30 / 2**20)  # the disk
+    assert "every precopy falls behind" in capped.reason
 
 
 def test_the_cutover_time_counts_from_start_at_else_from_the_first_run() -> None:
@@ -159,8 +178,11 @@ def test_plan_create_reads_the_source_and_schedules_the_cutover_in_the_window(
     sim: Vcsim, store: Store, tmp_path: Path
 ) -> None:
     register(store, sim)
-    path = tmp_path / "plan.yaml"
-    path.write_text(PLAN)
+    set_perf(sim, "DC0_H0_VM0", {"disk.write.average": [256] * 30})  # KBps, the last 10 min
+    path = tmp_path / "plan.yaml"  # VM0's disks said to hold 2 GiB: the simulator's hold 1 MiB
+    path.write_text(PLAN.replace("{name: DC0_H0_VM0, source: vc, destination: kvm1}",
+                                 "{name: DC0_H0_VM0, source: vc, destination: kvm1, "
+                                 "bytes: 2147483648}"))  # fmt: skip
     record = create_plan(path, store=store, password=lambda _s: sim.password)
     source = store_source(store)
     vms = {vm.name: vm for vm in inventory(source, sim.password)}
@@ -169,16 +191,27 @@ def test_plan_create_reads_the_source_and_schedules_the_cutover_in_the_window(
         found = vms[entry.name]
         assert (entry.memory_mb, entry.vcpus) == (found.memory_mb, found.vcpus)
         # summary.storage.committed (the simulator gives none for its own VMs), else the
-        # disks' capacities
-        assert entry.bytes == (found.committed_bytes or sum(d.capacity_bytes for d in found.disks))
-        assert entry.bytes
+        # disks' capacities; the plan file's own value kept
+        read = found.committed_bytes or sum(d.capacity_bytes for d in found.disks)
+        assert entry.bytes == (2**31 if entry.name == "DC0_H0_VM0" else read)
+        assert read
     items = {i.vm: i for i in record.items}
     warm, cold = items["DC0_H0_VM0"], items["DC0_H0_VM1"]
     assert (warm.strategy, cold.strategy) == ("warm", "cold")
     assert cold.destination == "kvm1" and cold.source == "vc"
     doc = warm.prediction["import"]
     assert doc["source"] == "vc" and doc["power_state"] == "poweredOn" and doc["start"]
-    assert doc["cutover_at_s"] == warm.predicted_end_s - IMPORT_CUTOVER_S
+    # its disk writes (vCenter's statistics) for one precopy interval (600 s), read at the
+    # VM's share of kvm1's 1 Gbit/s link (4 slots: 250 Mbit/s)
+    assert doc["disk_write_bytes_s"] == 256 * 1024
+    changed = 256 * 1024 * 600
+    assert doc["cutover_s"] == round(IMPORT_CUTOVER_S + changed / 31.25e6, 1)
+    assert (
+        "written at 0.2 MiB/s (p95 of vCenter's statistics): the cutover copies up to "
+        "150 MiB" in warm.strategy_reason
+    )
+    assert doc["cutover_at_s"] == round(warm.predicted_end_s - IMPORT_CUTOVER_S - changed / 31.25e6)
+    assert len(store.profile_samples("DC0_H0_VM0")) == 30  # kept as its profile
     assert warm.predicted_start_s >= 3600 and warm.predicted_end_s <= 7200
     assert cold.prediction["import"]["start"] is False
     assert cold.prediction["import"]["cutover_at_s"] is None
@@ -224,7 +257,11 @@ def made_plan(store: Store, tmp_path: Path) -> str:
     path = tmp_path / "plan.yaml"
     path.write_text(PLAN)
     return create_plan(path, store=store, password=lambda _s: "pw",
-                       read_inventory=fake_inventory).id  # fmt: skip
+                       read_inventory=fake_inventory, profiles_of=no_profiles).id  # fmt: skip
+
+
+def no_profiles(_source: str, _vms: object, _password: str, _store: Store) -> dict[str, ProfileRun]:
+    return {}
 
 
 def test_plan_run_imports_each_vm_and_cuts_a_warm_one_over_when_scheduled(
