@@ -23,7 +23,7 @@ from vmferry.errors import BadInputError, VmferryError
 from vmferry.imports.mapping import ImportOptions
 from vmferry.model.plan_run import ItemStatus, PlanItem
 from vmferry.model.vsphere import PASSWORD_ENV, VsphereSource, VsphereVm, VsphereVmRef
-from vmferry.plan.schema import PlanSpec
+from vmferry.plan.schema import PlanSpec, plan_safety
 from vmferry.service.import_job import ImportJobRun
 from vmferry.service.import_vm import ImportRequest, NoteFn
 from vmferry.service.profile import ProfileRun
@@ -46,6 +46,7 @@ __all__ = [
     "import_sources",
     "read_profiles",
     "run_import_item",
+    "stop_to_start_ms",
 ]
 
 MIB = 2**20
@@ -226,8 +227,7 @@ def run_import_item(item: PlanItem, spec: PlanSpec, password: str, at: datetime 
     if entry is None:
         raise BadInputError(f"{item.vm}: its source {doc.get('source')!r} is no vSphere source "
                             "of this plan")  # fmt: skip
-    safety_rollback = next((v.rollback for v in spec.vms if v.name == item.vm), None)
-    rollback = spec.defaults.rollback if safety_rollback is None else safety_rollback
+    _pool, rollback = plan_safety(spec, item.vm)
     ref = VsphereVmRef(entry.name, item.vm, password, rollback=rollback,
                        strategy=item.strategy,
                        precopy_interval_s=spec.defaults.precopy_interval_s)  # fmt: skip
@@ -242,25 +242,37 @@ def run_import_item(item: PlanItem, spec: PlanSpec, password: str, at: datetime 
     )
     run = ImportJobRun(request, at, store, by="plan")
     began = time.monotonic()
-    stopped: list[float] = []
+    said: list[tuple[float, str]] = []
 
     def noted(message: str) -> None:
-        if not stopped and STOP_NOTE.match(message):
-            stopped.append(time.monotonic())
+        said.append((time.monotonic(), message))
         note(message)
 
     outcome = run.run(noted)
-    ended = time.monotonic()
     return ImportItemResult(
         job_id=run.job_id or "",
-        total_time_ms=round((ended - began) * 1000),
-        downtime_ms=round((ended - stopped[0]) * 1000) if stopped and outcome.started else None,
+        total_time_ms=round((time.monotonic() - began) * 1000),
+        downtime_ms=stop_to_start_ms(said) if outcome.started else None,
     )
 
 
 #: The notes of :mod:`vmferry.service.vsphere_import` and :mod:`vmferry.service.vsphere_warm`
-#: that say the source VM is being stopped (its downtime begins).
-STOP_NOTE = re.compile(r"^(cutover: stopping |shutting \S+ down |powering \S+ off)")
+#: that say the source VM is being stopped (its downtime begins), and the one of
+#: :mod:`vmferry.service.import_vm` just before the VM is started on KVM (it ends).
+STOP_NOTE = re.compile(r"^(cutover: stopping |shutting .+ down through VMware Tools$|"
+                       r"powering .+ off)")  # fmt: skip
+START_NOTE = re.compile(r"^starting ")
+
+
+def stop_to_start_ms(said: Sequence[tuple[float, str]]) -> int | None:
+    """From the first note that the source VM is being stopped to the note that the import
+    starts it on KVM (``said``: (monotonic seconds, note)), in ms; None when either is
+    missing. Pure."""
+    stop = next((at for at, message in said if STOP_NOTE.match(message)), None)
+    start = next((at for at, message in said if START_NOTE.match(message)), None)
+    if stop is None or start is None or start < stop:
+        return None
+    return round((start - stop) * 1000)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from vmferry.service.plan_imports import (
     choose_import,
     cutover_time,
     import_sources,
+    stop_to_start_ms,
 )
 from vmferry.service.plan_run import run_plan
 from vmferry.service.profile import ProfileRun
@@ -307,3 +308,15 @@ def test_a_warm_import_cancelled_before_its_cutover_is_cancelled_in_the_plan(
     warm = next(i for i in record.items if i.strategy == "warm")
     assert warm.status is ItemStatus.CANCELLED
     assert warm.reason == "job j was cancelled before its cutover"
+
+
+def test_an_imports_downtime_runs_from_the_vm_stopped_to_its_start_on_kvm() -> None:
+    """The notes the import really gives (service.vsphere_warm, vsphere_import, import_vm)."""
+    warm = [(1.0, "precopy 1: 0.4 MiB changed, copied"), (5.0, "cutover: stopping db 1"),
+            (5.1, "shutting db 1 down through VMware Tools"), (9.0, "defining db 1 on kvm1"),
+            (9.5, "starting db 1"), (40.0, "00:0c:29:00:00:01: addresses kept")]  # fmt: skip
+    assert stop_to_start_ms(warm) == 4500
+    forced = [(2.0, "powering db1 off (--force: its guest is not asked)"), (3.0, "starting db1")]
+    assert stop_to_start_ms(forced) == 1000
+    assert stop_to_start_ms([(2.0, "db1 is powered off: read as it is"),
+                             (3.0, "starting db1")]) is None  # fmt: skip
