@@ -199,3 +199,16 @@ def test_rollback_leaves_a_vm_the_import_did_not_stop_as_it_is(sim: Vcsim, db: P
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "rolled-back"
     assert power_state(sim, NO_TOOLS) == "poweredOff"
+
+
+def test_a_vsphere_guest_to_convert_has_its_staging_directory_before_its_first_copy(
+    tmp_path: Path,
+) -> None:
+    """A warm import of a guest virt-v2v converts writes its copies into the workdir from
+    its first round (before_copy), so the directory exists as soon as a path is given."""
+    from vmferry.imports.mapping import PlannedDisk
+    from vmferry.service.import_vm import _staged_path
+
+    disk = PlannedDisk(0, "[ds] a/a.vmdk", "vmdk", 2**20, None, "vda", "virtio", "a-disk0", 1)
+    staged = _staged_path(tmp_path, disk)
+    assert staged == tmp_path / "datastore" / "a-disk0.qcow2" and staged.parent.is_dir()

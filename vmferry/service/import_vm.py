@@ -240,9 +240,18 @@ def _staged(request: ImportRequest, plan: ImportPlan) -> bool:
     return plan.convert_guest and isinstance(request.source, VsphereVmRef)
 
 
+def _staging_dir(workdir: Path) -> Path:
+    """The workdir's directory for a vSphere guest to convert (its disks, virt-v2v's input
+    domain), made when first asked for: a warm import writes its copies there from its
+    first round."""
+    staging = workdir / "datastore"
+    staging.mkdir(exist_ok=True)
+    return staging
+
+
 def _staged_path(workdir: Path, disk: PlannedDisk) -> Path:
     """Where a vSphere disk to convert is copied first (proved against the datastore)."""
-    return workdir / "datastore" / f"{disk.volume}.qcow2"
+    return _staging_dir(workdir) / f"{disk.volume}.qcow2"
 
 
 def _file_copier(request: ImportRequest) -> CopyFn:
@@ -449,7 +458,6 @@ def _fetch_staged(request: ImportRequest, plan: ImportPlan, workdir: Path, clock
     """Each vSphere disk copied into the workdir and proved equal to what was read from the
     datastore (a warm import's copies are there already: proved only); the plan's disks
     then point at those local copies, for virt-v2v."""
-    (workdir / "datastore").mkdir(exist_ok=True)
     local = []
     for disk in plan.disks:
         staged = _staged_path(workdir, disk)
@@ -468,7 +476,7 @@ def _convert_guest(
 
     note("converting the guest with virt-v2v (minutes)")
     if isinstance(request.source, VsphereVmRef):  # its disks fetched into the workdir
-        given = workdir / "datastore" / f"{plan.name}.xml"
+        given = _staging_dir(workdir) / f"{plan.name}.xml"
         given.write_text(input_domain_xml(plan.name, vm.memory_mb, vm.vcpus,
                                           [Path(d.source_path) for d in plan.disks],
                                           vm.firmware.value))  # fmt: skip
