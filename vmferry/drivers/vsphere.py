@@ -93,6 +93,7 @@ class VsphereSession:
         self._source = source
         self._instance = instance
         self._content = instance.RetrieveContent()
+        self._counters: dict[str, int] | None = None  # see _counter_ids
 
     @property
     def session_cookie(self) -> str:
@@ -145,8 +146,7 @@ class VsphereSession:
         last ``since_s`` seconds for ``counters`` (``group.name.rollup``), in one
         ``QueryPerf`` call; a counter vCenter does not know is left out."""
         manager = self._content.perfManager
-        known = {f"{c.groupInfo.key}.{c.nameInfo.key}.{c.rollupType}": int(c.key)
-                 for c in manager.perfCounter or ()}  # fmt: skip
+        known = self._counter_ids()
         wanted = {known[name]: name for name in counters if name in known}
         if not wanted:
             return RawPerf(REALTIME_S, (), {})
@@ -162,6 +162,16 @@ class VsphereSession:
             raise ToolError(f"vSphere gave no statistics of {vm.name}: "
                             f"{_fault_message(exc)}") from exc  # fmt: skip
         return _raw_perf(answer, wanted)
+
+    def _counter_ids(self) -> dict[str, int]:
+        """vCenter's performance counters, ``group.name.rollup`` to key, read once per
+        session (hundreds of them; the same for every VM)."""
+        if self._counters is None:
+            self._counters = {
+                f"{c.groupInfo.key}.{c.nameInfo.key}.{c.rollupType}": int(c.key)
+                for c in self._content.perfManager.perfCounter or ()
+            }
+        return self._counters
 
     def read_inventory(self) -> tuple[list[RawVm], dict[str, str]]:
         """Every VM of the source (of its datacenter, when it names one) and the names of
