@@ -159,3 +159,29 @@ def _switch(
     with urllib.request.urlopen(url, data=data, context=context, timeout=10) as answer:
         body: bytes = answer.read()
     return body
+
+
+def vsphere_cli(db: Path, *args: str, password: str | None,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``vmferry ARGS`` with the store ``db``, the password in VMFERRY_VSPHERE_PASSWORD
+    (None: unset) and no terminal (a prompt would fail, never hang)."""
+    import os
+    import sys
+
+    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}"}
+    env.pop("VMFERRY_VSPHERE_PASSWORD", None)
+    if password is not None:
+        env["VMFERRY_VSPHERE_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, check=False)  # fmt: skip
+
+
+def store_with_source(sim: Vcsim, path: Path) -> Path:
+    """A store at ``path`` with ``sim`` as source vc1 and libvirt's test driver as host t1."""
+    added = vsphere_cli(path, "sources", "add", "vc1", sim.vsphere_url(), "--ca",
+                        str(sim.ca_file), password=sim.password)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    host = vsphere_cli(path, "hosts", "add", "t1", "test:///default", password=None)
+    assert host.returncode == 0, host.stderr
+    return path

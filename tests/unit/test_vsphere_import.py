@@ -5,14 +5,12 @@ an unknown VM, a wrong password), and --rollback powering it on again."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.vcsim import Vcsim, running_vcsim
+from support.vcsim import Vcsim, running_vcsim, store_with_source, vsphere_cli
 from support.vcsim_disks import power_state
 
 from vmferry.drivers.vsphere import vsphere_session
@@ -35,23 +33,10 @@ def sim(tmp_path: Path) -> Iterator[Vcsim]:
 @pytest.fixture
 def db(sim: Vcsim, tmp_path: Path) -> Path:
     """A store with the simulator as source vc1 and libvirt's test driver as host t1."""
-    path = tmp_path / "v.db"
-    added = vmferry(path, "sources", "add", "vc1", sim.vsphere_url(), "--ca", str(sim.ca_file),
-                    password=sim.password)  # fmt: skip
-    assert added.returncode == 0, added.stderr
-    host = vmferry(path, "hosts", "add", "t1", "test:///default", password=None)
-    assert host.returncode == 0, host.stderr
-    return path
+    return store_with_source(sim, tmp_path / "v.db")
 
 
-def vmferry(db: Path, *args: str, password: str | None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}"}
-    env.pop("VMFERRY_VSPHERE_PASSWORD", None)
-    if password is not None:
-        env["VMFERRY_VSPHERE_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+vmferry = vsphere_cli
 
 
 def error_line(done: subprocess.CompletedProcess[str], code: int) -> str:

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import vcsim
-from support.vcsim import Vcsim, running_vcsim
+from support.vcsim import Vcsim, running_vcsim, vsphere_cli
 
 from vmferry.drivers.vsphere import ssl_context
 from vmferry.errors import BadInputError
@@ -24,16 +22,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vcsim]:
         yield started
 
 
-def vmferry(db: Path, *args: str, password: str | None) -> subprocess.CompletedProcess[str]:
-    """``vmferry ARGS`` with the store ``db``, the password in VMFERRY_VSPHERE_PASSWORD
-    (None: unset) and no terminal (a prompt would fail, never hang)."""
-    env = {**os.environ, "VMFERRY_DB": f"sqlite:///{db}"}
-    env.pop("VMFERRY_VSPHERE_PASSWORD", None)
-    if password is not None:
-        env["VMFERRY_VSPHERE_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-m", "vmferry.cli.main", *args], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
+vmferry = vsphere_cli
 
 
 def listed(db: Path) -> list[dict[str, object]]:
