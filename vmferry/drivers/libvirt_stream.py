@@ -1,0 +1,61 @@
+"""A running VM's disk pulled from its backing into its own image: libvirt's block pull
+(QEMU's ``block-stream``), for a live import whose disks start as local qcow2 overlays over
+a network backing.
+
+``block-stream`` copies only what the overlay does not hold yet, so a pull started again
+after a broken one goes on from where the last stopped, and the guest's own writes (already
+in the overlay) are never overwritten. When the pull completes, libvirt drops the backing
+from the running VM and from its persistent definition.
+"""
+
+from __future__ import annotations
+
+import libvirt
+from defusedxml.ElementTree import fromstring
+
+from vmferry.drivers.libvirt_host import LibvirtHost
+
+__all__ = [
+    "backed_targets",
+    "io_error_paused",
+    "start_paused",
+    "start_pull",
+]
+
+
+def start_paused(host: LibvirtHost, vm: str) -> None:
+    """Start the defined ``vm`` with its vCPUs paused."""
+    try:
+        host._lookup(vm).createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+    except libvirt.libvirtError as exc:
+        raise host._error(exc, f"starting VM {vm!r}") from exc
+
+
+def io_error_paused(host: LibvirtHost, vm: str) -> bool:
+    """Whether QEMU paused ``vm`` on an I/O error (its disks' ``error_policy='stop'``)."""
+    try:
+        state, reason = host._lookup(vm).state()
+    except libvirt.libvirtError as exc:
+        raise host._error(exc, f"reading the state of {vm}") from exc
+    return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR)
+
+
+def start_pull(host: LibvirtHost, vm: str, target: str, bandwidth_mib_s: int = 0) -> None:
+    """Start pulling disk ``target`` of ``vm`` from its backing (0: no bandwidth cap)."""
+    try:
+        host._lookup(vm).blockPull(target, bandwidth_mib_s, 0)
+    except libvirt.libvirtError as exc:
+        raise host._error(exc, f"starting the stream of disk {target} of {vm}") from exc
+
+
+def backed_targets(host: LibvirtHost, vm: str) -> set[str]:
+    """The disks of running ``vm`` that still have a backing image."""
+    xml = host.domain_xml(vm)
+    root = fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    found = set()
+    for disk in root.iter("disk"):
+        backing = disk.find("backingStore")
+        target = disk.find("target")
+        if backing is not None and backing.find("source") is not None and target is not None:
+            found.add(target.get("dev", ""))
+    return found
