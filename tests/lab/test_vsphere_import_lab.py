@@ -12,14 +12,26 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import libvirt
 import pytest
 from support.line_reader import LineReader
-from support.vcsim import Vcsim, running_vcsim, write_disk
-from support.vcsim_disks import DATASTORE, admin, attach, find_vm, power_state, upload, wait
+from support.vcsim import Vcsim, control, running_vcsim, write_disk
+from support.vcsim_disks import (
+    DATASTORE,
+    add_disk,
+    admin,
+    attach,
+    find_vm,
+    make_disk,
+    power_state,
+    upload,
+    wait,
+)
 
 from vmferry.lab import client
 from vmferry.lab import topology as topo
@@ -152,33 +164,62 @@ def _wait_console(path: Path, needle: str, timeout_s: float = 120) -> str:
 WARM = "imp-warm"
 
 
+def _start_import(sim: Vcsim, source: str, name: str,
+                  *options: str) -> tuple[Path, subprocess.Popen[str]]:  # fmt: skip
+    """``sim`` registered as ``source``, then `vmferry import` of VM0 to kvm1 as ``name``
+    (into the shared pool, its console logged, with ``options``) started: the console's
+    path and the running command."""
+    added = _vmferry("sources", "add", source, sim.vsphere_url(), "--ca", str(sim.ca_file),
+                     password=sim.password)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    console = lab_dir() / "shared" / "consoles" / f"{name}.log"
+    console.unlink(missing_ok=True)
+    env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": sim.password}
+    importing = subprocess.Popen(
+        [sys.executable, "-m", "vmferry.cli.main", "import", f"vsphere://{source}/{VM}", "--to",
+         "kvm1", "--name", name, "--network-map", "DC0_DVPG0=vmnet", "--storage-map",
+         f"{DATASTORE}={topo.SHARED_POOL}", "--console-log", str(console), "--virt-type", "qemu",
+         "--convert-guest", "never", "--json", *options],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    return console, importing
+
+
 @pytest.fixture
 def warm_cleanup() -> Iterator[None]:
     yield
     remove_imported("kvm1", WARM)
 
 
+@contextmanager
+def _sim_telling(tmp_path: Path, addr: str) -> Iterator[Vcsim]:
+    """The simulator, VMware Tools running in VM0 and reporting ``addr`` (the guest's)."""
+    workdir = tmp_path / "vcsim-tools"
+    workdir.mkdir()
+    gateway = topo.guest_addr(1)
+    told = f"{VM}={addr}/24,{gateway},{gateway}"
+    with running_vcsim(workdir, tools_running=(VM,), guest_net=(told,)) as started:
+        yield started
+
+
 @pytest.fixture
 def warm_sim(tmp_path: Path) -> Iterator[Vcsim]:
     """The simulator for the warm import: Tools report the address the guest takes."""
-    workdir = tmp_path / "vcsim-warm"
-    workdir.mkdir()
-    gateway = topo.guest_addr(1)
-    told = f"{VM}={WARM_ADDR}/24,{gateway},{gateway}"
-    with running_vcsim(workdir, tools_running=(VM,), guest_net=(told,)) as started:
+    with _sim_telling(tmp_path, WARM_ADDR) as started:
         yield started
 
 
 WARM_ADDR = topo.guest_addr(245)
 
 
-def _warm_disk(sim: Vcsim, tmp_path: Path) -> tuple[Path, str]:
-    """VM0 made the lab's bootable guest (its address WARM_ADDR) on a flat VMDK, a Linux
+def _warm_disk(sim: Vcsim, tmp_path: Path, addr: str = WARM_ADDR) -> tuple[Path, str]:
+    """VM0 made the lab's bootable guest (its address ``addr``) on a flat VMDK, a Linux
     guest of 256 MiB: the raw image (the test's own copy of the disk) and its datastore
     path."""
     raw = tmp_path / "boot.raw"
     build_boot_disk(raw, build_guest_image(default_cache_dir()), size_mb=64, data_mb=8,
-                    ip=f"{WARM_ADDR}/24")  # fmt: skip
+                    ip=f"{addr}/24")  # fmt: skip
     vmdk = tmp_path / f"{VM}.vmdk"
     to_vmdk(raw, vmdk, "monolithicFlat")
     with admin(sim) as instance:
@@ -207,21 +248,8 @@ def test_a_warm_import_copies_the_writes_made_while_it_ran_and_boots_with_them(
             f.seek(offset)
             f.write(data)
 
-    added = _vmferry("sources", "add", "vcw", warm_sim.vsphere_url(), "--ca",
-                     str(warm_sim.ca_file), password=warm_sim.password)  # fmt: skip
-    assert added.returncode == 0, added.stderr
-    console = lab_dir() / "shared" / "consoles" / f"{WARM}.log"
-    console.unlink(missing_ok=True)
-    env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": warm_sim.password}
-    importing = subprocess.Popen(
-        [sys.executable, "-m", "vmferry.cli.main", "import", f"vsphere://vcw/{VM}", "--to",
-         "kvm1", "--name", WARM, "--network-map", "DC0_DVPG0=vmnet", "--storage-map",
-         f"{DATASTORE}={topo.SHARED_POOL}", "--console-log", str(console), "--virt-type", "qemu",
-         "--convert-guest", "never", "--start", "--json", "--strategy", "warm",
-         "--precopy-interval", "2"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    console, importing = _start_import(warm_sim, "vcw", WARM, "--start", "--strategy", "warm",
+                                       "--precopy-interval", "2")  # fmt: skip
     assert importing.stderr is not None and importing.stdout is not None
     said, printed = LineReader(importing.stderr), LineReader(importing.stdout)
     try:
@@ -345,3 +373,114 @@ windows:
     with admin(warm_sim) as instance:
         assert find_vm(instance, VM).snapshot is None
     assert _on_host("kvm1", VM)
+
+
+LIVE = "imp-live"
+LIVE_ADDR = topo.guest_addr(243)
+MIB = 2**20
+DATA_MIB = 32  # the data disk, streamed at 1 MiB/s: well after the guest's agent answers
+WRITE_AT_MIB = 28  # where the guest writes in it, 1 MiB, ahead of its stream
+
+
+@pytest.fixture
+def live_cleanup() -> Iterator[None]:
+    yield
+    remove_imported("kvm1", LIVE)
+
+
+@pytest.fixture
+def live_sim(tmp_path: Path) -> Iterator[Vcsim]:
+    with _sim_telling(tmp_path, LIVE_ADDR) as started:
+        yield started
+
+
+def test_a_live_import_runs_the_vm_at_once_and_streams_its_disks_through_a_broken_download(
+    lab: object, live_sim: Vcsim, tmp_path: Path, live_cleanup: None
+) -> None:
+    """`--strategy live-import`: the VM stops on vSphere and runs on kvm1 over its datastore
+    disks (nbdkit, NBD) while they stream into local overlays. The datastore's downloads
+    break mid-stream for longer than nbdkit retries: the streams start again and finish.
+    The guest writes to its data disk ahead of that disk's stream; the proof compares every
+    other byte with the datastore's; stopped afterwards, each disk on kvm1 is the source's,
+    the data disk plus exactly the guest's write."""
+    from vmferry.drivers.guest_agent import AgentError, run_in_guest
+    from vmferry.drivers.libvirt_blockcopy import copy_progress
+    from vmferry.drivers.libvirt_host import LibvirtHost
+
+    raw, _disk = _warm_disk(live_sim, tmp_path, LIVE_ADDR)
+    data_vmdk, _digest = make_disk(tmp_path, "data", "monolithicFlat", size_mib=DATA_MIB)
+    data_raw = tmp_path / "data.raw"
+    with admin(live_sim) as instance:  # a second disk, which the guest does not read at boot
+        upload(live_sim, instance, data_vmdk, f"{VM}/{data_vmdk.name}")
+        upload(live_sim, instance, tmp_path / "data-flat.vmdk", f"{VM}/data-flat.vmdk")
+        add_disk(instance, VM, f"{VM}/{data_vmdk.name}", DATA_MIB * MIB)
+    console, importing = _start_import(live_sim, "vcl", LIVE, "--strategy", "live-import",
+                                       "--stream-bandwidth", "1")  # fmt: skip
+    assert importing.stderr is not None and importing.stdout is not None
+    said, printed = LineReader(importing.stderr), LineReader(importing.stdout)
+    written = (b"live-write\n" * (MIB // 11 + 1))[:MIB]
+    write = (f"yes live-write | head -c {MIB} | dd of=/dev/vdb bs={MIB} seek={WRITE_AT_MIB} "
+             "conv=fsync")  # fmt: skip
+    try:
+        runs = said.until(r"runs on kvm1 \((\d+) ms after the stop began\)", limit_s=180)
+        assert runs is not None, "".join(said.seen)
+        # every download breaks after 64 KiB, more times than nbdkit retries one read
+        control(live_sim, "fault", cut_after=65536, count=8)
+        assert said.until(r"the stream broke", limit_s=120) is not None, "".join(said.seen)
+        with LibvirtHost.connect("kvm1", host_uri("kvm1")) as kvm1:
+            deadline = time.monotonic() + 120
+            code = None
+            while code is None and time.monotonic() < deadline:
+                try:
+                    code = run_in_guest(kvm1, LIVE, ["/bin/sh", "-c", write], timeout_s=60)
+                except AgentError:
+                    time.sleep(1)
+            assert code == 0, "".join(said.seen)
+            # the write returned while the data disk's stream still ran
+            assert copy_progress(kvm1, LIVE, "vdb") is not None, "".join(said.seen)
+        importing.wait(timeout=300)
+    finally:
+        if importing.poll() is None:
+            importing.kill()
+            importing.wait()
+    said.rest()
+    stderr = "".join(said.seen)
+    assert importing.returncode == 0, stderr
+    report = json.loads(printed.rest())
+    assert report["status"] == "completed" and report["started"] is True
+    live = report["live"]
+    assert live["resumes"] >= 1 and "starting it again" in stderr, stderr
+    assert live["bytes_guest_written"] >= MIB, live  # the guest's write: not compared
+    sizes = raw.stat().st_size + data_raw.stat().st_size
+    assert live["bytes_compared"] + live["bytes_guest_written"] == sizes, live
+    assert [d["checksum_match"] for d in report["disks"]] == [True, True]
+    assert [a["kept"] for a in report["addresses"]] == [True]
+    text = _wait_console(console, "HB 1")
+    assert f"DISK sha256={hashlib.sha256(raw.read_bytes()).hexdigest()}" in text
+    assert power_state(live_sim, VM) == "poweredOff"  # intact on vSphere, not deleted
+    assert _nbdkit_serving(live_sim) == [], "nbdkit left running"
+    # the disks on kvm1, once the VM is off: the source's bytes plus exactly the guest's write
+    with LibvirtHost.connect("kvm1", host_uri("kvm1")) as kvm1:
+        kvm1.destroy(LIVE)
+        xml = kvm1.definition_xml(LIVE)
+    assert "nbd" not in xml, xml  # no longer on the datastore
+    data = bytearray(data_raw.read_bytes())
+    data[WRITE_AT_MIB * MIB : (WRITE_AT_MIB + 1) * MIB] = written
+    for volume, expected in zip(report["volumes"], (raw.read_bytes(), bytes(data)), strict=True):
+        final = tmp_path / "final.raw"
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", volume, str(final)],
+                       check=True, capture_output=True)  # fmt: skip
+        assert hashlib.sha256(final.read_bytes()).digest() == hashlib.sha256(expected).digest()
+
+
+def _nbdkit_serving(sim: Vcsim) -> list[int]:
+    """The nbdkit processes reading from ``sim``'s datastore."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"nbdkit") and any(f":{sim.port}/".encode() in a for a in argv):
+            found.append(int(cmdline.parent.name))
+    return found

@@ -141,6 +141,24 @@ def attach(instance: Any, vm_name: str, datastore_path: str, capacity_bytes: int
     wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])))
 
 
+def add_disk(instance: Any, vm_name: str, datastore_path: str, capacity_bytes: int) -> None:
+    """Give ``vm_name`` one more disk, ``[LocalDS_0] datastore_path`` (an ESXi flat disk's
+    descriptor, already uploaded), on its first disk's controller."""
+    vm = find_vm(instance, vm_name)
+    disks = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+    used = {d.unitNumber for d in disks if d.controllerKey == disks[0].controllerKey}
+    backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+        fileName=f"[{DATASTORE}] {datastore_path}", diskMode="persistent", thinProvisioned=True
+    )
+    disk = vim.vm.device.VirtualDisk(
+        key=-101, controllerKey=disks[0].controllerKey,
+        unitNumber=next(u for u in range(16) if u not in used and u != 7), backing=backing,
+        capacityInKB=capacity_bytes // 1024, capacityInBytes=capacity_bytes,
+    )  # fmt: skip
+    change = vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)
+    wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])))
+
+
 def place_disk(sim: Vcsim, directory: Path, vm_name: str, subformat: str) -> str:
     """A disk of that shape made, uploaded into ``vm_name``'s directory and attached as its
     first disk; the sha256 of its content."""

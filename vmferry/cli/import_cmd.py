@@ -72,6 +72,13 @@ def _print_human(doc: dict[str, Any], pool: str, show_xml: bool) -> None:
         )
     if doc["started"]:
         table.add_row("started", "yes")
+    live = doc.get("live")
+    if live:
+        table.add_row("live import", (
+            f"running on KVM {live['downtime_ms'] / 1000:.1f} s after the stop began; "
+            f"{live['bytes_compared'] / 2**20:.1f} MiB proved equal to the datastore's, "
+            f"{live['bytes_guest_written'] / 2**20:.1f} MiB written by the guest; "
+            f"stream started again {live['resumes']} times"))  # fmt: skip
     for check in doc.get("addresses") or ():
         kept = {True: "kept", False: "NOT kept", None: "not checked (no guest agent answer)"}
         table.add_row(f"addresses {check['mac']}",
@@ -172,10 +179,21 @@ def import_command(
     strategy: Annotated[
         str,
         typer.Option(
-            help="vSphere: cold (stop the VM, then read its disks) or warm (read them while "
-            "it runs, then only what changed, until the cutover)."
+            help="vSphere: cold (stop the VM, then read its disks), warm (read them while "
+            "it runs, then only what changed, until the cutover) or live-import (stop it, "
+            "run it on KVM at once while its disks stream in; implies --start)."
         ),
     ] = "cold",
+    serve_address: Annotated[
+        str | None,
+        typer.Option(
+            help="vSphere live-import: this machine's address the host reads the datastore "
+            "disks from (nbdkit listens there); default: the one on the route to the host."
+        ),
+    ] = None,
+    stream_bandwidth: Annotated[
+        int, typer.Option(help="vSphere live-import: MiB/s per disk stream at most (0: no cap).")
+    ] = 0,
     precopy_interval: Annotated[
         float, typer.Option(help="vSphere warm: seconds between copies of the changes.")
     ] = 3600.0,
@@ -216,22 +234,31 @@ def import_command(
         except ValueError as exc:
             raise BadInputError(str(exc)) from exc
     if source_arg.startswith("vsphere://"):
-        if strategy not in ("cold", "warm"):
-            raise BadInputError(f"--strategy {strategy!r}: expected cold or warm")
+        if strategy not in ("cold", "warm", "live-import"):
+            raise BadInputError(f"--strategy {strategy!r}: expected cold, warm or live-import")
         if precopy_interval <= 0:
             raise BadInputError(f"--precopy-interval {precopy_interval:g}: expected > 0 s")
-        if strategy == "cold" and cutover_at is not None:
+        if strategy != "warm" and cutover_at is not None:
             raise BadInputError("--cutover-at is for --strategy warm")
+        live = strategy == "live-import"
+        if not live and (serve_address is not None or stream_bandwidth != 0):
+            raise BadInputError("--serve-address and --stream-bandwidth are for "
+                                "--strategy live-import")  # fmt: skip
+        if stream_bandwidth < 0:
+            raise BadInputError(f"--stream-bandwidth {stream_bandwidth}: expected >= 0 MiB/s")
+        start = start or live
         at = None if cutover_at is None else parse_cutover_at(cutover_at)
         source = replace(_vsphere_ref(source_arg, force, rollback, connections),
-                         strategy=strategy, precopy_interval_s=precopy_interval)  # fmt: skip
+                         strategy=strategy, precopy_interval_s=precopy_interval,
+                         serve_address=serve_address, stream_mib_s=stream_bandwidth)  # fmt: skip
         stem = source.vm
     else:
         if (force or rollback or connections != 4 or strategy != "cold"
-                or precopy_interval != 3600.0 or cutover_at is not None):  # fmt: skip
+                or precopy_interval != 3600.0 or cutover_at is not None
+                or serve_address is not None or stream_bandwidth != 0):  # fmt: skip
             raise BadInputError("--force, --rollback, --connections, --strategy, "
-                                "--precopy-interval and --cutover-at are for vsphere:// "
-                                "sources")  # fmt: skip
+                                "--precopy-interval, --cutover-at, --serve-address and "
+                                "--stream-bandwidth are for vsphere:// sources")  # fmt: skip
         source = Path(source_arg)
         stem = source.stem
     overrides = ImageOverrides(

@@ -60,7 +60,8 @@ class VsphereVmRef:
     powered off without its guest (``force``), powered on again when the import fails
     (``rollback``), how many range requests read a disk at once (``connections``), how
     long its guest may take to shut down, and whether it is read while it runs (``warm``,
-    its changes copied every ``precopy_interval_s`` until the cutover)."""
+    its changes copied every ``precopy_interval_s`` until the cutover) or run on KVM at once
+    while its disks stream in (``live-import``)."""
 
     source: str
     vm: str
@@ -69,8 +70,12 @@ class VsphereVmRef:
     rollback: bool = False
     connections: int = 4
     shutdown_timeout_s: float = 600.0
-    strategy: str = "cold"  # cold: stopped, then read; warm: read while it runs (CBT)
+    # cold: stopped, then read; warm: read while it runs (CBT); live-import: stopped, then
+    # run on KVM at once over its datastore disks while they stream in
+    strategy: str = "cold"
     precopy_interval_s: float = 3600.0  # warm: how often the changes are copied
+    serve_address: str | None = None  # live-import: where nbdkit listens (None: the route's)
+    stream_mib_s: int = 0  # live-import: each disk's stream at most this (0: no cap)
 
     def __str__(self) -> str:
         return f"vsphere://{self.source}/{self.vm}"

@@ -4,6 +4,7 @@ volumes the import made)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from vmferry.service.import_vm import ImportOutcome
@@ -66,6 +67,7 @@ def outcome_json(outcome: ImportOutcome) -> dict[str, Any]:
         "started": outcome.started,
         "phases_ms": outcome.phases_ms,
         "source_stopped": outcome.source_stopped,
+        "live": None if outcome.live is None else asdict(outcome.live),
         "addresses": [
             {
                 "mac": a.mac,

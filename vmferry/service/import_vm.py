@@ -72,6 +72,21 @@ BeginFn = Callable[[ImportPlan], None]  # the import is about to change things
 # import copies its disks while it runs and then stops it
 PartFn = Callable[[PlannedDisk], Path]
 BeforeCopyFn = Callable[[ImportPlan, PartFn], None]
+# steps 3 to 5 done otherwise (a live import): request, vm, plan, destination facts, its
+# connection, the private directory, the outcome so far, the clock
+RunFn = Callable[
+    [
+        "ImportRequest",
+        SourceVm,
+        ImportPlan,
+        DestinationFacts,
+        LibvirtHost,
+        Path,
+        "ImportOutcome",
+        "_Clock",
+    ],
+    "ImportOutcome",
+]
 PART_SUFFIX = ".vmferry-part"
 
 
@@ -85,6 +100,19 @@ class DiskOutcome:
     bytes_written: int
     checksum_match: bool | None  # None: the guest was converted, so its content changed
     # (the copy of virt-v2v's output is proved all the same)
+
+
+@dataclass(frozen=True)
+class LiveStats:
+    """A live import's figures: from the start of the source's stop to the VM running on
+    KVM, the streams started again after breaking, the bytes proved equal to the source's
+    and those the guest wrote meanwhile (not compared), the address nbdkit served on."""
+
+    downtime_ms: int
+    resumes: int
+    bytes_compared: int
+    bytes_guest_written: int
+    serve_address: str
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,7 @@ class ImportOutcome:
     source_stopped: bool = False
     # started: the source's static addresses (VMware Tools) against the guest agent's
     addresses: tuple[AddressCheck, ...] = ()
+    live: LiveStats | None = None  # a live import's figures
 
 
 @dataclass(frozen=True)
@@ -192,10 +221,11 @@ def import_source(
     source_findings: tuple[Finding, ...] = (),
     before_copy: BeforeCopyFn | None = None,
     on_begin: BeginFn | None = None,
+    run: RunFn | None = None,
 ) -> ImportOutcome:
     """Steps 2 to 5 for a source read into ``vm``: ``source_findings`` join the import's
     own; ``before_copy`` runs once nothing blocks and it is no dry run (a vSphere VM is
-    stopped there); ``copy`` reads each disk."""
+    stopped there); ``copy`` reads each disk, or ``run`` does steps 3 to 5 its own way."""
     host = open_store().get_host(request.to)
     with LibvirtHost.connect(host.name, host.uri) as dst:
         dest = destination_facts(dst, request.virt_type)
@@ -227,6 +257,8 @@ def import_source(
                         else (lambda disk: _part_path(dest, disk)))  # fmt: skip
             clock.lap("stop")
         try:
+            if run is not None:
+                return run(request, vm, plan, dest, dst, workdir, outcome, clock)
             return _run(request, vm, plan, dest, dst, workdir, outcome, clock, note,
                         on_disk_progress, copy)  # fmt: skip
         except VmferryError as exc:

@@ -13,7 +13,12 @@
    every disk is read from the datastore (:mod:`vmferry.service.vsphere_disks`), proved,
    renamed, defined, started.
 3. When the import fails after vmferry powered the VM off, ``--rollback`` powers it on
-   again. The VM is otherwise left as it is: powered off, its configuration untouched.
+   again (Ctrl-C always does). The VM is otherwise left as it is: powered off, its
+   configuration untouched.
+
+``--strategy warm`` copies the disks while the VM runs (:mod:`vmferry.service.vsphere_warm`);
+``--strategy live-import`` runs it on KVM at once while its disks stream in
+(:mod:`vmferry.service.vsphere_live`).
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from pathlib import Path
 
 from vmferry.drivers.vsphere import VsphereVmHandle, ssl_context, vsphere_session
 from vmferry.errors import BadInputError, VmferryError
+from vmferry.imports.live_import import convert_blocker
 from vmferry.imports.mapping import PlannedDisk, needs_guest_conversion
 from vmferry.imports.vsphere_power import PowerAction, decide_power_off
 from vmferry.model.finding import Finding, Severity
 from vmferry.model.vsphere import VsphereVmRef
 from vmferry.service import import_vm as core
 from vmferry.service.vsphere_disks import DatastoreAccess, copy_datastore_disk
+from vmferry.service.vsphere_live import LiveRun, LiveSettings
 from vmferry.service.vsphere_sources import get_source
 from vmferry.service.vsphere_warm import WarmCopy, WarmSettings
 from vmferry.sources.vsphere_inventory import vm_from_raw
@@ -38,6 +45,7 @@ from vmferry.sources.vsphere_vm import disk_blockers, source_vm_from_vsphere, wa
 __all__ = ["import_from_vsphere"]
 
 POWER_TASK_TIMEOUT_S = 300.0
+STRATEGIES = ("cold", "warm", "live-import")
 
 
 def import_from_vsphere(
@@ -52,8 +60,10 @@ def import_from_vsphere(
     cuts over once ``cutover_due`` says so (None: after its first copy)."""
     if ref.connections < 1 or ref.connections > 32:
         raise BadInputError(f"--connections {ref.connections}: expected 1 to 32")
-    if ref.strategy not in ("cold", "warm"):
-        raise BadInputError(f"--strategy {ref.strategy!r}: expected cold or warm")
+    if ref.strategy not in STRATEGIES:
+        raise BadInputError(f"--strategy {ref.strategy!r}: expected cold, warm or live-import")
+    if ref.stream_mib_s < 0:
+        raise BadInputError(f"--stream-bandwidth {ref.stream_mib_s}: expected >= 0 MiB/s")
     if ref.precopy_interval_s <= 0:
         raise BadInputError(f"--precopy-interval {ref.precopy_interval_s:g}: expected > 0 s")
     source = get_source(ref.source)
@@ -73,8 +83,11 @@ def import_from_vsphere(
         if ref.strategy == "warm" and not warm:
             note(f"{ref.vm} is {handle.power_state()}: nothing changes while it is off, so it "
                  "is read once, as a cold import")  # fmt: skip
-        if warm:
-            findings += warm_blockers(vm.name, list(handle.raw.disks))
+        live = ref.strategy == "live-import"
+        if warm or live:
+            findings += warm_blockers(vm.name, list(handle.raw.disks), ref.strategy)
+        if live and needs_guest_conversion(vm, request.options.convert_guest):
+            findings.append(convert_blocker(vm.name))
         decision = decide_power_off(vm.name, handle.power_state(), handle.tools_state(),
                                     ref.force)  # fmt: skip
         if decision.refusal is not None:
@@ -97,22 +110,35 @@ def import_from_vsphere(
                                            on_progress=progress)  # fmt: skip
 
             before_copy: core.BeforeCopyFn = stopper.stop
+            run: core.RunFn | None = None
+            if live:
+                settings = LiveSettings(ref.serve_address, ref.stream_mib_s)
+                live_run = LiveRun(access, stopper.stop, settings, note, on_disk_progress)
+                before_copy, run = live_run.before_copy, live_run.run
             if warm:
-                settings = WarmSettings(
+                warm_settings = WarmSettings(
                     ref.precopy_interval_s,
                     cutover_due or (lambda: True),
                     core.PART_SUFFIX,
                     request.tool_limits.timeout_s,
                 )
-                warm_copy = WarmCopy(handle, access, settings, stopper.stop, note,
+                warm_copy = WarmCopy(handle, access, warm_settings, stopper.stop, note,
                                      on_disk_progress)  # fmt: skip
                 before_copy, copy = warm_copy.run, warm_copy.copy
             try:
                 outcome = core.import_source(
                     request, vm, copy, workdir=workdir, clock=clock, note=note,
                     on_disk_progress=on_disk_progress, source_findings=tuple(findings),
-                    before_copy=before_copy, on_begin=on_begin,
+                    before_copy=before_copy, on_begin=on_begin, run=run,
                 )  # fmt: skip
+            except KeyboardInterrupt:
+                if stopper.stopped:  # interrupted: the source runs again, whatever --rollback
+                    note(f"interrupted: powering {ref.vm} on again on vSphere")
+                    try:
+                        stopper.handle.power_on(POWER_TASK_TIMEOUT_S)
+                    except VmferryError as exc:
+                        note(f"{ref.vm} could NOT be powered on again: {exc.message}")
+                raise
             except core.ImportFailedError as exc:
                 if not (stopper.stopped and ref.rollback):
                     raise core.ImportFailedError(

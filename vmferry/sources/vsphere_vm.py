@@ -94,16 +94,19 @@ def parse_vsphere_vm_ref(text: str) -> tuple[str, str]:
     return source, unquote(vm)
 
 
-def warm_blockers(vm_name: str, disks: tuple[RawDisk, ...] | list[RawDisk]) -> list[Finding]:
-    """A blocker for every disk a warm import cannot read while the VM runs: only ESXi's
-    flat disks (a descriptor and its ``-flat.vmdk``) keep their blocks where they are."""
+def warm_blockers(vm_name: str, disks: tuple[RawDisk, ...] | list[RawDisk],
+                  strategy: str = "warm") -> list[Finding]:  # fmt: skip
+    """A blocker for every disk a warm import cannot read while the VM runs, or a live
+    import cannot serve as its backing: only ESXi's flat disks (a descriptor and its
+    ``-flat.vmdk``) keep their blocks where they are, raw."""
     found: list[Finding] = []
     for disk in disks:
         if disk.backing != "flat":
             found.append(Finding(
-                "import.vsphere.warm_disk", Severity.BLOCKER,
+                f"import.vsphere.{'live' if strategy == 'live-import' else 'warm'}_disk",
+                Severity.BLOCKER,
                 f"{vm_name}: disk {disk.file_name or '(no file)'} has a {disk.backing} "
-                "backing; a warm import reads flat disks only",
+                f"backing; a {strategy} import reads flat disks only",
                 "Import this VM cold (--strategy cold), or inflate the disk to flat in vSphere.",
             ))  # fmt: skip
     return found
