@@ -382,25 +382,25 @@ class _Runner:
         def progress(sample: ProgressSample, _state: PolicyState) -> None:
             self.on_event(PlanEvent("progress", "", vm, sample=sample))
 
-        backup_pool, rollback = self.safety.get(vm, (None, False))
-        options = MigrationOptions(
-            strategy=Strategy(item.strategy),
-            max_downtime_ms=int(item.prediction.get("max_downtime_ms") or 300),
-            timeout_s=max(MIN_TIMEOUT_S, 4.0 * item.predicted_s),
-            bandwidth_mib_s=budget_share_mib_s(self.limits, vm),
-            # live with its disks copied: chosen so when the plan was made (service.plan)
-            copy_storage=bool(item.prediction.get("copy_storage")),
-            backup_pool=backup_pool,
-            rollback=rollback,
-        )
         ended = item
         # the plan's hooks for this VM (service.migrate adds the VM's own); only when there
         # are some, so a migrate_fn that takes no plan_hooks still runs plans without hooks
         hooks = {"plan_hooks": self.hooks[vm]} if self.hooks.get(vm) else {}
-        try:
+        try:  # everything in here: whatever it raises, the item's end is recorded
             if "import" in item.prediction:  # a VM of a vSphere source (service.plan_imports)
                 ended = self._import(item, note)
             else:
+                backup_pool, rollback = self.safety.get(vm, (None, False))
+                options = MigrationOptions(
+                    strategy=Strategy(item.strategy),
+                    max_downtime_ms=int(item.prediction.get("max_downtime_ms") or 300),
+                    timeout_s=max(MIN_TIMEOUT_S, 4.0 * item.predicted_s),
+                    bandwidth_mib_s=budget_share_mib_s(self.limits, vm),
+                    # live with its disks copied: chosen so when the plan was made
+                    copy_storage=bool(item.prediction.get("copy_storage")),
+                    backup_pool=backup_pool,
+                    rollback=rollback,
+                )
                 outcome = self.migrate_fn(
                     vm, item.destination, options, on_progress=progress, note=note, **hooks
                 )
