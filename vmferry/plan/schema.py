@@ -23,6 +23,9 @@ from vmferry.model.hook import Hook, HookSpecError, make_hook, merge_hooks
 
 Loc = tuple[str | int, ...]
 StrategyHint = Literal["auto", "live", "postcopy", "warm", "cold", "warm-incremental"]
+# a VM's own: live-import is for VMs of a vSphere source only
+VmStrategyHint = Literal["auto", "live", "postcopy", "warm", "cold", "warm-incremental",
+                         "live-import"]  # fmt: skip
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -104,7 +107,7 @@ class SourceEntry(_Strict):
     storage_map: dict[str, Name] = Field(default_factory=dict)
 
 
-IMPORT_STRATEGIES = ("auto", "warm", "cold")
+IMPORT_STRATEGIES = ("auto", "warm", "cold", "live-import")
 
 
 class HookEntry(_Strict):
@@ -148,7 +151,7 @@ class VmEntry(_Strict):
     group: Name | None = None
     anti_affinity: list[Name] = Field(default_factory=list)
     max_downtime_ms: Annotated[int | None, Field(gt=0)] = None
-    strategy: StrategyHint | None = None
+    strategy: VmStrategyHint | None = None
     predicted_s: Annotated[float | None, Field(gt=0)] = None
     bytes: Annotated[int | None, Field(gt=0)] = None
     tags: dict[str, str] = Field(default_factory=dict)
@@ -284,6 +287,10 @@ def check_references(spec: PlanSpec) -> list[tuple[Loc, str]]:
             problems += _import_problems(spec, i, vm)
         elif vm.source not in hosts:
             problems.append((("vms", i, "source"), f"unknown host {vm.source!r}"))
+        elif vm.strategy == "live-import":
+            problems.append((("vms", i, "strategy"), "live-import is for a VM of a vSphere "
+                             "source (sources:); a VM on a host moves live, postcopy, warm, "
+                             "cold or warm-incremental"))  # fmt: skip
         if vm.destination is not None:
             if vm.destination in sources:
                 problems.append((("vms", i, "destination"), f"{vm.destination!r} is a vSphere "
@@ -330,7 +337,7 @@ def _import_problems(spec: PlanSpec, i: int, vm: VmEntry) -> list[tuple[Loc, str
     problems: list[tuple[Loc, str]] = []
     if vm.strategy is not None and vm.strategy not in IMPORT_STRATEGIES:
         problems.append((("vms", i, "strategy"), f"a VM from vSphere source {vm.source} is "
-                         "imported: auto, warm or cold"))  # fmt: skip
+                         "imported: auto, warm, cold or live-import"))  # fmt: skip
     if vm.backup_pool is not None:
         problems.append((("vms", i, "backup_pool"), "an import never writes its source: "
                          "nothing to back up"))  # fmt: skip

@@ -131,7 +131,8 @@ def choose_import(hint: str, source: str, power_state: str, disk_bytes: int,
                   write_bytes_s: float | None = None) -> ImportChoice:  # fmt: skip
     """The import of a VM in ``power_state`` on vSphere source ``source`` whose disks
     (``disk_bytes``) are read at ``rate_bytes_s``; ``hint`` is the plan file's strategy
-    (auto, warm or cold); ``write_bytes_s`` its disks' writes (p95 of vCenter's
+    (auto, warm, cold or live-import: stopped, then run on KVM at once while its disks
+    stream in); ``write_bytes_s`` its disks' writes (p95 of vCenter's
     statistics; None: not known). A warm import's cutover copies what was written since
     its last precopy: at most ``interval_s`` of writes. Pure."""
     on = power_state == "poweredOn"
@@ -159,6 +160,13 @@ def choose_import(hint: str, source: str, power_state: str, disk_bytes: int,
                             f"boot){writes}", round(cutover_s * 1000), cutover_s,
                             copy_s + cutover_s, True)  # fmt: skip
     cutover_s = IMPORT_CUTOVER_S
+    if on and hint == "live-import":
+        return ImportChoice("live-import", f"set in the plan file (strategy: live-import): it "
+                            f"is shut down through VMware Tools and runs on KVM at once (about "
+                            f"{cutover_s:.0f} s: the shutdown, the first boot) while its disks "
+                            f"({size}) stream in behind it, then are proved against the "
+                            "datastore", round(cutover_s * 1000), cutover_s,
+                            copy_s + cutover_s, True)  # fmt: skip
     if on:
         stop = copy_s + cutover_s
         return ImportChoice("cold", f"set in the plan file (strategy: cold): it is shut down "
@@ -168,6 +176,9 @@ def choose_import(hint: str, source: str, power_state: str, disk_bytes: int,
     why = f"it is {power_state} on vSphere source {source}"
     if hint == "warm":
         why = f"set in the plan file (strategy: warm), but {why}: nothing changes while it is off"
+    elif hint == "live-import":
+        why = (f"set in the plan file (strategy: live-import), but {why}: it is not started "
+               "on KVM either")  # fmt: skip
     return ImportChoice("cold", f"{why}: a cold import reads its disks ({size}) once and "
                         "defines it on its destination, where it stays off", 0, cutover_s,
                         copy_s + cutover_s, False)  # fmt: skip
@@ -258,10 +269,11 @@ def run_import_item(item: PlanItem, spec: PlanSpec, password: str, at: datetime 
 
 #: The notes of :mod:`vmferry.service.vsphere_import` and :mod:`vmferry.service.vsphere_warm`
 #: that say the source VM is being stopped (its downtime begins), and the one of
-#: :mod:`vmferry.service.import_vm` just before the VM is started on KVM (it ends).
+#: :mod:`vmferry.service.import_vm` just before the VM is started on KVM, or the one of
+#: :mod:`vmferry.service.vsphere_live` once it runs there (it ends).
 STOP_NOTE = re.compile(r"^(cutover: stopping |shutting .+ down through VMware Tools$|"
                        r"powering .+ off)")  # fmt: skip
-START_NOTE = re.compile(r"^starting ")
+START_NOTE = re.compile(r"^(starting |.+ runs on .+ \(\d+ ms after the stop began\))")
 
 
 def stop_to_start_ms(said: Sequence[tuple[float, str]]) -> int | None:

@@ -101,13 +101,42 @@ def test_imports_refuse_what_only_moves_between_hosts_have() -> None:
                         "backup_pool: p}")  # fmt: skip
     said = problems(text)
     assert "vms[0].destination: 'vc' is a vSphere source: VMs go to hosts" in said
-    assert "vms[0].strategy: a VM from vSphere source vc is imported: auto, warm or cold" in said
+    assert (
+        "vms[0].strategy: a VM from vSphere source vc is imported: auto, warm, cold or live-import"
+    ) in said
     assert "vms[0].backup_pool: an import never writes its source: nothing to back up" in said
     clash = PLAN.replace("sources:\n", "sources:\n  - {name: kvm1}\n")
     assert "sources[0].name: 'kvm1' is a host's name too" in problems(clash)
 
 
+def test_live_import_is_for_vms_of_a_source_only() -> None:
+    text = PLAN.replace(
+        "  - {name: kvm1, cpus: 16, memory_mb: 8192, link_gbps: 1}\n",
+        "  - {name: kvm1, cpus: 16, memory_mb: 8192, link_gbps: 1}\n"
+        "  - {name: kvm2, cpus: 16, memory_mb: 8192, link_gbps: 1}\n",
+    )
+    text = text.replace(
+        "vms:\n",
+        "vms:\n  - {name: web, source: kvm2, memory_mb: 512, vcpus: 1, strategy: live-import}\n",
+    )
+    assert "vms[0].strategy: live-import is for a VM of a vSphere source" in problems(text)
+    imported = PLAN.replace("destination: kvm1}", "destination: kvm1, strategy: live-import}")
+    assert parse_plan(imported, facts=no_facts).vms[0].strategy == "live-import"
+
+
 # -- the choice --------------------------------------------------------------------------
+
+
+def test_a_live_import_stops_the_vm_for_one_boot_and_streams_its_disks_behind_it() -> None:
+    rate = 125e6
+    live = choose_import("live-import", "vc", "poweredOn", 2**30, rate, 3600)
+    assert (live.strategy, live.start) == ("live-import", True)
+    assert live.downtime_ms == round(IMPORT_CUTOVER_S * 1000)  # not the copy: it runs meanwhile
+    assert live.duration_s == pytest.approx(2**30 / rate + IMPORT_CUTOVER_S)
+    assert "runs on KVM at once" in live.reason and "stream in behind it" in live.reason
+    off = choose_import("live-import", "vc", "poweredOff", 2**30, rate, 3600)
+    assert (off.strategy, off.start) == ("cold", False)
+    assert "it is not started on KVM either" in off.reason
 
 
 def test_a_running_vm_is_imported_warm_and_one_that_is_off_cold() -> None:
@@ -252,11 +281,11 @@ def fake_inventory(_source: VsphereSource, password: str) -> list[VsphereVm]:
             VsphereVm("DC0_H0_VM1", "u1", "poweredOff", 1, 1024, None, disk, ())]  # fmt: skip
 
 
-def made_plan(store: Store, tmp_path: Path) -> str:
+def made_plan(store: Store, tmp_path: Path, text: str = PLAN) -> str:
     add_source("vc", "vsphere://u@vc.example:443", lambda _s: "pw", insecure=True, store=store,
                probe=lambda _s, _p: None)  # fmt: skip
     path = tmp_path / "plan.yaml"
-    path.write_text(PLAN)
+    path.write_text(text)
     return create_plan(path, store=store, password=lambda _s: "pw",
                        read_inventory=fake_inventory, profiles_of=no_profiles).id  # fmt: skip
 
@@ -292,6 +321,30 @@ def test_plan_run_imports_each_vm_and_cuts_a_warm_one_over_when_scheduled(
     )
 
 
+def test_plan_run_imports_a_live_import_item_at_once_with_its_strategy(
+    store: Store, tmp_path: Path
+) -> None:
+    plan_id = made_plan(
+        store,
+        tmp_path,
+        PLAN.replace("destination: kvm1}", "destination: kvm1, strategy: live-import}"),
+    )
+    calls: list[tuple[str, str, datetime | None]] = []
+
+    def fake_import(item: PlanItem, _spec: PlanSpec, _password: str, at: datetime | None,
+                    _note: object, _store: Store) -> ImportItemResult:  # fmt: skip
+        calls.append((item.vm, item.strategy, at))
+        return ImportItemResult(f"job-{item.vm}", 1500, 750)
+
+    record = run_plan(plan_id, store=store, password=lambda _s: "pw", import_fn=fake_import,
+                      poll_s=0.01)  # fmt: skip
+    assert record.status is PlanStatus.COMPLETED
+    assert sorted(calls) == [("DC0_H0_VM0", "live-import", None), ("DC0_H0_VM1", "cold", None)]
+    live = next(i for i in record.items if i.vm == "DC0_H0_VM0")
+    assert live.prediction["import"]["cutover_at_s"] is None and live.prediction["import"]["start"]
+    assert live.actual_downtime_ms == 750
+
+
 def test_a_warm_import_cancelled_before_its_cutover_is_cancelled_in_the_plan(
     store: Store, tmp_path: Path
 ) -> None:
@@ -320,3 +373,9 @@ def test_an_imports_downtime_runs_from_the_vm_stopped_to_its_start_on_kvm() -> N
     assert stop_to_start_ms(forced) == 1000
     assert stop_to_start_ms([(2.0, "db1 is powered off: read as it is"),
                              (3.0, "starting db1")]) is None  # fmt: skip
+    live = [(1.0, "shutting web down through VMware Tools"),
+            (1.2, "defining web on kvm1 over the datastore's disks"),
+            (1.75, "web runs on kvm1 (750 ms after the stop began); streaming its disks from "
+                   "the datastore"),
+            (30.0, "disk 0: streamed; it no longer reads the datastore")]  # fmt: skip
+    assert stop_to_start_ms(live) == 750
