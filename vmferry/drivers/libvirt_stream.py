@@ -14,9 +14,11 @@ import libvirt
 from defusedxml.ElementTree import fromstring
 
 from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.drivers.libvirt_pull_backup import checkpoint_xml
 
 __all__ = [
     "backed_targets",
+    "create_checkpoint",
     "io_error_paused",
     "start_paused",
     "start_pull",
@@ -38,6 +40,14 @@ def io_error_paused(host: LibvirtHost, vm: str) -> bool:
     except libvirt.libvirtError as exc:
         raise host._error(exc, f"reading the state of {vm}") from exc
     return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR)
+
+
+def create_checkpoint(host: LibvirtHost, vm: str, name: str, targets: list[str]) -> None:
+    """Checkpoint ``name`` of ``vm``: a dirty bitmap on each of ``targets`` from now on."""
+    try:
+        host._lookup(vm).checkpointCreateXML(checkpoint_xml(name, targets, []), 0)
+    except libvirt.libvirtError as exc:
+        raise host._error(exc, f"taking the checkpoint of {vm}") from exc
 
 
 def start_pull(host: LibvirtHost, vm: str, target: str, bandwidth_mib_s: int = 0) -> None:

@@ -107,6 +107,7 @@ class LiveRun:
         exports = [self._export(disk, cookie, address) for disk in plan.disks]
         overlays = [core._pool_dir(dest, d.pool or plan.pool) / d.volume for d in plan.disks]
         servers: list[NbdkitServer] = []
+        made: list[Path] = []  # the overlays this run created (only those are removed)
         defined = False
         try:
             servers = serve_all(exports, workdir)
@@ -116,6 +117,7 @@ class LiveRun:
                           f"{where} (nbdkit pid {server.pid})")  # fmt: skip
             for disk, path in zip(plan.disks, overlays, strict=True):
                 _create_overlay(path, disk.capacity_bytes, request.tool_limits)
+                made.append(path)
             for pool in core._pools_of(plan):
                 dst.refresh_pool(pool)
             pairs = zip(plan.disks, exports, strict=True)
@@ -126,7 +128,7 @@ class LiveRun:
             defined = True
             targets = [d.target_dev for d in plan.disks]
             stream.start_paused(dst, plan.name)
-            _checkpoint(dst, plan.name, targets)
+            stream.create_checkpoint(dst, plan.name, CHECKPOINT, targets)
             pull.resume_thawed(dst, plan.name)
             downtime_ms = round((time.monotonic() - (self.stop_started or time.monotonic()))
                                 * 1000)  # fmt: skip
@@ -139,7 +141,7 @@ class LiveRun:
             clock.lap("verify")
             pull.delete_checkpoints(dst, plan.name, CHECKPOINT)
         except BaseException:
-            self._remove(dst, plan.name, overlays, plan, defined)
+            self._remove(dst, plan.name, made, plan, defined)
             raise
         finally:
             for server in servers:
@@ -276,16 +278,6 @@ class LiveRun:
         for pool in core._pools_of(plan):
             with contextlib.suppress(VmferryError):
                 dst.refresh_pool(pool)
-
-
-def _checkpoint(dst: LibvirtHost, vm: str, targets: list[str]) -> None:
-    """The checkpoint the proof starts from (taken while the VM is paused, before it runs)."""
-    import libvirt
-
-    try:
-        dst._lookup(vm).checkpointCreateXML(pull.checkpoint_xml(CHECKPOINT, targets, []), 0)
-    except libvirt.libvirtError as exc:
-        raise dst._error(exc, f"taking the checkpoint of {vm}") from exc
 
 
 def _compare(backup: pull.PullBackup, name: str, export: DatastoreExport,
