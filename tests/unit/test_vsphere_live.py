@@ -103,13 +103,13 @@ def test_nbdkits_command_line_keeps_the_cookie_and_the_token_off_it_where_it_can
 ) -> None:
     export = _export(tmp_path, "https://vc:443/folder/a-flat.vmdk?dsName=d", 5 * MIB,
                      ca_file="/etc/ca.pem")  # fmt: skip
-    argv = nbdkit_argv(export)
+    argv = nbdkit_argv(export, tmp_path / "nbdkit.pid")
     assert "secret-cookie" not in " ".join(argv)  # read by nbdkit from the file
     assert f"cookie=+{export.cookie_file}" in argv and "--readonly" in argv
     assert "--exit-with-parent" in argv and "cainfo=/etc/ca.pem" in argv
     assert "sslverify=false" not in argv
     assert {"exportname-strict=true", "exportname-list=error", f"truncate={5 * MIB}"} <= set(argv)
-    insecure = nbdkit_argv(_export(tmp_path, "https://vc/x", 1, insecure=True))
+    insecure = nbdkit_argv(_export(tmp_path, "https://vc/x", 1, insecure=True), tmp_path / "p")
     assert "sslverify=false" in insecure and not [a for a in insecure if "cainfo" in a]
     assert "token" not in repr(export) and export.name not in repr(export)
 
@@ -135,9 +135,7 @@ def _read(export: DatastoreExport, name: str, offset: int, length: int) -> bytes
     client = NbdClient.connect_tcp(export.address, export.port, export=name, timeout_s=10)
     try:
         buf = memoryview(bytearray(length))
-        result = client.read(offset, buf)
-        for at, size in result.holes:
-            buf[at : at + size] = bytes(size)
+        client.read(offset, buf).fill_holes()
         assert client.size == export.size
         return bytes(buf)
     finally:

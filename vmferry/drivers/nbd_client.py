@@ -77,6 +77,12 @@ class ReadResult:
     buffer: memoryview
     holes: list[tuple[int, int]] = field(default_factory=list)
 
+    def fill_holes(self) -> memoryview:
+        """The buffer, its holes written as the zeros they read as."""
+        for start, count in self.holes:
+            self.buffer[start : start + count] = bytes(count)
+        return self.buffer
+
 
 @dataclass
 class _Pending:

@@ -32,7 +32,14 @@ from pathlib import Path
 
 from vmferry.errors import ToolError
 
-__all__ = ["DatastoreExport", "NbdkitServer", "nbdkit_argv", "pick_port", "route_source"]
+__all__ = [
+    "DatastoreExport",
+    "NbdkitServer",
+    "nbdkit_argv",
+    "pick_port",
+    "route_source",
+    "serve_all",
+]
 
 RETRIES = 3
 START_TIMEOUT_S = 15.0
@@ -55,10 +62,11 @@ class DatastoreExport:
     insecure: bool = False
 
 
-def nbdkit_argv(export: DatastoreExport) -> list[str]:
-    """nbdkit's command line for ``export`` (pure)."""
+def nbdkit_argv(export: DatastoreExport, pidfile: Path) -> list[str]:
+    """nbdkit's command line for ``export``, its pid written to ``pidfile`` once it
+    listens (pure)."""
     argv = [
-        "nbdkit", "--foreground", "--exit-with-parent", "--readonly",
+        "nbdkit", "--foreground", "--exit-with-parent", "--readonly", "--pidfile", str(pidfile),
         "--ipaddr", export.address, "--port", str(export.port),
         "--filter=exportname", "--filter=truncate", "--filter=retry",
         "curl", f"url={export.url}", f"cookie=+{export.cookie_file}",
@@ -111,8 +119,7 @@ class NbdkitServer:
         ready.unlink(missing_ok=True)
         with self.errors.open("ab") as err:
             self.proc = subprocess.Popen(
-                [*nbdkit_argv(self.export)[:1], "--pidfile", str(ready),
-                 *nbdkit_argv(self.export)[1:]],
+                nbdkit_argv(self.export, ready),
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
             )  # fmt: skip
         self.starts += 1
@@ -120,7 +127,7 @@ class NbdkitServer:
         while not (ready.exists() and ready.read_text().strip()):
             if self.proc.poll() is not None:
                 self.proc = None
-                raise ToolError(f"nbdkit could not serve {self.export.url}: {self._last_line()}")
+                raise ToolError(f"nbdkit could not serve {self.export.url}: {self.last_message()}")
             if time.monotonic() > deadline:
                 self.stop()
                 where = f"{self.export.address}:{self.export.port}"
@@ -152,7 +159,8 @@ class NbdkitServer:
                 self.proc.wait()
         self.proc = None
 
-    def _last_line(self) -> str:
+    def last_message(self) -> str:
+        """nbdkit's last line of messages (its error, when it fails)."""
         try:
             lines = self.errors.read_text(errors="replace").strip().splitlines()
         except OSError:

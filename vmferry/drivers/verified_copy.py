@@ -242,9 +242,7 @@ def _pump(
         else:
             result = reader.wait(cookie)
             assert result is not None
-            data = result.buffer
-            for start, count in result.holes:  # a server may still answer with holes
-                data[start : start + count] = bytes(count)
+            data = result.fill_holes()  # a server may still answer with holes
             zero = digester.add_data(data)
             if leaves is not None:
                 leaves.set_data(offset, data)

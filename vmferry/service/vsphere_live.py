@@ -197,7 +197,7 @@ class LiveRun:
             now = time.monotonic()
             broken_since = broken_since or now
             attempts += 1
-            why = "; ".join(f"disk {by_target[t][0].index}: {by_target[t][1]._last_line()}"
+            why = "; ".join(f"disk {by_target[t][0].index}: {by_target[t][1].last_message()}"
                             for t in broken)  # fmt: skip
             if now - broken_since > self.settings.resume_budget_s:
                 raise VmferryError(f"the stream from the datastore stayed broken for "
@@ -296,20 +296,13 @@ def _compare(backup: pull.PullBackup, name: str, export: DatastoreExport,
     ):
         for offset, length in pieces:
             for client, buf in ((kvm, mine), (source, theirs)):
-                _read_full(client, offset, buf[:length])
+                client.read(offset, buf[:length]).fill_holes()
             if mine[:length] != theirs[:length]:
                 at = next(i for i in range(length) if mine[i] != theirs[i])
                 raise VmferryError(f"disk {index}: byte {offset + at} differs from the "
                                    "datastore's where the guest did not write")  # fmt: skip
             done += length
     return done
-
-
-def _read_full(client: NbdClient, offset: int, buf: memoryview) -> None:
-    """``buf`` filled from ``offset``, the holes the server reports as zeros."""
-    result = client.read(offset, buf)
-    for at, length in result.holes:
-        buf[at : at + length] = bytes(length)
 
 
 def _create_overlay(path: Path, capacity: int, limits: ToolLimits) -> None:

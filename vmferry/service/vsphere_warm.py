@@ -193,8 +193,7 @@ class WarmCopy:
                 buffer = bytearray(run.length)
                 result = reader.wait(reader.submit_read(run.offset, memoryview(buffer), whole=True))
                 assert result is not None
-                for start, count in result.holes:
-                    buffer[start : start + count] = bytes(count)
+                result.fill_holes()
                 disk.leaves.set_data(run.offset, buffer)
                 target.write(run.offset, memoryview(buffer))
                 done += run.length
