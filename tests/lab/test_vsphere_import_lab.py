@@ -140,6 +140,46 @@ def test_a_running_vsphere_vm_is_imported_boots_and_verifies(
     assert volumes and not [v for v in volumes if v.exists()]
     assert not _on_host("kvm1", NAME)
 
+    # imported again, its datastore reads held to 1 MiB/s, and cancelled mid-copy with
+    # `vmferry job cancel`: its partial volume removed, nothing defined, the VM running again
+    _cancelled_mid_copy(sim, volumes[0])
+
+
+def _cancelled_mid_copy(sim: Vcsim, volume: Path) -> None:
+    env = {**os.environ, "VMFERRY_VSPHERE_PASSWORD": sim.password}
+    importing = subprocess.Popen(
+        [sys.executable, "-m", "vmferry.cli.main", "import", f"vsphere://vc1/{VM}", "--to",
+         "kvm1", "--name", NAME, "--network-map", "DC0_DVPG0=vmnet", "--storage-pool",
+         topo.SHARED_POOL, "--virt-type", "qemu", "--convert-guest", "never", "--force",
+         "--bandwidth", "1"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        part = volume.with_name(volume.name + ".vmferry-part")  # import_vm.PART_SUFFIX
+        deadline = time.monotonic() + 120
+        while not part.exists() and importing.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the copy has begun once its partial volume exists
+        assert part.exists(), importing.communicate()[1] if importing.poll() is not None else ""
+        assert power_state(sim, VM) == "poweredOff"  # powered off (--force), being read
+        jobs = json.loads(_vmferry("jobs", "--json").stdout)
+        (job,) = [j for j in jobs if j["vm"] == NAME and j["status"] == "running"]
+        cancel = _vmferry("job", "cancel", job["id"], "--json")
+        assert cancel.returncode == 0, cancel.stderr
+        assert json.loads(cancel.stdout)["status"] == "cancelled"
+        _out, err = importing.communicate(timeout=120)
+    finally:
+        if importing.poll() is None:
+            importing.kill()
+            importing.wait()
+    assert importing.returncode == 1, err
+    said = " ".join(err.split())
+    assert f"cancelled: powering {VM} on again on vSphere" in said, said
+    assert f"job {job['id']} was cancelled" in said
+    assert power_state(sim, VM) == "poweredOn"
+    assert not part.exists() and not volume.exists()
+    assert not _on_host("kvm1", NAME)
+
 
 def _on_host(host: str, name: str) -> bool:
     """Whether ``host`` has a domain ``name``, running or only defined."""
@@ -380,7 +420,8 @@ windows:
 LIVE = "imp-live"
 LIVE_ADDR = topo.guest_addr(243)
 MIB = 2**20
-DATA_MIB = 32  # the data disk, streamed at 1 MiB/s: well after the guest's agent answers
+# the data disk, streamed at 1 MiB/s (--bandwidth 2, two disks): well after the agent answers
+DATA_MIB = 32
 WRITE_AT_MIB = 28  # where the guest writes in it, 1 MiB, ahead of its stream
 
 
@@ -417,7 +458,7 @@ def test_a_live_import_runs_the_vm_at_once_and_streams_its_disks_through_a_broke
         upload(live_sim, instance, tmp_path / "data-flat.vmdk", f"{VM}/data-flat.vmdk")
         add_disk(instance, VM, f"{VM}/{data_vmdk.name}", DATA_MIB * MIB)
     console, importing = _start_import(live_sim, "vcl", LIVE, "--strategy", "live-import",
-                                       "--stream-bandwidth", "1")  # fmt: skip
+                                       "--bandwidth", "2")  # fmt: skip
     assert importing.stderr is not None and importing.stdout is not None
     said, printed = LineReader(importing.stderr), LineReader(importing.stdout)
     written = (b"live-write\n" * (MIB // 11 + 1))[:MIB]

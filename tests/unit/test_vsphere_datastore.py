@@ -6,6 +6,7 @@ that keeps breaking fails in one line and leaves no file behind."""
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,14 +44,15 @@ def source(sim: Vcsim) -> VsphereSource:
     return VsphereSource("vc1", sim.host, sim.port, sim.user, ca_file=str(sim.ca_file))
 
 
-def copy(sim: Vcsim, vm: str, tmp_path: Path, connections: int = 4) -> tuple[Path, DatastoreAccess]:
+def copy(sim: Vcsim, vm: str, tmp_path: Path, connections: int = 4,
+         bandwidth_mib_s: int = 0) -> tuple[Path, DatastoreAccess]:  # fmt: skip
     """The VM's first disk copied as the import does, into ``tmp_path``/copy.qcow2."""
     part = tmp_path / "copy.qcow2"
     with vsphere_session(source(sim), sim.password) as session:
         handle = session.find_vm(vm)
         access = DatastoreAccess(source(sim), handle.datacenter, session.session_cookie,
                                  ssl.create_default_context(cafile=str(sim.ca_file)),
-                                 connections)  # fmt: skip
+                                 connections, bandwidth_mib_s)  # fmt: skip
         copy_datastore_disk(access, handle.raw.disks[0].file_name, part, workdir=tmp_path,
                             limits=Limits(), tool_limits=ToolLimits())  # fmt: skip
     return part, access
@@ -87,6 +89,21 @@ def test_a_disk_is_read_on_several_connections_at_once(
     ranges = [r for r in stats["ranges"] if isinstance(r, str)]  # type: ignore[union-attr]
     assert "bytes=0-4194303" in ranges and "bytes=20971520-25165823" in ranges
     assert all(r.startswith("bytes=") for r in ranges)  # every GET a range request
+
+
+def test_a_bandwidth_cap_holds_every_connection_of_the_copy_to_it(
+    sim: Vcsim, disks: dict[str, str], tmp_path: Path
+) -> None:
+    """24 MiB read on 4 connections at 8 MiB/s: the six 4 MiB ranges of the extent go out
+    half a second apart at least, so the copy takes 2.5 s at least (unpaced: well under)."""
+    began = time.monotonic()
+    part, access = copy(sim, "DC0_H0_VM1", tmp_path, connections=4, bandwidth_mib_s=8)
+    took = time.monotonic() - began
+    assert virtual_sha256(part, "qcow2", tmp_path) == disks["monolithicFlat"]
+    assert access.rate is not None and access.rate.bytes_per_s == 8 * MIB
+    assert all(r.rate is access.rate for r in access.readers)  # one cap for every reader
+    assert took >= 2.5
+    assert access.rate.waited_s >= 2.5  # the readers waited in turn, at least that long
 
 
 def test_a_broken_download_is_retried_and_still_proved(

@@ -26,7 +26,7 @@ from vmferry.drivers.nbdkit_datastore import (
     route_source,
 )
 from vmferry.errors import ToolError, VmferryError
-from vmferry.imports.live_import import clean_ranges, convert_blocker, resume_delay
+from vmferry.imports.live_import import clean_ranges, convert_blocker, resume_delay, stream_share
 from vmferry.model.finding import Severity
 from vmferry.model.vsphere import VsphereVmRef
 from vmferry.service import import_vm, vsphere_import
@@ -52,6 +52,14 @@ def test_a_broken_stream_waits_longer_each_time_up_to_a_ceiling() -> None:
     assert [resume_delay(n) for n in (1, 2, 3, 4, 5, 6, 9)] == [2, 4, 8, 16, 30, 30, 30]
     with pytest.raises(ValueError):
         resume_delay(0)
+
+
+def test_a_live_imports_bandwidth_is_shared_by_its_disks_streams() -> None:
+    mib = 2**20
+    assert stream_share(0, 3) == 0  # no cap
+    assert stream_share(10, 1) == 10 * mib
+    assert stream_share(10, 4) == 10 * mib // 4  # 2.5 MiB/s each (libvirt takes bytes/s)
+    assert stream_share(2, 8) == mib  # never under 1 MiB/s a disk
 
 
 def test_a_guest_to_convert_blocks_a_live_import() -> None:
@@ -220,8 +228,9 @@ def test_a_live_import_dry_run_names_what_blocks_it_and_leaves_the_vm_running(
     (("--strategy", "live"), "--strategy 'live': expected cold, warm or live-import"),
     (("--strategy", "live-import", "--cutover-at", "2030-01-01T00:00"),
      "--cutover-at is for --strategy warm"),
-    (("--serve-address", "10.0.0.1"), "are for --strategy live-import"),
-    (("--strategy", "live-import", "--stream-bandwidth", "-1"), "--stream-bandwidth -1"),
+    (("--serve-address", "10.0.0.1"), "--serve-address is for --strategy live-import"),
+    (("--strategy", "live-import", "--bandwidth", "-1"), "--bandwidth -1: expected >= 0"),
+    (("--bandwidth", "-2"), "--bandwidth -2: expected >= 0"),
 ])  # fmt: skip
 def test_bad_live_import_options_are_one_line_errors(
     sim: Vcsim, db: Path, args: tuple[str, ...], said: str

@@ -191,8 +191,12 @@ def import_command(
             "disks from (nbdkit listens there); default: the one on the route to the host."
         ),
     ] = None,
-    stream_bandwidth: Annotated[
-        int, typer.Option(help="vSphere live-import: MiB/s per disk stream at most (0: no cap).")
+    bandwidth: Annotated[
+        int,
+        typer.Option(
+            help="vSphere: MiB/s the import reads from the datastore at most, all its disks "
+            "together (a live import's streams share it); 0: no cap."
+        ),
     ] = 0,
     precopy_interval: Annotated[
         float, typer.Option(help="vSphere warm: seconds between copies of the changes.")
@@ -241,24 +245,23 @@ def import_command(
         if strategy != "warm" and cutover_at is not None:
             raise BadInputError("--cutover-at is for --strategy warm")
         live = strategy == "live-import"
-        if not live and (serve_address is not None or stream_bandwidth != 0):
-            raise BadInputError("--serve-address and --stream-bandwidth are for "
-                                "--strategy live-import")  # fmt: skip
-        if stream_bandwidth < 0:
-            raise BadInputError(f"--stream-bandwidth {stream_bandwidth}: expected >= 0 MiB/s")
+        if not live and serve_address is not None:
+            raise BadInputError("--serve-address is for --strategy live-import")
+        if bandwidth < 0:
+            raise BadInputError(f"--bandwidth {bandwidth}: expected >= 0 MiB/s")
         start = start or live
         at = None if cutover_at is None else parse_cutover_at(cutover_at)
         source = replace(_vsphere_ref(source_arg, force, rollback, connections),
                          strategy=strategy, precopy_interval_s=precopy_interval,
-                         serve_address=serve_address, stream_mib_s=stream_bandwidth)  # fmt: skip
+                         serve_address=serve_address, bandwidth_mib_s=bandwidth)  # fmt: skip
         stem = source.vm
     else:
         if (force or rollback or connections != 4 or strategy != "cold"
                 or precopy_interval != 3600.0 or cutover_at is not None
-                or serve_address is not None or stream_bandwidth != 0):  # fmt: skip
+                or serve_address is not None or bandwidth != 0):  # fmt: skip
             raise BadInputError("--force, --rollback, --connections, --strategy, "
                                 "--precopy-interval, --cutover-at, --serve-address and "
-                                "--stream-bandwidth are for vsphere:// sources")  # fmt: skip
+                                "--bandwidth are for vsphere:// sources")  # fmt: skip
         source = Path(source_arg)
         stem = source.stem
     overrides = ImageOverrides(

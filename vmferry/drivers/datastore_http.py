@@ -4,9 +4,11 @@ vCenter and ESXi serve a datastore's files at ``/folder/<path>?dcPath=DC&dsName=
 client that shows the SOAP session's cookie (``vmware_soap_session``). :class:`RangeReader`
 reads one such file with ``connections`` persistent HTTPS connections, one thread each,
 every request a ``Range: bytes=A-B`` GET checked for its status, its ``Content-Range`` and
-its length. A request that fails (connection reset, short body, 5xx) is sent again on a new
-connection, ``retries`` times at most with a growing pause, then the whole read fails with
-one line (:class:`ToolError`). 401/403 and 404 fail at once: retrying cannot help.
+its length, paced by a :class:`ByteRate` when the import has a bandwidth cap (shared by
+every reader of the import). A request that fails (connection reset, short body, 5xx) is
+sent again on a new connection, ``retries`` times at most with a growing pause, then the
+whole read fails with one line (:class:`ToolError`). 401/403 and 404 fail at once:
+retrying cannot help.
 
 It offers what :func:`vmferry.drivers.verified_copy._pump` needs of a reader (``size``,
 ``block_status``, ``submit_read``, ``wait``): a raw extent (an ESXi ``-flat.vmdk``) is read
@@ -31,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from vmferry.drivers.nbd_client import STATE_ZERO, ReadResult
+from vmferry.drivers.pacing import ByteRate
 from vmferry.errors import BadInputError, ToolError
 
 __all__ = ["DatastoreFile", "RangeReader", "download_to"]
@@ -92,6 +95,7 @@ class RangeReader:
         connections: int = 4,
         retries: int = DEFAULT_RETRIES,
         backoff_s: float = 0.2,
+        rate: ByteRate | None = None,
     ) -> None:
         if connections < 1:
             raise BadInputError("--connections must be at least 1")
@@ -99,6 +103,7 @@ class RangeReader:
         self.connections = connections
         self.retries = retries
         self.backoff_s = backoff_s
+        self.rate = rate  # shared with the other readers of an import (None: no cap)
         self.requests = 0  # range GETs sent, retries included
         self.retried = 0
         self._lock = threading.Lock()
@@ -184,6 +189,8 @@ class RangeReader:
 
     def _read(self, offset: int, buffer: memoryview) -> ReadResult:
         length = len(buffer)
+        if self.rate is not None:
+            self.rate.take(length)
         self._with_retries(offset, length, lambda: self._get(offset, buffer, None))
         return ReadResult(offset, length, buffer)
 

@@ -50,10 +50,12 @@ def create_checkpoint(host: LibvirtHost, vm: str, name: str, targets: list[str])
         raise host._error(exc, f"taking the checkpoint of {vm}") from exc
 
 
-def start_pull(host: LibvirtHost, vm: str, target: str, bandwidth_mib_s: int = 0) -> None:
-    """Start pulling disk ``target`` of ``vm`` from its backing (0: no bandwidth cap)."""
+def start_pull(host: LibvirtHost, vm: str, target: str, bytes_per_s: int = 0) -> None:
+    """Start pulling disk ``target`` of ``vm`` from its backing at most ``bytes_per_s``
+    (0: no cap)."""
+    flags = libvirt.VIR_DOMAIN_BLOCK_PULL_BANDWIDTH_BYTES if bytes_per_s else 0
     try:
-        host._lookup(vm).blockPull(target, bandwidth_mib_s, 0)
+        host._lookup(vm).blockPull(target, bytes_per_s, flags)
     except libvirt.libvirtError as exc:
         raise host._error(exc, f"starting the stream of disk {target} of {vm}") from exc
 

@@ -24,6 +24,7 @@ __all__ = [
     "clean_ranges",
     "convert_blocker",
     "resume_delay",
+    "stream_share",
 ]
 
 FIRST_DELAY_S = 2.0
@@ -40,6 +41,14 @@ def convert_blocker(vm_name: str) -> Finding:
         "Import it with --strategy cold or warm, or with --convert-guest never when the "
         "guest already has virtio drivers (most Linux guests do).",
     )  # fmt: skip
+
+
+def stream_share(bandwidth_mib_s: int, disks: int) -> int:
+    """Bytes per second each of ``disks`` streams may take of the import's cap (0: none);
+    at least 1 MiB/s."""
+    if bandwidth_mib_s <= 0:
+        return 0
+    return max(2**20, bandwidth_mib_s * 2**20 // max(1, disks))
 
 
 def resume_delay(attempt: int) -> float:

@@ -75,7 +75,9 @@ class VsphereVmRef:
     strategy: str = "cold"
     precopy_interval_s: float = 3600.0  # warm: how often the changes are copied
     serve_address: str | None = None  # live-import: where nbdkit listens (None: the route's)
-    stream_mib_s: int = 0  # live-import: each disk's stream at most this (0: no cap)
+    # the datastore read at most this fast, all disks together (a live import's streams
+    # share it); 0: no cap
+    bandwidth_mib_s: int = 0
 
     def __str__(self) -> str:
         return f"vsphere://{self.source}/{self.vm}"

@@ -9,13 +9,15 @@ the volumes the import made) plus the job's status.
 
 :class:`ImportJobRun` runs an import as its job (`vmferry import`, a plan's import item):
 the job made when the import begins to change things, a warm import's ``warm`` event and
-its rounds as ``progress`` events, its cutover when due (``at``, or `vmferry job cutover`)
-and its end recorded however it ends.
+its rounds as ``progress`` events, its cutover when due (``at``, or `vmferry job cutover`),
+a `vmferry job cancel` seen while it copies (at most once a second, from its progress:
+:class:`ImportCancelledError`) and its end recorded however it ends.
 """
 
 from __future__ import annotations
 
 import getpass
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from vmferry.service.import_doc import outcome_json
 from vmferry.service.import_vm import (
     DiskProgressFn,
     ImportBlockedError,
+    ImportCancelledError,
     ImportFailedError,
     ImportOutcome,
     ImportRequest,
@@ -35,7 +38,7 @@ from vmferry.service.import_vm import (
     import_vm,
 )
 from vmferry.service.lease import process_lease
-from vmferry.service.warm_cutover import WarmCancelledError, cutover_poll
+from vmferry.service.warm_cutover import cutover_poll
 from vmferry.store.db import Store, open_store
 
 __all__ = [
@@ -91,6 +94,9 @@ def _quiet(*_args: object) -> None:
     return None
 
 
+CANCEL_POLL_S = 1.0  # how often a copying import looks at its job for a cancel
+
+
 class ImportJobRun:
     """One import run as its job. ``at``: when a warm import cuts over (None: at `vmferry
     job cutover`); ``job_id`` is known once the import began to change things (nothing is
@@ -130,8 +136,20 @@ class ImportJobRun:
         due = None
         if self.warm:
             due = cutover_poll(self.store, lambda: self.job_id, self.at)
+        polled = [time.monotonic()]
+
+        def progress(index: int, pct: float) -> None:  # a cancel is seen while it copies
+            on_disk_progress(index, pct)
+            if self.job_id is not None and time.monotonic() - polled[0] >= CANCEL_POLL_S:
+                polled[0] = time.monotonic()
+                if self.store.get_job(self.job_id).cancel_requested:
+                    raise ImportCancelledError(
+                        f"job {self.job_id} was cancelled: what the import wrote is removed, "
+                        "nothing was defined"
+                    )
+
         try:
-            outcome = import_vm(self.request, note=noted, on_disk_progress=on_disk_progress,
+            outcome = import_vm(self.request, note=noted, on_disk_progress=progress,
                                 on_begin=begin, cutover_due=due)  # fmt: skip
         except (ImportBlockedError, ImportFailedError) as exc:
             self._end(outcome_json(exc.outcome), JobStatus.FAILED, exc.outcome.reason)
@@ -139,7 +157,7 @@ class ImportJobRun:
         except KeyboardInterrupt:
             self._end(None, JobStatus.CANCELLED, "interrupted (Ctrl-C)")
             raise
-        except WarmCancelledError as exc:
+        except ImportCancelledError as exc:
             self._end(None, JobStatus.CANCELLED, exc.message)
             raise
         except VmferryError as exc:

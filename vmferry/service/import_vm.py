@@ -261,6 +261,8 @@ def import_source(
                 return run(request, vm, plan, dest, dst, workdir, outcome, clock)
             return _run(request, vm, plan, dest, dst, workdir, outcome, clock, note,
                         on_disk_progress, copy)  # fmt: skip
+        except ImportCancelledError:
+            raise
         except VmferryError as exc:
             failed = replace(outcome, status="failed", reason=exc.message)
             raise ImportFailedError(failed) from exc
@@ -301,6 +303,11 @@ class ImportBlockedError(BlockedError):
     def __init__(self, outcome: ImportOutcome) -> None:
         super().__init__(f"import of {outcome.plan.name} {outcome.reason}")
         self.outcome = outcome
+
+
+class ImportCancelledError(VmferryError):
+    """`vmferry job cancel` (or `plan cancel`) stopped the import (exit 1): what it had
+    written is removed, nothing is defined; a vSphere VM it had stopped runs again."""
 
 
 class ImportFailedError(MigrationFailedError):

@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "IMPORT_CUTOVER_S",
     "ImportChoice",
     "ImportItemResult",
+    "ImportTerms",
     "InventoryFn",
     "PasswordFn",
     "ProfilesFn",
@@ -226,22 +227,33 @@ def cutover_time(spec: PlanSpec, started_at: str | None, cutover_at_s: float | N
     return zero + timedelta(seconds=cutover_at_s)
 
 
-def run_import_item(item: PlanItem, spec: PlanSpec, password: str, at: datetime | None,
-                    note: NoteFn, store: Store | None = None
-                    ) -> ImportItemResult:  # fmt: skip
+@dataclass(frozen=True)
+class ImportTerms:
+    """What `plan run` gives one import: the source's password, when a warm one cuts over
+    (None: after its first copy), and the bandwidth its schedule gave it (MiB/s of datastore
+    reads; None: no cap)."""
+
+    password: str = field(repr=False)
+    cutover_at: datetime | None = None
+    bandwidth_mib_s: int | None = None
+
+
+def run_import_item(item: PlanItem, spec: PlanSpec, terms: ImportTerms, note: NoteFn,
+                    store: Store | None = None) -> ImportItemResult:  # fmt: skip
     """Import the plan item ``item`` (a VM of a vSphere source) onto its destination as
-    `vmferry import vsphere://SOURCE/VM --strategy warm|cold [--start]` does, with the
-    source's maps, a warm one cutting over at ``at``; its job's result (the import's
-    exceptions are raised on)."""
+    `vmferry import vsphere://SOURCE/VM --strategy warm|cold|live-import [--start]
+    [--bandwidth]` does, with the source's maps, on ``terms``; its job's result (the
+    import's exceptions are raised on)."""
     doc = item.prediction.get("import") or {}
     entry = spec.source(str(doc.get("source")))
     if entry is None:
         raise BadInputError(f"{item.vm}: its source {doc.get('source')!r} is no vSphere source "
                             "of this plan")  # fmt: skip
     _pool, rollback = plan_safety(spec, item.vm)
-    ref = VsphereVmRef(entry.name, item.vm, password, rollback=rollback,
+    ref = VsphereVmRef(entry.name, item.vm, terms.password, rollback=rollback,
                        strategy=item.strategy,
-                       precopy_interval_s=spec.defaults.precopy_interval_s)  # fmt: skip
+                       precopy_interval_s=spec.defaults.precopy_interval_s,
+                       bandwidth_mib_s=terms.bandwidth_mib_s or 0)  # fmt: skip
     request = ImportRequest(
         source=ref,
         to=item.destination,
@@ -251,7 +263,7 @@ def run_import_item(item: PlanItem, spec: PlanSpec, password: str, at: datetime 
         start=bool(doc.get("start")),
         virt_type=spec.host(item.destination).virt_type,
     )
-    run = ImportJobRun(request, at, store, by="plan")
+    run = ImportJobRun(request, terms.cutover_at, store, by="plan")
     began = time.monotonic()
     said: list[tuple[float, str]] = []
 

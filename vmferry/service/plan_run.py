@@ -56,12 +56,14 @@ from vmferry.model.plan_run import (
 from vmferry.plan import PlanSpec
 from vmferry.plan.placement import host_slots
 from vmferry.plan.schema import plan_hooks, plan_safety
+from vmferry.service.import_vm import ImportCancelledError
 from vmferry.service.jobs import reconcile_job
 from vmferry.service.lease import process_lease
 from vmferry.service.migrate import MigrateOutcome, migrate
 from vmferry.service.plan import owner_alive
 from vmferry.service.plan_imports import (
     ImportItemResult,
+    ImportTerms,
     PasswordFn,
     cutover_time,
     env_password,
@@ -69,7 +71,6 @@ from vmferry.service.plan_imports import (
     run_import_item,
 )
 from vmferry.service.vsphere_sources import get_source
-from vmferry.service.warm_cutover import WarmCancelledError
 from vmferry.store.db import Store, open_store
 
 __all__ = ["PlanEvent", "budget_share_mib_s", "host_slot_limits", "run_plan"]
@@ -92,11 +93,10 @@ class PlanEvent:
 
 EventFn = Callable[[PlanEvent], None]
 MigrateFn = Callable[..., MigrateOutcome]
-# (item, plan, password, cutover time, note, store) -> the import's result
+# (item, plan, password + cutover time + bandwidth, note, store) -> the import's result
 # (service.plan_imports.run_import_item)
-ImportFn = Callable[
-    [PlanItem, PlanSpec, str, datetime | None, Callable[[str], None], Store], ImportItemResult
-]  # fmt: skip
+ImportFn = Callable[[PlanItem, PlanSpec, ImportTerms, Callable[[str], None], Store],
+                    ImportItemResult]  # fmt: skip
 
 
 def _quiet(_event: PlanEvent) -> None:
@@ -413,7 +413,8 @@ class _Runner:
                     actual_total_ms=result.total_time_ms,
                     actual_downtime_ms=result.downtime_ms,
                 )
-        except WarmCancelledError as exc:  # cancelled before its cutover: the VM runs on
+        except ImportCancelledError as exc:  # cancelled (a warm one before its cutover): the
+            # VM runs on its source
             ended = replace(
                 item, status=ItemStatus.CANCELLED, reason=exc.message, job_id=self.job_ids.get(vm)
             )
@@ -443,8 +444,9 @@ class _Runner:
                           datetime.now().astimezone())  # fmt: skip
         if at is not None:
             note(f"{item.vm}: its cutover is scheduled at {at.isoformat(timespec='seconds')}")
-        password = self.imports.passwords[str(doc["source"])]
-        done = self.imports.run(item, self.spec, password, at, note, self.store)
+        terms = ImportTerms(self.imports.passwords[str(doc["source"])], at,
+                            budget_share_mib_s(self.limits, item.vm))  # fmt: skip
+        done = self.imports.run(item, self.spec, terms, note, self.store)
         return replace(item, status=ItemStatus.COMPLETED, job_id=done.job_id, reason=None,
                        actual_total_ms=done.total_time_ms,
                        actual_downtime_ms=done.downtime_ms)  # fmt: skip

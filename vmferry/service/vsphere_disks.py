@@ -22,6 +22,7 @@ from pathlib import Path
 
 from vmferry.drivers import qemu_img, verified_copy
 from vmferry.drivers.datastore_http import DatastoreFile, RangeReader, download_to
+from vmferry.drivers.pacing import ByteRate
 from vmferry.errors import BadInputError
 from vmferry.model.vsphere import VsphereSource
 from vmferry.sources import Limits, inspect_image
@@ -35,22 +36,26 @@ RANGE_BYTES = 4 * 2**20  # one range request
 
 class DatastoreAccess:
     """How to reach a VM's datastore files: the source's address, the VM's datacenter, the
-    session cookie, the TLS context, the connections per disk; ``readers`` keeps every
-    reader opened (their request and retry counts, for tests and notes)."""
+    session cookie, the TLS context, the connections per disk, the import's read cap
+    (``bandwidth_mib_s``, every reader together; 0: none); ``readers`` keeps every reader
+    opened (their request and retry counts, for tests and notes)."""
 
     def __init__(self, source: VsphereSource, datacenter: str, cookie: str,
-                 context: ssl.SSLContext, connections: int) -> None:  # fmt: skip
+                 context: ssl.SSLContext, connections: int,
+                 bandwidth_mib_s: int = 0) -> None:  # fmt: skip
         self.source = source
         self.datacenter = datacenter
         self.cookie = cookie
         self.context = context
         self.connections = connections
+        self.bandwidth_mib_s = bandwidth_mib_s
+        self.rate = ByteRate(bandwidth_mib_s * 2**20) if bandwidth_mib_s > 0 else None
         self.readers: list[RangeReader] = []
 
     def open(self, path: DatastorePath) -> RangeReader:
         url = datastore_url(self.source.host, self.source.port, path, self.datacenter)
         reader = RangeReader(DatastoreFile(url, self.cookie, self.context, str(path)),
-                             connections=self.connections)  # fmt: skip
+                             connections=self.connections, rate=self.rate)  # fmt: skip
         self.readers.append(reader)
         return reader
 

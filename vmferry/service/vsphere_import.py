@@ -13,8 +13,8 @@
    every disk is read from the datastore (:mod:`vmferry.service.vsphere_disks`), proved,
    renamed, defined, started.
 3. When the import fails after vmferry powered the VM off, ``--rollback`` powers it on
-   again (Ctrl-C always does). The VM is otherwise left as it is: powered off, its
-   configuration untouched.
+   again (Ctrl-C and `vmferry job cancel` always do). The VM is otherwise left as it is:
+   powered off, its configuration untouched.
 
 ``--strategy warm`` copies the disks while the VM runs (:mod:`vmferry.service.vsphere_warm`);
 ``--strategy live-import`` runs it on KVM at once while its disks stream in
@@ -62,8 +62,8 @@ def import_from_vsphere(
         raise BadInputError(f"--connections {ref.connections}: expected 1 to 32")
     if ref.strategy not in STRATEGIES:
         raise BadInputError(f"--strategy {ref.strategy!r}: expected cold, warm or live-import")
-    if ref.stream_mib_s < 0:
-        raise BadInputError(f"--stream-bandwidth {ref.stream_mib_s}: expected >= 0 MiB/s")
+    if ref.bandwidth_mib_s < 0:
+        raise BadInputError(f"--bandwidth {ref.bandwidth_mib_s}: expected >= 0 MiB/s")
     if ref.precopy_interval_s <= 0:
         raise BadInputError(f"--precopy-interval {ref.precopy_interval_s:g}: expected > 0 s")
     source = get_source(ref.source)
@@ -99,7 +99,7 @@ def import_from_vsphere(
         clock.lap("read")
         access = DatastoreAccess(source, handle.datacenter, session.session_cookie,
                                  ssl_context(source.ca_file, source.insecure),
-                                 ref.connections)  # fmt: skip
+                                 ref.connections, ref.bandwidth_mib_s)  # fmt: skip
         stopper = _Stopper(handle, decision.action, ref, note)
         with core._private_dir(request.workdir) as workdir:
 
@@ -112,7 +112,7 @@ def import_from_vsphere(
             before_copy: core.BeforeCopyFn = stopper.stop
             run: core.RunFn | None = None
             if live:
-                settings = LiveSettings(ref.serve_address, ref.stream_mib_s)
+                settings = LiveSettings(ref.serve_address, ref.bandwidth_mib_s)
                 live_run = LiveRun(access, stopper.stop, settings, note, on_disk_progress)
                 before_copy, run = live_run.before_copy, live_run.run
             if warm:
@@ -131,9 +131,11 @@ def import_from_vsphere(
                     on_disk_progress=on_disk_progress, source_findings=tuple(findings),
                     before_copy=before_copy, on_begin=on_begin, run=run,
                 )  # fmt: skip
-            except KeyboardInterrupt:
-                if stopper.stopped:  # interrupted: the source runs again, whatever --rollback
-                    note(f"interrupted: powering {ref.vm} on again on vSphere")
+            except (KeyboardInterrupt, core.ImportCancelledError) as stopped_by:
+                if stopper.stopped:  # stopped by hand: the source runs again, whatever --rollback
+                    why = ("cancelled" if isinstance(stopped_by, core.ImportCancelledError)
+                           else "interrupted")  # fmt: skip
+                    note(f"{why}: powering {ref.vm} on again on vSphere")
                     try:
                         stopper.handle.power_on(POWER_TASK_TIMEOUT_S)
                     except VmferryError as exc:

@@ -56,7 +56,7 @@ from vmferry.drivers.nbdkit_datastore import (
 from vmferry.drivers.qemu_img import ToolLimits, allocated_bytes, run_limited
 from vmferry.errors import ToolError, VmferryError
 from vmferry.imports.guest_network import AddressCheck
-from vmferry.imports.live_import import clean_ranges, resume_delay
+from vmferry.imports.live_import import clean_ranges, resume_delay, stream_share
 from vmferry.imports.mapping import ImportPlan, PlannedDisk
 from vmferry.model.import_target import DestinationFacts
 from vmferry.model.source_vm import SourceVm
@@ -74,7 +74,7 @@ RESUME_BUDGET_S = 300.0  # a stream broken this long in a row fails the import
 @dataclass(frozen=True)
 class LiveSettings:
     serve_address: str | None = None  # None: this machine's address on its route to the host
-    bandwidth_mib_s: int = 0  # the stream's cap per disk (0: none)
+    bandwidth_mib_s: int = 0  # every disk's stream together at most this (0: no cap)
     resume_budget_s: float = RESUME_BUDGET_S
 
 
@@ -168,8 +168,9 @@ class LiveRun:
     def _stream(self, dst: LibvirtHost, plan: ImportPlan, servers: list[NbdkitServer]) -> int:
         """Pull every disk; start a broken pull again (see the module). The times it did."""
         by_target = {d.target_dev: (d, s) for d, s in zip(plan.disks, servers, strict=True)}
+        share = stream_share(self.settings.bandwidth_mib_s, len(by_target))
         for target in by_target:
-            stream.start_pull(dst, plan.name, target, self.settings.bandwidth_mib_s)
+            stream.start_pull(dst, plan.name, target, share)
         pending = set(by_target)
         broken_since: float | None = None
         attempts = resumes = 0
@@ -220,7 +221,7 @@ class LiveRun:
                 self._resume_paused(dst, plan.name)
             for target in broken:
                 try:
-                    stream.start_pull(dst, plan.name, target, self.settings.bandwidth_mib_s)
+                    stream.start_pull(dst, plan.name, target, share)
                 except VmferryError as exc:
                     self.note(f"the stream of {target} did not start again: {exc.message}")
                     continue

@@ -13,14 +13,15 @@ import getpass
 from collections.abc import Callable
 from datetime import datetime
 
-from vmferry.errors import BadInputError, VmferryError
+from vmferry.errors import BadInputError
 from vmferry.model.migration import Job
+from vmferry.service.import_vm import ImportCancelledError
 from vmferry.store.db import Store, open_store
 
 __all__ = ["WarmCancelledError", "cutover_poll", "is_warm", "parse_cutover_at", "request_cutover"]
 
 
-class WarmCancelledError(VmferryError):
+class WarmCancelledError(ImportCancelledError):
     """`vmferry job cancel` stopped a warm import before its cutover (exit 1: nothing
     moved, the source VM runs as before)."""
 

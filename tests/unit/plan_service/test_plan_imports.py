@@ -20,6 +20,7 @@ from vmferry.service.plan import create_plan
 from vmferry.service.plan_imports import (
     IMPORT_CUTOVER_S,
     ImportItemResult,
+    ImportTerms,
     choose_import,
     cutover_time,
     import_sources,
@@ -300,10 +301,11 @@ def test_plan_run_imports_each_vm_and_cuts_a_warm_one_over_when_scheduled(
     plan_id = made_plan(store, tmp_path)
     calls: list[tuple[str, str, datetime | None]] = []
 
-    def fake_import(item: PlanItem, spec: PlanSpec, password: str, at: datetime | None,
+    def fake_import(item: PlanItem, spec: PlanSpec, terms: ImportTerms,
                     note: object, _store: Store) -> ImportItemResult:  # fmt: skip
-        calls.append((item.vm, password, at))
-        return ImportItemResult(f"job-{item.vm}", 1500, 300 if at else None)
+        calls.append((item.vm, terms.password, terms.cutover_at))
+        assert terms.bandwidth_mib_s is None  # no fleet budget: no cap
+        return ImportItemResult(f"job-{item.vm}", 1500, 300 if terms.cutover_at else None)
 
     record = run_plan(plan_id, store=store, password=lambda _s: "pw", import_fn=fake_import,
                       poll_s=0.01)  # fmt: skip
@@ -331,9 +333,9 @@ def test_plan_run_imports_a_live_import_item_at_once_with_its_strategy(
     )
     calls: list[tuple[str, str, datetime | None]] = []
 
-    def fake_import(item: PlanItem, _spec: PlanSpec, _password: str, at: datetime | None,
+    def fake_import(item: PlanItem, _spec: PlanSpec, terms: ImportTerms,
                     _note: object, _store: Store) -> ImportItemResult:  # fmt: skip
-        calls.append((item.vm, item.strategy, at))
+        calls.append((item.vm, item.strategy, terms.cutover_at))
         return ImportItemResult(f"job-{item.vm}", 1500, 750)
 
     record = run_plan(plan_id, store=store, password=lambda _s: "pw", import_fn=fake_import,
@@ -343,6 +345,28 @@ def test_plan_run_imports_a_live_import_item_at_once_with_its_strategy(
     live = next(i for i in record.items if i.vm == "DC0_H0_VM0")
     assert live.prediction["import"]["cutover_at_s"] is None and live.prediction["import"]["start"]
     assert live.actual_downtime_ms == 750
+
+
+def test_under_a_fleet_budget_each_import_reads_at_the_bandwidth_its_schedule_gave(
+    store: Store, tmp_path: Path
+) -> None:
+    """0.1 Gbit/s for the fleet: each import (one at a time from the source) is given
+    100 Mbit/s by the planner, so it reads at most 11 MiB/s (whole MiB/s, rounded down)."""
+    plan_id = made_plan(store, tmp_path, PLAN.replace(
+        "vms:\n", "fleet: {bandwidth_budget_gbps: 0.1}\nvms:\n"))  # fmt: skip
+    given: dict[str, int | None] = {}
+
+    def fake_import(item: PlanItem, _spec: PlanSpec, terms: ImportTerms,
+                    _note: object, _store: Store) -> ImportItemResult:  # fmt: skip
+        given[item.vm] = terms.bandwidth_mib_s
+        return ImportItemResult(f"job-{item.vm}", 10, None)
+
+    record = run_plan(plan_id, store=store, password=lambda _s: "pw", import_fn=fake_import,
+                      poll_s=0.01)  # fmt: skip
+    assert record.status is PlanStatus.COMPLETED
+    planned = {m["vm"]: m["bandwidth_mbps"] for m in record.schedule["migrations"]}
+    assert planned == {"DC0_H0_VM0": 100, "DC0_H0_VM1": 100}
+    assert given == {"DC0_H0_VM0": 11, "DC0_H0_VM1": 11}
 
 
 def test_a_warm_import_cancelled_before_its_cutover_is_cancelled_in_the_plan(

@@ -47,6 +47,7 @@ from vmferry.service.import_doc import outcome_json
 from vmferry.service.import_job import end_import_job, make_import_job
 from vmferry.service.import_vm import (
     ImportBlockedError,
+    ImportCancelledError,
     ImportFailedError,
     ImportRequest,
 )
@@ -65,10 +66,6 @@ RULE = "import.path"
 RUN_IMPORT = "vmferry.run_import"  # the workers' task (cli/worker_cmd.py registers it)
 _VMX_FILE_KEY = re.compile(r"^((?:ide|scsi|sata|nvme)\d+:\d+|floppy\d+)\.filename$")
 _NOT_FILES = frozenset({"cdrom-raw", "atapi-cdrom"})  # the host's drive, not a file
-
-
-class _Cancelled(VmferryError):
-    """A cancel asked for through the API stopped the import."""
 
 
 def _refuse(request: Request, reason: str) -> Refused:
@@ -261,17 +258,15 @@ def _run(job_id: str, request: ImportRequest, store: Store, services: Services) 
         store.add_event(job_id, "progress", f"disk {index}: {percent:.0f}%",
                         {"disk": index, "percent": round(percent, 1)})  # fmt: skip
         if percent < 100 and store.is_cancel_requested(job_id):
-            raise _Cancelled("cancelled through the API while copying a disk")
+            raise ImportCancelledError("cancelled through the API while copying a disk")
 
     try:
         outcome = services.import_vm(request, note=note, on_disk_progress=progress)
     except (ImportBlockedError, ImportFailedError) as exc:
-        cancelled = isinstance(exc.__cause__, _Cancelled)
-        end_import_job(store, job_id, outcome_json(exc.outcome),
-                       JobStatus.CANCELLED if cancelled else JobStatus.FAILED,
+        end_import_job(store, job_id, outcome_json(exc.outcome), JobStatus.FAILED,
                        exc.outcome.reason)  # fmt: skip
         return
-    except _Cancelled as exc:
+    except ImportCancelledError as exc:  # what it wrote is removed, nothing was defined
         store.set_status(job_id, JobStatus.CANCELLED, exc.message)
         return
     except VmferryError as exc:
