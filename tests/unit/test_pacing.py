@@ -4,6 +4,7 @@ for its slot of the line, so all of them together stay at or under the cap."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -41,3 +42,16 @@ def test_threads_together_keep_to_the_rate() -> None:
 def test_a_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="must be > 0"):
         ByteRate(0)
+
+
+def test_a_wait_ends_when_its_reader_closes() -> None:
+    """A reader being closed (Ctrl-C, a failed disk) does not sit out the slots its paced
+    reads reserved: the wait ends as soon as ``stop`` is set."""
+    rate = ByteRate(1.0)  # one byte a second
+    rate.take(100)  # the line is now busy for 100 s
+    stop = threading.Event()
+    threading.Timer(0.1, stop.set).start()
+    began = time.monotonic()
+    rate.take(1, stop)
+    assert time.monotonic() - began < 50  # ended by stop, not the 100 s slot
+    assert rate.waited_s == pytest.approx(100, abs=1)

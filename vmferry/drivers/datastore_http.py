@@ -25,7 +25,6 @@ import os
 import re
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -107,6 +106,7 @@ class RangeReader:
         self.requests = 0  # range GETs sent, retries included
         self.retried = 0
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # set by close(): paced and retrying reads give up
         self._local = threading.local()
         self._open: list[http.client.HTTPSConnection] = []
         parts = urlsplit(file.url)
@@ -147,6 +147,7 @@ class RangeReader:
         return self.wait(self.submit_read(offset, buffer))
 
     def close(self) -> None:
+        self._closing.set()
         for future in self._futures.values():
             future.cancel()
         self._pool.shutdown(wait=True)
@@ -190,7 +191,7 @@ class RangeReader:
     def _read(self, offset: int, buffer: memoryview) -> ReadResult:
         length = len(buffer)
         if self.rate is not None:
-            self.rate.take(length)
+            self.rate.take(length, self._closing)
         self._with_retries(offset, length, lambda: self._get(offset, buffer, None))
         return ReadResult(offset, length, buffer)
 
@@ -200,7 +201,9 @@ class RangeReader:
             if n:
                 with self._lock:
                     self.retried += 1
-                time.sleep(self.backoff_s * n)
+                self._closing.wait(self.backoff_s * n)
+            if self._closing.is_set():
+                raise ToolError(f"reading {self.file.label} stopped: the reader was closed")
             try:
                 attempt()
                 return

@@ -26,7 +26,7 @@ class ByteRate:
     """``bytes_per_s`` for all the threads that call :meth:`take` (thread-safe)."""
 
     def __init__(self, bytes_per_s: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+                 sleep: Callable[[float], object] = time.sleep) -> None:  # fmt: skip
         if bytes_per_s <= 0:
             raise ValueError(f"a byte rate must be > 0, not {bytes_per_s}")
         self.bytes_per_s = bytes_per_s
@@ -35,11 +35,15 @@ class ByteRate:
         self._free_at = 0.0
         self.waited_s = 0.0  # all the waits together (for notes and tests)
 
-    def take(self, nbytes: int) -> None:
-        """Wait until ``nbytes`` may be read."""
+    def take(self, nbytes: int, stop: threading.Event | None = None) -> None:
+        """Wait until ``nbytes`` may be read; a wait ends early when ``stop`` is set (the
+        reader is closing: the caller looks at it)."""
         with self._lock:
             wait, self._free_at = reserve(self._clock(), self._free_at, nbytes,
                                           self.bytes_per_s)  # fmt: skip
             self.waited_s += wait
         if wait > 0:
-            self._sleep(wait)
+            if stop is None:
+                self._sleep(wait)
+            else:
+                stop.wait(wait)
