@@ -269,3 +269,17 @@ def test_ctrl_c_after_the_stop_powers_the_source_on_again(
         vsphere_import.import_from_vsphere(request, ref, notes.append, lambda _i, _p: None)
     assert power_state(sim, VM) == "poweredOn"
     assert f"interrupted: powering {VM} on again on vSphere" in notes
+
+
+def test_the_agent_channels_state_is_read_from_the_running_domains_xml() -> None:
+    from vmferry.drivers.libvirt_stream import agent_channel_state
+
+    def domain(channels: str) -> str:
+        return f"<domain><devices>{channels}<disk/></devices></domain>"
+
+    agent = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'{}/></channel>"
+    other = "<channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>"
+    assert agent_channel_state(domain(other)) is None  # no agent channel
+    assert agent_channel_state(domain(other + agent.format(" state='connected'"))) == "connected"
+    assert agent_channel_state(domain(agent.format(" state='disconnected'"))) == "disconnected"
+    assert agent_channel_state(domain(agent.format(""))) == "disconnected"  # not started yet

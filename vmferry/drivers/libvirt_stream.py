@@ -17,12 +17,29 @@ from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_pull_backup import checkpoint_xml
 
 __all__ = [
+    "AGENT_CHANNEL",
+    "agent_channel_state",
     "backed_targets",
     "create_checkpoint",
     "io_error_paused",
+    "set_pull_speed",
     "start_paused",
     "start_pull",
 ]
+
+
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def agent_channel_state(xml: str) -> str | None:
+    """Pure: the state libvirt gives the guest agent's channel in a running domain's XML
+    (``connected`` once the guest's agent opened it, ``disconnected``), None without one."""
+    root = fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    for channel in root.iter("channel"):
+        target = channel.find("target")
+        if target is not None and target.get("name") == AGENT_CHANNEL:
+            return target.get("state") or "disconnected"
+    return None
 
 
 def start_paused(host: LibvirtHost, vm: str) -> None:
@@ -58,6 +75,16 @@ def start_pull(host: LibvirtHost, vm: str, target: str, bytes_per_s: int = 0) ->
         host._lookup(vm).blockPull(target, bytes_per_s, flags)
     except libvirt.libvirtError as exc:
         raise host._error(exc, f"starting the stream of disk {target} of {vm}") from exc
+
+
+def set_pull_speed(host: LibvirtHost, vm: str, target: str, bytes_per_s: int) -> None:
+    """Change the running pull of disk ``target`` to at most ``bytes_per_s``."""
+    try:
+        host._lookup(vm).blockJobSetSpeed(
+            target, bytes_per_s, libvirt.VIR_DOMAIN_BLOCK_JOB_SPEED_BANDWIDTH_BYTES
+        )
+    except libvirt.libvirtError as exc:
+        raise host._error(exc, f"setting the speed of the stream of disk {target} of {vm}") from exc
 
 
 def backed_targets(host: LibvirtHost, vm: str) -> set[str]:

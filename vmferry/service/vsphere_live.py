@@ -9,19 +9,21 @@ After the shared import's checks (:func:`vmferry.service.import_vm.import_source
    vSphere (VMware Tools, or a power-off with ``--force``);
 2. nbdkit serves each extent read-only over NBD from this machine
    (:mod:`vmferry.drivers.nbdkit_datastore`: curl plugin over the datastore's HTTPS URL,
-   only the destination host may connect, broken downloads retried);
+   a secret export name per disk, broken downloads retried);
 3. each disk becomes a new qcow2 overlay in its pool, the domain is defined with each
    overlay over its NBD backing (a read or write error pauses the guest instead of failing
    it), started paused, a checkpoint marks the moment (its dirty bitmaps record every
    write the guest makes from then on), and the VM runs: the downtime ends here;
-4. QEMU streams each backing into its overlay (libvirt's block pull). A stream that breaks
+4. QEMU streams each backing into its overlay (libvirt's block pull; under ``--bandwidth``
+   the disks share it, a finished disk's share going to the others). A stream that breaks
    (the datastore out of reach longer than nbdkit retries) is started again after a
    growing delay (:func:`vmferry.imports.live_import.resume_delay`): nbdkit restarted when
    it died, the guest resumed when an I/O error paused it, and the pull copies only what the
    overlay lacks, so the guest's writes stay and what was streamed is not read again;
-5. proof: a pull-mode backup since the checkpoint serves each disk as it is now with the
-   bitmap of what the guest wrote; every other byte is read again from the datastore and
-   must be equal;
+5. proof: once the guest's agent has connected (or up to 180 s after the start: libvirt
+   misses an agent that connects during a backup job), a pull-mode backup since the
+   checkpoint serves each disk as it is now with the bitmap of what the guest wrote; every
+   other byte is read again from the datastore and must be equal;
 6. the checkpoint is deleted, nbdkit stopped, and the guest's addresses checked as a cold
    import's.
 
@@ -69,6 +71,7 @@ __all__ = ["LiveRun", "LiveSettings"]
 CHECKPOINT = "vmferry-live"
 POLL_S = 1.0
 RESUME_BUDGET_S = 300.0  # a stream broken this long in a row fails the import
+AGENT_WAIT_S = core.ADDRESS_WAIT_S  # from the start: how long a guest agent may take to connect
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,10 @@ class LiveRun:
             clock.lap("start")
             self.note(f"{plan.name} runs on {dest.host} ({downtime_ms} ms after the stop "
                       "began); streaming its disks from the datastore")  # fmt: skip
+            running_since = time.monotonic()
             resumes = self._stream(dst, plan, servers)
             clock.lap("stream")
+            self._await_agent(dst, plan.name, running_since)
             compared, written = self._prove(dst, plan, exports)
             clock.lap("verify")
             pull.delete_checkpoints(dst, plan.name, CHECKPOINT)
@@ -189,6 +194,12 @@ class LiveRun:
                     pending.discard(target)
                     self.on_disk_progress(disk.index, 100.0)
                     self.note(f"disk {disk.index}: streamed; it no longer reads the datastore")
+            if share and pending and stream_share(self.settings.bandwidth_mib_s,
+                                                  len(pending)) != share:  # fmt: skip
+                share = stream_share(self.settings.bandwidth_mib_s, len(pending))
+                for target in sorted(pending - set(broken)):  # a finished disk's share
+                    with contextlib.suppress(VmferryError):  # (it may end meanwhile)
+                        stream.set_pull_speed(dst, plan.name, target, share)
             if not broken:
                 if pending and stream.io_error_paused(dst, plan.name):
                     self._resume_paused(dst, plan.name)  # a read failed, the streams did not
@@ -231,6 +242,25 @@ class LiveRun:
     def _resume_paused(self, dst: LibvirtHost, name: str) -> None:
         self.note(f"{name} was paused by a read error of its backing: resuming it")
         pull.resume_thawed(dst, name)
+
+    def _await_agent(self, dst: LibvirtHost, name: str, since: float) -> None:
+        """Before the proof's backup job: give the guest's agent until ``AGENT_WAIT_S``
+        after the VM started to open its channel. libvirt handles the channel's opening in
+        a job of its own, which the backup job shuts out: an agent that connects during the
+        proof stays unknown to libvirt until the VM restarts (seen with libvirt 11.3)."""
+        if stream.agent_channel_state(dst.domain_xml(name)) in (None, "connected"):
+            return
+        left = AGENT_WAIT_S - (time.monotonic() - since)
+        if left <= 0:
+            return
+        self.note(f"waiting up to {left:.0f} s for {name}'s guest agent to connect before "
+                  "the proof (libvirt would not see it connect during the proof)")  # fmt: skip
+        deadline = time.monotonic() + left
+        while time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            if stream.agent_channel_state(dst.domain_xml(name)) == "connected":
+                return
+        self.note(f"{name}'s guest agent did not connect: proving without it")
 
     def _prove(self, dst: LibvirtHost, plan: ImportPlan,
                exports: list[DatastoreExport]) -> tuple[int, int]:  # fmt: skip
