@@ -5,12 +5,17 @@ tests/lab/test_migrate_lab.py."""
 
 from __future__ import annotations
 
+import secrets
+import socket
+import subprocess
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from vmferry.assess.backup import BackupTarget, plan_backup
 from vmferry.cli.main import build_app
-from vmferry.errors import VmferryError
+from vmferry.errors import AlreadyExistsError, VmferryError
 from vmferry.model.backup import DiskBackup
 from vmferry.model.migration import (
     JobStatus,
@@ -21,7 +26,14 @@ from vmferry.model.migration import (
 )
 from vmferry.model.vm import Disk, DiskDevice
 from vmferry.service.backup import prune_choice
-from vmferry.service.import_job import end_import_job, import_document, reconcile_import
+from vmferry.service.import_job import (
+    end_import_job,
+    import_document,
+    make_import_job,
+    reconcile_import,
+)
+from vmferry.service.import_vm import ImportRequest
+from vmferry.service.lease import this_node
 from vmferry.service.restore import restored_name
 from vmferry.service.rollback import needs_rollback
 from vmferry.store import Store
@@ -175,3 +187,25 @@ def test_an_import_whose_process_died_is_failed_on_resume_naming_what_may_be_lef
     ended = reconcile_import(store, store.get_job(job.id))
     assert ended.status is JobStatus.FAILED and ended.reason is not None
     assert "*.vmferry-part" in ended.reason and "a domain imp3" in ended.reason
+
+
+def test_a_new_import_first_fails_an_earlier_one_whose_process_died(store: Store) -> None:
+    """`vmferry import` killed (SIGKILL, the machine restarted) leaves its job running with
+    a dead owner: the next import of that name records it failed and goes on; one whose
+    process still runs is refused in one line."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = store.take_lease(secrets.token_hex(8), host=socket.gethostname(), node=this_node(),
+                            pid=gone.pid, start_ticks=1, lease_s=60)  # fmt: skip
+    killed = store.create_job("import", "imp4", "disk.raw", "kvm2", MigrationOptions())
+    store.set_owner(killed.id, dead)
+    store.set_status(killed.id, JobStatus.RUNNING)
+    request = ImportRequest(source=Path("disk.raw"), to="kvm2")
+    again = make_import_job(store, request, "imp4")
+    ended = store.get_job(killed.id)
+    assert ended.status is JobStatus.FAILED and "*.vmferry-part" in (ended.reason or "")
+    assert store.get_job(again).status is JobStatus.PENDING
+    store.set_status(again, JobStatus.RUNNING)  # owned by this process, which runs
+    with pytest.raises(AlreadyExistsError, match=f"unfinished job already: {again}"):
+        make_import_job(store, request, "imp4")
+    assert store.get_job(again).status is JobStatus.RUNNING

@@ -37,7 +37,7 @@ from vmferry.service.import_vm import (
     NoteFn,
     import_vm,
 )
-from vmferry.service.lease import process_lease
+from vmferry.service.lease import owner_of, process_lease
 from vmferry.service.warm_cutover import cutover_poll
 from vmferry.store.db import Store, open_store
 
@@ -52,7 +52,19 @@ __all__ = [
 
 def make_import_job(store: Store, request: ImportRequest, name: str, by: str | None = None) -> str:
     """The import's job, pending, owned by this process's lease (one unfinished job per VM
-    name: a second raises AlreadyExistsError)."""
+    name: a second raises AlreadyExistsError). A running import of that name whose process
+    died (killed, the machine restarted) is first recorded as failed
+    (:func:`reconcile_import`); what it left then blocks the new import by name."""
+    for earlier in store.unfinished_jobs(name):
+        if (
+            earlier.kind == "import"
+            and earlier.status is JobStatus.RUNNING
+            and earlier.owner_id is not None
+            and not owner_of(
+                store, earlier.owner_id, earlier.owner_pid, earlier.owner_start_ticks
+            ).alive
+        ):
+            reconcile_import(store, earlier)
     source = request.source
     label = source.name if isinstance(source, Path) else str(source)
     job = store.create_job("import", name, label[:255], request.to, MigrationOptions())
