@@ -156,8 +156,8 @@ class ImportJobRun:
                 polled[0] = time.monotonic()
                 if self.store.get_job(self.job_id).cancel_requested:
                     raise ImportCancelledError(
-                        f"job {self.job_id} was cancelled: what the import wrote is removed, "
-                        "nothing was defined"
+                        f"job {self.job_id} was cancelled: what the import made on "
+                        f"{self.request.to} is removed"
                     )
 
         try:
