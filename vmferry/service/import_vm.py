@@ -307,7 +307,7 @@ class ImportBlockedError(BlockedError):
 
 class ImportCancelledError(VmferryError):
     """`vmferry job cancel` (or `plan cancel`) stopped the import (exit 1): what it had
-    written is removed, nothing is defined; a vSphere VM it had stopped runs again."""
+    made on the host is removed; a vSphere VM it had stopped runs again."""
 
 
 class ImportFailedError(MigrationFailedError):

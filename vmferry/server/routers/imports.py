@@ -266,7 +266,7 @@ def _run(job_id: str, request: ImportRequest, store: Store, services: Services) 
         end_import_job(store, job_id, outcome_json(exc.outcome), JobStatus.FAILED,
                        exc.outcome.reason)  # fmt: skip
         return
-    except ImportCancelledError as exc:  # what it wrote is removed, nothing was defined
+    except ImportCancelledError as exc:  # what it made is removed
         store.set_status(job_id, JobStatus.CANCELLED, exc.message)
         return
     except VmferryError as exc:
