@@ -10,6 +10,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,20 @@ def test_inventory_refusals(db: Path, sim: Vcsim) -> None:
     remote = vmferry(db, "inventory", "--source", "vc", password=sim.password,
                      env={"VMFERRY_URL": "http://127.0.0.1:9", "VMFERRY_TOKEN": "t"})  # fmt: skip
     assert remote.returncode == 2 and "has no remote form yet" in remote.stderr
+
+
+def test_a_long_session_is_kept_alive_until_it_logs_out(sim: Vcsim) -> None:
+    """An import's session asks vSphere the time at its keepalive interval (here 0.2 s) so
+    vCenter's idle timeout never ends it, and stops asking once it logged out."""
+    from vmferry.drivers.vsphere import vsphere_session
+    from vmferry.model.vsphere import VsphereSource
+
+    source = VsphereSource("vc", sim.host, sim.port, sim.user, ca_file=str(sim.ca_file))
+    offset = sim.log_file.stat().st_size
+    with vsphere_session(source, sim.password, keepalive_s=0.2):
+        time.sleep(1.1)
+    calls = sim.requests_since(offset)
+    assert calls.count("CurrentTime") >= 3 and calls[-1] == "Logout", calls
+    after = sim.log_file.stat().st_size
+    time.sleep(0.6)
+    assert "CurrentTime" not in sim.requests_since(after)

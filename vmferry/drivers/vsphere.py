@@ -10,6 +10,7 @@ check for localhost and 127.0.0.1, so a missing ``--ca`` would go unnoticed ther
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -375,9 +376,15 @@ def _datacenter_of(entity: Any) -> str:
 
 
 @contextmanager
-def vsphere_session(source: VsphereSource, password: str) -> Iterator[VsphereSession]:
+def vsphere_session(source: VsphereSource, password: str,
+                    keepalive_s: float | None = None) -> Iterator[VsphereSession]:  # fmt: skip
     """Log in to ``source`` with ``password``; always log out. One-line errors: the user
-    refused, a certificate not trusted (naming --ca and --insecure), no answer."""
+    refused, a certificate not trusted (naming --ca and --insecure), no answer.
+
+    ``keepalive_s``: a thread asks vSphere the time that often while the session is open,
+    so that a long import (a warm one's hour between copies, a live one's stream of a big
+    disk) does not lose its session to vCenter's idle timeout (30 minutes by default); the
+    datastore reads use the same session's cookie."""
     where = f"{source.host}:{source.port}"
     context = ssl_context(source.ca_file, source.insecure)
     try:
@@ -405,11 +412,24 @@ def vsphere_session(source: VsphereSource, password: str) -> Iterator[VsphereSes
             raise
         raise HostUnreachableError(f"{where} answered, but not as vSphere (no /sdk API)",
                                    cause=exc) from exc  # fmt: skip
+    ended = threading.Event()
+    if keepalive_s is not None:
+        threading.Thread(target=_keep_alive, args=(instance, keepalive_s, ended),
+                         name="vmferry-vsphere-keepalive", daemon=True).start()  # fmt: skip
     try:
         yield VsphereSession(source, instance)
     finally:
+        ended.set()
         with suppress(OSError, vmodl.MethodFault):  # the connection may be gone already
             Disconnect(instance)
+
+
+def _keep_alive(instance: Any, every_s: float, ended: threading.Event) -> None:
+    """``CurrentTime`` every ``every_s`` until ``ended``; a failure is left to the import's
+    own next call to report."""
+    while not ended.wait(every_s):
+        with suppress(Exception):
+            instance.CurrentTime()
 
 
 def _retrieve(collector: Any, view: Any) -> list[Any]:

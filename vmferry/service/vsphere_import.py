@@ -45,6 +45,7 @@ from vmferry.sources.vsphere_vm import disk_blockers, source_vm_from_vsphere, wa
 __all__ = ["import_from_vsphere"]
 
 POWER_TASK_TIMEOUT_S = 300.0
+KEEPALIVE_S = 600.0  # the session asked the time this often (vCenter's idle timeout: 30 min)
 STRATEGIES = ("cold", "warm", "live-import")
 
 
@@ -67,7 +68,7 @@ def import_from_vsphere(
     if ref.precopy_interval_s <= 0:
         raise BadInputError(f"--precopy-interval {ref.precopy_interval_s:g}: expected > 0 s")
     source = get_source(ref.source)
-    with vsphere_session(source, ref.password) as session:
+    with vsphere_session(source, ref.password, keepalive_s=KEEPALIVE_S) as session:
         note(f"reading {ref.vm} from vSphere source {source.name}")
         clock = core._Clock()
         handle = session.find_vm(ref.vm)
