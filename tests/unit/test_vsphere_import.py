@@ -197,3 +197,36 @@ def test_a_vsphere_guest_to_convert_has_its_staging_directory_before_its_first_c
     disk = PlannedDisk(0, "[ds] a/a.vmdk", "vmdk", 2**20, None, "vda", "virtio", "a-disk0", 1)
     staged = _staged_path(tmp_path, disk)
     assert staged == tmp_path / "datastore" / "a-disk0.qcow2" and staged.parent.is_dir()
+
+
+def test_only_another_running_import_of_the_vm_keeps_leftover_warm_snapshots() -> None:
+    """The store's view behind a warm import's clean-up of snapshots an earlier one left:
+    another import of the same vSphere VM whose owner lives keeps them; this process's
+    own imports, other VMs' and dead owners' do not."""
+    import os
+    import secrets
+    import socket
+
+    from vmferry.drivers.processes import start_ticks
+    from vmferry.model.migration import JobStatus, MigrationOptions
+    from vmferry.service.lease import process_lease, this_node
+    from vmferry.store.db import open_store
+
+    label = "vsphere://vc1/VMX"
+    assert not vsphere_import._other_import_runs(label)
+    with open_store() as store:
+        pid = os.getpid()
+        other = store.take_lease(secrets.token_hex(8), host=socket.gethostname(),
+                                 node=this_node(), pid=pid, start_ticks=start_ticks(pid),
+                                 lease_s=60)  # fmt: skip
+        mine = store.create_job("import", "imx-mine", label, "kvm1", MigrationOptions())
+        store.set_owner(mine.id, process_lease(store))
+        store.set_status(mine.id, JobStatus.RUNNING)
+        assert not vsphere_import._other_import_runs(label)  # our own
+        theirs = store.create_job("import", "imx", label, "kvm1", MigrationOptions())
+        store.set_owner(theirs.id, other)
+        store.set_status(theirs.id, JobStatus.RUNNING)
+        assert vsphere_import._other_import_runs(label)
+        assert not vsphere_import._other_import_runs("vsphere://vc1/OTHER")
+        store.set_status(theirs.id, JobStatus.FAILED, "ended")
+        assert not vsphere_import._other_import_runs(label)

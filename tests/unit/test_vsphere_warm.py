@@ -100,7 +100,12 @@ Ran = tuple[WarmCopy, verified_copy.CopyResult | None, list[str], VsphereVmHandl
 
 
 def run_warm(
-    sim: Vcsim, pool: Path, script: Script, *, stop: Callable[[VsphereVmHandle], None]
+    sim: Vcsim,
+    pool: Path,
+    script: Script,
+    *,
+    stop: Callable[[VsphereVmHandle], None],
+    leftovers_removable: bool = False,
 ) -> Ran:
     notes: list[str] = []
     result = None
@@ -110,7 +115,8 @@ def run_warm(
         access = DatastoreAccess(source(sim), handle.datacenter, session.session_cookie,
                                  context, 2)  # fmt: skip
         settings = WarmSettings(300.0, script.due, ".part", 120.0, now=script.now,
-                                sleep=script.sleep)  # fmt: skip
+                                sleep=script.sleep,
+                                leftovers_removable=lambda: leftovers_removable)  # fmt: skip
         warm = WarmCopy(handle, access, settings, lambda: stop(handle), notes.append)
         the_plan = plan(pool)
         try:
@@ -203,3 +209,30 @@ def test_a_download_that_keeps_breaking_fails_and_leaves_nothing(
     assert power(sim) == "poweredOn"
     with vsphere_session(source(sim), sim.password) as session:
         assert session.find_vm(VM).snapshots_named(SNAPSHOT_PREFIX) == []
+
+
+@pytest.mark.parametrize("removable", [True, False])
+def test_snapshots_a_killed_warm_import_left_are_removed_unless_another_import_runs(
+    sim: Vcsim, raw: Path, tmp_path: Path, removable: bool
+) -> None:
+    """A warm import killed before its clean-up left its snapshot on the VM: the next warm
+    import removes it first, unless the store knows another import of the VM still runs
+    (its snapshots are then its own): named and left alone."""
+    with vsphere_session(source(sim), sim.password) as session:
+        session.find_vm(VM).create_snapshot("vmferry-warm-1700000000-1", "left", 60)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    script = Script([])
+    script.cutover = True
+    _warm, result, notes, _handle = run_warm(
+        sim, pool, script, stop=lambda h: h.power_off(60), leftovers_removable=removable
+    )
+    assert result is not None
+    if removable:
+        assert (
+            f"removing the snapshots an earlier warm import of {VM} left: vmferry-warm-1700000000-1"
+        ) in notes, notes
+        assert notes[-1] == "snapshots left: []", notes
+    else:
+        assert any(n.endswith("left as they are: vmferry-warm-1700000000-1") for n in notes)
+        assert notes[-1] == "snapshots left: ['vmferry-warm-1700000000-1']", notes

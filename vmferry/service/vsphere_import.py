@@ -35,12 +35,14 @@ from vmferry.imports.vsphere_power import PowerAction, decide_power_off
 from vmferry.model.finding import Finding, Severity
 from vmferry.model.vsphere import VsphereVmRef
 from vmferry.service import import_vm as core
+from vmferry.service.lease import owner_of, process_lease
 from vmferry.service.vsphere_disks import DatastoreAccess, copy_datastore_disk
 from vmferry.service.vsphere_live import LiveRun, LiveSettings
 from vmferry.service.vsphere_sources import get_source
 from vmferry.service.vsphere_warm import WarmCopy, WarmSettings
 from vmferry.sources.vsphere_inventory import vm_from_raw
 from vmferry.sources.vsphere_vm import disk_blockers, source_vm_from_vsphere, warm_blockers
+from vmferry.store.db import open_store
 
 __all__ = ["import_from_vsphere"]
 
@@ -122,6 +124,7 @@ def import_from_vsphere(
                     cutover_due or (lambda: True),
                     core.PART_SUFFIX,
                     request.tool_limits.timeout_s,
+                    leftovers_removable=lambda: not _other_import_runs(str(ref)),
                 )
                 warm_copy = WarmCopy(handle, access, warm_settings, stopper.stop, note,
                                      on_disk_progress)  # fmt: skip
@@ -149,6 +152,17 @@ def import_from_vsphere(
                     ) from exc
                 raise core.ImportFailedError(_rolled_back(exc.outcome, stopper, note)) from exc
             return replace(outcome, source_stopped=stopper.stopped)
+
+
+def _other_import_runs(label: str) -> bool:
+    """Whether an import of the vSphere VM ``label`` (``vsphere://SOURCE/VM``) other than
+    this process's own runs, as this machine's store knows."""
+    with open_store() as store:
+        me = process_lease(store).owner_id
+        return any(job.kind == "import" and job.source == label and job.owner_id != me
+                   and owner_of(store, job.owner_id, job.owner_pid,
+                                job.owner_start_ticks).alive
+                   for job in store.unfinished_jobs())  # fmt: skip
 
 
 def _windows_addresses(addresses: tuple[tuple[str, tuple[str, ...]], ...],

@@ -60,6 +60,9 @@ class WarmSettings:
     timeout_s: float
     now: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # may the snapshots an earlier warm import of this VM left (killed before it removed
+    # them) be removed now? (no other import of the VM runs; the caller asks its store)
+    leftovers_removable: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -97,6 +100,7 @@ class WarmCopy:
             part = part_of(planned)
             self._disks[planned.source_path] = _Disk(planned, keys[planned.source_path], part)
         try:
+            self._remove_leftovers()
             snapshot = self._first_copy()
             while not self.settings.cutover_due():
                 due = self.settings.now() + self.settings.interval_s
@@ -213,6 +217,22 @@ class WarmCopy:
 
     def _remove(self, snapshot: Snapshot) -> None:
         self.handle.remove_snapshot(snapshot, TASK_TIMEOUT_S)
+
+    def _remove_leftovers(self) -> None:
+        """The snapshots an earlier warm import left on the VM (its process was killed
+        before it removed them): removed when no other import of the VM runs, else named."""
+        left = self.handle.snapshots_named(SNAPSHOT_PREFIX)
+        if not left:
+            return
+        names = ", ".join(sorted(snapshot.name for snapshot in left))
+        if not self.settings.leftovers_removable():
+            self.note(f"{self.handle.name} has snapshots of another warm import that still "
+                      f"runs; left as they are: {names}")  # fmt: skip
+            return
+        self.note(f"removing the snapshots an earlier warm import of {self.handle.name} left: "
+                  f"{names}")  # fmt: skip
+        for snapshot in left:
+            self._remove(snapshot)
 
     def _remove_all(self) -> None:
         """Every snapshot this import made, whatever happened (each tried)."""
