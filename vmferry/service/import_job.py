@@ -37,7 +37,7 @@ from vmferry.service.import_vm import (
     NoteFn,
     import_vm,
 )
-from vmferry.service.lease import owner_of, process_lease
+from vmferry.service.lease import owner_alive, process_lease
 from vmferry.service.warm_cutover import cutover_poll
 from vmferry.store.db import Store, open_store
 
@@ -60,9 +60,7 @@ def make_import_job(store: Store, request: ImportRequest, name: str, by: str | N
             earlier.kind == "import"
             and earlier.status is JobStatus.RUNNING
             and earlier.owner_id is not None
-            and not owner_of(
-                store, earlier.owner_id, earlier.owner_pid, earlier.owner_start_ticks
-            ).alive
+            and not owner_alive(store, earlier)
         ):
             reconcile_import(store, earlier)
     source = request.source
@@ -154,7 +152,7 @@ class ImportJobRun:
             on_disk_progress(index, pct)
             if self.job_id is not None and time.monotonic() - polled[0] >= CANCEL_POLL_S:
                 polled[0] = time.monotonic()
-                if self.store.get_job(self.job_id).cancel_requested:
+                if self.store.is_cancel_requested(self.job_id):
                     raise ImportCancelledError(
                         f"job {self.job_id} was cancelled: what the import made on "
                         f"{self.request.to} is removed"

@@ -30,7 +30,7 @@ from vmferry.model.jsonable import to_jsonable
 from vmferry.model.lease import OwnerState
 from vmferry.model.migration import Job, JobStatus
 from vmferry.service.job_repair import apply_repairs, finish_reconciled, state_file_exists
-from vmferry.service.lease import owner_of
+from vmferry.service.lease import owner_alive, owner_of_job
 from vmferry.store.db import Store, open_store
 
 __all__ = [
@@ -58,17 +58,6 @@ def get_job(job_id: str) -> Job:
     """The job with its events; :class:`NotFoundError` for an unknown id."""
     with open_store() as store:
         return store.get_job(job_id)
-
-
-def owner_alive(store: Store, job: Job) -> bool:
-    """Whether a vmferry process still drives ``job``: its owner's lease is current (and, on
-    this machine, its process runs). A job without an owner counts as orphaned."""
-    return owner_of_job(store, job).alive
-
-
-def owner_of_job(store: Store, job: Job) -> OwnerState:
-    """Who drives ``job`` and whether it still does, with a line saying so."""
-    return owner_of(store, job.owner_id, job.owner_pid, job.owner_start_ticks)
 
 
 def job_owner(job: Job) -> OwnerState:

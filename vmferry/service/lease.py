@@ -21,10 +21,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from vmferry.drivers.processes import is_same_process, start_ticks
 from vmferry.errors import VmferryError
 from vmferry.model.lease import Lease, OwnerState, heartbeat_interval_s, owner_state
+from vmferry.model.migration import Job
 from vmferry.service.settings import owner_lease_s
 from vmferry.store.db import Store
 
-__all__ = ["owner_of", "process_lease", "this_node"]
+__all__ = ["owner_alive", "owner_of", "owner_of_job", "process_lease", "this_node"]
 
 
 def this_node() -> str:
@@ -105,6 +106,17 @@ def owner_of(store: Store, owner_id: str | None, pid: int | None, ticks: int | N
     if lease is not None and lease.node == node:
         process = _runs(lease.pid, lease.start_ticks)
     return owner_state(lease, store.clock(), node, process)
+
+
+def owner_of_job(store: Store, job: Job) -> OwnerState:
+    """Who drives ``job`` and whether it still does, with a line saying so."""
+    return owner_of(store, job.owner_id, job.owner_pid, job.owner_start_ticks)
+
+
+def owner_alive(store: Store, job: Job) -> bool:
+    """Whether a vmferry process still drives ``job``: its owner's lease is current (and, on
+    this machine, its process runs). A job without an owner counts as orphaned."""
+    return owner_of_job(store, job).alive
 
 
 def _runs(pid: int, ticks: int | None) -> bool:

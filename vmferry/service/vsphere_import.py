@@ -35,7 +35,7 @@ from vmferry.imports.vsphere_power import PowerAction, decide_power_off
 from vmferry.model.finding import Finding, Severity
 from vmferry.model.vsphere import VsphereVmRef
 from vmferry.service import import_vm as core
-from vmferry.service.lease import owner_of, process_lease
+from vmferry.service.lease import owner_alive, process_lease
 from vmferry.service.vsphere_disks import DatastoreAccess, copy_datastore_disk
 from vmferry.service.vsphere_live import LiveRun, LiveSettings
 from vmferry.service.vsphere_sources import get_source
@@ -160,9 +160,7 @@ def _other_import_runs(label: str) -> bool:
     with open_store() as store:
         me = process_lease(store).owner_id
         return any(job.kind == "import" and job.source == label and job.owner_id != me
-                   and owner_of(store, job.owner_id, job.owner_pid,
-                                job.owner_start_ticks).alive
-                   for job in store.unfinished_jobs())  # fmt: skip
+                   and owner_alive(store, job) for job in store.unfinished_jobs())  # fmt: skip
 
 
 def _windows_addresses(addresses: tuple[tuple[str, tuple[str, ...]], ...],

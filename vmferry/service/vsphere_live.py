@@ -194,10 +194,10 @@ class LiveRun:
                     pending.discard(target)
                     self.on_disk_progress(disk.index, 100.0)
                     self.note(f"disk {disk.index}: streamed; it no longer reads the datastore")
-            if share and pending and stream_share(self.settings.bandwidth_mib_s,
-                                                  len(pending)) != share:  # fmt: skip
-                share = stream_share(self.settings.bandwidth_mib_s, len(pending))
-                for target in sorted(pending - set(broken)):  # a finished disk's share
+            wanted = stream_share(self.settings.bandwidth_mib_s, len(pending))
+            if share and pending and wanted != share:  # a finished disk's share to the rest
+                share = wanted
+                for target in sorted(pending - set(broken)):
                     with contextlib.suppress(VmferryError):  # (it may end meanwhile)
                         stream.set_pull_speed(dst, plan.name, target, share)
             if not broken:
