@@ -11,6 +11,8 @@ calibration fitted on every cell (in-sample).
 
     sudo .venv/bin/python bench/predict.py            # markdown table
     sudo .venv/bin/python bench/predict.py --json     # rows as JSON (the table goes to stderr)
+    sudo .venv/bin/python bench/predict.py --stream multifd   # every move over 4 multifd
+        # channels with zstd (`migrate --parallel 4 --compress zstd`), the ratio measured
     .venv/bin/python bench/predict.py --replay sqlite:////tmp/.../vmferry.db   # no lab: the
         # stored inputs of an earlier run predicted again by the current model
 
@@ -56,6 +58,13 @@ class Row:
     actual_bytes: int | None
     refit_total_ms: int | None = None  # with the calibration fitted on every cell
     refit_downtime_ms: int | None = None
+    predicted_pause_ms: int | None = None  # the guest's pause (vmferry's guest_pause_ms)
+    actual_pause_ms: int | None = None
+    refit_pause_ms: int | None = None
+    channels: int = 1
+    compression_ratio: float = 1.0  # as measured before the move (zstd), else 1
+    qemu_version: str | None = None  # kvm1's, as libvirt reports it
+    libvirt_version: str | None = None
 
     @property
     def total_error(self) -> float | None:
@@ -63,9 +72,15 @@ class Row:
 
     @property
     def downtime_error_ms(self) -> int | None:
-        if self.predicted_downtime_ms is None or self.actual_downtime_ms is None:
-            return None
-        return abs(self.predicted_downtime_ms - self.actual_downtime_ms)
+        return _abs(self.predicted_downtime_ms, self.actual_downtime_ms)
+
+    @property
+    def pause_error_ms(self) -> int | None:
+        return _abs(self.predicted_pause_ms, self.actual_pause_ms)
+
+
+def _abs(predicted: int | None, actual: int | None) -> int | None:
+    return None if predicted is None or actual is None else abs(predicted - actual)
 
 
 def _rel(predicted: int | None, actual: int | None) -> float | None:
@@ -79,9 +94,9 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def run_cell(link_mbps: int, memory_mb: int, share: float, index: int) -> Row:
+def run_cell(link_mbps: int, memory_mb: int, share: float, index: int, multifd: bool) -> Row:
     from vmferry.lab import guests
-    from vmferry.model.migration import MigrationOptions
+    from vmferry.model.migration import Compression, MigrationOptions
     from vmferry.service.migrate import migrate
     from vmferry.store import open_store
 
@@ -92,10 +107,14 @@ def run_cell(link_mbps: int, memory_mb: int, share: float, index: int) -> Row:
     )
     try:
         time.sleep(3)  # let the workload settle at its rate
-        outcome = migrate(name, "kvm2", MigrationOptions(timeout_s=180))
+        options = MigrationOptions(timeout_s=180)
+        if multifd:
+            options = MigrationOptions(timeout_s=180, parallel=4, compression=Compression.ZSTD)
+        outcome = migrate(name, "kvm2", options)
         result = outcome.result
         record = open_store().get_prediction(result.job_id)
         predicted = record.predicted if record is not None else {}
+        model_inputs = predicted.get("model_inputs", {})
         row = Row(
             link_mbps=link_mbps,
             memory_mb=memory_mb,
@@ -109,11 +128,26 @@ def run_cell(link_mbps: int, memory_mb: int, share: float, index: int) -> Row:
             actual_downtime_ms=result.downtime_ms,
             predicted_bytes=predicted.get("transferred_bytes"),
             actual_bytes=result.transferred_bytes,
+            predicted_pause_ms=predicted.get("guest_pause_ms"),
+            actual_pause_ms=result.guest_pause_ms,
+            channels=int(model_inputs.get("channels", 1)),
+            compression_ratio=float(model_inputs.get("compression_ratio", 1.0)),
         )
     finally:
         guests.delete_guest(name)
     progress(f"cell {index}: {asdict(row)}")
     return row
+
+
+def _stack() -> tuple[str | None, str | None]:
+    """kvm1's QEMU and libvirt versions, as libvirt reports them."""
+    from vmferry.drivers.libvirt_host import LibvirtHost
+    from vmferry.store import open_store
+
+    host = open_store().get_host("kvm1")
+    with LibvirtHost.connect(host.name, host.uri) as conn:
+        info = conn.info()
+    return info.hypervisor_version, info.libvirt_version
 
 
 def refit(rows: list[Row]) -> None:
@@ -128,6 +162,7 @@ def refit(rows: list[Row]) -> None:
     for row, record in zip(rows, records, strict=False):
         p = predict(PredictInputs(**record.predicted["model_inputs"]), cal)
         row.refit_total_ms, row.refit_downtime_ms = p.total_time_ms, p.downtime_ms
+        row.refit_pause_ms = p.guest_pause_ms
     progress(f"calibration fitted on all cells: {cal}")
 
 
@@ -156,6 +191,8 @@ def replay(db_url: str) -> list[Row]:
             actual_total_ms=actual.get("total_time_ms") if moved else None,
             predicted_downtime_ms=p.downtime_ms, actual_downtime_ms=actual.get("downtime_ms"),
             predicted_bytes=p.transferred_bytes, actual_bytes=actual.get("transferred_bytes"),
+            predicted_pause_ms=p.guest_pause_ms, actual_pause_ms=actual.get("guest_pause_ms"),
+            channels=inputs.channels, compression_ratio=inputs.compression_ratio,
         ))  # fmt: skip
     return rows
 
@@ -174,19 +211,22 @@ def _store_with(records: list[Any]) -> Any:
 
 
 def summary(rows: list[Row], refitted: bool = False) -> str:
-    total, down = [], []
+    total, down, pause = [], [], []
     for r in rows:
         if r.actual_total_ms is None:  # did not move (a verification failure still moved)
             continue
-        t = _rel(r.refit_total_ms, r.actual_total_ms) if refitted else r.total_error
-        if refitted and r.refit_downtime_ms is not None and r.actual_downtime_ms is not None:
-            d: int | None = abs(r.refit_downtime_ms - r.actual_downtime_ms)
+        if refitted:
+            t = _rel(r.refit_total_ms, r.actual_total_ms)
+            d = _abs(r.refit_downtime_ms, r.actual_downtime_ms)
+            g = _abs(r.refit_pause_ms, r.actual_pause_ms)
         else:
-            d = None if refitted else r.downtime_error_ms
+            t, d, g = r.total_error, r.downtime_error_ms, r.pause_error_ms
         if t is not None:
             total.append(t)
         if d is not None:
             down.append(float(d))
+        if g is not None:
+            pause.append(float(g))
     from vmferry.predict.model import percentile
 
     def fmt(values: list[float], pct: bool) -> str:
@@ -197,8 +237,9 @@ def summary(rows: list[Row], refitted: bool = False) -> str:
 
     which = "calibration fitted on all cells (in-sample)" if refitted else "as predicted"
     return (
-        f"{which}: total-time error {fmt(total, True)}; downtime abs error "
-        f"{fmt(down, False)} ({len(total)} cells that moved)"
+        f"{which}: total-time error {fmt(total, True)}; guest pause abs error "
+        f"{fmt(pause, False)}; libvirt downtime abs error {fmt(down, False)} "
+        f"({len(total)} cells that moved)"
     )
 
 
@@ -210,25 +251,34 @@ def table(rows: list[Row]) -> str:
         return "-" if v is None else f"{v:.0%}"
 
     lines = [
-        "| link | memory | dirty | status | cal. jobs | converges (pred.) | total pred. | "
-        "total actual | error | downtime pred. | downtime actual | MiB pred. | MiB actual |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| link | memory | dirty | zstd ratio | status | cal. jobs | converges (pred.) | "
+        "total pred. | total actual | error | pause pred. | pause actual | downtime pred. | "
+        "downtime actual | MiB pred. | MiB actual |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         mib_p = "-" if r.predicted_bytes is None else f"{r.predicted_bytes / MIB:.0f}"
         mib_a = "-" if r.actual_bytes is None else f"{r.actual_bytes / MIB:.0f}"
+        ratio = "-" if r.channels < 2 else f"{r.compression_ratio:.2f}"
         lines.append(
-            f"| {r.link_mbps} Mbit/s | {r.memory_mb} MiB | {r.dirty_mb_s} MiB/s | {r.status} | "
-            f"{r.calibration_jobs} | {r.predicted_converges} | {ms(r.predicted_total_ms)} | "
-            f"{ms(r.actual_total_ms)} | {pct(r.total_error)} | {r.predicted_downtime_ms} ms | "
+            f"| {r.link_mbps} Mbit/s | {r.memory_mb} MiB | {r.dirty_mb_s} MiB/s | {ratio} | "
+            f"{r.status} | {r.calibration_jobs} | {r.predicted_converges} | "
+            f"{ms(r.predicted_total_ms)} | {ms(r.actual_total_ms)} | {pct(r.total_error)} | "
+            f"{r.predicted_pause_ms} ms | {r.actual_pause_ms} ms | {r.predicted_downtime_ms} ms | "
             f"{r.actual_downtime_ms} ms | {mib_p} | {mib_a} |"
         )
-    return "\n".join([*lines, "", summary(rows), summary(rows, refitted=True)])
+    stacks = sorted({f"QEMU {r.qemu_version}, libvirt {r.libvirt_version}" for r in rows
+                     if r.qemu_version})  # fmt: skip
+    return "\n".join([*lines, "", *stacks, summary(rows), summary(rows, refitted=True)])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument(
+        "--stream", choices=("single", "multifd"), default="single",
+        help="multifd: every move over 4 channels with zstd (the default: the single stream)",
+    )  # fmt: skip
     parser.add_argument(
         "--replay",
         metavar="DB_URL",
@@ -256,13 +306,17 @@ def main() -> int:
         for link in LINKS_MBPS:
             lifecycle.up(2, link, progress=progress)
             try:
+                stack = _stack()
                 for memory in MEMORY_MB:
                     for share in DIRTY_SHARES:
                         index += 1
                         try:
-                            rows.append(run_cell(link, memory, share, index))
+                            row = run_cell(link, memory, share, index, args.stream == "multifd")
                         except Exception as exc:  # one failed cell must not end the run
                             progress(f"cell {index} failed: {type(exc).__name__}: {exc}")
+                            continue
+                        row.qemu_version, row.libvirt_version = stack
+                        rows.append(row)
             finally:
                 lifecycle.down()
     refit(rows)

@@ -15,7 +15,7 @@ from vmferry.store import open_store
 pytestmark = [pytest.mark.lab, pytest.mark.live_moves]
 
 INPUT_KEYS = {"memory_bytes", "dirty_rate_bytes_s", "link_bytes_s", "zero_fraction",
-              "downtime_limit_ms"}  # fmt: skip
+              "downtime_limit_ms", "channels", "compression_ratio"}  # fmt: skip
 
 
 def test_profile_predict_and_migrate_keep_prediction_and_actuals(
@@ -42,6 +42,18 @@ def test_profile_predict_and_migrate_keep_prediction_and_actuals(
     assert predicted["inputs"]["link_bytes_s"] == 400_000_000 // 8  # the lab's link
     assert predicted["converges"] is True
     assert predicted["total_time_ms"] > 0 and predicted["transferred_bytes"] > 96 * 2**20
+    assert predicted["downtime_ms"] > predicted["guest_pause_ms"] > 0
+    assert (predicted["inputs"]["channels"], predicted["inputs"]["compression_ratio"]) == (1, 1)
+
+    # over multifd with zstd: the ratio is measured on the guest's memory (read through
+    # libvirt over TLS), and fewer bytes are predicted
+    done = vmferry("predict", "pr1", "--to", "kvm2", "--parallel", "4", "--compress", "zstd",
+                   "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    zstd = json.loads(done.stdout)
+    assert zstd["inputs"]["channels"] == 4
+    assert 0.05 < zstd["inputs"]["compression_ratio"] < 0.95  # the workload's pages compress
+    assert zstd["transferred_bytes"] < predicted["transferred_bytes"]
 
     done = vmferry("migrate", "pr1", "--to", "kvm2", "--json")
     result = json.loads(done.stdout)

@@ -327,11 +327,13 @@ class ApiClient:
                         _decode(VmSpec, item["spec"], "VM"))  # fmt: skip
 
     def predict(
-        self, vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | None
-    ) -> dict[str, Any]:
+        self, vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | None,
+        parallel: int = 0, compression: str = "none",
+    ) -> dict[str, Any]:  # fmt: skip
         """``POST /predictions``: the `vmferry predict --json` document."""
         body = {"vm": vm, "to": to, "max_downtime_ms": max_downtime_ms,
-                "bandwidth_mib_s": bandwidth_mib_s}  # fmt: skip
+                "bandwidth_mib_s": bandwidth_mib_s, "parallel": parallel,
+                "compression": compression}  # fmt: skip
         found: dict[str, Any] = self._json("POST", "/predictions", json=body,
                                            timeout=START_TIMEOUT)  # fmt: skip
         return found

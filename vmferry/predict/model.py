@@ -45,6 +45,8 @@ class PredictInputs:
     zero_fraction: float = 0.0  # share of memory that is zero pages (0..1)
     downtime_limit_ms: int = 300  # the user's maximum downtime (vmferry's max_downtime_ms)
     working_set_bytes: int | None = None  # None: all non-zero memory can be dirtied
+    channels: int = 1  # multifd channels (1: the single stream)
+    compression_ratio: float = 1.0  # bytes on the wire over the non-zero bytes (zstd: < 1)
 
     @property
     def nonzero_bytes(self) -> int:
@@ -67,7 +69,9 @@ class Calibration:
     ``bytes_factor`` (actual over modelled bytes: pages the balloon calls free but that are
     not zero, protocol overhead), ``dirty_slowdown`` (the stream slows by
     ``1 + dirty_slowdown x dirty rate / link`` while the guest dirties memory: under TCG the
-    guest's writes to tracked pages take CPU from QEMU's migration thread). ``jobs`` is how
+    guest's writes to tracked pages take CPU from QEMU's migration thread),
+    ``report_lag_ms`` (libvirt's downtime figure over the guest's pause: it is counted by the
+    migration's control path, which ends after the destination resumed). ``jobs`` is how
     many jobs it was fitted from (0: default)."""
 
     efficiency: float = 0.97
@@ -76,6 +80,9 @@ class Calibration:
     bytes_factor: float = 1.0
     dirty_slowdown: float = 0.0
     jobs: int = 0
+    # docs/performance.md "Downtime": libvirt's figure was 13-25 ms over QEMU's STOP -> RESUME
+    # on QEMU 10.0 and 6-18 ms on QEMU 7.2
+    report_lag_ms: float = 15.0
 
 
 DEFAULT_CALIBRATION = Calibration()
@@ -92,11 +99,14 @@ class Round:
 class Prediction:
     """What the model expects. When pre-copy does not converge, the figures are those of
     pre-copy until it stops shrinking followed by a post-copy switch (the rest sent once,
-    the downtime only the switchover); ``converges`` says which."""
+    the pause only the switchover); ``converges`` says which. ``guest_pause_ms`` is the
+    guest's pause (QEMU's STOP -> RESUME, what vmferry's ``guest_pause_ms`` measures and the
+    user's maximum downtime bounds); ``downtime_ms`` is the figure libvirt will report for
+    it. ``transferred_bytes`` are the bytes on the wire (after compression)."""
 
     converges: bool
     total_time_ms: int
-    downtime_ms: int
+    guest_pause_ms: int
     transferred_bytes: int
     rounds: tuple[Round, ...]
     inputs: PredictInputs
@@ -106,6 +116,11 @@ class Prediction:
     @property
     def first_pass_s(self) -> float:
         return self.rounds[0].seconds if self.rounds else 0.0
+
+    @property
+    def downtime_ms(self) -> int:
+        """libvirt's downtime figure: the pause and the control path after it."""
+        return self.guest_pause_ms + round(max(0.0, self.calibration.report_lag_ms))
 
 
 def qemu_downtime_limit_ms(max_downtime_ms: int) -> int:
@@ -138,9 +153,14 @@ def predict(inputs: PredictInputs, calibration: Calibration = DEFAULT_CALIBRATIO
 
 
 def _predict_at(inputs: PredictInputs, calibration: Calibration, limit_ms: int) -> Prediction:
+    """Rounds in the guest's bytes; their time and the bytes sent on the wire, which
+    compression makes ``compression_ratio`` of them. QEMU's switchover test compares the
+    guest bytes left with the rate it measured on the wire (``threshold``), so compression
+    lets it switch over with more left, sent in the same time."""
     dirty = max(0.0, inputs.dirty_rate_bytes_s)
     slowdown = 1 + max(0.0, calibration.dirty_slowdown) * dirty / inputs.link_bytes_s
-    rate = inputs.link_bytes_s * max(0.01, calibration.efficiency) / slowdown
+    rate = inputs.link_bytes_s * max(0.01, calibration.efficiency) / slowdown  # on the wire
+    ratio = min(1.0, max(0.01, inputs.compression_ratio))
     threshold = rate * limit_ms / 1000
     bound = inputs.dirtiable_bytes
     scale = max(0.1, calibration.bytes_factor)
@@ -149,8 +169,8 @@ def _predict_at(inputs: PredictInputs, calibration: Calibration, limit_ms: int) 
     rounds: list[Round] = []
     converges = False
     while True:
-        seconds = size / rate
-        rounds.append(Round(len(rounds), round(size), seconds))
+        seconds = size * ratio / rate
+        rounds.append(Round(len(rounds), round(size * ratio), seconds))
         left = min(bound * scale, dirty * seconds)
         if left <= threshold:
             converges = True
@@ -160,15 +180,15 @@ def _predict_at(inputs: PredictInputs, calibration: Calibration, limit_ms: int) 
         size = left
     sent = sum(r.bytes for r in rounds)
     transfer_s = sum(r.seconds for r in rounds)
-    final_s = left / rate
-    downtime = calibration.switchover_ms + (final_s * 1000 if converges else 0.0)
+    final_s = left * ratio / rate
+    pause = calibration.switchover_ms + (final_s * 1000 if converges else 0.0)
     # QEMU's total includes the downtime; the fitted setup holds its fixed part
     total_ms = calibration.setup_ms + transfer_s * 1000 + final_s * 1000
     return Prediction(
         converges=converges,
         total_time_ms=round(total_ms),
-        downtime_ms=round(downtime),
-        transferred_bytes=round(sent + left),
+        guest_pause_ms=round(pause),
+        transferred_bytes=round(sent + left * ratio),
         rounds=tuple(rounds),
         inputs=inputs,
         qemu_limit_ms=limit_ms,
@@ -192,11 +212,12 @@ class Observation:
 
     link_bytes_s: float
     total_time_ms: int
-    downtime_ms: int
+    downtime_ms: int  # libvirt's figure
     transferred_bytes: int
     predicted_bytes: int  # the model's bytes with bytes_factor 1
     predicted_final_ms: float  # the model's last remainder over the link, in ms
     dirty_share: float = 0.0  # the measured dirty rate over the link rate
+    guest_pause_ms: int | None = None  # the guest's pause, where vmferry measured it
 
 
 def fit_calibration(
@@ -206,7 +227,10 @@ def fit_calibration(
 
     - total time = setup + transferred / (efficiency * link): a line through
       (transferred / link, total) gives ``1 / efficiency`` (slope) and ``setup_ms``;
-    - downtime = switchover + remainder: the mean of (downtime - modelled remainder);
+    - pause = switchover + remainder: the mean of (pause - modelled remainder), the pause
+      being the guest's where it was measured, else libvirt's figure less the report lag;
+    - report lag: the mean of (libvirt's downtime - the guest's pause) over the jobs that
+      measured both;
     - bytes_factor: the slope through the origin of actual over modelled bytes.
 
     Fewer than :data:`MIN_JOBS` usable jobs, or a fit outside sane bounds (efficiency
@@ -238,7 +262,15 @@ def fit_calibration(
             mean = sum(y - x / efficiency for x, y in zip(xs, ys, strict=True)) / len(xs)
             if 0 <= mean <= 10_000:
                 setup = mean
-    residuals = [j.downtime_ms - j.predicted_final_ms / efficiency for j in usable]
+    lag = default.report_lag_ms
+    lags = [j.downtime_ms - j.guest_pause_ms for j in usable
+            if j.guest_pause_ms is not None and j.downtime_ms > 0]  # fmt: skip
+    if len(lags) >= MIN_JOBS and 0 <= sum(lags) / len(lags) <= 500:
+        lag = sum(lags) / len(lags)
+    pauses = [j.guest_pause_ms if j.guest_pause_ms is not None else max(0, j.downtime_ms - lag)
+              for j in usable]  # fmt: skip
+    residuals = [pause - j.predicted_final_ms / efficiency
+                 for pause, j in zip(pauses, usable, strict=True)]  # fmt: skip
     switchover = sum(residuals) / len(residuals)
     if not 0 <= switchover <= 5_000:
         switchover = default.switchover_ms
@@ -257,6 +289,7 @@ def fit_calibration(
         bytes_factor=factor,
         dirty_slowdown=slowdown,
         jobs=len(usable),
+        report_lag_ms=lag,
     )
 
 

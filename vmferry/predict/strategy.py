@@ -108,18 +108,18 @@ def choose_strategy(
     def fits(ms: int) -> bool:
         return max_downtime_ms is None or ms <= max_downtime_ms
 
-    if p.converges and fits(p.downtime_ms):
+    if p.converges and fits(p.guest_pause_ms):
         return StrategyChoice(
             MoveStrategy.LIVE,
             f"pre-copy converges in {_rounds(len(p.rounds))} ({mem}, dirty {dirty} "
             f"over a {link} link): about {p.total_time_ms / 1000:.1f} s with "
-            f"{p.downtime_ms} ms downtime, within the tolerance of {tolerance}",
-            p.downtime_ms,
+            f"{p.guest_pause_ms} ms downtime, within the tolerance of {tolerance}",
+            p.guest_pause_ms,
         )
     why_not = (
         f"pre-copy does not converge (dirty {dirty} against a {link} link)"
         if not p.converges
-        else f"pre-copy's predicted downtime of {p.downtime_ms} ms exceeds the tolerance of "
+        else f"pre-copy's predicted downtime of {p.guest_pause_ms} ms exceeds the tolerance of "
         f"{tolerance}"
     )
     if allow_postcopy and fits(switch):
@@ -136,7 +136,7 @@ def choose_strategy(
             fallback,
             f"{why_not}, and the VM may not be stopped: {fallback} with "
             f"vmferry's escalation (throttling) is the only way left",
-            switch if allow_postcopy else p.downtime_ms,
+            switch if allow_postcopy else p.guest_pause_ms,
         )
     no_postcopy = (
         "post-copy is not allowed"
@@ -232,15 +232,15 @@ def choose_with_disks(prediction: Prediction, disks: LocalDisks, max_downtime_ms
             f"{load.write_bytes_s / MIB:.1f} MiB/s) are on its host only, so every move copies "
             "them")  # fmt: skip
     keeps_up = load.write_bytes_s <= MIRROR_SHARE * rate
-    fits = max_downtime_ms is None or p.downtime_ms <= max_downtime_ms
+    fits = max_downtime_ms is None or p.guest_pause_ms <= max_downtime_ms
     if disks.live_refused is None and p.converges and fits and keeps_up:
         return StrategyChoice(
             MoveStrategy.LIVE,
             f"{here}: live with --copy-storage copies them while it runs (about "
             f"{load.allocated_bytes / rate:.1f} s), then pre-copy converges in "
-            f"{_rounds(len(p.rounds))} with {p.downtime_ms} ms downtime, within the tolerance "
+            f"{_rounds(len(p.rounds))} with {p.guest_pause_ms} ms downtime, within the tolerance "
             f"of {tolerance}",
-            p.downtime_ms,
+            p.guest_pause_ms,
             copy_storage=True,
         )
     if disks.live_refused is not None:
@@ -249,7 +249,7 @@ def choose_with_disks(prediction: Prediction, disks: LocalDisks, max_downtime_ms
         no_live = (f"pre-copy does not converge (dirty {p.inputs.dirty_rate_bytes_s / MIB:.1f} "
                    f"MiB/s against a {p.inputs.link_bytes_s / MIB:.1f} MiB/s link)")  # fmt: skip
     elif not fits:
-        no_live = (f"pre-copy's predicted downtime of {p.downtime_ms} ms exceeds the tolerance "
+        no_live = (f"pre-copy's predicted downtime of {p.guest_pause_ms} ms exceeds the tolerance "
                    f"of {tolerance}")  # fmt: skip
     else:
         no_live = (f"the guest writes its disks faster than a mirror at {rate / MIB:.1f} MiB/s "

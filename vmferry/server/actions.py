@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from fastapi import Request
 
 from vmferry.errors import AlreadyExistsError
-from vmferry.model.migration import Job
+from vmferry.model.migration import Compression, Job
 from vmferry.server.auth import CurrentUser, authorize
 from vmferry.server.errors import StartTimeout
 from vmferry.server.roles import Action
@@ -62,7 +62,7 @@ class CheckFn(Protocol):
 class PredictFn(Protocol):
     def __call__(
         self, vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | None,
-        store: Store,
+        store: Store, parallel: int = 0, compression: Compression = Compression.NONE,
     ) -> PredictReport: ...  # fmt: skip
 
 
@@ -143,12 +143,14 @@ def _check(vm: str, to: str, *, copy_storage: bool, to_pool: str | None = None) 
 
 
 def _predict(
-    vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | None, store: Store
-) -> PredictReport:
+    vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | None, store: Store,
+    parallel: int = 0, compression: Compression = Compression.NONE,
+) -> PredictReport:  # fmt: skip
     from vmferry.service.predict import predict_migration
 
     return predict_migration(vm, to, max_downtime_ms=max_downtime_ms,
-                             bandwidth_mib_s=bandwidth_mib_s, store=store)  # fmt: skip
+                             bandwidth_mib_s=bandwidth_mib_s, store=store, parallel=parallel,
+                             compression=compression)  # fmt: skip
 
 
 def _profile(

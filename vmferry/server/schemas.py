@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
+from vmferry.assess.stream_features import MAX_PARALLEL, validate
+from vmferry.errors import BadInputError
 from vmferry.model.account import MAX_TAGS
+from vmferry.model.migration import Compression
 
 Tag = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/=@-]{0,127}$", max_length=128)
@@ -166,15 +169,39 @@ class CheckOut(BaseModel):
     blocked: bool = Field(description="a blocker stands: the move would be refused")
 
 
+# zstd compresses multifd channels (parallel 2 or more); xbzrle works on one stream only
+STREAM_RULES: list[JsonValue] = [
+    {"if": {"properties": {"compression": {"const": "zstd"}}, "required": ["compression"]},
+     "then": {"properties": {"parallel": {"minimum": 2}}, "required": ["parallel"]}},
+    {"if": {"properties": {"compression": {"const": "xbzrle"}}, "required": ["compression"]},
+     "then": {"properties": {"parallel": {"maximum": 1}}}},
+]  # fmt: skip
+
+
 class PredictionIn(BaseModel):
     """What `vmferry predict VM --to HOST` takes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": STREAM_RULES})
 
     vm: VmName
     to: VmName
     max_downtime_ms: int = Field(300, ge=10, le=60_000)
     bandwidth_mib_s: int | None = Field(None, ge=1, le=1_000_000)
+    parallel: int = Field(
+        0, ge=0, le=MAX_PARALLEL, description="the move's multifd channels, `--parallel`"
+    )
+    compression: Literal["none", "zstd"] = Field(
+        "none", description="`zstd` (with parallel 2 or more): its ratio is measured on a "
+        "sample of the guest's memory, `--compress`",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _stream_fits(self) -> PredictionIn:
+        try:
+            validate(self.parallel, Compression(self.compression))
+        except BadInputError as exc:
+            raise ValueError(exc.message) from exc
+        return self
 
 
 class PredictionInputsOut(BaseModel):
@@ -183,6 +210,8 @@ class PredictionInputsOut(BaseModel):
     link_bytes_s: int
     zero_fraction: float
     downtime_limit_ms: int
+    channels: int = 1
+    compression_ratio: float = 1.0
 
 
 class PredictionOut(BaseModel):
@@ -192,7 +221,8 @@ class PredictionOut(BaseModel):
     destination: str
     converges: bool
     total_time_ms: int
-    downtime_ms: int
+    guest_pause_ms: int = Field(description="the guest's pause: QEMU's STOP -> RESUME")
+    downtime_ms: int = Field(description="libvirt's downtime figure for that pause")
     transferred_bytes: int
     inputs: PredictionInputsOut
 

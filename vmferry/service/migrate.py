@@ -225,7 +225,8 @@ def _migrate(
     plan = LivePlan(job.id, vm, source, destination, options, request)
     if report.facts is not None:  # keeps the prediction with the job; never raises
         before_migration(store, job.id, vm, source, destination, report.facts.vm.spec.memory_bytes,
-                         options.bandwidth_mib_s, options.max_downtime_ms, note)  # fmt: skip
+                         options.bandwidth_mib_s, options.max_downtime_ms, note,
+                         parallel=options.parallel, compression=options.compression)  # fmt: skip
     try:  # the VM's port profiles on the destination before the switchover
         network = prepare_destination(vm, source, destination, store, job.id, note)
     except VmferryError as exc:  # it removed what it had added

@@ -466,10 +466,12 @@ def _strategy(hint: str, p: Prediction, tolerance: int, boot_ms: int | None = No
                       f"move {stop} {warm / 1000:.1f} s"), warm, False  # fmt: skip
     if hint in SUPPORTED:
         downtime = (
-            p.downtime_ms if hint == "live" and p.converges else round(p.calibration.switchover_ms)
+            p.guest_pause_ms
+            if hint == "live" and p.converges
+            else round(p.calibration.switchover_ms)
         )
         model = f"the model predicts {p.total_time_ms / 1000:.1f} s" + (
-            f" with {p.downtime_ms} ms downtime" if p.converges else ", not converging"
+            f" with {p.guest_pause_ms} ms downtime" if p.converges else ", not converging"
         )
         copying = hint == MoveStrategy.LIVE and local is not None
         if copying:

@@ -15,7 +15,9 @@ The inputs, and where each comes from:
   rate vmferry migrates at there), else :data:`DEFAULT_LINK_BYTES_S` (not measured: pass
   the real migration bandwidth);
 - downtime limit: the user's maximum (``max_downtime_ms``), of which vmferry gives QEMU
-  all but the switchover reserve.
+  all but the switchover reserve;
+- the stream: multifd channels as the move will use them, and for zstd the compression
+  ratio measured on a sample of the guest's memory (:func:`compression_of`).
 
 The calibration is fitted from the store's completed jobs that kept a prediction
 (:func:`calibration_from_store`). :func:`before_migration` and :func:`after_migration` are
@@ -29,12 +31,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmferry.drivers.guest_memory import CHUNK_BYTES, sample_memory
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_stats import read_counters
 from vmferry.drivers.qemu_monitor import measure_dirty_rate
 from vmferry.errors import BadInputError, VmferryError
 from vmferry.model import Host, VmState
-from vmferry.model.migration import EscalationStep, JobStatus, MigrationResult
+from vmferry.model.migration import Compression, EscalationStep, JobStatus, MigrationResult
+from vmferry.predict.compression import zstd_sample
 from vmferry.predict.model import (
     DEFAULT_CALIBRATION,
     Calibration,
@@ -90,6 +94,28 @@ def link_for(destination: Host, bandwidth_mib_s: int | None) -> tuple[float, str
     return DEFAULT_LINK_BYTES_S, "assumed 1 Gbit/s (not measured; pass --bandwidth-mib-s)"
 
 
+SAMPLE_CHUNKS = 128  # 8 MiB of guest memory read to measure its compression
+
+
+def compression_of(conn: LibvirtHost, vm: str, memory_bytes: int,
+                   compression: Compression) -> tuple[float, str]:  # fmt: skip
+    """The ratio of wire bytes to non-zero bytes the stream's compression gives the VM's
+    memory, and where it came from: for zstd measured on :data:`SAMPLE_CHUNKS` chunks of
+    its memory (QEMU's level 1); without compression 1; XBZRLE is not modelled (1)."""
+    if compression is Compression.NONE:
+        return 1.0, "no compression"
+    if compression is not Compression.ZSTD:
+        return 1.0, f"{compression} is not modelled: taken as 1"
+    try:
+        sample = zstd_sample(sample_memory(conn, vm, memory_bytes, SAMPLE_CHUNKS))
+    except VmferryError as exc:
+        return 1.0, f"not measured ({exc.message}): taken as 1"
+    return round(sample.ratio, 4), (
+        f"zstd level 1 over {sample.sampled_bytes // CHUNK_BYTES} samples of 64 KiB of the "
+        f"guest's memory ({sample.nonzero_bytes / MIB:.1f} MiB not zero)"
+    )
+
+
 def gather_inputs(
     conn: LibvirtHost,
     vm: str,
@@ -98,8 +124,11 @@ def gather_inputs(
     max_downtime_ms: int,
     *,
     store: Store | None = None,
+    channels: int = 1,
+    compression: Compression = Compression.NONE,
 ) -> tuple[PredictInputs, dict[str, str]]:
-    """Measure VM ``vm`` on its host (about 1 s) and build the model's inputs."""
+    """Measure VM ``vm`` on its host (about 1 s) and build the model's inputs, for a move
+    over ``channels`` multifd channels (1: the single stream) with ``compression``."""
     basis: dict[str, str] = {"memory_bytes": "the VM's configured memory"}
     zero: float | None = None
     working: int | None = None
@@ -138,6 +167,8 @@ def gather_inputs(
             else:
                 zero = 0.0
                 basis["zero_fraction"] = "unknown (no balloon statistics), taken as 0"
+    ratio, basis["compression_ratio"] = compression_of(conn, vm, memory_bytes, compression)
+    basis["channels"] = f"{channels} multifd channels" if channels >= 2 else "the single stream"
     inputs = PredictInputs(
         memory_bytes=memory_bytes,
         dirty_rate_bytes_s=dirty,
@@ -145,6 +176,8 @@ def gather_inputs(
         zero_fraction=round(zero, 4),
         downtime_limit_ms=max_downtime_ms,
         working_set_bytes=working,
+        channels=max(1, channels),
+        compression_ratio=ratio,
     )
     return inputs, basis
 
@@ -154,7 +187,8 @@ def calibration_from_store(store: Store | None = None) -> Calibration:
     jobs only: throttled or post-copy jobs do not follow the plain model)."""
     store = store or open_store()
     observations = []
-    neutral = Calibration(efficiency=1.0, setup_ms=0, switchover_ms=0, bytes_factor=1.0)
+    neutral = Calibration(efficiency=1.0, setup_ms=0, switchover_ms=0, bytes_factor=1.0,
+                          report_lag_ms=0.0)  # fmt: skip
     for record in store.list_predictions(with_actual=True):
         actual = record.actual or {}
         # a job that moved but failed its verification still measured the migration
@@ -173,12 +207,13 @@ def calibration_from_store(store: Store | None = None) -> Calibration:
             Observation(
                 link_bytes_s=inputs.link_bytes_s,
                 total_time_ms=int(actual["total_time_ms"]),
-                # what the guest saw where it was measured, else libvirt's figure
-                downtime_ms=int(actual.get("guest_pause_ms") or actual.get("downtime_ms") or 0),
+                downtime_ms=int(actual.get("downtime_ms") or 0),
                 transferred_bytes=int(actual["transferred_bytes"]),
                 predicted_bytes=modelled.transferred_bytes,
-                predicted_final_ms=float(modelled.downtime_ms),
+                predicted_final_ms=float(modelled.guest_pause_ms),
                 dirty_share=inputs.dirty_rate_bytes_s / inputs.link_bytes_s,
+                # what the guest saw, where it was measured
+                guest_pause_ms=_int_or_none(actual.get("guest_pause_ms")),
             )
         )
     return fit_calibration(observations, DEFAULT_CALIBRATION)
@@ -192,8 +227,11 @@ def predict_migration(
     bandwidth_mib_s: int | None = None,
     store: Store | None = None,
     calibration: Calibration | None = None,
+    parallel: int = 0,
+    compression: Compression = Compression.NONE,
 ) -> PredictReport:
-    """Predict moving VM ``vm`` to registered host ``to`` live (measures the VM ~1 s)."""
+    """Predict moving VM ``vm`` to registered host ``to`` live (measures the VM ~1 s), over
+    ``parallel`` multifd channels (0 or 1: the single stream) with ``compression``."""
     store = store or open_store()
     destination = store.get_host(to)
     found = locate(vm)
@@ -207,8 +245,9 @@ def predict_migration(
     link, link_basis = link_for(destination, bandwidth_mib_s)
     with LibvirtHost.connect(found.host.name, found.host.uri) as conn:
         inputs, basis = gather_inputs(
-            conn, vm, found.record.spec.memory_bytes, link, max_downtime_ms, store=store
-        )
+            conn, vm, found.record.spec.memory_bytes, link, max_downtime_ms, store=store,
+            channels=parallel, compression=compression,
+        )  # fmt: skip
     basis["link_bytes_s"] = link_basis
     return _report(vm, found.host, destination, inputs, basis, calibration, store)
 
@@ -242,6 +281,7 @@ def prediction_json(report: PredictReport) -> dict[str, Any]:
         "destination": report.destination,
         "converges": p.converges,
         "total_time_ms": p.total_time_ms,
+        "guest_pause_ms": p.guest_pause_ms,
         "downtime_ms": p.downtime_ms,
         "transferred_bytes": p.transferred_bytes,
         "inputs": {
@@ -250,6 +290,8 @@ def prediction_json(report: PredictReport) -> dict[str, Any]:
             "link_bytes_s": round(i.link_bytes_s),
             "zero_fraction": i.zero_fraction,
             "downtime_limit_ms": i.downtime_limit_ms,
+            "channels": i.channels,
+            "compression_ratio": i.compression_ratio,
         },
     }
 
@@ -270,6 +312,7 @@ def _stored(report: PredictReport) -> dict[str, Any]:
             "switchover_ms": p.calibration.switchover_ms,
             "bytes_factor": p.calibration.bytes_factor,
             "dirty_slowdown": p.calibration.dirty_slowdown,
+            "report_lag_ms": p.calibration.report_lag_ms,
             "jobs": p.calibration.jobs,
         },
         "model_inputs": {
@@ -279,6 +322,8 @@ def _stored(report: PredictReport) -> dict[str, Any]:
             "zero_fraction": p.inputs.zero_fraction,
             "downtime_limit_ms": p.inputs.downtime_limit_ms,
             "working_set_bytes": p.inputs.working_set_bytes,
+            "channels": p.inputs.channels,
+            "compression_ratio": p.inputs.compression_ratio,
         },
     }
 
@@ -293,22 +338,27 @@ def before_migration(
     bandwidth_mib_s: int | None,
     max_downtime_ms: int,
     note: Any = None,
+    *,
+    parallel: int = 0,
+    compression: Compression = Compression.NONE,
 ) -> PredictReport | None:
-    """Predict job ``job_id`` and keep the prediction with it; None (and a job note) if
-    anything fails: a prediction never stops a migration."""
+    """Predict job ``job_id`` (its stream: ``parallel`` channels, ``compression``) and keep
+    the prediction with it; None (and a job note) if anything fails: a prediction never
+    stops a migration."""
     try:
         link, link_basis = link_for(destination, bandwidth_mib_s)
         with LibvirtHost.connect(source.name, source.uri, timeout_s=5) as conn:
             inputs, basis = gather_inputs(
-                conn, vm, memory_bytes, link, max_downtime_ms, store=store
-            )
+                conn, vm, memory_bytes, link, max_downtime_ms, store=store,
+                channels=parallel, compression=compression,
+            )  # fmt: skip
         basis["link_bytes_s"] = link_basis
         report = _report(vm, source, destination, inputs, basis, None, store)
         store.save_prediction(job_id, vm, source.name, destination.name, _stored(report))
         p = report.prediction
         message = (
             f"predicted: {'converges' if p.converges else 'does not converge'}, "
-            f"{p.total_time_ms / 1000:.1f} s, {p.downtime_ms} ms downtime, "
+            f"{p.total_time_ms / 1000:.1f} s, {p.guest_pause_ms} ms pause, "
             f"{p.transferred_bytes / MIB:.0f} MiB"
         )
         store.add_event(job_id, "prediction", message, {"prediction": prediction_json(report)})
@@ -343,6 +393,10 @@ def after_migration(store: Store, result: MigrationResult) -> None:
         store.record_actual(result.job_id, actual)
     except Exception as exc:
         _note_failure(store, result.job_id, f"could not record the actual figures: {exc}")
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _note_failure(store: Store, job_id: str, message: str) -> None:

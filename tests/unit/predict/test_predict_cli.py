@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from vmferry.cli import predict_cmd, profile_cmd
 from vmferry.cli.main import app
+from vmferry.model.migration import Compression
 from vmferry.model.workload import ProfileSample
 from vmferry.predict.model import Calibration, PredictInputs, predict
 from vmferry.predict.profile import summarise
@@ -20,9 +21,9 @@ from vmferry.service.profile import ProfileRun
 
 MIB = 2**20
 INPUT_KEYS = {"memory_bytes", "dirty_rate_bytes_s", "link_bytes_s", "zero_fraction",
-              "downtime_limit_ms"}  # fmt: skip
-PREDICT_KEYS = {"vm", "destination", "converges", "total_time_ms", "downtime_ms",
-                "transferred_bytes", "inputs"}  # fmt: skip
+              "downtime_limit_ms", "channels", "compression_ratio"}  # fmt: skip
+PREDICT_KEYS = {"vm", "destination", "converges", "total_time_ms", "guest_pause_ms",
+                "downtime_ms", "transferred_bytes", "inputs"}  # fmt: skip
 
 
 def vmferry(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
@@ -53,7 +54,34 @@ def test_predict_json_is_the_documented_document(monkeypatch: pytest.MonkeyPatch
     assert (doc["vm"], doc["destination"], doc["converges"]) == ("web1", "kvm2", True)
     assert doc["inputs"]["memory_bytes"] == 512 * MIB and doc["inputs"]["zero_fraction"] == 0.31
     assert isinstance(doc["total_time_ms"], int) and doc["total_time_ms"] > 0
-    assert seen == {"vm": "web1", "to": "kvm2", "max_downtime_ms": 500, "bandwidth_mib_s": None}
+    # libvirt's figure is the guest's pause and the control path after it
+    assert doc["downtime_ms"] == doc["guest_pause_ms"] + 15
+    assert seen == {"vm": "web1", "to": "kvm2", "max_downtime_ms": 500, "bandwidth_mib_s": None,
+                    "parallel": 0, "compression": Compression.NONE}  # fmt: skip
+
+
+def test_predict_takes_the_moves_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake(vm: str, to: str, **kw: object) -> PredictReport:
+        seen.update(kw)
+        return fake_report()
+
+    monkeypatch.setattr(predict_cmd, "predict_migration", fake)
+    done = CliRunner().invoke(app, ["predict", "web1", "--to", "kvm2", "--parallel", "4",
+                                    "--compress", "zstd"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert (seen["parallel"], seen["compression"]) == (4, Compression.ZSTD)
+    assert "guest pause" in done.stdout and "as libvirt will report it" in done.stdout
+
+
+def test_zstd_without_channels_is_refused_before_anything_is_measured(tmp_path: Path) -> None:
+    done = vmferry("predict", "web1", "--to", "kvm2", "--compress", "zstd", db=tmp_path / "c.db")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "vmferry: --compress zstd compresses multifd channels: give --parallel 2 or more"
+    ]
+    assert not (tmp_path / "c.db").exists()
 
 
 def test_predict_table_names_a_strategy(monkeypatch: pytest.MonkeyPatch) -> None:

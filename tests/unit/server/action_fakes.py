@@ -19,7 +19,7 @@ from vmferry.imports.mapping import ImportPlan, plan_import
 from vmferry.model import Finding, VmRecord, VmState, is_blocked
 from vmferry.model.finding import Severity
 from vmferry.model.import_target import DestinationFacts, PoolFacts
-from vmferry.model.migration import Job, MigrationOptions
+from vmferry.model.migration import Compression, Job, MigrationOptions
 from vmferry.model.netprofile import Segment, VmPort
 from vmferry.model.workload import ProfileSample
 from vmferry.netprofile.spec import make_profile
@@ -92,7 +92,7 @@ class FakeActions:
 
     def predict(
         self, vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | None,
-        store: Store,
+        store: Store, parallel: int = 0, compression: Compression = Compression.NONE,
     ) -> PredictReport:  # fmt: skip
         self.calls.append(("predict", vm))
         destination = store.get_host(to)
@@ -102,7 +102,9 @@ class FakeActions:
         link = (bandwidth_mib_s or 100) * MIB
         inputs = PredictInputs(memory_bytes=record.spec.memory_bytes, dirty_rate_bytes_s=MIB,
                                link_bytes_s=link, zero_fraction=0.5,
-                               downtime_limit_ms=max_downtime_ms)  # fmt: skip
+                               downtime_limit_ms=max_downtime_ms, channels=max(1, parallel),
+                               compression_ratio=0.5 if compression is Compression.ZSTD
+                               else 1.0)  # fmt: skip
         return PredictReport(vm, record.host, destination.name,
                              predict(inputs, DEFAULT_CALIBRATION), {"test": "fake"})  # fmt: skip
 

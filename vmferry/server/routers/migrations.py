@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vmferry.assess.stream_features import MAX_PARALLEL, validate
 from vmferry.errors import AlreadyExistsError, BadInputError, VmferryError
@@ -26,25 +26,16 @@ from vmferry.server.context import Context
 from vmferry.server.project_rules import check_self_service_move
 from vmferry.server.roles import Action
 from vmferry.server.routers.jobs import job_json
-from vmferry.server.schemas import JobOut, Problem, ValidationProblem
+from vmferry.server.schemas import STREAM_RULES, JobOut, Problem, ValidationProblem
 from vmferry.store import accounts, idempotency
 
 router = APIRouter(prefix="/migrations", tags=["migrations"])
 
 
-# zstd compresses multifd channels (parallel 2 or more); xbzrle works on one stream only
-_STREAM_RULES: list[JsonValue] = [
-    {"if": {"properties": {"compression": {"const": "zstd"}}, "required": ["compression"]},
-     "then": {"properties": {"parallel": {"minimum": 2}}, "required": ["parallel"]}},
-    {"if": {"properties": {"compression": {"const": "xbzrle"}}, "required": ["compression"]},
-     "then": {"properties": {"parallel": {"maximum": 1}}}},
-]  # fmt: skip
-
-
 class MigrationIn(BaseModel):
     """What `vmferry migrate VM --to HOST` takes."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": _STREAM_RULES})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": STREAM_RULES})
 
     vm: str = Field(min_length=1, max_length=255)
     to: str = Field(min_length=1, max_length=255)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from vmferry.model.migration import Compression
 from vmferry.server.actions import Services, role_gate, services_of
 from vmferry.server.auth import CurrentUser, authorize, names
 from vmferry.server.context import Context
@@ -33,6 +34,7 @@ def predict(
     authorize(request, user, Action.PREDICT, target=body.vm,
               vm_tags=accounts.tags_of(context.store, body.vm))  # fmt: skip
     report = services.predict(body.vm, body.to, max_downtime_ms=body.max_downtime_ms,
-                              bandwidth_mib_s=body.bandwidth_mib_s,
-                              store=context.store)  # fmt: skip
+                              bandwidth_mib_s=body.bandwidth_mib_s, store=context.store,
+                              parallel=body.parallel,
+                              compression=Compression(body.compression))  # fmt: skip
     return PredictionOut(**prediction_json(report))
