@@ -17,8 +17,11 @@ from typing import Any
 import libvirt
 import pytest
 
+from vmferry.drivers import sysctl
 from vmferry.drivers.guest_agent import agent
+from vmferry.drivers.host_exec import HostExec
 from vmferry.drivers.libvirt_host import LibvirtHost
+from vmferry.engine.send_queue import SYSCTL, TARGET_BYTES
 from vmferry.errors import LabError, VmferryError
 from vmferry.lab import client, faults, guests
 from vmferry.lab.imported import shared_pool_dir
@@ -112,6 +115,13 @@ def test_a_working_guest_moves_live_and_is_verified(
     kinds = [e["kind"] for e in job["events"]]
     assert "checks" in kinds and "status" in kinds
     assert {"encrypted": True} in [e["data"] for e in job["events"] if e["kind"] == "setting"]
+    # the source's send queue was bounded for the move and put back after, through the
+    # host's shell (docs/performance.md, "The send queue")
+    queue = [e["data"] for e in job["events"] if e["kind"] == "setting" and "sysctl" in e["data"]]
+    assert [(q["host"], q["sysctl"]) for q in queue] == [("kvm1", SYSCTL)] * 2
+    assert queue[0]["now"] == TARGET_BYTES < queue[0]["was"] == queue[1]["now"]
+    kvm1 = HostExec.for_shell("kvm1", open_store().get_host("kvm1").shell)
+    assert kvm1 is not None and sysctl.read_int(kvm1, SYSCTL) == queue[0]["was"]
     measured = [e["data"] for e in job["events"] if e["kind"] == "measure"]
     assert [m["pause_ms"] for m in measured] == [result["guest_pause_ms"]]
     listed = json.loads(vmferry("jobs", "--json").stdout)

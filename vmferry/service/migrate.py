@@ -36,6 +36,7 @@ from vmferry.service.netprofile import NetworkMove, finish_move, prepare_destina
 from vmferry.service.offline_move import check_offline, run_offline
 from vmferry.service.predict import after_migration, before_migration
 from vmferry.service.rollback import needs_rollback, roll_back
+from vmferry.service.send_queue import bound_send_queue, restore_send_queue
 from vmferry.service.witnesses import witness_for
 from vmferry.store.db import Store, open_store
 from vmferry.verify import sites
@@ -236,6 +237,7 @@ def _migrate(
         store.finish(job.id, result)
         after_failure(store, job.id, hooks)
         return MigrateOutcome(result, report)
+    queue = bound_send_queue(source, store, job.id, note)  # a shorter pause at the switch
     capped, settled = False, False
 
     def settle(result: MigrationResult | None) -> None:
@@ -244,6 +246,8 @@ def _migrate(
         nonlocal settled
         settled = True
         moved = result is not None and result.status is JobStatus.COMPLETED
+        if queue is not None:
+            restore_send_queue(queue, source, store, job.id)
         if capped:
             _lift_cap(vm, (destination, source), store, job.id, note)
         finish_move(network, moved, store, job.id, note)  # FDB check, source clean-up or undo
