@@ -4,7 +4,7 @@ When QEMU decides to switch over it stops the guest and sends what is left; but 
 kernel may still hold megabytes the migration stream wrote earlier and the link has not
 carried yet (TCP's send buffer grows to ``net.ipv4.tcp_wmem``'s maximum, 4 MiB by default,
 while the link is the bottleneck). The guest stays paused until that queue has drained
-too: 4 MiB add 34 ms per Gbit/s of link rate. QEMU's switchover test does not see it (it
+too: 4 MiB take 34 ms on a 1 Gbit/s link. QEMU's switchover test does not see it (it
 counts those bytes as sent). ``net.ipv4.tcp_notsent_lowat`` bounds the bytes a socket
 keeps unsent (unlimited by default): with it at 128 KiB on the source, the lab's guest
 paused 30-42 ms instead of 67-81 ms idle and 51-52 ms instead of 96-108 ms dirtying 12 MiB/s,

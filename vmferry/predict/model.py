@@ -74,15 +74,16 @@ class Calibration:
     migration's control path, which ends after the destination resumed). ``jobs`` is how
     many jobs it was fitted from (0: default)."""
 
-    efficiency: float = 0.97
-    setup_ms: float = 450.0
-    switchover_ms: float = 80.0
-    bytes_factor: float = 1.0
+    # the defaults: bench/predict.py's calibration fitted on its 12 cells, run of
+    # 2026-12-06 on QEMU 10.0.2 + libvirt 11.3.0 with the send queue bounded
+    # (docs/performance.md, "Prediction"), rounded
+    efficiency: float = 0.96
+    setup_ms: float = 700.0
+    switchover_ms: float = 50.0
+    bytes_factor: float = 1.1
     dirty_slowdown: float = 0.0
     jobs: int = 0
-    # docs/performance.md "Downtime": libvirt's figure was 13-25 ms over QEMU's STOP -> RESUME
-    # on QEMU 10.0 and 6-18 ms on QEMU 7.2
-    report_lag_ms: float = 15.0
+    report_lag_ms: float = 14.0
 
 
 DEFAULT_CALIBRATION = Calibration()

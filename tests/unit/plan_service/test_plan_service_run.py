@@ -16,7 +16,7 @@ from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult
 from vmferry.model.plan_run import ItemStatus, PlanStatus
 from vmferry.plan import PlanSpec
 from vmferry.predict.incremental import DiskLoad, predict_incremental
-from vmferry.predict.model import PredictInputs
+from vmferry.predict.model import DEFAULT_CALIBRATION, PredictInputs
 from vmferry.predict.strategy import LocalDisks
 from vmferry.service.lease import process_lease
 from vmferry.service.migrate import MigrateOutcome
@@ -376,7 +376,7 @@ def test_auto_weighs_copying_the_disks_only_the_source_sees_and_the_run_copies_t
     assert (busy.strategy, busy.prediction.get("copy_storage")) == ("warm-incremental", None)
     assert "are on its host only, so every move copies them" in busy.strategy_reason
     link = idle.prediction["inputs"]["link_bytes_s"]
-    disk_s = 512 * MIB / (link * 0.97)  # the calibrated share of the schedule's link
+    disk_s = 512 * MIB / (link * DEFAULT_CALIBRATION.efficiency)  # the calibrated share
     model_s = idle.prediction["total_time_ms"] / 1000
     assert idle.predicted_s == pytest.approx(model_s + disk_s + DEFAULT_OVERHEAD_S, abs=1)
     engine = FakeEngine(store)

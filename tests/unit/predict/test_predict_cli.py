@@ -14,7 +14,7 @@ from vmferry.cli import predict_cmd, profile_cmd
 from vmferry.cli.main import app
 from vmferry.model.migration import Compression
 from vmferry.model.workload import ProfileSample
-from vmferry.predict.model import Calibration, PredictInputs, predict
+from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInputs, predict
 from vmferry.predict.profile import summarise
 from vmferry.service.predict import PredictReport
 from vmferry.service.profile import ProfileRun
@@ -55,7 +55,7 @@ def test_predict_json_is_the_documented_document(monkeypatch: pytest.MonkeyPatch
     assert doc["inputs"]["memory_bytes"] == 512 * MIB and doc["inputs"]["zero_fraction"] == 0.31
     assert isinstance(doc["total_time_ms"], int) and doc["total_time_ms"] > 0
     # libvirt's figure is the guest's pause and the control path after it
-    assert doc["downtime_ms"] == doc["guest_pause_ms"] + 15
+    assert doc["downtime_ms"] == doc["guest_pause_ms"] + DEFAULT_CALIBRATION.report_lag_ms
     assert seen == {"vm": "web1", "to": "kvm2", "max_downtime_ms": 500, "bandwidth_mib_s": None,
                     "parallel": 0, "compression": Compression.NONE}  # fmt: skip
 

@@ -11,7 +11,7 @@ from vmferry.drivers.libvirt_stats import counters_from_stats, rates
 from vmferry.errors import NotFoundError
 from vmferry.model.migration import MigrationOptions
 from vmferry.model.workload import ProfileSample
-from vmferry.predict.model import Calibration, PredictInputs, predict
+from vmferry.predict.model import DEFAULT_CALIBRATION, Calibration, PredictInputs, predict
 from vmferry.predict.profile import summarise
 from vmferry.service.predict import calibration_from_store
 from vmferry.store import Store
@@ -151,5 +151,6 @@ def test_the_calibration_learns_the_switchover_from_the_measured_guest_pause(sto
     assert final == 0  # an idle guest: nothing left for the last pass, the switchover is all
     # the job without a pause counts libvirt's figure less the report lag (its default:
     # two jobs measured both, fewer than a fit needs)
-    assert fitted.report_lag_ms == 15
-    assert fitted.switchover_ms == pytest.approx((300 + 320 + 340 - 15) / 3)
+    lag = DEFAULT_CALIBRATION.report_lag_ms
+    assert fitted.report_lag_ms == lag
+    assert fitted.switchover_ms == pytest.approx((300 + 320 + 340 - lag) / 3)
