@@ -130,11 +130,11 @@ def run_virsh(name: str, ratio: float, link_bytes_s: float, tool: str = "virsh")
 
 def run_vmferry(
     name: str, ratio: float, link_bytes_s: float, timeout_s: float, *, tls: bool = False,
-    multifd: bool = False,
+    multifd: bool = False, xbzrle: bool = False,
 ) -> Row:  # fmt: skip
     samples: list[ProgressSample] = []
     strategy = Strategy.POSTCOPY if ratio >= 1 else Strategy.LIVE
-    zstd = Compression.ZSTD if multifd else Compression.NONE
+    zstd = Compression.ZSTD if multifd else Compression.XBZRLE if xbzrle else Compression.NONE
     options = MigrationOptions(strategy=strategy, timeout_s=timeout_s,
                                tls=TlsMode.REQUIRED if tls else TlsMode.OFF,
                                parallel=4 if multifd else 0, compression=zstd)  # fmt: skip
@@ -142,7 +142,8 @@ def run_vmferry(
     result = outcome.result
     pass1 = first_pass_bytes(samples)
     v = result.verification
-    tool = "vmferry+tls" if tls else "vmferry-multifd" if multifd else "vmferry"
+    tool = ("vmferry+tls" if tls else "vmferry-multifd" if multifd
+            else "vmferry-xbzrle" if xbzrle else "vmferry")  # fmt: skip
     return Row(tool, ratio, result.status is JobStatus.COMPLETED,
                result.total_time_ms,
                result.downtime_ms, v.heartbeat_max_gap_ms if v else None,
@@ -172,10 +173,11 @@ def bench(ratios: list[float], tools: list[str], link_mbps: int, memory_mb: int,
                 wait_for_memcheck(guests.get_guest(name).console)
                 if tool in ("virsh", "virsh-tuned"):
                     row = run_virsh(name, ratio, link_bytes_s, tool)
-                else:  # vmferry (plain stream), vmferry-tls (encrypted), vmferry-multifd
+                else:  # vmferry (plain), vmferry-tls (encrypted), vmferry-multifd, -xbzrle
                     row = run_vmferry(name, ratio, link_bytes_s, timeout_s=180,
                                       tls=tool == "vmferry-tls",
-                                      multifd=tool == "vmferry-multifd")  # fmt: skip
+                                      multifd=tool == "vmferry-multifd",
+                                      xbzrle=tool == "vmferry-xbzrle")  # fmt: skip
             finally:
                 guests.delete_guest(name)
             row.qemu_version, row.libvirt_version = stack.hypervisor_version, stack.libvirt_version
@@ -216,7 +218,8 @@ def main() -> int:
         "--tools",
         default="virsh,vmferry,vmferry-tls",
         help="of virsh, virsh-tuned (multifd x4 + zstd, auto-converge, "
-        "post-copy at 1.5x), vmferry, vmferry-tls, vmferry-multifd (x4 + zstd)",
+        "post-copy at 1.5x), vmferry, vmferry-tls, vmferry-multifd (x4 + zstd), "
+        "vmferry-xbzrle (--compress xbzrle)",
     )
     parser.add_argument("--link-mbps", type=int, default=400)
     parser.add_argument("--memory-mb", type=int, default=512)

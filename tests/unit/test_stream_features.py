@@ -92,10 +92,13 @@ def test_a_version_libvirt_does_not_give_is_not_held_against_the_host() -> None:
 def test_auto_chooses_multifd_with_zstd_where_both_hosts_can() -> None:
     both = choose_stream(MODERN, replace(MODERN, name="kvm3"), precopy_only=True, dirty_share=0.1)
     assert (both.parallel, both.compression) == (4, Compression.ZSTD)
-    assert both.why.startswith("4 multifd channels with zstd, which both hosts can do: measured")
-    busy = choose_stream(MODERN, MODERN, precopy_only=True, dirty_share=0.11)
-    assert (busy.parallel, busy.compression) == (0, Compression.NONE)
-    assert busy.why.startswith("single stream: the guest dirties 11% of the link, and on a")
+    assert both.why == ("4 multifd channels with zstd, which both hosts can do: measured idle: "
+                        "7.1 s instead of 8.2 s, a 27 ms pause instead of 31 "
+                        "(bench/live_migration.py, QEMU 10.0 + libvirt 11.3)")  # fmt: skip
+    # faster at every measured rate: a busy guest gets them too, the reason its own row's
+    busy = choose_stream(MODERN, MODERN, precopy_only=True, dirty_share=0.6)
+    assert (busy.parallel, busy.compression) == (4, Compression.ZSTD)
+    assert "dirtying at 0.75x of the link: 19.1 s instead of 21.6 s" in busy.why
 
 
 def test_auto_keeps_the_single_stream_where_a_host_cannot_or_post_copy_may_come() -> None:
