@@ -33,13 +33,14 @@ class FakeSysctl:
     def __init__(self, value: int, fail: bool = False) -> None:
         self.value, self.fail, self.writes = value, fail, []
 
-    def read_int(self, host: HostExec, name: str) -> int:
-        assert name == SYSCTL
+    def read_int(self, host: HostExec, name: str, timeout_s: float) -> int:
+        assert (name, timeout_s) == (SYSCTL, send_queue.TIMEOUT_S)
         if self.fail:
             raise ToolError("`sysctl -n net.ipv4.tcp_notsent_lowat` on kvm1 failed: denied")
         return self.value
 
-    def write(self, host: HostExec, name: str, value: int) -> None:
+    def write(self, host: HostExec, name: str, value: int, timeout_s: float) -> None:
+        assert timeout_s == send_queue.TIMEOUT_S
         self.writes.append(value)
         self.value = value
 

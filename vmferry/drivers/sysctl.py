@@ -8,8 +8,8 @@ from vmferry.errors import VmferryError
 __all__ = ["read_int", "write"]
 
 
-def read_int(host: HostExec, name: str) -> int:
-    done = host.run(["sysctl", "-n", name])
+def read_int(host: HostExec, name: str, timeout_s: float = 30) -> int:
+    done = host.run(["sysctl", "-n", name], timeout_s=timeout_s)
     try:
         return int(done.stdout.strip())
     except ValueError as exc:
@@ -17,5 +17,5 @@ def read_int(host: HostExec, name: str) -> int:
                            f"{done.stdout.strip()[:80]!r}") from exc  # fmt: skip
 
 
-def write(host: HostExec, name: str, value: int) -> None:
-    host.run(["sysctl", "-q", "-w", f"{name}={value}"])
+def write(host: HostExec, name: str, value: int, timeout_s: float = 30) -> None:
+    host.run(["sysctl", "-q", "-w", f"{name}={value}"], timeout_s=timeout_s)

@@ -3,7 +3,8 @@
 sysctl through the host's shell and records each change as a ``setting`` event).
 
 A host without a shell (``vmferry hosts add --shell``) is left as it is: vmferry runs
-nothing there. A change that fails is a ``note``; it never stops a move.
+nothing there. A change that fails is a ``note``; it never stops a move, nor holds it up
+for more than :data:`TIMEOUT_S` per command (a host cut off mid-move).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from vmferry.errors import VmferryError
 from vmferry.model import Host
 from vmferry.store.db import Store
 
-__all__ = ["bound_send_queue", "restore_send_queue"]
+__all__ = ["TIMEOUT_S", "bound_send_queue", "restore_send_queue"]
+
+TIMEOUT_S = 5.0
 
 
 def _note(store: Store, job_id: str, message: str) -> None:
@@ -30,11 +33,11 @@ def bound_send_queue(source: Host, store: Store, job_id: str, note: NoteFn) -> S
     if shell is None:
         return None
     try:
-        current = sysctl.read_int(shell, SYSCTL)
+        current = sysctl.read_int(shell, SYSCTL, TIMEOUT_S)
         wanted = tune_to(current)
         if wanted is None:
             return None
-        sysctl.write(shell, SYSCTL, wanted)
+        sysctl.write(shell, SYSCTL, wanted, TIMEOUT_S)
     except VmferryError as exc:
         _note(store, job_id, f"send queue of {source.name} not bounded: {exc.message}")
         return None
@@ -56,7 +59,7 @@ def restore_send_queue(change: SendQueue, source: Host, store: Store, job_id: st
     others = any(j.id != job_id and j.kind == "migrate" and j.source == source.name
                  for j in store.unfinished_jobs())  # fmt: skip
     try:
-        current = sysctl.read_int(shell, SYSCTL)
+        current = sysctl.read_int(shell, SYSCTL, TIMEOUT_S)
         back = restore_to(change, current, others)
         if back is None:
             why = ("another move from it runs" if others
@@ -65,7 +68,7 @@ def restore_send_queue(change: SendQueue, source: Host, store: Store, job_id: st
             message = f"send queue of {source.name} left at {current}: {why}"
             store.add_event(job_id, "setting", message, data)
             return
-        sysctl.write(shell, SYSCTL, back)
+        sysctl.write(shell, SYSCTL, back, TIMEOUT_S)
     except VmferryError as exc:
         _note(store, job_id, f"send queue of {source.name} not restored to {change.was}: "
               f"{exc.message}")  # fmt: skip
