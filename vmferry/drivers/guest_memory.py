@@ -2,9 +2,11 @@
 
 libvirt's ``virDomainMemoryPeek`` (``VIR_MEMORY_PHYSICAL``) reads guest-physical memory
 through QEMU (``pmemsave``) without pausing the guest; a remote connection carries at most
-64 KiB per call. The chunks are spread evenly over the guest's RAM: below 2 GiB, and for a
-larger guest also from 4 GiB on (x86 machines map RAM above the PCI hole there). An address
-that is not RAM is refused by QEMU and skipped.
+64 KiB per call. QEMU reads an address that is not RAM without complaint, so the chunks are
+spread only over addresses that are RAM on every x86 machine type: the guest's first 2 GiB
+(q35 maps at least that much below the PCI hole, i440fx more), and from 4 GiB on what the
+guest has beyond 3.5 GiB (the most any of them maps below the hole). A read libvirt refuses
+(the VM stopped meanwhile) is skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = ["CHUNK_BYTES", "sample_addresses", "sample_memory"]
 
 CHUNK_BYTES = 64 * 1024  # the most one remote memoryPeek call carries
 LOW_RAM = 2 * 2**30  # RAM below the PCI hole that every x86 machine type maps (q35's least)
+MOST_LOW_RAM = 3584 * 2**20  # the most any of them maps below it (i440fx: 3.5 GiB)
 HIGH_RAM = 4 * 2**30  # where the rest of a larger guest's RAM begins
 
 
@@ -29,8 +32,9 @@ def sample_addresses(memory_bytes: int, chunks: int) -> list[int]:
     if memory_bytes < CHUNK_BYTES or chunks < 1:
         return []
     low = min(memory_bytes, LOW_RAM)
-    spans = [(0, low)] + ([(HIGH_RAM, memory_bytes - low)] if memory_bytes > low else [])
-    stride = memory_bytes / chunks
+    high = max(0, memory_bytes - MOST_LOW_RAM)
+    spans = [(0, low)] + ([(HIGH_RAM, high)] if high >= CHUNK_BYTES else [])
+    stride = (low + high) / chunks
     found = []
     for i in range(chunks):
         offset = int(i * stride + stride / 2)

@@ -6,7 +6,13 @@ import os
 
 import pytest
 
-from vmferry.drivers.guest_memory import CHUNK_BYTES, HIGH_RAM, LOW_RAM, sample_addresses
+from vmferry.drivers.guest_memory import (
+    CHUNK_BYTES,
+    HIGH_RAM,
+    LOW_RAM,
+    MOST_LOW_RAM,
+    sample_addresses,
+)
 from vmferry.predict.compression import PAGE_BYTES, zstd_sample
 
 MIB = 2**20
@@ -39,13 +45,17 @@ def test_samples_are_spread_over_ram_and_aligned() -> None:
     assert found[0] < 4 * MIB and found[-1] > 508 * MIB - CHUNK_BYTES
 
 
-def test_a_large_guests_ram_above_the_pci_hole_is_sampled_from_4_gib() -> None:
-    found = sample_addresses(6 * 2**30, 96)
+def test_only_what_is_ram_on_every_machine_type_is_sampled() -> None:
+    """A 6 GiB guest: its first 2 GiB (q35 maps at least that below the PCI hole), and from
+    4 GiB on the 2.5 GiB it has beyond 3.5 GiB (i440fx maps that much below)."""
+    found = sample_addresses(6 * 2**30, 90)
     low = [a for a in found if a < LOW_RAM]
     high = [a for a in found if a >= HIGH_RAM]
-    assert len(low) + len(high) == 96  # nothing in the hole
-    assert len(low) == pytest.approx(32, abs=1)  # 2 of its 6 GiB lie below the hole
-    assert max(high) + CHUNK_BYTES <= HIGH_RAM + 4 * 2**30
+    assert len(low) + len(high) == 90  # nothing in the hole, nor between 2 and 4 GiB
+    assert len(low) == pytest.approx(40, abs=1)  # 2 of the 4.5 GiB sampled
+    assert max(high) + CHUNK_BYTES <= HIGH_RAM + (6 * 2**30 - MOST_LOW_RAM)
+    # a 3 GiB guest: nothing above 4 GiB is sure to be RAM
+    assert max(sample_addresses(3 * 2**30, 64)) < LOW_RAM
 
 
 def test_nothing_to_sample() -> None:
