@@ -178,6 +178,15 @@ STREAM_RULES: list[JsonValue] = [
 ]  # fmt: skip
 
 
+def check_stream(parallel: int, compression: str) -> None:
+    """A request body's stream, as the CLI judges it (:func:`validate`); its one line as a
+    ``ValueError`` (pydantic's 422)."""
+    try:
+        validate(parallel, Compression(compression))
+    except BadInputError as exc:
+        raise ValueError(exc.message) from exc
+
+
 class PredictionIn(BaseModel):
     """What `vmferry predict VM --to HOST` takes."""
 
@@ -197,10 +206,7 @@ class PredictionIn(BaseModel):
 
     @model_validator(mode="after")
     def _stream_fits(self) -> PredictionIn:
-        try:
-            validate(self.parallel, Compression(self.compression))
-        except BadInputError as exc:
-            raise ValueError(exc.message) from exc
+        check_stream(self.parallel, self.compression)
         return self
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vmferry.assess.stream_features import MAX_PARALLEL, validate
+from vmferry.assess.stream_features import MAX_PARALLEL
 from vmferry.errors import AlreadyExistsError, BadInputError, VmferryError
 from vmferry.model.account import User
 from vmferry.model.migration import Compression, Job, MigrationOptions, Strategy
@@ -26,7 +26,13 @@ from vmferry.server.context import Context
 from vmferry.server.project_rules import check_self_service_move
 from vmferry.server.roles import Action
 from vmferry.server.routers.jobs import job_json
-from vmferry.server.schemas import STREAM_RULES, JobOut, Problem, ValidationProblem
+from vmferry.server.schemas import (
+    STREAM_RULES,
+    JobOut,
+    Problem,
+    ValidationProblem,
+    check_stream,
+)
 from vmferry.store import accounts, idempotency
 
 router = APIRouter(prefix="/migrations", tags=["migrations"])
@@ -61,10 +67,7 @@ class MigrationIn(BaseModel):
 
     @model_validator(mode="after")
     def _stream_fits(self) -> MigrationIn:
-        try:
-            validate(self.parallel, Compression(self.compression))
-        except BadInputError as exc:
-            raise ValueError(exc.message) from exc
+        check_stream(self.parallel, self.compression)
         return self
 
 
