@@ -94,6 +94,15 @@ def test_prediction_refusals_and_bad_input(api: Api) -> None:
     low = post(api, "operator", "predictions", {"vm": "db1", "to": "kvm1", "max_downtime_ms": 5})
     assert low.status_code == 422
     assert [p["path"] for p in low.json()["detail"]] == ["body.max_downtime_ms"]
+    unchannelled = post(api, "operator", "predictions",
+                        {"vm": "db1", "to": "kvm1", "compression": "zstd"})  # fmt: skip
+    assert unchannelled.status_code == 422
+    assert "give --parallel 2 or more" in unchannelled.json()["detail"][0]["msg"]
+    zstd = post(api, "operator", "predictions",
+                {"vm": "db1", "to": "kvm1", "parallel": 4, "compression": "zstd"})  # fmt: skip
+    assert zstd.status_code == 200, zstd.text
+    assert (zstd.json()["inputs"]["channels"], zstd.json()["inputs"]["compression_ratio"]) == (
+        4, 0.5)  # the fake's ratio for zstd  # fmt: skip
     mine = post(api, "selfdb", "predictions", {"vm": "db1", "to": "kvm1"})
     assert mine.status_code == 200
     theirs = post(api, "selfweb", "predictions", {"vm": "db1", "to": "kvm1"})
