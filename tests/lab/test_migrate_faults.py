@@ -562,3 +562,6 @@ def test_source_qemu_killed_mid_migration_is_reported_and_nothing_is_started(
     time.sleep(3)  # nothing starts it a moment later either
     assert source_state() != libvirt.VIR_DOMAIN_RUNNING and destination_copies() == []
     assert doc["result"]["verification"]["running_on_destination"] is False
+    # the VM runs nowhere: the witnesses wait for no pass or heartbeat that cannot come
+    notes = [e["message"] for e in doc["events"] if e["kind"] == "note"]
+    assert not any("within 40 s" in n or "no heartbeat" in n for n in notes), notes

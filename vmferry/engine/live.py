@@ -271,7 +271,7 @@ def _drive(
                   f"{paused.qemu_pause_ms} ms by QEMU's", pause_ms=paused.pause_ms,
                   qemu_pause_ms=paused.qemu_pause_ms, qemu_stop_at=paused.qemu_stop_at,
                   qemu_resume_at=paused.qemu_resume_at)  # fmt: skip
-        report = witness.finish(moved)
+        report = witness.finish(moved, running=moved or _source_may_run(src, plan.vm))
         verification = _verify(src, dst, plan.vm, moved, report, plan.options.require_verification)
         if not moved and verification.problems:
             event("note", "after the failed migration: " + "; ".join(verification.problems))
@@ -673,6 +673,15 @@ def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
         problems=problems,
         require=require,
     )
+
+
+def _source_may_run(src: LibvirtHost, vm: str) -> bool:
+    """After a failed move: False when the source answers that ``vm`` is not running there
+    (its QEMU died: it runs nowhere, and no witness need wait for it); True when it runs, or
+    when the source does not answer (the witnesses wait, as for a running VM)."""
+    with contextlib.ExitStack() as stack:
+        answered, record = _look(src, vm, stack, [])
+    return answered is None or (record is not None and record.state is VmState.RUNNING)
 
 
 def _look(host: LibvirtHost, vm: str, stack: contextlib.ExitStack,

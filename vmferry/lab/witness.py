@@ -62,10 +62,12 @@ class LabWitness:
         time.sleep(0.3)  # the console tail catches up; the probe connects
         self._started = time.monotonic()
 
-    def finish(self, moved: bool) -> WitnessReport:
+    def finish(self, moved: bool, *, running: bool = True) -> WitnessReport:
         ended = time.monotonic()
         problems: list[str] = []
         network = self._stop_probe(problems)
+        if not running:  # the guest runs nowhere: no pass or heartbeat can come
+            return self._gone(ended, network)
         full_pass = self._request_full_pass()
         verdict: str | None = None
         detail = ""
@@ -97,6 +99,22 @@ class LabWitness:
             network_max_gap_ms=int(net_gap) if isinstance(net_gap, int) else None,
             tcp_connection_kept=kept if isinstance(kept, bool) else None,
             problems=tuple(problems),
+            level="lab",
+        )
+
+    def _gone(self, ended: float, network: dict[str, object] | None) -> WitnessReport:
+        """What was seen until the move ended, for a guest that runs on neither host now:
+        a failed memory check already seen still counts; nothing is waited for."""
+        lines = self._tail.lines()
+        self._tail.stop()
+        verdict, detail = memory_verdict(lines, float("inf"))
+        net_gap = network.get("max_gap_ms") if network else None
+        return WitnessReport(
+            heartbeat_max_gap_ms=max_heartbeat_gap_ms(lines, start=self._started, end=ended),
+            memory_integrity=verdict,
+            network_max_gap_ms=int(net_gap) if isinstance(net_gap, int) else None,
+            tcp_connection_kept=None,
+            problems=(f"memory check failed: {detail}",) if verdict == "fail" else (),
             level="lab",
         )
 

@@ -180,7 +180,7 @@ class PostHookWitness:
     def start(self) -> None:
         return None
 
-    def finish(self, moved: bool) -> WitnessReport:
+    def finish(self, moved: bool, *, running: bool = True) -> WitnessReport:
         if not moved or not self.hooks:
             return WitnessReport(None, None, None, None)
         outcome = run_phase(self.store, self.job_id, HookPhase.POST_MIGRATE, self.hooks)

@@ -41,11 +41,11 @@ class AgentWitness:
         except VmferryError as exc:  # AgentError, or the host: no agent witness then
             self.why_none = exc.message
 
-    def finish(self, moved: bool) -> WitnessReport:
+    def finish(self, moved: bool, *, running: bool = True) -> WitnessReport:
         if self.before is None:
             return WitnessReport(None, None, None, None)
         where = self.destination if moved else self.source
-        after, health_after = self._after(where)
+        after, health_after = self._after(where) if running else (None, None)
         check = compare(self.before, after)
         if self.health:
             ok, note = health_verdict(shlex.join(self.health), self.health_before, health_after,

@@ -76,7 +76,7 @@ class ProbeWitness:
         return [any(s.ok and s.index == i and s.at < self.started_at for s in seen)
                 for i in range(len(self.specs))]  # fmt: skip
 
-    def finish(self, moved: bool) -> WitnessReport:
+    def finish(self, moved: bool, *, running: bool = True) -> WitnessReport:
         moved_at = time.monotonic() if moved else None
         if moved_at is not None:
             wanted = [i for i, ok in enumerate(self.baseline()) if ok]

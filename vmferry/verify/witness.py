@@ -37,9 +37,13 @@ class WitnessReport:
 
 
 class Witness(Protocol):
+    """``finish(moved, running=...)``: ``running`` False when the move failed and left the VM
+    running on neither host (its QEMU died): there is nothing to wait for, and a witness
+    reports at once what it saw."""
+
     def start(self) -> None: ...
 
-    def finish(self, moved: bool) -> WitnessReport: ...
+    def finish(self, moved: bool, *, running: bool = True) -> WitnessReport: ...
 
 
 class NoWitness:
@@ -48,7 +52,7 @@ class NoWitness:
     def start(self) -> None:
         return None
 
-    def finish(self, moved: bool) -> WitnessReport:
+    def finish(self, moved: bool, *, running: bool = True) -> WitnessReport:
         return WitnessReport(None, None, None, None)
 
 
@@ -62,8 +66,8 @@ class Witnesses:
         for part in self.parts:
             part.start()
 
-    def finish(self, moved: bool) -> WitnessReport:
-        return merge([part.finish(moved) for part in self.parts])
+    def finish(self, moved: bool, *, running: bool = True) -> WitnessReport:
+        return merge([part.finish(moved, running=running) for part in self.parts])
 
 
 def merge(reports: Sequence[WitnessReport]) -> WitnessReport:
