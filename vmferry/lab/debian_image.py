@@ -5,7 +5,10 @@ The recipe (verified in the lab notes) needs no loop partitions:
 1. ``debootstrap --variant=minbase`` with a kernel, GRUB, initramfs-tools, systemd and
    ifupdown into a directory (about 70 s);
 2. configure the tree: fstab with the root by UUID, ``console=ttyS0`` on the kernel command
-   line, a hostname, eth0 by DHCP through ifupdown (``net.ifnames=0`` keeps the name eth0);
+   line, a hostname, eth0 by DHCP through ifupdown (``net.ifnames=0`` keeps the name eth0),
+   and initramfs-tools told to put only the disk drivers a VM boots from in an initramfs
+   (``MODULES=list``; Debian's default ``most`` takes every storage driver): the initramfs
+   virt-v2v rebuilds in its emulated appliance then takes about 15 s instead of 60;
 3. ``tar --numeric-owner`` the tree;
 4. guestfish on a sparse raw file: MBR partition, ext4 with the chosen UUID, ``tar-in``,
    then ``grub-install --target=i386-pc /dev/sda`` and ``update-grub`` inside the guest
@@ -36,7 +39,7 @@ from vmferry.drivers.virt_v2v import ApplianceKernel, host_has_kernel, libguestf
 from vmferry.errors import LabError
 from vmferry.lab.guest_image import cache_lock, resolve_kernel_package
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
@@ -51,6 +54,10 @@ PACKAGES = (
 DISK_SIZE = "3G"
 HOSTNAME = "vmferry-debian"
 KERNEL_CMDLINE = "console=ttyS0,115200n8 net.ifnames=0"
+# The drivers of the disks the guest boots from, on VMware (pvscsi, IDE) and, once converted,
+# on KVM (virtio); ext4 is built into Debian's cloud kernel.
+INITRAMFS_MODULES = ("vmw_pvscsi", "ata_piix", "sd_mod", "virtio_pci", "virtio_blk",
+                     "virtio_scsi")  # fmt: skip
 DEBOOTSTRAP_TIMEOUT_S = 1200
 GUESTFISH_TIMEOUT_S = 1200
 
@@ -78,6 +85,7 @@ def recipe_key(
         "size": size,
         "cmdline": cmdline,
         "hostname": HOSTNAME,
+        "initramfs_modules": list(INITRAMFS_MODULES),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -140,6 +148,10 @@ def configure_tree(root: Path, root_uuid: str) -> None:
     (etc / "network").mkdir(exist_ok=True)
     (etc / "network" / "interfaces.d").mkdir(exist_ok=True)
     (etc / "network" / "interfaces").write_text(network_interfaces())
+    initramfs = etc / "initramfs-tools"
+    (initramfs / "conf.d").mkdir(parents=True, exist_ok=True)
+    (initramfs / "conf.d" / "vmferry-modules").write_text("MODULES=list\n")
+    (initramfs / "modules").write_text("".join(f"{m}\n" for m in INITRAMFS_MODULES))
     # The package cache is not needed in the guest; it only makes every copy slower.
     for deb in (root / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
