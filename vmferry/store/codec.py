@@ -94,7 +94,7 @@ def _decode_sequence(hint: Any, origin: Any, value: Any, where: str) -> Any:
 def _decode_dataclass(cls: type[Any], value: Any, where: str) -> Any:
     if not isinstance(value, dict):
         raise DecodeError(f"{where}: expected an object, got {value!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if not field.init:
@@ -106,3 +106,16 @@ def _decode_dataclass(cls: type[Any], value: Any, where: str) -> Any:
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise DecodeError(f"{where}: the field {field.name!r} is missing")
     return cls(**kwargs)
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    """``cls``'s resolved type hints, once per class: resolving the string annotations
+    (``from __future__ import annotations``) compiles each again, and a job's record holds
+    hundreds of dataclasses."""
+    found = _HINTS.get(cls)
+    if found is None:
+        found = _HINTS[cls] = typing.get_type_hints(cls)
+    return found
