@@ -29,7 +29,7 @@ def vmferry(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
 
 
 def plan_file(path: Path, moves: dict[str, tuple[str, str]], *, slots: int = 1,
-              budget_gbps: float | None = None) -> Path:  # fmt: skip
+              budget_gbps: float | None = None, memory_mb: int = 256) -> Path:  # fmt: skip
     """Hosts on the lab's 400 Mbit/s links, ``slots`` migrations at a time on each."""
     lines = ["version: 1", "name: lab-waves", "defaults: {wave_slice_s: 30}"]
     if budget_gbps is not None:
@@ -40,8 +40,8 @@ def plan_file(path: Path, moves: dict[str, tuple[str, str]], *, slots: int = 1,
                      f"max_concurrent: {slots}}}")  # fmt: skip
     lines.append("vms:")
     for vm, (src, dst) in moves.items():
-        lines.append(f"  - {{name: {vm}, source: {src}, destination: {dst}, memory_mb: 256, "
-                     "vcpus: 1, max_downtime_ms: 500}")  # fmt: skip
+        lines.append(f"  - {{name: {vm}, source: {src}, destination: {dst}, "
+                     f"memory_mb: {memory_mb}, vcpus: 1, max_downtime_ms: 500}}")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -115,11 +115,12 @@ def test_a_fleet_budget_caps_the_migrations_and_runs_them_one_after_the_other(
     lab: LabState, tmp_path: Path, lab_guests: Callable[..., GuestRecord]
 ) -> None:
     """Two slots per host but a 100 Mbit/s fleet budget: each migration gets 100 Mbit/s
-    (11 MiB/s, capped in libvirt), so only one runs at a time."""
+    (11 MiB/s, capped in libvirt), so only one runs at a time. (Small guests: at 11 MiB/s
+    each megabyte is a tenth of a second of the suite.)"""
     moves = {vm: ("kvm1", "kvm2") for vm in ("pb1", "pb2")}
     for vm in moves:
-        lab_guests(vm, "kvm1", memory_mb=256, working_set_mb=64, dirty_mb_s=0)
-    path = plan_file(tmp_path / "budget.yaml", moves, slots=2, budget_gbps=0.1)
+        lab_guests(vm, "kvm1", memory_mb=128, working_set_mb=32, dirty_mb_s=0)
+    path = plan_file(tmp_path / "budget.yaml", moves, slots=2, budget_gbps=0.1, memory_mb=128)
     done = vmferry("plan", "create", str(path), "--json")
     assert done.returncode == 0, done.stderr
     plan_id = json.loads(done.stdout)["id"]
