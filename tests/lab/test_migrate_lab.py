@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -451,9 +452,23 @@ def test_a_guest_moves_over_multifd_channels_compressed_with_zstd(
     lab: LabState, lab_guests: Callable[..., GuestRecord]
 ) -> None:
     """4 multifd channels with zstd (the modern stack's libvirt 11.3 and QEMU 10.0; the stock
-    stack's libvirt 9.0 is refused in pre-flight, tests/unit/test_stream_features.py)."""
+    stack's libvirt 9.0 is refused in pre-flight, tests/unit/test_stream_features.py). The
+    same channels on a move that may switch to post-copy are refused in pre-flight first:
+    QEMU 10.0 refuses the two together, and the move would fail in libvirt."""
     name, there = "mf1", "kvm2"
     lab_guests(name, "kvm1", memory_mb=512, working_set_mb=128, dirty_mb_s=8)
+    refused = vmferry("migrate", name, "--to", there, "--strategy", "postcopy", "--parallel",
+                      "4", "--json")  # fmt: skip
+    assert refused.returncode == 3, (refused.stdout, refused.stderr)
+    blocked = json.loads(refused.stdout)
+    assert blocked["reason"] == "blocked by pre-flight checks: migration.feature-unsupported"
+    shown = json.loads(vmferry("job", "show", blocked["job_id"], "--json").stdout)
+    [checks] = [e["data"]["findings"] for e in shown["events"] if e["kind"] == "checks"]
+    [blocker] = [f["message"] for f in checks if f["severity"] == "blocker"]
+    assert re.fullmatch(r"post-copy with multifd channels \(--strategy postcopy --parallel\): "
+                        r"QEMU 10\.0 and older refuse the two together; kvm1 has QEMU 10\.0\.\d+;"
+                        r" kvm2 has QEMU 10\.0\.\d+", blocker), blocker  # fmt: skip
+    assert _runs_on(name) == "kvm1"
     done = vmferry("migrate", name, "--to", there, "--parallel", "4", "--compress", "zstd",
                    "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr

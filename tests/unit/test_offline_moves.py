@@ -255,8 +255,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def check_migration(vm: str, to: str, *, copy_storage: bool, tls: object = None,
                         parallel: int = 0, compression: object = None,
-                        to_pool: object = None) -> CheckReport:  # fmt: skip
+                        to_pool: object = None, postcopy: bool = False) -> CheckReport:  # fmt: skip
         seen["checked"] = ("live", copy_storage)
+        seen["postcopy"] = postcopy
         return report(blocked=True)  # stops the live path before any host is touched
 
     def run_offline(rep: CheckReport, job_id: str, *args: Any) -> MigrationResult:
@@ -287,6 +288,7 @@ def test_live_and_postcopy_keep_the_live_checks(calls: dict[str, Any], strategy:
     options = MigrationOptions(strategy=strategy, copy_storage=True)
     outcome = migrate_module.migrate("web1", "kvm2", options)
     assert calls["checked"] == ("live", True)
+    assert calls["postcopy"] is (strategy is Strategy.POSTCOPY)  # judged with its channels
     assert "ran" not in calls
     assert outcome.result.status is JobStatus.FAILED
     assert calls["store"].finished == [outcome.result]

@@ -121,3 +121,20 @@ def test_the_choice_lands_in_the_options_unless_none_was_made() -> None:
     warm = with_choice(asked, StrategyChoice(MoveStrategy.WARM, "fits", 900))
     assert (warm.strategy, warm.parallel, warm.compression) == (
         Strategy.WARM, 0, Compression.NONE)  # fmt: skip
+
+
+def test_post_copy_beside_channels_is_a_blocker_where_qemu_refuses_it() -> None:
+    """Measured on QEMU 10.0.2: migrate-set-capabilities refused post-copy with multifd
+    ("Postcopy is not yet compatible with multifd"); a later QEMU is not judged here."""
+    modern = replace(MODERN, name="kvm1"), MODERN
+    [finding] = feature_findings(4, Compression.ZSTD, *modern, postcopy=True)
+    assert (finding.id, finding.severity) == (FINDING_ID, Severity.BLOCKER)
+    assert finding.message == (
+        "post-copy with multifd channels (--strategy postcopy --parallel): QEMU 10.0 and "
+        "older refuse the two together; kvm1 has QEMU 10.0.2; kvm2 has QEMU 10.0.2"
+    )
+    assert "drop --parallel" in finding.remediation
+    assert feature_findings(4, Compression.ZSTD, *modern) == []  # pre-copy only: fine
+    assert feature_findings(0, Compression.NONE, *modern, postcopy=True) == []  # one stream
+    newer = replace(MODERN, name="kvm1", hypervisor_version="10.1.0")
+    assert feature_findings(4, Compression.NONE, newer, newer, postcopy=True) == []

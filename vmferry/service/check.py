@@ -47,14 +47,15 @@ class CheckReport:
 def check_migration(
     vm: str, to: str, *, copy_storage: bool = False, tls: TlsMode | None = None,
     parallel: int = 0, compression: Compression = Compression.NONE,
-    to_pool: str | None = None,
+    to_pool: str | None = None, postcopy: bool = False,
 ) -> CheckReport:  # fmt: skip
     """Run every pre-flight check for moving ``vm`` live to the registered host ``to``.
 
     ``tls`` is the stream's encryption (None: the ``migration.tls`` setting; warm and cold
     moves pass ``off``: they send no migration stream); ``parallel`` and ``compression``
     the stream's features, which both hosts' libvirt and QEMU must do
-    (:mod:`vmferry.assess.stream_features`); ``to_pool`` the destination pool the copied
+    (:mod:`vmferry.assess.stream_features`; ``postcopy``: the move may switch to post-copy,
+    which some QEMUs refuse beside channels); ``to_pool`` the destination pool the copied
     disks go into (``copy_storage`` only). Changes nothing. Raises
     :class:`~vmferry.errors.NotFoundError` (exit 2) for an unknown host or VM and
     :class:`~vmferry.errors.HostUnreachableError` (exit 2) when the source or the
@@ -91,7 +92,8 @@ def check_migration(
     if tls_finding is not None and source.name != destination.name:
         findings = tuple(by_severity((*findings, tls_finding)))
     if source.name != destination.name:
-        stream = feature_findings(parallel, compression, facts.source, facts.destination)
+        stream = feature_findings(parallel, compression, facts.source, facts.destination,
+                                  postcopy=postcopy)  # fmt: skip
         findings = tuple(by_severity((*findings, *stream)))
     findings = tuple(by_severity((*findings, *probe_findings(store.vm_probes(vm)))))
     held = maintenance_finding(maintenance_of(store, destination.name))

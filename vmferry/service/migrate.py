@@ -144,7 +144,8 @@ def _migrate(
         validate(options.parallel, options.compression)
         report = check_migration(vm, to, copy_storage=options.copy_storage, tls=options.tls,
                                  parallel=options.parallel, compression=options.compression,
-                                 to_pool=options.to_pool)  # fmt: skip
+                                 to_pool=options.to_pool,
+                                 postcopy=options.strategy is Strategy.POSTCOPY)  # fmt: skip
     store = open_store()
     source, destination = store.get_host(report.source), store.get_host(report.destination)
     if job_id is None:
