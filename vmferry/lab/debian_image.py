@@ -8,7 +8,7 @@ The recipe (verified in the lab notes) needs no loop partitions:
    line, a hostname, eth0 by DHCP through ifupdown (``net.ifnames=0`` keeps the name eth0),
    and initramfs-tools told to put only the disk drivers a VM boots from in an initramfs
    (``MODULES=list``; Debian's default ``most`` takes every storage driver): the initramfs
-   virt-v2v rebuilds in its emulated appliance then takes about 15 s instead of 60;
+   virt-v2v rebuilds in its emulated appliance then takes about 20 s instead of 60;
 3. ``tar --numeric-owner`` the tree;
 4. guestfish on a sparse raw file: MBR partition, ext4 with the chosen UUID, ``tar-in``,
    then ``grub-install --target=i386-pc /dev/sda`` and ``update-grub`` inside the guest
