@@ -8,6 +8,7 @@ one line every 10 ms. The lab registers it through :mod:`vmferry.lab.site`.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -66,19 +67,19 @@ class LabWitness:
         ended = time.monotonic()
         problems: list[str] = []
         network = self._stop_probe(problems)
-        if not running:  # the guest runs nowhere: no pass or heartbeat can come
-            return self._gone(ended, network)
-        full_pass = self._request_full_pass()
-        verdict: str | None = None
-        detail = ""
-        deadline = ended + self.memcheck_timeout_s
+        # a guest that runs nowhere (running=False) is asked for no pass and waited for
+        # not at all: a failed check it showed before still counts (no pass can end after
+        # the move: ``after`` is never), and nothing is said to be missing
+        full_pass = self._request_full_pass() if running else None
+        after = ended if running else math.inf
+        verdict, detail = memory_verdict(self._tail.lines(), after, full_pass)
+        deadline = ended + (self.memcheck_timeout_s if running else 0)
         while verdict is None and time.monotonic() < deadline:
-            verdict, detail = memory_verdict(self._tail.lines(), ended, full_pass)
-            if verdict is None:
-                time.sleep(0.2)
+            time.sleep(0.2)
+            verdict, detail = memory_verdict(self._tail.lines(), after, full_pass)
         lines = self._tail.lines()
         self._tail.stop()
-        if verdict is None:
+        if verdict is None and running:
             problems.append(f"no memory verification pass finished within "
                             f"{self.memcheck_timeout_s:g} s after the move")  # fmt: skip
         elif verdict == "fail":
@@ -86,7 +87,7 @@ class LabWitness:
         beats_after = [
             ln for ln in lines if isinstance(ln.event, Heartbeat) and ln.monotonic > ended
         ]
-        if not beats_after:
+        if not beats_after and running:
             problems.append("no heartbeat after the move")
         gap = max_heartbeat_gap_ms(lines, start=self._started, end=ended)
         kept = network.get("connection_kept") if network else None
@@ -99,22 +100,6 @@ class LabWitness:
             network_max_gap_ms=int(net_gap) if isinstance(net_gap, int) else None,
             tcp_connection_kept=kept if isinstance(kept, bool) else None,
             problems=tuple(problems),
-            level="lab",
-        )
-
-    def _gone(self, ended: float, network: dict[str, object] | None) -> WitnessReport:
-        """What was seen until the move ended, for a guest that runs on neither host now:
-        a failed memory check already seen still counts; nothing is waited for."""
-        lines = self._tail.lines()
-        self._tail.stop()
-        verdict, detail = memory_verdict(lines, float("inf"))
-        net_gap = network.get("max_gap_ms") if network else None
-        return WitnessReport(
-            heartbeat_max_gap_ms=max_heartbeat_gap_ms(lines, start=self._started, end=ended),
-            memory_integrity=verdict,
-            network_max_gap_ms=int(net_gap) if isinstance(net_gap, int) else None,
-            tcp_connection_kept=None,
-            problems=(f"memory check failed: {detail}",) if verdict == "fail" else (),
             level="lab",
         )
 
