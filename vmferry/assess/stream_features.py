@@ -91,17 +91,9 @@ def _lacks(host: HostInfo, need: Need) -> str | None:
 
 # QEMU refused post-copy beside multifd channels up to the newest version measured here
 # ("Postcopy is not yet compatible with multifd" from migrate-set-capabilities, QEMU 10.0.2,
-# 2026-12-06: the move failed before it began). Later versions are not known: the move says.
-POSTCOPY_WITH_CHANNELS_REFUSED_UP_TO = (10, 0)
-
-
-def _refuses_postcopy_with_channels(host: HostInfo) -> str | None:
-    qemu = version_of(host.hypervisor_version)
-    if host.hypervisor != "QEMU" or qemu is None:
-        return None
-    if qemu[:2] > POSTCOPY_WITH_CHANNELS_REFUSED_UP_TO:
-        return None
-    return f"{host.name} has QEMU {host.hypervisor_version}"
+# 2026-12-06: the move failed before it began). 10.1 and later are not known to do it, only
+# not judged: the move itself says. libvirt passes both flags whatever its version.
+POSTCOPY_WITH_CHANNELS = Need("post-copy beside multifd channels", (0, 0), (10, 1))
 
 
 def feature_findings(
@@ -127,13 +119,12 @@ def feature_findings(
             "has libvirt 11.3 and QEMU 10.0)",
         ))  # fmt: skip
     refusing = [why for host in (source, destination)
-                if (why := _refuses_postcopy_with_channels(host))]  # fmt: skip
+                if (why := _lacks(host, POSTCOPY_WITH_CHANNELS))]  # fmt: skip
     if postcopy and parallel >= 2 and refusing:
         findings.append(Finding(
             FINDING_ID, Severity.BLOCKER,
-            "post-copy with multifd channels (--strategy postcopy --parallel): QEMU "
-            f"{'.'.join(map(str, POSTCOPY_WITH_CHANNELS_REFUSED_UP_TO))} and older refuse the "
-            f"two together; {'; '.join(refusing)}",
+            "post-copy with multifd channels (--strategy postcopy --parallel): QEMU 10.0 and "
+            f"older refuse the two together; {'; '.join(refusing)}",
             "drop --parallel (post-copy runs on the single stream), or use --strategy live "
             "with the channels",
         ))  # fmt: skip
