@@ -4,13 +4,16 @@ SQLite and PostgreSQL, with the profiler faked (it stores samples as the real on
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import Api, serving
 from test_server_api import trail
 
+from vmferry.server.routers import profiles as profiles_router
 from vmferry.store.db import Store
 
 
@@ -45,6 +48,35 @@ def test_profiling_starts_in_the_server_and_its_profile_grows(held: Api) -> None
     assert doc["rightsizing"]["vcpus"] == 2 and doc["rightsizing"]["reason"]
     assert trail(held) == [("operator", "profile", "web1", "ok"),
                            ("operator", "profile", "web1", "rejected")]  # fmt: skip
+
+
+def test_a_run_ending_while_its_profile_is_read_is_still_sampling_in_that_answer(
+    held: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run ends (its last sample stored, then no longer active) between the summary's
+    read and the answer: the answer must not say "not sampling" beside a summary short of
+    the last samples (`vmferry profile` through the server stops following at that word;
+    its text output once showed 3 samples of 4)."""
+    body = {"vm": "web1", "duration_s": 3, "interval_s": 1}
+    done = held.client.post("/api/v1/profiles", headers=held.as_("operator"), json=body)
+    assert done.status_code == 202, done.text
+    real = profiles_router.stored_summary
+
+    def read_then_let_the_run_end(*args: Any, **kwargs: Any) -> Any:
+        summary = real(*args, **kwargs)
+        held.actions.release.set()
+        deadline = time.monotonic() + 10
+        while any(t.name == "vmferry-profile-web1" for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the profile run did not end"
+            time.sleep(0.01)
+        return summary
+
+    monkeypatch.setattr(profiles_router, "stored_summary", read_then_let_the_run_end)
+    raced = held.client.get(done.headers["location"], headers=held.as_("viewer")).json()
+    assert (raced["samples"], raced["sampling"]) == (1, True)
+    monkeypatch.undo()
+    after = held.client.get(done.headers["location"], headers=held.as_("viewer")).json()
+    assert (after["samples"], after["sampling"]) == (3, False)
 
 
 def test_a_vm_that_cannot_be_profiled_samples_nothing(api: Api) -> None:

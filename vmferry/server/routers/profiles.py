@@ -180,9 +180,12 @@ def get_profile(
     server is profiling it now."""
     after = None if since is None else (since if since.tzinfo else
                                         since.replace(tzinfo=UTC)).isoformat()  # fmt: skip
+    # the flag before the samples: a run stores its last sample before it stops counting as
+    # active, so "not sampling" means every sample is in the summary below (read the other
+    # way round, a run ending between the two reads showed a summary short of its last one)
+    sampling = services.running.active("profile", vm_id)
     summary = stored_summary(vm_id, since=after, store=context.store)
     if summary is None:
         raise NotFoundError(f"no profile samples of {vm_id!r}; POST /api/v1/profiles "
                             "starts profiling it")  # fmt: skip
-    return ProfileOut(**summary_json(summary),
-                      sampling=services.running.active("profile", vm_id))  # fmt: skip
+    return ProfileOut(**summary_json(summary), sampling=sampling)
