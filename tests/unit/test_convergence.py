@@ -100,14 +100,39 @@ def test_the_switchover_overhead_is_kept_below_the_maximum() -> None:
     assert initial_state(PolicyConfig(max_downtime_ms=20, initial_downtime_ms=30)).downtime_ms == 10
 
 
-def test_faster_than_link_goes_to_postcopy_after_throttling_when_allowed() -> None:
+def test_faster_than_link_goes_to_postcopy_at_the_first_judgment_when_allowed() -> None:
     samples = [*first_pass(), sample(7.6, 2, 256, 72), sample(12.9, 3, 256, 70)]
     state, decisions = run(samples, PolicyConfig(allow_postcopy=True))
-    assert steps(decisions)[-2:] == [(EscalationStep.THROTTLE, 80), (EscalationStep.POSTCOPY, None)]
-    assert state.postcopy
+    assert steps(decisions) == [(EscalationStep.POSTCOPY, None)]  # no downtime step, no throttle
+    assert state.postcopy and state.throttle_level == 0
     # once in post-copy nothing more is decided, not even at the timeout
     after = decide([*samples, sample(999, 4, 10, 70)], state, PolicyConfig(timeout_s=10))
     assert after.escalations == ()
+
+
+def test_three_quarter_link_goes_to_postcopy_instead_of_the_throttle_when_allowed() -> None:
+    """The 0.75x row: pre-copy would converge, but only throttled (see the test above
+    without post-copy); with post-copy allowed it replaces the throttle at once."""
+    _, decisions = run([*first_pass(), sample(7.6, 2, 220, 36)],
+                       PolicyConfig(allow_postcopy=True))  # fmt: skip
+    assert steps(decisions) == [(EscalationStep.POSTCOPY, None)]
+    reason = decisions[-1].escalations[0].reason
+    assert "first pass took 7.4 s" in reason
+    assert reason.endswith("even at 220 ms downtime pre-copy would need the throttle: "
+                           "post-copy instead")  # fmt: skip
+
+
+def test_with_postcopy_allowed_a_stall_below_the_ceiling_raises_the_limit_first() -> None:
+    """A stall the model says a higher limit may answer raises the limit; at the ceiling
+    the next stall goes to post-copy, never to the throttle."""
+    stuck = [sample(7.6, 2, 20, 5), sample(9, 3, 20, 5), sample(10.4, 4, 20, 5)]
+    low, decisions = run([*first_pass(), *stuck], PolicyConfig(allow_postcopy=True))
+    assert steps(decisions) == [(EscalationStep.DOWNTIME, 60)]
+    assert not low.postcopy
+    high, decisions = run([*first_pass(), *stuck],
+                          PolicyConfig(allow_postcopy=True, initial_downtime_ms=220))  # fmt: skip
+    assert steps(decisions) == [(EscalationStep.POSTCOPY, None)]
+    assert high.postcopy and high.throttle_level == 0
 
 
 def test_without_postcopy_the_throttle_is_raised_and_then_nothing_more() -> None:

@@ -158,7 +158,8 @@ def migrate(
     strategy: Annotated[
         StrategyEnum,
         typer.Option(
-            help="live: pre-copy only; postcopy: post-copy as the last escalation; warm: "
+            help="live: pre-copy only (throttled if it must be); postcopy: pre-copy, then "
+            "post-copy where pre-copy would need the throttle; warm: "
             "save the VM's state to a directory both hosts see and restore it on the "
             "destination (memory kept, stopped meanwhile); cold: shut it down, copy the "
             "disks only the source sees, start it on the destination (it reboots; a VM that "

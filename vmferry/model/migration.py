@@ -10,7 +10,8 @@ from vmferry.model.probe import ProbeResult
 
 
 class Strategy(enum.StrEnum):
-    """``live``: pre-copy only. ``postcopy``: pre-copy, with post-copy as the last escalation.
+    """``live``: pre-copy only. ``postcopy``: pre-copy, switching to post-copy where pre-copy
+    would need the throttle (instead of it).
     ``warm``: save the running VM's state to a file both hosts see, restore it on the
     destination. ``cold``: shut the VM down, copy what is not shared, start it there.
     ``warm-incremental``: copy the disks only the source sees while the VM runs, then what
