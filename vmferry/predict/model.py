@@ -8,7 +8,7 @@ measured throughput (``remaining <= throughput * limit``); the last remainder is
 the VM paused, and pausing, device state and resuming on the destination add a fixed
 switchover cost. When a round is not clearly smaller than the one before, pre-copy does not
 converge by itself: vmferry's policy then throttles the guest or, if allowed, switches to
-post-copy (see :mod:`vmferry.engine.convergence`).
+post-copy instead (:func:`with_early_postcopy`; see :mod:`vmferry.engine.convergence`).
 
 vmferry gives QEMU a downtime limit below the user's maximum (the switchover overhead is
 kept in reserve, :attr:`PolicyConfig.downtime_ceiling_ms`), starting low and doubling while
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vmferry.engine.convergence import PolicyConfig
 
@@ -159,8 +159,7 @@ def _predict_at(inputs: PredictInputs, calibration: Calibration, limit_ms: int) 
     guest bytes left with the rate it measured on the wire (``threshold``), so compression
     lets it switch over with more left, sent in the same time."""
     dirty = max(0.0, inputs.dirty_rate_bytes_s)
-    slowdown = 1 + max(0.0, calibration.dirty_slowdown) * dirty / inputs.link_bytes_s
-    rate = inputs.link_bytes_s * max(0.01, calibration.efficiency) / slowdown  # on the wire
+    rate = _wire_rate(inputs, calibration)
     ratio = min(1.0, max(0.01, inputs.compression_ratio))
     threshold = rate * limit_ms / 1000
     bound = inputs.dirtiable_bytes
@@ -194,6 +193,37 @@ def _predict_at(inputs: PredictInputs, calibration: Calibration, limit_ms: int) 
         inputs=inputs,
         qemu_limit_ms=limit_ms,
         calibration=calibration,
+    )
+
+
+def _wire_rate(inputs: PredictInputs, calibration: Calibration) -> float:
+    """The stream's rate on the wire (bytes/s) while the guest dirties its memory."""
+    dirty = max(0.0, inputs.dirty_rate_bytes_s)
+    slowdown = 1 + max(0.0, calibration.dirty_slowdown) * dirty / inputs.link_bytes_s
+    return inputs.link_bytes_s * max(0.01, calibration.efficiency) / slowdown
+
+
+def with_early_postcopy(prediction: Prediction) -> Prediction:
+    """The move when post-copy is allowed and the policy would otherwise escalate past the
+    downtime limit (:func:`policy_would_escalate`): it switches to post-copy at its first
+    judgment, so the first pass, then what the guest dirtied during it sent once while the
+    guest runs on the destination; the pause is the switchover's alone. ``converges`` is
+    False (pre-copy did not finish the move)."""
+    inputs, cal = prediction.inputs, prediction.calibration
+    if not prediction.rounds:
+        return prediction
+    first = prediction.rounds[0]
+    ratio = min(1.0, max(0.01, inputs.compression_ratio))
+    scale = max(0.1, cal.bytes_factor)
+    left = min(inputs.dirtiable_bytes * scale, max(0.0, inputs.dirty_rate_bytes_s) * first.seconds)
+    rest_s = left * ratio / _wire_rate(inputs, cal)
+    return replace(
+        prediction,
+        converges=False,
+        total_time_ms=round(cal.setup_ms + (first.seconds + rest_s) * 1000),
+        guest_pause_ms=round(cal.switchover_ms),
+        transferred_bytes=round(first.bytes + left * ratio),
+        rounds=(first,),
     )
 
 

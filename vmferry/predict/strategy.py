@@ -1,8 +1,10 @@
 """Which way to move a VM: live pre-copy, live with post-copy fallback, warm or cold (pure).
 
 - ``live``: pre-copy converges and its predicted downtime is within the VM's tolerance;
-- ``postcopy``: pre-copy alone would not converge (or its downtime would be too long) but
-  post-copy is allowed: the switch is short and the rest follows on demand;
+- ``postcopy``: pre-copy alone would not converge, would converge only with the guest
+  throttled, or its downtime would be too long, but post-copy is allowed: the switch is short
+  and the rest follows on demand (the policy switches at its first judgment,
+  :func:`vmferry.predict.model.with_early_postcopy`); the reason names its risk;
 - ``warm``: suspend to a saved state, transfer it, resume: the downtime is the whole
   transfer of the non-zero memory, for VMs that tolerate that but cannot move live;
 - ``cold``: shut down, copy, start: for VMs that tolerate an outage, or when nothing else fits;
@@ -20,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from vmferry.model.migration import Compression, MigrationOptions, Strategy
 from vmferry.predict.incremental import CUTOVER_MS, DiskLoad, cold_copy_ms, predict_incremental
-from vmferry.predict.model import Prediction
+from vmferry.predict.model import Prediction, policy_would_escalate, with_early_postcopy
 
 MIB = 2**20
 
@@ -108,26 +110,38 @@ def choose_strategy(
     def fits(ms: int) -> bool:
         return max_downtime_ms is None or ms <= max_downtime_ms
 
-    if p.converges and fits(p.guest_pause_ms):
+    # pre-copy converges, but only with its guest throttled (the policy's limit at its ceiling
+    # and the passes after the first still longer than the first): post-copy replaces it
+    throttled = p.converges and policy_would_escalate(p)
+    early = with_early_postcopy(p)
+    if p.converges and fits(p.guest_pause_ms) and not (throttled and allow_postcopy
+                                                        and fits(switch)):  # fmt: skip
+        slowed = ("; the passes after the first would outlast it, so vmferry's policy will "
+                  "throttle the guest" if throttled else "")  # fmt: skip
         return StrategyChoice(
             MoveStrategy.LIVE,
             f"pre-copy converges in {_rounds(len(p.rounds))} ({mem}, dirty {dirty} "
             f"over a {link} link): about {p.total_time_ms / 1000:.1f} s with "
-            f"{p.guest_pause_ms} ms downtime, within the tolerance of {tolerance}",
+            f"{p.guest_pause_ms} ms downtime, within the tolerance of {tolerance}{slowed}",
             p.guest_pause_ms,
         )
-    why_not = (
-        f"pre-copy does not converge (dirty {dirty} against a {link} link)"
-        if not p.converges
-        else f"pre-copy's predicted downtime of {p.guest_pause_ms} ms exceeds the tolerance of "
-        f"{tolerance}"
-    )
+    if not p.converges:
+        why_not = f"pre-copy does not converge (dirty {dirty} against a {link} link)"
+    elif not fits(p.guest_pause_ms):
+        why_not = (f"pre-copy's predicted downtime of {p.guest_pause_ms} ms exceeds the "
+                   f"tolerance of {tolerance}")  # fmt: skip
+    else:
+        rest = sum(r.seconds for r in p.rounds[1:])
+        why_not = (f"pre-copy converges only with its guest throttled (dirty {dirty} against "
+                   f"a {link} link: the passes after the first would take {rest:.1f} s, the "
+                   f"first {p.first_pass_s:.1f} s)")  # fmt: skip
     if allow_postcopy and fits(switch):
         return StrategyChoice(
             MoveStrategy.POSTCOPY,
-            f"{why_not}; live with post-copy fallback switches in about "
+            f"{why_not}; live with post-copy after the first pass switches in about "
             f"{switch} ms and moves the rest on demand (about "
-            f"{p.total_time_ms / 1000:.1f} s in all)",
+            f"{early.total_time_ms / 1000:.1f} s in all); until it ends, a broken link or a "
+            f"failed host loses the VM (--strategy live keeps it on pre-copy, throttled)",
             switch,
         )
     if not allow_offline:
