@@ -484,28 +484,34 @@ def test_a_guest_moves_over_multifd_channels_compressed_with_zstd(
           f"bytes, libvirt downtime {result['downtime_ms']} ms")  # fmt: skip
 
 
-def test_a_guest_too_busy_for_pre_copy_finishes_in_post_copy_with_every_figure(
+def test_auto_moves_a_guest_pre_copy_would_throttle_in_post_copy_with_every_figure(
     lab: LabState, lab_guests: Callable[..., GuestRecord]
 ) -> None:
-    """Dirtying far more than the stream carries: the policy raises the downtime,
-    throttles, then switches to post-copy. libvirt keeps no completed statistics after
-    post-copy, so vmferry's own figures fill the result (docs/json.md).
+    """`--strategy auto` for a guest dirtying about 0.7x of the link: pre-copy would
+    converge only with the guest throttled, so auto chooses post-copy and names its risk.
+    The policy switches at its first judgment (even the downtime ceiling would leave pre-copy
+    slower than its first pass), neither raising the limit nor throttling, and the guest's
+    memory arrives intact. libvirt keeps no completed statistics after post-copy, so
+    vmferry's own figures fill the result (docs/json.md).
 
-    The stream is capped at 16 MiB/s: post-copy comes once the first throttle (40%) leaves
-    the guest dirtying at least 0.95 of the stream, so the guest must dirty 25 MiB/s or
-    more, and it is asked for 72. On the whole 400 Mbit/s link (47.7 MiB/s) it took 75:
-    a guest slowed by a loaded host converged under the throttle instead (seen once)."""
+    Asked for 34 MiB/s on the 400 Mbit/s link (47.7 MiB/s): auto measured 31 MiB/s for 32
+    asked (its "throttled" band is about 24-40 MiB/s for this guest), and the policy saw 26
+    MiB/s dirtied per pass (post-copy at the first judgment: 5.8 s to converge at 30 ms
+    against a 4.8 s first pass)."""
     name = "pc1"
-    lab_guests(name, "kvm1", memory_mb=256, working_set_mb=128, dirty_mb_s=72)
-    done = vmferry("migrate", name, "--to", "kvm2", "--strategy", "postcopy",
-                   "--bandwidth-mib-s", "16", "--json")  # fmt: skip
+    lab_guests(name, "kvm1", memory_mb=256, working_set_mb=128, dirty_mb_s=34)
+    done = vmferry("migrate", name, "--to", "kvm2", "--strategy", "auto", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    steps = [e["step"] for e in result["escalations"]]
-    print("post-copy move:", {k: result[k] for k in ("total_time_ms", "downtime_ms",
-          "guest_pause_ms", "transferred_bytes")}, steps)  # fmt: skip
+    reason = result["strategy_reason"]
+    print(f"\nauto: {result['strategy']} - {reason}\npost-copy move:",
+          {k: result[k] for k in ("total_time_ms", "downtime_ms", "guest_pause_ms",
+                                  "transferred_bytes")}, result["escalations"])  # fmt: skip
     assert (result["status"], result["strategy"]) == ("completed", "postcopy")
-    assert steps[-1] == "postcopy" and "throttle" in steps
+    assert reason.startswith("pre-copy converges only with its guest throttled"), reason
+    assert "until it ends, a broken link or a failed host loses the VM" in reason
+    assert [e["step"] for e in result["escalations"]] == ["postcopy"]
+    assert result["escalations"][0]["reason"].endswith("post-copy instead")
     assert result["verification"]["memory_integrity"] == "ok"
     switched_at = result["escalations"][-1]["at_ms"]
     assert result["total_time_ms"] > switched_at  # the call outlasts the switch
