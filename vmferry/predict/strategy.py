@@ -1,4 +1,4 @@
-"""Which way to move a VM: live pre-copy, live with post-copy fallback, warm or cold (pure).
+"""Which way to move a VM: live pre-copy, live switching to post-copy, warm or cold (pure).
 
 - ``live``: pre-copy converges and its predicted downtime is within the VM's tolerance;
 - ``postcopy``: pre-copy alone would not converge, would converge only with the guest
