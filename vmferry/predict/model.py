@@ -54,6 +54,11 @@ class PredictInputs:
         return round(self.memory_bytes * (1 - share))
 
     @property
+    def wire_share(self) -> float:
+        """Bytes on the wire per guest byte sent (compression's ratio, held to 0.01..1)."""
+        return min(1.0, max(0.01, self.compression_ratio))
+
+    @property
     def dirtiable_bytes(self) -> int:
         """The most one round can find dirty: the working set, else the non-zero memory."""
         if self.working_set_bytes is None:
@@ -119,6 +124,11 @@ class Prediction:
         return self.rounds[0].seconds if self.rounds else 0.0
 
     @property
+    def later_passes_s(self) -> float:
+        """The passes after the first: what the policy weighs against the first."""
+        return sum(r.seconds for r in self.rounds[1:])
+
+    @property
     def downtime_ms(self) -> int:
         """libvirt's downtime figure: the pause and the control path after it."""
         return self.guest_pause_ms + round(max(0.0, self.calibration.report_lag_ms))
@@ -158,20 +168,17 @@ def _predict_at(inputs: PredictInputs, calibration: Calibration, limit_ms: int) 
     compression makes ``compression_ratio`` of them. QEMU's switchover test compares the
     guest bytes left with the rate it measured on the wire (``threshold``), so compression
     lets it switch over with more left, sent in the same time."""
-    dirty = max(0.0, inputs.dirty_rate_bytes_s)
     rate = _wire_rate(inputs, calibration)
-    ratio = min(1.0, max(0.01, inputs.compression_ratio))
+    ratio = inputs.wire_share
     threshold = rate * limit_ms / 1000
-    bound = inputs.dirtiable_bytes
-    scale = max(0.1, calibration.bytes_factor)
 
-    size = inputs.nonzero_bytes * scale
+    size = inputs.nonzero_bytes * _bytes_scale(calibration)
     rounds: list[Round] = []
     converges = False
     while True:
         seconds = size * ratio / rate
         rounds.append(Round(len(rounds), round(size * ratio), seconds))
-        left = min(bound * scale, dirty * seconds)
+        left = _dirtied(inputs, calibration, seconds)
         if left <= threshold:
             converges = True
             break
@@ -196,6 +203,16 @@ def _predict_at(inputs: PredictInputs, calibration: Calibration, limit_ms: int) 
     )
 
 
+def _bytes_scale(calibration: Calibration) -> float:
+    return max(0.1, calibration.bytes_factor)
+
+
+def _dirtied(inputs: PredictInputs, calibration: Calibration, seconds: float) -> float:
+    """What the guest dirties in ``seconds`` (modelled bytes), at most what it can dirty."""
+    most = inputs.dirtiable_bytes * _bytes_scale(calibration)
+    return min(most, max(0.0, inputs.dirty_rate_bytes_s) * seconds)
+
+
 def _wire_rate(inputs: PredictInputs, calibration: Calibration) -> float:
     """The stream's rate on the wire (bytes/s) while the guest dirties its memory."""
     dirty = max(0.0, inputs.dirty_rate_bytes_s)
@@ -213,16 +230,14 @@ def with_early_postcopy(prediction: Prediction) -> Prediction:
     if not prediction.rounds:
         return prediction
     first = prediction.rounds[0]
-    ratio = min(1.0, max(0.01, inputs.compression_ratio))
-    scale = max(0.1, cal.bytes_factor)
-    left = min(inputs.dirtiable_bytes * scale, max(0.0, inputs.dirty_rate_bytes_s) * first.seconds)
-    rest_s = left * ratio / _wire_rate(inputs, cal)
+    left = _dirtied(inputs, cal, first.seconds)
+    rest_s = left * inputs.wire_share / _wire_rate(inputs, cal)
     return replace(
         prediction,
         converges=False,
         total_time_ms=round(cal.setup_ms + (first.seconds + rest_s) * 1000),
         guest_pause_ms=round(cal.switchover_ms),
-        transferred_bytes=round(first.bytes + left * ratio),
+        transferred_bytes=round(first.bytes + left * inputs.wire_share),
         rounds=(first,),
     )
 
@@ -233,8 +248,7 @@ def policy_would_escalate(prediction: Prediction) -> bool:
     (:func:`vmferry.engine.convergence.decide`); the model then overestimates the time."""
     if not prediction.converges:
         return True
-    rest = sum(r.seconds for r in prediction.rounds[1:])
-    return rest > prediction.first_pass_s
+    return prediction.later_passes_s > prediction.first_pass_s
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,6 @@ def choose_strategy(
     # pre-copy converges, but only with its guest throttled (the policy's limit at its ceiling
     # and the passes after the first still longer than the first): post-copy replaces it
     throttled = p.converges and policy_would_escalate(p)
-    early = with_early_postcopy(p)
     if p.converges and fits(p.guest_pause_ms) and not (throttled and allow_postcopy
                                                         and fits(switch)):  # fmt: skip
         slowed = ("; the passes after the first would outlast it, so vmferry's policy will "
@@ -131,11 +130,12 @@ def choose_strategy(
         why_not = (f"pre-copy's predicted downtime of {p.guest_pause_ms} ms exceeds the "
                    f"tolerance of {tolerance}")  # fmt: skip
     else:
-        rest = sum(r.seconds for r in p.rounds[1:])
         why_not = (f"pre-copy converges only with its guest throttled (dirty {dirty} against "
-                   f"a {link} link: the passes after the first would take {rest:.1f} s, the "
+                   f"a {link} link: the passes after the first would take "
+                   f"{p.later_passes_s:.1f} s, the "
                    f"first {p.first_pass_s:.1f} s)")  # fmt: skip
     if allow_postcopy and fits(switch):
+        early = with_early_postcopy(p)
         return StrategyChoice(
             MoveStrategy.POSTCOPY,
             f"{why_not}; live with post-copy after the first pass switches in about "
