@@ -151,7 +151,6 @@ def run_vmferry(
     v = result.verification
     tool = ("vmferry+tls" if tls else "vmferry-multifd" if multifd
             else "vmferry-xbzrle" if xbzrle else "vmferry-auto" if auto else "vmferry")  # fmt: skip
-    chosen = f"chose {result.strategy}"
     return Row(tool, ratio, result.status is JobStatus.COMPLETED,
                result.total_time_ms,
                result.downtime_ms, v.heartbeat_max_gap_ms if v else None,
@@ -160,7 +159,8 @@ def run_vmferry(
                v.memory_integrity if v else None,
                ", ".join(f"{e.step}{'=' + str(e.value) if e.value else ''}@{e.at_ms / 1000:.1f}s"
                          for e in result.escalations),
-               "; ".join(filter(None, [chosen if auto else "", result.reason or ""])),
+               "; ".join(filter(None, [f"chose {result.strategy}" if auto else "",
+                                       result.reason or ""])),
                result.guest_pause_ms)  # fmt: skip
 
 

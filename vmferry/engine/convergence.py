@@ -222,6 +222,10 @@ def decide(samples: Sequence[ProgressSample], state: PolicyState, config: Policy
     state = replace(state, judged_pass=now.iteration)
 
     is_stalled = stalled(sizes, config.stall_passes, config.shrink_factor)
+    # too slow even at the downtime ceiling: only the throttle or post-copy can help
+    ceiling_slow = predict_converge_seconds(
+        now.memory_remaining_bytes, now.dirty_rate_bytes_s, now.throughput_bytes_s,
+        config.downtime_ceiling_ms) > yardstick  # fmt: skip
     steps: list[Escalation] = []
     while True:
         eta = predict_converge_seconds(now.memory_remaining_bytes, now.dirty_rate_bytes_s,
@@ -230,10 +234,7 @@ def decide(samples: Sequence[ProgressSample], state: PolicyState, config: Policy
         if not (slow or is_stalled):
             break
         why = _why(now, eta, yardstick, is_stalled, config.stall_passes)
-        at_ceiling = predict_converge_seconds(
-            now.memory_remaining_bytes, now.dirty_rate_bytes_s, now.throughput_bytes_s,
-            config.downtime_ceiling_ms)  # fmt: skip
-        step = _next_step(now, state, config, why, ceiling_slow=at_ceiling > yardstick)
+        step = _next_step(now, state, config, why, ceiling_slow=ceiling_slow)
         if step is None:
             break
         state, escalation = step
