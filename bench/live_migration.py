@@ -82,6 +82,7 @@ VIRSH_TUNED = ["--parallel", "--parallel-connections", "4", "--compressed", "--c
                "zstd", "--auto-converge"]  # fmt: skip
 VIRSH_POSTCOPY = ["--postcopy", "--postcopy-after-precopy"]
 VIRSH_LINES = {"virsh": [], "virsh-tuned": VIRSH_TUNED, "virsh-postcopy": VIRSH_POSTCOPY}
+VMFERRY_TOOLS = ("vmferry", "vmferry-tls", "vmferry-multifd", "vmferry-xbzrle", "vmferry-auto")
 
 
 def run_virsh(name: str, ratio: float, link_bytes_s: float, tool: str = "virsh") -> Row:
@@ -239,6 +240,9 @@ def main() -> int:
         sys.exit("the benchmark needs root (it runs the lab)")
     ratios = [float(x) for x in args.ratios.split(",")]
     tools = args.tools.split(",")
+    unknown = [t for t in tools if t not in (*VIRSH_LINES, *VMFERRY_TOOLS)]
+    if unknown:  # before the lab starts: a misspelt tool would run as plain vmferry
+        parser.error(f"unknown tool(s): {', '.join(unknown)}")
     with LOCK.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         lifecycle.up(2, args.link_mbps, progress=progress)
