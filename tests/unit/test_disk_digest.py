@@ -17,6 +17,7 @@ from vmferry.model.disk_digest import (
     Extent,
     Run,
     copy_failure,
+    leaf_digests,
     nonzero_ranges,
     plan_runs,
     zero_digest,
@@ -135,6 +136,20 @@ def test_the_digester_takes_whole_leaves_in_order() -> None:
     digester.add_zeros(LEAF)
     with pytest.raises(ValueError):
         digester.finish()
+
+
+def test_leaf_digests_hashed_elsewhere_give_the_same_digest_and_zero_leaves() -> None:
+    """A reader's thread hashes the leaves (``leaf_digests``); the digester takes them."""
+    size = 3 * LEAF + 100  # the last leaf short
+    content = os.urandom(LEAF) + bytes(LEAF) + os.urandom(LEAF) + bytes(100)
+    whole = DiskDigester(size)
+    expected_zero = whole.add_data(memoryview(content))
+    given = DiskDigester(size)
+    zero = given.add_digests(leaf_digests(content), size)
+    assert zero == expected_zero == [False, True, False, True]
+    assert given.finish() == whole.finish() == reference_digest(content)
+    with pytest.raises(ValueError, match="3 leaf digests for 196708 bytes"):
+        DiskDigester(size).add_digests(leaf_digests(content)[:3], size)
 
 
 def test_nonzero_ranges() -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.digest_reference import reference_digest
@@ -49,17 +51,32 @@ def _convert(raw: Path, fmt: str, out: Path, *options: str) -> Path:
         ("raw", ()),
     ],
 )
+@pytest.mark.parametrize("in_place", [False, True])
 def test_the_copy_proves_itself_and_is_sparse(
-    tmp_path: Path, fmt: str, options: tuple[str, ...]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    options: tuple[str, ...],
+    in_place: bool,
 ) -> None:
     content = _raw(tmp_path / "disk.raw")
     source = _convert(tmp_path / "disk.raw", fmt, tmp_path / f"source.{fmt}", *options)
     target = tmp_path / "copy.qcow2"
+    served = _served(monkeypatch)
     seen: list[float] = []
-    copied = verified_copy.copy_with_digest(source, fmt, target, on_progress=seen.append)
+    copied = verified_copy.copy_with_digest(source, fmt, target, on_progress=seen.append,
+                                            data_file=source if in_place else None)  # fmt: skip
     with verified_copy.durable(target):
         problem = verified_copy.check_image(target)
-        written = verified_copy.digest_image(target, "qcow2")
+        written = verified_copy.digest_image(target, "qcow2",
+                                             data_file=target if in_place else None)  # fmt: skip
+    # in place, only what QEMU's map does not place in the file is served: compressed
+    # grains, and a VHDX (QEMU's driver maps all of it as data, without an offset)
+    unplaced = "subformat=streamOptimized" in options or fmt == "vhdx"
+    if in_place:
+        assert served == ([source.name] if unplaced else [])
+    else:
+        assert served == [source.name, target.name]
     size = copied.digest.size  # vpc rounds the size up to its geometry
     assert size >= len(content)
     padded = content + bytes(size - len(content))
@@ -72,21 +89,37 @@ def test_the_copy_proves_itself_and_is_sparse(
     assert target.stat().st_blocks * 512 <= data + 16 * LEAF  # plus the metadata
 
 
-def test_a_copy_changed_after_it_was_written_is_caught(tmp_path: Path) -> None:
+def _served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the images qemu-nbd is asked to serve from now on."""
+    served: list[str] = []
+    serve = qemu_nbd.serve
+
+    def counted(image: Path, fmt: str, **kw: Any) -> Any:
+        served.append(image.name)
+        return serve(image, fmt, **kw)
+
+    monkeypatch.setattr(verified_copy.qemu_nbd, "serve", counted)
+    return served
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_copy_changed_after_it_was_written_is_caught(tmp_path: Path, in_place: bool) -> None:
     _raw(tmp_path / "disk.raw")
     source = _convert(tmp_path / "disk.raw", "vmdk", tmp_path / "disk.vmdk")
     target = tmp_path / "copy.qcow2"
-    copied = verified_copy.copy_with_digest(source, "vmdk", target)
+    copied = verified_copy.copy_with_digest(source, "vmdk", target,
+                                            data_file=source if in_place else None)  # fmt: skip
     # the fault: one byte of the copy changes between the write and the read-back
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x55 9M 512", str(target)],
                    check=True, capture_output=True)  # fmt: skip
-    written = verified_copy.digest_image(target, "qcow2")
+    written = verified_copy.digest_image(target, "qcow2", data_file=target if in_place else None)
     failure = copy_failure(copied.digest, written, verified_copy.check_image(target))
     assert failure == "differs from it in the GiB at offset 0"
 
 
+@pytest.mark.parametrize("in_place", [False, True])
 def test_a_writer_that_drops_or_mangles_data_is_caught(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_place: bool
 ) -> None:
     _raw(tmp_path / "disk.raw")
     source = _convert(tmp_path / "disk.raw", "qcow2", tmp_path / "disk.qcow2")
@@ -98,8 +131,10 @@ def test_a_writer_that_drops_or_mangles_data_is_caught(
         original(self, offset, memoryview(copy))
 
     monkeypatch.setattr(Qcow2Writer, "write", mangled)
-    copied = verified_copy.copy_with_digest(source, "qcow2", tmp_path / "copy.qcow2")
-    written = verified_copy.digest_image(tmp_path / "copy.qcow2", "qcow2")
+    target = tmp_path / "copy.qcow2"
+    copied = verified_copy.copy_with_digest(source, "qcow2", target,
+                                            data_file=source if in_place else None)  # fmt: skip
+    written = verified_copy.digest_image(target, "qcow2", data_file=target if in_place else None)
     assert copy_failure(copied.digest, written, None) is not None
 
 
@@ -156,8 +191,9 @@ def test_a_connection_that_meets_qemu_nbd_exiting_says_why_it_exited(
         pass
 
 
-def test_an_interrupted_copy_leaves_no_qemu_nbd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("in_place", [False, True])
+def test_an_interrupted_copy_leaves_no_qemu_nbd_and_no_reading_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_place: bool
 ) -> None:
     raw = tmp_path / "disk.raw"
     _raw(raw)
@@ -167,10 +203,28 @@ def test_an_interrupted_copy_leaves_no_qemu_nbd(
 
     monkeypatch.setattr(verified_copy, "PROGRESS_EVERY_S", 0.0)
     with pytest.raises(KeyboardInterrupt):
-        verified_copy.copy_with_digest(raw, "raw", tmp_path / "c.qcow2", on_progress=interrupt)
+        verified_copy.copy_with_digest(raw, "raw", tmp_path / "c.qcow2", on_progress=interrupt,
+                                       data_file=raw if in_place else None)  # fmt: skip
     children = subprocess.run(["pgrep", "-P", str(os.getpid()), "qemu-nbd"],
                               capture_output=True, text=True, check=False)  # fmt: skip
     assert children.stdout == ""
+    assert [t.name for t in threading.enumerate() if t.name.startswith("vmferry-pread")] == []
+
+
+def test_a_source_cut_short_while_it_is_read_in_place_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = tmp_path / "disk.raw"
+    _raw(raw)
+
+    def cut(percent: float) -> None:  # the source shrinks under the copy
+        if percent < 100.0:
+            os.truncate(raw, 4 * MIB)
+
+    monkeypatch.setattr(verified_copy, "PROGRESS_EVERY_S", 0.0)
+    with pytest.raises(ToolError, match=r"^disk\.raw ended early: it changed while it was read$"):
+        verified_copy.copy_with_digest(raw, "raw", tmp_path / "c.qcow2", data_file=raw,
+                                       on_progress=cut)  # fmt: skip
 
 
 def test_the_nbd_client_reports_server_errors(tmp_path: Path) -> None:
@@ -211,9 +265,11 @@ def test_a_full_disk_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.Monke
         verified_copy.copy_with_digest(raw, "raw", tmp_path / "copy.qcow2")  # it exists
 
 
-def test_the_wall_clock_limit_holds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_place", [False, True])
+def test_the_wall_clock_limit_holds(tmp_path: Path, in_place: bool) -> None:
     raw = tmp_path / "disk.raw"
     _raw(raw)
     limits = verified_copy.qemu_img.ToolLimits(timeout_s=0.0)
     with pytest.raises(ToolError, match="did not finish within 0 s"):
-        verified_copy.copy_with_digest(raw, "raw", tmp_path / "copy.qcow2", limits=limits)
+        verified_copy.copy_with_digest(raw, "raw", tmp_path / "copy.qcow2", limits=limits,
+                                       data_file=raw if in_place else None)  # fmt: skip

@@ -26,14 +26,15 @@ import re
 import ssl
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from vmferry.drivers.nbd_client import STATE_ZERO, ReadResult
 from vmferry.drivers.pacing import ByteRate
+from vmferry.drivers.read_queue import ReadQueue
 from vmferry.errors import BadInputError, ToolError
+from vmferry.model.disk_digest import leaf_digests
 
 __all__ = ["DatastoreFile", "RangeReader", "download_to"]
 
@@ -84,7 +85,7 @@ def status_from_areas(
     return runs
 
 
-class RangeReader:
+class RangeReader(ReadQueue):
     """``file`` read with ``connections`` parallel range requests (see the module)."""
 
     def __init__(
@@ -112,9 +113,7 @@ class RangeReader:
         parts = urlsplit(file.url)
         self._host, self._port = parts.hostname or "", parts.port or 443
         self._target = f"{parts.path}?{parts.query}" if parts.query else parts.path
-        self._pool = ThreadPoolExecutor(connections, thread_name_prefix="vmferry-range")
-        self._futures: dict[int, Future[ReadResult]] = {}
-        self._next = 1
+        super().__init__(connections, "vmferry-range")
         # where the data is, when vSphere said so (QueryChangedDiskAreas with "*"); else
         # every byte is read
         self.data_areas: list[tuple[int, int]] | None = None
@@ -134,23 +133,12 @@ class RangeReader:
         return [(n, 0 if data else STATE_ZERO)
                 for n, data in status_from_areas(self.data_areas, offset, length)]  # fmt: skip
 
-    def submit_read(self, offset: int, buffer: memoryview, *, whole: bool = False) -> int:
-        cookie = self._next
-        self._next += 1
-        self._futures[cookie] = self._pool.submit(self._read, offset, buffer)
-        return cookie
-
-    def wait(self, cookie: int) -> ReadResult:
-        return self._futures.pop(cookie).result()
-
     def read(self, offset: int, buffer: memoryview) -> ReadResult:
         return self.wait(self.submit_read(offset, buffer))
 
     def close(self) -> None:
         self._closing.set()
-        for future in self._futures.values():
-            future.cancel()
-        self._pool.shutdown(wait=True)
+        self._stop_reads()
         with self._lock:
             for conn in self._open:
                 conn.close()
@@ -193,7 +181,7 @@ class RangeReader:
         if self.rate is not None:
             self.rate.take(length, self._closing)
         self._with_retries(offset, length, lambda: self._get(offset, buffer, None))
-        return ReadResult(offset, length, buffer)
+        return ReadResult(offset, length, buffer, digests=leaf_digests(buffer))
 
     def _with_retries(self, offset: int, length: int, attempt: Callable[[], None]) -> None:
         problem = ""

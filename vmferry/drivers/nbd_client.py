@@ -76,6 +76,8 @@ class ReadResult:
     length: int
     buffer: memoryview
     holes: list[tuple[int, int]] = field(default_factory=list)
+    # the data's leaf digests, when the reader's own thread computed them (no holes then)
+    digests: list[bytes] | None = None
 
     def fill_holes(self) -> memoryview:
         """The buffer, its holes written as the zeros they read as."""

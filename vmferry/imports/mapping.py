@@ -66,6 +66,7 @@ class PlannedDisk:
     boot_order: int | None
     pool: str | None = None  # its pool (None: its datastore is not in --storage-map)
     source_datastore: str | None = None  # vSphere: the datastore it is on
+    source_data_file: str | None = None  # the one file holding its data (SourceDisk.data_file)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ def plan_import(vm: SourceVm, options: ImportOptions, dest: DestinationFacts) ->
             boot_order=i + 1 if i == 0 else None,
             pool=_map_storage(d.path, options),
             source_datastore=datastore_of(d.path),
+            source_data_file=d.data_file,
         )
         for i, d in enumerate(ordered)
     )

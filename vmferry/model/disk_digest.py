@@ -18,7 +18,7 @@ their digest is a constant, so an 8 GiB disk holding 1 GiB of data hashes 1 GiB.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from blake3 import blake3
@@ -32,6 +32,22 @@ _ZERO_LEAF = blake3(bytes(LEAF)).digest()
 def zero_digest(length: int) -> bytes:
     """The digest of a leaf of ``length`` zero bytes."""
     return _ZERO_LEAF if length == LEAF else blake3(bytes(length)).digest()
+
+
+def leaf_digests(data: memoryview | bytes | bytearray) -> list[bytes]:
+    """The digest of each leaf of ``data`` (whole leaves; the last may be short). BLAKE3
+    lets go of Python's lock while it hashes: a reader's thread can do this."""
+    view = memoryview(data)
+    return [blake3(view[start : start + LEAF]).digest() for start in range(0, len(view), LEAF)]
+
+
+def _zero_flags(digests: Sequence[bytes], length: int) -> list[bool]:
+    """For leaves of ``length`` bytes in all with these digests: which are all zeros."""
+    last = length - (len(digests) - 1) * LEAF
+    flags = [digest == _ZERO_LEAF for digest in digests]
+    if digests and last != LEAF:
+        flags[-1] = digests[-1] == zero_digest(last)
+    return flags
 
 
 @dataclass(frozen=True)
@@ -175,15 +191,17 @@ class DiskDigester:
     def add_data(self, data: memoryview) -> list[bool]:
         """Bytes read from the disk (whole leaves, or up to the disk's end); for each leaf,
         whether it is all zeros (then a sparse copy need not write it)."""
-        self._check(len(data))
-        zero: list[bool] = []
-        for start in range(0, len(data), LEAF):
-            leaf = data[start : start + LEAF]
-            digest = blake3(leaf).digest()
-            zero.append(digest == zero_digest(len(leaf)))
+        return self.add_digests(leaf_digests(data), len(data))
+
+    def add_digests(self, digests: Sequence[bytes], length: int) -> list[bool]:
+        """``add_data`` for ``length`` bytes whose ``leaf_digests`` are known already."""
+        self._check(length)
+        if len(digests) != -(-length // LEAF):
+            raise ValueError(f"{len(digests)} leaf digests for {length} bytes")
+        for index, digest in enumerate(digests):
             self._span.update(digest)
-            self._advance(1, len(leaf))
-        return zero
+            self._advance(1, min(LEAF, length - index * LEAF))
+        return _zero_flags(digests, length)
 
     def finish(self) -> Digest:
         if self.position != self.size:
@@ -236,15 +254,16 @@ class LeafDigests:
     def set_data(self, offset: int, data: memoryview | bytes | bytearray) -> list[bool]:
         """The bytes now at ``offset`` (whole leaves, or up to the disk's end); for each
         leaf, whether it is all zeros."""
-        self._check(offset, len(data))
-        view = memoryview(data)
-        zero: list[bool] = []
-        for start in range(0, len(view), LEAF):
-            leaf = view[start : start + LEAF]
-            digest = blake3(leaf).digest()
-            zero.append(digest == zero_digest(len(leaf)))
-            self._leaves[(offset + start) // LEAF] = digest
-        return zero
+        return self.set_digests(offset, leaf_digests(data), len(data))
+
+    def set_digests(self, offset: int, digests: Sequence[bytes], length: int) -> list[bool]:
+        """``set_data`` for ``length`` bytes whose ``leaf_digests`` are known already."""
+        self._check(offset, length)
+        if len(digests) != -(-length // LEAF):
+            raise ValueError(f"{len(digests)} leaf digests for {length} bytes")
+        first = offset // LEAF
+        self._leaves[first : first + len(digests)] = digests
+        return _zero_flags(digests, length)
 
     def digest(self) -> Digest:
         spans = tuple(

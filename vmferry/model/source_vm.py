@@ -47,6 +47,9 @@ class SourceDisk:
     controller (``pvscsi``, ``lsilogic``, ``buslogic``, ``sata``, ``ide``, ``nvme``,
     ``virtio``, ``unknown``); ``controller``/``unit`` give the order the guest saw.
     ``capacity_bytes`` is the guest-visible size, ``allocated_bytes`` what the file holds.
+    ``data_file`` is the one file that holds the disk's data (the image itself for a
+    one-file format, a VMDK descriptor's only extent file), None when several do or the
+    disk is not a local file: the import reads its data there, where QEMU maps it.
     """
 
     path: str
@@ -58,6 +61,7 @@ class SourceDisk:
     boot_order: int | None = None
     allocated_bytes: int | None = None
     label: str = ""
+    data_file: str | None = None
 
 
 @dataclass(frozen=True)

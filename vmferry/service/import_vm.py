@@ -290,8 +290,10 @@ def _staged_path(workdir: Path, disk: PlannedDisk) -> Path:
 
 def _file_copier(request: ImportRequest) -> CopyFn:
     def copy(disk: PlannedDisk, part: Path, progress: ProgressFn) -> verified_copy.CopyResult:
+        data_file = None if disk.source_data_file is None else Path(disk.source_data_file)
         return verified_copy.copy_with_digest(Path(disk.source_path), disk.source_format,
-                                              part, limits=request.tool_limits,
+                                              part, data_file=data_file,
+                                              limits=request.tool_limits,
                                               on_progress=progress)  # fmt: skip
 
     return copy
@@ -479,7 +481,8 @@ def _copy_disk(
     note(f"disk {disk.index}: reading the copy back to compare what the guest sees")
     with verified_copy.durable(part):
         problem = verified_copy.check_image(part, limits=request.tool_limits)
-        written = verified_copy.digest_image(part, "qcow2", limits=request.tool_limits)
+        written = verified_copy.digest_image(part, "qcow2", data_file=part,
+                                             limits=request.tool_limits)  # fmt: skip
     clock.lap("verify")
     failure = copy_failure(copied.digest, written, problem)
     if failure is not None:
@@ -502,7 +505,8 @@ def _fetch_staged(request: ImportRequest, plan: ImportPlan, workdir: Path, clock
         staged = _staged_path(workdir, disk)
         _copy_disk(request, disk, staged, False, clock, note, on_disk_progress, copy)
         note(f"disk {disk.index}: proved equal to the datastore's before the conversion")
-        local.append(replace(disk, source_path=str(staged), source_format="qcow2"))
+        local.append(replace(disk, source_path=str(staged), source_format="qcow2",
+                             source_data_file=str(staged)))  # fmt: skip
     return replace(plan, disks=tuple(local))
 
 
@@ -551,7 +555,7 @@ def _convert_guest(
     for finding in restored:
         note(finding.message)
     disks = [
-        replace(d, source_path=str(path), source_format="qcow2")
+        replace(d, source_path=str(path), source_format="qcow2", source_data_file=str(path))
         for d, path in zip(plan.disks, result.disks, strict=True)
     ]
     return disks, restored

@@ -72,6 +72,7 @@ def bare_image_vm(
         bus=overrides.disk_bus,
         boot_order=1,
         allocated_bytes=facts.allocated_bytes,
+        data_file=facts.data_file,
         label=facts.path.name,
     )
     guest = GuestOs(

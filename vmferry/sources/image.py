@@ -51,6 +51,11 @@ class ImageFacts:
     extents: tuple[Path, ...]
     subformat: str = ""
 
+    @property
+    def data_file(self) -> str | None:
+        """The one file that holds the data, None when several do."""
+        return str(self.extents[0]) if len(self.extents) == 1 else None
+
 
 def _read_at(fh: BinaryIO, offset: int, size: int) -> bytes:
     fh.seek(offset)

@@ -629,6 +629,7 @@ def build_vm(
                 controller=slot.controller,
                 unit=slot.unit,
                 allocated_bytes=facts.allocated_bytes,
+                data_file=facts.data_file,
                 label=slot.label,
             )
         )

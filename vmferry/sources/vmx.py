@@ -337,6 +337,7 @@ def _storage(
                     controller=ctl,
                     unit=unit,
                     allocated_bytes=facts.allocated_bytes,
+                    data_file=facts.data_file,
                     label=label,
                 )
             )

@@ -54,6 +54,7 @@ def _vm(**kw: object) -> SourceVm:
                 0,
                 0,
                 allocated_bytes=2 * GIB,
+                data_file="/src/boot-flat.vmdk",
             ),
         ),
         nics=(SourceNic("00:50:56:01:02:03", "vmxnet3", "VM Network"),),
@@ -83,6 +84,8 @@ def test_linux_guest_gets_virtio_and_boot_disk_first() -> None:
     plan = plan_import(_vm(), ImportOptions(network_map={"VM Network": "vmnet"}), _dest())
     assert plan.name == "web-01"
     assert [d.source_path for d in plan.disks] == ["/src/boot.vmdk", "/src/data.vmdk"]
+    # where each disk's data is read in place (None: the data file is not known: qemu-nbd)
+    assert [d.source_data_file for d in plan.disks] == ["/src/boot-flat.vmdk", None]
     assert [(d.target_dev, d.bus, d.boot_order) for d in plan.disks] == [
         ("vda", "virtio", 1), ("vdb", "virtio", None)]  # fmt: skip
     assert plan.nics[0].model == "virtio" and plan.nics[0].network == "vmnet"

@@ -38,6 +38,10 @@ def test_vmdk_subformats(tmp_path: Path, make_image: MakeImage, subformat: str, 
     assert len(facts.extents) == files
     assert all(p.parent == tmp_path for p in facts.extents)
     assert facts.allocated_bytes > 0
+    # the one file holding the data: the image itself, or a descriptor's only extent
+    assert facts.data_file == (str(facts.extents[0]) if files == 1 else None)
+    if subformat == "monolithicFlat":
+        assert facts.data_file == str(tmp_path / "d-flat.vmdk")
 
 
 @pytest.mark.parametrize(
@@ -65,6 +69,7 @@ def test_single_file_formats(
     assert vm.source_format is source_format
     assert vm.disks[0].format is expected
     assert vm.disks[0].capacity_bytes == 3 * GiB
+    assert vm.disks[0].data_file == str(path)
     assert list(workdir.iterdir()) == []
 
 
