@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vmferry.drivers.mapped_image import image_map
+from vmferry.drivers.qemu_img import ToolLimits
 from vmferry.errors import ToolError
 from vmferry.model.disk_map import MapRange, in_place_refusal, parse_map
 
@@ -80,3 +81,7 @@ def test_a_real_map_places_the_data_where_the_file_holds_it(tmp_path: Path) -> N
         assert f.read(MIB) == b"\xab" * MIB
     with pytest.raises(ToolError, match=r"qemu-img map of disk\.raw failed"):
         image_map(raw, "qcow2")  # not a qcow2
+    # a map longer than the bound is not read (the image goes through qemu-nbd)
+    assert image_map(vmdk, "vmdk", max_bytes=100) is None
+    with pytest.raises(ToolError, match="did not finish within 0 s"):
+        image_map(vmdk, "vmdk", limits=ToolLimits(timeout_s=0.0))

@@ -102,6 +102,19 @@ def _served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return served
 
 
+def test_an_image_in_too_many_pieces_is_read_through_qemu_nbd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = _raw(tmp_path / "disk.raw")
+    source = _convert(tmp_path / "disk.raw", "vmdk", tmp_path / "disk.vmdk")
+    monkeypatch.setattr(verified_copy.mapped_image, "MAX_MAP_BYTES", 200)  # two entries
+    served = _served(monkeypatch)
+    copied = verified_copy.copy_with_digest(source, "vmdk", tmp_path / "copy.qcow2",
+                                            data_file=source)  # fmt: skip
+    assert served == [source.name]
+    assert copied.digest == reference_digest(content)
+
+
 @pytest.mark.parametrize("in_place", [False, True])
 def test_a_copy_changed_after_it_was_written_is_caught(tmp_path: Path, in_place: bool) -> None:
     _raw(tmp_path / "disk.raw")

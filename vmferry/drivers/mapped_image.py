@@ -16,36 +16,77 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import select
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from vmferry.drivers.nbd_client import STATE_ZERO, ReadResult
-from vmferry.drivers.qemu_img import DEFAULT_LIMITS, ToolLimits, limited
+from vmferry.drivers.qemu_img import DEFAULT_LIMITS, ToolLimits, kill_group, limited
 from vmferry.drivers.read_queue import ReadQueue
 from vmferry.errors import ToolError
 from vmferry.model.disk_digest import leaf_digests
 from vmferry.model.disk_map import MapRange, in_place_refusal, parse_map
 
+# about 120 000 ranges (a qemu-img map entry is about 140 bytes): the map and its ranges
+# stay within some tens of MiB of memory
+MAX_MAP_BYTES = 16 * 2**20
 
-def image_map(image: Path, fmt: str, limits: ToolLimits = DEFAULT_LIMITS) -> list[MapRange]:
-    """``qemu-img map --output=json -f fmt image`` under ``limits``."""
+
+def image_map(
+    image: Path, fmt: str, limits: ToolLimits = DEFAULT_LIMITS, max_bytes: int = MAX_MAP_BYTES
+) -> list[MapRange] | None:
+    """``qemu-img map --output=json -f fmt image`` under ``limits``; None when its answer
+    is longer than ``max_bytes`` (an image in that many pieces is read through qemu-nbd,
+    whose block status comes a piece at a time)."""
     argv = ["qemu-img", "map", "--output=json", "-f", fmt, str(image)]
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=errors, preexec_fn=limited(limits))  # fmt: skip
+        except FileNotFoundError as exc:
+            raise ToolError("qemu-img is not installed; run `make install`") from exc
+        assert proc.stdout is not None
+        try:
+            out = _read_at_most(proc, proc.stdout.fileno(), max_bytes, limits.timeout_s)
+        finally:
+            kill_group(proc)  # done, or given up on: it is waited for either way
+        if out is None:
+            return None
+        if proc.returncode != 0:
+            errors.seek(0)
+            said = errors.read().decode(errors="replace").strip().splitlines()
+            raise ToolError(f"qemu-img map of {image.name} failed: {said[-1] if said else ''}")
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                              preexec_fn=limited(limits), timeout=limits.timeout_s,
-                              check=False)  # fmt: skip
-    except FileNotFoundError as exc:
-        raise ToolError("qemu-img is not installed; run `make install`") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ToolError(f"qemu-img map did not finish within {limits.timeout_s:g} s") from exc
-    if done.returncode != 0:
-        said = done.stderr.decode(errors="replace").strip().splitlines()
-        raise ToolError(f"qemu-img map of {image.name} failed: {said[-1] if said else ''}")
-    try:
-        return parse_map(done.stdout.decode())
+        return parse_map(out.decode())
     except (ValueError, KeyError, TypeError) as exc:
         raise ToolError(f"qemu-img map of {image.name} answered what vmferry cannot read") from exc
+
+
+def _read_at_most(
+    proc: subprocess.Popen[bytes], fd: int, max_bytes: int, timeout_s: float
+) -> bytes | None:
+    """All of ``fd`` until ``proc`` closes it; None past ``max_bytes``."""
+    deadline = time.monotonic() + timeout_s
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ToolError(f"qemu-img map did not finish within {timeout_s:g} s")
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            proc.wait()
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            return None
+        chunks.append(chunk)
 
 
 class MappedReader(ReadQueue):
@@ -103,7 +144,10 @@ def open_mapped(
 ) -> Iterator[MappedReader | str]:
     """A ``MappedReader`` over ``data_file`` (the one file holding ``image``'s data; the
     image itself for a one-file format), or the reason it cannot be read that way."""
-    ranges = image_map(image, fmt, limits)
+    ranges = image_map(image, fmt, limits, max_bytes=MAX_MAP_BYTES)
+    if ranges is None:
+        yield f"QEMU maps it in more pieces than {MAX_MAP_BYTES} bytes of map describe"
+        return
     size = ranges[-1].end if ranges else 0
     try:
         fd = os.open(data_file, os.O_RDONLY | os.O_CLOEXEC)

@@ -55,10 +55,12 @@ def limited(limits: ToolLimits) -> Callable[[], None]:
     return apply
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill its process group while it still runs (not after: its id may be reused)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run_limited(
@@ -89,7 +91,7 @@ def run_limited(
     try:
         while True:
             if time.monotonic() > deadline:
-                _kill_group(proc)
+                kill_group(proc)
                 raise ToolError(f"{Path(argv[0]).name} did not finish within "
                                 f"{limits.timeout_s:g} s")  # fmt: skip
             ready, _, _ = select.select([proc.stdout], [], [], 0.5)
@@ -105,7 +107,7 @@ def run_limited(
                     on_progress(percent)
         code = proc.wait()
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc)
         raise
     text = tail.decode(errors="replace")
     if code not in ok_codes:

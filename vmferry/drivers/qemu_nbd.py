@@ -10,9 +10,7 @@ killed.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from vmferry.drivers.nbd_client import NbdClient
-from vmferry.drivers.qemu_img import DEFAULT_LIMITS, ToolLimits, limited
+from vmferry.drivers.qemu_img import DEFAULT_LIMITS, ToolLimits, kill_group, limited
 from vmferry.errors import ToolError
 
 START_TIMEOUT_S = 30.0
@@ -70,7 +68,7 @@ def serve(
         finally:
             if client is not None:
                 client.abandon()
-            _kill_group(proc)
+            kill_group(proc)
     finally:
         errors.close()
         shutil.rmtree(directory, ignore_errors=True)
@@ -115,11 +113,3 @@ def _last_line(errors: IO[bytes]) -> str:
     lines = [ln.strip() for ln in errors.read().decode(errors="replace").splitlines()]
     lines = [ln for ln in lines if ln]
     return lines[-1] if lines else "no message"
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill its process group while it still runs (not after: its id may be reused)."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
