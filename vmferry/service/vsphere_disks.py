@@ -8,10 +8,11 @@ range requests at once, retried). The file's first bytes decide
 - ESXi's descriptor + ``-flat.vmdk``: the flat extent is raw; it is read once from the
   datastore, digested and written sparse into the pool (``verified_copy.copy_reader``);
 - a single sparse file (monolithicSparse, streamOptimized): fetched whole into the private
-  directory, its headers checked like a file import's, then copied through qemu-nbd with
-  format vmdk (QEMU decodes the grains), digested as it is read.
+  directory, its headers checked like a file import's, then copied like a file import's
+  disk (read in place where QEMU's VMDK driver maps its grains, through qemu-nbd where they
+  are compressed), digested as it is read.
 
-Either way the caller reads the copy back through QEMU and compares the digests.
+Either way the caller reads the copy back where QEMU maps it and compares the digests.
 """
 
 from __future__ import annotations
@@ -100,9 +101,11 @@ def copy_datastore_disk(
             download_to(reader, staged, chunk=RANGE_BYTES)
             reader.close()
             try:
-                inspect_image(staged, limits)
-                return verified_copy.copy_with_digest(staged, "vmdk", part, limits=tool_limits,
-                                                      on_progress=on_progress)  # fmt: skip
+                data_file = inspect_image(staged, limits).data_file
+                return verified_copy.copy_with_digest(
+                    staged, "vmdk", part, limits=tool_limits, on_progress=on_progress,
+                    data_file=None if data_file is None else Path(data_file),
+                )  # fmt: skip
             finally:
                 staged.unlink(missing_ok=True)
     assert layout.extent is not None
