@@ -9,16 +9,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.digest_reference import reference_digest
+from support.nbd_served import served_images
 
 from vmferry.drivers import qemu_nbd, verified_copy
 from vmferry.drivers.nbd_client import NbdClient
 from vmferry.drivers.qcow2_writer import Qcow2Writer
 from vmferry.errors import ToolError
-from vmferry.model.disk_digest import LEAF, copy_failure
+from vmferry.model.disk_digest import LEAF, copy_failure, leaf_digests
 
 MIB = 2**20
 
@@ -62,7 +62,7 @@ def test_the_copy_proves_itself_and_is_sparse(
     content = _raw(tmp_path / "disk.raw")
     source = _convert(tmp_path / "disk.raw", fmt, tmp_path / f"source.{fmt}", *options)
     target = tmp_path / "copy.qcow2"
-    served = _served(monkeypatch)
+    served = served_images(monkeypatch)
     seen: list[float] = []
     copied = verified_copy.copy_with_digest(source, fmt, target, on_progress=seen.append,
                                             data_file=source if in_place else None)  # fmt: skip
@@ -89,17 +89,16 @@ def test_the_copy_proves_itself_and_is_sparse(
     assert target.stat().st_blocks * 512 <= data + 16 * LEAF  # plus the metadata
 
 
-def _served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the images qemu-nbd is asked to serve from now on."""
-    served: list[str] = []
-    serve = qemu_nbd.serve
-
-    def counted(image: Path, fmt: str, **kw: Any) -> Any:
-        served.append(image.name)
-        return serve(image, fmt, **kw)
-
-    monkeypatch.setattr(verified_copy.qemu_nbd, "serve", counted)
-    return served
+def test_a_reader_hashes_in_its_thread_only_the_reads_asked_with_digest(tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    content = _raw(raw)
+    with verified_copy.open_image(raw, "raw", raw) as reader:
+        assert not isinstance(reader, NbdClient)  # read in place, by a ReadQueue
+        buffers = [memoryview(bytearray(2 * LEAF)) for _ in range(2)]
+        plain = reader.wait(reader.submit_read(0, buffers[0]))
+        hashed = reader.wait(reader.submit_read(0, buffers[1], digest=True))
+    assert plain is not None and plain.digests is None  # a download's reads: not hashed
+    assert hashed is not None and hashed.digests == leaf_digests(content[: 2 * LEAF])
 
 
 def test_an_image_in_too_many_pieces_is_read_through_qemu_nbd(
@@ -108,7 +107,7 @@ def test_an_image_in_too_many_pieces_is_read_through_qemu_nbd(
     content = _raw(tmp_path / "disk.raw")
     source = _convert(tmp_path / "disk.raw", "vmdk", tmp_path / "disk.vmdk")
     monkeypatch.setattr(verified_copy.mapped_image, "MAX_MAP_BYTES", 200)  # two entries
-    served = _served(monkeypatch)
+    served = served_images(monkeypatch)
     copied = verified_copy.copy_with_digest(source, "vmdk", tmp_path / "copy.qcow2",
                                             data_file=source)  # fmt: skip
     assert served == [source.name]

@@ -11,13 +11,12 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.nbd_served import served_images
 from support.vcsim import Vcsim, control, running_vcsim
 from support.vcsim_disks import DATASTORE, MIB, admin, cookie_of, place_disk, virtual_sha256
 
-from vmferry.drivers import verified_copy
 from vmferry.drivers.datastore_http import DatastoreFile, RangeReader
 from vmferry.drivers.qemu_img import ToolLimits
 from vmferry.drivers.vsphere import vsphere_session
@@ -72,14 +71,7 @@ def test_both_vmdk_shapes_give_the_original_bytes(
     vm: str,
     shape: str,
 ) -> None:
-    served: list[Path] = []
-    serve = verified_copy.qemu_nbd.serve
-
-    def counted(image: Path, *args: Any, **kw: Any) -> Any:
-        served.append(image)
-        return serve(image, *args, **kw)
-
-    monkeypatch.setattr(verified_copy.qemu_nbd, "serve", counted)
+    served = served_images(monkeypatch)
     part, access = copy(sim, vm, tmp_path)
     assert served == []  # a sparse file fetched is read in place, where QEMU maps its grains
     assert virtual_sha256(part, "qcow2", tmp_path) == disks[shape]

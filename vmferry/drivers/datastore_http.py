@@ -34,7 +34,6 @@ from vmferry.drivers.nbd_client import STATE_ZERO, ReadResult
 from vmferry.drivers.pacing import ByteRate
 from vmferry.drivers.read_queue import ReadQueue
 from vmferry.errors import BadInputError, ToolError
-from vmferry.model.disk_digest import leaf_digests
 
 __all__ = ["DatastoreFile", "RangeReader", "download_to"]
 
@@ -181,7 +180,7 @@ class RangeReader(ReadQueue):
         if self.rate is not None:
             self.rate.take(length, self._closing)
         self._with_retries(offset, length, lambda: self._get(offset, buffer, None))
-        return ReadResult(offset, length, buffer, digests=leaf_digests(buffer))
+        return ReadResult(offset, length, buffer)
 
     def _with_retries(self, offset: int, length: int, attempt: Callable[[], None]) -> None:
         problem = ""

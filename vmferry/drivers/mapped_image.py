@@ -3,7 +3,8 @@
 ``open_mapped`` runs ``qemu-img map`` on the image (its format stated, under the same limits
 as every qemu-img run) and, when the map allows it, yields a ``MappedReader``: the reading
 interface of ``verified_copy._pump`` over ``pread`` of the file that holds the data, one
-thread reading ahead and hashing each leaf (``leaf_digests``) while the caller writes. When
+thread reading ahead and, for ``verified_copy._pump``, hashing each leaf (``ReadQueue``)
+while the caller writes. When
 the image must be read through ``qemu-nbd`` instead, it yields the reason.
 
 Why: serving the benchmark's 1 GiB of data through ``qemu-nbd`` cost 0.7-1.2 s of system
@@ -27,7 +28,6 @@ from vmferry.drivers.nbd_client import STATE_ZERO, ReadResult
 from vmferry.drivers.qemu_img import DEFAULT_LIMITS, ToolLimits, kill_group, limited
 from vmferry.drivers.read_queue import ReadQueue
 from vmferry.errors import ToolError
-from vmferry.model.disk_digest import leaf_digests
 from vmferry.model.disk_map import MapRange, in_place_refusal, parse_map
 
 # about 120 000 ranges (a qemu-img map entry is about 140 bytes): the map and its ranges
@@ -127,7 +127,7 @@ class MappedReader(ReadQueue):
                 self._pread(part, r.offset + at - r.start)
             done += take
             index += 1
-        return ReadResult(offset, len(buffer), buffer, digests=leaf_digests(buffer))
+        return ReadResult(offset, len(buffer), buffer)
 
     def _pread(self, part: memoryview, position: int) -> None:
         got = 0

@@ -149,8 +149,11 @@ class NbdClient:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def submit_read(self, offset: int, buffer: memoryview, *, whole: bool = False) -> int:
+    def submit_read(
+        self, offset: int, buffer: memoryview, *, whole: bool = False, digest: bool = False
+    ) -> int:
         """Ask for ``len(buffer)`` bytes at ``offset``; the reply lands in ``buffer``.
+        (``digest``: this client leaves the leaf digests to its caller's thread.)
 
         ``whole``: the server sends every byte (``NBD_CMD_FLAG_DF``: no hole detection on
         its side), for ranges its block status already called data.

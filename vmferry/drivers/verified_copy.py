@@ -69,7 +69,9 @@ class BlockReader(Protocol):
 
     def block_status(self, offset: int, length: int) -> list[tuple[int, int]]: ...
 
-    def submit_read(self, offset: int, buffer: memoryview, *, whole: bool = False) -> int: ...
+    def submit_read(
+        self, offset: int, buffer: memoryview, *, whole: bool = False, digest: bool = False
+    ) -> int: ...
 
     def wait(self, cookie: int) -> ReadResult | None: ...
 
@@ -261,7 +263,7 @@ def _pump(
             else:
                 pool = free.pop()
                 view = memoryview(pool)[: run.length]
-                cookie = reader.submit_read(run.offset, view, whole=True)
+                cookie = reader.submit_read(run.offset, view, whole=True, digest=True)
                 in_flight.append((run.offset, run.length, cookie, pool))
         if not in_flight:
             break
