@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,40 @@ def test_bad_option_values_are_refused(db: Path, tmp_path: Path) -> None:
     usage = vmferry("hosts", "add", db=db)
     assert usage.returncode == 2
     assert "Traceback" not in usage.stderr
+
+
+_GC_STATE = """
+import gc, sys
+from vmferry.cli import main
+sys.argv = ["vmferry", "hosts", "list", "--json"]
+try:
+    main.{call}()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print(code, gc.isenabled(), gc.get_freeze_count(), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("call", ["entry", "run"])
+def test_the_program_freezes_what_its_command_loaded_and_a_caller_of_run_keeps_its_collector(
+    db: Path, call: str
+) -> None:
+    """``entry`` (the `vmferry` program) turns the collector back on with the command's
+    modules frozen; ``run``, called inside another program (the tests), leaves it alone."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GC_STATE.format(call=call)],
+        env={**os.environ, "VMFERRY_DB": f"sqlite:///{db}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    code, enabled, frozen = done.stderr.split()[-3:]
+    assert (code, enabled) == ("0", "True"), done.stderr
+    assert json.loads(done.stdout) == []
+    if call == "entry":
+        assert int(frozen) > 50_000  # typer, SQLAlchemy, the store's tables
+    else:
+        assert int(frozen) == 0
