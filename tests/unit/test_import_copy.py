@@ -4,6 +4,7 @@ a copy that changed between its write and its read-back is refused in one line."
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,22 @@ def test_a_copy_that_changed_before_its_read_back_is_refused(
         "disk 0: the copy of web1.vmdk differs from it in the GiB at offset 0; nothing was defined"
     )
     assert "\n" not in failed.value.message
+
+
+@pytest.mark.parametrize("written_here", [False, True])
+def test_the_users_disk_is_read_past_the_page_cache_and_a_file_the_import_wrote_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written_here: bool
+) -> None:
+    disk = _disk(tmp_path)
+    disk = replace(disk, source_data_file=disk.source_path, source_written_here=written_here)
+    asked: list[object] = []
+    real = verified_copy.copy_with_digest
+
+    def copy(source: Path, fmt: str, target: Path, **kw: object) -> object:
+        asked.append(kw["direct"])
+        return real(source, fmt, target, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verified_copy, "copy_with_digest", copy)
+    outcome, _phases = _copy(tmp_path, disk)
+    assert outcome.checksum_match is True
+    assert asked == [not written_here]

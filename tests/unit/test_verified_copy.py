@@ -3,9 +3,12 @@ sparse qcow2, the same digest from the read-back; and a copy that differs is cau
 
 from __future__ import annotations
 
+import fcntl
+import mmap
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,6 +37,21 @@ def _raw(path: Path, size: int = 64 * MIB) -> bytes:
     return path.read_bytes()
 
 
+def _bytes_read_past_the_cache(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """What each ``preadv`` of a file opened ``O_DIRECT`` returned, from now on."""
+    counted: list[int] = []
+    real = os.preadv
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int, *flags: int) -> int:
+        got = real(fd, buffers, offset, *flags)
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            counted.append(got)
+        return got
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    return counted
+
+
 def _convert(raw: Path, fmt: str, out: Path, *options: str) -> Path:
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, *options, str(raw), str(out)],
                    check=True, capture_output=True)  # fmt: skip
@@ -51,21 +69,25 @@ def _convert(raw: Path, fmt: str, out: Path, *options: str) -> Path:
         ("raw", ()),
     ],
 )
-@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("read", ["qemu-nbd", "in place", "direct"])
 def test_the_copy_proves_itself_and_is_sparse(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fmt: str,
     options: tuple[str, ...],
-    in_place: bool,
+    read: str,
 ) -> None:
     content = _raw(tmp_path / "disk.raw")
     source = _convert(tmp_path / "disk.raw", fmt, tmp_path / f"source.{fmt}", *options)
     target = tmp_path / "copy.qcow2"
     served = served_images(monkeypatch)
+    past_cache = _bytes_read_past_the_cache(monkeypatch)
+    in_place = read != "qemu-nbd"
     seen: list[float] = []
     copied = verified_copy.copy_with_digest(source, fmt, target, on_progress=seen.append,
-                                            data_file=source if in_place else None)  # fmt: skip
+                                            data_file=source if in_place else None,
+                                            direct=read == "direct")  # fmt: skip
+    copy_past_cache = sum(past_cache)
     with verified_copy.durable(target):
         problem = verified_copy.check_image(target)
         written = verified_copy.digest_image(target, "qcow2",
@@ -77,6 +99,13 @@ def test_the_copy_proves_itself_and_is_sparse(
         assert served == ([source.name] if unplaced else [])
     else:
         assert served == [source.name, target.name]
+    # direct: the data QEMU places 4 KiB-aligned in the file (all but vpc's and what is
+    # served) is read with O_DIRECT; the copy is read back through the page cache
+    if read == "direct" and not unplaced:
+        assert copy_past_cache >= (2 * MIB if fmt == "vpc" else 3 * MIB)
+    else:
+        assert copy_past_cache == 0
+    assert sum(past_cache) == copy_past_cache
     size = copied.digest.size  # vpc rounds the size up to its geometry
     assert size >= len(content)
     padded = content + bytes(size - len(content))
@@ -99,6 +128,50 @@ def test_a_reader_hashes_in_its_thread_only_the_reads_asked_with_digest(tmp_path
         hashed = reader.wait(reader.submit_read(0, buffers[1], digest=True))
     assert plain is not None and plain.digests is None  # a download's reads: not hashed
     assert hashed is not None and hashed.digests == leaf_digests(content[: 2 * LEAF])
+
+
+def test_a_read_the_device_cannot_take_directly_goes_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buffer whose address O_DIRECT refuses (EINVAL) turns the direct reads off; a file
+    whose end is not 4 KiB-aligned has its tail read through the page cache."""
+    raw = tmp_path / "disk.raw"
+    tail = os.urandom(512)
+    content = _raw(raw) + tail
+    with open(raw, "ab") as f:
+        f.write(tail)  # 64 MiB + 512: its last range ends off the alignment
+    past_cache = _bytes_read_past_the_cache(monkeypatch)
+    with verified_copy.open_image(raw, "raw", raw, direct=True) as reader:
+        assert not isinstance(reader, NbdClient)
+        for at, length in ((len(content) - 4096 - 512, 4096), (len(content) - 512, 512)):
+            buffer = memoryview(mmap.mmap(-1, length))
+            got = reader.wait(reader.submit_read(at, buffer))
+            assert got is not None and bytes(got.buffer) == content[at : at + length]
+        assert past_cache == [4096]  # the aligned read direct, the 512 bytes at the end not
+        askew = memoryview(mmap.mmap(-1, LEAF + 8))[8:]  # not even 512-aligned in memory
+        got = reader.wait(reader.submit_read(8 * MIB, askew))
+        assert got is not None and bytes(got.buffer) == content[8 * MIB : 8 * MIB + LEAF]
+        after = memoryview(mmap.mmap(-1, LEAF))
+        got = reader.wait(reader.submit_read(0, after))
+        assert got is not None and bytes(got.buffer) == content[:LEAF]
+    assert past_cache == [4096]  # after the refusal, none
+
+
+def test_a_file_on_a_filesystem_without_a_block_device_is_read_through_the_page_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.major(os.stat(shm).st_dev) != 0:
+        pytest.fail("this machine has no tmpfs at /dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm) as name:
+        directory = Path(name)
+        raw = directory / "disk.raw"
+        content = _raw(raw)
+        past_cache = _bytes_read_past_the_cache(monkeypatch)
+        copied = verified_copy.copy_with_digest(raw, "raw", directory / "c.qcow2",
+                                                data_file=raw, direct=True)  # fmt: skip
+    assert copied.digest == reference_digest(content)
+    assert past_cache == []
 
 
 def test_an_image_in_too_many_pieces_is_read_through_qemu_nbd(

@@ -10,12 +10,24 @@ the image must be read through ``qemu-nbd`` instead, it yields the reason.
 Why: serving the benchmark's 1 GiB of data through ``qemu-nbd`` cost 0.7-1.2 s of system
 time in qemu-nbd alone (its reads, its socket), and the copy ran at qemu-nbd's pace; reading
 the same ranges from the file took a third of the time (docs/performance.md, Import).
+
+``direct``: a source read once (the user's disk, not a file this import wrote) is read with
+``O_DIRECT`` where its filesystem is on a block device, four reads in flight in four
+threads: its bytes go from the disk into the copy's buffers, not into the page cache, so
+the copy neither evicts the machine's cache for data used once nor waits for the kernel
+to find pages for it (on this machine, a VM whose host takes back the memory the guest
+frees, that wait was most of the copy's spread: docs/performance.md). A read the device
+cannot take directly (not ``DIRECT_ALIGN``-aligned in the file, in its length or in the
+buffer) is read through the page cache, as is everything when the filesystem refuses
+``O_DIRECT``. A file the import has just written stays read through the page cache, where
+it still is (``O_DIRECT`` would write it out first and read it back from the disk).
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import os
 import select
 import subprocess
@@ -33,6 +45,8 @@ from vmferry.model.disk_map import MapRange, in_place_refusal, parse_map
 # about 120 000 ranges (a qemu-img map entry is about 140 bytes): the map and its ranges
 # stay within some tens of MiB of memory
 MAX_MAP_BYTES = 16 * 2**20
+DIRECT_ALIGN = 4096  # a file offset, length and buffer address any block device takes
+DIRECT_WORKERS = 4  # verified_copy.DEPTH: each read in flight at the device
 
 
 def image_map(
@@ -91,12 +105,17 @@ def _read_at_most(
 
 class MappedReader(ReadQueue):
     """``size`` guest bytes read from ``fd`` where ``ranges`` place them (checked by
-    ``in_place_refusal``): reads are queued to one thread, answered in order."""
+    ``in_place_refusal``): reads are queued to one thread, answered in order. With
+    ``direct_fd`` (the same file opened ``O_DIRECT``), to ``DIRECT_WORKERS`` threads, and
+    the aligned parts of each read are read from it."""
 
-    def __init__(self, fd: int, ranges: list[MapRange], size: int, name: str) -> None:
-        super().__init__(1, "vmferry-pread")
+    def __init__(
+        self, fd: int, ranges: list[MapRange], size: int, name: str, direct_fd: int | None = None
+    ) -> None:
+        super().__init__(1 if direct_fd is None else DIRECT_WORKERS, "vmferry-pread")
         self.size = size
         self._fd = fd
+        self._direct = direct_fd
         self._name = name
         self._ranges = ranges
         self._starts = [r.start for r in ranges]
@@ -124,26 +143,59 @@ class MappedReader(ReadQueue):
             if r.zero or r.offset is None:
                 part[:] = bytes(take)
             else:
-                self._pread(part, r.offset + at - r.start)
+                self._pread(part, r.offset + at - r.start, done)
             done += take
             index += 1
         return ReadResult(offset, len(buffer), buffer)
 
-    def _pread(self, part: memoryview, position: int) -> None:
+    def _pread(self, part: memoryview, position: int, in_buffer: int) -> None:
+        """``part`` (at ``in_buffer`` in the caller's buffer) from the file's ``position``."""
         got = 0
         while got < len(part):
-            n = os.preadv(self._fd, [part[got:]], position + got)
+            direct = self._direct
+            if direct is not None and _aligned(position + got, len(part) - got, in_buffer + got):
+                try:
+                    n = os.preadv(direct, [part[got:]], position + got)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:  # EINVAL: the buffer's address (a caller's
+                        raise  # own bytearray) or the device's alignment: the page cache then
+                    self._direct = None
+                    continue
+            else:
+                n = os.preadv(self._fd, [part[got:]], position + got)
             if n <= 0:
                 raise ToolError(f"{self._name} ended early: it changed while it was read")
             got += n
 
 
+def _aligned(*values: int) -> bool:
+    return all(value % DIRECT_ALIGN == 0 for value in values)
+
+
+def open_direct(path: Path, fd: int) -> int | None:
+    """``path`` (open as ``fd``) opened again with ``O_DIRECT``; None where its filesystem
+    is not on a block device (NFS, tmpfs, FUSE: the page cache is theirs to manage) or
+    refuses ``O_DIRECT``."""
+    if os.major(os.fstat(fd).st_dev) == 0:
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def open_mapped(
-    image: Path, fmt: str, data_file: Path, *, limits: ToolLimits = DEFAULT_LIMITS
+    image: Path,
+    fmt: str,
+    data_file: Path,
+    *,
+    limits: ToolLimits = DEFAULT_LIMITS,
+    direct: bool = False,
 ) -> Iterator[MappedReader | str]:
     """A ``MappedReader`` over ``data_file`` (the one file holding ``image``'s data; the
-    image itself for a one-file format), or the reason it cannot be read that way."""
+    image itself for a one-file format), or the reason it cannot be read that way;
+    ``direct``: read with ``O_DIRECT`` where it can (the module says when)."""
     ranges = image_map(image, fmt, limits, max_bytes=MAX_MAP_BYTES)
     if ranges is None:
         yield f"QEMU maps it in more pieces than {MAX_MAP_BYTES} bytes of map describe"
@@ -158,10 +210,15 @@ def open_mapped(
         if refusal is not None:
             yield refusal
             return
-        reader = MappedReader(fd, ranges, size, data_file.name)
+        direct_fd = open_direct(data_file, fd) if direct else None
         try:
-            yield reader
+            reader = MappedReader(fd, ranges, size, data_file.name, direct_fd)
+            try:
+                yield reader
+            finally:
+                reader.close()
         finally:
-            reader.close()
+            if direct_fd is not None:
+                os.close(direct_fd)
     finally:
         os.close(fd)

@@ -14,6 +14,8 @@ Given ``data_file`` (the one file that holds an image's data), both read it in p
 driver maps the image (``qemu-img map``: which range is zeros, where each stored range is in
 the file) and vmferry reads those ranges itself (``mapped_image``); an image the map cannot
 describe that way (compressed or encrypted data) is read through ``qemu-nbd`` as before.
+``copy_with_digest(direct=True)`` reads a source in place with ``O_DIRECT`` where it can
+(``mapped_image`` says when); the read-back goes through the page cache, where the copy is.
 
 The copy reaches the disk while it is read back: ``durable`` fsyncs it (and its directory)
 in a thread meanwhile. (An fdatasync every 256 MiB during the copy, tried, made the copy
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import threading
 import time
@@ -88,16 +91,18 @@ def copy_with_digest(
     target: Path,
     *,
     data_file: Path | None = None,
+    direct: bool = False,
     limits: qemu_img.ToolLimits = qemu_img.DEFAULT_LIMITS,
     on_progress: ProgressFn | None = None,
 ) -> CopyResult:
     """Copy ``source`` into a new sparse qcow2 ``target`` and digest the source on the way;
-    ``data_file``: the one file holding its data, read in place where QEMU maps it.
+    ``data_file``: the one file holding its data, read in place where QEMU maps it (with
+    ``direct``, past the page cache where it can: a file read once that is not in it).
 
     ``target`` must not exist. When this returns it is complete and closed, and in the page
     cache; part of it may not be on disk yet (see ``durable``).
     """
-    with open_image(source, source_format, data_file, limits=limits) as reader:
+    with open_image(source, source_format, data_file, limits=limits, direct=direct) as reader:
         return copy_reader(reader, target, timeout_s=limits.timeout_s, on_progress=on_progress)
 
 
@@ -108,11 +113,13 @@ def open_image(
     data_file: Path | None,
     *,
     limits: qemu_img.ToolLimits = qemu_img.DEFAULT_LIMITS,
+    direct: bool = False,
 ) -> Iterator[BlockReader]:
-    """``image`` to read: in place from ``data_file`` where QEMU's map allows, else (or with
-    no ``data_file``) served by ``qemu-nbd``."""
+    """``image`` to read: in place from ``data_file`` where QEMU's map allows (``direct``:
+    with ``O_DIRECT`` where it can), else (or with no ``data_file``) served by ``qemu-nbd``."""
     if data_file is not None:
-        with mapped_image.open_mapped(image, fmt, data_file, limits=limits) as mapped:
+        with mapped_image.open_mapped(image, fmt, data_file, limits=limits,
+                                      direct=direct) as mapped:  # fmt: skip
             if not isinstance(mapped, str):
                 yield mapped
                 return
@@ -247,8 +254,8 @@ def _pump(
     size = reader.size
     deadline = time.monotonic() + timeout_s
     digester = DiskDigester(size)
-    free = [bytearray(read_size) for _ in range(depth)]
-    in_flight: deque[tuple[int, int, int, bytearray | None]] = deque()  # offset, length, cookie
+    free = [mmap.mmap(-1, read_size) for _ in range(depth)]  # page-aligned: O_DIRECT reads
+    in_flight: deque[tuple[int, int, int, mmap.mmap | None]] = deque()  # offset, length, cookie
     sent = 0
     last_report = 0.0
     runs = plan_runs(_extents(reader), size, read_size)

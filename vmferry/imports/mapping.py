@@ -67,6 +67,9 @@ class PlannedDisk:
     pool: str | None = None  # its pool (None: its datastore is not in --storage-map)
     source_datastore: str | None = None  # vSphere: the datastore it is on
     source_data_file: str | None = None  # the one file holding its data (SourceDisk.data_file)
+    # the source is a file this import wrote (a staged vSphere disk, virt-v2v's output): in
+    # the page cache still, read through it (the user's own disk is read past it)
+    source_written_here: bool = False
 
 
 @dataclass(frozen=True)

@@ -293,6 +293,7 @@ def _file_copier(request: ImportRequest) -> CopyFn:
         data_file = None if disk.source_data_file is None else Path(disk.source_data_file)
         return verified_copy.copy_with_digest(Path(disk.source_path), disk.source_format,
                                               part, data_file=data_file,
+                                              direct=not disk.source_written_here,
                                               limits=request.tool_limits,
                                               on_progress=progress)  # fmt: skip
 
@@ -506,7 +507,8 @@ def _fetch_staged(request: ImportRequest, plan: ImportPlan, workdir: Path, clock
         _copy_disk(request, disk, staged, False, clock, note, on_disk_progress, copy)
         note(f"disk {disk.index}: proved equal to the datastore's before the conversion")
         local.append(replace(disk, source_path=str(staged), source_format="qcow2",
-                             source_data_file=str(staged)))  # fmt: skip
+                             source_data_file=str(staged),
+                             source_written_here=True))  # fmt: skip
     return replace(plan, disks=tuple(local))
 
 
@@ -555,7 +557,13 @@ def _convert_guest(
     for finding in restored:
         note(finding.message)
     disks = [
-        replace(d, source_path=str(path), source_format="qcow2", source_data_file=str(path))
+        replace(
+            d,
+            source_path=str(path),
+            source_format="qcow2",
+            source_data_file=str(path),
+            source_written_here=True,
+        )
         for d, path in zip(plan.disks, result.disks, strict=True)
     ]
     return disks, restored
