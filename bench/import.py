@@ -2,7 +2,7 @@
 
 The input is a monolithicSparse VMDK of 8 GiB capacity holding 1 GiB of random data (in
 four 256 MiB runs spread over the disk). In one run, alternating, ``--repeat`` times each,
-the page cache dropped before each:
+the page cache dropped before each (``--settle``: see ``SETTLE_S``):
 
 - qemu-img: ``qemu-img convert -f vmdk -O qcow2 SRC DST`` into the lab's shared pool, then
   ``sync`` (convert's default cache mode is ``unsafe``: without it the copy is not on disk);
@@ -27,6 +27,7 @@ is the test harness's (tests/support/vcsim, built by ``make install``), on loopb
     sudo .venv/bin/python bench/import.py            # table on stderr, JSON on stdout
     sudo .venv/bin/python bench/import.py --json     # JSON only
     sudo .venv/bin/python bench/import.py --vsphere --repeat 3
+    sudo .venv/bin/python bench/import.py --settle 3   # every run on memory the host took back
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import contextlib
 import fcntl
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,23 +72,44 @@ def make_source(directory: Path, flat: bool = False) -> tuple[Path, int, Path | 
     return vmdk, vmdk.stat().st_blocks * 512, pair
 
 
+# Linux in a VM reports the memory it frees to its host 2 s or more after it is freed
+# (mm/page_reporting.c), and the host takes it back: a run that allocates it again pays for
+# it in system time. With ``--settle S`` each run starts S seconds after the cache was dropped
+# (every run on memory the host took back); without it (as before), a run starts right after
+# the previous one's pages were freed, and the one of the pair that allocates more page
+# cache, or starts later, pays more (docs/performance.md, Import).
+SETTLE_S = 0.0
+
+
 def _settle() -> None:
-    """Flush dirty pages and, where allowed, drop the page cache, so runs start alike."""
+    """Flush dirty pages and, where allowed, drop the page cache (then wait ``SETTLE_S``),
+    so runs start alike."""
     os.sync()
     with contextlib.suppress(OSError):
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    time.sleep(SETTLE_S)
+
+
+def _children_system_s() -> float:
+    """System time of the children waited for so far (the kernel's share of a run)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+
+
+SYSTEM_S: dict[str, list[float]] = {"qemu-img": [], "vmferry": []}
 
 
 def run_qemu_img(src: Path, pool: Path) -> tuple[float, int]:
     dst = pool / "bench-qemu-img.qcow2"
     dst.unlink(missing_ok=True)
     _settle()
+    system = _children_system_s()
     started = time.monotonic()
     subprocess.run(
         ["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", str(src), str(dst)], check=True
     )
     os.sync()  # the same durability vmferry gives before it defines the VM
     elapsed = time.monotonic() - started
+    SYSTEM_S["qemu-img"].append(_children_system_s() - system)
     written = dst.stat().st_blocks * 512
     dst.unlink()
     return elapsed, written
@@ -95,8 +118,15 @@ def run_qemu_img(src: Path, pool: Path) -> tuple[float, int]:
 Run = tuple[float, int, dict[str, int]]  # seconds, bytes written, phases (ms)
 
 
-def run_vmferry(src: Path | str, *extra: str, env: dict[str, str] | None = None) -> Run:
+def run_vmferry(
+    src: Path | str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    system: list[float] | None = None,
+) -> Run:
+    """One import; ``system``: where its system time goes."""
     _settle()
+    before = _children_system_s()
     started = time.monotonic()
     done = subprocess.run(
         [
@@ -119,6 +149,8 @@ def run_vmferry(src: Path | str, *extra: str, env: dict[str, str] | None = None)
         env=env,
     )
     elapsed = time.monotonic() - started
+    if system is not None:
+        system.append(_children_system_s() - before)
     if done.returncode != 0:
         raise SystemExit(f"vmferry import failed: {done.stderr.strip()}")
     report = json.loads(done.stdout)
@@ -181,7 +213,11 @@ def main() -> int:
     )
     parser.add_argument("--connections", type=int, default=4,
                         help="--vsphere: range requests at once")  # fmt: skip
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds between dropping the cache and each run")  # fmt: skip
     args = parser.parse_args()
+    global SETTLE_S
+    SETTLE_S = args.settle
     if os.geteuid() != 0:
         sys.exit("the benchmark needs root (it runs the lab)")
     flat_rows: dict[str, list[Run]] = {"file": [], "vsphere": []}
@@ -205,7 +241,7 @@ def main() -> int:
             for _ in range(args.repeat):
                 t, q_bytes = run_qemu_img(src, pool)
                 q_times.append(t)
-                t, v_bytes, ph = run_vmferry(src)
+                t, v_bytes, ph = run_vmferry(src, system=SYSTEM_S["vmferry"])
                 v_times.append(t)
                 phases.append(ph)
                 if pair is not None and vsphere is not None:
@@ -229,15 +265,18 @@ def main() -> int:
             "seconds": round(q, 2),
             "runs": [round(x, 2) for x in q_times],
             "bytes_written": q_bytes,
+            "system_s": [round(x, 2) for x in SYSTEM_S["qemu-img"]],
         },
         "vmferry": {
             "seconds": round(v, 2),
             "runs": [round(x, 2) for x in v_times],
             "bytes_written": v_bytes,
+            "system_s": [round(x, 2) for x in SYSTEM_S["vmferry"]],
             "phases_ms": phases,
             "median_phases_ms": median_phases,
             "rest_ms": rest,
         },
+        "settle_s": args.settle,
         "time_ratio": round(v / q, 2),
         "bytes_ratio": round(v_bytes / allocated, 3),
     }
@@ -272,6 +311,9 @@ def main() -> int:
             f"the rest {statistics.median(rest):.0f} ms",
             file=sys.stderr,
         )
+        print("system time, median s: " + ", ".join(
+            f"{name} {statistics.median(runs):.2f}" for name, runs in SYSTEM_S.items()
+        ) + f"; settle {SETTLE_S:g} s", file=sys.stderr)  # fmt: skip
         if args.vsphere:
             for row in ("flat_file", "flat_vsphere"):
                 got = result[row]
