@@ -174,8 +174,8 @@ def _aligned(*values: int) -> bool:
 
 def open_direct(path: Path, fd: int) -> int | None:
     """``path`` (open as ``fd``) opened again with ``O_DIRECT``; None where its filesystem
-    is not on a block device (NFS, tmpfs, FUSE: the page cache is theirs to manage) or
-    refuses ``O_DIRECT``."""
+    is not on a block device of its own (NFS, tmpfs, FUSE, and btrfs, whose devices are
+    anonymous: the page cache stays theirs to manage) or refuses ``O_DIRECT``."""
     if os.major(os.fstat(fd).st_dev) == 0:
         return None
     try:
