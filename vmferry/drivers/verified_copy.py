@@ -24,7 +24,8 @@ of the benchmark's disk slower, 3.6-4.0 s against 1.9-2.8 s, and the whole no fa
 Reads are 512 KiB, four in flight: larger requests made qemu-nbd slower here (1 GiB of a
 raw file from the page cache in 1.0-1.3 s with 2-4 MiB requests, 0.5 s with 512 KiB). The
 reader works on the next reads while this thread writes: qemu-nbd in its own process (this
-thread then hashes), or the in-place reader's thread, which hashes what it read too.
+thread then hashes), or the in-place reader's thread (four when it reads past the page
+cache, one read each), which hashes what it read too.
 """
 
 from __future__ import annotations
