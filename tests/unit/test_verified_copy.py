@@ -276,9 +276,9 @@ def test_a_connection_that_meets_qemu_nbd_exiting_says_why_it_exited(
         pass
 
 
-@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("read", ["qemu-nbd", "in place", "direct"])
 def test_an_interrupted_copy_leaves_no_qemu_nbd_and_no_reading_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_place: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read: str
 ) -> None:
     raw = tmp_path / "disk.raw"
     _raw(raw)
@@ -289,7 +289,8 @@ def test_an_interrupted_copy_leaves_no_qemu_nbd_and_no_reading_thread(
     monkeypatch.setattr(verified_copy, "PROGRESS_EVERY_S", 0.0)
     with pytest.raises(KeyboardInterrupt):
         verified_copy.copy_with_digest(raw, "raw", tmp_path / "c.qcow2", on_progress=interrupt,
-                                       data_file=raw if in_place else None)  # fmt: skip
+                                       data_file=None if read == "qemu-nbd" else raw,
+                                       direct=read == "direct")  # fmt: skip
     children = subprocess.run(["pgrep", "-P", str(os.getpid()), "qemu-nbd"],
                               capture_output=True, text=True, check=False)  # fmt: skip
     assert children.stdout == ""
