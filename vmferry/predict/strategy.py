@@ -67,6 +67,17 @@ def warm_downtime_ms(prediction: Prediction) -> int:
     return round(cal.setup_ms + inputs.nonzero_bytes * cal.bytes_factor / rate * 1000)
 
 
+def move_prediction(prediction: Prediction, strategy: str) -> Prediction:
+    """The move ``strategy`` makes, as the model sees it: a live move allowed post-copy
+    switches at the policy's first judgment when pre-copy would need escalating
+    (:func:`vmferry.engine.convergence.decide`), so its total is the first pass and then
+    what the guest dirtied during it, sent once (:func:`with_early_postcopy`); every other
+    move keeps the pre-copy prediction."""
+    if strategy == MoveStrategy.POSTCOPY and policy_would_escalate(prediction):
+        return with_early_postcopy(prediction)
+    return prediction
+
+
 def choose_strategy(
     prediction: Prediction,
     max_downtime_ms: int | None,

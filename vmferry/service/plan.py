@@ -54,6 +54,7 @@ from vmferry.predict.strategy import (
     cold_downtime,
     copy_rate,
     incremental_stop,
+    move_prediction,
     warm_downtime_ms,
 )
 from vmferry.service.auto_strategy import disks_to_copy
@@ -262,11 +263,15 @@ def create_plan(
             link_bytes_s=estimate.rate_bps / 8,
             downtime_limit_ms=estimate.max_downtime_ms,
         )
-        predictions[estimate.vm] = predict_model(inputs, calibration)
+        p = predictions[estimate.vm] = predict_model(inputs, calibration)
         disks_s = 0.0  # disks only its source sees: every move copies them too
         if found.local is not None:
-            disks_s = found.local.load.allocated_bytes / copy_rate(predictions[estimate.vm])
-        return predictions[estimate.vm].total_time_ms / 1000 + disks_s + overhead
+            disks_s = found.local.load.allocated_bytes / copy_rate(p)
+        entry = entries[estimate.vm]
+        strategy = _strategy(entry.strategy or spec.defaults.strategy, p,
+                             estimate.max_downtime_ms, None, found.disks, found.local,
+                             found.off)[0]  # fmt: skip
+        return move_prediction(p, strategy).total_time_ms / 1000 + disks_s + overhead
 
     schedule = plan(spec, method=method, time_limit_s=time_limit_s, predict=predictor)
     placed = {} if assess is None else _assess_placed(spec, schedule, measured, assess)
@@ -369,6 +374,9 @@ def _item(
     )
     if copy_storage:  # the run moves it live with --copy-storage (vmferry.service.plan_run)
         detail["copy_storage"] = True
+    moved = move_prediction(prediction, strategy)
+    if moved.total_time_ms != prediction.total_time_ms:  # what the schedule counted for it
+        detail["postcopy_total_time_ms"] = moved.total_time_ms
     return PlanItem(
         vm=m.vm,
         wave=m.wave,

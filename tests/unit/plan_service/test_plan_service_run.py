@@ -120,6 +120,29 @@ def test_create_predicts_measured_vms_and_explains_each_strategy(
     assert [i.order for i in record.items] == [0, 1, 2]
 
 
+def test_a_vm_moved_with_post_copy_is_scheduled_for_the_post_copy_move(
+    store: Store, tmp_path: Path
+) -> None:
+    """At 20 MiB/s against its share of the link, pre-copy converges only throttled (the
+    model: about 49 s); auto moves it with post-copy after the first pass, and the schedule
+    counts that move's time, not the throttled pre-copy's."""
+
+    def measure(spec: PlanSpec, _store: Store) -> tuple[dict[str, Measured], dict[str, str]]:
+        measured, skipped = fake_measure(spec, _store)
+        busy = replace(measured["busy"].inputs, dirty_rate_bytes_s=20 * MIB)
+        return {**measured, "busy": replace(measured["busy"], inputs=busy)}, skipped
+
+    record = create_plan(plan_path(tmp_path), store=store, measure=measure)
+    busy = next(i for i in record.items if i.vm == "busy")
+    assert busy.strategy == "postcopy"
+    assert busy.strategy_reason.startswith("pre-copy converges only with its guest throttled")
+    postcopy_ms = busy.prediction["postcopy_total_time_ms"]
+    assert postcopy_ms < busy.prediction["total_time_ms"] / 2
+    assert busy.predicted_s == pytest.approx(postcopy_ms / 1000 + DEFAULT_OVERHEAD_S, abs=1)
+    idle = next(i for i in record.items if i.vm == "idle")  # a pre-copy move: as before
+    assert "postcopy_total_time_ms" not in idle.prediction
+
+
 def test_warm_or_cold_in_the_plan_file_is_kept_with_its_reason(
     store: Store, tmp_path: Path
 ) -> None:

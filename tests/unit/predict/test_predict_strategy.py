@@ -12,7 +12,12 @@ from vmferry.predict.model import (
     with_early_postcopy,
 )
 from vmferry.predict.rightsize import recommend
-from vmferry.predict.strategy import MoveStrategy, choose_strategy, warm_downtime_ms
+from vmferry.predict.strategy import (
+    MoveStrategy,
+    choose_strategy,
+    move_prediction,
+    warm_downtime_ms,
+)
 
 MIB = 2**20
 LINK = 50_000_000.0
@@ -173,3 +178,14 @@ def test_a_well_sized_vm_is_neither() -> None:
     r = recommend(2, 2048 * MIB, [0.5] * 10, [1400 * MIB] * 10)
     assert not r.oversized and not r.overutilised
     assert "about right" in r.reason
+
+
+def test_the_move_a_strategy_makes_switches_to_post_copy_only_where_the_policy_would() -> None:
+    throttled = prediction(0.7)  # converges only after passes longer than the first
+    assert throttled.converges
+    early = move_prediction(throttled, MoveStrategy.POSTCOPY)
+    assert early == with_early_postcopy(throttled)
+    assert early.total_time_ms < throttled.total_time_ms
+    assert move_prediction(throttled, MoveStrategy.LIVE) is throttled
+    quiet = prediction(0.1)  # pre-copy converges at once: post-copy is never switched to
+    assert move_prediction(quiet, MoveStrategy.POSTCOPY) is quiet
