@@ -4,9 +4,10 @@ show it (predicted against actual), and stop it. `plan run|resume` is
 
 ``create_plan`` reads the plan file, measures every VM that has no ``predicted_s`` and runs
 on its source (a registered host) the way `vmferry predict` does, lets the planner
-(:func:`vmferry.plan.plan`) use the pre-copy model for those VMs' durations, chooses the
-strategy per VM (:func:`vmferry.predict.strategy.choose_strategy`, with the reason), and
-stores the plan with one item per VM.
+(:func:`vmferry.plan.plan`) use the pre-copy model for those VMs' durations (the post-copy
+move's where the plan moves a VM with post-copy: :func:`vmferry.predict.strategy.move_prediction`),
+chooses the strategy per VM (:func:`vmferry.predict.strategy.choose_strategy`, with the
+reason), and stores the plan with one item per VM.
 
 Every strategy runs: live and postcopy through the live engine, warm and cold through
 :mod:`vmferry.engine.offline`; the item's reason says why it was chosen.
