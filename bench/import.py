@@ -98,18 +98,19 @@ def _children_system_s() -> float:
 SYSTEM_S: dict[str, list[float]] = {"qemu-img": [], "vmferry": []}
 
 
-def run_qemu_img(src: Path, pool: Path) -> tuple[float, int]:
+def run_qemu_img(src: Path, pool: Path, system: list[float]) -> tuple[float, int]:
+    """One convert + sync; its system time appended to ``system``."""
     dst = pool / "bench-qemu-img.qcow2"
     dst.unlink(missing_ok=True)
     _settle()
-    system = _children_system_s()
+    before = _children_system_s()
     started = time.monotonic()
     subprocess.run(
         ["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", str(src), str(dst)], check=True
     )
     os.sync()  # the same durability vmferry gives before it defines the VM
     elapsed = time.monotonic() - started
-    SYSTEM_S["qemu-img"].append(_children_system_s() - system)
+    system.append(_children_system_s() - before)
     written = dst.stat().st_blocks * 512
     dst.unlink()
     return elapsed, written
@@ -239,7 +240,7 @@ def main() -> int:
             q_bytes = v_bytes = 0
             phases: list[dict[str, int]] = []
             for _ in range(args.repeat):
-                t, q_bytes = run_qemu_img(src, pool)
+                t, q_bytes = run_qemu_img(src, pool, SYSTEM_S["qemu-img"])
                 q_times.append(t)
                 t, v_bytes, ph = run_vmferry(src, system=SYSTEM_S["vmferry"])
                 v_times.append(t)

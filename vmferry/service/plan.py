@@ -268,10 +268,8 @@ def create_plan(
         disks_s = 0.0  # disks only its source sees: every move copies them too
         if found.local is not None:
             disks_s = found.local.load.allocated_bytes / copy_rate(p)
-        entry = entries[estimate.vm]
-        strategy = _strategy(entry.strategy or spec.defaults.strategy, p,
-                             estimate.max_downtime_ms, None, found.disks, found.local,
-                             found.off)[0]  # fmt: skip
+        strategy = _strategy(estimate.strategy, p, estimate.max_downtime_ms, None,
+                             found.disks, found.local, found.off)[0]  # fmt: skip
         return move_prediction(p, strategy).total_time_ms / 1000 + disks_s + overhead
 
     schedule = plan(spec, method=method, time_limit_s=time_limit_s, predict=predictor)
