@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from vmferry.drivers.libvirt_host import (
@@ -327,3 +328,49 @@ def test_shared_connections_keep_one_connection_per_uri_for_the_block() -> None:
     assert kept._conn is None  # the handle let it go; the block closed the connection
     with LibvirtHost.connect("t", CUSTOM_URI) as host:  # outside the block: a new one
         assert names() == before
+
+
+class LockedDom:
+    """A domain libvirt holds for an incoming migration: what needs no lock answers,
+    reading its XML times out (as libvirt 11.3.0's did for 30 s on a split VM's copy)."""
+
+    def __init__(self, state: tuple[int, int]) -> None:
+        self.state_, self.xml_asked = state, 0
+
+    def name(self) -> str:
+        return "split1"
+
+    def state(self, _flags: int) -> tuple[int, int]:
+        return self.state_
+
+    def isPersistent(self) -> int:
+        return 1
+
+    def info(self) -> list[int]:
+        return [self.state_[0], 524288, 524288, 1, 2630000000]
+
+    def UUIDString(self) -> str:
+        return "6695eb01-f6a4-8304-79aa-97f2502e1940"
+
+    def XMLDesc(self, _flags: int) -> str:
+        self.xml_asked += 1
+        exc = libvirt.libvirtError("cannot acquire state change lock")
+        exc.err = (libvirt.VIR_ERR_OPERATION_TIMEOUT, 10, "Timed out during operation", 2)
+        raise exc
+
+
+def test_a_vm_held_for_an_incoming_migration_is_listed_without_its_devices(
+    default_host: LibvirtHost,
+) -> None:
+    postcopy_failed = LockedDom((libvirt.VIR_DOMAIN_RUNNING,
+                                 libvirt.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED))  # fmt: skip
+    record = default_host._record(postcopy_failed)
+    assert postcopy_failed.xml_asked == 0  # known to be held: not waited for
+    assert (record.host, record.state, record.persistent) == ("default", VmState.RUNNING, True)
+    spec = record.spec
+    assert (spec.name, spec.vcpus, spec.memory_bytes) == ("split1", 1, 512 * MiB)
+    assert (record.spec.disks, record.spec.nics) == ((), ())
+    incoming = LockedDom((libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION))
+    record = default_host._record(incoming)
+    assert incoming.xml_asked == 1 and record.state is VmState.PAUSED  # waited, then this
+    assert record.spec.uuid == "6695eb01-f6a4-8304-79aa-97f2502e1940"

@@ -39,7 +39,7 @@ from vmferry.errors import (
     NotFoundError,
     VmferryError,
 )
-from vmferry.model import Disk, HostInfo, VmRecord, VmState
+from vmferry.model import Disk, HostInfo, VmRecord, VmSpec, VmState
 
 __all__ = ["LibvirtHost", "shared_connections"]
 
@@ -57,6 +57,15 @@ _STATES: dict[int, VmState] = {
     libvirt.VIR_DOMAIN_CRASHED: VmState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: VmState.SUSPENDED,
 }
+
+# The destination's copy of a VM in post-copy, running on its pages as they arrive or split
+# after the move broke off: libvirt's incoming migration job holds the VM, and reading its
+# XML waits 30 s for that lock, then fails (libvirt 11.3.0, seen in the lab). Its name,
+# state, vCPUs and memory need no lock.
+_LOCKED_FOR_MIGRATION = frozenset({
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY),
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED),
+})  # fmt: skip
 
 _NOT_FOUND_CODES = frozenset(
     {
@@ -470,7 +479,10 @@ class LibvirtHost:
     # -- VMs ----------------------------------------------------------------------------
 
     def list_vms(self) -> list[VmRecord]:
-        """Every VM on the host, persistent or transient, running or not, sorted by name."""
+        """Every VM on the host, persistent or transient, running or not, sorted by name.
+
+        A VM libvirt holds for an incoming migration is listed with what needs no lock (its
+        name, state, vCPUs and memory) and no devices: see :data:`_LOCKED_FOR_MIGRATION`."""
         try:
             domains = self._c.listAllDomains(0)
         except libvirt.libvirtError as exc:
@@ -610,10 +622,17 @@ class LibvirtHost:
     def _record(self, dom: Any) -> VmRecord:
         try:
             name = str(dom.name())
-            state, _reason = dom.state(0)
+            state, reason = dom.state(0)
             persistent = bool(dom.isPersistent())
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, "reading a VM") from exc
+        if (state, reason) in _LOCKED_FOR_MIGRATION:
+            return self._unlocked_record(dom, name, int(state), persistent)
+        try:
             xml = str(dom.XMLDesc(0))
         except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_TIMEOUT:  # another job's lock
+                return self._unlocked_record(dom, name, int(state), persistent)
             raise self._error(exc, "reading a VM") from exc
         try:
             spec = parse_domain_xml(xml)
@@ -632,6 +651,16 @@ class LibvirtHost:
             persistent=persistent,
             spec=replace(spec, disks=disks),
         )
+
+    def _unlocked_record(self, dom: Any, name: str, state: int, persistent: bool) -> VmRecord:
+        """What libvirt tells of a VM without its lock: no devices."""
+        try:
+            _state, _max_kib, memory_kib, vcpus, _cpu_ns = dom.info()
+            uuid = str(dom.UUIDString())
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, "reading a VM") from exc
+        spec = VmSpec(name, uuid, int(vcpus), int(memory_kib) * 1024)
+        return VmRecord(self.name, _STATES.get(state, VmState.NO_STATE), persistent, spec)
 
     def _sized(self, dom: Any, active: bool, disk: Disk) -> Disk:
         """``disk`` with capacity and allocation filled in when libvirt can tell them.
