@@ -6,7 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from vmferry.assess.stream_features import FINDING_ID, choose_stream, feature_findings, validate
+from vmferry.assess.stream_features import (
+    FINDING_ID,
+    RESUME_FINDING_ID,
+    choose_stream,
+    feature_findings,
+    validate,
+)
 from vmferry.errors import BadInputError
 from vmferry.model import HostInfo, Severity
 from vmferry.model.migration import Compression, MigrationOptions, Strategy
@@ -126,7 +132,7 @@ def test_the_choice_lands_in_the_options_unless_none_was_made() -> None:
 def test_post_copy_beside_channels_is_a_blocker_where_qemu_refuses_it() -> None:
     """Measured on QEMU 10.0.2: migrate-set-capabilities refused post-copy with multifd
     ("Postcopy is not yet compatible with multifd"); a later QEMU is not judged here."""
-    modern = replace(MODERN, name="kvm1"), MODERN
+    modern = replace(MODERN, name="kvm1"), replace(MODERN, libvirt_version="11.5.0")
     [finding] = feature_findings(4, Compression.ZSTD, *modern, postcopy=True)
     assert (finding.id, finding.severity) == (FINDING_ID, Severity.BLOCKER)
     assert finding.message == (
@@ -136,5 +142,24 @@ def test_post_copy_beside_channels_is_a_blocker_where_qemu_refuses_it() -> None:
     assert "drop --parallel" in finding.remediation
     assert feature_findings(4, Compression.ZSTD, *modern) == []  # pre-copy only: fine
     assert feature_findings(0, Compression.NONE, *modern, postcopy=True) == []  # one stream
-    newer = replace(MODERN, name="kvm1", hypervisor_version="10.1.0")
+    newer = replace(modern[1], hypervisor_version="10.1.0")
     assert feature_findings(4, Compression.NONE, newer, newer, postcopy=True) == []
+
+
+def test_a_move_that_may_switch_to_post_copy_is_warned_where_a_resume_would_crash() -> None:
+    """libvirt 11.3.0's destination daemon crashes on a post-copy resume (measured:
+    bench/postcopy_resume.py): a move that may switch to post-copy into it gets a warning,
+    which blocks nothing; a pre-copy move, or another destination libvirt, gets none."""
+    source = replace(MODERN, name="kvm1")
+    [warning] = feature_findings(0, Compression.NONE, source, MODERN, postcopy=True)
+    assert (warning.id, warning.severity) == (RESUME_FINDING_ID, Severity.WARNING)
+    assert warning.message.startswith(
+        "a post-copy move that breaks off cannot be resumed here: libvirt 11.3.0 on kvm2 "
+        "crashes on the post-copy resume;"
+    ), warning.message
+    assert "--strategy live" in warning.remediation
+    assert feature_findings(0, Compression.NONE, source, MODERN) == []
+    assert feature_findings(0, Compression.NONE, MODERN, STOCK, postcopy=True) == []
+    # the crash is the destination's: an 11.3.0 source into another libvirt is not warned
+    other = replace(MODERN, libvirt_version="11.5.0")
+    assert feature_findings(0, Compression.NONE, source, other, postcopy=True) == []
