@@ -383,3 +383,14 @@ def test_an_abort_that_does_not_end_closes_the_links_once_after_the_grace() -> N
     stuck.check(failing, event)  # type: ignore[arg-type]
     assert failing.yanks == 1 and [k for k, _ in events] == ["note"]
     assert "could not be closed: libvirt did not answer" in events[0][1]
+
+
+def test_a_split_vm_is_never_destroyed_and_is_said_to_be_split() -> None:
+    """A post-copy move that broke off: even were the source said to run, the copy on the
+    destination holds pages the source no longer has, so nothing is destroyed."""
+    for state in (VmState.PAUSED, VmState.RUNNING):
+        src = FakeHost("kvm1", [record("kvm1", state)])
+        dst = FakeHost("kvm2", [record("kvm2", VmState.PAUSED)])
+        v = live._verify(src, dst, "g", False, REPORT, False, split=True)  # type: ignore[arg-type]
+        assert dst.destroyed == [] and src.destroyed == []
+        assert v.problems == ("g is split between kvm1 and kvm2 (post-copy broke off)",)

@@ -230,3 +230,78 @@ def test_an_incoming_migration_counts_as_a_job_in_progress() -> None:
             raise err
 
     assert _job_active(Incoming()) is True
+
+
+SPLIT_SOURCE = DomainView(exists=True, paused=True, persistent=True, job_active=True,
+                          postcopy_failed=True)  # fmt: skip
+SPLIT_DESTINATION = DomainView(exists=True, running=True, persistent=True, job_active=True,
+                               postcopy_failed=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("source", "destination"),
+    [
+        (SPLIT_SOURCE, SPLIT_DESTINATION),
+        (SPLIT_SOURCE, None),  # the destination did not answer: the source says enough
+        (None, SPLIT_DESTINATION),
+        (SPLIT_SOURCE, RUN_JOB),
+    ],
+)
+def test_a_post_copy_that_broke_off_ends_failed_as_split_touching_nothing(
+    source: DomainView | None, destination: DomainView | None
+) -> None:
+    """Interrupted after the switch to post-copy, then the move broke off: libvirt keeps
+    its job on both hosts for a resume, so "wait" would wait for ever; neither copy can run
+    alone, so nothing is destroyed or undefined."""
+    decision = decide(JOB, False, source, destination)
+    assert (decision.action, decision.status) == ("split", JobStatus.FAILED)
+    assert not decision.destroys_orphan and not decision.undefines_source
+    assert decision.reason.startswith(
+        "vmferry was interrupted; post-copy broke off: web1's memory is split between kvm1 and kvm2"
+    ), decision.reason
+    assert "where kvm2's libvirt does not crash on it (libvirt 11.3.0 does)" in decision.reason
+    assert decide(JOB, True, source, destination).action == "leave"  # its owner still runs
+
+
+def test_describe_says_a_post_copy_broke_off() -> None:
+    assert describe(SPLIT_SOURCE) == "paused, post-copy broke off"
+    assert describe(SPLIT_DESTINATION) == "running, post-copy broke off"
+
+
+@pytest.mark.parametrize(
+    ("state", "split"),
+    [
+        (("RUNNING", "RUNNING_POSTCOPY_FAILED"), True),  # the destination's copy
+        (("PAUSED", "PAUSED_POSTCOPY_FAILED"), True),  # the source's
+        (("RUNNING", "RUNNING_POSTCOPY"), False),  # post-copy still under way
+        (("PAUSED", "PAUSED_MIGRATION"), False),
+    ],
+)
+def test_the_domain_view_reads_a_post_copy_that_broke_off_from_the_state_reason(
+    state: tuple[str, str], split: bool
+) -> None:
+    import libvirt
+
+    from vmferry.drivers.libvirt_domains import domain_view
+
+    class Dom:
+        def state(self, _flags: int) -> tuple[int, int]:
+            return getattr(libvirt, f"VIR_DOMAIN_{state[0]}"), getattr(
+                libvirt, f"VIR_DOMAIN_{state[1]}")  # fmt: skip
+
+        def isPersistent(self) -> int:
+            return 1
+
+        def isActive(self) -> int:
+            return 1
+
+        def jobInfo(self) -> list[int]:
+            return [libvirt.VIR_DOMAIN_JOB_UNBOUNDED, *[0] * 11]
+
+    class Host:
+        def _lookup(self, _name: str) -> Dom:
+            return Dom()
+
+    seen = domain_view(Host(), "web1")  # type: ignore[arg-type]
+    assert seen.postcopy_failed is split
+    assert seen.job_active and seen.exists

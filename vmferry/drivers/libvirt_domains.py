@@ -19,6 +19,10 @@ __all__ = ["destroy_domain", "domain_view"]
 
 _RUNNING = frozenset({libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED})
 _PAUSED = frozenset({libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED})
+_POSTCOPY_FAILED = frozenset({
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED),  # the source
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED),  # the destination
+})  # fmt: skip
 
 
 def domain_view(host: LibvirtHost, name: str) -> DomainView:
@@ -31,7 +35,7 @@ def domain_view(host: LibvirtHost, name: str) -> DomainView:
     except NotFoundError:
         return ABSENT
     try:
-        state, _reason = dom.state(0)
+        state, reason = dom.state(0)
         persistent = bool(dom.isPersistent())
         active = bool(dom.isActive())
         job_active = active and _job_active(dom)
@@ -45,6 +49,7 @@ def domain_view(host: LibvirtHost, name: str) -> DomainView:
         paused=active and int(state) in _PAUSED,
         persistent=persistent,
         job_active=job_active,
+        postcopy_failed=active and (int(state), int(reason)) in _POSTCOPY_FAILED,
     )
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
+from vmferry.assess.stream_features import postcopy_resume_crashes
 from vmferry.drivers.domain_edit import with_disk_files
 from vmferry.drivers.libvirt_domains import domain_view
 from vmferry.drivers.libvirt_events import PauseWatch
@@ -33,9 +34,10 @@ from vmferry.engine.convergence import (
     initial_state,
     throttle_parameters,
 )
+from vmferry.engine.postcopy import StallWatch, split_reason, stall_warning
 from vmferry.engine.recorder import JobRecorder
 from vmferry.errors import HostUnreachableError, NotFoundError, VmferryError
-from vmferry.model import Disk, Host, VmRecord, VmState
+from vmferry.model import Disk, Host, HostInfo, VmRecord, VmState
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import (
     DiskCopy,
@@ -187,6 +189,7 @@ def _drive(
         migration = RunningMigration(src, _with_dest_xml(src, plan.request))
         pause = _watch_pause(plan, event)
         stuck = _StuckAbort(plan.destination.name)
+        stalls = StallWatch(plan.source.name, plan.destination.name, config.stall_timeout_s)
         downtime_set = False
         try:  # from here on Ctrl-C aborts, and the job always ends recorded
             witness.start()
@@ -216,6 +219,8 @@ def _drive(
                     if _worth_recording(sample, samples[:-1], recorded_at):
                         recorded_at = time.monotonic()
                         record.event("progress", _describe_sample(sample), _sample_data(sample))
+                    if migration.in_postcopy and (stall := stalls.observe(samples)):
+                        event("status", stall[0], stalled_s=round(stall[1], 1))
                     decision = decide(samples, state, config)
                     state = decision.state
                     for escalation in decision.escalations:
@@ -271,8 +276,17 @@ def _drive(
                   f"{paused.qemu_pause_ms} ms by QEMU's", pause_ms=paused.pause_ms,
                   qemu_pause_ms=paused.qemu_pause_ms, qemu_stop_at=paused.qemu_stop_at,
                   qemu_resume_at=paused.qemu_resume_at)  # fmt: skip
-        report = witness.finish(moved, running=moved or _source_may_run(src, plan.vm))
-        verification = _verify(src, dst, plan.vm, moved, report, plan.options.require_verification)
+        # after the switch to post-copy a failed move leaves the VM split unless libvirt
+        # resumed it on its source (a failure before the switchover)
+        split = not moved and migration.in_postcopy and not _source_runs(src, plan.vm)
+        report = witness.finish(
+            moved, running=moved or (not split and _source_may_run(src, plan.vm))
+        )
+        verification = _verify(src, dst, plan.vm, moved, report,
+                               plan.options.require_verification, split=split)  # fmt: skip
+        if migration.in_postcopy and (warning := stall_warning(stalls, samples)):
+            verification = replace(verification, warnings=(*verification.warnings, warning))
+        split_said = _split_reason(dst, plan, migration.error) if split else None
         if not moved and verification.problems:
             event("note", "after the failed migration: " + "; ".join(verification.problems))
         disks: tuple[DiskCopy, ...] = ()
@@ -288,7 +302,10 @@ def _drive(
                                        problems=(*verification.problems, *failed))  # fmt: skip
             if plan.options.delete_source_disks and verification.passed:
                 disks = _remove_source_copies(src, plan, disks, event)
-        if not moved and fresh:
+        if split and fresh:  # they hold what the guest wrote on the destination
+            event("note", f"the disk copies on {plan.destination.name} are kept "
+                  f"({', '.join(fresh.values())}): {plan.vm} is split")  # fmt: skip
+        elif not moved and fresh:
             _remove_partial_copies(dst, plan, fresh, event)
     if moved and verification.passed:
         status, reason = JobStatus.COMPLETED, None
@@ -300,6 +317,8 @@ def _drive(
         reason = stop_reason or migration.error or "the migration failed"
         if stop_reason and migration.error and not cancelled:
             reason = f"{stop_reason} ({migration.error})"
+        if split_said is not None:
+            reason = split_said
         if source_died(plan.source.name) in verification.problems:
             reason = (f"the VM died on its source {plan.source.name} during the move; vmferry "
                       f"started it nowhere ({reason})")  # fmt: skip
@@ -637,10 +656,23 @@ def _remove_source_copies(
     return tuple(done)
 
 
-def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
-            report: WitnessReport, require: bool) -> Verification:  # fmt: skip
+def _split_reason(dst: LibvirtHost, plan: LivePlan, error: str | None) -> str:
+    """:func:`~vmferry.engine.postcopy.split_reason` with the destination's libvirt version
+    (unknown when the destination does not answer)."""
+    try:
+        there: HostInfo | None = dst.info()
+    except VmferryError:
+        there = None
+    return split_reason(plan.vm, plan.source.name, plan.destination.name, error,
+                        there.libvirt_version if there is not None else None,
+                        there is not None and postcopy_resume_crashes(there))  # fmt: skip
+
+
+def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool, report: WitnessReport,
+            require: bool, *, split: bool = False) -> Verification:  # fmt: skip
     """Where is the VM now? Never leave two running copies (an orphan incoming domain on
-    the destination is destroyed when the source copy is running).
+    the destination is destroyed when the source copy is running), and never destroy a
+    copy of a VM ``split`` by a post-copy move that broke off.
 
     A host whose connection broke during the migration (its libvirtd died or restarted)
     is asked once more on a new connection; if it still does not answer, that is one of
@@ -651,7 +683,8 @@ def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
         dst_answered, on_dst = _look(dst, vm, stack, problems)
         src_running = on_src is not None and on_src.state is VmState.RUNNING
         active_on_dst = on_dst is not None and on_dst.state is not VmState.SHUT_OFF
-        if not moved and src_running and dst_answered is not None and active_on_dst:
+        if (not moved and not split and src_running and dst_answered is not None
+                and active_on_dst):  # fmt: skip
             try:
                 dst_answered.destroy(vm)  # the incoming copy of a failed migration
                 on_dst = None
@@ -664,6 +697,8 @@ def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool,
             problems.append(f"not running on {dst.name}")
         if src_answered is not None and on_src is not None:
             problems.append(f"still defined on {src.name}")
+    elif split:
+        problems.append(f"{vm} is split between {src.name} and {dst.name} (post-copy broke off)")
     elif src_answered is not None and not src_running:
         problems.append(source_died(src.name))
     return verification(
@@ -682,6 +717,13 @@ def _source_may_run(src: LibvirtHost, vm: str) -> bool:
     with contextlib.ExitStack() as stack:
         answered, record = _look(src, vm, stack, [])
     return answered is None or (record is not None and record.state is VmState.RUNNING)
+
+
+def _source_runs(src: LibvirtHost, vm: str) -> bool:
+    """The source answers that ``vm`` runs there."""
+    with contextlib.ExitStack() as stack:
+        answered, record = _look(src, vm, stack, [])
+    return answered is not None and record is not None and record.state is VmState.RUNNING
 
 
 def _look(host: LibvirtHost, vm: str, stack: contextlib.ExitStack,

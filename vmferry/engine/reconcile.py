@@ -20,6 +20,10 @@ and what each host reports about the VM; :func:`decide` turns that into one acti
 ``fail-destroy-orphan``
     the source runs the VM and the destination holds a paused or running incoming copy:
     destroy that copy (so there are never two running copies), then as ``fail``.
+``split``
+    a host says a post-copy migration of the VM broke off: its memory is split between the
+    two hosts and neither copy can run alone; touch nothing, say what recovers it, and end
+    the job ``failed``.
 ``unknown``
     no host that answered runs the VM, or a host needed to tell did not answer: touch
     nothing and say so.
@@ -34,13 +38,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from vmferry.engine.postcopy import split_reason
 from vmferry.model.domain_view import ABSENT, DomainView
 from vmferry.model.migration import Job, JobStatus
 
 __all__ = ["ABSENT", "Action", "Decision", "DomainView", "decide", "describe"]
 
 Action = Literal["leave", "wait", "complete", "complete-undefine-source", "fail",
-                 "fail-destroy-orphan", "unknown"]  # fmt: skip
+                 "fail-destroy-orphan", "split", "unknown"]  # fmt: skip
 
 INTERRUPTED = "vmferry was interrupted; "
 
@@ -73,7 +78,9 @@ def describe(view: DomainView | None) -> str:
     if not view.exists:
         return "absent"
     state = "running" if view.running else "paused" if view.paused else "shut off"
-    if view.job_active:
+    if view.postcopy_failed:
+        state += ", post-copy broke off"
+    elif view.job_active:
         state += ", migrating"
     return state if view.persistent or not view.active else f"{state}, transient"
 
@@ -98,6 +105,9 @@ def decide(
         return Decision(
             "leave", f"the vmferry process driving it (pid {job.owner_pid}) is still running"
         )
+    if any(view is not None and view.postcopy_failed for view in (source, destination)):
+        return Decision("split", INTERRUPTED + split_reason(vm, src, dst, None, None, None),
+                        JobStatus.FAILED)  # fmt: skip
     migrating = [
         name
         for name, view in ((src, source), (dst, destination))

@@ -10,7 +10,9 @@ class DomainView:
     """What one host reports about the VM's domain.
 
     ``running`` and ``paused`` are exclusive (both false: shut off, crashed or absent);
-    ``job_active`` is true while libvirt runs a job on the domain (a migration, in or out).
+    ``job_active`` is true while libvirt runs a job on the domain (a migration, in or out);
+    ``postcopy_failed`` when libvirt says a post-copy migration of it broke off (the VM is
+    split between the two hosts; libvirt keeps the job for a resume).
     """
 
     exists: bool
@@ -18,6 +20,7 @@ class DomainView:
     paused: bool = False
     persistent: bool = False
     job_active: bool = False
+    postcopy_failed: bool = False
 
     @property
     def active(self) -> bool:
