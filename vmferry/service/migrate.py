@@ -15,7 +15,7 @@ from vmferry.drivers.qemu_monitor import measure_dirty_rate, set_vcpu_cap, vcpu_
 from vmferry.engine.convergence import plan_vcpu_cap
 from vmferry.engine.live import LivePlan, NoteFn, ProgressFn, policy_config, run_live_migration
 from vmferry.errors import BadInputError, BlockedError, VmferryError
-from vmferry.model import Host, VmSpec
+from vmferry.model import Host, Severity, VmSpec
 from vmferry.model.hook import Hook
 from vmferry.model.jsonable import to_jsonable
 from vmferry.model.migration import (
@@ -168,6 +168,10 @@ def _migrate(
     store.add_event(job.id, "checks", f"pre-flight: {len(report.findings)} findings, "
                     f"{'blocked' if report.blocked else 'clear'}",
                     {"findings": to_jsonable(list(report.findings))})  # fmt: skip
+    if not report.blocked:  # a blocked move says its blockers in its reason
+        for finding in report.findings:
+            if finding.severity is Severity.WARNING:
+                note(f"pre-flight warning: {finding.message}")
     if report.blocked:
         blockers = report.blocker_ids
         result = MigrationResult(job.id, vm, source.name, destination.name, options.strategy,
