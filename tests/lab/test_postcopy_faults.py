@@ -82,11 +82,12 @@ def wait_for_postcopy(name: str, move: subprocess.Popen[str], timeout_s: float =
     return time.monotonic()
 
 
-def finish(move: subprocess.Popen[str], timeout_s: float = 300) -> dict[str, Any]:
+def finish(move: subprocess.Popen[str], timeout_s: float = 300) -> tuple[dict[str, Any], str]:
+    """The move's JSON result, and what it said on stderr."""
     out, err = move.communicate(timeout=timeout_s)
     print(err[-2000:])
     result: dict[str, Any] = json.loads(out)
-    return result
+    return result, err
 
 
 def test_a_link_cut_during_post_copy_is_ridden_out_and_said(
@@ -101,7 +102,7 @@ def test_a_link_cut_during_post_copy_is_ridden_out_and_said(
         with faults.migration_link_cut("kvm1"):
             time.sleep(CUT_S)
         restored = time.monotonic()
-        result = finish(move)
+        result, _said = finish(move)
     finally:
         if move.poll() is None:
             move.kill()
@@ -138,7 +139,7 @@ def test_a_post_copy_paused_while_the_link_is_cut_ends_split_with_both_copies_ke
             time.sleep(3)
         # libvirt's migrate call ends once the destination's QEMU, too, sees the stream
         # break: when the link is back (bench/postcopy_resume.py: 0.3 s after)
-        result = finish(move, timeout_s=120)
+        result, said = finish(move, timeout_s=120)
         on_source, on_destination = state_on("kvm1", name), state_on("kvm2", name)
         destination_libvirt = _libvirt_version("kvm2")
     finally:
@@ -164,6 +165,9 @@ def test_a_post_copy_paused_while_the_link_is_cut_ends_split_with_both_copies_ke
                  "guests): the move can be resumed only with another libvirt there")  # fmt: skip
         assert result["reason"].endswith(crash), result["reason"]
         assert [f["severity"] for f in warned] == ["warning"], checks
+        # said before the move, not only kept in the job
+        words = " ".join(said.split())  # the terminal's width folds stderr's lines
+        assert "pre-flight warning: a post-copy move that breaks off cannot be resumed" in words
     else:
         assert "libvirt's post-copy resume finishes the move" in result["reason"]
         assert warned == [], checks
