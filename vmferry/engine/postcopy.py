@@ -7,14 +7,15 @@ vmferry never aborts it (:func:`vmferry.engine.live._abort`) and never destroys 
 
 - **A stall** (no data moved for ``stall_timeout_s``): the guest waits on the destination
   for the pages it touches. TCP keeps resending what was lost, so a link that comes back in
-  time lets the move go on by itself (measured: a 20 s cut of the lab's migration link, the
-  move completed and the guest's memory checked clean). :class:`StallWatch` turns the
+  time lets the move go on by itself (measured: 15 and 20 s cuts of the lab's migration
+  link, the move completed and the guest's memory checked clean). :class:`StallWatch` turns the
   samples into an event when a stall begins and when data moves again, and keeps the
   longest, which the move's result reports as a warning.
 - **A break** (the migrate call fails after the switch): the VM is split between the two
-  hosts, paused on both. :func:`split_reason` says so, and what recovers it: libvirt's
-  post-copy resume, unless the destination's libvirt is one that crashes on it
-  (:data:`vmferry.assess.stream_features.POSTCOPY_RESUME_CRASHES`).
+  hosts (libvirt shows the source's copy paused and the destination's "running (post-copy
+  failed)", its vCPUs waiting for pages that cannot come). :func:`split_reason` says so,
+  and what recovers it: libvirt's post-copy resume, unless the destination's libvirt is one
+  that crashes on it (:data:`vmferry.assess.stream_features.POSTCOPY_RESUME_CRASHES`).
 """
 
 from __future__ import annotations
