@@ -160,6 +160,7 @@ def test_a_migration_that_completed_is_recorded_completed(guest: str) -> None:
         "paused": False,
         "persistent": False,
         "job_active": False,
+        "postcopy_failed": False,
     }
     assert jobs_service.reconcile_job(job.id) == after
     assert state_of("kvm2", guest) == libvirt.VIR_DOMAIN_RUNNING
