@@ -7,7 +7,7 @@ vmferry never aborts it (:func:`vmferry.engine.live._abort`) and never destroys 
 
 - **A stall** (no data moved for ``stall_timeout_s``): the guest waits on the destination
   for the pages it touches. TCP keeps resending what was lost, so a link that comes back in
-  time lets the move go on by itself (measured: 15 and 20 s cuts of the lab's migration
+  time lets the move go on by itself (measured: 12, 15 and 20 s cuts of the lab's migration
   link, the move completed and the guest's memory checked clean). :class:`StallWatch` turns the
   samples into an event when a stall begins and when data moves again, and keeps the
   longest, which the move's result reports as a warning.
