@@ -442,7 +442,12 @@ async def job_events(job_id: str, request: Request, context: Context) -> Respons
         """The API's shared feed of the job (server/job_feed.py: one poll of the store per
         job whoever follows it), each event sent with the page's figures after it."""
         known = list(job.events)
-        now = job
+        # each event is sent with the job as it was once that event was recorded: a page
+        # that connects after the job ended is sent the events it lacks, and must not see
+        # "completed" beside an earlier sample (its chart would stop short of the last)
+        status = views.status_at(known, start)
+        if views.status_at(known, len(known)) != job.status:  # events that do not tell it
+            status = job.status
         async for item in context.feeds.follow(job, start):
             if isinstance(item, Job):
                 yield _sse("end", {"status": item.status.value})
@@ -450,8 +455,8 @@ async def job_events(job_id: str, request: Request, context: Context) -> Respons
             index, event = item
             if index == len(known):
                 known.append(event)
-            now = replace(now, status=views.status_after(now.status, event),
-                          events=tuple(known))  # fmt: skip
+            status = views.status_after(status, event)
+            now = replace(job, status=status, events=tuple(known[: index + 1]))
             yield _sse("job", views.job_update(now, index), index)
 
     response = StreamingResponse(stream(), media_type="text/event-stream",

@@ -5,7 +5,7 @@ fleet's bars, a job's pipeline and progress series, the audit trail's search."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -584,6 +584,14 @@ def status_after(status: JobStatus, event: JobEvent) -> JobStatus:
             return JobStatus(str(event.data.get("to")))
         except ValueError:
             return status
+    return status
+
+
+def status_at(events: Sequence[JobEvent], count: int) -> JobStatus:
+    """A job's status once its first ``count`` events were recorded (from ``pending``)."""
+    status = JobStatus.PENDING
+    for event in events[:count]:
+        status = status_after(status, event)
     return status
 
 

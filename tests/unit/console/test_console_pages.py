@@ -5,6 +5,7 @@ event stream."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -346,3 +347,26 @@ def test_a_host_decisions_job_page_names_the_host_not_a_vm(ui: Console) -> None:
     move = ui.store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
     moved = ui.client.get(f"/jobs/{move.id}").text  # a move's page keeps all of it
     assert '<a href="/vms/web1">web1</a>' in moved and 'id="pipeline"' in moved
+
+
+def test_a_page_that_catches_up_on_a_finished_job_sees_each_event_with_its_own_status(
+    ui: Console,
+) -> None:
+    """A job page rendered mid-move, whose stream connects after the move ended: the
+    events it lacks are sent with the status the job had then, "completed" only with the
+    event that completed it. Sent with the final status, the page showed "completed" beside
+    the chart's second sample, before the third arrived (seen once in the browser test)."""
+    ui.login("viewer")
+    job = ui.store.create_job("migrate", "web1", "kvm1", "kvm2", MigrationOptions())
+    ui.store.set_status(job.id, JobStatus.RUNNING)
+    seen = len(ui.store.get_job(job.id).events)  # what the page was rendered with
+    for index, left in enumerate((900, 300, 40), start=1):
+        data = {"iteration": index, "memory_remaining_bytes": left * 2**20}
+        ui.store.add_event(job.id, "progress", f"pass {index}: {left} MiB left", data)
+    ui.store.set_status(job.id, JobStatus.COMPLETED)
+    body = ui.client.get(f"/jobs/{job.id}/events?from={seen}").text
+    sent = [json.loads(line[len("data: "):]) for line in body.splitlines()
+            if line.startswith("data: ") and '"index"' in line]  # fmt: skip
+    assert [(m["kind"], m["status"], m["point"] is not None) for m in sent] == [
+        ("progress", "running", True), ("progress", "running", True),
+        ("progress", "running", True), ("status", "completed", False)]  # fmt: skip
