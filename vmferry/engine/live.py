@@ -276,12 +276,13 @@ def _drive(
                   f"{paused.qemu_pause_ms} ms by QEMU's", pause_ms=paused.pause_ms,
                   qemu_pause_ms=paused.qemu_pause_ms, qemu_stop_at=paused.qemu_stop_at,
                   qemu_resume_at=paused.qemu_resume_at)  # fmt: skip
-        # after the switch to post-copy a failed move leaves the VM split unless libvirt
-        # resumed it on its source (a failure before the switchover)
-        split = not moved and migration.in_postcopy and not _source_runs(src, plan.vm)
-        report = witness.finish(
-            moved, running=moved or (not split and _source_may_run(src, plan.vm))
-        )
+        # after a failed move the source is asked once: does the VM still run there? After
+        # the switch to post-copy a failure leaves it split unless libvirt resumed it on
+        # its source (a failure before the switchover)
+        answered, runs = (True, False) if moved else _source_state(src, plan.vm)
+        split = not moved and migration.in_postcopy and not (answered and runs)
+        # the witnesses wait for a VM that runs, or may (a source that did not answer)
+        report = witness.finish(moved, running=moved or (not split and (runs or not answered)))
         verification = _verify(src, dst, plan.vm, moved, report,
                                plan.options.require_verification, split=split)  # fmt: skip
         if migration.in_postcopy and (warning := stall_warning(stalls, samples)):
@@ -710,20 +711,12 @@ def _verify(src: LibvirtHost, dst: LibvirtHost, vm: str, moved: bool, report: Wi
     )
 
 
-def _source_may_run(src: LibvirtHost, vm: str) -> bool:
-    """After a failed move: False when the source answers that ``vm`` is not running there
-    (its QEMU died: it runs nowhere, and no witness need wait for it); True when it runs, or
-    when the source does not answer (the witnesses wait, as for a running VM)."""
+def _source_state(src: LibvirtHost, vm: str) -> tuple[bool, bool]:
+    """After a failed move: whether the source answered, and whether ``vm`` runs there (a
+    VM whose QEMU died runs nowhere, and no witness need wait for it)."""
     with contextlib.ExitStack() as stack:
         answered, record = _look(src, vm, stack, [])
-    return answered is None or (record is not None and record.state is VmState.RUNNING)
-
-
-def _source_runs(src: LibvirtHost, vm: str) -> bool:
-    """The source answers that ``vm`` runs there."""
-    with contextlib.ExitStack() as stack:
-        answered, record = _look(src, vm, stack, [])
-    return answered is not None and record is not None and record.state is VmState.RUNNING
+    return answered is not None, record is not None and record.state is VmState.RUNNING
 
 
 def _look(host: LibvirtHost, vm: str, stack: contextlib.ExitStack,
