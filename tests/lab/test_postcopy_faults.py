@@ -82,6 +82,15 @@ def wait_for_postcopy(name: str, move: subprocess.Popen[str], timeout_s: float =
     return time.monotonic()
 
 
+def break_off(source: libvirt.virConnect, name: str) -> None:
+    """Cut kvm1's migration link, pause the source's post-copy while it is cut (what QEMU
+    does once TCP gives up, and `virsh domjobabort --postcopy`), then restore the link."""
+    with faults.migration_link_cut("kvm1"):
+        time.sleep(3)
+        source.lookupByName(name).abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
+        time.sleep(3)
+
+
 def finish(move: subprocess.Popen[str], timeout_s: float = 300) -> tuple[dict[str, Any], str]:
     """The move's JSON result, and what it said on stderr."""
     out, err = move.communicate(timeout=timeout_s)
@@ -133,10 +142,7 @@ def test_a_post_copy_paused_while_the_link_is_cut_ends_split_with_both_copies_ke
     try:
         wait_for_postcopy(name, move)
         time.sleep(2)
-        with faults.migration_link_cut("kvm1"):
-            time.sleep(3)
-            source.lookupByName(name).abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
-            time.sleep(3)
+        break_off(source, name)
         # libvirt's migrate call ends once the destination's QEMU, too, sees the stream
         # break: when the link is back (bench/postcopy_resume.py: 0.3 s after)
         result, said = finish(move, timeout_s=120)
@@ -185,10 +191,7 @@ def test_a_job_killed_in_post_copy_that_then_broke_off_resumes_as_split(
         wait_for_postcopy(name, move)
         os.killpg(move.pid, signal.SIGKILL)  # libvirt's migration goes on without it
         move.wait(timeout=30)
-        with faults.migration_link_cut("kvm1"):
-            time.sleep(3)
-            source.lookupByName(name).abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
-            time.sleep(3)
+        break_off(source, name)
         deadline = time.monotonic() + 60
         while state_on("kvm2", name) != split:
             assert time.monotonic() < deadline, state_on("kvm2", name)
