@@ -13,6 +13,7 @@ from vmferry.errors import BadInputError
 from vmferry.model.source_vm import Firmware, ImageFormat, SourceFormat
 from vmferry.sources import ImageOverrides, Limits, inspect_image, open_source
 from vmferry.sources.vmdk import parse_descriptor
+from vmferry.sources.vsphere_disk import remote_vmdk
 
 MakeImage = Callable[..., Path]
 GiB = 1024**3
@@ -183,6 +184,31 @@ def test_descriptor_parse_keys_and_extents() -> None:
     assert desc.capacity_bytes == (4192256 + 2048 + 100) * 512
     assert desc.ddb["ddb.adapterType"] == "lsilogic"
     assert desc.parent_hint is None
+
+
+def test_a_descriptor_qemu_img_rewrote_with_a_shorter_cid_is_read_as_qemu_reads_it(
+    tmp_path: Path, import_data: Path
+) -> None:
+    """tests/data/import/vmdk/short-cid.vmdk is a descriptor as `qemu-img convert -O vmdk -o
+    subformat=monolithicFlat` left it (8 of 1,200 conversions of a 1 MiB raw did): its CID,
+    rewritten on the first write without leading zeros, is two digits shorter, so the
+    sector it wrote back holds the old text's last byte after the NUL. QEMU reads it; so
+    do the file import and the vSphere import (they refused it: "binary data")."""
+    data = (import_data / "vmdk" / "short-cid.vmdk").read_bytes()
+    text = data.rstrip(b"\x00")
+    assert b"CID=f08c80\n" in text and text.endswith(b'"2147483647"\n\x00\n')  # the shape
+    descriptor = tmp_path / "x.vmdk"
+    descriptor.write_bytes(data)
+    with (tmp_path / "x-flat.vmdk").open("wb") as flat:
+        flat.truncate(2**20)
+    info = subprocess.run(["qemu-img", "info", "--output=json", str(descriptor)],
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    assert '"virtual-size": 1048576' in info.stdout
+    facts = inspect_image(descriptor, LIMITS)
+    assert (facts.virtual_bytes, facts.subformat) == (2**20, "monolithicFlat")
+    assert facts.data_file == str(tmp_path / "x-flat.vmdk")
+    remote = remote_vmdk("[ds] x/x.vmdk", data, len(data))
+    assert (remote.kind, remote.extent, remote.capacity_bytes) == ("flat", "x-flat.vmdk", 2**20)
 
 
 def test_bare_image_defaults_and_overrides(
