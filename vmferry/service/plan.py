@@ -56,6 +56,7 @@ from vmferry.predict.strategy import (
     copy_rate,
     incremental_stop,
     move_prediction,
+    move_time_ms,
     warm_downtime_ms,
 )
 from vmferry.service.auto_strategy import disks_to_copy
@@ -240,6 +241,7 @@ def create_plan(
     calibration = calibration_from_store(store) if measured else DEFAULT_CALIBRATION
     overhead = per_vm_overhead_s(store.list_jobs(limit=200))
     predictions: dict[str, Prediction] = {}
+    boots = rehearsed_boots(store)  # a cold move stops its VM at least that long
 
     imported = {vm.name for vm in spec.vms if spec.imports(vm)}
     writes = _import_writes(spec, facts, profiles_of, store)
@@ -268,9 +270,10 @@ def create_plan(
         disks_s = 0.0  # disks only its source sees: every move copies them too
         if found.local is not None:
             disks_s = found.local.load.allocated_bytes / copy_rate(p)
-        strategy = _strategy(estimate.strategy, p, estimate.max_downtime_ms, None,
-                             found.disks, found.local, found.off)[0]  # fmt: skip
-        return move_prediction(p, strategy).total_time_ms / 1000 + disks_s + overhead
+        strategy, _reason, stop_ms, _copying = _strategy(
+            estimate.strategy, p, estimate.max_downtime_ms, boots.get(estimate.vm),
+            found.disks, found.local, found.off)  # fmt: skip
+        return move_time_ms(p, strategy, stop_ms) / 1000 + disks_s + overhead
 
     schedule = plan(spec, method=method, time_limit_s=time_limit_s, predict=predictor)
     placed = {} if assess is None else _assess_placed(spec, schedule, measured, assess)
@@ -284,7 +287,6 @@ def create_plan(
             raise PlanInfeasibleError(f"{exc.message} (counting the copies of the disks that "
                                       f"only the sources of {', '.join(sorted(placed))} "
                                       "see)") from exc  # fmt: skip
-    boots = rehearsed_boots(store)
     items = [
         _import_item(
             order,

@@ -16,6 +16,7 @@ from vmferry.predict.strategy import (
     MoveStrategy,
     choose_strategy,
     move_prediction,
+    move_time_ms,
     warm_downtime_ms,
 )
 
@@ -189,3 +190,20 @@ def test_the_move_a_strategy_makes_switches_to_post_copy_only_where_the_policy_w
     assert move_prediction(throttled, MoveStrategy.LIVE) is throttled
     quiet = prediction(0.1)  # pre-copy converges at once: post-copy is never switched to
     assert move_prediction(quiet, MoveStrategy.POSTCOPY) is quiet
+
+
+def test_a_move_that_stops_its_vm_takes_its_stop_and_a_live_one_its_transfer() -> None:
+    """Warm, cold and warm-incremental moves send no running guest's memory: the model's
+    time for them is their stop, not the pre-copy that would not converge."""
+    busy = prediction(1.5)
+    assert not busy.converges
+    stop = warm_downtime_ms(busy)
+    assert stop < busy.total_time_ms
+    for strategy in (MoveStrategy.WARM, MoveStrategy.COLD, MoveStrategy.WARM_INCREMENTAL):
+        assert move_time_ms(busy, strategy, stop) == stop
+    quiet = prediction(0.1)
+    assert move_time_ms(quiet, MoveStrategy.LIVE, 40) == quiet.total_time_ms
+    throttled = prediction(0.7)
+    assert move_time_ms(throttled, MoveStrategy.POSTCOPY, 100) == (
+        with_early_postcopy(throttled).total_time_ms
+    )
