@@ -91,6 +91,15 @@ def break_off(source: libvirt.virConnect, name: str) -> None:
         time.sleep(3)
 
 
+def inventory_of(host: str) -> list[dict[str, Any]]:
+    """`vmferry inventory --host HOST --json`."""
+    done = subprocess.run([sys.executable, "-m", "vmferry.cli.main", "inventory", "--host", host,
+                           "--json"], env=os.environ, capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    found: list[dict[str, Any]] = json.loads(done.stdout)
+    return found
+
+
 def finish(move: subprocess.Popen[str], timeout_s: float = 300) -> tuple[dict[str, Any], str]:
     """The move's JSON result, and what it said on stderr."""
     out, err = move.communicate(timeout=timeout_s)
@@ -148,6 +157,7 @@ def test_a_post_copy_paused_while_the_link_is_cut_ends_split_with_both_copies_ke
         result, said = finish(move, timeout_s=120)
         on_source, on_destination = state_on("kvm1", name), state_on("kvm2", name)
         destination_libvirt = _libvirt_version("kvm2")
+        listed = inventory_of("kvm2")
     finally:
         if move.poll() is None:
             move.kill()
@@ -160,6 +170,9 @@ def test_a_post_copy_paused_while_the_link_is_cut_ends_split_with_both_copies_ke
     assert "vmferry destroys neither" in result["reason"]
     assert on_source == (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
     assert on_destination is not None, "the destination's copy was removed"
+    # libvirt holds kvm2's half for a resume: listed, its devices not read, and said so
+    held = next(vm for vm in listed if vm["spec"]["name"] == name)
+    assert (held["state"], held["devices_read"], held["spec"]["disks"]) == ("running", False, [])
     events = job_events(result["job_id"])
     assert [e["message"] for e in events if e["message"].startswith("after the failed")] == [
         f"after the failed migration: {name} is split between kvm1 and kvm2 (post-copy broke "

@@ -369,8 +369,9 @@ def test_a_vm_held_for_an_incoming_migration_is_listed_without_its_devices(
     assert (record.host, record.state, record.persistent) == ("default", VmState.RUNNING, True)
     spec = record.spec
     assert (spec.name, spec.vcpus, spec.memory_bytes) == ("split1", 1, 512 * MiB)
-    assert (record.spec.disks, record.spec.nics) == ((), ())
+    assert (record.spec.disks, record.spec.nics, record.devices_read) == ((), (), False)
     incoming = LockedDom((libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION))
     record = default_host._record(incoming)
     assert incoming.xml_asked == 1 and record.state is VmState.PAUSED  # waited, then this
     assert record.spec.uuid == "6695eb01-f6a4-8304-79aa-97f2502e1940"
+    assert record.devices_read is False

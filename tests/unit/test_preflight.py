@@ -216,6 +216,20 @@ def test_vm_that_is_not_running_is_a_blocker(state: VmState) -> None:
     assert "virsh -c qemu+tcp://198.18.0.11/system start web1" in finding.remediation
 
 
+def test_a_vm_libvirt_holds_for_a_migration_is_blocked_not_checked_without_devices() -> None:
+    """Its devices could not be read (a post-copy running or broken off): one blocker, which
+    says why, rather than the checks of a VM without disks."""
+    base = facts()
+    held = replace(base.vm, spec=replace(base.vm.spec, disks=(), nics=()), devices_read=False)
+    finding = only(evaluate(replace(base, vm=held)), "vm.held")
+    assert finding.severity is Severity.BLOCKER
+    assert finding.message == (
+        "libvirt holds VM 'web1' on kvm1 for a migration job, so its devices could not be read"
+    )
+    assert "virsh -c qemu+tcp://198.18.0.11/system domjobinfo web1" in finding.remediation
+    assert "vm.held" not in ids(evaluate(base))
+
+
 def test_paused_vm_can_move_live_with_a_note() -> None:
     findings = evaluate(facts(state=VmState.PAUSED))
     assert ids(findings) == ["vm.paused"] and findings[0].severity is Severity.INFO

@@ -180,6 +180,16 @@ def same_host(f: PreflightFacts) -> Iterator[Finding]:
 
 def vm_state(f: PreflightFacts) -> Iterator[Finding]:
     name = f.vm.spec.name
+    if not f.vm.devices_read:
+        yield Finding(
+            "vm.held",
+            Severity.BLOCKER,
+            f"libvirt holds VM {name!r} on {f.source.name} for a migration job, so its "
+            "devices could not be read",
+            f"let that job end (`virsh -c {f.source_uri} domjobinfo {name}`); a post-copy "
+            "that broke off needs libvirt's post-copy resume",
+        )
+        return
     if f.vm.state in (VmState.RUNNING, VmState.BLOCKED):  # blocked: running, waiting on I/O
         return
     if f.vm.state is VmState.PAUSED:

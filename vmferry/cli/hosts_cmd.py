@@ -149,6 +149,8 @@ def inventory_table(records: list[VmRecord]) -> Table:
         blockers = [f"hostdev {h.kind} {h.address}" for h in spec.host_devices]
         blockers += [f"pin vcpu{p.vcpu}->{p.cpuset}" for p in spec.vcpu_pins]
         blockers += [f"media {d.target} {d.source}" for d in spec.removable_media if d.source]
+        if not rec.devices_read:
+            disks = nics = "(not read: held for a migration)"
         table.add_row(
             rec.host, spec.name, str(rec.state),
             f"{spec.vcpus} ({topo.sockets}s/{topo.cores}c/{topo.threads}t)",

@@ -177,6 +177,13 @@ def _problems(detail: object) -> str:
     return "; ".join(parts)
 
 
+def _vm_record(item: dict[str, Any]) -> VmRecord:
+    """A VM of ``GET /vms`` (VmOut) as the local inventory gives it."""
+    return VmRecord(item["host"], VmState(item["state"]), bool(item["persistent"]),
+                    _decode(VmSpec, item["spec"], "VM"),
+                    devices_read=bool(item.get("devices_read", True)))  # fmt: skip
+
+
 def _decode(cls: type[T], value: Any, what: str) -> T:
     try:
         return from_jsonable(cls, value)
@@ -251,10 +258,7 @@ class ApiClient:
             if host is not None:
                 params["host"] = host
             page = self._json("GET", "/vms", params=params)
-            for item in page["items"]:
-                spec = _decode(VmSpec, item["spec"], "VM")
-                records.append(VmRecord(item["host"], VmState(item["state"]),
-                                        bool(item["persistent"]), spec))  # fmt: skip
+            records += [_vm_record(item) for item in page["items"]]
             unreachable.update(page.get("unreachable") or {})
             offset = page.get("next_offset")
         return Inventory(records, unreachable)
@@ -322,9 +326,7 @@ class ApiClient:
 
     def vm(self, vm: str) -> VmRecord:
         """``GET /vms/{id}``: one VM as its host reports it."""
-        item = self._json("GET", f"/vms/{_segment(vm)}")
-        return VmRecord(item["host"], VmState(item["state"]), bool(item["persistent"]),
-                        _decode(VmSpec, item["spec"], "VM"))  # fmt: skip
+        return _vm_record(self._json("GET", f"/vms/{_segment(vm)}"))
 
     def predict(
         self, vm: str, to: str, *, max_downtime_ms: int, bandwidth_mib_s: int | None,

@@ -660,7 +660,8 @@ class LibvirtHost:
         except libvirt.libvirtError as exc:
             raise self._error(exc, "reading a VM") from exc
         spec = VmSpec(name, uuid, int(vcpus), int(memory_kib) * 1024)
-        return VmRecord(self.name, _STATES.get(state, VmState.NO_STATE), persistent, spec)
+        return VmRecord(self.name, _STATES.get(state, VmState.NO_STATE), persistent, spec,
+                        devices_read=False)  # fmt: skip
 
     def _sized(self, dom: Any, active: bool, disk: Disk) -> Disk:
         """``disk`` with capacity and allocation filled in when libvirt can tell them.

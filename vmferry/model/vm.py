@@ -116,9 +116,12 @@ class VmSpec:
 
 @dataclass(frozen=True)
 class VmRecord:
-    """A VM as found on one host at one moment."""
+    """A VM as found on one host at one moment. ``devices_read`` False: libvirt held the VM
+    for a migration job (a post-copy running or broken off), so only its name, UUID, state,
+    vCPUs and memory were read; ``spec`` lists no disks and no NICs."""
 
     host: str
     state: VmState
     persistent: bool
     spec: VmSpec
+    devices_read: bool = True

@@ -66,6 +66,10 @@ class VmOut(BaseModel):
     guest_os: str | None = Field(None, description="libosinfo id from the domain's metadata")
     tags: list[str]
     spec: dict[str, Any]
+    devices_read: bool = Field(
+        True, description="false: libvirt held the VM for a migration job, so its devices "
+        "were not read (spec lists no disks and no NICs)",
+    )  # fmt: skip
 
 
 class VmPage(BaseModel):

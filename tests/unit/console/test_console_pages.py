@@ -370,3 +370,21 @@ def test_a_page_that_catches_up_on_a_finished_job_sees_each_event_with_its_own_s
     assert [(m["kind"], m["status"], m["point"] is not None) for m in sent] == [
         ("progress", "running", True), ("progress", "running", True),
         ("progress", "running", True), ("status", "completed", False)]  # fmt: skip
+
+
+def test_the_page_of_a_vm_libvirt_holds_for_a_migration_says_its_devices_were_not_read(
+    ui: Console,
+) -> None:
+    """A post-copy running or broken off: the driver read no devices (``devices_read``
+    False); the page says why rather than "none"."""
+    from dataclasses import replace
+
+    web1 = next(r for r in FLEET if r.spec.name == "web1")
+    bare = replace(web1.spec, disks=(), nics=())
+    ui.inventory.records = [replace(web1, spec=bare, devices_read=False)]
+    ui.login("operator")
+    page = ui.client.get("/vms/web1")
+    assert page.status_code == 200, page.text
+    assert 'id="devices-unread"' in page.text and "<dt>Disks</dt>" not in page.text
+    ui.inventory.records = [web1]
+    assert "<dt>Disks</dt>" in ui.client.get("/vms/web1").text

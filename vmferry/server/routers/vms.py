@@ -34,7 +34,8 @@ def _out(record: VmRecord, tags: tuple[str, ...]) -> VmOut:
     return VmOut(name=spec.name, uuid=spec.uuid, host=record.host, state=record.state.value,
                  persistent=record.persistent, vcpus=spec.vcpus, memory_bytes=spec.memory_bytes,
                  cpu_model=spec.cpu_model, arch=spec.arch, machine=spec.machine,
-                 guest_os=spec.guest_os, tags=list(tags), spec=to_jsonable(spec))  # fmt: skip
+                 guest_os=spec.guest_os, tags=list(tags), spec=to_jsonable(spec),
+                 devices_read=record.devices_read)  # fmt: skip
 
 
 @router.get(
