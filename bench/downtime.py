@@ -24,7 +24,6 @@ Takes about a minute per move.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import itertools
 import json
 import os
@@ -39,11 +38,11 @@ from pathlib import Path
 from vmferry.lab import guests, lifecycle
 from vmferry.lab import topology as topo
 from vmferry.lab.console import wait_for_memcheck
+from vmferry.lab.lock import lab_turn
 from vmferry.model.migration import JobStatus, MigrationOptions, Strategy
 from vmferry.service.migrate import migrate
 from vmferry.store.db import open_store
 
-LOCK = Path("/run/vmferry-lab.lock")
 _STAMP = re.compile(r"^(\d+\.\d+) ")
 _PING_STAMP = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from")
 
@@ -216,8 +215,7 @@ def main() -> int:
     if os.geteuid() != 0:
         sys.exit("the benchmark needs root (it runs the lab)")
     rates = [int(x) for x in args.dirty_mb_s.split(",")]
-    with LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lab_turn():
         lifecycle.up(2, 400, progress=progress)
         try:
             rows = bench(rates, args.moves, args.raw)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import resource
@@ -50,9 +49,9 @@ from typing import Any
 from vmferry.lab import lifecycle
 from vmferry.lab import topology as topo
 from vmferry.lab.imported import remove_imported, shared_pool_dir, to_vmdk
+from vmferry.lab.lock import lab_turn
 
 GIB, MIB = 2**30, 2**20
-LOCK = Path("/run/vmferry-lab.lock")
 VMFERRY = [sys.executable, "-m", "vmferry.cli.main"]
 
 
@@ -223,11 +222,10 @@ def main() -> int:
         sys.exit("the benchmark needs root (it runs the lab)")
     flat_rows: dict[str, list[Run]] = {"file": [], "vsphere": []}
     with (
-        LOCK.open("a") as lock,
+        lab_turn(),
         tempfile.TemporaryDirectory(dir="/var/tmp") as tmp,
         contextlib.ExitStack() as stack,
     ):
-        fcntl.flock(lock, fcntl.LOCK_EX)
         src, allocated, pair = make_source(Path(tmp), flat=args.vsphere)
         vsphere = None
         if pair is not None:

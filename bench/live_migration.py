@@ -20,14 +20,12 @@ otherwise; vmferry runs with its own --timeout. Takes about 15 minutes.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -36,6 +34,7 @@ from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import completed_from_stats
 from vmferry.lab import guests, lifecycle
 from vmferry.lab.console import wait_for_memcheck
+from vmferry.lab.lock import lab_turn
 from vmferry.lab.witness import LabWitness
 from vmferry.model.migration import (
     Compression,
@@ -49,7 +48,6 @@ from vmferry.service.migrate import migrate, migrate_auto
 
 MIB = 2**20
 MIGRATION_URI = "tcp://198.18.1.12"
-LOCK = Path("/run/vmferry-lab.lock")
 
 
 @dataclass
@@ -243,8 +241,7 @@ def main() -> int:
     unknown = [t for t in tools if t not in (*VIRSH_LINES, *VMFERRY_TOOLS)]
     if unknown:  # before the lab starts: a misspelt tool would run as plain vmferry
         parser.error(f"unknown tool(s): {', '.join(unknown)}")
-    with LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lab_turn():
         lifecycle.up(2, args.link_mbps, progress=progress)
         try:
             rows = bench(ratios, tools, args.link_mbps, args.memory_mb, args.working_set_mb)

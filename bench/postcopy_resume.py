@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -42,10 +40,10 @@ from vmferry.errors import LabError
 from vmferry.lab import faults, guests, lifecycle
 from vmferry.lab.console import wait_for_memcheck
 from vmferry.lab.lifecycle import topology_of
+from vmferry.lab.lock import lab_turn
 from vmferry.lab.processes import is_same_process
 from vmferry.lab.state import load_state
 
-LOCK = Path("/run/vmferry-lab.lock")
 GUEST = "pcresume"
 STATES = {
     (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY): "running (post-copy)",
@@ -87,8 +85,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tls", action="store_true", help="the migration stream over TLS")
     args = parser.parse_args()
-    with LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lab_turn():
         lifecycle.up(2, 400)
         try:
             probe = Probe()

@@ -25,18 +25,15 @@ Takes about 8 minutes.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 MIB = 2**20
-LOCK = Path("/run/vmferry-lab.lock")
 MEMORY_MB = (256, 512)
 DIRTY_SHARES = (0.0, 0.1, 0.3)
 LINKS_MBPS = (400, 200)
@@ -298,11 +295,11 @@ def main() -> int:
     os.environ["VMFERRY_DB"] = f"sqlite:///{workdir}/vmferry.db"  # a fresh store
     progress(f"store: {os.environ['VMFERRY_DB']} (for --replay)")
     from vmferry.lab import lifecycle
+    from vmferry.lab.lock import lab_turn
 
     rows: list[Row] = []
     index = 0
-    with LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lab_turn():
         for link in LINKS_MBPS:
             lifecycle.up(2, link, progress=progress)
             try:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import fcntl
 import hashlib
 import json
 import os
@@ -48,6 +47,7 @@ from vmferry.drivers.guest_agent import agent
 from vmferry.drivers.libvirt_host import LibvirtHost
 from vmferry.drivers.libvirt_migration import completed_from_stats
 from vmferry.lab import guests, lifecycle
+from vmferry.lab.lock import lab_turn
 from vmferry.lab.state import lab_dir
 from vmferry.model.migration import JobStatus, MigrationOptions, MigrationResult, Strategy
 from vmferry.service.migrate import migrate
@@ -56,7 +56,6 @@ from vmferry.store.db import open_store
 
 MIB = 2**20
 MIGRATION_URI = "tcp://198.18.1.12"
-LOCK = Path("/run/vmferry-lab.lock")
 HOST_IMAGES = "/var/lib/libvirt/images"  # kvm1's own pool as its libvirtd sees it
 
 
@@ -316,8 +315,7 @@ def main() -> int:
     if os.geteuid() != 0:
         sys.exit("the benchmark needs root (it runs the lab)")
     rows: list[Row] = []
-    with LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lab_turn():
         lifecycle.up(2, 400, progress=progress)
         try:
             with _conn("kvm1") as kvm1:

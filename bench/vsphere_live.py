@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import statistics
@@ -47,11 +46,11 @@ from vmferry.lab import topology as topo
 from vmferry.lab.boot_disk import build_boot_disk
 from vmferry.lab.guest_image import build_guest_image, default_cache_dir
 from vmferry.lab.imported import remove_imported, to_vmdk
+from vmferry.lab.lock import lab_turn
 from vmferry.lab.state import lab_dir
 from vmferry.service.plan_imports import STOP_NOTE, stop_to_start_ms
 
 MIB = 2**20
-LOCK = Path("/run/vmferry-lab.lock")
 VMFERRY = [sys.executable, "-m", "vmferry.cli.main"]
 VM = "DC0_H0_VM0"
 NAME = "bench-live"
@@ -189,18 +188,20 @@ def main() -> int:
     if os.geteuid() != 0:
         sys.exit("the benchmark needs root (it runs the lab)")
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
-    with LOCK.open("a") as lock, tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with _source(Path(tmp), args.data_mib) as (sim, env):
-            lifecycle.up(2, 400)
-            try:
-                for _ in range(args.repeat):
-                    for strategy in chosen:
-                        _power_on(sim)
-                        rows[strategy].append(_import(strategy, env, args.bandwidth))
-            finally:
-                remove_imported("kvm1", NAME)
-                lifecycle.down()
+    with (
+        lab_turn(),
+        tempfile.TemporaryDirectory(dir="/var/tmp") as tmp,
+        _source(Path(tmp), args.data_mib) as (sim, env),
+    ):
+        lifecycle.up(2, 400)
+        try:
+            for _ in range(args.repeat):
+                for strategy in chosen:
+                    _power_on(sim)
+                    rows[strategy].append(_import(strategy, env, args.bandwidth))
+        finally:
+            remove_imported("kvm1", NAME)
+            lifecycle.down()
     result: dict[str, Any] = {"versions": versions(), "boot_disk_mib": 64,
                               "data_disk_mib": args.data_mib,
                               "bandwidth_mib_s": args.bandwidth or None}  # fmt: skip

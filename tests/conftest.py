@@ -9,7 +9,6 @@ such retry, so none hides.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import os
 import pwd
@@ -60,9 +59,6 @@ def _isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
 
 
-LAB_LOCK = Path("/run/vmferry-lab.lock")
-
-
 @contextmanager
 def lab_up(hosts: int = 2, segments: tuple[int, ...] | None = None) -> Iterator[object]:
     """A lab of ``hosts`` hosts, taken down afterwards whatever happened.
@@ -76,9 +72,9 @@ def lab_up(hosts: int = 2, segments: tuple[int, ...] | None = None) -> Iterator[
         pytest.fail("lab tests need root (run `make test` as root)")
     from vmferry.errors import AlreadyExistsError
     from vmferry.lab import lifecycle
+    from vmferry.lab.lock import lab_turn
 
-    with LAB_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lab_turn():
         try:
             state = lifecycle.up(hosts=hosts, link_mbps=400, segments=segments)
         except AlreadyExistsError as exc:

@@ -3,7 +3,6 @@ with its stream encrypted, proved by its guest agent, its pause measured."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -13,17 +12,15 @@ from support.cli import vmferry
 from support.stack import live_tcg_moves_work
 
 from vmferry.lab import lifecycle
+from vmferry.lab.lock import lab_turn
 from vmferry.lab.state import load_state
 
 pytestmark = pytest.mark.lab
 
-LAB_LOCK = Path("/run/vmferry-lab.lock")  # the lock tests/conftest.py's labs take
-
 
 def test_the_demo_moves_its_guest_over_tls_proved_by_its_agent_with_the_pause_measured() -> None:
     db = Path(os.environ["VMFERRY_DB"].removeprefix("sqlite:///"))
-    with LAB_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lab_turn():  # the turn tests/conftest.py's labs take
         state = load_state()
         if state is not None and lifecycle.is_running(state):
             pytest.fail("a lab is up (left by hand?): the demo would reuse it; run `vmferry "
