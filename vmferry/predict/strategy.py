@@ -78,9 +78,6 @@ def move_prediction(prediction: Prediction, strategy: str) -> Prediction:
     return prediction
 
 
-STOPPING_MOVES = (MoveStrategy.WARM, MoveStrategy.COLD, MoveStrategy.WARM_INCREMENTAL)
-
-
 def move_time_ms(prediction: Prediction, strategy: str, stop_ms: int) -> int:
     """How long the move ``strategy`` takes, as the model sees it, without the copy of the
     disks only its host sees (the planner adds that): a live move's is its pre-copy's, or
@@ -88,7 +85,7 @@ def move_time_ms(prediction: Prediction, strategy: str, stop_ms: int) -> int:
     sends no running guest's memory: it stops the VM, and its time is that stop,
     ``stop_ms`` (the strategy's predicted downtime: saving, sending and restoring the
     non-zero memory, or the last round and the boot)."""
-    if strategy in STOPPING_MOVES:
+    if Strategy(strategy).offline:
         return stop_ms
     return move_prediction(prediction, strategy).total_time_ms
 
